@@ -1,0 +1,969 @@
+#!/usr/bin/env python3
+"""regbench: measure an OCI distribution registry (helper for bench/run.sh).
+
+Standard library only; shells out to curl, wrk, openssl and dd.
+
+Sub-commands:
+  limits  --file F --workdir D --out J          physical limits of this machine
+  suite   --url U [--pid P] --small F --large F --out J [...]
+                                                 the whole registry suite
+  report  --out-md M --out-json J RESULT.json... side-by-side table
+
+Every target must be a loopback address (127.0.0.0/8 or localhost); the script
+refuses anything else, including a Location header that points elsewhere.
+"""
+
+import argparse
+import gzip
+import hashlib
+import http.client
+import io
+import ipaddress
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.parse
+
+MIB = 1024 * 1024
+LIMIT_KEYS = ("sha256", "copy_fsync", "loop_put", "loop_get")
+CHUNK = 8 * MIB
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def log(msg):
+    print(f"  [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- #
+# HTTP helpers
+# --------------------------------------------------------------------------- #
+
+def check_loopback(host):
+    if host in ("localhost",):
+        return
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise BenchError(f"refusing non-loopback target host {host!r}")
+    if not ip.is_loopback:
+        raise BenchError(f"refusing non-loopback target host {host!r}")
+
+
+class Registry:
+    """A registry at a loopback base URL, with one persistent connection."""
+
+    def __init__(self, base, timeout=600):
+        u = urllib.parse.urlsplit(base)
+        if u.scheme != "http" or not u.hostname:
+            raise BenchError(f"need a plain http://HOST:PORT URL, got {base!r}")
+        check_loopback(u.hostname)
+        self.host = u.hostname
+        self.port = u.port or 80
+        self.base = f"http://{u.hostname}:{self.port}"
+        self.timeout = timeout
+        self.conn = None
+
+    def new(self):
+        return Registry(self.base, self.timeout)
+
+    def _connect(self):
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return self.conn
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def abs_url(self, path_or_url, relative_to="/"):
+        """Resolve a (possibly relative) Location against the registry base URL."""
+        full = urllib.parse.urljoin(self.base + relative_to, path_or_url)
+        u = urllib.parse.urlsplit(full)
+        check_loopback(u.hostname or "")
+        if (u.port or 80) != self.port:
+            raise BenchError(f"Location {path_or_url!r} points to another port")
+        return full
+
+    def path_of(self, url):
+        u = urllib.parse.urlsplit(self.abs_url(url))
+        return u.path + (("?" + u.query) if u.query else "")
+
+    def request(self, method, path, body=None, headers=None, retry=True):
+        """One request on the persistent connection; returns (status, headers, body)."""
+        headers = dict(headers or {})
+        if body is None and method in ("PUT", "POST", "PATCH"):
+            headers.setdefault("Content-Length", "0")
+        for attempt in (0, 1):
+            conn = self._connect()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return resp.status, resp, data
+            except (http.client.RemoteDisconnected, BrokenPipeError,
+                    ConnectionResetError, http.client.CannotSendRequest):
+                self.close()
+                # Only retry idempotent-ish small requests, and only once.
+                if attempt == 1 or not retry or (body is not None and len(body) > 1 << 20):
+                    raise
+        raise AssertionError("unreachable")
+
+    def expect(self, want, method, path, body=None, headers=None, what=""):
+        st, resp, data = self.request(method, path, body, headers)
+        if st not in (want if isinstance(want, tuple) else (want,)):
+            snippet = data[:300].decode("utf-8", "replace")
+            raise BenchError(f"{what or method} {path}: HTTP {st} (want {want}): {snippet}")
+        return resp, data
+
+    # ---- distribution API pieces ------------------------------------------ #
+
+    def ping(self):
+        st, _, _ = self.request("GET", "/v2/")
+        return st
+
+    def start_upload(self, repo):
+        t0 = time.perf_counter()
+        resp, _ = self.expect(202, "POST", f"/v2/{repo}/blobs/uploads/", what="start upload")
+        dt = time.perf_counter() - t0
+        loc = resp.getheader("Location")
+        if not loc:
+            raise BenchError("POST blobs/uploads/ returned no Location")
+        return self.abs_url(loc, f"/v2/{repo}/blobs/uploads/"), dt
+
+    def put_small_blob(self, repo, data, digest=None, mount_from=None):
+        digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
+        st, _, _ = self.request("HEAD", f"/v2/{repo}/blobs/{digest}")
+        if st == 200:
+            return digest
+        if mount_from:
+            st, resp, _ = self.request(
+                "POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={mount_from}")
+            if st == 201:
+                return digest
+            if st == 202 and resp.getheader("Location"):
+                loc = self.abs_url(resp.getheader("Location"), f"/v2/{repo}/blobs/uploads/")
+            else:
+                loc, _ = self.start_upload(repo)
+        else:
+            loc, _ = self.start_upload(repo)
+        self.expect(201, "PUT", self.path_of(with_query(loc, "digest", digest)), body=data,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Length": str(len(data))}, what="put blob")
+        return digest
+
+    def put_manifest(self, repo, ref, body):
+        self.expect(201, "PUT", f"/v2/{repo}/manifests/{ref}", body=body,
+                    headers={"Content-Type": OCI_MANIFEST, "Content-Length": str(len(body))},
+                    what="put manifest")
+
+
+def with_query(url, key, value):
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}{key}={urllib.parse.quote(value, safe=':')}"
+
+
+def next_link(resp):
+    """The target of a Link: <...>; rel="next" header, or None."""
+    link = resp.getheader("Link")
+    if not link:
+        return None
+    m = re.search(r'<([^>]*)>\s*;\s*rel="?next"?', link)
+    return m.group(1) if m else None
+
+
+# --------------------------------------------------------------------------- #
+# Measurement helpers
+# --------------------------------------------------------------------------- #
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def refresh_blob(path):
+    """Overwrite the first 16 bytes with fresh random bytes; return (digest, size).
+    Digest time is not counted by callers."""
+    with open(path, "r+b") as f:
+        f.write(os.urandom(16))
+    h = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK)
+    mv = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(mv[:n])
+            size += n
+    return "sha256:" + h.hexdigest(), size
+
+
+class RssSampler:
+    """Samples VmRSS of a PID every `interval` s; combines with VmHWM for the peak."""
+
+    def __init__(self, pid, interval=0.05):
+        self.pid = pid
+        self.interval = interval
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = None
+        self.hwm_before = None
+        self.hwm_after = None
+
+    def _status(self):
+        out = {}
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith(("VmRSS:", "VmHWM:")):
+                        k, v = line.split(":", 1)
+                        out[k] = int(v.split()[0]) * 1024
+        except OSError:
+            pass
+        return out
+
+    def _run(self):
+        while not self._stop.is_set():
+            s = self._status()
+            if "VmRSS" in s:
+                self.samples.append(s["VmRSS"])
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        s = self._status()
+        self.hwm_before = s.get("VmHWM")
+        self.rss_before = s.get("VmRSS")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        s = self._status()
+        self.hwm_after = s.get("VmHWM")
+        if "VmRSS" in s:
+            self.samples.append(s["VmRSS"])
+
+    def peak(self):
+        sampled = max(self.samples) if self.samples else None
+        # If the high-water mark rose during the window, it is the exact peak.
+        if self.hwm_before is not None and self.hwm_after is not None \
+                and self.hwm_after > self.hwm_before:
+            return max(self.hwm_after, sampled or 0)
+        return sampled
+
+
+def curl_put(url, path, timeout):
+    """PUT the whole file in one request with curl; returns (seconds, http_code)."""
+    cmd = ["curl", "-sS", "--http1.1", "-X", "PUT", "-T", path,
+           "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
+           "--max-time", str(timeout), "-o", "/dev/null",
+           "-w", "%{http_code} %{time_total} %{size_upload}", url]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise BenchError(f"curl PUT failed (rc {p.returncode}): {p.stderr.strip()}")
+    code, t, up = p.stdout.split()
+    return float(t), int(code), int(float(up))
+
+
+def curl_get(url, timeout):
+    cmd = ["curl", "-sS", "--http1.1", "--max-time", str(timeout), "-o", "/dev/null",
+           "-w", "%{http_code} %{time_total} %{size_download}", url]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise BenchError(f"curl GET failed (rc {p.returncode}): {p.stderr.strip()}")
+    code, t, down = p.stdout.split()
+    return float(t), int(code), int(float(down))
+
+
+def parse_wrk_time(s):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", s.strip())
+    if not m:
+        raise BenchError(f"cannot parse wrk time {s!r}")
+    v = float(m.group(1))
+    return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}[m.group(2)]
+
+
+# --------------------------------------------------------------------------- #
+# The suite
+# --------------------------------------------------------------------------- #
+
+def small_image():
+    """A tiny but real image: config `{}` and one gzipped tar layer."""
+    config = b"{}"
+    tbuf = io.BytesIO()
+    with tarfile.open(fileobj=tbuf, mode="w") as tf:
+        payload = b"hello from the berth benchmark\n"
+        ti = tarfile.TarInfo("hello.txt")
+        ti.size = len(payload)
+        ti.mtime = 0
+        tf.addfile(ti, io.BytesIO(payload))
+    layer = gzip.compress(tbuf.getvalue(), mtime=0)
+    cd = "sha256:" + hashlib.sha256(config).hexdigest()
+    ld = "sha256:" + hashlib.sha256(layer).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
+    }, separators=(",", ":")).encode()
+    return config, cd, layer, ld, manifest
+
+
+class Suite:
+    def __init__(self, args):
+        self.a = args
+        self.reg = Registry(args.url)
+        self.pid = args.pid
+        self.res = {"label": args.label, "url": self.reg.base, "pid": args.pid,
+                    "params": {}, "metrics": {}, "errors": {}}
+        self.last_large = None  # (repo, digest, size) of the last large blob pushed
+
+    def metric(self, key, name, value, unit, better, **extra):
+        self.res["metrics"][key] = dict(name=name, value=value, unit=unit, better=better, **extra)
+        v = f"{value:.2f}" if isinstance(value, float) else str(value)
+        log(f"{name}: {v} {unit}")
+
+    def guarded(self, key, fn):
+        try:
+            fn()
+        except Exception as e:  # record and go on with the other metrics
+            msg = f"{type(e).__name__}: {e}"
+            self.res["errors"][key] = msg
+            log(f"ERROR in {key}: {msg}")
+            self.reg.close()
+
+    # ---- blob uploads ------------------------------------------------------ #
+
+    def single_upload(self, repo, path, sample_rss=False):
+        digest, size = refresh_blob(path)
+        os.sync()  # do not let writeback of earlier runs land in this timing
+        loc, t_post = self.reg.start_upload(repo)
+        self.reg.close()  # curl uses its own connection; do not hold an idle one
+        url = with_query(loc, "digest", digest)
+        sampler = RssSampler(self.pid) if (sample_rss and self.pid) else None
+        if sampler:
+            with sampler:
+                t_put, code, up = curl_put(url, path, self.a.timeout)
+        else:
+            t_put, code, up = curl_put(url, path, self.a.timeout)
+        if code != 201:
+            raise BenchError(f"single PUT returned HTTP {code}")
+        if up != size:
+            raise BenchError(f"curl uploaded {up} bytes, file has {size}")
+        self.verify_blob(repo, digest, size)
+        return size / MIB / (t_post + t_put), sampler, digest, size
+
+    def chunked_upload(self, repo, path):
+        digest, size = refresh_blob(path)
+        os.sync()
+        reg = self.reg
+        buf = bytearray(CHUNK)
+        mv = memoryview(buf)
+        t0 = time.perf_counter()
+        loc, _ = reg.start_upload(repo)
+        off = 0
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                st, resp, data = reg.request(
+                    "PATCH", reg.path_of(loc), body=mv[:n], retry=False,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Length": str(n),
+                             "Content-Range": f"{off}-{off + n - 1}"})
+                if st != 202:
+                    raise BenchError(f"PATCH at offset {off}: HTTP {st}: "
+                                     f"{data[:300].decode('utf-8', 'replace')}")
+                new = resp.getheader("Location")
+                if not new:
+                    raise BenchError("PATCH response has no Location")
+                loc = reg.abs_url(new, reg.path_of(loc))
+                off += n
+        reg.expect(201, "PUT", reg.path_of(with_query(loc, "digest", digest)),
+                   what="final PUT")
+        dt = time.perf_counter() - t0
+        self.verify_blob(repo, digest, size)
+        return size / MIB / dt
+
+    def verify_blob(self, repo, digest, size):
+        resp, _ = self.reg.expect(200, "HEAD", f"/v2/{repo}/blobs/{digest}", what="HEAD blob")
+        cl = resp.getheader("Content-Length")
+        if cl is not None and int(cl) != size:
+            raise BenchError(f"HEAD blob says {cl} bytes, uploaded {size}")
+
+    def run_uploads(self):
+        a = self.a
+        for tag, path in (("small", a.small), ("large", a.large)):
+            size_mib = os.path.getsize(path) // MIB
+            sz = f"{size_mib} MiB" if size_mib < 1024 else f"{size_mib // 1024} GiB"
+
+            def single():
+                rates, peaks = [], []
+                for i in range(a.runs):
+                    rate, sampler, digest, size = self.single_upload(
+                        "bench/single", path, sample_rss=(tag == "large"))
+                    log(f"single PUT {sz} run {i + 1}: {rate:.1f} MiB/s")
+                    rates.append(rate)
+                    if sampler and sampler.peak():
+                        peaks.append(sampler.peak())
+                    if tag == "large":
+                        self.last_large = ("bench/single", digest, size)
+                self.metric(f"upload_single_{tag}", f"single-request PUT {sz}",
+                            median(rates), "MiB/s", "higher", runs=rates)
+                if tag == "large" and peaks:
+                    self.metric("rss_peak_upload_large", f"server peak RSS during {sz} PUT",
+                                max(peaks) / MIB, "MiB", "lower",
+                                runs=[p / MIB for p in peaks])
+            self.guarded(f"upload_single_{tag}", single)
+
+        for tag, path in (("small", a.small), ("large", a.large)):
+            size_mib = os.path.getsize(path) // MIB
+            sz = f"{size_mib} MiB" if size_mib < 1024 else f"{size_mib // 1024} GiB"
+
+            def chunked():
+                rates = []
+                for i in range(a.runs):
+                    rate = self.chunked_upload("bench/chunked", path)
+                    log(f"chunked {sz} run {i + 1}: {rate:.1f} MiB/s")
+                    rates.append(rate)
+                self.metric(f"upload_chunked_{tag}", f"chunked upload {sz} (8 MiB PATCHes)",
+                            median(rates), "MiB/s", "higher", runs=rates)
+            self.guarded(f"upload_chunked_{tag}", chunked)
+
+    def run_blob_get(self):
+        if not self.last_large:
+            raise BenchError("no large blob was uploaded; cannot time GET")
+        repo, digest, size = self.last_large
+        size_mib = size // MIB
+        sz = f"{size_mib} MiB" if size_mib < 1024 else f"{size_mib // 1024} GiB"
+        url = f"{self.reg.base}/v2/{repo}/blobs/{digest}"
+        rates = []
+        for i in range(self.a.runs):
+            os.sync()
+            t, code, down = curl_get(url, self.a.timeout)
+            if code != 200 or down != size:
+                raise BenchError(f"blob GET: HTTP {code}, {down} bytes (want 200, {size})")
+            rates.append(size / MIB / t)
+            log(f"blob GET {sz} run {i + 1}: {rates[-1]:.1f} MiB/s")
+        self.metric("blob_get_large", f"blob GET {sz}", median(rates), "MiB/s", "higher",
+                    runs=rates)
+
+    # ---- manifests, tags, catalog ---------------------------------------- #
+
+    def push_small_image(self, reg, repo, tag, mount_from=None):
+        config, cd, layer, ld, manifest = self.image
+        reg.put_small_blob(repo, config, cd, mount_from)
+        reg.put_small_blob(repo, layer, ld, mount_from)
+        reg.put_manifest(repo, tag, manifest)
+
+    def run_manifest_get(self):
+        repo = "bench/small"
+        self.push_small_image(self.reg, repo, "latest")
+        # Sanity check the GET once before hammering it.
+        resp, data = self.reg.expect(200, "GET", f"/v2/{repo}/manifests/latest",
+                                     headers={"Accept": OCI_MANIFEST}, what="GET manifest")
+        if data != self.image[4]:
+            raise BenchError("GET manifest returned different bytes than were pushed")
+        self.reg.close()
+        url = f"{self.reg.base}/v2/{repo}/manifests/latest"
+        cmd = ["wrk", "-t", str(self.a.wrk_threads), "-c", str(self.a.wrk_conns),
+               "-d", f"{self.a.wrk_duration}s", "--latency", "--timeout", "5s",
+               "-H", f"Accept: {OCI_MANIFEST}", url]
+        p = subprocess.run(cmd, capture_output=True, text=True,
+                           timeout=self.a.wrk_duration + 60)
+        out = p.stdout
+        self.res["wrk_output"] = out
+        if p.returncode != 0:
+            raise BenchError(f"wrk failed (rc {p.returncode}): {p.stderr.strip()}")
+        rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+        p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
+        p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
+        non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+        sockerr = re.search(r"Socket errors:.*", out)
+        if not rps or not p99:
+            raise BenchError(f"cannot parse wrk output:\n{out}")
+        if non2xx and int(non2xx.group(1)) > 0:
+            raise BenchError(f"wrk saw {non2xx.group(1)} non-2xx responses:\n{out}")
+        note = f"{self.a.wrk_conns} conns, {self.a.wrk_threads} threads, {self.a.wrk_duration}s"
+        if sockerr:
+            note += "; " + sockerr.group(0).strip()
+        self.metric("manifest_get_rps", f"manifest GET by tag ({note})", float(rps.group(1)),
+                    "req/s", "higher")
+        self.metric("manifest_get_p99", "manifest GET p99 latency",
+                    parse_wrk_time(p99.group(1)), "ms", "lower")
+        if p50:
+            self.metric("manifest_get_p50", "manifest GET p50 latency",
+                        parse_wrk_time(p50.group(1)), "ms", "lower")
+
+    def parallel(self, items, fn, workers):
+        """Run fn(reg, item) over items with `workers` threads, each with its own
+        persistent connection. Returns elapsed seconds."""
+        errors = []
+        lock = threading.Lock()
+        it = iter(items)
+
+        def worker():
+            reg = self.reg.new()
+            try:
+                while True:
+                    with lock:
+                        if errors:
+                            return
+                        try:
+                            item = next(it)
+                        except StopIteration:
+                            return
+                    fn(reg, item)
+            except Exception as e:
+                with lock:
+                    errors.append(e)
+            finally:
+                reg.close()
+
+        t0 = time.perf_counter()
+        ts = [threading.Thread(target=worker) for _ in range(workers)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        dt = time.perf_counter() - t0
+        if errors:
+            raise errors[0]
+        return dt
+
+    def time_list(self, path, key, reps):
+        """Median wall time (ms) of GET path, following Link rel=next pages.
+        Returns (median_ms, items, pages)."""
+        reg = self.reg.new()
+        times = []
+        items = pages = 0
+        try:
+            for i in range(reps + 1):  # first one is a warm-up
+                t0 = time.perf_counter()
+                cur = path
+                items = pages = 0
+                while cur and pages < 10000:
+                    resp, data = reg.expect(200, "GET", cur, what=f"GET {cur}")
+                    body = json.loads(data)
+                    items += len(body.get(key) or [])
+                    pages += 1
+                    nxt = next_link(resp)
+                    cur = reg.path_of(nxt) if nxt else None
+                dt = (time.perf_counter() - t0) * 1000
+                if i > 0:
+                    times.append(dt)
+        finally:
+            reg.close()
+        return median(times), items, pages
+
+    def run_tags(self):
+        a = self.a
+        repo = "bench/tags"
+        self.push_small_image(self.reg, repo, "t0")
+        manifest = self.image[4]
+        names = [f"t{i:05d}" for i in range(1, a.tags)]
+        dt = self.parallel(names, lambda reg, t: reg.put_manifest(repo, t, manifest),
+                           a.push_workers)
+        self.metric("tag_push_rate", f"manifest PUT under new tag ({a.push_workers} conns)",
+                    len(names) / dt, "req/s", "higher")
+        ms, items, pages = self.time_list(f"/v2/{repo}/tags/list", "tags", a.list_reps)
+        if items != a.tags:
+            raise BenchError(f"tags/list returned {items} tags in {pages} pages, want {a.tags}")
+        self.metric("tags_list_full", f"tags/list, {a.tags} tags, full list (median of "
+                    f"{a.list_reps}{', ' + str(pages) + ' pages via Link' if pages > 1 else ''})",
+                    ms, "ms", "lower", pages=pages)
+        ms, items, pages = self.time_list(f"/v2/{repo}/tags/list?n={a.tags}", "tags",
+                                          a.list_reps)
+        self.metric("tags_list_n", f"tags/list?n={a.tags} ({items} tags returned"
+                    f"{', ' + str(pages) + ' pages' if pages > 1 else ''})",
+                    ms, "ms", "lower", items=items, pages=pages)
+
+    def run_catalog(self):
+        a = self.a
+        repos = [f"bench-catalog/r{i:05d}" for i in range(a.repos)]
+        dt = self.parallel(
+            repos, lambda reg, r: self.push_small_image(reg, r, "latest", "bench/small"),
+            a.push_workers)
+        self.metric("repo_push_rate", f"new repository push, small image "
+                    f"({a.push_workers} conns)", len(repos) / dt, "repos/s", "higher")
+        # Only the first page is timed, as a client asking for n=1000 would see it.
+        reg = self.reg.new()
+        times = []
+        n_items = 0
+        try:
+            for i in range(a.list_reps + 1):
+                t0 = time.perf_counter()
+                resp, data = reg.expect(200, "GET", "/v2/_catalog?n=1000", what="catalog")
+                n_items = len(json.loads(data).get("repositories") or [])
+                if i > 0:
+                    times.append((time.perf_counter() - t0) * 1000)
+        finally:
+            reg.close()
+        if n_items < min(1000, a.repos):
+            raise BenchError(f"_catalog?n=1000 returned only {n_items} repositories")
+        self.metric("catalog", f"_catalog?n=1000 over {a.repos}+ repos ({n_items} returned, "
+                    f"median of {a.list_reps})", median(times), "ms", "lower")
+
+    def run(self):
+        a = self.a
+        self.res["params"] = {
+            "small_bytes": os.path.getsize(a.small), "large_bytes": os.path.getsize(a.large),
+            "runs": a.runs, "tags": a.tags, "repos": a.repos,
+            "wrk": {"threads": a.wrk_threads, "conns": a.wrk_conns, "duration_s": a.wrk_duration},
+            "list_reps": a.list_reps, "push_workers": a.push_workers,
+        }
+        self.image = small_image()
+        self.res["loadavg_start"] = os.getloadavg()
+        st = self.reg.ping()
+        if st != 200:
+            raise BenchError(f"GET /v2/ returned {st}; an anonymous registry is needed")
+        if self.pid:
+            s = RssSampler(self.pid)._status()
+            if "VmRSS" in s:
+                self.metric("rss_idle", "server RSS at start", s["VmRSS"] / MIB, "MiB", "lower")
+        t0 = time.perf_counter()
+        self.run_uploads()
+        self.guarded("blob_get_large", self.run_blob_get)
+        self.guarded("manifest_get", self.run_manifest_get)
+        self.guarded("tags_list", self.run_tags)
+        self.guarded("catalog", self.run_catalog)
+        if self.pid:
+            s = RssSampler(self.pid)._status()
+            if "VmRSS" in s:
+                self.metric("rss_end", "server RSS at end of suite", s["VmRSS"] / MIB, "MiB",
+                            "lower")
+        self.res["elapsed_s"] = time.perf_counter() - t0
+        log(f"suite finished in {self.res['elapsed_s']:.0f} s")
+        return self.res
+
+
+# --------------------------------------------------------------------------- #
+# Physical limits
+# --------------------------------------------------------------------------- #
+
+class _Sink:
+    """A minimal loopback HTTP server for the client-side ceiling: PUT bodies are read
+    and discarded, GET answers with the file via sendfile(). One connection at a time."""
+
+    def __init__(self, path):
+        import socket
+        self.path = path
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                self._handle(c)
+            except OSError:
+                pass
+            finally:
+                c.close()
+
+    def _handle(self, c):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            d = c.recv(65536)
+            if not d:
+                return
+            head += d
+        head, rest = head.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        method = lines[0].split()[0]
+        clen = 0
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            if k.strip().lower() == "content-length":
+                clen = int(v)
+        if method == "PUT":
+            left = clen - len(rest)
+            buf = bytearray(1 << 20)
+            while left > 0:
+                n = c.recv_into(buf)
+                if not n:
+                    return
+                left -= n
+            c.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        else:
+            size = os.path.getsize(self.path)
+            c.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n"
+                      f"Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+                      .encode())
+            with open(self.path, "rb") as f:
+                off = 0
+                while off < size:
+                    n = os.sendfile(c.fileno(), f.fileno(), off, size - off)
+                    if n == 0:
+                        break
+                    off += n
+
+    def close(self):
+        self._stop = True
+        self.sock.close()
+
+
+def cmd_limits(a):
+    size = os.path.getsize(a.file)
+    # Warm the page cache so sha256 measures the CPU, as the registries see it.
+    subprocess.run(["cat", a.file], stdout=subprocess.DEVNULL, check=True)
+    sha, cp = [], []
+    for _ in range(a.runs):
+        t0 = time.perf_counter()
+        subprocess.run(["openssl", "dgst", "-sha256", a.file], stdout=subprocess.DEVNULL,
+                       check=True)
+        sha.append(size / MIB / (time.perf_counter() - t0))
+    dst = os.path.join(a.workdir, "limits-copy.bin")
+    for _ in range(a.runs):
+        os.sync()
+        t0 = time.perf_counter()
+        subprocess.run(["dd", f"if={a.file}", f"of={dst}", "bs=8M", "conv=fsync",
+                        "status=none"], check=True)
+        cp.append(size / MIB / (time.perf_counter() - t0))
+        os.unlink(dst)
+    # Client-side ceiling: curl against a trivial discard / sendfile server (Python).
+    put, get = [], []
+    sink = _Sink(a.file)
+    try:
+        url = f"http://127.0.0.1:{sink.port}/sink"
+        for _ in range(a.runs):
+            t, code, up = curl_put(url, a.file, 600)
+            if code == 201 and up == size:
+                put.append(size / MIB / t)
+            t, code, down = curl_get(url, 600)
+            if code == 200 and down == size:
+                get.append(size / MIB / t)
+    finally:
+        sink.close()
+    szs = f"{size // MIB} MiB" if size < 1 << 30 else f"{size >> 30} GiB"
+    res = {
+        "sha256": {"name": f"openssl dgst -sha256, {szs} (page cache)", "value": median(sha),
+                   "unit": "MiB/s", "runs": sha},
+        "copy_fsync": {"name": f"dd copy {szs} same disk, conv=fsync", "value": median(cp),
+                       "unit": "MiB/s", "runs": cp},
+        "loop_put": {"name": f"curl PUT {szs} to a loopback discard server", "value": median(put),
+                     "unit": "MiB/s", "runs": put},
+        "loop_get": {"name": f"curl GET {szs} from a loopback sendfile server",
+                     "value": median(get), "unit": "MiB/s", "runs": get},
+        "cpus": os.cpu_count(),
+    }
+    for k in LIMIT_KEYS:
+        log(f"{res[k]['name']}: {res[k]['value']:.1f} MiB/s")
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=2)
+
+
+# --------------------------------------------------------------------------- #
+# Report
+# --------------------------------------------------------------------------- #
+
+ORDER = ["upload_single_small", "upload_single_large", "upload_chunked_small",
+         "upload_chunked_large", "blob_get_large", "manifest_get_rps", "manifest_get_p99",
+         "manifest_get_p50", "tag_push_rate", "tags_list_full", "tags_list_n",
+         "repo_push_rate", "catalog", "rss_peak_upload_large", "rss_idle", "rss_end"]
+
+
+# metric key -> the key its errors are recorded under (Suite.guarded)
+ERROR_GROUP = {
+    "rss_peak_upload_large": "upload_single_large",
+    "manifest_get_rps": "manifest_get", "manifest_get_p99": "manifest_get",
+    "manifest_get_p50": "manifest_get",
+    "tag_push_rate": "tags_list", "tags_list_full": "tags_list", "tags_list_n": "tags_list",
+    "repo_push_rate": "catalog",
+}
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def table(headers, rows):
+    w = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w[i]) for i, c in enumerate(r)) + " |"
+    sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
+    return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+def cmd_report(a):
+    results = []
+    for p in a.results:
+        with open(p) as f:
+            results.append(json.load(f))
+    labels = [r["label"] for r in results]
+    keys = [k for k in ORDER
+            if any(k in r["metrics"] for r in results)
+            or (not k.startswith("rss")
+                and any(ERROR_GROUP.get(k, k) in r["errors"] for r in results))]
+    for r in results:  # any metric not in ORDER, at the end
+        keys += [k for k in r["metrics"] if k not in keys]
+    pair = "berth" in labels and "reference" in labels
+    headers = ["metric", "unit", "better"] + labels
+    if pair:
+        headers.append("berth advantage (x)")
+    rows = []
+    for k in keys:
+        name = unit = better = None
+        vals = []
+        for r in results:
+            m = r["metrics"].get(k)
+            if m:
+                name, unit, better = m["name"], m["unit"], m["better"]
+                vals.append(m["value"])
+            elif ERROR_GROUP.get(k, k) in r["errors"]:
+                vals.append("ERROR")
+            else:
+                vals.append(None)
+        if name is None:
+            name, unit, better = k, "", ""
+        row = [name, unit, better] + [fmt(v) for v in vals]
+        if pair:
+            b = vals[labels.index("berth")]
+            ref = vals[labels.index("reference")]
+            ratio = "-"
+            if isinstance(b, (int, float)) and isinstance(ref, (int, float)) and b > 0 and ref > 0:
+                x = b / ref if better == "higher" else ref / b
+                ratio = f"{x:.2f}"
+            row.append(ratio)
+        rows.append(row)
+    out = []
+    out.append(table(headers, rows))
+    if pair:
+        out.append("berth advantage = berth/reference where higher is better, "
+                   "reference/berth where lower is better; > 1 means Berth is better.")
+    if a.limits and os.path.exists(a.limits):
+        with open(a.limits) as f:
+            lim = json.load(f)
+        out.append("")
+        out.append(f"Physical limits of this machine ({lim.get('cpus')} CPUs):")
+        out.append(table(["limit", "unit", "value"],
+                         [[lim[k]["name"], lim[k]["unit"], fmt(lim[k]["value"])]
+                          for k in LIMIT_KEYS if k in lim]))
+    errs = [(r["label"], k, e) for r in results for k, e in r["errors"].items()]
+    if errs:
+        out.append("")
+        out.append("Errors:")
+        for lab, k, e in errs:
+            out.append(f"  {lab} / {k}: {e.splitlines()[0][:400]}")
+    for r in results:
+        if "elapsed_s" in r:
+            la = r.get("loadavg_start")
+            out.append(f"{r['label']}: {r['url']}, suite took {r['elapsed_s']:.0f} s"
+                       + (f", load average at start {la[0]:.2f}" if la else ""))
+    text = "\n".join(out)
+    print(text)
+    if a.out_md:
+        with open(a.out_md, "w") as f:
+            f.write("# Registry benchmark\n\n" + text + "\n")
+    if a.out_json:
+        lim = None
+        if a.limits and os.path.exists(a.limits):
+            with open(a.limits) as f:
+                lim = json.load(f)
+        with open(a.out_json, "w") as f:
+            json.dump({"results": results, "limits": lim}, f, indent=2)
+
+
+# --------------------------------------------------------------------------- #
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("suite")
+    s.add_argument("--url", required=True)
+    s.add_argument("--pid", type=int)
+    s.add_argument("--label", default="registry")
+    s.add_argument("--small", required=True, help="the smaller blob file (e.g. 256 MiB)")
+    s.add_argument("--large", required=True, help="the larger blob file (e.g. 1 GiB)")
+    s.add_argument("--runs", type=int, default=3)
+    s.add_argument("--tags", type=int, default=10000)
+    s.add_argument("--repos", type=int, default=1000)
+    s.add_argument("--list-reps", type=int, default=20)
+    s.add_argument("--wrk-duration", type=int, default=10)
+    s.add_argument("--wrk-threads", type=int, default=2)
+    s.add_argument("--wrk-conns", type=int, default=10)
+    s.add_argument("--push-workers", type=int, default=4)
+    s.add_argument("--timeout", type=int, default=600)
+    s.add_argument("--out", required=True)
+
+    l = sub.add_parser("limits")
+    l.add_argument("--file", required=True)
+    l.add_argument("--workdir", required=True)
+    l.add_argument("--runs", type=int, default=3)
+    l.add_argument("--out", required=True)
+
+    r = sub.add_parser("report")
+    r.add_argument("results", nargs="+")
+    r.add_argument("--limits")
+    r.add_argument("--out-md")
+    r.add_argument("--out-json")
+
+    p = sub.add_parser("ping", help="exit 0 when GET /v2/ answers 200")
+    p.add_argument("--url", required=True)
+
+    p = sub.add_parser("freeport", help="print a free loopback TCP port")
+
+    a = ap.parse_args()
+    try:
+        if a.cmd == "suite":
+            res = Suite(a).run()
+            with open(a.out, "w") as f:
+                json.dump(res, f, indent=2)
+        elif a.cmd == "limits":
+            cmd_limits(a)
+        elif a.cmd == "report":
+            cmd_report(a)
+        elif a.cmd == "ping":
+            reg = Registry(a.url, timeout=2)
+            try:
+                sys.exit(0 if reg.ping() == 200 else 1)
+            except (OSError, http.client.HTTPException):
+                sys.exit(1)
+        elif a.cmd == "freeport":
+            import socket
+            with socket.socket() as sk:
+                sk.bind(("127.0.0.1", 0))
+                print(sk.getsockname()[1])
+    except BenchError as e:
+        print(f"regbench: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

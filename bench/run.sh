@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# Berth registry benchmark: Berth vs. the CNCF distribution registry (2.8), or any
+# registry already running on a loopback address. See bench/README.md.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+PY="${PYTHON:-python3}"
+REGBENCH="$HERE/regbench.py"
+
+BERTH_BIN="$ROOT/target/release/berth"
+BERTH_ARGS=()
+REF_BIN="/usr/bin/docker-registry"
+WANT_BERTH=""
+WANT_REF=""
+URL=""
+URL_PID=""
+URL_LABEL="registry"
+QUICK=0
+WORK_PARENT="${TMPDIR:-/tmp}"
+OUT_DIR=""
+KEEP=0
+
+usage() {
+  cat <<'EOF'
+Usage:
+  bench/run.sh [--berth BIN] [--reference]   start Berth and the reference registry,
+                                             bench both, print a side-by-side table
+                                             (default when no target is named)
+  bench/run.sh --reference-only              bench only the reference registry
+  bench/run.sh --berth-only [--berth BIN]    bench only Berth
+  bench/run.sh --url http://127.0.0.1:PORT [--pid PID] [--label NAME]
+                                             bench one already-running registry
+Options:
+  --berth BIN        Berth binary (default: <repo>/target/release/berth)
+  --berth-arg ARG    extra argument for `berth serve` (repeatable)
+  --registry-bin BIN reference registry binary (default: /usr/bin/docker-registry)
+  --quick            smoke run: 32/64 MiB blobs, 500 tags, 100 repos, 3 s wrk
+  --workdir DIR      parent dir for the temporary blobs and data dirs (default: $TMPDIR or /tmp);
+                     the registries' data dirs live there too, so it is the disk measured
+  --out DIR          where to write results (default: a new temp dir; kept and printed)
+  --keep             keep the work dir (blobs, registry data) instead of deleting it
+EOF
+}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --berth) BERTH_BIN="$2"; WANT_BERTH=1; shift 2 ;;
+    --berth-arg) BERTH_ARGS+=("$2"); shift 2 ;;
+    --reference) WANT_REF=1; shift ;;
+    --reference-only) WANT_REF=1; WANT_BERTH=0; shift ;;
+    --berth-only) WANT_BERTH=1; WANT_REF=0; shift ;;
+    --registry-bin) REF_BIN="$2"; shift 2 ;;
+    --url) URL="$2"; shift 2 ;;
+    --pid) URL_PID="$2"; shift 2 ;;
+    --label) URL_LABEL="$2"; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --workdir) WORK_PARENT="$2"; shift 2 ;;
+    --out) OUT_DIR="$2"; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+# Default: both. Naming only one of --berth/--reference still runs both unless an
+# *-only flag says otherwise (so `--berth BIN --quick` compares against the reference).
+if [[ -z "$URL" ]]; then
+  [[ -z "$WANT_BERTH" ]] && WANT_BERTH=1
+  [[ -z "$WANT_REF" ]] && WANT_REF=1
+  if [[ "$WANT_BERTH" != 1 && "$WANT_REF" != 1 ]]; then
+    echo "run.sh: nothing to bench" >&2; exit 2
+  fi
+else
+  WANT_BERTH=0; WANT_REF=0
+  if [[ ! "$URL" =~ ^http://(127\.[0-9]+\.[0-9]+\.[0-9]+|localhost):[0-9]+/?$ ]]; then
+    echo "run.sh: --url must be http://127.x.x.x:PORT (loopback only), got: $URL" >&2
+    exit 2
+  fi
+  URL="${URL%/}"
+  if [[ -n "$URL_PID" && ! -r "/proc/$URL_PID/status" ]]; then
+    echo "run.sh: --pid $URL_PID: no such process readable in /proc" >&2; exit 2
+  fi
+fi
+
+# ---------------------------------------------------------------- tool checks
+missing=0
+need() {  # need CMD DEBIAN_PACKAGE
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "run.sh: '$1' not found; install it with: apt-get install $2" >&2
+    missing=1
+  fi
+}
+need curl curl
+need wrk wrk
+need openssl openssl
+need dd coreutils
+need sha256sum coreutils
+need "$PY" python3
+if [[ "$WANT_REF" == 1 && ! -x "$REF_BIN" ]]; then
+  echo "run.sh: reference registry '$REF_BIN' not found; install it with: apt-get install docker-registry" >&2
+  missing=1
+fi
+if [[ "$WANT_BERTH" == 1 && ! -x "$BERTH_BIN" ]]; then
+  echo "run.sh: Berth binary '$BERTH_BIN' not found; build it with: cargo build --release (or pass --berth BIN, or --reference-only)" >&2
+  missing=1
+fi
+[[ "$missing" == 0 ]] || exit 3
+
+# ---------------------------------------------------------------- sizes
+if [[ "$QUICK" == 1 ]]; then
+  SMALL_MIB=32; LARGE_MIB=64; TAGS=500; REPOS=100; WRK_S=3; RUNS=3; LIST_REPS=10
+else
+  SMALL_MIB=256; LARGE_MIB=1024; TAGS=10000; REPOS=1000; WRK_S=10; RUNS=3; LIST_REPS=20
+fi
+
+# ---------------------------------------------------------------- temp dirs, cleanup
+mkdir -p "$WORK_PARENT"
+WORK="$(mktemp -d "$WORK_PARENT/berth-bench.XXXXXX")"
+if [[ -z "$OUT_DIR" ]]; then
+  OUT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-results.XXXXXX")"
+else
+  mkdir -p "$OUT_DIR"
+fi
+STARTED_PIDS=()
+
+stop_pid() {
+  local pid="$1" i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+  if [[ "$KEEP" == 1 ]]; then
+    echo "run.sh: work dir kept: $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- disk space check
+need_mib=$(( (SMALL_MIB + LARGE_MIB) * (2 * RUNS + 1) + LARGE_MIB + 512 ))
+avail_mib=$(( $(df -Pk "$WORK" | awk 'NR==2 {print $4}') / 1024 ))
+if (( avail_mib < need_mib )); then
+  echo "run.sh: only $avail_mib MiB free under $WORK; need about $need_mib MiB per registry" >&2
+  exit 4
+fi
+
+echo "== Berth registry benchmark ($([[ $QUICK == 1 ]] && echo quick || echo full))"
+echo "   work dir: $WORK   results: $OUT_DIR"
+echo "   $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM; kernel $(uname -r)"
+
+load1="$(cut -d' ' -f1 /proc/loadavg)"
+if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "   WARNING: 1-minute load average is $load1 before the benchmark starts; something" \
+       "else is using the CPUs and the numbers will be noisy (the machine has $(nproc) CPUs)."
+fi
+
+# ---------------------------------------------------------------- blobs
+SMALL="$WORK/blob-small.bin"
+LARGE="$WORK/blob-large.bin"
+echo "== generating random blobs (${SMALL_MIB} MiB, ${LARGE_MIB} MiB)"
+head -c "$((SMALL_MIB * 1024 * 1024))" /dev/urandom >"$SMALL"
+head -c "$((LARGE_MIB * 1024 * 1024))" /dev/urandom >"$LARGE"
+
+# ---------------------------------------------------------------- physical limits
+echo "== physical limits"
+"$PY" "$REGBENCH" limits --file "$LARGE" --workdir "$WORK" --runs 3 --out "$OUT_DIR/limits.json"
+
+# ---------------------------------------------------------------- per-registry suite
+RESULTS=()
+
+run_suite() {  # run_suite LABEL URL [PID]
+  local label="$1" url="$2" pid="${3:-}"
+  local args=(suite --url "$url" --label "$label" --small "$SMALL" --large "$LARGE"
+              --runs "$RUNS" --tags "$TAGS" --repos "$REPOS" --list-reps "$LIST_REPS"
+              --wrk-duration "$WRK_S" --out "$OUT_DIR/$label.json")
+  [[ -n "$pid" ]] && args+=(--pid "$pid")
+  echo "== benchmarking $label at $url${pid:+ (pid $pid)}"
+  if "$PY" "$REGBENCH" "${args[@]}"; then
+    RESULTS+=("$OUT_DIR/$label.json")
+  else
+    echo "run.sh: suite for $label failed (see above)" >&2
+  fi
+}
+
+wait_ready() {  # wait_ready URL PID LOG
+  local url="$1" pid="$2" logf="$3" i
+  for i in $(seq 1 300); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "run.sh: server (pid $pid) exited before it was ready; last log lines:" >&2
+      tail -n 30 "$logf" >&2 || true
+      return 1
+    fi
+    if "$PY" "$REGBENCH" ping --url "$url"; then return 0; fi
+    sleep 0.2
+  done
+  echo "run.sh: $url did not answer GET /v2/ with 200 within 60 s; last log lines:" >&2
+  tail -n 30 "$logf" >&2 || true
+  return 1
+}
+
+SERVER_PID=""
+start_berth() {
+  local port data logf
+  port="$("$PY" "$REGBENCH" freeport)"
+  data="$WORK/berth-data"; mkdir -p "$data"
+  logf="$OUT_DIR/berth.log"
+  "$BERTH_BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" "${BERTH_ARGS[@]}" \
+    >"$logf" 2>&1 &
+  SERVER_PID=$!
+  STARTED_PIDS+=("$SERVER_PID")
+  SERVER_URL="http://127.0.0.1:$port"
+  wait_ready "$SERVER_URL" "$SERVER_PID" "$logf"
+  grep -m1 'berth listening on' "$logf" || true
+}
+
+start_reference() {
+  local port data logf cfg
+  port="$("$PY" "$REGBENCH" freeport)"
+  data="$WORK/reference-data"; mkdir -p "$data"
+  cfg="$WORK/reference-config.yml"
+  logf="$OUT_DIR/reference.log"
+  cat >"$cfg" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $data
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+EOF
+  cp "$cfg" "$OUT_DIR/reference-config.yml"
+  "$REF_BIN" serve "$cfg" >"$logf" 2>&1 &
+  SERVER_PID=$!
+  STARTED_PIDS+=("$SERVER_PID")
+  SERVER_URL="http://127.0.0.1:$port"
+  wait_ready "$SERVER_URL" "$SERVER_PID" "$logf"
+  echo "   reference: $("$REF_BIN" --version 2>/dev/null || echo unknown version)"
+}
+
+# One server at a time, so an idle registry never competes for the 2 CPUs.
+if [[ "$WANT_BERTH" == 1 ]]; then
+  if start_berth; then
+    run_suite berth "$SERVER_URL" "$SERVER_PID"
+  fi
+  [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
+  rm -rf "$WORK/berth-data"; SERVER_PID=""
+fi
+if [[ "$WANT_REF" == 1 ]]; then
+  if start_reference; then
+    run_suite reference "$SERVER_URL" "$SERVER_PID"
+  fi
+  [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
+  rm -rf "$WORK/reference-data"; SERVER_PID=""
+fi
+if [[ -n "$URL" ]]; then
+  run_suite "$URL_LABEL" "$URL" "$URL_PID"
+fi
+
+if [[ ${#RESULTS[@]} -eq 0 ]]; then
+  echo "run.sh: no registry produced results" >&2
+  exit 1
+fi
+
+echo
+echo "== results"
+"$PY" "$REGBENCH" report "${RESULTS[@]}" --limits "$OUT_DIR/limits.json" \
+  --out-md "$OUT_DIR/report.md" --out-json "$OUT_DIR/results.json"
+echo
+echo "Results written to: $OUT_DIR/report.md and $OUT_DIR/results.json"

@@ -1,0 +1,151 @@
+//! The one configuration struct, layered: built-in defaults, then `berth.toml`, then
+//! `BERTH_*` environment variables, then command-line flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where metadata (SQLite) and blobs live.
+    pub data_dir: PathBuf,
+    /// Public base URL used in `Location` and `Link` headers.
+    pub external_url: Option<String>,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Upload sessions idle for this long are removed (e.g. `24h`, `30m`).
+    #[serde(with = "humantime_serde_compat")]
+    pub upload_expiry: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:5000".into(),
+            data_dir: PathBuf::from("./berth-data"),
+            external_url: None,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            upload_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_expiry: Option<String>,
+}
+
+impl Config {
+    /// `file` is an explicit config path (it must exist); without one, `./berth.toml`
+    /// is read when present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(
+                    path.exists(),
+                    "config file {} does not exist",
+                    path.display()
+                );
+                fig = fig.merge(Toml::file(path));
+            }
+            None => fig = fig.merge(Toml::file("berth.toml")),
+        }
+        fig = fig
+            .merge(Env::prefixed("BERTH_").ignore(&["config"]))
+            .merge(Serialized::defaults(overrides));
+        let cfg: Config = fig.extract().context("invalid configuration")?;
+        if let Some(url) = &cfg.external_url {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "external_url must start with http:// or https://, got {url:?}"
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+/// Durations are written the human way (`24h`, `90s`) in files and the environment.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_in_order() {
+        figment::Jail::expect_with(|jail| {
+            let d = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(d.listen, "127.0.0.1:5000");
+            assert_eq!(d.data_dir, PathBuf::from("./berth-data"));
+
+            jail.create_file(
+                "berth.toml",
+                "listen = \"127.0.0.1:6000\"\nupload_expiry = \"2h\"\ndata_dir = \"/x\"",
+            )?;
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.listen, "127.0.0.1:6000");
+            assert_eq!(c.upload_expiry, Duration::from_secs(7200));
+
+            jail.set_env("BERTH_LISTEN", "127.0.0.1:7000");
+            jail.set_env("BERTH_DATA_DIR", "/y");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.listen, "127.0.0.1:7000");
+            assert_eq!(c.data_dir, PathBuf::from("/y"));
+
+            let flags = Overrides {
+                listen: Some("127.0.0.1:8000".into()),
+                ..Default::default()
+            };
+            let c = Config::load(None, &flags).unwrap();
+            assert_eq!(c.listen, "127.0.0.1:8000");
+            assert_eq!(c.data_dir, PathBuf::from("/y"));
+
+            jail.set_env("BERTH_EXTERNAL_URL", "registry.example.com");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+}

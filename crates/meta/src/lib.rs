@@ -1,0 +1,138 @@
+//! Registry metadata behind one trait: repositories, blobs and which repository may
+//! reach them, manifests (with their payloads), references, tags and uploads.
+//!
+//! Every method that changes something is one transaction, so readers never see half
+//! a push, a half-moved tag or a half-deleted repository. Times are Unix milliseconds
+//! passed in by the caller; this crate never reads a clock.
+#![forbid(unsafe_code)]
+
+mod sqlite;
+
+use async_trait::async_trait;
+use berth_oci::Digest;
+
+pub use sqlite::SqliteMeta;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("blob {0} is not known in this repository")]
+    BlobUnknown(Digest),
+    #[error("manifest {0} is not known in this repository")]
+    ManifestUnknown(Digest),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    pub id: i64,
+    pub path: String,
+    pub created_at: i64,
+}
+
+/// A manifest as pushed, with what it references already extracted.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub payload: Vec<u8>,
+    /// Config and layers that live in this registry (foreign layers excluded).
+    pub blobs: Vec<Digest>,
+    /// Child manifests of an index.
+    pub children: Vec<Digest>,
+    pub subject: Option<Digest>,
+    pub config: Option<Digest>,
+    /// `artifactType`, or the config's media type when absent (what referrers report).
+    pub artifact_type: Option<String>,
+    /// Manifest annotations as JSON, for the referrers API.
+    pub annotations: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub payload: Vec<u8>,
+}
+
+/// How a manifest is asked for.
+#[derive(Debug, Clone)]
+pub enum ManifestRef<'a> {
+    Tag(&'a str),
+    Digest(&'a Digest),
+}
+
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: i64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub id: String,
+    pub repository_path: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[async_trait]
+pub trait Meta: Send + Sync + 'static {
+    async fn repository(&self, path: &str) -> Result<Option<Repository>>;
+    /// Repository paths in lexical order, strictly after `last`, at most `n`.
+    async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Vec<String>>;
+
+    /// Record a verified blob and let `repository` reach it (creating the repository).
+    async fn link_blob(&self, repository: &str, digest: &Digest, size: u64, now: i64)
+        -> Result<()>;
+    /// Size of a blob, if `repository` may reach it.
+    async fn repository_blob(&self, repository: &str, digest: &Digest) -> Result<Option<u64>>;
+    /// Size of a blob anywhere in the registry.
+    async fn blob(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Stop `repository` reaching a blob. Returns whether it could.
+    async fn unlink_blob(&self, repository: &str, digest: &Digest) -> Result<bool>;
+
+    /// Store a manifest and optionally tag it, atomically. Fails with `BlobUnknown` /
+    /// `ManifestUnknown` when it references something the repository cannot reach.
+    async fn put_manifest(
+        &self,
+        repository: &str,
+        manifest: &NewManifest,
+        tag: Option<&str>,
+        now: i64,
+    ) -> Result<()>;
+    async fn manifest(
+        &self,
+        repository: &str,
+        reference: ManifestRef<'_>,
+    ) -> Result<Option<StoredManifest>>;
+    /// Delete a manifest and every tag on it. Returns whether it existed.
+    async fn delete_manifest(&self, repository: &str, digest: &Digest, now: i64) -> Result<bool>;
+    /// Delete one tag (the manifest stays). Returns whether it existed.
+    async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool>;
+    /// Live tags in lexical order, strictly after `last`, at most `n`.
+    async fn tags(&self, repository: &str, last: Option<&str>, n: u32) -> Result<Vec<String>>;
+    /// Manifests of `repository` whose subject is `subject`.
+    async fn referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
+
+    async fn create_upload(&self, upload: &Upload) -> Result<()>;
+    async fn upload(&self, id: &str) -> Result<Option<Upload>>;
+    async fn touch_upload(&self, id: &str, now: i64) -> Result<()>;
+    async fn delete_upload(&self, id: &str) -> Result<()>;
+    /// Uploads not touched since `before`.
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<Upload>>;
+}

@@ -1,0 +1,585 @@
+//! SQLite metadata (the zero-config default), in WAL mode. Writes go through a
+//! one-connection pool so they queue in-process instead of failing with SQLITE_BUSY;
+//! reads use their own pool and run concurrently with the writer.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_oci::Digest;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::{
+    ManifestRef, Meta, MetaError, NewManifest, Referrer, Repository, Result, StoredManifest, Upload,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+pub struct SqliteMeta {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteMeta {
+    /// Open (creating and migrating if needed) the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteMeta { read, write })
+    }
+}
+
+fn digest(text: String) -> Result<Digest> {
+    Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
+}
+
+async fn repo_id(conn: &mut SqliteConnection, path: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM repositories WHERE path = ?")
+            .bind(path)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+async fn ensure_repo(conn: &mut SqliteConnection, path: &str, now: i64) -> Result<i64> {
+    sqlx::query(
+        "INSERT INTO repositories (path, created_at, updated_at) VALUES (?, ?, ?) \
+         ON CONFLICT (path) DO UPDATE SET updated_at = excluded.updated_at",
+    )
+    .bind(path)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    repo_id(conn, path)
+        .await?
+        .ok_or_else(|| MetaError::Corrupt(format!("repository {path} vanished")))
+}
+
+/// End the live row of a tag, if any.
+async fn end_tag(conn: &mut SqliteConnection, repo: i64, tag: &str, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tags SET deleted_at = ? WHERE repository_id = ? AND name = ? AND deleted_at IS NULL",
+    )
+    .bind(now)
+    .bind(repo)
+    .bind(tag)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+#[async_trait]
+impl Meta for SqliteMeta {
+    async fn repository(&self, path: &str) -> Result<Option<Repository>> {
+        let row = sqlx::query("SELECT id, path, created_at FROM repositories WHERE path = ?")
+            .bind(path)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| Repository {
+            id: r.get(0),
+            path: r.get(1),
+            created_at: r.get(2),
+        }))
+    }
+
+    async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT path FROM repositories WHERE path > ? ORDER BY path LIMIT ?",
+            )
+            .bind(last.unwrap_or(""))
+            .bind(n as i64)
+            .fetch_all(&self.read)
+            .await?,
+        )
+    }
+
+    async fn link_blob(&self, repository: &str, d: &Digest, size: u64, now: i64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let repo = ensure_repo(&mut tx, repository, now).await?;
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(d.as_str())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(repo)
+        .bind(d.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn repository_blob(&self, repository: &str, d: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repository_blobs rb \
+             JOIN repositories r ON r.id = rb.repository_id \
+             JOIN blobs b ON b.digest = rb.digest \
+             WHERE r.path = ? AND rb.digest = ?",
+        )
+        .bind(repository)
+        .bind(d.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn blob(&self, d: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            .bind(d.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn unlink_blob(&self, repository: &str, d: &Digest) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM repository_blobs WHERE digest = ? AND repository_id = \
+             (SELECT id FROM repositories WHERE path = ?)",
+        )
+        .bind(d.as_str())
+        .bind(repository)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_manifest(
+        &self,
+        repository: &str,
+        m: &NewManifest,
+        tag: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let repo = ensure_repo(&mut tx, repository, now).await?;
+        // Check reachability inside the transaction, so a concurrent delete cannot
+        // slip between the check and the insert.
+        for b in &m.blobs {
+            let ok: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo)
+            .bind(b.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if ok.is_none() {
+                return Err(MetaError::BlobUnknown(b.clone()));
+            }
+        }
+        let mut child_ids = Vec::with_capacity(m.children.len());
+        for c in &m.children {
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM manifests WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo)
+            .bind(c.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            child_ids.push(id.ok_or_else(|| MetaError::ManifestUnknown(c.clone()))?);
+        }
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM manifests WHERE repository_id = ? AND digest = ?")
+                .bind(repo)
+                .bind(m.digest.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existing.is_none() {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, \
+                 subject_digest, config_digest, size, payload, annotations, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(repo)
+            .bind(m.digest.as_str())
+            .bind(&m.media_type)
+            .bind(&m.artifact_type)
+            .bind(m.subject.as_ref().map(|d| d.as_str()))
+            .bind(m.config.as_ref().map(|d| d.as_str()))
+            .bind(m.payload.len() as i64)
+            .bind(&m.payload)
+            .bind(&m.annotations)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            for b in &m.blobs {
+                sqlx::query(
+                    "INSERT INTO manifest_blobs (manifest_id, digest) VALUES (?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(b.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for child in child_ids {
+                sqlx::query(
+                    "INSERT INTO manifest_references (parent_id, child_id) VALUES (?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(child)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(tag) = tag {
+            let current: Option<String> = sqlx::query_scalar(
+                "SELECT manifest_digest FROM tags \
+                 WHERE repository_id = ? AND name = ? AND deleted_at IS NULL",
+            )
+            .bind(repo)
+            .bind(tag)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if current.as_deref() != Some(m.digest.as_str()) {
+                end_tag(&mut tx, repo, tag, now).await?;
+                sqlx::query(
+                    "INSERT INTO tags (repository_id, name, manifest_digest, created_at) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(repo)
+                .bind(tag)
+                .bind(m.digest.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn manifest(
+        &self,
+        repository: &str,
+        reference: ManifestRef<'_>,
+    ) -> Result<Option<StoredManifest>> {
+        let row = match reference {
+            ManifestRef::Digest(d) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.payload FROM manifests m \
+                     JOIN repositories r ON r.id = m.repository_id \
+                     WHERE r.path = ? AND m.digest = ?",
+                )
+                .bind(repository)
+                .bind(d.as_str())
+                .fetch_optional(&self.read)
+                .await?
+            }
+            ManifestRef::Tag(t) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.payload FROM tags t \
+                     JOIN repositories r ON r.id = t.repository_id \
+                     JOIN manifests m ON m.repository_id = t.repository_id \
+                          AND m.digest = t.manifest_digest \
+                     WHERE r.path = ? AND t.name = ? AND t.deleted_at IS NULL",
+                )
+                .bind(repository)
+                .bind(t)
+                .fetch_optional(&self.read)
+                .await?
+            }
+        };
+        row.map(|r| {
+            Ok(StoredManifest {
+                digest: digest(r.get(0))?,
+                media_type: r.get(1),
+                payload: r.get(2),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_manifest(&self, repository: &str, d: &Digest, now: i64) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let Some(repo) = repo_id(&mut tx, repository).await? else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE tags SET deleted_at = ? \
+             WHERE repository_id = ? AND manifest_digest = ? AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(repo)
+        .bind(d.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
+            .bind(repo)
+            .bind(d.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let Some(repo) = repo_id(&mut tx, repository).await? else {
+            return Ok(false);
+        };
+        let ended = end_tag(&mut tx, repo, tag, now).await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn tags(&self, repository: &str, last: Option<&str>, n: u32) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id \
+             WHERE r.path = ? AND t.deleted_at IS NULL AND t.name > ? \
+             ORDER BY t.name LIMIT ?",
+        )
+        .bind(repository)
+        .bind(last.unwrap_or(""))
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
+             FROM manifests m JOIN repositories r ON r.id = m.repository_id \
+             WHERE r.path = ? AND m.subject_digest = ? \
+               AND (? IS NULL OR m.artifact_type = ?) \
+             ORDER BY m.created_at, m.id",
+        )
+        .bind(repository)
+        .bind(subject.as_str())
+        .bind(artifact_type)
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Referrer {
+                    digest: digest(r.get(0))?,
+                    media_type: r.get(1),
+                    size: r.get(2),
+                    artifact_type: r.get(3),
+                    annotations: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn create_upload(&self, u: &Upload) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, repository_path, created_at, updated_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&u.id)
+        .bind(&u.repository_path)
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<Upload>> {
+        let row = sqlx::query(
+            "SELECT id, repository_path, created_at, updated_at FROM uploads WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| Upload {
+            id: r.get(0),
+            repository_path: r.get(1),
+            created_at: r.get(2),
+            updated_at: r.get(3),
+        }))
+    }
+
+    async fn touch_upload(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE uploads SET updated_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<Upload>> {
+        let rows = sqlx::query(
+            "SELECT id, repository_path, created_at, updated_at FROM uploads WHERE updated_at < ?",
+        )
+        .bind(before)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Upload {
+                id: r.get(0),
+                repository_path: r.get(1),
+                created_at: r.get(2),
+                updated_at: r.get(3),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open() -> (tempfile::TempDir, SqliteMeta) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        (dir, m)
+    }
+
+    fn manifest(payload: &str, blobs: Vec<Digest>, children: Vec<Digest>) -> NewManifest {
+        NewManifest {
+            digest: Digest::sha256_of(payload.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            payload: payload.as_bytes().to_vec(),
+            blobs,
+            children,
+            subject: None,
+            config: None,
+            artifact_type: None,
+            annotations: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn manifest_needs_reachable_blobs_and_tags_move() {
+        let (_d, m) = open().await;
+        let layer = Digest::sha256_of(b"layer");
+        let man = manifest("m1", vec![layer.clone()], vec![]);
+        assert!(matches!(
+            m.put_manifest("a/b", &man, Some("v1"), 1).await,
+            Err(MetaError::BlobUnknown(_))
+        ));
+        // Linked in another repository does not count.
+        m.link_blob("other", &layer, 5, 1).await.unwrap();
+        assert!(m.put_manifest("a/b", &man, Some("v1"), 1).await.is_err());
+        m.link_blob("a/b", &layer, 5, 2).await.unwrap();
+        m.put_manifest("a/b", &man, Some("v1"), 3).await.unwrap();
+        m.put_manifest("a/b", &man, Some("v2"), 3).await.unwrap();
+        assert_eq!(m.tags("a/b", None, 10).await.unwrap(), vec!["v1", "v2"]);
+        assert_eq!(m.tags("a/b", Some("v1"), 10).await.unwrap(), vec!["v2"]);
+        let got = m
+            .manifest("a/b", ManifestRef::Tag("v1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.digest, man.digest);
+
+        // Move v1 to another manifest; v2 stays.
+        let man2 = manifest("m2", vec![layer.clone()], vec![]);
+        m.put_manifest("a/b", &man2, Some("v1"), 4).await.unwrap();
+        let got = m
+            .manifest("a/b", ManifestRef::Tag("v1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.digest, man2.digest);
+        // Deleting a tag leaves the manifest and the other tag.
+        assert!(m.delete_tag("a/b", "v2", 5).await.unwrap());
+        assert!(!m.delete_tag("a/b", "v2", 5).await.unwrap());
+        assert!(m
+            .manifest("a/b", ManifestRef::Digest(&man.digest))
+            .await
+            .unwrap()
+            .is_some());
+        // Deleting a manifest removes its tags.
+        assert!(m.delete_manifest("a/b", &man2.digest, 6).await.unwrap());
+        assert!(m.tags("a/b", None, 10).await.unwrap().is_empty());
+        assert_eq!(m.catalog(None, 10).await.unwrap(), vec!["a/b", "other"]);
+        assert_eq!(m.catalog(Some("a/b"), 10).await.unwrap(), vec!["other"]);
+    }
+
+    #[tokio::test]
+    async fn index_children_and_referrers() {
+        let (_d, m) = open().await;
+        let layer = Digest::sha256_of(b"layer");
+        m.link_blob("r", &layer, 5, 1).await.unwrap();
+        let child = manifest("child", vec![layer.clone()], vec![]);
+        let index = manifest("index", vec![], vec![child.digest.clone()]);
+        assert!(matches!(
+            m.put_manifest("r", &index, Some("multi"), 2).await,
+            Err(MetaError::ManifestUnknown(_))
+        ));
+        m.put_manifest("r", &child, None, 2).await.unwrap();
+        m.put_manifest("r", &index, Some("multi"), 3).await.unwrap();
+
+        let mut sig = manifest("sig", vec![layer.clone()], vec![]);
+        sig.subject = Some(child.digest.clone());
+        sig.artifact_type = Some("application/x.sig".into());
+        m.put_manifest("r", &sig, None, 4).await.unwrap();
+        let all = m.referrers("r", &child.digest, None).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].digest, sig.digest);
+        assert!(m
+            .referrers("r", &child.digest, Some("other"))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            m.referrers("r", &child.digest, Some("application/x.sig"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn uploads_expire() {
+        let (_d, m) = open().await;
+        let u = Upload {
+            id: "u".into(),
+            repository_path: "r".into(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        m.create_upload(&u).await.unwrap();
+        assert_eq!(m.upload("u").await.unwrap(), Some(u.clone()));
+        assert_eq!(m.stale_uploads(2).await.unwrap().len(), 1);
+        m.touch_upload("u", 5).await.unwrap();
+        assert!(m.stale_uploads(2).await.unwrap().is_empty());
+        m.delete_upload("u").await.unwrap();
+        assert_eq!(m.upload("u").await.unwrap(), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! Errors of the distribution API, rendered as the spec's
+//! `{"errors":[{"code","message","detail"}]}` with the status distribution uses.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_meta::MetaError;
+use berth_store::StoreError;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    TagInvalid,
+    RangeInvalid,
+    PaginationNumberInvalid,
+    Unsupported,
+    Unknown,
+}
+
+impl Code {
+    fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            Code::ManifestInvalid => "MANIFEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::SizeInvalid => "SIZE_INVALID",
+            Code::TagInvalid => "TAG_INVALID",
+            Code::RangeInvalid => "RANGE_INVALID",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::Unknown => "UNKNOWN",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::BlobUploadInvalid
+            | Code::ManifestUnknown
+            | Code::NameUnknown => StatusCode::NOT_FOUND,
+            Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RegistryError {
+    pub code: Code,
+    pub status: StatusCode,
+    pub message: String,
+    pub detail: Value,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl RegistryError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        RegistryError {
+            code,
+            status: code.status(),
+            message: message.into(),
+            detail: Value::Null,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    pub fn status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        RegistryError::new(Code::Unknown, "internal server error; see the server log")
+    }
+}
+
+impl From<MetaError> for RegistryError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::BlobUnknown(d) => RegistryError::new(
+                Code::ManifestBlobUnknown,
+                format!("manifest references blob {d}, which this repository does not have"),
+            )
+            .detail(json!({ "digest": d })),
+            MetaError::ManifestUnknown(d) => RegistryError::new(
+                Code::ManifestBlobUnknown,
+                format!("manifest references manifest {d}, which this repository does not have"),
+            )
+            .detail(json!({ "digest": d })),
+            other => RegistryError::internal(other),
+        }
+    }
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => {
+                RegistryError::new(Code::BlobUnknown, "blob unknown to registry")
+            }
+            StoreError::UploadNotFound => {
+                RegistryError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")
+            }
+            StoreError::OffsetMismatch { actual, .. } => RegistryError::new(
+                Code::RangeInvalid,
+                format!("chunk does not start where the upload ends (offset {actual})"),
+            )
+            .header("Range", crate::registry::range_header(actual)),
+            StoreError::Body(err) => RegistryError::new(
+                Code::BlobUploadInvalid,
+                format!("reading the upload body failed: {err}; resume from the upload's Range"),
+            )
+            .status(StatusCode::BAD_REQUEST),
+            other => RegistryError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "errors": [{
+                "code": self.code.as_str(),
+                "message": self.message,
+                "detail": self.detail,
+            }]
+        });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+        resp
+    }
+}
+
+pub type RegistryResult<T> = Result<T, RegistryError>;

@@ -1,0 +1,94 @@
+//! The HTTP server: the OCI distribution API under `/v2`, metrics, and the
+//! background jobs that keep storage tidy. Handlers are thin: parse, authorise,
+//! call the metadata and blob stores, map errors to the protocol's format.
+#![forbid(unsafe_code)]
+
+mod access;
+pub mod error;
+pub mod metrics;
+mod registry;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Request};
+use axum::routing::{any, get};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use state::{AppState, Settings, Shared};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: Shared) -> Router {
+    let v2 = Router::new()
+        .route("/v2", any(registry::dispatch))
+        .route("/v2/", any(registry::dispatch))
+        .route("/v2/{*rest}", any(registry::dispatch))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("docker-distribution-api-version"),
+            HeaderValue::from_static("registry/2.0"),
+        ));
+    Router::new()
+        .merge(v2)
+        .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, running background jobs alongside.
+pub async fn serve(
+    listener: TcpListener,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let jobs = tokio::spawn(expire_uploads(state.clone()));
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    jobs.abort();
+    result
+}
+
+/// Remove upload sessions (and their bytes) untouched for longer than the expiry.
+async fn expire_uploads(state: Shared) {
+    let expiry = state.settings.upload_expiry;
+    let every = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = expire_once(&state).await {
+            tracing::warn!(error = %e, "expiring stale uploads failed; will retry");
+        }
+    }
+}
+
+async fn expire_once(state: &Arc<AppState>) -> Result<(), Box<dyn std::error::Error>> {
+    let cutoff = state::now_ms() - state.settings.upload_expiry.as_millis() as i64;
+    for upload in state.meta.stale_uploads(cutoff).await? {
+        state.hashes.forget(&upload.id);
+        state.store.upload_delete(&upload.id).await?;
+        state.meta.delete_upload(&upload.id).await?;
+        tracing::info!(id = %upload.id, repository = %upload.repository_path, "expired stale upload");
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Prometheus metrics: requests by route, method and status; bytes in and out;
+//! request and upload durations. Rendered at `/metrics`.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::state::Shared;
+
+/// Set by handlers on their response so metrics group by endpoint, not by path.
+#[derive(Clone)]
+pub struct RouteLabel(pub String);
+
+/// Install the process-wide recorder. Call once; later calls return `None`.
+pub fn install() -> Option<PrometheusHandle> {
+    let handle = PrometheusBuilder::new().install_recorder().ok()?;
+    metrics::describe_counter!(
+        "berth_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    metrics::describe_counter!(
+        "berth_http_received_bytes_total",
+        "request body bytes received"
+    );
+    metrics::describe_counter!(
+        "berth_http_sent_bytes_total",
+        "response body bytes sent (declared lengths)"
+    );
+    metrics::describe_histogram!(
+        "berth_http_request_duration_seconds",
+        "time to produce the response head"
+    );
+    metrics::describe_histogram!(
+        "berth_upload_duration_seconds",
+        "from upload start to published blob"
+    );
+    Some(handle)
+}
+
+fn length(h: &axum::http::HeaderMap) -> u64 {
+    h.get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_string();
+    let received = length(req.headers());
+    let resp = next.run(req).await;
+    let route = resp
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| "other".to_string());
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("berth_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("berth_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!("berth_http_received_bytes_total").increment(received);
+    metrics::counter!("berth_http_sent_bytes_total").increment(length(resp.headers()));
+    resp
+}
+
+pub async fn render(State(state): State<Shared>) -> Response {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([("Content-Type", "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,195 @@
+//! Manifest reads, pushes and deletes, by tag or by digest.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use berth_meta::{ManifestRef, NewManifest};
+use berth_oci::manifest::{self, ManifestError, MAX_MANIFEST_BYTES};
+use berth_oci::{Digest, RepoName, Tag};
+
+use super::{empty, finish, parse_digest};
+use crate::access::{authorize, Action};
+use crate::error::{Code, RegistryError, RegistryResult};
+use crate::state::{now_ms, Shared};
+
+enum Reference {
+    Tag(Tag),
+    Digest(Digest),
+}
+
+fn parse_reference(text: &str) -> RegistryResult<Reference> {
+    if text.contains(':') {
+        return parse_digest(text).map(Reference::Digest);
+    }
+    Tag::parse(text).map(Reference::Tag).map_err(|e| {
+        RegistryError::new(Code::TagInvalid, e.to_string())
+            .detail(serde_json::json!({ "tag": text }))
+    })
+}
+
+fn manifest_unknown(reference: &str) -> RegistryError {
+    RegistryError::new(Code::ManifestUnknown, "manifest unknown to registry")
+        .detail(serde_json::json!({ "reference": reference }))
+}
+
+/// For reads and deletes an unusable reference simply names nothing.
+fn lookup_reference(text: &str) -> RegistryResult<Reference> {
+    parse_reference(text).map_err(|e| match e.code {
+        Code::TagInvalid => manifest_unknown(text),
+        _ => e,
+    })
+}
+
+pub async fn get(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    reference: &str,
+    with_body: bool,
+) -> RegistryResult<Response> {
+    authorize(state, headers, name.as_str(), Action::Pull)?;
+    let r = lookup_reference(reference)?;
+    let wanted = match &r {
+        Reference::Tag(t) => ManifestRef::Tag(t.as_str()),
+        Reference::Digest(d) => ManifestRef::Digest(d),
+    };
+    let m = state
+        .meta
+        .manifest(name.as_str(), wanted)
+        .await?
+        .ok_or_else(|| manifest_unknown(reference))?;
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", &m.media_type)
+        .header("Content-Length", m.payload.len())
+        .header("Docker-Content-Digest", m.digest.as_str())
+        .header("ETag", format!("\"{}\"", m.digest));
+    let body = if with_body {
+        Body::from(m.payload)
+    } else {
+        Body::empty()
+    };
+    builder.body(body).map_err(RegistryError::internal)
+}
+
+fn invalid(e: ManifestError) -> RegistryError {
+    let status = match e {
+        ManifestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    RegistryError::new(Code::ManifestInvalid, format!("manifest invalid: {e}")).status(status)
+}
+
+pub async fn put(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    reference: &str,
+    body: Body,
+) -> RegistryResult<Response> {
+    authorize(state, headers, name.as_str(), Action::Push)?;
+    let r = parse_reference(reference)?;
+    let payload = match axum::body::to_bytes(body, MAX_MANIFEST_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            // A length-limit error is the only kind that leaves a source error of this type.
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_large {
+                invalid(ManifestError::TooLarge(MAX_MANIFEST_BYTES + 1))
+            } else {
+                RegistryError::new(
+                    Code::ManifestInvalid,
+                    format!("reading the manifest failed: {e}"),
+                )
+            });
+        }
+    };
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    let parsed = manifest::parse(content_type, &payload).map_err(invalid)?;
+
+    let (digest, tag) = match r {
+        Reference::Digest(d) => {
+            let actual = Digest::of(d.algorithm(), &payload);
+            if actual != d {
+                return Err(RegistryError::new(
+                    Code::DigestInvalid,
+                    format!("manifest has digest {actual}, not {d}"),
+                ));
+            }
+            (d, None)
+        }
+        Reference::Tag(t) => (Digest::sha256_of(&payload), Some(t)),
+    };
+
+    let blobs: Vec<Digest> = parsed
+        .config
+        .iter()
+        .chain(&parsed.layers)
+        .filter(|d| !d.is_foreign())
+        .map(|d| d.digest.clone())
+        .collect();
+    let record = NewManifest {
+        digest: digest.clone(),
+        media_type: parsed.media_type.clone(),
+        payload: payload.to_vec(),
+        blobs,
+        children: parsed.children.iter().map(|c| c.digest.clone()).collect(),
+        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+        config: parsed.config.as_ref().map(|c| c.digest.clone()),
+        artifact_type: parsed.referrer_artifact_type(),
+        annotations: parsed
+            .annotations
+            .as_ref()
+            .and_then(|a| serde_json::to_string(a).ok()),
+    };
+    state
+        .meta
+        .put_manifest(
+            name.as_str(),
+            &record,
+            tag.as_ref().map(|t| t.as_str()),
+            now_ms(),
+        )
+        .await?;
+
+    let mut resp = empty(StatusCode::CREATED)
+        .header(
+            "Location",
+            format!(
+                "{}/v2/{}/manifests/{}",
+                state.base_url(headers),
+                name,
+                digest
+            ),
+        )
+        .header("Docker-Content-Digest", digest.as_str());
+    if let Some(subject) = &parsed.subject {
+        resp = resp.header("OCI-Subject", subject.digest.as_str());
+    }
+    finish(resp)
+}
+
+pub async fn delete(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    reference: &str,
+) -> RegistryResult<Response> {
+    authorize(state, headers, name.as_str(), Action::Delete)?;
+    let now = now_ms();
+    let found = match lookup_reference(reference)? {
+        // OCI 1.1: deleting by tag removes only the tag.
+        Reference::Tag(t) => {
+            state
+                .meta
+                .delete_tag(name.as_str(), t.as_str(), now)
+                .await?
+        }
+        Reference::Digest(d) => state.meta.delete_manifest(name.as_str(), &d, now).await?,
+    };
+    if !found {
+        return Err(manifest_unknown(reference));
+    }
+    finish(empty(StatusCode::ACCEPTED))
+}

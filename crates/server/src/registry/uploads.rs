@@ -1,0 +1,386 @@
+//! Blob uploads: monolithic, two-step, chunked and streamed; status, cancel, and
+//! cross-repository mounts. Bytes are hashed as they arrive; the digest the client
+//! names is checked before anything becomes visible.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use berth_meta::Upload;
+use berth_oci::{Algorithm, Digest, Hasher, RepoName};
+use futures::TryStreamExt;
+
+use super::{empty, finish, parse_digest, query_get, query_pairs, range_header};
+use crate::access::{authorize, Action};
+use crate::error::{Code, RegistryError, RegistryResult};
+use crate::state::{now_ms, Shared};
+
+fn upload_unknown(id: &str) -> RegistryError {
+    RegistryError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")
+        .detail(serde_json::json!({ "uuid": id }))
+}
+
+fn location(state: &Shared, headers: &HeaderMap, name: &RepoName, id: &str) -> String {
+    format!(
+        "{}/v2/{}/blobs/uploads/{}",
+        state.base_url(headers),
+        name,
+        id
+    )
+}
+
+fn session_response(
+    state: &Shared,
+    headers: &HeaderMap,
+    status: StatusCode,
+    name: &RepoName,
+    id: &str,
+    size: u64,
+) -> RegistryResult<Response> {
+    finish(
+        empty(status)
+            .header("Location", location(state, headers, name, id))
+            .header("Docker-Upload-UUID", id)
+            .header("Range", range_header(size)),
+    )
+}
+
+fn blob_created(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    d: &Digest,
+) -> RegistryResult<Response> {
+    finish(
+        empty(StatusCode::CREATED)
+            .header(
+                "Location",
+                format!("{}/v2/{}/blobs/{}", state.base_url(headers), name, d),
+            )
+            .header("Docker-Content-Digest", d.as_str()),
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `Content-Range: <start>-<end>` (the spec's form; `bytes ` and `/total` tolerated).
+fn content_range(headers: &HeaderMap) -> RegistryResult<Option<(u64, u64)>> {
+    let Some(raw) = headers.get("content-range") else {
+        return Ok(None);
+    };
+    let bad = || RegistryError::new(Code::RangeInvalid, "Content-Range must be <start>-<end>");
+    let text = raw.to_str().map_err(|_| bad())?.trim();
+    let text = text
+        .strip_prefix("bytes=")
+        .or_else(|| text.strip_prefix("bytes "))
+        .unwrap_or(text);
+    let text = text.split('/').next().unwrap_or(text);
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end: u64 = b.trim().parse().map_err(|_| bad())?;
+    if end < start {
+        return Err(bad());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn new_upload(state: &Shared, name: &RepoName, alg: Algorithm) -> RegistryResult<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now_ms();
+    // Metadata first: a crash then leaves a row that expiry cleans, never stray bytes.
+    state
+        .meta
+        .create_upload(&Upload {
+            id: id.clone(),
+            repository_path: name.to_string(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    state.store.upload_create(&id).await?;
+    state.hashes.put(&id, 0, Hasher::new(alg));
+    Ok(id)
+}
+
+/// The current size of an upload that belongs to `name`.
+async fn current(state: &Shared, name: &RepoName, id: &str) -> RegistryResult<u64> {
+    match state.meta.upload(id).await? {
+        Some(u) if u.repository_path == name.as_str() => {}
+        _ => return Err(upload_unknown(id)),
+    }
+    state
+        .store
+        .upload_size(id)
+        .await?
+        .ok_or_else(|| upload_unknown(id))
+}
+
+/// A hasher covering exactly the first `offset` bytes of the upload.
+async fn hasher_at(
+    state: &Shared,
+    id: &str,
+    offset: u64,
+    alg: Option<Algorithm>,
+) -> RegistryResult<Hasher> {
+    if let Some((at, h)) = state.hashes.take(id) {
+        if at == offset && alg.is_none_or(|a| a == h.algorithm()) {
+            return Ok(h);
+        }
+    }
+    let fresh = Hasher::new(alg.unwrap_or(Algorithm::Sha256));
+    if offset == 0 {
+        return Ok(fresh);
+    }
+    let (size, h) = state.store.upload_rehash(id, fresh).await?;
+    if size != offset {
+        return Err(RegistryError::new(
+            Code::BlobUploadInvalid,
+            "upload changed while in use",
+        ));
+    }
+    Ok(h)
+}
+
+async fn append(
+    state: &Shared,
+    headers: &HeaderMap,
+    id: &str,
+    offset: u64,
+    body: Body,
+) -> RegistryResult<u64> {
+    let hasher = hasher_at(state, id, offset, None).await?;
+    let stream = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+    let (size, hasher) = state
+        .store
+        .upload_append(id, offset, stream, hasher)
+        .await?;
+    state.hashes.put(id, size, hasher);
+    if content_length(headers).is_none() {
+        // Streamed bodies are not seen by the request-size metric.
+        metrics::counter!("berth_http_received_bytes_total").increment(size - offset);
+    }
+    state.meta.touch_upload(id, now_ms()).await?;
+    Ok(size)
+}
+
+/// Verify the upload against `digest`, publish it and link it into the repository.
+async fn complete(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    id: &str,
+    size: u64,
+    digest: &Digest,
+) -> RegistryResult<Response> {
+    let hasher = hasher_at(state, id, size, Some(digest.algorithm())).await?;
+    let actual = hasher.finish();
+    if &actual != digest {
+        discard(state, id).await?;
+        return Err(RegistryError::new(
+            Code::DigestInvalid,
+            format!("uploaded content has digest {actual}, not {digest}; the upload was discarded"),
+        )
+        .detail(serde_json::json!({ "expected": digest, "actual": actual })));
+    }
+    let started = state.meta.upload(id).await?.map(|u| u.created_at);
+    state.store.upload_commit(id, digest).await?;
+    state
+        .meta
+        .link_blob(name.as_str(), digest, size, now_ms())
+        .await?;
+    state.meta.delete_upload(id).await?;
+    state.hashes.forget(id);
+    if let Some(t0) = started {
+        metrics::histogram!("berth_upload_duration_seconds")
+            .record((now_ms() - t0) as f64 / 1000.0);
+    }
+    metrics::counter!("berth_uploaded_blob_bytes_total").increment(size);
+    blob_created(state, headers, name, digest)
+}
+
+async fn discard(state: &Shared, id: &str) -> RegistryResult<()> {
+    state.hashes.forget(id);
+    state.store.upload_delete(id).await?;
+    state.meta.delete_upload(id).await?;
+    Ok(())
+}
+
+pub async fn start(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    query: &str,
+    body: Body,
+) -> RegistryResult<Response> {
+    authorize(state, headers, name.as_str(), Action::Push)?;
+    let q = query_pairs(query);
+    if let Some(mount) = query_get(&q, "mount") {
+        let digest = parse_digest(&mount)?;
+        if let Some(resp) = try_mount(state, headers, name, &digest, query_get(&q, "from")).await? {
+            return Ok(resp);
+        }
+    } else if let Some(d) = query_get(&q, "digest") {
+        // Monolithic upload: the body is the whole blob.
+        let digest = parse_digest(&d)?;
+        let id = new_upload(state, name, digest.algorithm()).await?;
+        let size = match append(state, headers, &id, 0, body).await {
+            Ok(size) => size,
+            Err(e) => {
+                discard(state, &id).await?;
+                return Err(e);
+            }
+        };
+        return complete(state, headers, name, &id, size, &digest).await;
+    }
+    let alg = match query_get(&q, "digest-algorithm") {
+        Some(a) => a
+            .parse::<Algorithm>()
+            .map_err(|e| RegistryError::new(Code::DigestInvalid, e.to_string()))?,
+        None => Algorithm::Sha256,
+    };
+    let id = new_upload(state, name, alg).await?;
+    session_response(state, headers, StatusCode::ACCEPTED, name, &id, 0)
+}
+
+/// Link a blob from another repository the caller may read. `None` means "not
+/// mountable": the caller falls back to an ordinary upload session, as the spec says.
+async fn try_mount(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    digest: &Digest,
+    from: Option<String>,
+) -> RegistryResult<Option<Response>> {
+    let Some(from) = from.and_then(|f| RepoName::parse(&f).ok()) else {
+        return Ok(None);
+    };
+    if authorize(state, headers, from.as_str(), Action::Pull).is_err() {
+        return Ok(None);
+    }
+    let Some(size) = state.meta.repository_blob(from.as_str(), digest).await? else {
+        return Ok(None);
+    };
+    if state.store.stat(digest).await?.is_none() {
+        tracing::error!(%digest, "blob is in metadata but its bytes are missing; not mounting");
+        return Ok(None);
+    }
+    state
+        .meta
+        .link_blob(name.as_str(), digest, size, now_ms())
+        .await?;
+    Ok(Some(blob_created(state, headers, name, digest)?))
+}
+
+pub async fn patch(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    id: &str,
+    body: Body,
+) -> RegistryResult<Response> {
+    authorize(state, headers, name.as_str(), Action::Push)?;
+    let size = current(state, name, id).await?;
+    if let Some((start, end)) = content_range(headers)? {
+        let out_of_order = start != size;
+        let length_mismatch = content_length(headers).is_some_and(|l| l != end - start + 1);
+        if out_of_order || length_mismatch {
+            return Err(RegistryError::new(
+                Code::RangeInvalid,
+                if out_of_order {
+                    format!("chunk starts at {start}, but the upload holds {size} bytes")
+                } else {
+                    "Content-Range and Content-Length disagree".to_string()
+                },
+            )
+            .header("Location", location(state, headers, name, id))
+            .header("Range", range_header(size))
+            .header("Docker-Upload-UUID", id.to_string()));
+        }
+    }
+    let size = append(state, headers, id, size, body).await?;
+    session_response(state, headers, StatusCode::ACCEPTED, name, id, size)
+}
+
+pub async fn finish_upload(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    id: &str,
+    query: &str,
+    body: Body,
+) -> RegistryResult<Response> {
+    authorize(state, headers, name.as_str(), Action::Push)?;
+    let q = query_pairs(query);
+    let digest = query_get(&q, "digest").ok_or_else(|| {
+        RegistryError::new(
+            Code::DigestInvalid,
+            "the digest query parameter is required to finish an upload",
+        )
+    })?;
+    let digest = parse_digest(&digest)?;
+    let mut size = current(state, name, id).await?;
+    if let Some((start, _)) = content_range(headers)? {
+        if start != size {
+            return Err(RegistryError::new(
+                Code::RangeInvalid,
+                format!("final chunk starts at {start}, but the upload holds {size} bytes"),
+            )
+            .header("Range", range_header(size)));
+        }
+    }
+    if content_length(headers) != Some(0) {
+        size = append(state, headers, id, size, body).await?;
+    }
+    complete(state, headers, name, id, size, &digest).await
+}
+
+pub async fn status(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    id: &str,
+) -> RegistryResult<Response> {
+    authorize(state, headers, name.as_str(), Action::Push)?;
+    let size = current(state, name, id).await?;
+    session_response(state, headers, StatusCode::NO_CONTENT, name, id, size)
+}
+
+pub async fn cancel(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    id: &str,
+) -> RegistryResult<Response> {
+    authorize(state, headers, name.as_str(), Action::Push)?;
+    current(state, name, id).await?;
+    discard(state, id).await?;
+    finish(empty(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert("content-range", v.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(content_range(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(content_range(&h("0-9")).unwrap(), Some((0, 9)));
+        assert_eq!(content_range(&h("bytes=10-19")).unwrap(), Some((10, 19)));
+        assert_eq!(
+            content_range(&h("bytes 10-19/100")).unwrap(),
+            Some((10, 19))
+        );
+        assert!(content_range(&h("9-0")).is_err());
+        assert!(content_range(&h("abc")).is_err());
+    }
+}

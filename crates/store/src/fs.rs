@@ -1,0 +1,337 @@
+//! The filesystem store: `blobs/<alg>/<first two hex>/<hex>` for published blobs and
+//! `uploads/<id>` for uploads in progress, on the same filesystem so publishing is a
+//! rename.
+
+use std::io::{Read, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use berth_oci::{Algorithm, Digest, Hasher};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StoreError};
+
+const READ_CHUNK: usize = 256 * 1024;
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// Open (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("blobs"))?;
+        std::fs::create_dir_all(root.join("uploads"))?;
+        Ok(FsStore { root })
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_path(&self, id: &str) -> Result<PathBuf> {
+        // Upload ids come from URLs: allow only what we generate, so no path tricks.
+        if id.is_empty()
+            || id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(StoreError::UploadNotFound);
+        }
+        Ok(self.root.join("uploads").join(id))
+    }
+}
+
+fn not_found_as(e: std::io::Error, err: StoreError) -> StoreError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        err
+    } else {
+        StoreError::Io(e)
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead> {
+        let mut file = tokio::fs::File::open(self.blob_path(digest))
+            .await
+            .map_err(|e| not_found_as(e, StoreError::NotFound))?;
+        let size = file.metadata().await?.len();
+        let body: ByteStream = match range {
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start)).await?;
+                let len = r.end.saturating_sub(r.start) + 1;
+                Box::pin(ReaderStream::with_capacity(file.take(len), READ_CHUNK))
+            }
+            None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
+        };
+        Ok(BlobRead { size, body })
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Digest>> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+                let Ok(prefixes) = std::fs::read_dir(root.join(alg.as_str())) else {
+                    continue;
+                };
+                for prefix in prefixes {
+                    for entry in std::fs::read_dir(prefix?.path())? {
+                        let name = entry?.file_name();
+                        let text = format!("{}:{}", alg.as_str(), name.to_string_lossy());
+                        // Anything that is not a digest is not ours to report.
+                        if let Ok(d) = Digest::parse(&text) {
+                            out.push(d);
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn upload_create(&self, id: &str) -> Result<()> {
+        let path = self.upload_path(id)?;
+        tokio::fs::File::create(path).await?;
+        Ok(())
+    }
+
+    async fn upload_size(&self, id: &str) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.upload_path(id)?).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn upload_append(
+        &self,
+        id: &str,
+        offset: u64,
+        mut body: ByteStream,
+        hasher: Hasher,
+    ) -> Result<(u64, Hasher)> {
+        let path = self.upload_path(id)?;
+        // Receiving runs here; hashing and writing run on a blocking thread, so the
+        // two overlap. The channel is short so memory stays bounded.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Hasher)> {
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
+            let actual = file.metadata()?.len();
+            if actual != offset {
+                return Err(StoreError::OffsetMismatch {
+                    expected: offset,
+                    actual,
+                });
+            }
+            let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+            let mut hasher = hasher;
+            let mut size = actual;
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                out.write_all(&chunk)?;
+                size += chunk.len() as u64;
+            }
+            out.flush()?;
+            Ok((size, hasher))
+        });
+        let mut body_error = None;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer stopped; its result says why
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        match body_error {
+            Some(e) => Err(StoreError::Body(e)),
+            None => Ok(written),
+        }
+    }
+
+    async fn upload_rehash(&self, id: &str, hasher: Hasher) -> Result<(u64, Hasher)> {
+        let path = self.upload_path(id)?;
+        blocking(move || {
+            let mut file = std::fs::File::open(&path)
+                .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
+            let mut hasher = hasher;
+            let mut buf = vec![0u8; WRITE_BUFFER];
+            let mut size = 0u64;
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            Ok((size, hasher))
+        })
+        .await
+    }
+
+    async fn upload_commit(&self, id: &str, digest: &Digest) -> Result<()> {
+        let from = self.upload_path(id)?;
+        let to = self.blob_path(digest);
+        blocking(move || {
+            let file = std::fs::File::open(&from)
+                .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
+            if to.exists() {
+                // Same digest, same bytes: the published copy wins.
+                drop(file);
+                std::fs::remove_file(&from)?;
+                return Ok(());
+            }
+            file.sync_all()?;
+            drop(file);
+            let dir = to
+                .parent()
+                .ok_or_else(|| std::io::Error::other("blob path"))?;
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&from, &to)?;
+            sync_dir(dir)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload_delete(&self, id: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.upload_path(id)?).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn upload_list(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(dir)? {
+                out.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    fn body(parts: Vec<&'static [u8]>) -> ByteStream {
+        Box::pin(stream::iter(
+            parts.into_iter().map(|p| Ok(Bytes::from_static(p))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn upload_hash_publish_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::open(dir.path()).unwrap();
+        s.upload_create("u1").await.unwrap();
+        let h = Hasher::new(Algorithm::Sha256);
+        let (n, h) = s
+            .upload_append("u1", 0, body(vec![b"hel", b"lo"]), h)
+            .await
+            .unwrap();
+        assert_eq!(n, 5);
+        let err = s
+            .upload_append("u1", 2, body(vec![b"x"]), Hasher::new(Algorithm::Sha256))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::OffsetMismatch {
+                expected: 2,
+                actual: 5
+            }
+        ));
+        let (n, h) = s
+            .upload_append("u1", 5, body(vec![b" world"]), h)
+            .await
+            .unwrap();
+        assert_eq!(n, 11);
+        let d = h.finish();
+        assert_eq!(d, Digest::sha256_of(b"hello world"));
+        let (_, again) = s
+            .upload_rehash("u1", Hasher::new(Algorithm::Sha256))
+            .await
+            .unwrap();
+        assert_eq!(again.finish(), d);
+        assert_eq!(s.stat(&d).await.unwrap(), None);
+        s.upload_commit("u1", &d).await.unwrap();
+        assert_eq!(s.stat(&d).await.unwrap(), Some(11));
+        assert_eq!(s.upload_size("u1").await.unwrap(), None);
+        let r = s
+            .open(&d, Some(ByteRange { start: 6, end: 10 }))
+            .await
+            .unwrap();
+        let got: Vec<Bytes> = r.body.map(|b| b.unwrap()).collect().await;
+        assert_eq!(got.concat(), b"world");
+        assert_eq!(s.list().await.unwrap(), vec![d.clone()]);
+        s.delete(&d).await.unwrap();
+        assert!(matches!(s.open(&d, None).await, Err(StoreError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn refuses_path_tricks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            s.upload_create("../x").await,
+            Err(StoreError::UploadNotFound)
+        ));
+    }
+}

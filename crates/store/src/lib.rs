@@ -1,0 +1,83 @@
+//! Blob storage behind one trait. Blobs are content-addressed and immutable; an upload
+//! is written to a private temporary object, hashed while it is written, and published
+//! under its digest only once complete and durable.
+//!
+//! The store knows nothing of repositories or tags: which repository may reach which
+//! blob is metadata (`berth-meta`).
+#![forbid(unsafe_code)]
+
+mod fs;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use berth_oci::{Digest, Hasher};
+use bytes::Bytes;
+use futures::Stream;
+
+pub use fs::FsStore;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("blob not found")]
+    NotFound,
+    #[error("upload not found")]
+    UploadNotFound,
+    #[error("upload is at offset {actual}, not {expected}")]
+    OffsetMismatch { expected: u64, actual: u64 },
+    #[error("reading the request body failed: {0}")]
+    Body(std::io::Error),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A byte range, both ends inclusive, as HTTP ranges are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+pub struct BlobRead {
+    /// Total size of the blob (not of the range).
+    pub size: u64,
+    pub body: ByteStream,
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Size of a published blob, or `None` when it is not there.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Stream a published blob, or a range of it (the range must lie within the blob).
+    async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead>;
+    /// Remove a published blob's bytes. Removing a missing blob is not an error.
+    async fn delete(&self, digest: &Digest) -> Result<()>;
+    /// Every published blob, for offline garbage collection and audits.
+    async fn list(&self) -> Result<Vec<Digest>>;
+
+    async fn upload_create(&self, id: &str) -> Result<()>;
+    /// Bytes received so far, or `None` for an unknown upload.
+    async fn upload_size(&self, id: &str) -> Result<Option<u64>>;
+    /// Append `body` at `offset` (which must be the current size), feeding every byte
+    /// to `hasher` as it is written. Returns the new size and the hasher. On a body
+    /// error, the bytes received before it stay written, so the client can resume.
+    async fn upload_append(
+        &self,
+        id: &str,
+        offset: u64,
+        body: ByteStream,
+        hasher: Hasher,
+    ) -> Result<(u64, Hasher)>;
+    /// Hash what an upload holds so far (when no running hash is at hand).
+    async fn upload_rehash(&self, id: &str, hasher: Hasher) -> Result<(u64, Hasher)>;
+    /// Make the upload's bytes durable and publish them as `digest`. The caller has
+    /// verified the digest. The upload is gone afterwards.
+    async fn upload_commit(&self, id: &str, digest: &Digest) -> Result<()>;
+    async fn upload_delete(&self, id: &str) -> Result<()>;
+    /// Uploads present in storage, for expiry of abandoned ones.
+    async fn upload_list(&self) -> Result<Vec<String>>;
+}
