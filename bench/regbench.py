@@ -828,7 +828,8 @@ def cmd_report(a):
     keys = [k for k in ORDER
             if any(k in r["metrics"] for r in results)
             or (not k.startswith("rss")
-                and any(ERROR_GROUP.get(k, k) in r["errors"] for r in results))]
+                and any(ERROR_GROUP.get(k, k) in r["errors"] or "suite" in r["errors"]
+                        for r in results))]
     for r in results:  # any metric not in ORDER, at the end
         keys += [k for k in r["metrics"] if k not in keys]
     pair = "berth" in labels and "reference" in labels
@@ -844,7 +845,7 @@ def cmd_report(a):
             if m:
                 name, unit, better = m["name"], m["unit"], m["better"]
                 vals.append(m["value"])
-            elif ERROR_GROUP.get(k, k) in r["errors"]:
+            elif ERROR_GROUP.get(k, k) in r["errors"] or "suite" in r["errors"]:
                 vals.append("ERROR")
             else:
                 vals.append(None)
@@ -878,7 +879,7 @@ def cmd_report(a):
         out.append("")
         out.append("Errors:")
         for lab, k, e in errs:
-            out.append(f"  {lab} / {k}: {e.splitlines()[0][:400]}")
+            out.append(f"  {lab} / {k}: {(e.splitlines() or [''])[0][:400]}")
     for r in results:
         if "elapsed_s" in r:
             la = r.get("loadavg_start")
@@ -942,7 +943,16 @@ def main():
     a = ap.parse_args()
     try:
         if a.cmd == "suite":
-            res = Suite(a).run()
+            suite = Suite(a)
+            try:
+                res = suite.run()
+            except (BenchError, OSError, http.client.HTTPException) as e:
+                # Still write a result, so the table shows this registry as failed.
+                res = suite.res
+                res["errors"]["suite"] = f"{type(e).__name__}: {e}"
+                with open(a.out, "w") as f:
+                    json.dump(res, f, indent=2)
+                raise BenchError(f"suite aborted: {e}")
             with open(a.out, "w") as f:
                 json.dump(res, f, indent=2)
         elif a.cmd == "limits":
@@ -963,6 +973,9 @@ def main():
     except BenchError as e:
         print(f"regbench: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("regbench: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

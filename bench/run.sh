@@ -191,11 +191,15 @@ run_suite() {  # run_suite LABEL URL [PID]
               --wrk-duration "$WRK_S" --out "$OUT_DIR/$label.json")
   [[ -n "$pid" ]] && args+=(--pid "$pid")
   echo "== benchmarking $label at $url${pid:+ (pid $pid)}"
-  if "$PY" "$REGBENCH" "${args[@]}"; then
-    RESULTS+=("$OUT_DIR/$label.json")
-  else
+  if ! "$PY" "$REGBENCH" "${args[@]}"; then
     echo "run.sh: suite for $label failed (see above)" >&2
   fi
+  [[ -f "$OUT_DIR/$label.json" ]] && RESULTS+=("$OUT_DIR/$label.json")
+  if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+    echo "run.sh: WARNING: the $label server (pid $pid) is no longer running" >&2
+    [[ -f "$OUT_DIR/$label.log" ]] && tail -n 30 "$OUT_DIR/$label.log" >&2
+  fi
+  return 0
 }
 
 wait_ready() {  # wait_ready URL PID LOG

@@ -129,7 +129,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             external_url: cfg.external_url.clone(),
             upload_expiry: cfg.upload_expiry,
         },
-        hashes: Default::default(),
+        uploads: Default::default(),
         metrics: berth_server::metrics::install(),
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)

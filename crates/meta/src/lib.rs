@@ -19,6 +19,8 @@ pub enum MetaError {
     BlobUnknown(Digest),
     #[error("manifest {0} is not known in this repository")]
     ManifestUnknown(Digest),
+    #[error("manifest is referenced by index {0}; delete the index first")]
+    ManifestReferenced(Digest),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -115,7 +117,8 @@ pub trait Meta: Send + Sync + 'static {
         repository: &str,
         reference: ManifestRef<'_>,
     ) -> Result<Option<StoredManifest>>;
-    /// Delete a manifest and every tag on it. Returns whether it existed.
+    /// Delete a manifest and every tag on it. Returns whether it existed. Refused with
+    /// `ManifestReferenced` while an index in the repository lists it.
     async fn delete_manifest(&self, repository: &str, digest: &Digest, now: i64) -> Result<bool>;
     /// Delete one tag (the manifest stays). Returns whether it existed.
     async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool>;

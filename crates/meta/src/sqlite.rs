@@ -321,6 +321,19 @@ impl Meta for SqliteMeta {
         let Some(repo) = repo_id(&mut tx, repository).await? else {
             return Ok(false);
         };
+        let parent: Option<String> = sqlx::query_scalar(
+            "SELECT p.digest FROM manifests c \
+             JOIN manifest_references r ON r.child_id = c.id \
+             JOIN manifests p ON p.id = r.parent_id \
+             WHERE c.repository_id = ? AND c.digest = ? LIMIT 1",
+        )
+        .bind(repo)
+        .bind(d.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(parent) = parent {
+            return Err(MetaError::ManifestReferenced(digest(parent)?));
+        }
         sqlx::query(
             "UPDATE tags SET deleted_at = ? \
              WHERE repository_id = ? AND manifest_digest = ? AND deleted_at IS NULL",
@@ -543,6 +556,11 @@ mod tests {
         ));
         m.put_manifest("r", &child, None, 2).await.unwrap();
         m.put_manifest("r", &index, Some("multi"), 3).await.unwrap();
+        // A child stays while an index lists it; once the index is gone it may go.
+        assert!(matches!(
+            m.delete_manifest("r", &child.digest, 3).await,
+            Err(MetaError::ManifestReferenced(d)) if d == index.digest
+        ));
 
         let mut sig = manifest("sig", vec![layer.clone()], vec![]);
         sig.subject = Some(child.digest.clone());

@@ -16,6 +16,7 @@ pub enum Code {
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestUnknown,
+    ManifestReferenced,
     NameInvalid,
     NameUnknown,
     SizeInvalid,
@@ -36,6 +37,7 @@ impl Code {
             Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
             Code::ManifestInvalid => "MANIFEST_INVALID",
             Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::ManifestReferenced => "MANIFEST_REFERENCED",
             Code::NameInvalid => "NAME_INVALID",
             Code::NameUnknown => "NAME_UNKNOWN",
             Code::SizeInvalid => "SIZE_INVALID",
@@ -55,6 +57,7 @@ impl Code {
             | Code::ManifestUnknown
             | Code::NameUnknown => StatusCode::NOT_FOUND,
             Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Code::ManifestReferenced => StatusCode::CONFLICT,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -116,6 +119,11 @@ impl From<MetaError> for RegistryError {
                 format!("manifest references manifest {d}, which this repository does not have"),
             )
             .detail(json!({ "digest": d })),
+            MetaError::ManifestReferenced(parent) => RegistryError::new(
+                Code::ManifestReferenced,
+                format!("manifest is referenced by image index {parent}; delete the index first"),
+            )
+            .detail(serde_json::json!({ "index": parent })),
             other => RegistryError::internal(other),
         }
     }

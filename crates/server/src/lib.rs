@@ -85,7 +85,7 @@ async fn expire_uploads(state: Shared) {
 async fn expire_once(state: &Arc<AppState>) -> Result<(), Box<dyn std::error::Error>> {
     let cutoff = state::now_ms() - state.settings.upload_expiry.as_millis() as i64;
     for upload in state.meta.stale_uploads(cutoff).await? {
-        state.hashes.forget(&upload.id);
+        state.uploads.forget(&upload.id);
         state.store.upload_delete(&upload.id).await?;
         state.meta.delete_upload(&upload.id).await?;
         tracing::info!(id = %upload.id, repository = %upload.repository_path, "expired stale upload");

@@ -1,7 +1,7 @@
 //! What every handler shares: the metadata and blob stores, settings, and the running
 //! hashes of uploads in progress.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +24,7 @@ pub struct AppState {
     pub meta: Arc<dyn Meta>,
     pub store: Arc<dyn BlobStore>,
     pub settings: Settings,
-    pub hashes: HashCache,
+    pub uploads: UploadTracker,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -56,24 +56,54 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Running hash states of uploads, keyed by upload id, with the offset they cover.
-/// Lost on restart or on another node; the upload is then re-hashed from storage.
+/// Per-node state of uploads in progress: the running hash of each (with the offset
+/// it covers) and which uploads a request is writing right now. Lost on restart or
+/// absent on another node; an upload is then re-hashed from storage.
 #[derive(Default)]
-pub struct HashCache(Mutex<HashMap<String, (u64, Hasher)>>);
+pub struct UploadTracker {
+    hashes: Mutex<HashMap<String, (u64, Hasher)>>,
+    busy: Mutex<HashSet<String>>,
+}
 
-impl HashCache {
-    pub fn take(&self, id: &str) -> Option<(u64, Hasher)> {
-        self.0.lock().ok()?.remove(id)
+/// While held, no other request of this node writes to the upload.
+pub struct UploadGuard<'a> {
+    tracker: &'a UploadTracker,
+    id: String,
+}
+
+impl Drop for UploadGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.tracker.busy.lock() {
+            b.remove(&self.id);
+        }
+    }
+}
+
+impl UploadTracker {
+    /// Claim an upload for one request; `None` when another request holds it.
+    pub fn claim(&self, id: &str) -> Option<UploadGuard<'_>> {
+        let mut busy = self.busy.lock().ok()?;
+        if !busy.insert(id.to_string()) {
+            return None;
+        }
+        Some(UploadGuard {
+            tracker: self,
+            id: id.to_string(),
+        })
     }
 
-    pub fn put(&self, id: &str, offset: u64, hasher: Hasher) {
-        if let Ok(mut m) = self.0.lock() {
+    pub fn take_hash(&self, id: &str) -> Option<(u64, Hasher)> {
+        self.hashes.lock().ok()?.remove(id)
+    }
+
+    pub fn put_hash(&self, id: &str, offset: u64, hasher: Hasher) {
+        if let Ok(mut m) = self.hashes.lock() {
             m.insert(id.to_string(), (offset, hasher));
         }
     }
 
     pub fn forget(&self, id: &str) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.hashes.lock() {
             m.remove(id);
         }
     }

@@ -49,10 +49,10 @@ CREATE TABLE manifest_blobs (
 );
 CREATE INDEX manifest_blobs_digest ON manifest_blobs(digest);
 
--- Index -> child manifest.
+-- Index -> child manifest. A child cannot be deleted while an index references it.
 CREATE TABLE manifest_references (
     parent_id INTEGER NOT NULL REFERENCES manifests(id) ON DELETE CASCADE,
-    child_id  INTEGER NOT NULL REFERENCES manifests(id) ON DELETE CASCADE,
+    child_id  INTEGER NOT NULL REFERENCES manifests(id),
     PRIMARY KEY (parent_id, child_id)
 );
 CREATE INDEX manifest_references_child ON manifest_references(child_id);

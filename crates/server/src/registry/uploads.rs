@@ -102,8 +102,17 @@ async fn new_upload(state: &Shared, name: &RepoName, alg: Algorithm) -> Registry
         })
         .await?;
     state.store.upload_create(&id).await?;
-    state.hashes.put(&id, 0, Hasher::new(alg));
+    state.uploads.put_hash(&id, 0, Hasher::new(alg));
     Ok(id)
+}
+
+fn claim<'a>(state: &'a Shared, id: &str) -> RegistryResult<crate::state::UploadGuard<'a>> {
+    state.uploads.claim(id).ok_or_else(|| {
+        RegistryError::new(
+            Code::RangeInvalid,
+            "another request is writing to this upload; wait for it, then resume from its Range",
+        )
+    })
 }
 
 /// The current size of an upload that belongs to `name`.
@@ -126,7 +135,7 @@ async fn hasher_at(
     offset: u64,
     alg: Option<Algorithm>,
 ) -> RegistryResult<Hasher> {
-    if let Some((at, h)) = state.hashes.take(id) {
+    if let Some((at, h)) = state.uploads.take_hash(id) {
         if at == offset && alg.is_none_or(|a| a == h.algorithm()) {
             return Ok(h);
         }
@@ -158,7 +167,7 @@ async fn append(
         .store
         .upload_append(id, offset, stream, hasher)
         .await?;
-    state.hashes.put(id, size, hasher);
+    state.uploads.put_hash(id, size, hasher);
     if content_length(headers).is_none() {
         // Streamed bodies are not seen by the request-size metric.
         metrics::counter!("berth_http_received_bytes_total").increment(size - offset);
@@ -193,7 +202,7 @@ async fn complete(
         .link_blob(name.as_str(), digest, size, now_ms())
         .await?;
     state.meta.delete_upload(id).await?;
-    state.hashes.forget(id);
+    state.uploads.forget(id);
     if let Some(t0) = started {
         metrics::histogram!("berth_upload_duration_seconds")
             .record((now_ms() - t0) as f64 / 1000.0);
@@ -203,7 +212,7 @@ async fn complete(
 }
 
 async fn discard(state: &Shared, id: &str) -> RegistryResult<()> {
-    state.hashes.forget(id);
+    state.uploads.forget(id);
     state.store.upload_delete(id).await?;
     state.meta.delete_upload(id).await?;
     Ok(())
@@ -283,6 +292,7 @@ pub async fn patch(
     body: Body,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push)?;
+    let _writing = claim(state, id)?;
     let size = current(state, name, id).await?;
     if let Some((start, end)) = content_range(headers)? {
         let out_of_order = start != size;
@@ -314,6 +324,7 @@ pub async fn finish_upload(
     body: Body,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push)?;
+    let _writing = claim(state, id)?;
     let q = query_pairs(query);
     let digest = query_get(&q, "digest").ok_or_else(|| {
         RegistryError::new(
@@ -356,6 +367,7 @@ pub async fn cancel(
     id: &str,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push)?;
+    let _writing = claim(state, id)?;
     current(state, name, id).await?;
     discard(state, id).await?;
     finish(empty(StatusCode::NO_CONTENT))
