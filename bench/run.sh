@@ -106,6 +106,7 @@ if [[ "$WANT_BERTH" == 1 && ! -x "$BERTH_BIN" ]]; then
   missing=1
 fi
 [[ "$missing" == 0 ]] || exit 3
+[[ "$WANT_BERTH" == 1 ]] && BERTH_BIN="$(cd "$(dirname "$BERTH_BIN")" && pwd)/$(basename "$BERTH_BIN")"
 
 # ---------------------------------------------------------------- sizes
 if [[ "$QUICK" == 1 ]]; then
@@ -224,8 +225,11 @@ start_berth() {
   port="$("$PY" "$REGBENCH" freeport)"
   data="$WORK/berth-data"; mkdir -p "$data"
   logf="$OUT_DIR/berth.log"
-  "$BERTH_BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" "${BERTH_ARGS[@]}" \
-    >"$logf" 2>&1 &
+  # Run from the work dir so that no stray ./berth.toml is picked up. Logging at warn
+  # (unless BERTH_LOG_LEVEL says otherwise), as the reference logs at error without an
+  # access log: per-request log lines would cost CPU that the reference does not spend.
+  (cd "$WORK" && BERTH_LOG_LEVEL="${BERTH_LOG_LEVEL:-warn}" exec "$BERTH_BIN" serve \
+    --listen "127.0.0.1:$port" --data-dir "$data" "${BERTH_ARGS[@]}") >"$logf" 2>&1 &
   SERVER_PID=$!
   STARTED_PIDS+=("$SERVER_PID")
   SERVER_URL="http://127.0.0.1:$port"

@@ -280,14 +280,15 @@ fn tags_list(berth: &Berth, name: &str) -> (u16, Value) {
     (status, resp.json().unwrap_or(Value::Null))
 }
 
-fn tag_names(list: &Value) -> Vec<String> {
-    list["tags"]
+/// A JSON array of strings (absent or null: empty), e.g. a tags list's `tags`.
+fn strings(array: &Value) -> Vec<String> {
+    array
         .as_array()
         .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
         .unwrap_or_default()
 }
 
-/// Push a small one-layer image with skopeo; returns the manifest descriptor.
+/// Push a small one-layer image with skopeo; returns what its layout holds.
 fn skopeo_push_small(berth: &Berth, tmp: &Path, name: &str, tag: &str) -> Written {
     let dir = tmp.join(format!("src-{}", name.replace('/', "-")));
     let written = write_layout(
@@ -377,7 +378,7 @@ fn skopeo_round_trip_multi_layer() {
     assert_eq!(inspect["Digest"], manifest.digest.as_str());
     assert_eq!(inspect["Architecture"], "amd64");
     assert_eq!(inspect["Os"], "linux");
-    assert_eq!(tag_names(&json!({ "tags": inspect["RepoTags"] })), ["v1"]);
+    assert_eq!(strings(&inspect["RepoTags"]), ["v1"]);
     let inspected_layers: Vec<&str> = inspect["Layers"]
         .as_array()
         .expect("Layers")
@@ -402,7 +403,7 @@ fn skopeo_round_trip_multi_layer() {
         &remote,
     ])))
     .expect("skopeo list-tags prints JSON");
-    let mut listed = tag_names(&json!({ "tags": tags["Tags"] }));
+    let mut listed = strings(&tags["Tags"]);
     listed.sort();
     assert_eq!(listed, ["v1", "v2"]);
     assert_eq!(
@@ -613,7 +614,10 @@ fn skopeo_delete() {
     let (_, digest, _) = get_manifest(&berth, name, "v1", ACCEPT_ALL_MANIFESTS);
     assert_eq!(digest, written.tagged.digest);
     let (status, list) = tags_list(&berth, name);
-    assert_eq!((status, tag_names(&list)), (200, vec!["v1".to_string()]));
+    assert_eq!(
+        (status, strings(&list["tags"])),
+        (200, vec!["v1".to_string()])
+    );
 
     run(skopeo(tmp.path()).args(["delete", "--tls-verify=false", &remote]));
 
@@ -646,7 +650,7 @@ fn skopeo_delete() {
         "tags list answered {status}: {list}"
     );
     assert!(
-        !tag_names(&list).contains(&"v1".to_string()),
+        !strings(&list["tags"]).contains(&"v1".to_string()),
         "v1 still listed: {list}"
     );
 }

@@ -105,7 +105,7 @@ impl std::fmt::Debug for Resp {
         let mut body = self.text();
         if body.len() > 2000 {
             body.truncate(2000);
-            body.push_str("…");
+            body.push('…');
         }
         write!(
             f,

@@ -88,8 +88,7 @@ impl Berth {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = std::mem::replace(&mut self.data, dir);
-        data
+        std::mem::replace(&mut self.data, dir)
     }
 }
 

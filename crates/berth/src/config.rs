@@ -34,6 +34,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Settings that `BERTH_<NAME>` sets. Other `BERTH_*` variables (test tooling, say)
+/// are not configuration and are left alone.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "external_url",
+    "log_level",
+    "log_format",
+    "upload_expiry",
+];
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -81,7 +92,7 @@ impl Config {
             None => fig = fig.merge(Toml::file("berth.toml")),
         }
         fig = fig
-            .merge(Env::prefixed("BERTH_").ignore(&["config"]))
+            .merge(Env::prefixed("BERTH_").only(ENV_KEYS))
             .merge(Serialized::defaults(overrides));
         let cfg: Config = fig.extract().context("invalid configuration")?;
         if let Some(url) = &cfg.external_url {
@@ -115,6 +126,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's type
     fn layers_in_order() {
         figment::Jail::expect_with(|jail| {
             let d = Config::load(None, &Overrides::default()).unwrap();
@@ -131,6 +143,7 @@ mod tests {
 
             jail.set_env("BERTH_LISTEN", "127.0.0.1:7000");
             jail.set_env("BERTH_DATA_DIR", "/y");
+            jail.set_env("BERTH_TEST_SOMETHING_ELSE", "ignored");
             let c = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(c.listen, "127.0.0.1:7000");
             assert_eq!(c.data_dir, PathBuf::from("/y"));
