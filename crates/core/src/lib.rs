@@ -1,0 +1,15 @@
+//! The domain rules of Berth, with no I/O: roles and visibility, who may do what to a
+//! project's registry with which credential, and which project owns an image path.
+//!
+//! Handlers gather facts (the caller's credential and role, the project's settings)
+//! and ask this crate for a decision, so the permission matrix lives in one place and
+//! is tested as a table.
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod paths;
+
+pub use access::{
+    allowed_actions, AccessLevel, Action, ActionSet, Credential, ProjectFacts, RegistryAccess,
+    Scope, Visibility,
+};
