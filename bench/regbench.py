@@ -147,10 +147,10 @@ class Registry:
         return self.abs_url(loc, f"/v2/{repo}/blobs/uploads/"), dt
 
     def put_small_blob(self, repo, data, digest=None, mount_from=None):
+        """Make a small blob present in repo: cross-repo mount when mount_from is given
+        (falling back to an upload if the server declines), else HEAD, then upload."""
         digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
-        st, _, _ = self.request("HEAD", f"/v2/{repo}/blobs/{digest}")
-        if st == 200:
-            return digest
+        loc = None
         if mount_from:
             st, resp, _ = self.request(
                 "POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={mount_from}")
@@ -158,9 +158,11 @@ class Registry:
                 return digest
             if st == 202 and resp.getheader("Location"):
                 loc = self.abs_url(resp.getheader("Location"), f"/v2/{repo}/blobs/uploads/")
-            else:
-                loc, _ = self.start_upload(repo)
         else:
+            st, _, _ = self.request("HEAD", f"/v2/{repo}/blobs/{digest}")
+            if st == 200:
+                return digest
+        if loc is None:
             loc, _ = self.start_upload(repo)
         self.expect(201, "PUT", self.path_of(with_query(loc, "digest", digest)), body=data,
                     headers={"Content-Type": "application/octet-stream",

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Password of the `root` administrator every test server starts with.
+pub const ROOT_PASSWORD: &str = "root-password-for-tests";
+
 pub struct Berth {
     child: Child,
     /// `127.0.0.1:PORT`
@@ -43,6 +46,7 @@ impl Berth {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
+        cmd.env("BERTH_INITIAL_ROOT_PASSWORD", ROOT_PASSWORD);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -73,6 +77,82 @@ impl Berth {
             url,
             data,
         }
+    }
+
+    /// Run `berth admin ARGS` on this server's data directory; returns stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
+        self.admin_with_stdin(args, "")
+    }
+
+    pub fn admin_with_stdin(&self, args: &[&str], stdin: &str) -> String {
+        self.berth_cmd("admin", args, stdin)
+    }
+
+    /// Run `berth ci-env ARGS` on this server's data directory; returns stdout.
+    pub fn ci_env(&self, args: &[&str]) -> String {
+        self.berth_cmd("ci-env", args, "")
+    }
+
+    fn berth_cmd(&self, command: &str, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg(command)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .current_dir(self.data.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth");
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes()).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("berth command");
+        if !out.status.success() {
+            panic!(
+                "berth {command} {args:?} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Create a project (and any missing groups) at `full_path`.
+    pub fn project(&self, full_path: &str, visibility: &str) {
+        self.admin(&[
+            "project",
+            "create",
+            full_path,
+            "--parents",
+            "--visibility",
+            visibility,
+        ]);
+    }
+
+    /// Create a user with a password; returns nothing (the name is the handle).
+    pub fn user(&self, username: &str, password: &str) {
+        self.admin_with_stdin(&["user", "create", username, "--password-stdin"], password);
+    }
+
+    /// A registry bearer token from `/jwt/auth` for `scopes`, as `user:secret` or anonymous.
+    pub fn token(
+        &self,
+        creds: Option<(&str, &str)>,
+        scopes: &[&str],
+    ) -> reqwest::blocking::Response {
+        let mut url = format!("{}/jwt/auth?service=container_registry", self.url);
+        for s in scopes {
+            url.push_str("&scope=");
+            url.push_str(&s.replace(':', "%3A").replace(',', "%2C"));
+        }
+        let client = reqwest::blocking::Client::new();
+        let mut req = client.get(url);
+        if let Some((u, p)) = creds {
+            req = req.basic_auth(u, Some(p));
+        }
+        req.send().expect("token request")
     }
 
     pub fn log(&self) -> String {

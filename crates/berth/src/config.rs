@@ -25,6 +25,11 @@ pub struct Config {
     /// Upload sessions idle for this long are removed (e.g. `24h`, `30m`).
     #[serde(with = "humantime_serde_compat")]
     pub upload_expiry: Duration,
+    /// Lifetime of registry bearer tokens (GitLab's default: 5 minutes).
+    #[serde(with = "humantime_serde_compat")]
+    pub token_expiry: Duration,
+    /// `iss` of registry bearer tokens.
+    pub token_issuer: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +48,8 @@ const ENV_KEYS: &[&str] = &[
     "log_level",
     "log_format",
     "upload_expiry",
+    "token_expiry",
+    "token_issuer",
 ];
 
 impl Default for Config {
@@ -54,6 +61,8 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             upload_expiry: Duration::from_secs(24 * 3600),
+            token_expiry: Duration::from_secs(5 * 60),
+            token_issuer: "berth".into(),
         }
     }
 }
@@ -73,6 +82,20 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_expiry: Option<String>,
+}
+
+impl Config {
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("berth.db")
+    }
+
+    pub fn storage_path(&self) -> PathBuf {
+        self.data_dir.join("storage")
+    }
+
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.data_dir.join("jwt-signing-key.pem")
+    }
 }
 
 impl Config {

@@ -1,11 +1,14 @@
-//! `berth`: the registry binary. Loads the layered configuration and runs a command.
+//! `berth`: the registry binary. Loads the layered configuration and runs a command:
+//! the server, administration of users, groups, projects and tokens, and CI credentials.
 
+mod admin;
+mod bootstrap;
+mod ci_env;
 mod config;
+mod serve;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use config::{Config, LogFormat, Overrides};
 
@@ -15,7 +18,8 @@ use config::{Config, LogFormat, Overrides};
     version,
     about = "Berth: a self-hosted container image registry with per-project image spaces",
     long_about = "Berth serves the OCI Distribution API that docker, podman, skopeo, oras and \
-containerd speak.\n\nWith no configuration at all, `berth serve` listens on 127.0.0.1:5000 and keeps \
+containerd speak, with GitLab's model of groups, projects, members and tokens.\n\n\
+With no configuration at all, `berth serve` listens on 127.0.0.1:5000 and keeps \
 everything under ./berth-data (SQLite metadata and content-addressed blob files).\n\n\
 Settings are layered: built-in defaults, then berth.toml (or --config FILE), then BERTH_* \
 environment variables, then command-line flags."
@@ -29,23 +33,29 @@ struct Cli {
 enum Command {
     /// Run the registry server.
     Serve(ServeArgs),
+    /// Manage users, groups, projects, members and tokens directly on the data directory
+    /// (works while the server runs).
+    Admin(admin::AdminArgs),
+    /// Mint CI job credentials for a project and print the CI/CD variables a runner
+    /// `eval`s; or end a job so its credentials stop working.
+    CiEnv(ci_env::CiEnvArgs),
     /// Print the effective configuration (after all layers) as TOML.
     Config(CommonArgs),
 }
 
-#[derive(Args)]
-struct CommonArgs {
+#[derive(Args, Clone)]
+pub struct CommonArgs {
     /// Read settings from this TOML file instead of ./berth.toml.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Where metadata and blobs live [env: BERTH_DATA_DIR] [default: ./berth-data]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Log level or tracing filter, e.g. `info` or `berth_server=debug` [env: BERTH_LOG_LEVEL] [default: info]
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, value_name = "LEVEL", global = true)]
     log_level: Option<String>,
     /// Log format [env: BERTH_LOG_FORMAT] [default: text]
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, global = true)]
     log_format: Option<LogFormat>,
 }
 
@@ -56,8 +66,8 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free port [env: BERTH_LISTEN] [default: 127.0.0.1:5000]
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Public base URL for Location and Link headers, e.g. https://registry.example.com
-    /// [env: BERTH_EXTERNAL_URL] [default: taken from each request's Host]
+    /// Public base URL for Location and Link headers and the token realm, e.g.
+    /// https://registry.example.com [env: BERTH_EXTERNAL_URL] [default: taken from each request's Host]
     #[arg(long, value_name = "URL")]
     external_url: Option<String>,
     /// Remove upload sessions idle for this long, e.g. 24h or 30m [env: BERTH_UPLOAD_EXPIRY] [default: 24h]
@@ -74,6 +84,11 @@ impl CommonArgs {
             ..Default::default()
         }
     }
+
+    /// The configuration for commands other than `serve`.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Config::load(self.config.as_deref(), &self.overrides())
+    }
 }
 
 fn init_logging(cfg: &Config) {
@@ -89,6 +104,12 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -101,64 +122,20 @@ fn main() -> anyhow::Result<()> {
             };
             let cfg = Config::load(args.common.config.as_deref(), &overrides)?;
             init_logging(&cfg);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(serve(cfg))
+            runtime()?.block_on(serve::run(cfg))
+        }
+        Command::Admin(args) => {
+            let cfg = args.common.load()?;
+            runtime()?.block_on(admin::run(cfg, args.command))
+        }
+        Command::CiEnv(args) => {
+            let cfg = args.common.load()?;
+            runtime()?.block_on(ci_env::run(cfg, args))
         }
         Command::Config(args) => {
-            let cfg = Config::load(args.config.as_deref(), &args.overrides())?;
+            let cfg = args.load()?;
             print!("{}", toml::to_string(&cfg)?);
             Ok(())
         }
-    }
-}
-
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let meta = berth_meta::SqliteMeta::open(&cfg.data_dir.join("berth.db"))
-        .await
-        .context("opening the metadata database")?;
-    let store =
-        berth_store::FsStore::open(cfg.data_dir.join("storage")).context("opening blob storage")?;
-    let state = Arc::new(berth_server::AppState {
-        meta: Arc::new(meta),
-        store: Arc::new(store),
-        settings: berth_server::Settings {
-            external_url: cfg.external_url.clone(),
-            upload_expiry: cfg.upload_expiry,
-        },
-        uploads: Default::default(),
-        metrics: berth_server::metrics::install(),
-    });
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "berth started");
-    // Tests and scripts wait for this exact line.
-    println!("berth listening on http://{addr}");
-    berth_server::serve(listener, state, shutdown_signal()).await?;
-    tracing::info!("berth stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

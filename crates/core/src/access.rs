@@ -67,7 +67,9 @@ impl FromStr for Visibility {
             "private" => Ok(Visibility::Private),
             "internal" => Ok(Visibility::Internal),
             "public" => Ok(Visibility::Public),
-            _ => Err(format!("visibility must be private, internal or public, not {s:?}")),
+            _ => Err(format!(
+                "visibility must be private, internal or public, not {s:?}"
+            )),
         }
     }
 }
@@ -264,7 +266,10 @@ pub enum Credential {
     },
     /// A deploy token; `covers` says whether it belongs to this project or to a
     /// group above it.
-    DeployToken { covers: bool, scopes: Vec<Scope> },
+    DeployToken {
+        covers: bool,
+        scopes: Vec<Scope>,
+    },
     /// A CI job token. `own_project`: the project is the job's own. `role`: the role
     /// of the user the job runs as.
     JobToken {
@@ -395,8 +400,16 @@ mod tests {
         ];
         for (v, r, anon, guest, reporter) in table {
             let f = facts(v, r);
-            assert_eq!(allowed_actions(f, &Credential::Anonymous).pull, anon, "{v:?}/{r:?} anon");
-            assert_eq!(allowed_actions(f, &user(Some(Guest))).pull, guest, "{v:?}/{r:?} guest");
+            assert_eq!(
+                allowed_actions(f, &Credential::Anonymous).pull,
+                anon,
+                "{v:?}/{r:?} anon"
+            );
+            assert_eq!(
+                allowed_actions(f, &user(Some(Guest))).pull,
+                guest,
+                "{v:?}/{r:?} guest"
+            );
             assert_eq!(
                 allowed_actions(f, &user(Some(Reporter))).pull,
                 reporter,
@@ -491,11 +504,21 @@ mod tests {
 
     #[test]
     fn action_sets() {
-        assert_eq!(ActionSet::parse("pull,push"), ActionSet { pull: true, push: true, delete: false });
+        assert_eq!(
+            ActionSet::parse("pull,push"),
+            ActionSet {
+                pull: true,
+                push: true,
+                delete: false
+            }
+        );
         assert_eq!(ActionSet::parse("*"), ActionSet::ALL);
         assert_eq!(ActionSet::parse("bogus"), ActionSet::NONE);
         assert_eq!(
-            ActionSet::ALL.intersect(ActionSet::parse("pull")).iter().collect::<Vec<_>>(),
+            ActionSet::ALL
+                .intersect(ActionSet::parse("pull"))
+                .iter()
+                .collect::<Vec<_>>(),
             vec![Action::Pull]
         );
     }

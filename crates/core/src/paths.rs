@@ -26,7 +26,10 @@ pub fn project_candidates(image_path: &str) -> Vec<String> {
 pub fn all_prefixes(image_path: &str) -> Vec<String> {
     let lower = image_path.to_ascii_lowercase();
     let segments: Vec<&str> = lower.split('/').collect();
-    (2..=segments.len()).rev().map(|n| segments[..n].join("/")).collect()
+    (2..=segments.len())
+        .rev()
+        .map(|n| segments[..n].join("/"))
+        .collect()
 }
 
 /// The repository name inside its project: what follows `project_path/`, or `""` for

@@ -6,11 +6,14 @@
 //! passed in by the caller; this crate never reads a clock.
 #![forbid(unsafe_code)]
 
+pub mod org;
 mod sqlite;
+mod sqlite_org;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
 
+pub use org::*;
 pub use sqlite::SqliteMeta;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +24,12 @@ pub enum MetaError {
     ManifestUnknown(Digest),
     #[error("manifest is referenced by index {0}; delete the index first")]
     ManifestReferenced(Digest),
+    /// A unique name or path is already taken; the text says which, for the user.
+    #[error("{0}")]
+    Conflict(String),
+    /// Something referred to (a parent group, a namespace) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -35,6 +44,7 @@ pub type Result<T> = std::result::Result<T, MetaError>;
 pub struct Repository {
     pub id: i64,
     pub path: String,
+    pub project_id: Option<i64>,
     pub created_at: i64,
 }
 
@@ -87,11 +97,30 @@ pub struct Upload {
     pub updated_at: i64,
 }
 
+/// Everything the server needs from metadata.
+pub trait Meta: RegistryMeta + OrgMeta + 'static {}
+impl<T: RegistryMeta + OrgMeta + 'static> Meta for T {}
+
+/// Registry content: repositories, blobs, manifests, tags, uploads.
 #[async_trait]
-pub trait Meta: Send + Sync + 'static {
+pub trait RegistryMeta: Send + Sync {
     async fn repository(&self, path: &str) -> Result<Option<Repository>>;
+    /// Create the repository if needed and attach it to its project (pushes do this
+    /// once authorised, so every repository of a project is found by project).
+    async fn ensure_repository(
+        &self,
+        path: &str,
+        project_id: Option<i64>,
+        now: i64,
+    ) -> Result<Repository>;
     /// Repository paths in lexical order, strictly after `last`, at most `n`.
     async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Vec<String>>;
+    /// Like `catalog`, with each repository's project.
+    async fn catalog_with_projects(
+        &self,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Vec<(String, Option<i64>)>>;
 
     /// Record a verified blob and let `repository` reach it (creating the repository).
     async fn link_blob(&self, repository: &str, digest: &Digest, size: u64, now: i64)

@@ -12,14 +12,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::{
-    ManifestRef, Meta, MetaError, NewManifest, Referrer, Repository, Result, StoredManifest, Upload,
+    ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
+    StoredManifest, Upload,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub struct SqliteMeta {
-    read: SqlitePool,
-    write: SqlitePool,
+    pub(crate) read: SqlitePool,
+    pub(crate) write: SqlitePool,
 }
 
 impl SqliteMeta {
@@ -86,17 +87,49 @@ async fn end_tag(conn: &mut SqliteConnection, repo: i64, tag: &str, now: i64) ->
 }
 
 #[async_trait]
-impl Meta for SqliteMeta {
+impl RegistryMeta for SqliteMeta {
     async fn repository(&self, path: &str) -> Result<Option<Repository>> {
-        let row = sqlx::query("SELECT id, path, created_at FROM repositories WHERE path = ?")
-            .bind(path)
-            .fetch_optional(&self.read)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, path, project_id, created_at FROM repositories WHERE path = ?")
+                .bind(path)
+                .fetch_optional(&self.read)
+                .await?;
         Ok(row.map(|r| Repository {
             id: r.get(0),
             path: r.get(1),
-            created_at: r.get(2),
+            project_id: r.get(2),
+            created_at: r.get(3),
         }))
+    }
+
+    async fn ensure_repository(
+        &self,
+        path: &str,
+        project_id: Option<i64>,
+        now: i64,
+    ) -> Result<Repository> {
+        let mut tx = self.write.begin().await?;
+        let id = ensure_repo(&mut tx, path, now).await?;
+        if project_id.is_some() {
+            sqlx::query(
+                "UPDATE repositories SET project_id = ? WHERE id = ? AND project_id IS NULL",
+            )
+            .bind(project_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row = sqlx::query("SELECT project_id, created_at FROM repositories WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Repository {
+            id,
+            path: path.to_string(),
+            project_id: row.get(0),
+            created_at: row.get(1),
+        })
     }
 
     async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {
@@ -109,6 +142,21 @@ impl Meta for SqliteMeta {
             .fetch_all(&self.read)
             .await?,
         )
+    }
+
+    async fn catalog_with_projects(
+        &self,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Vec<(String, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT path, project_id FROM repositories WHERE path > ? ORDER BY path LIMIT ?",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn link_blob(&self, repository: &str, d: &Digest, size: u64, now: i64) -> Result<()> {

@@ -1,26 +1,183 @@
-//! The single place where registry requests are authorised. Every handler states what
-//! it needs (an action on a repository) and calls [`authorize`] before touching data.
+//! Authorisation of registry requests. Every `/v2` handler states what it needs (an
+//! action on a repository) and calls [`authorize`] before touching data. Decisions
+//! were made when the bearer token was issued (`/jwt/auth`); here the token's
+//! signature and lifetime are checked and its grants consulted.
 //!
-//! Until identities exist this registry is anonymous-access only, so every request
-//! is allowed; the token-auth work replaces the body of `authorize`, not its callers.
+//! Refusals follow the token spec: 401 with a `WWW-Authenticate` challenge naming the
+//! scope to ask for, so clients fetch a token and retry. When no token could ever
+//! help (the path belongs to no project, or the project's registry is disabled) the
+//! answer is 403 with a message that says why.
 
 use axum::http::HeaderMap;
+use berth_core::paths::{all_prefixes, project_candidates, MAX_IMAGE_DEPTH};
+use berth_core::RegistryAccess;
+use serde_json::json;
 
-use crate::error::RegistryResult;
-use crate::state::AppState;
+use crate::auth::jwt::Claims;
+use crate::error::{Code, RegistryError, RegistryResult};
+use crate::state::{now_ms, AppState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Pull,
-    Push,
-    Delete,
+pub use berth_core::Action;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-pub fn authorize(
-    _state: &AppState,
-    _headers: &HeaderMap,
-    _repository: &str,
-    _action: Action,
+/// The verified claims of the request's bearer token, if it has a valid one.
+pub fn claims(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
+    state.signer.verify(bearer(headers)?, now_ms() / 1000)
+}
+
+fn challenge(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Option<String>,
+    error: Option<&str>,
+) -> String {
+    let mut c = format!(
+        "Bearer realm=\"{}/jwt/auth\",service=\"{}\"",
+        state.base_url(headers),
+        state.signer.service()
+    );
+    if let Some(scope) = scope {
+        c.push_str(&format!(",scope=\"{scope}\""));
+    }
+    if let Some(e) = error {
+        c.push_str(&format!(",error=\"{e}\""));
+    }
+    c
+}
+
+fn unauthorized(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Option<String>,
+    detail: serde_json::Value,
+) -> RegistryError {
+    let error = if bearer(headers).is_some() {
+        Some(
+            if state
+                .signer
+                .verify(bearer(headers).unwrap_or_default(), now_ms() / 1000)
+                .is_some()
+            {
+                "insufficient_scope"
+            } else {
+                "invalid_token"
+            },
+        )
+    } else {
+        None
+    };
+    RegistryError::new(Code::Unauthorized, "authentication required")
+        .detail(detail)
+        .header("WWW-Authenticate", challenge(state, headers, scope, error))
+}
+
+/// Require a valid token of any kind (`GET /v2/`, `_catalog`).
+pub fn authenticated(state: &AppState, headers: &HeaderMap) -> RegistryResult<Claims> {
+    claims(state, headers)
+        .ok_or_else(|| unauthorized(state, headers, None, serde_json::Value::Null))
+}
+
+/// The actions a client asks for when challenged for `action`: pushing clients ask for
+/// pull too, as docker does.
+fn scope_actions(action: Action) -> &'static str {
+    match action {
+        Action::Pull => "pull",
+        Action::Push => "pull,push",
+        Action::Delete => "delete",
+    }
+}
+
+pub async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    repository: &str,
+    action: Action,
 ) -> RegistryResult<()> {
-    Ok(())
+    if let Some(c) = claims(state, headers) {
+        if c.actions_on(repository)
+            .any(|a| a == action.as_str() || a == "*")
+        {
+            return Ok(());
+        }
+    }
+    // Explain refusals no token can lift.
+    if let Some(reason) = hopeless(state, repository).await? {
+        return Err(RegistryError::new(Code::Denied, reason).detail(json!({ "name": repository })));
+    }
+    Err(unauthorized(
+        state,
+        headers,
+        Some(format!("repository:{repository}:{}", scope_actions(action))),
+        json!([{ "Type": "repository", "Name": repository, "Action": action.as_str() }]),
+    ))
+}
+
+/// Why no credential could give access to `repository`, if that is so.
+async fn hopeless(state: &AppState, repository: &str) -> RegistryResult<Option<String>> {
+    let project = state
+        .meta
+        .project_for_paths(&project_candidates(repository))
+        .await?;
+    match project {
+        Some(p) if p.registry_access == RegistryAccess::Disabled => Ok(Some(format!(
+            "the container registry is disabled for project {}",
+            p.full_path
+        ))),
+        Some(_) => Ok(None),
+        None => {
+            let prefixes = all_prefixes(repository);
+            for prefix in prefixes.iter().skip(MAX_IMAGE_DEPTH + 1) {
+                if let Some(p) = state.meta.project_by_path(prefix).await? {
+                    return Ok(Some(format!(
+                        "image path {repository} is too deep: at most {MAX_IMAGE_DEPTH} path segments may follow the project path {}",
+                        p.full_path
+                    )));
+                }
+            }
+            Ok(Some(format!(
+                "no project owns the image path {repository}; create the project first (an image path is a project's full path followed by up to {MAX_IMAGE_DEPTH} more segments)"
+            )))
+        }
+    }
+}
+
+/// Rebuild the principal a token was issued to (for listings filtered per caller).
+pub async fn principal_from_claims(
+    state: &AppState,
+    claims: &Claims,
+) -> RegistryResult<crate::auth::Principal> {
+    use crate::auth::{Principal, Via};
+    let u = &claims.user;
+    let meta = state.meta.as_ref();
+    let user = match u.user_id {
+        Some(id) => meta.user(id).await?,
+        None => None,
+    };
+    Ok(match (u.kind.as_str(), user, u.token_id) {
+        ("user", Some(user), _) => Principal::User {
+            user,
+            via: Via::Password,
+        },
+        ("personal_access_token", Some(user), Some(t)) => match meta.personal_token(t).await? {
+            Some(t) => Principal::User {
+                user,
+                via: Via::PersonalToken(t),
+            },
+            None => Principal::Anonymous,
+        },
+        ("deploy_token", _, Some(t)) => match meta.deploy_token(t).await? {
+            Some(t) => Principal::Deploy(t),
+            None => Principal::Anonymous,
+        },
+        ("build", Some(user), Some(j)) => match meta.job(j).await? {
+            Some(job) => Principal::Job { job, user },
+            None => Principal::Anonymous,
+        },
+        _ => Principal::Anonymous,
+    })
 }

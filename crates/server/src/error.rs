@@ -23,6 +23,9 @@ pub enum Code {
     TagInvalid,
     RangeInvalid,
     PaginationNumberInvalid,
+    Unauthorized,
+    Denied,
+    TooManyRequests,
     Unsupported,
     Unknown,
 }
@@ -44,6 +47,9 @@ impl Code {
             Code::TagInvalid => "TAG_INVALID",
             Code::RangeInvalid => "RANGE_INVALID",
             Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::Unsupported => "UNSUPPORTED",
             Code::Unknown => "UNKNOWN",
         }
@@ -59,6 +65,9 @@ impl Code {
             Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             Code::ManifestReferenced => StatusCode::CONFLICT,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Denied => StatusCode::FORBIDDEN,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }

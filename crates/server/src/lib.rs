@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod org;
 mod registry;
 pub mod state;
 
@@ -37,6 +39,7 @@ pub fn router(state: Shared) -> Router {
         ));
     Router::new()
         .merge(v2)
+        .route("/jwt/auth", get(auth::token::issue))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -63,7 +66,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let jobs = tokio::spawn(expire_uploads(state.clone()));
-    let result = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     jobs.abort();

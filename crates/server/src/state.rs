@@ -18,6 +18,10 @@ pub struct Settings {
     pub external_url: Option<String>,
     /// Upload sessions untouched for this long are removed with their data.
     pub upload_expiry: Duration,
+    /// Lifetime of registry bearer tokens (GitLab's default: 5 minutes).
+    pub token_ttl: Duration,
+    /// `iss` of registry tokens.
+    pub token_issuer: String,
 }
 
 pub struct AppState {
@@ -25,6 +29,8 @@ pub struct AppState {
     pub store: Arc<dyn BlobStore>,
     pub settings: Settings,
     pub uploads: UploadTracker,
+    pub signer: crate::auth::jwt::Signer,
+    pub limiter: crate::auth::LoginLimiter,
     pub metrics: Option<PrometheusHandle>,
 }
 

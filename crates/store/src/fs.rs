@@ -59,6 +59,51 @@ fn not_found_as(e: std::io::Error, err: StoreError) -> StoreError {
     }
 }
 
+/// Bytes written between two background flushes of an upload.
+const FLUSH_EVERY: usize = 32 * 1024 * 1024;
+
+/// Starts writing an upload's dirty pages to disk while more bytes still arrive, so
+/// the `fsync` that publishing needs has little left to do: the disk works in
+/// parallel with the network instead of after it.
+struct Flusher {
+    file: Option<std::fs::File>,
+    since: usize,
+    signal: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl Flusher {
+    fn new(file: &std::fs::File) -> Self {
+        Flusher {
+            file: file.try_clone().ok(),
+            since: 0,
+            signal: None,
+        }
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.since += n;
+        if self.since < FLUSH_EVERY {
+            return;
+        }
+        self.since = 0;
+        if self.signal.is_none() {
+            // Only large uploads get a flushing thread.
+            let Some(file) = self.file.take() else { return };
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            std::thread::spawn(move || {
+                while rx.recv().is_ok() {
+                    let _ = file.sync_data();
+                }
+            });
+            self.signal = Some(tx);
+        }
+        if let Some(tx) = &self.signal {
+            // A flush already pending covers these bytes too.
+            let _ = tx.try_send(());
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -164,6 +209,7 @@ impl BlobStore for FsStore {
                     actual,
                 });
             }
+            let mut flusher = Flusher::new(&file);
             let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
             let mut hasher = hasher;
             let mut size = actual;
@@ -171,6 +217,7 @@ impl BlobStore for FsStore {
                 hasher.update(&chunk);
                 out.write_all(&chunk)?;
                 size += chunk.len() as u64;
+                flusher.wrote(chunk.len());
             }
             out.flush()?;
             Ok((size, hasher))

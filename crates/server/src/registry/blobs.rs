@@ -53,7 +53,7 @@ pub async fn get(
     digest: &Digest,
     with_body: bool,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Pull)?;
+    authorize(state, headers, name.as_str(), Action::Pull).await?;
     let size = state
         .meta
         .repository_blob(name.as_str(), digest)
@@ -110,7 +110,7 @@ pub async fn delete(
     name: &RepoName,
     digest: &Digest,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Delete)?;
+    authorize(state, headers, name.as_str(), Action::Delete).await?;
     // Only the repository's link goes; the bytes are freed by garbage collection
     // once nothing references them.
     if !state.meta.unlink_blob(name.as_str(), digest).await? {

@@ -6,7 +6,13 @@ use axum::response::{IntoResponse, Response};
 use berth_oci::RepoName;
 
 use super::{query_get, query_pairs};
-use crate::access::{authorize, Action};
+use std::collections::HashMap;
+
+use berth_core::{allowed_actions, ProjectFacts};
+
+use crate::access::{authenticated, authorize, principal_from_claims, Action};
+use crate::auth::credential_for;
+use crate::auth::jwt::Claims;
 use crate::error::{Code, RegistryError, RegistryResult};
 use crate::state::Shared;
 
@@ -64,7 +70,7 @@ pub async fn tags(
     name: &RepoName,
     query: &str,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Pull)?;
+    authorize(state, headers, name.as_str(), Action::Pull).await?;
     let p = page(query)?;
     if state.meta.repository(name.as_str()).await?.is_none() {
         return Err(
@@ -99,19 +105,17 @@ pub async fn tags(
 }
 
 pub async fn catalog(state: &Shared, headers: &HeaderMap, query: &str) -> RegistryResult<Response> {
+    let claims = authenticated(state, headers)?;
     let p = page(query)?;
     let n = p.n.unwrap_or(CATALOG_DEFAULT);
-    let items = if n == 0 {
-        Vec::new()
+    let (items, more) = if n == 0 {
+        (Vec::new(), false)
+    } else if claims.has_catalog() {
+        let items = state.meta.catalog(p.last.as_deref(), n + 1).await?;
+        split_page(items, n)
     } else {
-        state.meta.catalog(p.last.as_deref(), n + 1).await?
+        visible_page(state, &claims, p.last, n).await?
     };
-    let (items, more) = split_page(items, n);
-    // Listing is filtered per repository once permissions exist.
-    let items: Vec<String> = items
-        .into_iter()
-        .filter(|r| authorize(state, headers, r, Action::Pull).is_ok())
-        .collect();
     let next = match (more, items.last()) {
         (true, Some(last)) => Some(format!(
             "{}/v2/_catalog?n={}&last={}",
@@ -125,4 +129,59 @@ pub async fn catalog(state: &Shared, headers: &HeaderMap, query: &str) -> Regist
         serde_json::json!({ "repositories": items }),
         next,
     ))
+}
+
+/// One page of the repositories the token's holder may pull, walking the catalog in
+/// order and skipping the rest, so pages are full and `Link` is right.
+async fn visible_page(
+    state: &Shared,
+    claims: &Claims,
+    mut last: Option<String>,
+    n: u32,
+) -> RegistryResult<(Vec<String>, bool)> {
+    let principal = principal_from_claims(state, claims).await?;
+    let mut readable: HashMap<i64, bool> = HashMap::new();
+    let mut out = Vec::new();
+    loop {
+        let batch = state
+            .meta
+            .catalog_with_projects(last.as_deref(), 500)
+            .await?;
+        let exhausted = batch.len() < 500;
+        for (path, project_id) in batch {
+            last = Some(path.clone());
+            let Some(pid) = project_id else { continue };
+            let ok = match readable.get(&pid) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = match state.meta.project(pid).await? {
+                        Some(project) => {
+                            let cred =
+                                credential_for(state.meta.as_ref(), &principal, &project).await?;
+                            allowed_actions(
+                                ProjectFacts {
+                                    visibility: project.visibility,
+                                    registry_access: project.registry_access,
+                                },
+                                &cred,
+                            )
+                            .pull
+                        }
+                        None => false,
+                    };
+                    readable.insert(pid, ok);
+                    ok
+                }
+            };
+            if ok {
+                if out.len() == n as usize {
+                    return Ok((out, true));
+                }
+                out.push(path);
+            }
+        }
+        if exhausted {
+            return Ok((out, false));
+        }
+    }
 }

@@ -47,7 +47,7 @@ pub async fn get(
     reference: &str,
     with_body: bool,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Pull)?;
+    authorize(state, headers, name.as_str(), Action::Pull).await?;
     let r = lookup_reference(reference)?;
     let wanted = match &r {
         Reference::Tag(t) => ManifestRef::Tag(t.as_str()),
@@ -87,7 +87,7 @@ pub async fn put(
     reference: &str,
     body: Body,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push)?;
+    authorize(state, headers, name.as_str(), Action::Push).await?;
     let r = parse_reference(reference)?;
     let payload = match axum::body::to_bytes(body, MAX_MANIFEST_BYTES).await {
         Ok(b) => b,
@@ -176,7 +176,7 @@ pub async fn delete(
     name: &RepoName,
     reference: &str,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Delete)?;
+    authorize(state, headers, name.as_str(), Action::Delete).await?;
     let now = now_ms();
     let found = match lookup_reference(reference)? {
         // OCI 1.1: deleting by tag removes only the tag.

@@ -128,6 +128,7 @@ async fn handle(state: &Shared, route: Route<'_>, req: Request) -> RegistryResul
     match route {
         Route::Base => match method {
             Method::GET | Method::HEAD => {
+                crate::access::authenticated(state, &headers)?;
                 Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response())
             }
             _ => Err(unsupported(&method)),

@@ -18,7 +18,7 @@ pub async fn list(
     subject: &Digest,
     query: &str,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Pull)?;
+    authorize(state, headers, name.as_str(), Action::Pull).await?;
     let q = query_pairs(query);
     let filter = query_get(&q, "artifactType").filter(|t| !t.is_empty());
     let rows = state

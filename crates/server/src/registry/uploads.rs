@@ -225,7 +225,7 @@ pub async fn start(
     query: &str,
     body: Body,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push)?;
+    authorize(state, headers, name.as_str(), Action::Push).await?;
     let q = query_pairs(query);
     if let Some(mount) = query_get(&q, "mount") {
         let digest = parse_digest(&mount)?;
@@ -267,7 +267,10 @@ async fn try_mount(
     let Some(from) = from.and_then(|f| RepoName::parse(&f).ok()) else {
         return Ok(None);
     };
-    if authorize(state, headers, from.as_str(), Action::Pull).is_err() {
+    if authorize(state, headers, from.as_str(), Action::Pull)
+        .await
+        .is_err()
+    {
         return Ok(None);
     }
     let Some(size) = state.meta.repository_blob(from.as_str(), digest).await? else {
@@ -291,7 +294,7 @@ pub async fn patch(
     id: &str,
     body: Body,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push)?;
+    authorize(state, headers, name.as_str(), Action::Push).await?;
     let _writing = claim(state, id)?;
     let size = current(state, name, id).await?;
     if let Some((start, end)) = content_range(headers)? {
@@ -323,7 +326,7 @@ pub async fn finish_upload(
     query: &str,
     body: Body,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push)?;
+    authorize(state, headers, name.as_str(), Action::Push).await?;
     let _writing = claim(state, id)?;
     let q = query_pairs(query);
     let digest = query_get(&q, "digest").ok_or_else(|| {
@@ -355,7 +358,7 @@ pub async fn status(
     name: &RepoName,
     id: &str,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push)?;
+    authorize(state, headers, name.as_str(), Action::Push).await?;
     let size = current(state, name, id).await?;
     session_response(state, headers, StatusCode::NO_CONTENT, name, id, size)
 }
@@ -366,7 +369,7 @@ pub async fn cancel(
     name: &RepoName,
     id: &str,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push)?;
+    authorize(state, headers, name.as_str(), Action::Push).await?;
     let _writing = claim(state, id)?;
     current(state, name, id).await?;
     discard(state, id).await?;

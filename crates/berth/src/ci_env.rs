@@ -1,0 +1,111 @@
+//! `berth ci-env`: Berth is not a CI server, but it mints the per-job credentials a
+//! runner needs and prints GitLab's CI/CD registry variables for it to `eval`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use berth_meta::{Meta, Source};
+use berth_server::org;
+use clap::Args;
+
+use crate::config::Config;
+use crate::CommonArgs;
+
+#[derive(Args)]
+pub struct CiEnvArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The project the job belongs to (full path). Mints a new job.
+    #[arg(long, required_unless_present = "finish", conflicts_with = "finish")]
+    project: Option<String>,
+    /// The user the job runs as (its permissions apply); default: the project's creator.
+    #[arg(long)]
+    user: Option<String>,
+    /// The job's timeout: its credentials stop working after this long, e.g. 1h.
+    #[arg(long, default_value = "1h")]
+    timeout: humantime::Duration,
+    /// The registry's host[:port] as clients reach it; default: from the external URL,
+    /// else the listen address.
+    #[arg(long)]
+    registry: Option<String>,
+    /// End job ID: its credentials stop working at once.
+    #[arg(long, value_name = "JOB")]
+    finish: Option<i64>,
+}
+
+fn registry_host(cfg: &Config, explicit: Option<&str>) -> String {
+    if let Some(h) = explicit {
+        return h.to_string();
+    }
+    if let Some(url) = &cfg.external_url {
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+        return rest
+            .trim_end_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or(rest)
+            .to_string();
+    }
+    cfg.listen.clone()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+pub async fn run(cfg: Config, args: CiEnvArgs) -> anyhow::Result<()> {
+    let meta = crate::bootstrap::open_meta(&cfg).await?;
+    let meta: &dyn Meta = &meta;
+    if let Some(job) = args.finish {
+        if !meta.finish_job(job, berth_server::state::now_ms()).await? {
+            bail!("job {job} is not running");
+        }
+        return Ok(());
+    }
+    let path = args.project.as_deref().unwrap_or_default();
+    let project = meta
+        .project_by_path(path)
+        .await?
+        .with_context(|| format!("no project at {path}"))?;
+    let user = match &args.user {
+        Some(name) => meta
+            .user_by_username(name)
+            .await?
+            .with_context(|| format!("no user named {name}"))?,
+        None => org::default_job_user(meta, &project)
+            .await?
+            .context("the project has no creator; name the job's user with --user")?,
+    };
+    let timeout: Duration = args.timeout.into();
+    let (job, secret) = org::mint_job(meta, &project, &user, timeout).await?;
+    let host = registry_host(&cfg, args.registry.as_deref());
+    let mut vars = vec![
+        ("CI_JOB_ID", job.id.to_string()),
+        ("CI_PROJECT_PATH", project.full_path.clone()),
+        ("CI_REGISTRY", host.clone()),
+        (
+            "CI_REGISTRY_IMAGE",
+            format!("{host}/{}", project.full_path.to_ascii_lowercase()),
+        ),
+        ("CI_REGISTRY_USER", "gitlab-ci-token".to_string()),
+        ("CI_REGISTRY_PASSWORD", secret.clone()),
+        ("CI_JOB_TOKEN", secret),
+    ];
+    // GitLab exposes a deploy token named gitlab-deploy-token as CI_DEPLOY_USER /
+    // CI_DEPLOY_PASSWORD. Its secret is stored hashed, so only the username can be
+    // given here; the password must come from where the token was created.
+    for source in [Source::Project(project.id)] {
+        if let Some(t) = meta
+            .deploy_tokens(Some(source))
+            .await?
+            .into_iter()
+            .find(|t| t.name == "gitlab-deploy-token" && !t.revoked)
+        {
+            vars.push(("CI_DEPLOY_USER", t.username));
+        }
+    }
+    for (k, v) in vars {
+        println!("export {k}={}", shell_quote(&v));
+    }
+    Ok(())
+}

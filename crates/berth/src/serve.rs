@@ -1,0 +1,64 @@
+//! `berth serve`: open the stores, make sure an administrator exists, listen.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let meta = crate::bootstrap::open_meta(&cfg).await?;
+    crate::bootstrap::ensure_root(&meta, &cfg).await?;
+    let store = berth_store::FsStore::open(cfg.storage_path()).context("opening blob storage")?;
+    let signer = berth_server::auth::jwt::Signer::load_or_create(
+        &cfg.signing_key_path(),
+        &cfg.token_issuer,
+        "container_registry",
+    )
+    .context("loading the token signing key")?;
+    let state = Arc::new(berth_server::AppState {
+        meta: Arc::new(meta),
+        store: Arc::new(store),
+        settings: berth_server::Settings {
+            external_url: cfg.external_url.clone(),
+            upload_expiry: cfg.upload_expiry,
+            token_ttl: cfg.token_expiry,
+            token_issuer: cfg.token_issuer.clone(),
+        },
+        uploads: Default::default(),
+        signer,
+        limiter: Default::default(),
+        metrics: berth_server::metrics::install(),
+    });
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "berth started");
+    // Tests and scripts wait for this exact line.
+    println!("berth listening on http://{addr}");
+    berth_server::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("berth stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
