@@ -49,6 +49,33 @@ fn registry_host(cfg: &Config, explicit: Option<&str>) -> String {
     cfg.listen.clone()
 }
 
+/// The project's `gitlab-deploy-token`, or one of a group above it.
+async fn gitlab_deploy_token(
+    meta: &dyn Meta,
+    project_id: i64,
+) -> anyhow::Result<Option<berth_meta::DeployToken>> {
+    let now = berth_server::state::now_ms();
+    let usable = |t: &berth_meta::DeployToken| {
+        t.name == "gitlab-deploy-token" && !t.revoked && t.expires_at.is_none_or(|e| e > now)
+    };
+    if let Some(t) = meta
+        .deploy_tokens(Some(Source::Project(project_id)))
+        .await?
+        .into_iter()
+        .find(usable)
+    {
+        return Ok(Some(t));
+    }
+    for t in meta.deploy_tokens(None).await?.into_iter().filter(usable) {
+        if matches!(t.source, Source::Namespace(_))
+            && meta.deploy_token_covers(t.source, project_id).await?
+        {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -91,18 +118,13 @@ pub async fn run(cfg: Config, args: CiEnvArgs) -> anyhow::Result<()> {
         ("CI_REGISTRY_PASSWORD", secret.clone()),
         ("CI_JOB_TOKEN", secret),
     ];
-    // GitLab exposes a deploy token named gitlab-deploy-token as CI_DEPLOY_USER /
-    // CI_DEPLOY_PASSWORD. Its secret is stored hashed, so only the username can be
-    // given here; the password must come from where the token was created.
-    for source in [Source::Project(project.id)] {
-        if let Some(t) = meta
-            .deploy_tokens(Some(source))
-            .await?
-            .into_iter()
-            .find(|t| t.name == "gitlab-deploy-token" && !t.revoked)
-        {
-            vars.push(("CI_DEPLOY_USER", t.username));
-        }
+    // GitLab hands a deploy token named gitlab-deploy-token to jobs as CI_DEPLOY_USER /
+    // CI_DEPLOY_PASSWORD. Its secret is stored hashed, so the job gets a secret of its
+    // own that acts as that deploy token until the job ends.
+    if let Some(t) = gitlab_deploy_token(meta, project.id).await? {
+        let password = org::mint_job_deploy_secret(meta, &job, &t).await?;
+        vars.push(("CI_DEPLOY_USER", t.username));
+        vars.push(("CI_DEPLOY_PASSWORD", password));
     }
     for (k, v) in vars {
         println!("export {k}={}", shell_quote(&v));

@@ -307,6 +307,15 @@ pub trait OrgMeta: Send + Sync {
     async fn job(&self, id: i64) -> Result<Option<CiJob>>;
     async fn job_by_digest(&self, digest: &str) -> Result<Option<CiJob>>;
     async fn finish_job(&self, id: i64, now: i64) -> Result<bool>;
+    /// Give a job a secret that acts as deploy token `deploy_token_id` while the job runs.
+    async fn set_job_deploy_credential(
+        &self,
+        job_id: i64,
+        deploy_token_id: i64,
+        digest: &str,
+    ) -> Result<()>;
+    /// The job and deploy token id a per-job deploy secret belongs to.
+    async fn job_deploy_credential(&self, digest: &str) -> Result<Option<(CiJob, i64)>>;
 
     /// Instance settings stored in the database (JSON values).
     async fn setting(&self, key: &str) -> Result<Option<String>>;

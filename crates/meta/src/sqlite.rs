@@ -24,6 +24,13 @@ pub struct SqliteMeta {
 }
 
 impl SqliteMeta {
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so a
+    /// transaction that reads before it writes cannot fail to upgrade when another
+    /// process (an admin command, say) wrote in between; it waits instead.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Open (creating and migrating if needed) the database at `path`.
     pub async fn open(path: &Path) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
@@ -108,7 +115,7 @@ impl RegistryMeta for SqliteMeta {
         project_id: Option<i64>,
         now: i64,
     ) -> Result<Repository> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let id = ensure_repo(&mut tx, path, now).await?;
         if project_id.is_some() {
             sqlx::query(
@@ -160,7 +167,7 @@ impl RegistryMeta for SqliteMeta {
     }
 
     async fn link_blob(&self, repository: &str, d: &Digest, size: u64, now: i64) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let repo = ensure_repo(&mut tx, repository, now).await?;
         sqlx::query(
             "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -224,7 +231,7 @@ impl RegistryMeta for SqliteMeta {
         tag: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let repo = ensure_repo(&mut tx, repository, now).await?;
         // Check reachability inside the transaction, so a concurrent delete cannot
         // slip between the check and the insert.
@@ -365,7 +372,7 @@ impl RegistryMeta for SqliteMeta {
     }
 
     async fn delete_manifest(&self, repository: &str, d: &Digest, now: i64) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let Some(repo) = repo_id(&mut tx, repository).await? else {
             return Ok(false);
         };
@@ -401,7 +408,7 @@ impl RegistryMeta for SqliteMeta {
     }
 
     async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let Some(repo) = repo_id(&mut tx, repository).await? else {
             return Ok(false);
         };

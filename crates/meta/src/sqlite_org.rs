@@ -309,7 +309,7 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn create_user(&self, user: &NewUser, now: i64) -> Result<User> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let taken: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM users WHERE lower(username) = lower(?)")
                 .bind(&user.username)
@@ -403,7 +403,7 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn update_user(&self, id: i64, update: &UserUpdate) -> Result<Option<User>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email), \
              password_hash = COALESCE(?, password_hash), admin = COALESCE(?, admin), \
@@ -434,7 +434,7 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn create_group(&self, group: &NewGroup, now: i64) -> Result<Namespace> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let full_path = match group.parent_id {
             None => group.path.clone(),
             Some(parent_id) => {
@@ -559,7 +559,7 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn update_group(&self, id: i64, update: &GroupUpdate) -> Result<Option<Namespace>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         // Only groups: a user namespace follows its user (see update_user).
         let done = sqlx::query(
             "UPDATE namespaces SET name = COALESCE(?, name), \
@@ -581,7 +581,7 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn create_project(&self, project: &NewProject, now: i64) -> Result<Project> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let ns = namespace_in(&mut tx, project.namespace_id)
             .await?
             .ok_or_else(|| MetaError::NotFound("Namespace not found".into()))?;
@@ -705,7 +705,7 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn update_project(&self, id: i64, update: &ProjectUpdate) -> Result<Option<Project>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE projects SET name = COALESCE(?, name), \
              description = COALESCE(?, description), visibility = COALESCE(?, visibility), \
@@ -734,7 +734,7 @@ impl OrgMeta for SqliteMeta {
         expires_at: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         check_source(&mut tx, source).await?;
         if !user_exists(&mut tx, user_id).await? {
             return Err(MetaError::NotFound("User not found".into()));
@@ -865,7 +865,7 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn create_personal_token(&self, t: &NewPersonalToken, now: i64) -> Result<PersonalToken> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !user_exists(&mut tx, t.user_id).await? {
             return Err(MetaError::NotFound("User not found".into()));
         }
@@ -952,7 +952,7 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn create_deploy_token(&self, t: &NewDeployToken, now: i64) -> Result<DeployToken> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         check_source(&mut tx, t.source).await?;
         let (kind, source_id) = source_parts(t.source);
         let id: i64 = sqlx::query_scalar(
@@ -1073,7 +1073,7 @@ impl OrgMeta for SqliteMeta {
         expires_at: i64,
         now: i64,
     ) -> Result<CiJob> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !project_exists(&mut tx, project_id).await? {
             return Err(MetaError::NotFound("Project not found".into()));
         }
@@ -1130,6 +1130,37 @@ impl OrgMeta for SqliteMeta {
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_job_deploy_credential(
+        &self,
+        job_id: i64,
+        deploy_token_id: i64,
+        digest: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ci_job_deploy_credentials (job_id, deploy_token_id, token_digest) \
+             VALUES (?, ?, ?)",
+        )
+        .bind(job_id)
+        .bind(deploy_token_id)
+        .bind(digest)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn job_deploy_credential(&self, digest: &str) -> Result<Option<(CiJob, i64)>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT job_id, deploy_token_id FROM ci_job_deploy_credentials WHERE token_digest = ?",
+        )
+        .bind(digest)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some((job_id, token_id)) = row else {
+            return Ok(None);
+        };
+        Ok(self.job(job_id).await?.map(|j| (j, token_id)))
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {

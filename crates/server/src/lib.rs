@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod api;
 pub mod auth;
 pub mod error;
 pub mod metrics;
@@ -40,6 +41,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(v2)
         .route("/jwt/auth", get(auth::token::issue))
+        .nest("/api/v4", api::router())
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -348,6 +348,19 @@ pub async fn mint_job(
     Ok((job, secret))
 }
 
+/// A secret that acts as deploy token `token` for as long as `job` runs (a job's
+/// `CI_DEPLOY_PASSWORD`).
+pub async fn mint_job_deploy_secret(
+    meta: &dyn Meta,
+    job: &CiJob,
+    token: &DeployToken,
+) -> OrgResult<String> {
+    let secret = secrets::generate(secrets::DEPLOY_PREFIX);
+    meta.set_job_deploy_credential(job.id, token.id, &secrets::digest(&secret))
+        .await?;
+    Ok(secret)
+}
+
 /// The owner a job runs as when none is named: the project's creator, else the
 /// owner of its user namespace.
 pub async fn default_job_user(meta: &dyn Meta, project: &Project) -> OrgResult<Option<User>> {

@@ -261,6 +261,20 @@ async fn check(
             (t.username == username && !t.revoked && !expired).then_some(Principal::Deploy(t))
         );
     }
+    // A job's CI_DEPLOY_PASSWORD acts as its deploy token while the job runs.
+    if let Some((job, token_id)) = meta.job_deploy_credential(&digest).await? {
+        if job.status != JobStatus::Running || job.expires_at <= now {
+            return Ok(None);
+        }
+        return Ok(match meta.deploy_token(token_id).await? {
+            Some(t)
+                if t.username == username && !t.revoked && t.expires_at.is_none_or(|e| e > now) =>
+            {
+                Some(Principal::Deploy(t))
+            }
+            _ => None,
+        });
+    }
     let Some(user) = meta.user_by_username(username).await? else {
         // Same work as a real check, so timing does not reveal which usernames exist.
         secrets::verify_password(secret, secrets::DUMMY_HASH);
