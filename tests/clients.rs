@@ -12,7 +12,7 @@ use std::process::Command;
 
 use rand::RngCore;
 use serde_json::{json, Value};
-use support::{run, sha256_file, sha256_hex, Berth};
+use support::{run, sha256_file, sha256_hex, Berth, ROOT_PASSWORD};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -219,6 +219,48 @@ fn hex_of(digest: &str) -> &str {
 }
 
 // ---------------------------------------------------------------------------
+// The server, its project and credentials
+// ---------------------------------------------------------------------------
+
+/// The project every test pushes to (its images are `group/project/<image>`).
+const PROJECT: &str = "group/project";
+
+/// Start a server with the project the tests push to.
+fn start_berth() -> Berth {
+    let berth = Berth::start();
+    berth.project(PROJECT, "private");
+    berth
+}
+
+/// `root:<password>`: the instance administrator's credentials, as skopeo takes them.
+fn root_creds() -> String {
+    format!("root:{ROOT_PASSWORD}")
+}
+
+/// A personal access token of root with the `api` scope (push and pull everywhere).
+fn root_personal_token(berth: &Berth, name: &str) -> String {
+    let token = berth.admin(&[
+        "token", "create", "--user", "root", "--name", name, "--scopes", "api",
+    ]);
+    assert!(
+        !token.is_empty() && !token.contains(char::is_whitespace),
+        "token create printed {token:?}"
+    );
+    token
+}
+
+/// A registry token for `repository:<name>:<actions>`, for the raw HTTP checks.
+fn bearer(berth: &Berth, name: &str, actions: &str) -> String {
+    let resp = berth.token(
+        Some(("root", ROOT_PASSWORD)),
+        &[&format!("repository:{name}:{actions}")],
+    );
+    assert_eq!(resp.status(), 200, "token for {name}");
+    let body: Value = resp.json().expect("token response is JSON");
+    format!("Bearer {}", body["token"].as_str().expect("token"))
+}
+
+// ---------------------------------------------------------------------------
 // Clients
 // ---------------------------------------------------------------------------
 
@@ -252,6 +294,7 @@ fn get_manifest(
     let resp = http()
         .get(format!("{}/v2/{name}/manifests/{reference}", berth.url))
         .header("Accept", accept)
+        .header("Authorization", bearer(berth, name, "pull"))
         .send()
         .expect("GET manifest");
     assert_eq!(resp.status(), 200, "GET manifest {name}:{reference}");
@@ -274,6 +317,7 @@ fn get_manifest(
 fn tags_list(berth: &Berth, name: &str) -> (u16, Value) {
     let resp = http()
         .get(format!("{}/v2/{name}/tags/list", berth.url))
+        .header("Authorization", bearer(berth, name, "pull"))
         .send()
         .expect("GET tags list");
     let status = resp.status().as_u16();
@@ -304,6 +348,8 @@ fn skopeo_push_small(berth: &Berth, tmp: &Path, name: &str, tag: &str) -> Writte
         "copy",
         "--preserve-digests",
         "--dest-tls-verify=false",
+        "--dest-creds",
+        &root_creds(),
         &format!("oci:{}:{tag}", dir.display()),
         &format!("docker://{}/{name}:{tag}", berth.addr),
     ]));
@@ -319,7 +365,7 @@ fn skopeo_round_trip_multi_layer() {
     if !support::tool("skopeo") {
         return;
     }
-    let berth = Berth::start();
+    let berth = start_berth();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let written = write_layout(
@@ -347,6 +393,8 @@ fn skopeo_round_trip_multi_layer() {
         "copy",
         "--preserve-digests",
         "--dest-tls-verify=false",
+        "--dest-creds",
+        &root_creds(),
         &format!("oci:{}:v1", src.display()),
         &format!("{remote}:v1"),
     ]));
@@ -356,6 +404,8 @@ fn skopeo_round_trip_multi_layer() {
         "inspect",
         "--raw",
         "--tls-verify=false",
+        "--creds",
+        &root_creds(),
         &format!("{remote}:v1"),
     ]));
     let original = std::fs::read(src.join("blobs/sha256").join(hex_of(&manifest.digest))).unwrap();
@@ -372,6 +422,8 @@ fn skopeo_round_trip_multi_layer() {
     let inspect: Value = serde_json::from_str(&run(skopeo(tmp.path()).args([
         "inspect",
         "--tls-verify=false",
+        "--creds",
+        &root_creds(),
         &format!("{remote}:v1"),
     ])))
     .expect("skopeo inspect prints JSON");
@@ -393,13 +445,19 @@ fn skopeo_round_trip_multi_layer() {
         "copy",
         "--preserve-digests",
         "--src-tls-verify=false",
+        "--src-creds",
+        &root_creds(),
         "--dest-tls-verify=false",
+        "--dest-creds",
+        &root_creds(),
         &format!("{remote}:v1"),
         &format!("{remote}:v2"),
     ]));
     let tags: Value = serde_json::from_str(&run(skopeo(tmp.path()).args([
         "list-tags",
         "--tls-verify=false",
+        "--creds",
+        &root_creds(),
         &remote,
     ])))
     .expect("skopeo list-tags prints JSON");
@@ -417,6 +475,8 @@ fn skopeo_round_trip_multi_layer() {
         "copy",
         "--preserve-digests",
         "--src-tls-verify=false",
+        "--src-creds",
+        &root_creds(),
         &format!("{remote}:v1"),
         &format!("oci:{}:v1", dst.display()),
     ]));
@@ -443,7 +503,7 @@ fn skopeo_multi_arch_index() {
     if !support::tool("skopeo") {
         return;
     }
-    let berth = Berth::start();
+    let berth = start_berth();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let written = write_layout(
@@ -472,6 +532,8 @@ fn skopeo_multi_arch_index() {
         "--all",
         "--preserve-digests",
         "--dest-tls-verify=false",
+        "--dest-creds",
+        &root_creds(),
         &format!("oci:{}:multi", src.display()),
         &remote,
     ]));
@@ -504,6 +566,8 @@ fn skopeo_multi_arch_index() {
             "copy",
             "--preserve-digests",
             "--src-tls-verify=false",
+            "--src-creds",
+            &root_creds(),
             &remote,
             &format!("oci:{}:x", out.display()),
         ]));
@@ -536,7 +600,7 @@ fn docker_schema2_via_skopeo() {
     if !support::tool("skopeo") {
         return;
     }
-    let berth = Berth::start();
+    let berth = start_berth();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let written = write_layout(
@@ -555,6 +619,8 @@ fn docker_schema2_via_skopeo() {
         "--format",
         "v2s2",
         "--dest-tls-verify=false",
+        "--dest-creds",
+        &root_creds(),
         &format!("oci:{}:v1", src.display()),
         &remote,
     ]));
@@ -585,13 +651,22 @@ fn docker_schema2_via_skopeo() {
         .collect();
     assert_eq!(pushed_layers, expected);
 
-    let raw = run(skopeo(tmp.path()).args(["inspect", "--raw", "--tls-verify=false", &remote]));
+    let raw = run(skopeo(tmp.path()).args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &root_creds(),
+        &remote,
+    ]));
     assert_eq!(raw.as_bytes(), &body[..]);
     // And it pulls back as the same schema 2 manifest.
     let dst = tmp.path().join("dst");
     run(skopeo(tmp.path()).args([
         "copy",
         "--src-tls-verify=false",
+        "--src-creds",
+        &root_creds(),
         &remote,
         &format!("dir:{}", dst.display()),
     ]));
@@ -606,7 +681,7 @@ fn skopeo_delete() {
     if !support::tool("skopeo") {
         return;
     }
-    let berth = Berth::start();
+    let berth = start_berth();
     let tmp = tempfile::tempdir().unwrap();
     let name = "group/project/app";
     let written = skopeo_push_small(&berth, tmp.path(), name, "v1");
@@ -619,10 +694,22 @@ fn skopeo_delete() {
         (200, vec!["v1".to_string()])
     );
 
-    run(skopeo(tmp.path()).args(["delete", "--tls-verify=false", &remote]));
+    run(skopeo(tmp.path()).args([
+        "delete",
+        "--tls-verify=false",
+        "--creds",
+        &root_creds(),
+        &remote,
+    ]));
 
     let out = skopeo(tmp.path())
-        .args(["inspect", "--tls-verify=false", &remote])
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            &root_creds(),
+            &remote,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -640,6 +727,7 @@ fn skopeo_delete() {
             berth.url, written.tagged.digest
         ))
         .header("Accept", ACCEPT_ALL_MANIFESTS)
+        .header("Authorization", bearer(&berth, name, "pull"))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 404, "the manifest is gone by digest too");
@@ -659,7 +747,8 @@ fn skopeo_delete() {
 // podman
 // ---------------------------------------------------------------------------
 
-/// podman on a private vfs store under `dir`, leaving the machine's store alone.
+/// podman on a private vfs store under `dir`, leaving the machine's store alone, with
+/// its registry credentials (`podman login`) in `dir/auth.json`.
 fn podman(dir: &Path) -> Command {
     let mut cmd = Command::new("podman");
     cmd.arg("--root")
@@ -669,7 +758,8 @@ fn podman(dir: &Path) -> Command {
         .arg("--tmpdir")
         .arg(dir.join("tmp"))
         .args(["--storage-driver", "vfs", "--events-backend", "none"])
-        .env("TMPDIR", dir.join("tmp"));
+        .env("TMPDIR", dir.join("tmp"))
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"));
     cmd
 }
 
@@ -693,7 +783,7 @@ fn podman_push_pull() {
         );
         return;
     }
-    let berth = Berth::start();
+    let berth = start_berth();
     let name = "group/project/pod";
     let image = format!("{}/{name}:v1", berth.addr);
 
@@ -705,6 +795,18 @@ fn podman_push_pull() {
     let tarball = dir.join("rootfs.tar");
     std::fs::write(&tarball, &rootfs.tar).unwrap();
     run(podman(dir).arg("import").arg(&tarball).arg(&image));
+
+    // Log in with a personal access token, as `docker login` users do.
+    let token = root_personal_token(&berth, "podman");
+    run(podman(dir).args([
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "root",
+        "-p",
+        &token,
+        &berth.addr,
+    ]));
 
     let digestfile = dir.join("digest");
     run(podman(dir)
@@ -719,6 +821,7 @@ fn podman_push_pull() {
     let resp = http()
         .head(format!("{}/v2/{name}/manifests/v1", berth.url))
         .header("Accept", ACCEPT_ALL_MANIFESTS)
+        .header("Authorization", bearer(&berth, name, "pull"))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -745,6 +848,7 @@ fn podman_push_pull() {
     );
     let blob = http()
         .get(format!("{}/v2/{name}/blobs/{layer_digest}", berth.url))
+        .header("Authorization", bearer(&berth, name, "pull"))
         .send()
         .unwrap()
         .bytes()
@@ -813,13 +917,23 @@ fn oras_python() -> Option<PathBuf> {
 /// Drives oras-py: `push REGISTRY REPO WORKDIR SUBJECT_MEDIA_TYPE SUBJECT_DIGEST
 /// SUBJECT_SIZE` pushes two referrers of the subject and prints their digests;
 /// `pull REGISTRY REPO TAG OUTDIR` pulls an artifact's files and prints their paths.
+/// It logs in first as `$BERTH_USER` with `$BERTH_SECRET`, keeping the credentials in
+/// the docker config file `$BERTH_DOCKER_CONFIG`.
 const ORAS_SCRIPT: &str = r#"
 import json, os, sys
 from dataclasses import asdict
-import oras.client, oras.defaults, oras.oci
+import oras.auth.utils, oras.client, oras.defaults, oras.oci
 
 mode, registry, repo = sys.argv[1:4]
 client = oras.client.OrasClient(hostname=registry, insecure=True)
+# The SDK's login: basic credentials for the token service, remembered in a docker
+# config file of our own (not the user's ~/.docker/config.json).
+client.login(
+    username=os.environ["BERTH_USER"],
+    password=os.environ["BERTH_SECRET"],
+    hostname=registry,
+    config_path=os.environ["BERTH_DOCKER_CONFIG"],
+)
 
 def ok(resp):
     if resp.status_code not in (200, 201, 202):
@@ -828,6 +942,18 @@ def ok(resp):
 
 if mode == "push":
     workdir, media_type, digest, size = sys.argv[4:8]
+    # oras-py 0.2 holds one bearer token per client and fetches a new one only after a
+    # 403, but a token lacking a scope is answered 401 insufficient_scope (the token
+    # spec; distribution does the same). A push starts with a HEAD, whose challenge
+    # asks for pull only, so ask the token service for pull,push up front, as docker
+    # does for a push, through the SDK's own token auth.
+    challenge = client.session.get(f"http://{registry}/v2/").headers["WWW-Authenticate"]
+    wanted = oras.auth.utils.parse_auth_header(challenge)
+    wanted.scope = f"repository:{repo}:pull,push"
+    token = client.auth.request_token(wanted)
+    if not token:
+        sys.exit(f"no token for {wanted}")
+    client.auth.set_token_auth(token)
     os.chdir(workdir)  # oras-py pushes only files below the working directory
     subject = oras.oci.Subject(mediaType=media_type, digest=digest, size=int(size))
 
@@ -876,7 +1002,7 @@ fn oras_artifact_with_subject() {
     let Some(python) = oras_python() else {
         return;
     };
-    let berth = Berth::start();
+    let berth = start_berth();
     let tmp = tempfile::tempdir().unwrap();
     let name = "group/project/app";
 
@@ -898,16 +1024,22 @@ fn oras_artifact_with_subject() {
     let signature = random_bytes(512);
     std::fs::write(work.join("signature.bin"), &signature).unwrap();
 
-    let out = run(Command::new(&python)
-        .arg("-c")
-        .arg(ORAS_SCRIPT)
-        .args(["push", &berth.addr, name])
-        .arg(&work)
-        .args([
-            subject.media_type.as_str(),
-            &subject.digest,
-            &subject.size.to_string(),
-        ]));
+    // oras-py signs in with a personal access token of root.
+    let token = root_personal_token(&berth, "oras");
+    let oras = || {
+        let mut cmd = Command::new(&python);
+        cmd.env("BERTH_USER", "root")
+            .env("BERTH_SECRET", &token)
+            .env("BERTH_DOCKER_CONFIG", tmp.path().join("docker-config.json"))
+            .arg("-c")
+            .arg(ORAS_SCRIPT);
+        cmd
+    };
+    let out = run(oras().args(["push", &berth.addr, name]).arg(&work).args([
+        subject.media_type.as_str(),
+        &subject.digest,
+        &subject.size.to_string(),
+    ]));
     let pushed: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("oras push printed {out:?}: {e}"));
 
@@ -930,7 +1062,11 @@ fn oras_artifact_with_subject() {
     }
 
     let referrers_url = format!("{}/v2/{name}/referrers/{}", berth.url, subject.digest);
-    let resp = http().get(&referrers_url).send().unwrap();
+    let resp = http()
+        .get(&referrers_url)
+        .header("Authorization", bearer(&berth, name, "pull"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["Content-Type"], OCI_INDEX);
     let index: Value = resp.json().unwrap();
@@ -960,6 +1096,7 @@ fn oras_artifact_with_subject() {
         .get(format!(
             "{referrers_url}?artifactType=application/vnd.example.sbom"
         ))
+        .header("Authorization", bearer(&berth, name, "pull"))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -971,9 +1108,7 @@ fn oras_artifact_with_subject() {
 
     // Pull the SBOM back with the SDK.
     let outdir = tmp.path().join("pulled");
-    let out = run(Command::new(&python)
-        .arg("-c")
-        .arg(ORAS_SCRIPT)
+    let out = run(oras()
         .args(["pull", &berth.addr, name, "sbom"])
         .arg(&outdir));
     let files: Vec<String> = serde_json::from_str(out.lines().last().unwrap_or_default())

@@ -4,13 +4,15 @@
 
 mod support;
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Body, Client, RequestBuilder};
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, AUTHORIZATION};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Digest as _;
@@ -115,11 +117,24 @@ impl std::fmt::Debug for Resp {
     }
 }
 
-/// A running server and a client that does not follow redirects.
+/// A running server and a client that does not follow redirects. It authenticates as
+/// real clients do: a request that names a repository carries a bearer token for that
+/// repository (and for the `from` repository of a mount), fetched from `/jwt/auth` with
+/// root's credentials and cached per scope; any other request that is answered 401 with
+/// a Bearer challenge is retried once with a token for the challenged scope. Projects
+/// owning the repositories a test uses are created on first use (the project is the
+/// first two segments of the repository name).
 struct Reg {
     berth: Berth,
     http: Client,
+    /// Projects known to exist.
+    projects: Mutex<HashSet<String>>,
+    /// Tokens by their space-separated scopes, with the time they were fetched.
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
 }
+
+/// How long a cached token is used (the server's default lifetime is 5 minutes).
+const TOKEN_REUSE: Duration = Duration::from_secs(120);
 
 impl Reg {
     fn start() -> Reg {
@@ -132,7 +147,18 @@ impl Reg {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("http client");
-        Reg { berth, http }
+        // A restarted server keeps the projects it had.
+        let projects = berth
+            .admin(&["project", "list"])
+            .lines()
+            .filter_map(|l| l.split('\t').nth(1).map(str::to_string))
+            .collect();
+        Reg {
+            berth,
+            http,
+            projects: Mutex::new(projects),
+            tokens: Mutex::new(HashMap::new()),
+        }
     }
 
     /// An absolute URL for a path, or a `Location` (absolute or relative) resolved
@@ -153,10 +179,126 @@ impl Reg {
         self.http.request(method, self.url(path_or_url))
     }
 
-    /// Send and read the whole response. Every `/v2` response must carry the
-    /// distribution API version header.
+    /// Create the project owning `repository` unless it exists.
+    fn ensure_project(&self, repository: &str) {
+        let segments: Vec<&str> = repository.split('/').collect();
+        assert!(
+            segments.len() >= 2,
+            "test repository {repository:?} needs at least two segments (project = first two)"
+        );
+        let project = segments[..2].join("/");
+        let mut known = self.projects.lock().unwrap();
+        if !known.contains(&project) {
+            self.berth.project(&project, "private");
+            known.insert(project);
+        }
+    }
+
+    /// A bearer token for `scopes` (none: a token granting nothing), fetched with root's
+    /// password and cached.
+    fn token(&self, scopes: &[String]) -> String {
+        let key = scopes.join(" ");
+        if let Some((t, at)) = self.tokens.lock().unwrap().get(&key) {
+            if at.elapsed() < TOKEN_REUSE {
+                return t.clone();
+            }
+        }
+        let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        let resp = self
+            .berth
+            .token(Some(("root", support::ROOT_PASSWORD)), &scopes);
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().expect("token response is JSON");
+        assert_eq!(status, 200, "token for {scopes:?}: {body}");
+        let token = body["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {body}"))
+            .to_string();
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(key, (token.clone(), Instant::now()));
+        token
+    }
+
+    /// The scopes a request needs, when it names repositories (or the catalog):
+    /// `pull` to read, `pull,push` to write, `delete` to delete manifests and blobs,
+    /// plus `pull` on a mount's source. Only what the request needs: the token service
+    /// creates the repository when it grants push (as GitLab does), so asking for push
+    /// on a read would make unknown repositories known. Invalid names get none: the
+    /// server must refuse them before it looks at credentials.
+    fn scopes_for(&self, method: &Method, url: &reqwest::Url) -> Option<Vec<String>> {
+        if url.as_str().starts_with(&format!("{}/", self.berth.url)) {
+            let rest = url.path().strip_prefix("/v2/")?;
+            if rest == "_catalog" {
+                return Some(vec!["registry:catalog:*".to_string()]);
+            }
+            let (name, upload) = repository_of(rest)?;
+            if !plausible_name(name) {
+                return None;
+            }
+            let actions = match *method {
+                Method::GET | Method::HEAD => "pull",
+                Method::DELETE if !upload => "delete",
+                _ => "pull,push",
+            };
+            self.ensure_project(name);
+            let mut scopes = vec![format!("repository:{name}:{actions}")];
+            if let Some((_, from)) = url.query_pairs().find(|(k, _)| k == "from") {
+                if plausible_name(&from) && from != name {
+                    self.ensure_project(&from);
+                    scopes.push(format!("repository:{from}:pull"));
+                }
+            }
+            Some(scopes)
+        } else {
+            None
+        }
+    }
+
+    /// `Bearer <token>` for a request to `path_or_url`, for requests sent by hand.
+    fn authorization(&self, method: Method, path_or_url: &str) -> String {
+        let url = reqwest::Url::parse(&self.url(path_or_url)).expect("URL");
+        let scopes = self
+            .scopes_for(&method, &url)
+            .unwrap_or_else(|| panic!("{url} names no repository"));
+        format!("Bearer {}", self.token(&scopes))
+    }
+
+    /// Send and read the whole response, authenticating as described on [`Reg`].
+    /// Every `/v2` response must carry the distribution API version header.
     fn send(&self, rb: RequestBuilder) -> Resp {
-        let req = rb.build().expect("request");
+        let mut req = rb.build().expect("request");
+        if let Some(scopes) = self.scopes_for(req.method(), req.url()) {
+            let value = format!("Bearer {}", self.token(&scopes));
+            req.headers_mut()
+                .insert(AUTHORIZATION, value.parse().expect("header value"));
+        }
+        let retry = req.try_clone();
+        let r = self.exchange(req);
+        let challenge = match r.header("WWW-Authenticate") {
+            Some(c) if r.status == 401 && c.starts_with("Bearer ") => c.to_string(),
+            _ => return r,
+        };
+        let Some(mut retry) = retry else {
+            return r;
+        };
+        let scopes: Vec<String> = challenge_param(&challenge, "scope")
+            .map(|s| s.split(' ').map(str::to_string).collect())
+            .unwrap_or_default();
+        let value = format!("Bearer {}", self.token(&scopes));
+        retry
+            .headers_mut()
+            .insert(AUTHORIZATION, value.parse().expect("header value"));
+        self.exchange(retry)
+    }
+
+    /// Send without any credentials.
+    fn send_anonymous(&self, rb: RequestBuilder) -> Resp {
+        self.exchange(rb.build().expect("request"))
+    }
+
+    fn exchange(&self, req: reqwest::blocking::Request) -> Resp {
         let method = req.method().clone();
         let url = req.url().to_string();
         let is_v2 = req.url().path() == "/v2" || req.url().path().starts_with("/v2/");
@@ -313,6 +455,60 @@ fn with_query(location: &str, q: &str) -> String {
     }
 }
 
+/// The repository a `/v2/` path (without the `/v2/` prefix) names, and whether it is an
+/// upload URL.
+fn repository_of(rest: &str) -> Option<(&str, bool)> {
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some((name, false));
+    }
+    let trimmed = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some(name) = trimmed.strip_suffix("/blobs/uploads") {
+        return Some((name, true));
+    }
+    let (head, _) = rest.rsplit_once('/')?;
+    if let Some(name) = head.strip_suffix("/blobs/uploads") {
+        return Some((name, true));
+    }
+    let (name, kind) = head.rsplit_once('/')?;
+    matches!(kind, "manifests" | "blobs" | "referrers").then_some((name, false))
+}
+
+/// Whether every segment of `name` matches the distribution spec's path-component
+/// grammar `[a-z0-9]+((\.|_|__|[-]+)[a-z0-9]+)*`.
+fn plausible_name(name: &str) -> bool {
+    name.split('/').all(|seg| {
+        let b = seg.as_bytes();
+        let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+            return false;
+        }
+        // Separators: runs of '-' of any length, or '.', '_', '__'.
+        let mut i = 0;
+        while i < b.len() {
+            if alnum(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && !alnum(b[i]) {
+                i += 1;
+            }
+            let sep = &seg[start..i];
+            if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-')) {
+                return false;
+            }
+        }
+        true
+    })
+}
+
+/// The value of `key="value"` in a `WWW-Authenticate` challenge.
+fn challenge_param(challenge: &str, key: &str) -> Option<String> {
+    let start = challenge.find(&format!("{key}=\""))? + key.len() + 2;
+    let len = challenge[start..].find('"')?;
+    Some(challenge[start..start + len].to_string())
+}
+
 /// The URL inside `Link: <url>; rel="next"`.
 fn link_next(r: &Resp) -> Option<String> {
     let link = r.header("Link")?;
@@ -379,8 +575,25 @@ fn range_end(r: &Resp) -> u64 {
 #[test]
 fn base_endpoint_answers_200_with_and_without_slash() {
     let reg = Reg::start();
-    reg.get("/v2/").expect(200);
-    reg.get("/v2").expect(200);
+    for path in ["/v2/", "/v2"] {
+        // Without a token: a challenge that sends the client to the token service.
+        let r = reg.send_anonymous(reg.req(Method::GET, path));
+        r.expect_error(401, "UNAUTHORIZED");
+        let challenge = r.h("WWW-Authenticate");
+        assert!(challenge.starts_with("Bearer "), "{r:?}");
+        assert_eq!(
+            challenge_param(challenge, "realm"),
+            Some(format!("{}/jwt/auth", reg.berth.url)),
+            "{r:?}"
+        );
+        assert_eq!(
+            challenge_param(challenge, "service").as_deref(),
+            Some("container_registry"),
+            "{r:?}"
+        );
+        // With one (fetched after that challenge): 200.
+        reg.get(path).expect(200);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -691,9 +904,10 @@ fn upload_resumes_after_dropped_connection() {
     let partial = 300_000;
     let mut sock = TcpStream::connect(&reg.berth.addr).expect("connect");
     let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {MIB}\r\n\r\n",
-        reg.berth.addr
+        "PATCH {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {MIB}\r\n\r\n",
+        reg.berth.addr,
+        reg.authorization(Method::PATCH, &location),
     );
     sock.write_all(head.as_bytes()).unwrap();
     sock.write_all(&data[MIB..MIB + partial]).unwrap();
@@ -1363,7 +1577,14 @@ fn tags_list_of_unknown_repository_is_name_unknown() {
 #[test]
 fn catalog_is_sorted_and_paged() {
     let reg = Reg::start();
-    let repos = ["zeta/img", "alpha", "cat/b", "cat/a", "cat/a/deeper", "mid"];
+    let repos = [
+        "zeta/img",
+        "alpha/img",
+        "cat/b",
+        "cat/a",
+        "cat/a/deeper",
+        "mid/img",
+    ];
     for r in repos {
         reg.push_blob(r, r.as_bytes());
     }

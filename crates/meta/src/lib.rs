@@ -105,14 +105,6 @@ impl<T: RegistryMeta + OrgMeta + 'static> Meta for T {}
 #[async_trait]
 pub trait RegistryMeta: Send + Sync {
     async fn repository(&self, path: &str) -> Result<Option<Repository>>;
-    /// Create the repository if needed and attach it to its project (pushes do this
-    /// once authorised, so every repository of a project is found by project).
-    async fn ensure_repository(
-        &self,
-        path: &str,
-        project_id: Option<i64>,
-        now: i64,
-    ) -> Result<Repository>;
     /// Repository paths in lexical order, strictly after `last`, at most `n`.
     async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Vec<String>>;
     /// Like `catalog`, with each repository's project.

@@ -65,19 +65,39 @@ async fn repo_id(conn: &mut SqliteConnection, path: &str) -> Result<Option<i64>>
     )
 }
 
+/// The repository's id, creating it (attached to the project that owns its path, by
+/// GitLab's longest-prefix rule) when this is its first content.
 async fn ensure_repo(conn: &mut SqliteConnection, path: &str, now: i64) -> Result<i64> {
-    sqlx::query(
-        "INSERT INTO repositories (path, created_at, updated_at) VALUES (?, ?, ?) \
-         ON CONFLICT (path) DO UPDATE SET updated_at = excluded.updated_at",
+    if let Some(id) = repo_id(conn, path).await? {
+        sqlx::query("UPDATE repositories SET updated_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(id);
+    }
+    let mut project_id = None;
+    for candidate in berth_core::paths::project_candidates(path) {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM projects WHERE lower(full_path) = ?")
+                .bind(&candidate)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if found.is_some() {
+            project_id = found;
+            break;
+        }
+    }
+    Ok(sqlx::query_scalar(
+        "INSERT INTO repositories (path, project_id, created_at, updated_at) \
+         VALUES (?, ?, ?, ?) RETURNING id",
     )
     .bind(path)
+    .bind(project_id)
     .bind(now)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    repo_id(conn, path)
-        .await?
-        .ok_or_else(|| MetaError::Corrupt(format!("repository {path} vanished")))
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// End the live row of a tag, if any.
@@ -107,36 +127,6 @@ impl RegistryMeta for SqliteMeta {
             project_id: r.get(2),
             created_at: r.get(3),
         }))
-    }
-
-    async fn ensure_repository(
-        &self,
-        path: &str,
-        project_id: Option<i64>,
-        now: i64,
-    ) -> Result<Repository> {
-        let mut tx = self.write_tx().await?;
-        let id = ensure_repo(&mut tx, path, now).await?;
-        if project_id.is_some() {
-            sqlx::query(
-                "UPDATE repositories SET project_id = ? WHERE id = ? AND project_id IS NULL",
-            )
-            .bind(project_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let row = sqlx::query("SELECT project_id, created_at FROM repositories WHERE id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Repository {
-            id,
-            path: path.to_string(),
-            project_id: row.get(0),
-            created_at: row.get(1),
-        })
     }
 
     async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {

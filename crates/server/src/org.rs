@@ -116,6 +116,8 @@ pub fn check_date(field: &str, date: &str) -> OrgResult<String> {
     let y: u32 = parts[0].parse().map_err(|_| bad())?;
     let m: u32 = parts[1].parse().map_err(|_| bad())?;
     let day: u32 = parts[2].parse().map_err(|_| bad())?;
+    // `is_multiple_of` is newer than the workspace's minimum Rust (1.85).
+    #[allow(clippy::manual_is_multiple_of)]
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let days = [
         31,

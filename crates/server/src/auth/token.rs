@@ -146,9 +146,7 @@ async fn issue_inner(
         };
         match kind {
             "repository" => {
-                if let Some(grant) =
-                    grant_repository(state, &principal, name, requested, now).await?
-                {
+                if let Some(grant) = grant_repository(state, &principal, name, requested).await? {
                     access.push(grant);
                 }
             }
@@ -233,7 +231,6 @@ async fn grant_repository(
     principal: &Principal,
     name: &str,
     requested: ActionSet,
-    now: i64,
 ) -> Result<Option<ResourceAccess>, berth_meta::MetaError> {
     if RepoName::parse(name).is_err() {
         return Ok(None);
@@ -253,13 +250,6 @@ async fn grant_repository(
     let granted = requested.intersect(allowed_actions(facts, &credential));
     if granted.is_empty() {
         return Ok(None);
-    }
-    if granted.push {
-        // As GitLab does: an authorised push creates the repository row up front.
-        state
-            .meta
-            .ensure_repository(name, Some(project.id), now)
-            .await?;
     }
     Ok(Some(ResourceAccess {
         kind: "repository".into(),

@@ -1,0 +1,299 @@
+//! The JSON shapes of the API (GitLab's entities, field names and order), rendered
+//! for one request: absolute URLs use the request's external base URL, and names
+//! of namespaces above a group or project are looked up once per request.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use berth_core::AccessLevel;
+use berth_meta::{
+    DeployToken, Member, Namespace, NamespaceKind, PersonalToken, Project, User, UserState,
+};
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiResult, Caller};
+use crate::state::{now_ms, Shared};
+
+/// ISO-8601 UTC with milliseconds, as GitLab writes times: `2019-01-10T13:38:57.391Z`.
+pub fn timestamp(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// GitLab's name of an access level.
+pub fn level_name(level: AccessLevel) -> &'static str {
+    match level {
+        AccessLevel::Guest => "Guest",
+        AccessLevel::Reporter => "Reporter",
+        AccessLevel::Developer => "Developer",
+        AccessLevel::Maintainer => "Maintainer",
+        AccessLevel::Owner => "Owner",
+    }
+}
+
+pub struct View {
+    state: Shared,
+    /// `http(s)://host[:port]` (or the configured external URL).
+    pub base: String,
+    namespaces: HashMap<i64, Namespace>,
+}
+
+impl FromRequestParts<Shared> for View {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> ApiResult<Self> {
+        Ok(View {
+            base: state.base_url(&parts.headers),
+            state: state.clone(),
+            namespaces: HashMap::new(),
+        })
+    }
+}
+
+impl View {
+    /// `host[:port]` of the registry: the external URL without its scheme.
+    pub fn registry_host(&self) -> String {
+        let b = self.base.as_str();
+        let host = b.split_once("://").map(|(_, h)| h).unwrap_or(b);
+        host.trim_end_matches('/').to_string()
+    }
+
+    async fn namespace(&mut self, id: i64) -> ApiResult<Option<Namespace>> {
+        if let Some(ns) = self.namespaces.get(&id) {
+            return Ok(Some(ns.clone()));
+        }
+        let ns = self.state.meta.namespace(id).await?;
+        if let Some(ns) = &ns {
+            self.namespaces.insert(id, ns.clone());
+        }
+        Ok(ns)
+    }
+
+    /// `Top / Middle / Name`: the names of a namespace and every namespace above it.
+    pub async fn full_name(&mut self, ns: &Namespace) -> ApiResult<String> {
+        let mut names = vec![ns.name.clone()];
+        let mut next = ns.parent_id;
+        while let Some(id) = next {
+            if names.len() > 64 {
+                break;
+            }
+            match self.namespace(id).await? {
+                Some(parent) => {
+                    names.push(parent.name.clone());
+                    next = parent.parent_id;
+                }
+                None => break,
+            }
+        }
+        names.reverse();
+        Ok(names.join(" / "))
+    }
+
+    pub fn namespace_web_url(&self, ns: &Namespace) -> String {
+        match ns.kind {
+            NamespaceKind::Group => format!("{}/groups/{}", self.base, ns.full_path),
+            NamespaceKind::User => format!("{}/{}", self.base, ns.full_path),
+        }
+    }
+
+    pub fn user_web_url(&self, username: &str) -> String {
+        format!("{}/{}", self.base, username)
+    }
+
+    /// A user. `full` adds what only administrators and the user themself see.
+    pub fn user(&self, u: &User, full: bool) -> Value {
+        let mut v = json!({
+            "id": u.id,
+            "username": u.username,
+            "name": u.name,
+            "state": u.state.as_str(),
+            "locked": false,
+            "avatar_url": null,
+            "web_url": self.user_web_url(&u.username),
+            "created_at": timestamp(u.created_at),
+        });
+        if full {
+            if let Value::Object(o) = &mut v {
+                o.insert("email".into(), json!(u.email));
+                o.insert("is_admin".into(), json!(u.admin));
+                o.insert("bot".into(), json!(false));
+                o.insert("external".into(), json!(false));
+                o.insert(
+                    "can_create_group".into(),
+                    json!(u.state == UserState::Active),
+                );
+                o.insert(
+                    "can_create_project".into(),
+                    json!(u.state == UserState::Active),
+                );
+                o.insert("two_factor_enabled".into(), json!(false));
+                o.insert("namespace_id".into(), json!(u.namespace_id));
+            }
+        }
+        v
+    }
+
+    /// A group (`Entities::Group`).
+    pub async fn group(&mut self, g: &Namespace) -> ApiResult<Value> {
+        let full_name = self.full_name(g).await?;
+        Ok(json!({
+            "id": g.id,
+            "web_url": self.namespace_web_url(g),
+            "name": g.name,
+            "path": g.path,
+            "description": g.description,
+            "visibility": g.visibility.as_str(),
+            "avatar_url": null,
+            "full_name": full_name,
+            "full_path": g.full_path,
+            "parent_id": g.parent_id,
+            "created_at": timestamp(g.created_at),
+        }))
+    }
+
+    /// The `namespace` object inside a project.
+    fn namespace_summary(&self, ns: &Namespace) -> Value {
+        json!({
+            "id": ns.id,
+            "name": ns.name,
+            "path": ns.path,
+            "kind": match ns.kind {
+                NamespaceKind::Group => "group",
+                NamespaceKind::User => "user",
+            },
+            "full_path": ns.full_path,
+            "parent_id": ns.parent_id,
+            "avatar_url": null,
+            "web_url": self.namespace_web_url(ns),
+        })
+    }
+
+    /// A project (`Entities::Project`); `permissions` only for signed-in callers.
+    pub async fn project(&mut self, p: &Project, caller: &Caller) -> ApiResult<Value> {
+        let ns = self
+            .namespace(p.namespace_id)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("project {} has no namespace", p.id)))?;
+        let ns_full_name = self.full_name(&ns).await?;
+        let namespace = self.namespace_summary(&ns);
+        let created = timestamp(p.created_at);
+        let mut v = json!({
+            "id": p.id,
+            "description": p.description,
+            "name": p.name,
+            "name_with_namespace": format!("{ns_full_name} / {}", p.name),
+            "path": p.path,
+            "path_with_namespace": p.full_path,
+            "created_at": created,
+            "default_branch": null,
+            "tag_list": [],
+            "topics": [],
+            "web_url": format!("{}/{}", self.base, p.full_path),
+            "readme_url": null,
+            "avatar_url": null,
+            "last_activity_at": created,
+            "namespace": namespace,
+            "archived": false,
+            "visibility": p.visibility.as_str(),
+            "container_registry_enabled": p.registry_access != berth_core::RegistryAccess::Disabled,
+            "container_registry_access_level": p.registry_access.as_str(),
+            "container_registry_image_prefix": format!(
+                "{}/{}",
+                self.registry_host(),
+                p.full_path.to_ascii_lowercase()
+            ),
+            "creator_id": p.creator_id,
+        });
+        if let Some(user) = caller.user() {
+            let today = crate::auth::today();
+            let meta = &self.state.meta;
+            let project_role = meta.project_role(user.id, p.id, &today).await?;
+            let group_role = match ns.kind {
+                NamespaceKind::Group => meta.group_role(user.id, ns.id, &today).await?,
+                NamespaceKind::User => None,
+            };
+            let access = |l: Option<AccessLevel>| match l {
+                Some(l) => json!({ "access_level": l.value(), "notification_level": 3 }),
+                None => Value::Null,
+            };
+            if let Value::Object(o) = &mut v {
+                o.insert(
+                    "permissions".into(),
+                    json!({
+                        "project_access": access(project_role),
+                        "group_access": access(group_role),
+                    }),
+                );
+            }
+        }
+        Ok(v)
+    }
+
+    /// A member (`Entities::Member`).
+    pub fn member(&self, m: &Member) -> Value {
+        json!({
+            "id": m.user.id,
+            "username": m.user.username,
+            "name": m.user.name,
+            "state": m.user.state.as_str(),
+            "avatar_url": null,
+            "web_url": self.user_web_url(&m.user.username),
+            "access_level": m.access_level.value(),
+            "created_at": timestamp(m.created_at),
+            "expires_at": m.expires_at,
+            "membership_state": "active",
+        })
+    }
+
+    /// A personal access token; `secret` only when it was just created or rotated.
+    pub fn personal_token(&self, t: &PersonalToken, secret: Option<&str>) -> Value {
+        let expired = crate::auth::date_expired(t.expires_at.as_deref(), &crate::auth::today());
+        let mut v = json!({
+            "id": t.id,
+            "name": t.name,
+            "revoked": t.revoked,
+            "created_at": timestamp(t.created_at),
+            "description": t.description,
+            "scopes": t.scopes,
+            "user_id": t.user_id,
+            "last_used_at": t.last_used_at.map(timestamp),
+            "active": !t.revoked && !expired,
+            "expires_at": t.expires_at,
+        });
+        if let (Some(s), Value::Object(o)) = (secret, &mut v) {
+            o.insert("token".into(), json!(s));
+        }
+        v
+    }
+
+    /// A deploy token; `secret` only when it was just created.
+    pub fn deploy_token(&self, t: &DeployToken, secret: Option<&str>) -> Value {
+        let expired = t.expires_at.is_some_and(|e| e <= now_ms());
+        let mut v = json!({
+            "id": t.id,
+            "name": t.name,
+            "username": t.username,
+            "expires_at": t.expires_at.map(timestamp),
+            "scopes": t.scopes,
+            "revoked": t.revoked,
+            "expired": expired,
+        });
+        if let (Some(s), Value::Object(o)) = (secret, &mut v) {
+            o.insert("token".into(), json!(s));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_milliseconds() {
+        assert_eq!(timestamp(1_547_127_537_391), "2019-01-10T13:38:57.391Z");
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,356 @@
+//! Groups: listing what the caller may see, creating (top level or nested) and
+//! updating groups, and their subgroups, descendants and projects.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use berth_core::{AccessLevel, Visibility};
+use berth_meta::{GroupUpdate, Namespace, Source, Window};
+use serde_json::Value;
+
+use super::{
+    find_group, projects, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params, View,
+};
+use crate::org::{self, OrgError};
+use crate::state::{now_ms, AppState, Shared};
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/groups", get(list).post(create))
+        .route("/groups/{id}", get(show).put(update))
+        .route("/groups/{id}/subgroups", get(subgroups))
+        .route("/groups/{id}/descendant_groups", get(descendant_groups))
+        .route("/groups/{id}/projects", get(group_projects))
+}
+
+/// The caller's own membership level in a group (no administrator override), for
+/// the `owned` and `min_access_level` filters.
+async fn member_level(
+    state: &AppState,
+    caller: &Caller,
+    g: &Namespace,
+) -> ApiResult<Option<AccessLevel>> {
+    match caller.user() {
+        Some(u) => Ok(state
+            .meta
+            .group_role(u.id, g.id, &crate::auth::today())
+            .await?),
+        None => Ok(None),
+    }
+}
+
+/// Filter `groups` to what the caller may see and what the list parameters ask for,
+/// sorted as asked (GitLab's default: by name, ascending).
+async fn filter_and_sort(
+    state: &AppState,
+    caller: &Caller,
+    groups: Vec<Namespace>,
+    params: &Params,
+) -> ApiResult<Vec<Namespace>> {
+    let search = params
+        .string("search")?
+        .map(|s| s.to_ascii_lowercase())
+        .filter(|s| !s.is_empty());
+    let owned = params.bool("owned")? == Some(true);
+    let min_level = params.int("min_access_level")?;
+    let members_only = params.bool("all_available")? == Some(false) && !caller.admin;
+    let top_level = params.bool("top_level_only")? == Some(true);
+    let mut out = Vec::new();
+    for g in groups {
+        if let Some(s) = &search {
+            if !g.name.to_ascii_lowercase().contains(s)
+                && !g.full_path.to_ascii_lowercase().contains(s)
+            {
+                continue;
+            }
+        }
+        if top_level && g.parent_id.is_some() {
+            continue;
+        }
+        if !caller.can_read_group(state, &g).await? {
+            continue;
+        }
+        if owned || min_level.is_some() || members_only {
+            let level = member_level(state, caller, &g)
+                .await?
+                .map(AccessLevel::value);
+            let wanted = if owned {
+                Some(AccessLevel::Owner.value())
+            } else {
+                min_level
+            };
+            match (level, wanted) {
+                (None, _) => continue,
+                (Some(l), Some(w)) if l < w => continue,
+                _ => {}
+            }
+        }
+        out.push(g);
+    }
+    match params.string("order_by")?.as_deref().unwrap_or("name") {
+        "name" | "similarity" => out.sort_by_key(|g| (g.name.to_ascii_lowercase(), g.id)),
+        "path" => out.sort_by_key(|g| (g.full_path.to_ascii_lowercase(), g.id)),
+        "id" => out.sort_by_key(|g| g.id),
+        _ => return Err(ApiError::param("order_by does not have a valid value")),
+    }
+    match params.string("sort")?.as_deref().unwrap_or("asc") {
+        "asc" => {}
+        "desc" => out.reverse(),
+        _ => return Err(ApiError::param("sort does not have a valid value")),
+    }
+    Ok(out)
+}
+
+async fn respond_groups(
+    pg: &Pagination,
+    view: &mut View,
+    groups: Vec<Namespace>,
+) -> ApiResult<Response> {
+    let (page, total) = pg.slice(groups);
+    let mut body = Vec::with_capacity(page.len());
+    for g in &page {
+        body.push(view.group(g).await?);
+    }
+    Ok(pg.respond(total, body))
+}
+
+async fn list(
+    State(state): State<Shared>,
+    caller: Caller,
+    pg: Pagination,
+    mut view: View,
+    params: Params,
+) -> ApiResult<Response> {
+    let (groups, _) = state
+        .meta
+        .groups(
+            None,
+            Window {
+                offset: 0,
+                limit: i64::MAX,
+            },
+        )
+        .await?;
+    let groups = filter_and_sort(&state, &caller, groups, &params).await?;
+    respond_groups(&pg, &mut view, groups).await
+}
+
+async fn show(
+    State(state): State<Shared>,
+    caller: Caller,
+    mut view: View,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let g = find_group(&state, &caller, &id).await?;
+    Ok(Json(view.group(&g).await?).into_response())
+}
+
+/// GitLab's answer when a group cannot be saved: 400 with the model errors written
+/// as a Ruby hash, `Failed to save group {:path=>["has already been taken"]}`.
+fn failed_to_save(e: ApiError) -> ApiError {
+    let Some(errors) = e.body.get("message").and_then(Value::as_object) else {
+        return e;
+    };
+    let fields: Vec<String> = errors
+        .iter()
+        .map(|(field, problems)| {
+            let list: Vec<String> = problems
+                .as_array()
+                .map(|a| a.iter().map(|p| p.to_string()).collect())
+                .unwrap_or_default();
+            format!(":{field}=>[{}]", list.join(", "))
+        })
+        .collect();
+    ApiError::message(
+        StatusCode::BAD_REQUEST,
+        format!("Failed to save group {{{}}}", fields.join(", ")),
+    )
+}
+
+fn visibility_problem(v: Visibility, parent: Visibility) -> Option<ApiError> {
+    (visibility_rank(v) > visibility_rank(parent)).then(|| {
+        ApiError::validation(
+            "visibility_level",
+            format!(
+                "{} is not allowed since the parent group has a {} visibility.",
+                v.as_str(),
+                parent.as_str()
+            ),
+        )
+    })
+}
+
+async fn create(
+    State(state): State<Shared>,
+    caller: Caller,
+    mut view: View,
+    params: Params,
+) -> ApiResult<Response> {
+    let user = caller.require_user()?.clone();
+    let name = params.required_string("name")?;
+    let path = params.required_string("path")?;
+    let visibility = params
+        .choice::<Visibility>("visibility")?
+        .unwrap_or(Visibility::Private);
+    let description = params.string("description")?.unwrap_or_default();
+    let parent = match params.int("parent_id")? {
+        Some(id) => {
+            let parent = find_group(&state, &caller, &id.to_string()).await?;
+            // GitLab's default "roles allowed to create subgroups": maintainers.
+            caller
+                .require_group_level(&state, &parent, AccessLevel::Maintainer)
+                .await?;
+            if let Some(e) = visibility_problem(visibility, parent.visibility) {
+                return Err(failed_to_save(e));
+            }
+            Some(parent)
+        }
+        None => None,
+    };
+    let group = org::create_group(
+        state.meta.as_ref(),
+        &name,
+        &path,
+        parent.as_ref().map(|p| p.id),
+        visibility,
+        &description,
+    )
+    .await
+    .map_err(|e: OrgError| failed_to_save(e.into()))?;
+    state
+        .meta
+        .set_member(
+            Source::Namespace(group.id),
+            user.id,
+            AccessLevel::Owner,
+            None,
+            now_ms(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(view.group(&group).await?)).into_response())
+}
+
+async fn update(
+    State(state): State<Shared>,
+    caller: Caller,
+    mut view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let g = find_group(&state, &caller, &id).await?;
+    caller
+        .require_group_level(&state, &g, AccessLevel::Maintainer)
+        .await?;
+    if let Some(path) = params.string("path")? {
+        if path != g.path {
+            return Err(ApiError::message(
+                StatusCode::BAD_REQUEST,
+                "path changes are handled by the group transfer feature, not yet available",
+            ));
+        }
+    }
+    let name = params.string("name")?;
+    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(ApiError::validation("name", "can't be blank"));
+    }
+    let visibility = params.choice::<Visibility>("visibility")?;
+    if let Some(v) = visibility {
+        check_new_visibility(&state, &g, v).await?;
+    }
+    let update = GroupUpdate {
+        name,
+        visibility,
+        description: params.string("description")?,
+    };
+    let g = state
+        .meta
+        .update_group(g.id, &update)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Group"))?;
+    Ok(Json(view.group(&g).await?).into_response())
+}
+
+/// A group's visibility stays within its parent's and above its subgroups' and
+/// projects', as GitLab validates.
+async fn check_new_visibility(state: &AppState, g: &Namespace, v: Visibility) -> ApiResult<()> {
+    if let Some(parent_id) = g.parent_id {
+        if let Some(parent) = state.meta.namespace(parent_id).await? {
+            if let Some(e) = visibility_problem(v, parent.visibility) {
+                return Err(e);
+            }
+        }
+    }
+    let rank = visibility_rank(v);
+    let subgroups = state.meta.subgroups(g.id).await?;
+    if subgroups
+        .iter()
+        .any(|s| visibility_rank(s.visibility) > rank)
+    {
+        return Err(ApiError::validation(
+            "visibility_level",
+            format!(
+                "{} is not allowed since there are sub-groups with higher visibility.",
+                v.as_str()
+            ),
+        ));
+    }
+    let projects = state.meta.projects_in(g.id, false).await?;
+    if projects
+        .iter()
+        .any(|p| visibility_rank(p.visibility) > rank)
+    {
+        return Err(ApiError::validation(
+            "visibility_level",
+            format!(
+                "{} is not allowed since this group contains projects with higher visibility.",
+                v.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn subgroups(
+    State(state): State<Shared>,
+    caller: Caller,
+    pg: Pagination,
+    mut view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let g = find_group(&state, &caller, &id).await?;
+    let groups = state.meta.subgroups(g.id).await?;
+    let groups = filter_and_sort(&state, &caller, groups, &params).await?;
+    respond_groups(&pg, &mut view, groups).await
+}
+
+async fn descendant_groups(
+    State(state): State<Shared>,
+    caller: Caller,
+    pg: Pagination,
+    mut view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let g = find_group(&state, &caller, &id).await?;
+    let groups = state.meta.descendant_groups(g.id).await?;
+    let groups = filter_and_sort(&state, &caller, groups, &params).await?;
+    respond_groups(&pg, &mut view, groups).await
+}
+
+async fn group_projects(
+    State(state): State<Shared>,
+    caller: Caller,
+    pg: Pagination,
+    mut view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let g = find_group(&state, &caller, &id).await?;
+    let include_subgroups = params.bool("include_subgroups")?.unwrap_or(false);
+    let list = state.meta.projects_in(g.id, include_subgroups).await?;
+    let list = projects::filter_and_sort(&state, &caller, list, &params).await?;
+    projects::respond_projects(&pg, &mut view, &caller, list).await
+}

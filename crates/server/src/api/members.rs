@@ -1,0 +1,534 @@
+//! Members of projects and groups: direct members, everyone with access through a
+//! group above (`members/all`), and adding, changing and removing members.
+//!
+//! Who may manage: for a project, maintainers and owners (only owners may grant or
+//! touch the Owner role); for a group, owners, and maintainers up to Maintainer. A
+//! member may always leave. A direct role may not be lower than the one a user
+//! already inherits from a group above, as GitLab validates.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use berth_core::AccessLevel;
+use berth_meta::{Member, Namespace, NamespaceKind, Project, Source, User};
+
+use super::entities::level_name;
+use super::{
+    ancestry, find_group, find_project, find_user, ApiError, ApiResult, Caller, Pagination, Params,
+    View,
+};
+use crate::auth::today;
+use crate::state::{now_ms, AppState, Shared};
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route(
+            "/projects/{id}/members",
+            get(project_list).post(project_add),
+        )
+        .route("/projects/{id}/members/all", get(project_all))
+        .route("/projects/{id}/members/all/{user_id}", get(project_all_one))
+        .route(
+            "/projects/{id}/members/{user_id}",
+            get(project_one).put(project_update).delete(project_remove),
+        )
+        .route("/groups/{id}/members", get(group_list).post(group_add))
+        .route("/groups/{id}/members/all", get(group_all))
+        .route("/groups/{id}/members/all/{user_id}", get(group_all_one))
+        .route(
+            "/groups/{id}/members/{user_id}",
+            get(group_one).put(group_update).delete(group_remove),
+        )
+}
+
+/// What members belong to.
+enum Target {
+    Project(Project),
+    Group(Namespace),
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Project,
+    Group,
+}
+
+impl Target {
+    async fn load(state: &AppState, caller: &Caller, kind: Kind, id: &str) -> ApiResult<Target> {
+        Ok(match kind {
+            Kind::Project => Target::Project(find_project(state, caller, id).await?),
+            Kind::Group => Target::Group(find_group(state, caller, id).await?),
+        })
+    }
+
+    fn source(&self) -> Source {
+        match self {
+            Target::Project(p) => Source::Project(p.id),
+            Target::Group(g) => Source::Namespace(g.id),
+        }
+    }
+
+    async fn caller_level(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+    ) -> ApiResult<Option<AccessLevel>> {
+        match self {
+            Target::Project(p) => caller.project_level(state, p).await,
+            Target::Group(g) => caller.namespace_level(state, g).await,
+        }
+    }
+}
+
+fn live(m: &Member, today: &str) -> bool {
+    m.expires_at.as_deref().is_none_or(|d| d > today)
+}
+
+/// Direct members whose membership has not expired.
+async fn direct_members(state: &AppState, target: &Target) -> ApiResult<Vec<Member>> {
+    let today = today();
+    let mut list = state.meta.members(target.source()).await?;
+    list.retain(|m| live(m, &today));
+    Ok(list)
+}
+
+/// Memberships a user gets from above the target: groups above a project or group,
+/// and ownership of the user namespace a project is in. Each with the full path of
+/// where it comes from.
+async fn inherited_members(state: &AppState, target: &Target) -> ApiResult<Vec<(Member, String)>> {
+    let today = today();
+    let groups = match target {
+        Target::Project(p) => match state.meta.namespace(p.namespace_id).await? {
+            Some(ns) => ancestry(state, &ns).await?,
+            None => Vec::new(),
+        },
+        Target::Group(g) => ancestry(state, g).await?.into_iter().skip(1).collect(),
+    };
+    let mut out = Vec::new();
+    for ns in groups {
+        if ns.kind == NamespaceKind::User {
+            if let Some(owner) = ns.owner_id {
+                if let Some(user) = state.meta.user(owner).await? {
+                    let m = Member {
+                        source: Source::Namespace(ns.id),
+                        user,
+                        access_level: AccessLevel::Owner,
+                        expires_at: None,
+                        created_at: ns.created_at,
+                    };
+                    out.push((m, ns.full_path.clone()));
+                }
+            }
+            continue;
+        }
+        for m in state.meta.members(Source::Namespace(ns.id)).await? {
+            if live(&m, &today) {
+                out.push((m, ns.full_path.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Everyone with access, each once with their highest level, ordered by user id.
+async fn all_members(state: &AppState, target: &Target) -> ApiResult<Vec<Member>> {
+    let mut best: BTreeMap<i64, Member> = BTreeMap::new();
+    let direct = direct_members(state, target).await?;
+    let inherited = inherited_members(state, target)
+        .await?
+        .into_iter()
+        .map(|(m, _)| m);
+    for m in direct.into_iter().chain(inherited) {
+        match best.get(&m.user.id) {
+            Some(b) if b.access_level >= m.access_level => {}
+            _ => {
+                best.insert(m.user.id, m);
+            }
+        }
+    }
+    Ok(best.into_values().collect())
+}
+
+/// GitLab's `query` (name or username contains) and `user_ids` filters.
+fn filter_members(mut list: Vec<Member>, params: &Params) -> ApiResult<Vec<Member>> {
+    if let Some(q) = params.string("query")?.filter(|q| !q.is_empty()) {
+        let q = q.to_ascii_lowercase();
+        list.retain(|m| {
+            m.user.username.to_ascii_lowercase().contains(&q)
+                || m.user.name.to_ascii_lowercase().contains(&q)
+        });
+    }
+    if let Some(ids) = params.list("user_ids")? {
+        let ids: Vec<i64> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+        list.retain(|m| ids.contains(&m.user.id));
+    }
+    Ok(list)
+}
+
+fn respond_members(pg: &Pagination, view: &View, list: Vec<Member>) -> Response {
+    let (page, total) = pg.slice(list);
+    let body: Vec<_> = page.iter().map(|m| view.member(m)).collect();
+    pg.respond(total, body)
+}
+
+fn parse_level(params: &Params) -> ApiResult<AccessLevel> {
+    let v = params.required_int("access_level")?;
+    AccessLevel::from_value(v)
+        .ok_or_else(|| ApiError::param("access_level does not have a valid value"))
+}
+
+fn parse_expiry(params: &Params) -> ApiResult<Option<String>> {
+    let d = params.date("expires_at")?;
+    if d.as_deref().is_some_and(|d| d <= today().as_str()) {
+        return Err(ApiError::validation(
+            "expires_at",
+            "cannot be a date in the past or today",
+        ));
+    }
+    Ok(d)
+}
+
+/// 403 unless the caller may give `new` to (or take it from) a member who now has
+/// `existing`.
+async fn check_manage(
+    state: &AppState,
+    caller: &Caller,
+    target: &Target,
+    new: Option<AccessLevel>,
+    existing: Option<AccessLevel>,
+) -> ApiResult<()> {
+    let mine = target.caller_level(state, caller).await?;
+    let Some(mine) = mine.filter(|l| *l >= AccessLevel::Maintainer) else {
+        return Err(ApiError::forbidden());
+    };
+    let touches_owner = new == Some(AccessLevel::Owner) || existing == Some(AccessLevel::Owner);
+    if touches_owner && mine < AccessLevel::Owner {
+        return Err(ApiError::forbidden());
+    }
+    Ok(())
+}
+
+/// A direct role below an inherited one is refused, as GitLab validates.
+async fn check_not_below_inherited(
+    state: &AppState,
+    target: &Target,
+    user: &User,
+    level: AccessLevel,
+) -> ApiResult<()> {
+    let above = inherited_members(state, target)
+        .await?
+        .into_iter()
+        .filter(|(m, _)| m.user.id == user.id)
+        .max_by_key(|(m, _)| m.access_level);
+    match above {
+        Some((m, from)) if m.access_level > level => Err(ApiError::validation(
+            "access_level",
+            format!(
+                "should be greater than or equal to {} inherited membership from group {from}",
+                level_name(m.access_level)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The direct, live membership of `user_id`, or GitLab's 404.
+async fn direct_member(state: &AppState, target: &Target, user_id: &str) -> ApiResult<Member> {
+    let id: i64 = user_id.parse().map_err(|_| ApiError::record_not_found())?;
+    direct_members(state, target)
+        .await?
+        .into_iter()
+        .find(|m| m.user.id == id)
+        .ok_or_else(ApiError::record_not_found)
+}
+
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    (kind, id): (Kind, &str),
+    pg: &Pagination,
+    view: &View,
+    params: &Params,
+    all: bool,
+) -> ApiResult<Response> {
+    let target = Target::load(state, caller, kind, id).await?;
+    let members = if all {
+        all_members(state, &target).await?
+    } else {
+        direct_members(state, &target).await?
+    };
+    Ok(respond_members(pg, view, filter_members(members, params)?))
+}
+
+async fn one(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    user_id: &str,
+    view: &View,
+    all: bool,
+) -> ApiResult<Response> {
+    let target = Target::load(state, caller, kind, id).await?;
+    let member = if all {
+        let uid: i64 = user_id.parse().map_err(|_| ApiError::not_found("Member"))?;
+        all_members(state, &target)
+            .await?
+            .into_iter()
+            .find(|m| m.user.id == uid)
+            .ok_or_else(|| ApiError::not_found("Member"))?
+    } else {
+        direct_member(state, &target, user_id).await?
+    };
+    Ok(Json(view.member(&member)).into_response())
+}
+
+async fn add(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    view: &View,
+    params: &Params,
+) -> ApiResult<Response> {
+    let target = Target::load(state, caller, kind, id).await?;
+    let level = parse_level(params)?;
+    let user = match (params.string("user_id")?, params.string("username")?) {
+        (Some(uid), _) => find_user(state, uid.trim()).await?,
+        (None, Some(name)) => state
+            .meta
+            .user_by_username(name.trim())
+            .await?
+            .ok_or_else(|| ApiError::not_found("User"))?,
+        (None, None) => {
+            return Err(ApiError::param(
+                "user_id, username are missing, at least one parameter must be provided",
+            ))
+        }
+    };
+    let expires_at = parse_expiry(params)?;
+    check_manage(state, caller, &target, Some(level), None).await?;
+    let today = today();
+    let existing = state.meta.members(target.source()).await?;
+    if existing
+        .iter()
+        .any(|m| m.user.id == user.id && live(m, &today))
+    {
+        return Err(ApiError::conflict("Member already exists"));
+    }
+    check_not_below_inherited(state, &target, &user, level).await?;
+    state
+        .meta
+        .set_member(
+            target.source(),
+            user.id,
+            level,
+            expires_at.as_deref(),
+            now_ms(),
+        )
+        .await?;
+    let member = direct_member(state, &target, &user.id.to_string()).await?;
+    Ok((StatusCode::CREATED, Json(view.member(&member))).into_response())
+}
+
+async fn update(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    user_id: &str,
+    view: &View,
+    params: &Params,
+) -> ApiResult<Response> {
+    let target = Target::load(state, caller, kind, id).await?;
+    let current = direct_member(state, &target, user_id).await?;
+    let level = parse_level(params)?;
+    let expires_at = if params.has("expires_at") {
+        parse_expiry(params)?
+    } else {
+        current.expires_at.clone()
+    };
+    check_manage(
+        state,
+        caller,
+        &target,
+        Some(level),
+        Some(current.access_level),
+    )
+    .await?;
+    check_not_below_inherited(state, &target, &current.user, level).await?;
+    state
+        .meta
+        .set_member(
+            target.source(),
+            current.user.id,
+            level,
+            expires_at.as_deref(),
+            now_ms(),
+        )
+        .await?;
+    let member = direct_member(state, &target, user_id).await?;
+    Ok(Json(view.member(&member)).into_response())
+}
+
+async fn remove(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    user_id: &str,
+) -> ApiResult<Response> {
+    let target = Target::load(state, caller, kind, id).await?;
+    let current = direct_member(state, &target, user_id).await?;
+    let leaving = caller.user().is_some_and(|u| u.id == current.user.id);
+    if !leaving {
+        check_manage(state, caller, &target, None, Some(current.access_level)).await?;
+    }
+    // A top-level group keeps at least one owner.
+    if let Target::Group(g) = &target {
+        if g.parent_id.is_none() && current.access_level == AccessLevel::Owner {
+            let owners = direct_members(state, &target)
+                .await?
+                .iter()
+                .filter(|m| m.access_level == AccessLevel::Owner)
+                .count();
+            if owners <= 1 {
+                return Err(ApiError::forbidden());
+            }
+        }
+    }
+    state
+        .meta
+        .remove_member(target.source(), current.user.id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// Thin route adapters: the same operations for projects and groups.
+
+async fn project_list(
+    State(s): State<Shared>,
+    c: Caller,
+    pg: Pagination,
+    v: View,
+    Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    list(&s, &c, (Kind::Project, &id), &pg, &v, &p, false).await
+}
+async fn project_all(
+    State(s): State<Shared>,
+    c: Caller,
+    pg: Pagination,
+    v: View,
+    Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    list(&s, &c, (Kind::Project, &id), &pg, &v, &p, true).await
+}
+async fn project_one(
+    State(s): State<Shared>,
+    c: Caller,
+    v: View,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    one(&s, &c, Kind::Project, &id, &user, &v, false).await
+}
+async fn project_all_one(
+    State(s): State<Shared>,
+    c: Caller,
+    v: View,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    one(&s, &c, Kind::Project, &id, &user, &v, true).await
+}
+async fn project_add(
+    State(s): State<Shared>,
+    c: Caller,
+    v: View,
+    Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    add(&s, &c, Kind::Project, &id, &v, &p).await
+}
+async fn project_update(
+    State(s): State<Shared>,
+    c: Caller,
+    v: View,
+    Path((id, user)): Path<(String, String)>,
+    p: Params,
+) -> ApiResult<Response> {
+    update(&s, &c, Kind::Project, &id, &user, &v, &p).await
+}
+async fn project_remove(
+    State(s): State<Shared>,
+    c: Caller,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    remove(&s, &c, Kind::Project, &id, &user).await
+}
+async fn group_list(
+    State(s): State<Shared>,
+    c: Caller,
+    pg: Pagination,
+    v: View,
+    Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    list(&s, &c, (Kind::Group, &id), &pg, &v, &p, false).await
+}
+async fn group_all(
+    State(s): State<Shared>,
+    c: Caller,
+    pg: Pagination,
+    v: View,
+    Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    list(&s, &c, (Kind::Group, &id), &pg, &v, &p, true).await
+}
+async fn group_one(
+    State(s): State<Shared>,
+    c: Caller,
+    v: View,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    one(&s, &c, Kind::Group, &id, &user, &v, false).await
+}
+async fn group_all_one(
+    State(s): State<Shared>,
+    c: Caller,
+    v: View,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    one(&s, &c, Kind::Group, &id, &user, &v, true).await
+}
+async fn group_add(
+    State(s): State<Shared>,
+    c: Caller,
+    v: View,
+    Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    add(&s, &c, Kind::Group, &id, &v, &p).await
+}
+async fn group_update(
+    State(s): State<Shared>,
+    c: Caller,
+    v: View,
+    Path((id, user)): Path<(String, String)>,
+    p: Params,
+) -> ApiResult<Response> {
+    update(&s, &c, Kind::Group, &id, &user, &v, &p).await
+}
+async fn group_remove(
+    State(s): State<Shared>,
+    c: Caller,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    remove(&s, &c, Kind::Group, &id, &user).await
+}

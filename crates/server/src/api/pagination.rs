@@ -1,0 +1,198 @@
+//! GitLab's offset pagination: `page` (default 1) and `per_page` (default 20, at most
+//! 100) in; `X-Page`, `X-Per-Page`, `X-Next-Page`, `X-Prev-Page` (empty when there is
+//! none), `X-Total`, `X-Total-Pages` and a `Link` header with absolute `prev`, `next`,
+//! `first` and `last` URLs that keep every other query parameter, out. python-gitlab
+//! follows `rel="next"` verbatim, so the links are built from the external URL.
+
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_meta::Window;
+use serde::Serialize;
+
+use super::{ApiError, ApiResult};
+use crate::state::Shared;
+
+pub const DEFAULT_PER_PAGE: i64 = 20;
+pub const MAX_PER_PAGE: i64 = 100;
+
+#[derive(Debug, Clone)]
+pub struct Pagination {
+    pub page: i64,
+    pub per_page: i64,
+    /// `<external base><path>` of the request, for the `Link` header.
+    url: String,
+    /// The request's query parameters other than `page` and `per_page`, in order.
+    query: Vec<(String, String)>,
+}
+
+impl Pagination {
+    /// Read `page` and `per_page` from a query string; `url` is the absolute URL of
+    /// the request without its query.
+    pub fn new(url: String, query: &str) -> ApiResult<Pagination> {
+        let mut page = 1;
+        let mut per_page = DEFAULT_PER_PAGE;
+        let mut rest = Vec::new();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "page" => {
+                    page = v
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| ApiError::param("page is invalid"))?
+                        .max(1)
+                }
+                "per_page" => {
+                    let n = v
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| ApiError::param("per_page is invalid"))?;
+                    per_page = if n < 1 {
+                        DEFAULT_PER_PAGE
+                    } else {
+                        n.min(MAX_PER_PAGE)
+                    };
+                }
+                _ => rest.push((k.into_owned(), v.into_owned())),
+            }
+        }
+        Ok(Pagination {
+            page,
+            per_page,
+            url,
+            query: rest,
+        })
+    }
+
+    /// The window to ask the metadata store for.
+    pub fn window(&self) -> Window {
+        Window {
+            offset: (self.page - 1).saturating_mul(self.per_page),
+            limit: self.per_page,
+        }
+    }
+
+    /// This page of `items` (an already filtered and sorted list) and the total count.
+    pub fn slice<T>(&self, items: Vec<T>) -> (Vec<T>, i64) {
+        let total = items.len() as i64;
+        let w = self.window();
+        let page = items
+            .into_iter()
+            .skip(w.offset.max(0) as usize)
+            .take(w.limit.max(0) as usize)
+            .collect();
+        (page, total)
+    }
+
+    fn link(&self, page: i64) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.query {
+            q.append_pair(k, v);
+        }
+        q.append_pair("page", &page.to_string());
+        q.append_pair("per_page", &self.per_page.to_string());
+        format!("{}?{}", self.url, q.finish())
+    }
+
+    /// The pagination headers for a list of `total` items.
+    pub fn headers(&self, total: i64) -> Vec<(&'static str, String)> {
+        let total_pages = ((total + self.per_page - 1) / self.per_page).max(1);
+        let next = (self.page < total_pages).then_some(self.page + 1);
+        let prev = (self.page > 1).then(|| (self.page - 1).min(total_pages));
+        let mut links = Vec::new();
+        if let Some(p) = prev {
+            links.push(format!("<{}>; rel=\"prev\"", self.link(p)));
+        }
+        if let Some(n) = next {
+            links.push(format!("<{}>; rel=\"next\"", self.link(n)));
+        }
+        links.push(format!("<{}>; rel=\"first\"", self.link(1)));
+        links.push(format!("<{}>; rel=\"last\"", self.link(total_pages)));
+        let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+        vec![
+            ("x-page", self.page.to_string()),
+            ("x-per-page", self.per_page.to_string()),
+            ("x-next-page", opt(next)),
+            ("x-prev-page", opt(prev)),
+            ("x-total", total.to_string()),
+            ("x-total-pages", total_pages.to_string()),
+            ("link", links.join(", ")),
+        ]
+    }
+
+    /// A 200 response with `body` (one page) and the headers for `total` items.
+    pub fn respond<T: Serialize>(&self, total: i64, body: T) -> Response {
+        let mut resp = Json(body).into_response();
+        for (name, value) in self.headers(total) {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(HeaderName::from_static(name), v);
+            }
+        }
+        resp
+    }
+}
+
+impl FromRequestParts<Shared> for Pagination {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> ApiResult<Self> {
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map(|o| o.0.clone())
+            .unwrap_or_else(|| parts.uri.clone());
+        let url = format!("{}{}", state.base_url(&parts.headers), uri.path());
+        Pagination::new(url, uri.query().unwrap_or(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> &'a str {
+        h.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap()
+    }
+
+    #[test]
+    fn middle_page_links_keep_the_query() {
+        let p = Pagination::new(
+            "http://h:5000/api/v4/projects".into(),
+            "search=a%20b&page=2&per_page=10&x[]=1",
+        )
+        .unwrap();
+        assert_eq!(p.window().offset, 10);
+        let h = p.headers(35);
+        assert_eq!(header(&h, "x-page"), "2");
+        assert_eq!(header(&h, "x-next-page"), "3");
+        assert_eq!(header(&h, "x-prev-page"), "1");
+        assert_eq!(header(&h, "x-total"), "35");
+        assert_eq!(header(&h, "x-total-pages"), "4");
+        let link = header(&h, "link");
+        assert!(link.contains(
+            "<http://h:5000/api/v4/projects?search=a+b&x%5B%5D=1&page=3&per_page=10>; rel=\"next\""
+        ));
+        assert!(link.contains("page=1&per_page=10>; rel=\"prev\""));
+        assert!(link.contains("page=4&per_page=10>; rel=\"last\""));
+    }
+
+    #[test]
+    fn bounds() {
+        let p = Pagination::new("u".into(), "per_page=1000&page=0").unwrap();
+        assert_eq!((p.page, p.per_page), (1, MAX_PER_PAGE));
+        let h = p.headers(0);
+        assert_eq!(header(&h, "x-next-page"), "");
+        assert_eq!(header(&h, "x-prev-page"), "");
+        assert_eq!(header(&h, "x-total-pages"), "1");
+        assert!(Pagination::new("u".into(), "page=x").is_err());
+        let (items, total) = Pagination::new("u".into(), "per_page=2&page=2")
+            .unwrap()
+            .slice(vec![1, 2, 3, 4, 5]);
+        assert_eq!((items, total), (vec![3, 4], 5));
+    }
+}

@@ -1,0 +1,226 @@
+//! Users: the caller (`GET /user`), listing and looking up users, and the
+//! administrator's create, update, block and unblock.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_meta::{User, UserState, UserUpdate, Window};
+
+use super::{find_user, ApiError, ApiResult, Caller, Pagination, Params, View};
+use crate::auth::secrets;
+use crate::org::{self, OrgError};
+use crate::state::Shared;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/user", get(current))
+        .route("/users", get(list).post(create))
+        .route("/users/{id}", get(show).put(update))
+        .route("/users/{id}/block", post(block))
+        .route("/users/{id}/unblock", post(unblock))
+}
+
+async fn current(caller: Caller, view: View) -> ApiResult<Response> {
+    let user = caller.require_user()?;
+    Ok(Json(view.user(user, true)).into_response())
+}
+
+/// Whether the caller sees a user's private fields (e-mail, admin flag).
+fn sees_everything(caller: &Caller, user: &User) -> bool {
+    caller.admin || caller.user().is_some_and(|c| c.id == user.id)
+}
+
+async fn list(
+    State(state): State<Shared>,
+    caller: Caller,
+    pg: Pagination,
+    view: View,
+    params: Params,
+) -> ApiResult<Response> {
+    let search = params.string("search")?;
+    let (mut users, _) = state
+        .meta
+        .users(
+            search.as_deref().filter(|s| !s.is_empty()),
+            Window {
+                offset: 0,
+                limit: i64::MAX,
+            },
+        )
+        .await?;
+    if let Some(username) = params.string("username")? {
+        users.retain(|u| u.username.eq_ignore_ascii_case(&username));
+    }
+    // Others see active users only, as GitLab hides blocked ones from non-admins.
+    if !caller.admin {
+        users.retain(|u| u.state == UserState::Active);
+    }
+    if params.bool("active")? == Some(true) {
+        users.retain(|u| u.state == UserState::Active);
+    }
+    if params.bool("blocked")? == Some(true) {
+        users.retain(|u| u.state == UserState::Blocked);
+    }
+    if params.bool("admins")? == Some(true) {
+        users.retain(|u| u.admin);
+    }
+    match params.string("order_by")?.as_deref().unwrap_or("id") {
+        "id" => users.sort_by_key(|u| u.id),
+        "username" => users.sort_by_key(|u| u.username.to_ascii_lowercase()),
+        "name" => users.sort_by_key(|u| u.name.to_ascii_lowercase()),
+        "created_at" | "updated_at" | "last_activity_on" => {
+            users.sort_by_key(|u| (u.created_at, u.id))
+        }
+        _ => return Err(ApiError::param("order_by does not have a valid value")),
+    }
+    match params.string("sort")?.as_deref().unwrap_or("desc") {
+        "desc" => users.reverse(),
+        "asc" => {}
+        _ => return Err(ApiError::param("sort does not have a valid value")),
+    }
+    let (page, total) = pg.slice(users);
+    let body: Vec<_> = page
+        .iter()
+        .map(|u| view.user(u, sees_everything(&caller, u)))
+        .collect();
+    Ok(pg.respond(total, body))
+}
+
+async fn show(
+    State(state): State<Shared>,
+    caller: Caller,
+    view: View,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let user = find_user(&state, &id).await?;
+    if user.state != UserState::Active && !caller.admin {
+        return Err(ApiError::not_found("User"));
+    }
+    Ok(Json(view.user(&user, sees_everything(&caller, &user))).into_response())
+}
+
+/// GitLab answers a taken username with 409 (not a validation error).
+fn user_conflict(e: OrgError) -> ApiError {
+    match e {
+        OrgError::Conflict(m) => ApiError::conflict(m),
+        other => other.into(),
+    }
+}
+
+async fn create(
+    State(state): State<Shared>,
+    caller: Caller,
+    view: View,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let username = params.required_string("username")?;
+    let name = params.required_string("name")?;
+    let email = params.string("email")?.filter(|e| !e.trim().is_empty());
+    let random = params.bool("force_random_password")? == Some(true)
+        || params.bool("reset_password")? == Some(true);
+    let password = match params.string("password")? {
+        Some(p) => Some(p),
+        None if random => Some(secrets::generate_password()),
+        None => None,
+    };
+    let admin = params.bool("admin")?.unwrap_or(false);
+    let user = org::create_user(
+        state.meta.as_ref(),
+        &username,
+        &name,
+        email,
+        password.as_deref(),
+        admin,
+    )
+    .await
+    .map_err(user_conflict)?;
+    Ok((StatusCode::CREATED, Json(view.user(&user, true))).into_response())
+}
+
+async fn update(
+    State(state): State<Shared>,
+    caller: Caller,
+    view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let user = find_user(&state, &id).await?;
+    if let Some(username) = params.string("username")? {
+        if username != user.username {
+            return Err(ApiError::message(
+                StatusCode::BAD_REQUEST,
+                "username changes are handled by the namespace moves feature, not yet available",
+            ));
+        }
+    }
+    let password_hash = match params.string("password")? {
+        Some(p) if p.len() < 8 => {
+            return Err(ApiError::validation(
+                "password",
+                "is too short (minimum is 8 characters)",
+            ))
+        }
+        Some(p) => Some(secrets::hash_password(&p).map_err(ApiError::internal)?),
+        None => None,
+    };
+    let name = params.string("name")?;
+    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(ApiError::validation("name", "can't be blank"));
+    }
+    let update = UserUpdate {
+        name,
+        email: params.string("email")?,
+        password_hash,
+        admin: params.bool("admin")?,
+        state: None,
+    };
+    let user = state
+        .meta
+        .update_user(user.id, &update)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User"))?;
+    Ok(Json(view.user(&user, true)).into_response())
+}
+
+async fn set_state(
+    state: &Shared,
+    caller: &Caller,
+    id: &str,
+    to: UserState,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let user = find_user(state, id).await?;
+    state
+        .meta
+        .update_user(
+            user.id,
+            &UserUpdate {
+                state: Some(to),
+                ..Default::default()
+            },
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("User"))?;
+    // GitLab answers both with 201 and a bare `true`.
+    Ok((StatusCode::CREATED, Json(true)).into_response())
+}
+
+async fn block(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    set_state(&state, &caller, &id, UserState::Blocked).await
+}
+
+async fn unblock(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    set_state(&state, &caller, &id, UserState::Active).await
+}
