@@ -65,6 +65,25 @@ impl Principal {
         }
     }
 
+    /// Whether the credential can do anything in a registry at all (a token without a
+    /// registry scope cannot, and is refused by the token service).
+    pub fn has_registry_ability(&self) -> bool {
+        let any = |scopes: &[String], wanted: &[&str]| {
+            scopes.iter().any(|s| wanted.contains(&s.as_str()))
+        };
+        match self {
+            Principal::User {
+                via: Via::PersonalToken(t),
+                ..
+            } => any(
+                &t.scopes,
+                &["api", "read_api", "read_registry", "write_registry"],
+            ),
+            Principal::Deploy(t) => any(&t.scopes, &["read_registry", "write_registry"]),
+            _ => true,
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         match self {
             Principal::User { user, via } => {

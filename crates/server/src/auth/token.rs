@@ -134,7 +134,9 @@ async fn issue_inner(
             }
         }
     };
-    if matches!(principal, Principal::Anonymous) && scopes.is_empty() {
+    if (matches!(principal, Principal::Anonymous) && scopes.is_empty())
+        || !principal.has_registry_ability()
+    {
         return Ok(error(StatusCode::FORBIDDEN, "DENIED", "access forbidden"));
     }
 
@@ -255,8 +257,21 @@ async fn grant_repository(
         kind: "repository".into(),
         name: name.to_string(),
         actions: granted.iter().map(|a| a.as_str().to_string()).collect(),
-        meta: Some(json!({ "project_path": project.full_path, "project_id": project.id })),
+        meta: Some(json!({
+            "project_path": project.full_path,
+            "project_id": project.id,
+            "root_namespace_id": root_namespace_id(state, &project.full_path).await?,
+        })),
     }))
+}
+
+/// The id of the top-level namespace of a project path (GitLab puts it in the claims).
+async fn root_namespace_id(
+    state: &Shared,
+    full_path: &str,
+) -> Result<Option<i64>, berth_meta::MetaError> {
+    let root = full_path.split('/').next().unwrap_or(full_path);
+    Ok(state.meta.namespace_by_path(root).await?.map(|n| n.id))
 }
 
 #[cfg(test)]
