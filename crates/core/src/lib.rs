@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod cleanup;
 pub mod paths;
 
 pub use access::{
