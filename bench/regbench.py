@@ -10,10 +10,16 @@ Sub-commands:
   report  --out-md M --out-json J RESULT.json... side-by-side table
 
 Every target must be a loopback address (127.0.0.0/8 or localhost); the script
-refuses anything else, including a Location header that points elsewhere.
+refuses anything else, including a Location header or token realm that points elsewhere.
+
+Authentication: like a real client. A 401 with a `WWW-Authenticate: Bearer` challenge
+makes the script fetch a token from the realm (HTTP Basic with --user/--password, or the
+environment variables REGBENCH_USER/REGBENCH_PASSWORD; anonymous without them), cache it
+per scope and retry. Registries that never challenge are used anonymously.
 """
 
 import argparse
+import base64
 import gzip
 import hashlib
 import http.client
@@ -62,10 +68,146 @@ def check_loopback(host):
         raise BenchError(f"refusing non-loopback target host {host!r}")
 
 
+def _challenge_params(header):
+    """The parameters of a `Bearer k="v",...` challenge, or None if not Bearer."""
+    if not header:
+        return None
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+
+
+def _parse_scope(scope):
+    """`type:name:a,b` -> (type, name, {a, b}); the name may contain ':' only if the
+    type is not repository (as in registry:catalog:*), so split at the first and last."""
+    kind, _, rest = scope.partition(":")
+    name, _, actions = rest.rpartition(":")
+    if not kind or not name:
+        return None
+    return kind, name, {a for a in actions.split(",") if a}
+
+
+REPO_ACTIONS = {"pull", "push", "delete"}
+
+
+def scopes_for_path(path):
+    """The scopes a request to `path` needs, as a set of (type, name, action): for a
+    repository always pull, push and delete (one token then serves every operation),
+    `registry:catalog:*` for the catalog, nothing for GET /v2/."""
+    p = urllib.parse.urlsplit(path).path
+    if p.rstrip("/") == "/v2":
+        return set()
+    if p.startswith("/v2/_catalog"):
+        return {("registry", "catalog", "*")}
+    m = re.match(r"^/v2/(.+?)/(blobs|manifests|tags)/", p)
+    if m:
+        return {("repository", m.group(1), a) for a in REPO_ACTIONS}
+    return set()
+
+
+class Auth:
+    """Docker token auth, shared by every connection of one suite (thread-safe).
+    Tokens are cached per granted scope set and reused for any request whose scopes
+    they cover, until 30 s (or half the lifetime) before they expire."""
+
+    def __init__(self, user=None, password=None):
+        self.user = user
+        self.password = password
+        self.lock = threading.Lock()
+        self.by_resource = {}  # (type, name) -> [(scopes frozenset, token, expiry)]
+        self.any_token = None  # (token, expiry): any valid token serves GET /v2/
+        self.challenged = False  # the server asked for a bearer token at least once
+        self.fetches = 0
+        self.fetch_s = 0.0
+
+    def describe(self):
+        if not self.challenged:
+            return "anonymous (no auth challenge)"
+        who = f"user {self.user}" if self.user else "anonymous"
+        return f"bearer tokens ({who})"
+
+    def stats(self):
+        with self.lock:
+            return self.fetches, self.fetch_s
+
+    def cached(self, needed):
+        now = time.time()
+        with self.lock:
+            if not needed:
+                if self.any_token and self.any_token[1] > now:
+                    return self.any_token[0]
+                return None
+            first = next(iter(needed))
+            for scopes, tok, exp in reversed(self.by_resource.get(first[:2], ())):
+                if exp > now and needed <= scopes:
+                    return tok
+        return None
+
+    def fetch(self, realm, service, needed, conns):
+        """GET realm?service=...&scope=... for `needed` ((type, name, action) set);
+        caches and returns the token. `conns` is the caller's dict of persistent
+        connections to token services."""
+        u = urllib.parse.urlsplit(realm)
+        if u.scheme != "http" or not u.hostname:
+            raise BenchError(f"token realm {realm!r} is not a plain http URL")
+        check_loopback(u.hostname)
+        merged = {}
+        for kind, name, act in needed:
+            merged.setdefault((kind, name), set()).add(act)
+        params = [("service", service)] if service else []
+        params += [("scope", f"{k}:{n}:{','.join(sorted(a))}")
+                   for (k, n), a in sorted(merged.items())]
+        q = urllib.parse.urlencode(params)
+        target = u.path + "?" + "&".join(x for x in (u.query, q) if x)
+        headers = {}
+        if self.user is not None:
+            cred = f"{self.user}:{self.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+        key = (u.hostname, u.port or 80)
+        t0 = time.perf_counter()
+        for attempt in (0, 1):
+            conn = conns.get(key)
+            if conn is None:
+                conn = conns[key] = http.client.HTTPConnection(key[0], key[1], timeout=60)
+            try:
+                conn.request("GET", target, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError,
+                    ConnectionResetError, http.client.CannotSendRequest):
+                conn.close()
+                del conns[key]
+                if attempt == 1:
+                    raise
+        dt = time.perf_counter() - t0
+        if resp.status != 200:
+            hint = "" if self.user else " (no credentials given: --user/--password)"
+            raise BenchError(f"token request for {params} returned HTTP {resp.status}{hint}: "
+                             f"{data[:300].decode('utf-8', 'replace')}")
+        body = json.loads(data)
+        tok = body.get("token") or body.get("access_token")
+        if not tok:
+            raise BenchError("token response has neither token nor access_token")
+        life = float(body.get("expires_in") or 60)
+        exp = time.time() + life - min(30.0, life / 2)
+        granted = frozenset(needed)
+        with self.lock:
+            self.fetches += 1
+            self.fetch_s += dt
+            self.any_token = (tok, exp)
+            for res in merged:
+                lst = self.by_resource.setdefault(res, [])
+                lst[:] = [e for e in lst if e[2] > time.time()]
+                lst.append((granted, tok, exp))
+        return tok
+
+
 class Registry:
     """A registry at a loopback base URL, with one persistent connection."""
 
-    def __init__(self, base, timeout=600):
+    def __init__(self, base, timeout=600, auth=None):
         u = urllib.parse.urlsplit(base)
         if u.scheme != "http" or not u.hostname:
             raise BenchError(f"need a plain http://HOST:PORT URL, got {base!r}")
@@ -75,9 +217,11 @@ class Registry:
         self.base = f"http://{u.hostname}:{self.port}"
         self.timeout = timeout
         self.conn = None
+        self.auth = auth or Auth()
+        self.token_conns = {}  # persistent connections to the token service
 
     def new(self):
-        return Registry(self.base, self.timeout)
+        return Registry(self.base, self.timeout, self.auth)
 
     def _connect(self):
         if self.conn is None:
@@ -88,6 +232,9 @@ class Registry:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        for c in self.token_conns.values():
+            c.close()
+        self.token_conns.clear()
 
     def abs_url(self, path_or_url, relative_to="/"):
         """Resolve a (possibly relative) Location against the registry base URL."""
@@ -102,11 +249,51 @@ class Registry:
         u = urllib.parse.urlsplit(self.abs_url(url))
         return u.path + (("?" + u.query) if u.query else "")
 
-    def request(self, method, path, body=None, headers=None, retry=True):
-        """One request on the persistent connection; returns (status, headers, body)."""
+    def request(self, method, path, body=None, headers=None, retry=True, scopes=None):
+        """One request on the persistent connection; returns (status, headers, body).
+        A cached bearer token covering the request's scopes is sent along; on a 401
+        with a Bearer challenge a token is fetched (for the challenged scope, widened to
+        pull,push,delete for repositories, plus `scopes`) and the request retried once."""
         headers = dict(headers or {})
         if body is None and method in ("PUT", "POST", "PATCH"):
             headers.setdefault("Content-Length", "0")
+        needed = scopes_for_path(path) | set(scopes or ())
+        tok = self.auth.cached(needed)
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        st, resp, data = self._send(method, path, body, headers, retry)
+        if st == 401:
+            ch = _challenge_params(resp.getheader("WWW-Authenticate"))
+            if ch is not None and ch.get("realm"):
+                self.auth.challenged = True
+                for sc in (ch.get("scope") or "").split():
+                    parsed = _parse_scope(sc)
+                    if parsed:
+                        kind, name, acts = parsed
+                        if kind == "repository":
+                            acts = acts | REPO_ACTIONS
+                        needed |= {(kind, name, a) for a in acts}
+                tok = self.auth.fetch(ch["realm"], ch.get("service"), needed, self.token_conns)
+                headers["Authorization"] = f"Bearer {tok}"
+                st, resp, data = self._send(method, path, body, headers, retry)
+        return st, resp, data
+
+    def bearer_header(self, path, scopes=None):
+        """Headers with a bearer token for `path` (for curl and wrk, which cannot answer
+        a challenge themselves): `{}` when the registry has not asked for auth. Makes a
+        cheap request first if needed, so that the token is fetched the normal way."""
+        if not self.auth.challenged:
+            return {}
+        needed = scopes_for_path(path) | set(scopes or ())
+        tok = self.auth.cached(needed)
+        if tok is None:
+            self.request("HEAD", path, scopes=scopes)
+            tok = self.auth.cached(needed)
+        if tok is None:
+            raise BenchError(f"could not get a bearer token for {path}")
+        return {"Authorization": f"Bearer {tok}"}
+
+    def _send(self, method, path, body, headers, retry):
         for attempt in (0, 1):
             conn = self._connect()
             try:
@@ -153,7 +340,8 @@ class Registry:
         loc = None
         if mount_from:
             st, resp, _ = self.request(
-                "POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={mount_from}")
+                "POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={mount_from}",
+                scopes={("repository", mount_from, "pull")})
             if st == 201:
                 return digest
             if st == 202 and resp.getheader("Location"):
@@ -272,10 +460,18 @@ class RssSampler:
         return sampled
 
 
-def curl_put(url, path, timeout):
+def curl_headers(headers):
+    out = []
+    for k, v in (headers or {}).items():
+        out += ["-H", f"{k}: {v}"]
+    return out
+
+
+def curl_put(url, path, timeout, headers=None):
     """PUT the whole file in one request with curl; returns (seconds, http_code)."""
     cmd = ["curl", "-sS", "--http1.1", "-X", "PUT", "-T", path,
            "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
+           *curl_headers(headers),
            "--max-time", str(timeout), "-o", "/dev/null",
            "-w", "%{http_code} %{time_total} %{size_upload}", url]
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -285,8 +481,9 @@ def curl_put(url, path, timeout):
     return float(t), int(code), int(float(up))
 
 
-def curl_get(url, timeout):
+def curl_get(url, timeout, headers=None):
     cmd = ["curl", "-sS", "--http1.1", "--max-time", str(timeout), "-o", "/dev/null",
+           *curl_headers(headers),
            "-w", "%{http_code} %{time_total} %{size_download}", url]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -332,10 +529,21 @@ def small_image():
 class Suite:
     def __init__(self, args):
         self.a = args
-        self.reg = Registry(args.url)
+        self.reg = Registry(args.url, auth=Auth(args.user, args.password))
         self.pid = args.pid
         self.res = {"label": args.label, "url": self.reg.base, "pid": args.pid,
                     "params": {}, "metrics": {}, "errors": {}}
+        p = args.repo_prefix.strip("/")
+        self.repo_single = f"{p}/single"
+        self.repo_chunked = f"{p}/chunked"
+        self.repo_small = f"{p}/small"
+        self.repo_tags = f"{p}/tags"
+        self.catalog_prefix = args.catalog_prefix.strip("/")
+
+    def warm_auth(self, repo):
+        """Fetch the token for repo before a timed section (as a client has its token
+        before it streams a blob); a no-op for a registry that does not ask for one."""
+        return self.reg.bearer_header(f"/v2/{repo}/manifests/latest")
         self.last_large = None  # (repo, digest, size) of the last large blob pushed
 
     def metric(self, key, name, value, unit, better, **extra):
@@ -358,14 +566,16 @@ class Suite:
         digest, size = refresh_blob(path)
         os.sync()  # do not let writeback of earlier runs land in this timing
         loc, t_post = self.reg.start_upload(repo)
+        # curl cannot answer a challenge with a streamed body: give it the token.
+        auth = self.reg.bearer_header(self.reg.path_of(loc))
         self.reg.close()  # curl uses its own connection; do not hold an idle one
         url = with_query(loc, "digest", digest)
         sampler = RssSampler(self.pid) if (sample_rss and self.pid) else None
         if sampler:
             with sampler:
-                t_put, code, up = curl_put(url, path, self.a.timeout)
+                t_put, code, up = curl_put(url, path, self.a.timeout, auth)
         else:
-            t_put, code, up = curl_put(url, path, self.a.timeout)
+            t_put, code, up = curl_put(url, path, self.a.timeout, auth)
         if code != 201:
             raise BenchError(f"single PUT returned HTTP {code}")
         if up != size:
@@ -420,15 +630,16 @@ class Suite:
 
             def single():
                 rates, peaks = [], []
+                self.warm_auth(self.repo_single)
                 for i in range(a.runs):
                     rate, sampler, digest, size = self.single_upload(
-                        "bench/single", path, sample_rss=(tag == "large"))
+                        self.repo_single, path, sample_rss=(tag == "large"))
                     log(f"single PUT {sz} run {i + 1}: {rate:.1f} MiB/s")
                     rates.append(rate)
                     if sampler and sampler.peak():
                         peaks.append(sampler.peak())
                     if tag == "large":
-                        self.last_large = ("bench/single", digest, size)
+                        self.last_large = (self.repo_single, digest, size)
                 self.metric(f"upload_single_{tag}", f"single-request PUT {sz}",
                             median(rates), "MiB/s", "higher", runs=rates)
                 if tag == "large" and peaks:
@@ -443,8 +654,9 @@ class Suite:
 
             def chunked():
                 rates = []
+                self.warm_auth(self.repo_chunked)
                 for i in range(a.runs):
-                    rate = self.chunked_upload("bench/chunked", path)
+                    rate = self.chunked_upload(self.repo_chunked, path)
                     log(f"chunked {sz} run {i + 1}: {rate:.1f} MiB/s")
                     rates.append(rate)
                 self.metric(f"upload_chunked_{tag}", f"chunked upload {sz} (8 MiB PATCHes)",
@@ -458,10 +670,12 @@ class Suite:
         size_mib = size // MIB
         sz = f"{size_mib} MiB" if size_mib < 1024 else f"{size_mib // 1024} GiB"
         url = f"{self.reg.base}/v2/{repo}/blobs/{digest}"
+        auth = self.reg.bearer_header(f"/v2/{repo}/blobs/{digest}")
+        self.reg.close()
         rates = []
         for i in range(self.a.runs):
             os.sync()
-            t, code, down = curl_get(url, self.a.timeout)
+            t, code, down = curl_get(url, self.a.timeout, auth)
             if code != 200 or down != size:
                 raise BenchError(f"blob GET: HTTP {code}, {down} bytes (want 200, {size})")
             rates.append(size / MIB / t)
@@ -478,18 +692,23 @@ class Suite:
         reg.put_manifest(repo, tag, manifest)
 
     def run_manifest_get(self):
-        repo = "bench/small"
+        repo = self.repo_small
         self.push_small_image(self.reg, repo, "latest")
         # Sanity check the GET once before hammering it.
         resp, data = self.reg.expect(200, "GET", f"/v2/{repo}/manifests/latest",
                                      headers={"Accept": OCI_MANIFEST}, what="GET manifest")
         if data != self.image[4]:
             raise BenchError("GET manifest returned different bytes than were pushed")
+        # wrk cannot answer a challenge: when the registry wants a token, fetch one for
+        # pulling this repository and send it with every request (the server verifies
+        # it on each one). The check above proves the same token is accepted.
+        auth = self.reg.bearer_header(f"/v2/{repo}/manifests/latest")
         self.reg.close()
         url = f"{self.reg.base}/v2/{repo}/manifests/latest"
         cmd = ["wrk", "-t", str(self.a.wrk_threads), "-c", str(self.a.wrk_conns),
                "-d", f"{self.a.wrk_duration}s", "--latency", "--timeout", "5s",
-               "-H", f"Accept: {OCI_MANIFEST}", url]
+               "-H", f"Accept: {OCI_MANIFEST}", *curl_headers(auth), url]
+        auth_note = "bearer token" if auth else "anonymous"
         p = subprocess.run(cmd, capture_output=True, text=True,
                            timeout=self.a.wrk_duration + 60)
         out = p.stdout
@@ -509,12 +728,12 @@ class Suite:
         if sockerr:
             note += "; " + sockerr.group(0).strip()
         self.metric("manifest_get_rps", f"manifest GET by tag ({note})", float(rps.group(1)),
-                    "req/s", "higher")
+                    "req/s", "higher", auth=auth_note)
         self.metric("manifest_get_p99", "manifest GET p99 latency",
-                    parse_wrk_time(p99.group(1)), "ms", "lower")
+                    parse_wrk_time(p99.group(1)), "ms", "lower", auth=auth_note)
         if p50:
             self.metric("manifest_get_p50", "manifest GET p50 latency",
-                        parse_wrk_time(p50.group(1)), "ms", "lower")
+                        parse_wrk_time(p50.group(1)), "ms", "lower", auth=auth_note)
 
     def parallel(self, items, fn, workers):
         """Run fn(reg, item) over items with `workers` threads, each with its own
@@ -579,7 +798,7 @@ class Suite:
 
     def run_tags(self):
         a = self.a
-        repo = "bench/tags"
+        repo = self.repo_tags
         self.push_small_image(self.reg, repo, "t0")
         manifest = self.image[4]
         names = [f"t{i:05d}" for i in range(1, a.tags)]
@@ -601,12 +820,21 @@ class Suite:
 
     def run_catalog(self):
         a = self.a
-        repos = [f"bench-catalog/r{i:05d}" for i in range(a.repos)]
+        repos = [f"{self.catalog_prefix}/r{i:05d}" for i in range(a.repos)]
+        f0, s0 = self.reg.auth.stats()
         dt = self.parallel(
-            repos, lambda reg, r: self.push_small_image(reg, r, "latest", "bench/small"),
+            repos, lambda reg, r: self.push_small_image(reg, r, "latest", self.repo_small),
             a.push_workers)
+        f1, s1 = self.reg.auth.stats()
+        # A client pushing to a new repository needs a new token for it: those token
+        # requests (each checks the password) are part of the push, as with docker.
+        extra = {}
+        if f1 > f0:
+            extra = dict(auth=f"bearer, {f1 - f0} token fetches", token_fetches=f1 - f0,
+                         token_fetch_s=s1 - s0)
         self.metric("repo_push_rate", f"new repository push, small image "
-                    f"({a.push_workers} conns)", len(repos) / dt, "repos/s", "higher")
+                    f"({a.push_workers} conns)", len(repos) / dt, "repos/s", "higher",
+                    **extra)
         # Only the first page is timed, as a client asking for n=1000 would see it.
         reg = self.reg.new()
         times = []
@@ -637,7 +865,8 @@ class Suite:
         self.res["loadavg_start"] = os.getloadavg()
         st = self.reg.ping()
         if st != 200:
-            raise BenchError(f"GET /v2/ returned {st}; an anonymous registry is needed")
+            raise BenchError(f"GET /v2/ returned {st}"
+                             + ("" if self.a.user else " (no credentials given)"))
         if self.pid:
             s = RssSampler(self.pid)._status()
             if "VmRSS" in s:
@@ -654,7 +883,11 @@ class Suite:
                 self.metric("rss_end", "server RSS at end of suite", s["VmRSS"] / MIB, "MiB",
                             "lower")
         self.res["elapsed_s"] = time.perf_counter() - t0
-        log(f"suite finished in {self.res['elapsed_s']:.0f} s")
+        fetches, fetch_s = self.reg.auth.stats()
+        self.res["auth"] = {"mode": self.reg.auth.describe(), "token_fetches": fetches,
+                            "token_fetch_s": fetch_s}
+        log(f"suite finished in {self.res['elapsed_s']:.0f} s; auth: "
+            f"{self.reg.auth.describe()}, {fetches} token fetches ({fetch_s:.1f} s)")
         return self.res
 
 
@@ -853,6 +1086,10 @@ def cmd_report(a):
                 vals.append(None)
         if name is None:
             name, unit, better = k, "", ""
+        auths = [(r["label"], r["metrics"][k]["auth"]) for r in results
+                 if k in r["metrics"] and r["metrics"][k].get("auth")]
+        if auths:
+            name += " [" + "; ".join(f"{lab}: {au}" for lab, au in auths) + "]"
         row = [name, unit, better] + [fmt(v) for v in vals]
         if pair:
             b = vals[labels.index("berth")]
@@ -885,8 +1122,11 @@ def cmd_report(a):
     for r in results:
         if "elapsed_s" in r:
             la = r.get("loadavg_start")
+            au = r.get("auth")
             out.append(f"{r['label']}: {r['url']}, suite took {r['elapsed_s']:.0f} s"
-                       + (f", load average at start {la[0]:.2f}" if la else ""))
+                       + (f", load average at start {la[0]:.2f}" if la else "")
+                       + (f"; auth: {au['mode']}, {au['token_fetches']} token fetches "
+                          f"({au['token_fetch_s']:.1f} s)" if au else ""))
     text = "\n".join(out)
     print(text)
     if a.out_md:
@@ -923,6 +1163,11 @@ def main():
     s.add_argument("--wrk-conns", type=int, default=10)
     s.add_argument("--push-workers", type=int, default=4)
     s.add_argument("--timeout", type=int, default=600)
+    s.add_argument("--repo-prefix", default="bench/p",
+                   help="repositories used: PREFIX/single, /chunked, /small, /tags "
+                        "(on Berth: a project's path)")
+    s.add_argument("--catalog-prefix", default="bench/catalog",
+                   help="the catalog test pushes PREFIX/rNNNNN (on Berth: a project's path)")
     s.add_argument("--out", required=True)
 
     l = sub.add_parser("limits")
@@ -937,12 +1182,22 @@ def main():
     r.add_argument("--out-md")
     r.add_argument("--out-json")
 
-    p = sub.add_parser("ping", help="exit 0 when GET /v2/ answers 200")
+    p = sub.add_parser("ping", help="exit 0 when GET /v2/ answers 200 (after the token "
+                                    "dance, if the registry asks for one)")
     p.add_argument("--url", required=True)
+
+    for sp in (s, p):
+        sp.add_argument("--user", default=os.environ.get("REGBENCH_USER"),
+                        help="HTTP Basic user for the token service (env REGBENCH_USER)")
+        sp.add_argument("--password", default=os.environ.get("REGBENCH_PASSWORD"),
+                        help="its password or access token (env REGBENCH_PASSWORD; "
+                             "prefer the environment, the command line is visible in ps)")
 
     p = sub.add_parser("freeport", help="print a free loopback TCP port")
 
     a = ap.parse_args()
+    if hasattr(a, "user") and not a.user:
+        a.user = None  # an empty REGBENCH_USER means no credentials
     try:
         if a.cmd == "suite":
             suite = Suite(a)
@@ -962,11 +1217,15 @@ def main():
         elif a.cmd == "report":
             cmd_report(a)
         elif a.cmd == "ping":
-            reg = Registry(a.url, timeout=2)
+            reg = Registry(a.url, timeout=2, auth=Auth(a.user, a.password))
             try:
-                sys.exit(0 if reg.ping() == 200 else 1)
+                st = reg.ping()
             except (OSError, http.client.HTTPException):
-                sys.exit(1)
+                sys.exit(1)  # not listening (yet): the caller keeps waiting
+            except ValueError as e:  # an unreadable token response
+                raise BenchError(f"token service: {e}")
+            # A failed token request raises BenchError: exit 2, the caller stops waiting.
+            sys.exit(0 if st == 200 else 1)
         elif a.cmd == "freeport":
             import socket
             with socket.socket() as sk:

@@ -17,6 +17,12 @@ URL=""
 URL_PID=""
 URL_LABEL="registry"
 QUICK=0
+URL_USER=""
+# Berth started by this script: its root password (BERTH_INITIAL_ROOT_PASSWORD), the
+# projects that own the benchmark's repositories, and the repository names used.
+BERTH_PASSWORD="${BERTH_BENCH_PASSWORD:-bench-root-password}"
+REPO_PREFIX="bench/p"            # PREFIX/single, /chunked, /small, /tags
+CATALOG_PREFIX="bench/catalog"   # PREFIX/r00000 ... for the _catalog test
 WORK_PARENT="${TMPDIR:-/tmp}"
 OUT_DIR=""
 KEEP=0
@@ -29,7 +35,7 @@ Usage:
                                              (default when no target is named)
   bench/run.sh --reference-only              bench only the reference registry
   bench/run.sh --berth-only [--berth BIN]    bench only Berth
-  bench/run.sh --url http://127.0.0.1:PORT [--pid PID] [--label NAME]
+  bench/run.sh --url http://127.0.0.1:PORT [--pid PID] [--label NAME] [--user U]
                                              bench one already-running registry
 Options:
   --berth BIN        Berth binary (default: <repo>/target/release/berth)
@@ -40,6 +46,11 @@ Options:
                      the registries' data dirs live there too, so it is the disk measured
   --out DIR          where to write results (default: a new temp dir; kept and printed)
   --keep             keep the work dir (blobs, registry data) instead of deleting it
+  --user USER        with --url: user for the registry's token service (the password or
+                     access token comes from the environment variable REGBENCH_PASSWORD);
+                     the repositories used are bench/p/{single,chunked,small,tags} and
+                     bench/catalog/rNNNNN, so on Berth create the projects bench/p and
+                     bench/catalog first
 EOF
 }
 
@@ -54,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     --url) URL="$2"; shift 2 ;;
     --pid) URL_PID="$2"; shift 2 ;;
     --label) URL_LABEL="$2"; shift 2 ;;
+    --user) URL_USER="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --workdir) WORK_PARENT="$2"; shift 2 ;;
     --out) OUT_DIR="$2"; shift 2 ;;
@@ -185,14 +197,17 @@ echo "== physical limits"
 # ---------------------------------------------------------------- per-registry suite
 RESULTS=()
 
-run_suite() {  # run_suite LABEL URL [PID]
-  local label="$1" url="$2" pid="${3:-}"
+run_suite() {  # run_suite LABEL URL [PID [USER [PASSWORD]]]
+  local label="$1" url="$2" pid="${3:-}" user="${4:-}" password="${5:-}"
   local args=(suite --url "$url" --label "$label" --small "$SMALL" --large "$LARGE"
               --runs "$RUNS" --tags "$TAGS" --repos "$REPOS" --list-reps "$LIST_REPS"
-              --wrk-duration "$WRK_S" --out "$OUT_DIR/$label.json")
+              --wrk-duration "$WRK_S" --repo-prefix "$REPO_PREFIX"
+              --catalog-prefix "$CATALOG_PREFIX" --out "$OUT_DIR/$label.json")
   [[ -n "$pid" ]] && args+=(--pid "$pid")
-  echo "== benchmarking $label at $url${pid:+ (pid $pid)}"
-  if ! "$PY" "$REGBENCH" "${args[@]}"; then
+  echo "== benchmarking $label at $url${pid:+ (pid $pid)}${user:+ (token auth as $user)}"
+  # Credentials go through the environment, not the command line (visible in ps).
+  if ! REGBENCH_USER="$user" REGBENCH_PASSWORD="$password" \
+       "$PY" "$REGBENCH" "${args[@]}"; then
     echo "run.sh: suite for $label failed (see above)" >&2
   fi
   [[ -f "$OUT_DIR/$label.json" ]] && RESULTS+=("$OUT_DIR/$label.json")
@@ -203,15 +218,22 @@ run_suite() {  # run_suite LABEL URL [PID]
   return 0
 }
 
-wait_ready() {  # wait_ready URL PID LOG
-  local url="$1" pid="$2" logf="$3" i
+wait_ready() {  # wait_ready URL PID LOG [USER PASSWORD]
+  local url="$1" pid="$2" logf="$3" user="${4:-}" password="${5:-}" i rc
   for i in $(seq 1 300); do
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "run.sh: server (pid $pid) exited before it was ready; last log lines:" >&2
       tail -n 30 "$logf" >&2 || true
       return 1
     fi
-    if "$PY" "$REGBENCH" ping --url "$url"; then return 0; fi
+    rc=0
+    REGBENCH_USER="$user" REGBENCH_PASSWORD="$password" \
+      "$PY" "$REGBENCH" ping --url "$url" || rc=$?
+    [[ "$rc" == 0 ]] && return 0
+    if [[ "$rc" != 1 ]]; then  # the server answers, but the token dance failed
+      echo "run.sh: $url answers, but GET /v2/ with a token failed (see above)" >&2
+      return 1
+    fi
     sleep 0.2
   done
   echo "run.sh: $url did not answer GET /v2/ with 200 within 60 s; last log lines:" >&2
@@ -228,13 +250,31 @@ start_berth() {
   # Run from the work dir so that no stray ./berth.toml is picked up. Logging at warn
   # (unless BERTH_LOG_LEVEL says otherwise), as the reference logs at error without an
   # access log: per-request log lines would cost CPU that the reference does not spend.
-  (cd "$WORK" && BERTH_LOG_LEVEL="${BERTH_LOG_LEVEL:-warn}" exec "$BERTH_BIN" serve \
-    --listen "127.0.0.1:$port" --data-dir "$data" "${BERTH_ARGS[@]}") >"$logf" 2>&1 &
+  # The empty data dir makes Berth create the administrator `root` with
+  # BERTH_INITIAL_ROOT_PASSWORD; tokens last an hour so that one token serves a whole
+  # measurement (the default, 5 minutes, is shorter than a full run).
+  (cd "$WORK" && BERTH_LOG_LEVEL="${BERTH_LOG_LEVEL:-warn}" \
+     BERTH_INITIAL_ROOT_PASSWORD="$BERTH_PASSWORD" BERTH_TOKEN_EXPIRY=1h \
+     exec "$BERTH_BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" \
+     "${BERTH_ARGS[@]}") >"$logf" 2>&1 &
   SERVER_PID=$!
   STARTED_PIDS+=("$SERVER_PID")
   SERVER_URL="http://127.0.0.1:$port"
-  wait_ready "$SERVER_URL" "$SERVER_PID" "$logf"
+  wait_ready "$SERVER_URL" "$SERVER_PID" "$logf" root "$BERTH_PASSWORD" || return 1
   grep -m1 'berth listening on' "$logf" || true
+  # Every image path must belong to a project: create the two the suite pushes under
+  # (admin works on the data dir while the server runs).
+  local proj
+  for proj in "$REPO_PREFIX" "$CATALOG_PREFIX"; do
+    if ! (cd "$WORK" && "$BERTH_BIN" admin --log-level warn --data-dir "$data" \
+            project create "$proj" --parents --visibility private) >>"$logf" 2>&1; then
+      echo "run.sh: creating the Berth project $proj failed; last log lines:" >&2
+      tail -n 10 "$logf" >&2 || true
+      return 1
+    fi
+  done
+  echo "   berth: root password from BERTH_INITIAL_ROOT_PASSWORD, token expiry 1h," \
+       "projects $REPO_PREFIX and $CATALOG_PREFIX"
 }
 
 start_reference() {
@@ -274,7 +314,7 @@ EOF
 # One server at a time, so an idle registry never competes for the 2 CPUs.
 if [[ "$WANT_BERTH" == 1 ]]; then
   if start_berth; then
-    run_suite berth "$SERVER_URL" "$SERVER_PID"
+    run_suite berth "$SERVER_URL" "$SERVER_PID" root "$BERTH_PASSWORD"
   fi
   [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
   rm -rf "$WORK/berth-data"; SERVER_PID=""
@@ -287,7 +327,7 @@ if [[ "$WANT_REF" == 1 ]]; then
   rm -rf "$WORK/reference-data"; SERVER_PID=""
 fi
 if [[ -n "$URL" ]]; then
-  run_suite "$URL_LABEL" "$URL" "$URL_PID"
+  run_suite "$URL_LABEL" "$URL" "$URL_PID" "$URL_USER" "${REGBENCH_PASSWORD:-}"
 fi
 
 if [[ ${#RESULTS[@]} -eq 0 ]]; then

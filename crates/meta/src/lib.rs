@@ -7,13 +7,16 @@
 #![forbid(unsafe_code)]
 
 pub mod org;
+pub mod repositories;
 mod sqlite;
 mod sqlite_org;
+mod sqlite_repositories;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
 
 pub use org::*;
+pub use repositories::*;
 pub use sqlite::SqliteMeta;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,10 @@ pub struct NewManifest {
     pub config: Option<Digest>,
     /// `artifactType`, or the config's media type when absent (what referrers report).
     pub artifact_type: Option<String>,
+    /// The image's creation time from its config (Unix ms), when it has one.
+    pub image_created_at: Option<i64>,
+    /// Sum of the layer sizes; for an index, of its children's totals.
+    pub total_size: i64,
     /// Manifest annotations as JSON, for the referrers API.
     pub annotations: Option<String>,
 }

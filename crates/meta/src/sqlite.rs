@@ -248,6 +248,24 @@ impl RegistryMeta for SqliteMeta {
             .await?;
             child_ids.push(id.ok_or_else(|| MetaError::ManifestUnknown(c.clone()))?);
         }
+        // An index's size and creation time come from its children.
+        let (total_size, image_created_at) = if child_ids.is_empty() {
+            (m.total_size, m.image_created_at)
+        } else {
+            let mut total = 0i64;
+            let mut created: Option<i64> = None;
+            for id in &child_ids {
+                let (size, at): (i64, Option<i64>) = sqlx::query_as(
+                    "SELECT total_size, image_created_at FROM manifests WHERE id = ?",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                total += size;
+                created = created.max(at);
+            }
+            (total, created)
+        };
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT id FROM manifests WHERE repository_id = ? AND digest = ?")
                 .bind(repo)
@@ -257,8 +275,9 @@ impl RegistryMeta for SqliteMeta {
         if existing.is_none() {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, \
-                 subject_digest, config_digest, size, payload, annotations, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                 subject_digest, config_digest, size, payload, annotations, created_at, \
+                 image_created_at, total_size) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(repo)
             .bind(m.digest.as_str())
@@ -270,6 +289,8 @@ impl RegistryMeta for SqliteMeta {
             .bind(&m.payload)
             .bind(&m.annotations)
             .bind(now)
+            .bind(image_created_at)
+            .bind(total_size)
             .fetch_one(&mut *tx)
             .await?;
             for b in &m.blobs {
@@ -536,6 +557,8 @@ mod tests {
             subject: None,
             config: None,
             artifact_type: None,
+            image_created_at: None,
+            total_size: 0,
             annotations: None,
         }
     }

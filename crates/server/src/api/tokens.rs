@@ -69,7 +69,11 @@ fn self_service_scope(s: &str) -> bool {
 /// `YYYY-MM-DD` of `days` from now (UTC).
 fn days_from_now(days: u64) -> String {
     let t = SystemTime::now() + Duration::from_secs(days * 86_400);
-    humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .chars()
+        .take(10)
+        .collect()
 }
 
 async fn create_personal(

@@ -79,6 +79,9 @@ pub enum KeyError {
 /// token (all of them do) costs one signature check, not one per request.
 const VERIFIED_CACHE_MAX: usize = 10_000;
 
+/// Clock skew tolerated on `exp` and `nbf`, as distribution allows.
+const LEEWAY_SECS: i64 = 60;
+
 pub struct Signer {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -181,22 +184,28 @@ impl Signer {
     pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
         if let Ok(cache) = self.verified.lock() {
             if let Some(c) = cache.get(token) {
-                return (c.exp + 60 >= now && c.nbf - 60 <= now).then(|| c.clone());
+                return (c.exp + LEEWAY_SECS >= now && c.nbf - LEEWAY_SECS <= now)
+                    .then(|| c.clone());
             }
         }
         let mut v = Validation::new(Algorithm::ES256);
-        v.leeway = 60;
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.service]);
         v.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
-        v.validate_nbf = true;
+        // Lifetime is checked below against the `now` we were given.
+        v.validate_exp = false;
+        v.validate_nbf = false;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok()?;
         if data.header.kid.as_deref() != Some(self.kid.as_str()) {
             return None;
         }
+        let c = &data.claims;
+        if c.exp + LEEWAY_SECS < now || c.nbf - LEEWAY_SECS > now {
+            return None;
+        }
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_CACHE_MAX {
-                cache.retain(|_, c| c.exp + 60 >= now);
+                cache.retain(|_, c| c.exp + LEEWAY_SECS >= now);
                 if cache.len() >= VERIFIED_CACHE_MAX {
                     cache.clear();
                 }
@@ -261,8 +270,11 @@ mod tests {
         let t = s.sign(&claims(now, "container_registry")).unwrap();
         let c = again.verify(&t, now).unwrap();
         assert_eq!(c.actions_on("g/p").collect::<Vec<_>>(), vec!["pull"]);
-        // expired (beyond leeway)
+        // expired (beyond leeway), whether cached or not
         assert!(s.verify(&t, now + 300 + 61).is_none());
+        assert!(again.verify(&t, now + 300 + 61).is_none());
+        // not yet valid
+        assert!(s.verify(&t, now - 5 - 61).is_none());
         // wrong audience
         let wrong = s.sign(&claims(now, "other")).unwrap();
         assert!(s.verify(&wrong, now).is_none());

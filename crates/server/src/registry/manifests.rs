@@ -129,6 +129,11 @@ pub async fn put(
         .filter(|d| !d.is_foreign())
         .map(|d| d.digest.clone())
         .collect();
+    let image_created_at = match &parsed.config {
+        Some(c) => image_created(state, c).await,
+        None => None,
+    };
+    let total_size = parsed.layers.iter().map(|l| l.size.max(0)).sum();
     let record = NewManifest {
         digest: digest.clone(),
         media_type: parsed.media_type.clone(),
@@ -138,6 +143,8 @@ pub async fn put(
         subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
         config: parsed.config.as_ref().map(|c| c.digest.clone()),
         artifact_type: parsed.referrer_artifact_type(),
+        image_created_at,
+        total_size,
         annotations: parsed
             .annotations
             .as_ref()
@@ -168,6 +175,29 @@ pub async fn put(
         resp = resp.header("OCI-Subject", subject.digest.as_str());
     }
     finish(resp)
+}
+
+/// Image configs larger than this are not read for their creation time.
+const MAX_CONFIG_READ: i64 = 1024 * 1024;
+
+/// The `created` time of an image config (Unix ms), read from storage at push so
+/// listings and cleanup policies never have to. Anything unreadable is simply unknown.
+async fn image_created(state: &Shared, config: &berth_oci::Descriptor) -> Option<i64> {
+    use futures::TryStreamExt;
+    let is_image_config = matches!(
+        config.media_type.as_str(),
+        "application/vnd.oci.image.config.v1+json"
+            | "application/vnd.docker.container.image.v1+json"
+    );
+    if !is_image_config || config.size > MAX_CONFIG_READ {
+        return None;
+    }
+    let read = state.store.open(&config.digest, None).await.ok()?;
+    let chunks: Vec<bytes::Bytes> = read.body.try_collect().await.ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&chunks.concat()).ok()?;
+    let created = json.get("created")?.as_str()?;
+    let t = humantime::parse_rfc3339_weak(created.get(..19).unwrap_or(created)).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
 }
 
 pub async fn delete(

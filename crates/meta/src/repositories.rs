@@ -1,0 +1,120 @@
+//! Registry content as the REST API and cleanup policies see it: repositories of
+//! projects, tags with their image's details, background repository deletion, cleanup
+//! policies, leases, and moving projects and groups with their repositories.
+
+use async_trait::async_trait;
+
+use crate::org::{Namespace, Project, Window};
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryInfo {
+    pub id: i64,
+    /// Full registry path, e.g. `group/project/image`.
+    pub path: String,
+    pub project_id: Option<i64>,
+    pub created_at: i64,
+    /// `None`, or `delete_scheduled`, `delete_ongoing`, `delete_failed`.
+    pub status: Option<String>,
+    pub cleanup_status: String,
+    pub cleanup_started_at: Option<i64>,
+    pub tags_count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagInfo {
+    pub name: String,
+    pub digest: String,
+    pub media_type: String,
+    pub config_digest: Option<String>,
+    /// When the image was created (its config's `created`), else when the tag was pushed.
+    pub created_at: i64,
+    /// When this tag last moved to its manifest.
+    pub pushed_at: i64,
+    pub total_size: i64,
+}
+
+/// How a tag list is paged: offset pages, or keyset pages by name.
+#[derive(Debug, Clone)]
+pub enum TagPage {
+    Offset(Window),
+    /// Names strictly after (or, descending, before) `last`.
+    After {
+        last: Option<String>,
+        limit: i64,
+        descending: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExpirationPolicy {
+    pub enabled: bool,
+    pub cadence: String,
+    pub keep_n: Option<i64>,
+    pub older_than: Option<String>,
+    pub name_regex: Option<String>,
+    pub name_regex_keep: Option<String>,
+    pub next_run_at: Option<i64>,
+}
+
+#[async_trait]
+pub trait RepositoryMeta: Send + Sync {
+    /// Repositories of these projects that are not being deleted, by path, paged,
+    /// with the total.
+    async fn repositories_of(
+        &self,
+        project_ids: &[i64],
+        window: Window,
+    ) -> Result<(Vec<RepositoryInfo>, i64)>;
+    async fn repository_info(&self, id: i64) -> Result<Option<RepositoryInfo>>;
+    /// Deduplicated bytes the repository's manifests reference (layers, configs, manifests).
+    async fn repository_size(&self, id: i64) -> Result<i64>;
+    /// Live tags, by name, with the total number of live tags.
+    async fn repository_tags(&self, id: i64, page: TagPage) -> Result<(Vec<TagInfo>, i64)>;
+    async fn repository_tag(&self, id: i64, name: &str) -> Result<Option<TagInfo>>;
+    /// Every live tag (for the cleanup engine).
+    async fn all_tags(&self, id: i64) -> Result<Vec<TagInfo>>;
+    /// End these tags (manifests stay) in one transaction; returns how many ended.
+    async fn delete_tags(&self, id: i64, names: &[String], now: i64) -> Result<u64>;
+
+    /// Hide a repository and queue it for deletion. False if it is unknown or already queued.
+    async fn schedule_repository_delete(&self, id: i64) -> Result<bool>;
+    /// Repositories queued for deletion.
+    async fn scheduled_repository_deletes(&self) -> Result<Vec<i64>>;
+    /// Remove a repository: its tags end, its manifests and blob links go, then the
+    /// repository itself. One transaction.
+    async fn delete_repository(&self, id: i64, now: i64) -> Result<()>;
+
+    /// Take the lease `key` until `until` if it is free or expired; false if held.
+    async fn try_lease(&self, key: &str, until: i64, now: i64) -> Result<bool>;
+    async fn release_lease(&self, key: &str) -> Result<()>;
+
+    /// A project's cleanup policy (`None`: never set; callers use the defaults).
+    async fn expiration_policy(&self, project_id: i64) -> Result<Option<ExpirationPolicy>>;
+    async fn set_expiration_policy(
+        &self,
+        project_id: i64,
+        policy: &ExpirationPolicy,
+        now: i64,
+    ) -> Result<()>;
+
+    /// Live tags in all repositories of a project.
+    async fn project_tags_count(&self, project_id: i64) -> Result<i64>;
+    /// Move and/or rename a project, its registry paths moving with it, atomically.
+    /// `Conflict` when the new full path is taken.
+    async fn move_project(
+        &self,
+        project_id: i64,
+        namespace_id: i64,
+        path: &str,
+        name: &str,
+    ) -> Result<Project>;
+    /// Change a group's path and/or parent (`Some(None)`: make it top-level); every
+    /// group, project and repository path below it follows, atomically.
+    async fn move_group(
+        &self,
+        namespace_id: i64,
+        parent_id: Option<Option<i64>>,
+        path: &str,
+    ) -> Result<Namespace>;
+}
