@@ -29,7 +29,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         },
         uploads: Default::default(),
         signer,
-        limiter: Default::default(),
+        login: Default::default(),
         metrics: berth_server::metrics::install(),
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)

@@ -30,7 +30,7 @@ pub struct AppState {
     pub settings: Settings,
     pub uploads: UploadTracker,
     pub signer: crate::auth::jwt::Signer,
-    pub limiter: crate::auth::LoginLimiter,
+    pub login: crate::auth::LoginGuard,
     pub metrics: Option<PrometheusHandle>,
 }
 

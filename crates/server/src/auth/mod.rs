@@ -212,67 +212,97 @@ impl LoginLimiter {
     }
 }
 
+/// What guards sign-ins: the failed-attempt limiter and the password checker.
+#[derive(Default)]
+pub struct LoginGuard {
+    pub limiter: LoginLimiter,
+    pub passwords: secrets::PasswordChecker,
+}
+
 /// Check a username and secret the way GitLab's `/jwt/auth` does: a CI job token
 /// (username `gitlab-ci-token`), then a personal access token (any username), then a
 /// deploy token (its username), then the user's password.
 pub async fn authenticate(
     meta: &dyn Meta,
-    limiter: &LoginLimiter,
+    guard: &LoginGuard,
     ip: &str,
     username: &str,
     secret: &str,
 ) -> Result<Principal, AuthError> {
     let now = now_ms();
     let now_s = now / 1000;
-    if let Some(wait) = limiter.blocked(ip, username, now_s) {
+    if let Some(wait) = guard.limiter.blocked(ip, username, now_s) {
         return Err(AuthError::RateLimited(wait));
     }
-    match check(meta, username, secret, now).await? {
+    match check(meta, &guard.passwords, username, secret, now).await? {
         Some(p) => Ok(p),
         None => {
-            limiter.failed(ip, username, now_s);
+            guard.limiter.failed(ip, username, now_s);
             tracing::warn!(%ip, username, "failed sign-in");
             Err(AuthError::Invalid)
         }
     }
 }
 
+fn active(u: &User) -> bool {
+    u.state == UserState::Active
+}
+
+/// The running job whose token has this digest.
+async fn job_principal(
+    meta: &dyn Meta,
+    digest: &str,
+    now: i64,
+) -> Result<Option<Principal>, berth_meta::MetaError> {
+    let Some(job) = meta.job_by_digest(digest).await? else {
+        return Ok(None);
+    };
+    if job.status != JobStatus::Running || job.expires_at <= now {
+        return Ok(None);
+    }
+    Ok(match meta.user(job.user_id).await? {
+        Some(user) if active(&user) => Some(Principal::Job { job, user }),
+        _ => None,
+    })
+}
+
+/// `Some(None)`: a personal access token with this digest exists but is unusable.
+async fn personal_token_principal(
+    meta: &dyn Meta,
+    digest: &str,
+    now: i64,
+) -> Result<Option<Option<Principal>>, berth_meta::MetaError> {
+    let Some(t) = meta.personal_token_by_digest(digest).await? else {
+        return Ok(None);
+    };
+    if t.revoked || date_expired(t.expires_at.as_deref(), &today()) {
+        return Ok(Some(None));
+    }
+    Ok(Some(match meta.user(t.user_id).await? {
+        Some(user) if active(&user) => {
+            meta.touch_personal_token(t.id, now).await?;
+            Some(Principal::User {
+                user,
+                via: Via::PersonalToken(t),
+            })
+        }
+        _ => None,
+    }))
+}
+
 async fn check(
     meta: &dyn Meta,
+    passwords: &secrets::PasswordChecker,
     username: &str,
     secret: &str,
     now: i64,
 ) -> Result<Option<Principal>, berth_meta::MetaError> {
     let digest = secrets::digest(secret);
-    let today = today();
-    let active = |u: &User| u.state == UserState::Active;
-
     if username == "gitlab-ci-token" {
-        let Some(job) = meta.job_by_digest(&digest).await? else {
-            return Ok(None);
-        };
-        if job.status != JobStatus::Running || job.expires_at <= now {
-            return Ok(None);
-        }
-        return Ok(match meta.user(job.user_id).await? {
-            Some(user) if active(&user) => Some(Principal::Job { job, user }),
-            _ => None,
-        });
+        return job_principal(meta, &digest, now).await;
     }
-    if let Some(t) = meta.personal_token_by_digest(&digest).await? {
-        if t.revoked || date_expired(t.expires_at.as_deref(), &today) {
-            return Ok(None);
-        }
-        return Ok(match meta.user(t.user_id).await? {
-            Some(user) if active(&user) => {
-                meta.touch_personal_token(t.id, now).await?;
-                Some(Principal::User {
-                    user,
-                    via: Via::PersonalToken(t),
-                })
-            }
-            _ => None,
-        });
+    if let Some(p) = personal_token_principal(meta, &digest, now).await? {
+        return Ok(p);
     }
     if let Some(t) = meta.deploy_token_by_digest(&digest).await? {
         let expired = t.expires_at.is_some_and(|e| e <= now);
@@ -296,11 +326,11 @@ async fn check(
     }
     let Some(user) = meta.user_by_username(username).await? else {
         // Same work as a real check, so timing does not reveal which usernames exist.
-        secrets::verify_password(secret, secrets::DUMMY_HASH);
+        passwords.verify(secret, secrets::DUMMY_HASH, now).await;
         return Ok(None);
     };
     let ok = match &user.password_hash {
-        Some(hash) => secrets::verify_password(secret, hash),
+        Some(hash) => passwords.verify(secret, hash, now).await,
         None => false,
     };
     Ok((ok && active(&user)).then_some(Principal::User {
@@ -316,28 +346,14 @@ pub async fn from_api_token(
     token: &str,
     job: bool,
 ) -> Result<Option<Principal>, berth_meta::MetaError> {
-    let username = if job { "gitlab-ci-token" } else { "" };
+    let digest = secrets::digest(token);
     let now = now_ms();
     if job {
-        return check(meta, username, token, now).await;
+        return job_principal(meta, &digest, now).await;
     }
-    let digest = secrets::digest(token);
-    let Some(t) = meta.personal_token_by_digest(&digest).await? else {
-        return Ok(None);
-    };
-    if t.revoked || date_expired(t.expires_at.as_deref(), &today()) {
-        return Ok(None);
-    }
-    Ok(match meta.user(t.user_id).await? {
-        Some(user) if user.state == UserState::Active => {
-            meta.touch_personal_token(t.id, now).await?;
-            Some(Principal::User {
-                user,
-                via: Via::PersonalToken(t),
-            })
-        }
-        _ => None,
-    })
+    Ok(personal_token_principal(meta, &digest, now)
+        .await?
+        .flatten())
 }
 
 /// Group-level role of a signed-in user (for the REST API's group permissions).

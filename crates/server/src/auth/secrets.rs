@@ -41,6 +41,69 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Password checks at once. Each argon2 check takes ~19 MiB and tens of milliseconds of
+/// CPU, so they are bounded to keep memory flat under a burst of logins.
+const CONCURRENT_CHECKS: usize = 2;
+/// How long a successful check is remembered.
+const REMEMBER_MS: i64 = 5 * 60 * 1000;
+const REMEMBER_MAX: usize = 10_000;
+
+/// Checks passwords off the async runtime, a few at a time, and remembers recent
+/// successes so a client that logs in for every repository (docker does) pays the
+/// argon2 cost once. What is remembered is a digest of the stored hash and the
+/// password, so a changed password (new stored hash) is never matched.
+pub struct PasswordChecker {
+    permits: tokio::sync::Semaphore,
+    recent: std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>,
+}
+
+impl Default for PasswordChecker {
+    fn default() -> Self {
+        PasswordChecker {
+            permits: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            recent: Default::default(),
+        }
+    }
+}
+
+impl PasswordChecker {
+    fn key(password: &str, hash: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(hash.as_bytes());
+        h.update([0u8]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    pub async fn verify(&self, password: &str, hash: &str, now: i64) -> bool {
+        let key = Self::key(password, hash);
+        if let Ok(recent) = self.recent.lock() {
+            if recent.get(&key).is_some_and(|until| *until > now) {
+                return true;
+            }
+        }
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        let (p, h) = (password.to_string(), hash.to_string());
+        let ok = tokio::task::spawn_blocking(move || verify_password(&p, &h))
+            .await
+            .unwrap_or(false);
+        if ok {
+            if let Ok(mut recent) = self.recent.lock() {
+                if recent.len() >= REMEMBER_MAX {
+                    recent.retain(|_, until| *until > now);
+                    if recent.len() >= REMEMBER_MAX {
+                        recent.clear();
+                    }
+                }
+                recent.insert(key, now + REMEMBER_MS);
+            }
+        }
+        ok
+    }
+}
+
 pub fn verify_password(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
         Ok(parsed) => Argon2::default()
@@ -53,6 +116,20 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn checker_remembers_only_what_matches() {
+        let c = PasswordChecker::default();
+        let h = hash_password("s3cret").unwrap();
+        assert!(c.verify("s3cret", &h, 0).await);
+        assert!(c.verify("s3cret", &h, 1).await);
+        assert!(!c.verify("wrong", &h, 1).await);
+        // A new hash (password changed) is checked afresh.
+        let h2 = hash_password("other").unwrap();
+        assert!(!c.verify("s3cret", &h2, 1).await);
+        // Expired memory falls back to a real check, which still succeeds.
+        assert!(c.verify("s3cret", &h, REMEMBER_MS + 10).await);
+    }
 
     #[test]
     fn passwords_and_tokens() {

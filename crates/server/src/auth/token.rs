@@ -110,7 +110,7 @@ async fn issue_inner(
         }
         Some(Ok((user, secret))) => {
             let ip = peer.ip().to_string();
-            match authenticate(state.meta.as_ref(), &state.limiter, &ip, &user, &secret).await {
+            match authenticate(state.meta.as_ref(), &state.login, &ip, &user, &secret).await {
                 Ok(p) => p,
                 Err(AuthError::Invalid) => {
                     return Ok(error(
