@@ -429,16 +429,28 @@ impl RegistryMeta for SqliteMeta {
     }
 
     async fn tags(&self, repository: &str, last: Option<&str>, n: u32) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id \
-             WHERE r.path = ? AND t.deleted_at IS NULL AND t.name > ? \
-             ORDER BY t.name LIMIT ?",
+        // One row holding a JSON array instead of a row per tag: decoding rows one by
+        // one dominated the time of large lists.
+        let json: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(name) FROM ( \
+                SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id \
+                WHERE r.path = ? AND t.deleted_at IS NULL AND t.name > ? \
+                ORDER BY t.name LIMIT ?)",
         )
         .bind(repository)
         .bind(last.unwrap_or(""))
         .bind(n as i64)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_one(&self.read)
+        .await?;
+        let mut names: Vec<String> = match json {
+            Some(j) => serde_json::from_str(&j).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+            None => Vec::new(),
+        };
+        // The aggregate keeps the subquery's order in practice; make sure.
+        if !names.is_sorted() {
+            names.sort();
+        }
+        Ok(names)
     }
 
     async fn referrers(
