@@ -30,6 +30,12 @@ pub struct Config {
     pub token_expiry: Duration,
     /// `iss` of registry bearer tokens.
     pub token_issuer: String,
+    /// One bulk tag deletion per repository per this interval (`0s` turns it off).
+    #[serde(with = "humantime_serde_compat")]
+    pub bulk_delete_interval: Duration,
+    /// Refuse project/group path changes while tags exist, as GitLab does, instead of
+    /// moving the repositories along.
+    pub refuse_moves_with_tags: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -50,6 +56,8 @@ const ENV_KEYS: &[&str] = &[
     "upload_expiry",
     "token_expiry",
     "token_issuer",
+    "bulk_delete_interval",
+    "refuse_moves_with_tags",
 ];
 
 impl Default for Config {
@@ -63,6 +71,8 @@ impl Default for Config {
             upload_expiry: Duration::from_secs(24 * 3600),
             token_expiry: Duration::from_secs(5 * 60),
             token_issuer: "berth".into(),
+            bulk_delete_interval: Duration::from_secs(3600),
+            refuse_moves_with_tags: false,
         }
     }
 }

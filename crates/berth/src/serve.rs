@@ -26,10 +26,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             upload_expiry: cfg.upload_expiry,
             token_ttl: cfg.token_expiry,
             token_issuer: cfg.token_issuer.clone(),
+            bulk_delete_interval: cfg.bulk_delete_interval,
+            refuse_moves_with_tags: cfg.refuse_moves_with_tags,
         },
         uploads: Default::default(),
         signer,
         login: Default::default(),
+        jobs: Default::default(),
         metrics: berth_server::metrics::install(),
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)

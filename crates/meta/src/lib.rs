@@ -105,8 +105,8 @@ pub struct Upload {
 }
 
 /// Everything the server needs from metadata.
-pub trait Meta: RegistryMeta + OrgMeta + 'static {}
-impl<T: RegistryMeta + OrgMeta + 'static> Meta for T {}
+pub trait Meta: RegistryMeta + OrgMeta + RepositoryMeta + 'static {}
+impl<T: RegistryMeta + OrgMeta + RepositoryMeta + 'static> Meta for T {}
 
 /// Registry content: repositories, blobs, manifests, tags, uploads.
 #[async_trait]

@@ -6,15 +6,15 @@
 mod access;
 pub mod api;
 pub mod auth;
+pub mod cleanup;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod org;
 mod registry;
 pub mod state;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Request};
 use axum::routing::{any, get};
@@ -67,34 +67,13 @@ pub async fn serve(
     state: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let jobs = tokio::spawn(expire_uploads(state.clone()));
+    let jobs = jobs::start(state.clone());
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    jobs.abort();
+    for job in jobs {
+        job.abort();
+    }
     result
-}
-
-/// Remove upload sessions (and their bytes) untouched for longer than the expiry.
-async fn expire_uploads(state: Shared) {
-    let expiry = state.settings.upload_expiry;
-    let every = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = expire_once(&state).await {
-            tracing::warn!(error = %e, "expiring stale uploads failed; will retry");
-        }
-    }
-}
-
-async fn expire_once(state: &Arc<AppState>) -> Result<(), Box<dyn std::error::Error>> {
-    let cutoff = state::now_ms() - state.settings.upload_expiry.as_millis() as i64;
-    for upload in state.meta.stale_uploads(cutoff).await? {
-        state.uploads.forget(&upload.id);
-        state.store.upload_delete(&upload.id).await?;
-        state.meta.delete_upload(&upload.id).await?;
-        tracing::info!(id = %upload.id, repository = %upload.repository_path, "expired stale upload");
-    }
-    Ok(())
 }

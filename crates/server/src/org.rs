@@ -74,7 +74,8 @@ pub const DEPLOY_SCOPES: &[&str] = &[
     "write_virtual_registry",
 ];
 
-fn check_path(field: &str, path: &str) -> OrgResult<()> {
+/// Refuse a group or project path that breaks the path rules, naming `field`.
+pub fn check_path(field: &str, path: &str) -> OrgResult<()> {
     match path_segment_problem(path) {
         Some(p) => Err(OrgError::Invalid(format!("{field}: {p}"))),
         None => Ok(()),

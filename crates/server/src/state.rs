@@ -22,6 +22,12 @@ pub struct Settings {
     pub token_ttl: Duration,
     /// `iss` of registry tokens.
     pub token_issuer: String,
+    /// One bulk tag deletion per repository per this interval (GitLab: an hour); zero
+    /// turns the limit off.
+    pub bulk_delete_interval: Duration,
+    /// Refuse project and group path changes while their registries hold tags, with
+    /// GitLab's messages, instead of moving the repositories along.
+    pub refuse_moves_with_tags: bool,
 }
 
 pub struct AppState {
@@ -31,6 +37,7 @@ pub struct AppState {
     pub uploads: UploadTracker,
     pub signer: crate::auth::jwt::Signer,
     pub login: crate::auth::LoginGuard,
+    pub jobs: crate::jobs::Jobs,
     pub metrics: Option<PrometheusHandle>,
 }
 

@@ -11,6 +11,17 @@ ALTER TABLE repositories ADD COLUMN status TEXT;
 -- Cleanup-policy bookkeeping, as GitLab shows it.
 ALTER TABLE repositories ADD COLUMN cleanup_status TEXT NOT NULL DEFAULT 'cleanup_unscheduled';
 ALTER TABLE repositories ADD COLUMN cleanup_started_at INTEGER;
+-- The deletion worker's queue: only rows with a status, so it stays tiny.
+CREATE INDEX repositories_status ON repositories(status) WHERE status IS NOT NULL;
+
+-- Every tag row of a repository, ended ones included. Both tags indexes in 0001 are
+-- partial (live rows only), so without a full one deleting a repository (ON DELETE
+-- CASCADE) scanned the whole tag history of the registry under the write lock. With
+-- deleted_at next it also counts live tags without reading rows, and with
+-- manifest_digest last it finds a manifest's live tags (`deleted_at IS NULL` is an
+-- equality here), which makes tags_live_manifest redundant.
+CREATE INDEX tags_repository ON tags(repository_id, deleted_at, manifest_digest);
+DROP INDEX tags_live_manifest;
 
 -- One cleanup policy per project (container_expiration_policy in GitLab's API).
 CREATE TABLE expiration_policies (

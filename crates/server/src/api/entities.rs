@@ -205,6 +205,9 @@ impl View {
                 p.full_path.to_ascii_lowercase()
             ),
             "creator_id": p.creator_id,
+            "container_expiration_policy": super::policy::to_json(
+                &super::policy::current(&self.state, p).await?
+            ),
         });
         if let Some(user) = caller.user() {
             let today = crate::auth::today();

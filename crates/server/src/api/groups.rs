@@ -23,6 +23,11 @@ pub fn routes() -> Router<Shared> {
         .route("/groups/{id}/subgroups", get(subgroups))
         .route("/groups/{id}/descendant_groups", get(descendant_groups))
         .route("/groups/{id}/projects", get(group_projects))
+        .route("/groups/{id}/transfer", axum::routing::post(transfer))
+        .route(
+            "/groups/{id}/projects/{project_id}",
+            axum::routing::post(transfer_project),
+        )
 }
 
 /// The caller's own membership level in a group (no administrator override), for
@@ -243,11 +248,18 @@ async fn update(
     caller
         .require_group_level(&state, &g, AccessLevel::Maintainer)
         .await?;
-    if let Some(path) = params.string("path")? {
-        if path != g.path {
+    let new_path = params
+        .string("path")?
+        .filter(|path| *path != g.path && !path.is_empty());
+    if let Some(path) = &new_path {
+        caller
+            .require_group_level(&state, &g, AccessLevel::Owner)
+            .await?;
+        crate::org::check_path("path", path)?;
+        if refuse_move(&state, &g).await? {
             return Err(ApiError::message(
                 StatusCode::BAD_REQUEST,
-                "path changes are handled by the group transfer feature, not yet available",
+                "Cannot update the path because there are projects under this group that contain Docker images in their Container Registry. Please remove the images from your projects first and try again.",
             ));
         }
     }
@@ -264,12 +276,90 @@ async fn update(
         visibility,
         description: params.string("description")?,
     };
-    let g = state
+    let mut g = state
         .meta
         .update_group(g.id, &update)
         .await?
         .ok_or_else(|| ApiError::not_found("Group"))?;
+    if let Some(path) = new_path {
+        // Every group, project and container repository below moves with it.
+        g = state.meta.move_group(g.id, None, &path).await?;
+    }
     Ok(Json(view.group(&g).await?).into_response())
+}
+
+/// Whether GitLab's refusal applies: the instance refuses to move groups with
+/// registry tags below them (off by default: Berth moves the repositories along).
+async fn refuse_move(state: &AppState, g: &Namespace) -> ApiResult<bool> {
+    if !state.settings.refuse_moves_with_tags {
+        return Ok(false);
+    }
+    for p in state.meta.projects_in(g.id, true).await? {
+        if state.meta.project_tags_count(p.id).await? > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `POST /groups/:id/transfer` (`group_id`: the new parent; none makes it top-level).
+async fn transfer(
+    State(state): State<Shared>,
+    caller: Caller,
+    mut view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let g = find_group(&state, &caller, &id).await?;
+    caller
+        .require_group_level(&state, &g, AccessLevel::Owner)
+        .await?;
+    let parent = match params.int("group_id")? {
+        Some(pid) => {
+            let parent = find_group(&state, &caller, &pid.to_string()).await?;
+            caller
+                .require_group_level(&state, &parent, AccessLevel::Owner)
+                .await?;
+            Some(parent.id)
+        }
+        // Owners may make their group top-level.
+        None => None,
+    };
+    if refuse_move(&state, &g).await? {
+        return Err(ApiError::message(
+            StatusCode::BAD_REQUEST,
+            "Transfer failed: Namespace cannot be moved because at least one project has tags in container registry.",
+        ));
+    }
+    let moved = state.meta.move_group(g.id, Some(parent), &g.path).await?;
+    Ok((StatusCode::CREATED, Json(view.group(&moved).await?)).into_response())
+}
+
+/// `POST /groups/:id/projects/:project_id`: an administrator moves a project into the group.
+async fn transfer_project(
+    State(state): State<Shared>,
+    caller: Caller,
+    mut view: View,
+    Path((id, project_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let g = find_group(&state, &caller, &id).await?;
+    let p = crate::api::find_project(&state, &caller, &project_id).await?;
+    if state.settings.refuse_moves_with_tags && state.meta.project_tags_count(p.id).await? > 0 {
+        return Err(ApiError::message(
+            StatusCode::BAD_REQUEST,
+            "Failed to transfer project {:base=>[\"Project cannot be transferred, because tags are present in its container registry\"]}",
+        ));
+    }
+    let moved = state
+        .meta
+        .move_project(p.id, g.id, &p.path, &p.name)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view.project(&moved, &caller).await?),
+    )
+        .into_response())
 }
 
 /// A group's visibility stays within its parent's and above its subgroups' and

@@ -12,7 +12,9 @@ mod groups;
 mod members;
 pub mod pagination;
 pub mod params;
+mod policy;
 mod projects;
+mod registry;
 mod tokens;
 mod users;
 
@@ -43,6 +45,7 @@ pub fn router() -> Router<Shared> {
         .merge(users::routes())
         .merge(groups::routes())
         .merge(projects::routes())
+        .merge(registry::routes())
         .merge(members::routes())
         .merge(tokens::routes())
         .fallback(|| async { ApiError::message(StatusCode::NOT_FOUND, "404 Not Found") })

@@ -92,6 +92,21 @@ impl Params {
         Ok(Params { map })
     }
 
+    /// A nested object (`{"k": {...}}` in JSON, `k[sub]=v` in forms) as parameters.
+    pub fn nested(&self, key: &str) -> ApiResult<Option<Params>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(o)) => Ok(Some(Params { map: o.clone() })),
+            Some(_) => Err(ApiError::param(format!("{key} is invalid"))),
+        }
+    }
+
+    /// Set a string parameter (for handlers that reuse a lookup with another name).
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.map
+            .insert(key.to_string(), Value::String(value.to_string()));
+    }
+
     /// A present, non-null parameter.
     pub fn has(&self, key: &str) -> bool {
         self.get(key).is_some()

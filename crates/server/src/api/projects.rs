@@ -21,6 +21,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/projects", get(list).post(create))
         .route("/projects/{id}", get(show).put(update))
+        .route("/projects/{id}/transfer", axum::routing::put(transfer))
 }
 
 /// Filter `projects` to what the caller may see and what the list parameters ask
@@ -292,14 +293,6 @@ async fn update(
     caller
         .require_project_level(&state, &p, AccessLevel::Maintainer)
         .await?;
-    if let Some(path) = params.string("path")? {
-        if path != p.path {
-            return Err(ApiError::message(
-                StatusCode::BAD_REQUEST,
-                "path changes are handled by the project moves feature, not yet available",
-            ));
-        }
-    }
     let name = params.string("name")?;
     if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(ApiError::validation("name", "can't be blank"));
@@ -312,18 +305,89 @@ async fn update(
             }
         }
     }
+    let policy = match params.nested("container_expiration_policy_attributes")? {
+        Some(attrs) => Some(super::policy::apply(
+            super::policy::current(&state, &p).await?,
+            &attrs,
+        )?),
+        None => None,
+    };
+    let new_path = params
+        .string("path")?
+        .filter(|path| *path != p.path && !path.is_empty());
+    if let Some(path) = &new_path {
+        // Renaming the path moves the project's registry with it.
+        caller
+            .require_project_level(&state, &p, AccessLevel::Owner)
+            .await?;
+        org::check_path("path", path)?;
+        if refuse_move(&state, &p).await? {
+            return Err(ApiError::message(
+                StatusCode::BAD_REQUEST,
+                "Cannot rename project because it contains container registry tags!",
+            ));
+        }
+    }
     let update = ProjectUpdate {
-        name,
+        name: name.clone(),
         description: params.string("description")?,
         visibility,
         registry_access: registry_access(&params)?,
     };
-    let p = state
+    if let Some(policy) = &policy {
+        state
+            .meta
+            .set_expiration_policy(p.id, policy, now_ms())
+            .await?;
+    }
+    let mut p = state
         .meta
         .update_project(p.id, &update)
         .await?
         .ok_or_else(|| ApiError::not_found("Project"))?;
+    if let Some(path) = new_path {
+        p = state
+            .meta
+            .move_project(p.id, p.namespace_id, &path, &p.name)
+            .await?;
+    }
     Ok(Json(view.project(&p, &caller).await?).into_response())
+}
+
+/// Whether GitLab's refusal applies: the instance refuses moves of projects whose
+/// registry holds tags (off by default: Berth moves the repositories along).
+async fn refuse_move(state: &AppState, p: &Project) -> ApiResult<bool> {
+    Ok(state.settings.refuse_moves_with_tags && state.meta.project_tags_count(p.id).await? > 0)
+}
+
+/// `PUT /projects/:id/transfer` (`namespace`: an id or a path): move the project, and
+/// its container repositories, into another namespace.
+async fn transfer(
+    State(state): State<Shared>,
+    caller: Caller,
+    mut view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let p = find_project(&state, &caller, &id).await?;
+    caller
+        .require_project_level(&state, &p, AccessLevel::Owner)
+        .await?;
+    let target = params.required_string("namespace")?;
+    let mut target_params = Params::default();
+    target_params.set("namespace_id", &target);
+    let ns = target_namespace(&state, &caller, &target_params).await?;
+    if refuse_move(&state, &p).await? {
+        return Err(ApiError::message(
+            StatusCode::BAD_REQUEST,
+            "Failed to transfer project {:base=>[\"Project cannot be transferred, because tags are present in its container registry\"]}",
+        ));
+    }
+    let moved = state
+        .meta
+        .move_project(p.id, ns.id, &p.path, &p.name)
+        .await?;
+    Ok(Json(view.project(&moved, &caller).await?).into_response())
 }
 
 #[cfg(test)]

@@ -1,0 +1,438 @@
+//! The container registry REST API: repositories of projects and groups, their tags,
+//! tag and repository deletion, and bulk tag deletion with GitLab's rules (the same
+//! engine as cleanup policies; `latest` is never deleted; one call per repository
+//! per hour).
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use berth_core::cleanup::Rules;
+use berth_core::{allowed_actions, ActionSet, ProjectFacts};
+use berth_meta::{Project, RepositoryInfo, TagInfo, TagPage};
+use serde_json::{json, Value};
+
+use super::entities::timestamp;
+use super::{
+    find_group, find_project, numeric_id, ApiError, ApiResult, Caller, Pagination, Params, View,
+};
+use crate::auth::credential_for;
+use crate::state::{now_ms, AppState, Shared};
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route(
+            "/projects/{id}/registry/repositories",
+            get(project_repositories),
+        )
+        .route(
+            "/projects/{id}/registry/repositories/{rid}",
+            delete(delete_repository),
+        )
+        .route(
+            "/projects/{id}/registry/repositories/{rid}/tags",
+            get(list_tags).delete(bulk_delete),
+        )
+        .route(
+            "/projects/{id}/registry/repositories/{rid}/tags/{tag}",
+            get(show_tag).delete(delete_tag),
+        )
+        .route(
+            "/groups/{id}/registry/repositories",
+            get(group_repositories),
+        )
+        .route("/registry/repositories/{id}", get(show_repository))
+}
+
+/// What the caller may do with a project's registry (pull = read, push = developer
+/// actions such as deleting a tag, delete = maintainer actions).
+pub async fn registry_actions(
+    state: &AppState,
+    caller: &Caller,
+    p: &Project,
+) -> ApiResult<ActionSet> {
+    let cred = credential_for(state.meta.as_ref(), &caller.principal, p).await?;
+    Ok(allowed_actions(
+        ProjectFacts {
+            visibility: p.visibility,
+            registry_access: p.registry_access,
+        },
+        &cred,
+    ))
+}
+
+/// A project the caller may see and whose registry they may read.
+async fn readable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(Project, ActionSet)> {
+    let p = find_project(state, caller, id).await?;
+    let actions = registry_actions(state, caller, &p).await?;
+    if !actions.pull {
+        return Err(ApiError::forbidden());
+    }
+    Ok((p, actions))
+}
+
+/// A repository of project `p` by id; 404 when it is another project's or unknown.
+async fn repository_of(state: &AppState, p: &Project, rid: &str) -> ApiResult<RepositoryInfo> {
+    let not_found = || ApiError::not_found("Repository");
+    let id = numeric_id(rid).ok_or_else(not_found)?;
+    match state.meta.repository_info(id).await? {
+        Some(r) if r.project_id == Some(p.id) && r.status.is_none() => Ok(r),
+        _ => Err(not_found()),
+    }
+}
+
+/// The repository's name inside its project (`""` for the project's own image).
+fn repository_name(r: &RepositoryInfo, p: &Project) -> String {
+    berth_core::paths::repository_name(&r.path, &p.full_path.to_ascii_lowercase()).to_string()
+}
+
+fn tag_json(view: &View, repo_path: &str, t: &TagInfo, details: bool) -> Value {
+    let mut v = json!({
+        "name": t.name,
+        "path": format!("{repo_path}:{}", t.name),
+        "location": format!("{}/{repo_path}:{}", view.registry_host(), t.name),
+    });
+    if details {
+        let revision = t
+            .config_digest
+            .as_deref()
+            .map(|d| d.split_once(':').map(|(_, h)| h).unwrap_or(d).to_string());
+        if let Value::Object(o) = &mut v {
+            o.insert("revision".into(), json!(revision));
+            o.insert(
+                "short_revision".into(),
+                json!(revision.as_deref().map(|r| r.get(..9).unwrap_or(r))),
+            );
+            o.insert("digest".into(), json!(t.digest));
+            o.insert("created_at".into(), json!(timestamp(t.created_at)));
+            o.insert("total_size".into(), json!(t.total_size));
+        }
+    }
+    v
+}
+
+/// Which optional parts a repository's JSON carries.
+struct Extras {
+    tags: bool,
+    tags_count: bool,
+    size: bool,
+    delete_path: bool,
+}
+
+async fn repository_json(
+    state: &AppState,
+    view: &View,
+    r: &RepositoryInfo,
+    p: &Project,
+    extras: &Extras,
+) -> ApiResult<Value> {
+    let mut v = json!({
+        "id": r.id,
+        "name": repository_name(r, p),
+        "path": r.path,
+        "project_id": p.id,
+        "location": format!("{}/{}", view.registry_host(), r.path),
+        "created_at": timestamp(r.created_at),
+        "cleanup_policy_started_at": r.cleanup_started_at.map(timestamp),
+        "status": r.status,
+        "expiration_policy_cleanup_status": r.cleanup_status,
+    });
+    let Value::Object(o) = &mut v else {
+        return Ok(v);
+    };
+    if extras.tags_count {
+        o.insert("tags_count".into(), json!(r.tags_count));
+    }
+    if extras.tags {
+        let tags = state.meta.all_tags(r.id).await?;
+        let list: Vec<Value> = tags
+            .iter()
+            .map(|t| tag_json(view, &r.path, t, false))
+            .collect();
+        o.insert("tags".into(), json!(list));
+    }
+    if extras.delete_path {
+        o.insert(
+            "delete_api_path".into(),
+            json!(format!(
+                "{}/api/v4/projects/{}/registry/repositories/{}",
+                view.base, p.id, r.id
+            )),
+        );
+    }
+    if extras.size {
+        o.insert(
+            "size".into(),
+            json!(state.meta.repository_size(r.id).await?),
+        );
+    }
+    Ok(v)
+}
+
+async fn project_repositories(
+    State(state): State<Shared>,
+    caller: Caller,
+    pg: Pagination,
+    view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let (p, actions) = readable(&state, &caller, &id).await?;
+    let extras = Extras {
+        tags: params.bool("tags")?.unwrap_or(false),
+        tags_count: params.bool("tags_count")?.unwrap_or(false),
+        size: false,
+        delete_path: actions.delete,
+    };
+    let (repos, total) = state.meta.repositories_of(&[p.id], pg.window()).await?;
+    let mut body = Vec::with_capacity(repos.len());
+    for r in &repos {
+        body.push(repository_json(&state, &view, r, &p, &extras).await?);
+    }
+    Ok(pg.respond(total, body))
+}
+
+async fn group_repositories(
+    State(state): State<Shared>,
+    caller: Caller,
+    pg: Pagination,
+    view: View,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let g = find_group(&state, &caller, &id).await?;
+    let mut projects = std::collections::HashMap::new();
+    for p in state.meta.projects_in(g.id, true).await? {
+        if caller.can_read_project(&state, &p).await?
+            && registry_actions(&state, &caller, &p).await?.pull
+        {
+            projects.insert(p.id, p);
+        }
+    }
+    let ids: Vec<i64> = projects.keys().copied().collect();
+    let (repos, total) = state.meta.repositories_of(&ids, pg.window()).await?;
+    let extras = Extras {
+        tags: false,
+        tags_count: false,
+        size: false,
+        delete_path: false,
+    };
+    let mut body = Vec::with_capacity(repos.len());
+    for r in &repos {
+        if let Some(p) = r.project_id.and_then(|pid| projects.get(&pid)) {
+            body.push(repository_json(&state, &view, r, p, &extras).await?);
+        }
+    }
+    Ok(pg.respond(total, body))
+}
+
+async fn show_repository(
+    State(state): State<Shared>,
+    caller: Caller,
+    view: View,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::not_found("Repository");
+    let rid = numeric_id(&id).ok_or_else(not_found)?;
+    let r = state
+        .meta
+        .repository_info(rid)
+        .await?
+        .ok_or_else(not_found)?;
+    let p = match r.project_id {
+        Some(pid) => state.meta.project(pid).await?,
+        None => None,
+    }
+    .ok_or_else(not_found)?;
+    if !caller.can_read_project(&state, &p).await? {
+        return Err(not_found());
+    }
+    let actions = registry_actions(&state, &caller, &p).await?;
+    if !actions.pull {
+        return Err(ApiError::forbidden());
+    }
+    let extras = Extras {
+        tags: params.bool("tags")?.unwrap_or(false),
+        tags_count: params.bool("tags_count")?.unwrap_or(false),
+        size: params.bool("size")?.unwrap_or(false),
+        delete_path: actions.delete,
+    };
+    Ok(Json(repository_json(&state, &view, &r, &p, &extras).await?).into_response())
+}
+
+async fn delete_repository(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path((id, rid)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (p, actions) = readable(&state, &caller, &id).await?;
+    if !actions.delete {
+        return Err(ApiError::forbidden());
+    }
+    let r = repository_of(&state, &p, &rid).await?;
+    // The repository disappears from listings now; a background job removes it.
+    state.meta.schedule_repository_delete(r.id).await?;
+    state.jobs.wake();
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn list_tags(
+    State(state): State<Shared>,
+    caller: Caller,
+    pg: Pagination,
+    view: View,
+    OriginalUri(uri): OriginalUri,
+    Path((id, rid)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let (p, _) = readable(&state, &caller, &id).await?;
+    let r = repository_of(&state, &p, &rid).await?;
+    if params.string("pagination")?.as_deref() == Some("keyset") {
+        if caller.user().is_none() {
+            return Err(ApiError::unauthorized());
+        }
+        if params.string("order_by")?.is_some_and(|o| o != "name") {
+            return Err(ApiError::param("order_by does not have a valid value"));
+        }
+        let descending = match params.string("sort")?.as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(_) => return Err(ApiError::param("sort does not have a valid value")),
+        };
+        let last = params.string("last")?.filter(|l| !l.is_empty());
+        let limit = pg.per_page;
+        let (tags, _) = state
+            .meta
+            .repository_tags(
+                r.id,
+                TagPage::After {
+                    last,
+                    limit: limit + 1,
+                    descending,
+                },
+            )
+            .await?;
+        let more = tags.len() as i64 > limit;
+        let page: Vec<&TagInfo> = tags.iter().take(limit as usize).collect();
+        let body: Vec<Value> = page
+            .iter()
+            .map(|t| tag_json(&view, &r.path, t, false))
+            .collect();
+        let mut resp = Json(body).into_response();
+        if let (true, Some(last)) = (more, page.last()) {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("pagination", "keyset");
+            q.append_pair("order_by", "name");
+            q.append_pair("sort", if descending { "desc" } else { "asc" });
+            q.append_pair("per_page", &limit.to_string());
+            q.append_pair("last", &last.name);
+            let link = format!("<{}{}?{}>; rel=\"next\"", view.base, uri.path(), q.finish());
+            if let Ok(v) = link.parse() {
+                resp.headers_mut().insert("link", v);
+            }
+        }
+        return Ok(resp);
+    }
+    let (tags, total) = state
+        .meta
+        .repository_tags(r.id, TagPage::Offset(pg.window()))
+        .await?;
+    let body: Vec<Value> = tags
+        .iter()
+        .map(|t| tag_json(&view, &r.path, t, false))
+        .collect();
+    Ok(pg.respond(total, body))
+}
+
+async fn show_tag(
+    State(state): State<Shared>,
+    caller: Caller,
+    view: View,
+    Path((id, rid, tag)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let (p, _) = readable(&state, &caller, &id).await?;
+    let r = repository_of(&state, &p, &rid).await?;
+    let t = state
+        .meta
+        .repository_tag(r.id, &tag)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Tag"))?;
+    Ok(Json(tag_json(&view, &r.path, &t, true)).into_response())
+}
+
+async fn delete_tag(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path((id, rid, tag)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let (p, actions) = readable(&state, &caller, &id).await?;
+    // Deleting one tag is a developer action in GitLab (destroy_container_image).
+    if !actions.push {
+        return Err(ApiError::forbidden());
+    }
+    let r = repository_of(&state, &p, &rid).await?;
+    if state.meta.delete_tags(r.id, &[tag], now_ms()).await? == 0 {
+        return Err(ApiError::not_found("Tag"));
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+const BULK_ALREADY: &str = "This request has already been made. You can run this at most once an hour for a given container repository";
+
+/// The bulk-delete rules from request parameters; refusals name the field.
+pub fn bulk_rules(params: &Params) -> ApiResult<Rules> {
+    let delete = match params.string("name_regex_delete")? {
+        Some(r) => Some(r),
+        None => params.string("name_regex")?,
+    };
+    let Some(delete) = delete else {
+        return Err(ApiError::param(
+            "name_regex, name_regex_delete are missing, at least one parameter must be provided",
+        ));
+    };
+    let keep = params.string("name_regex_keep")?;
+    let keep_n = params.int("keep_n")?;
+    let older_than = params.string("older_than")?;
+    Rules::new(
+        Some(&delete),
+        keep.as_deref(),
+        keep_n,
+        older_than.as_deref(),
+    )
+    .map_err(|e| ApiError::param(e.to_string()))
+}
+
+async fn bulk_delete(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path((id, rid)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let (p, actions) = readable(&state, &caller, &id).await?;
+    if !actions.delete {
+        return Err(ApiError::forbidden());
+    }
+    let r = repository_of(&state, &p, &rid).await?;
+    let rules = bulk_rules(&params)?;
+    let now = now_ms();
+    let key = format!("container_repository:cleanup_tags:{}", r.id);
+    let interval = state.settings.bulk_delete_interval.as_millis() as i64;
+    if interval > 0 && !state.meta.try_lease(&key, now + interval, now).await? {
+        return Err(ApiError::message(StatusCode::BAD_REQUEST, BULK_ALREADY));
+    }
+    let meta = state.meta.clone();
+    tokio::spawn(async move {
+        let result = async {
+            let plan = crate::cleanup::plan(meta.as_ref(), r.id, &rules, now_ms()).await?;
+            let names: Vec<String> = plan.doomed().map(|t| t.name.clone()).collect();
+            crate::cleanup::delete_in_batches(meta.as_ref(), r.id, &names, now_ms, || true).await
+        }
+        .await;
+        match result {
+            Ok(n) => tracing::info!(repository = %r.path, deleted = n, "bulk tag deletion done"),
+            Err(e) => tracing::error!(repository = %r.path, error = %e, "bulk tag deletion failed"),
+        }
+    });
+    Ok(StatusCode::ACCEPTED.into_response())
+}
