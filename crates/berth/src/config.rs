@@ -36,6 +36,12 @@ pub struct Config {
     /// Refuse project/group path changes while tags exist, as GitLab does, instead of
     /// moving the repositories along.
     pub refuse_moves_with_tags: bool,
+    /// Concurrent cleanup-policy workers (at least 1).
+    pub container_registry_expiration_policies_worker_capacity: usize,
+    /// Seconds one cleanup turn may spend deleting tags.
+    pub container_registry_delete_tags_service_timeout: u64,
+    /// Tags one cleanup turn may delete; the rest wait for the next turn.
+    pub container_registry_cleanup_tags_service_max_list_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +64,9 @@ const ENV_KEYS: &[&str] = &[
     "token_issuer",
     "bulk_delete_interval",
     "refuse_moves_with_tags",
+    "container_registry_expiration_policies_worker_capacity",
+    "container_registry_delete_tags_service_timeout",
+    "container_registry_cleanup_tags_service_max_list_size",
 ];
 
 impl Default for Config {
@@ -73,6 +82,9 @@ impl Default for Config {
             token_issuer: "berth".into(),
             bulk_delete_interval: Duration::from_secs(3600),
             refuse_moves_with_tags: false,
+            container_registry_expiration_policies_worker_capacity: 4,
+            container_registry_delete_tags_service_timeout: 250,
+            container_registry_cleanup_tags_service_max_list_size: 200,
         }
     }
 }
@@ -101,6 +113,18 @@ impl Config {
 
     pub fn storage_path(&self) -> PathBuf {
         self.data_dir.join("storage")
+    }
+
+    pub fn cleanup_limits(&self) -> berth_server::cleanup::Limits {
+        berth_server::cleanup::Limits {
+            worker_capacity: self
+                .container_registry_expiration_policies_worker_capacity
+                .max(1),
+            delete_timeout_secs: self.container_registry_delete_tags_service_timeout.max(1),
+            max_list_size: self
+                .container_registry_cleanup_tags_service_max_list_size
+                .max(1),
+        }
     }
 
     pub fn signing_key_path(&self) -> PathBuf {

@@ -4,6 +4,7 @@
 mod admin;
 mod bootstrap;
 mod ci_env;
+mod cleanup;
 mod config;
 mod serve;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Mint CI job credentials for a project and print the CI/CD variables a runner
     /// `eval`s; or end a job so its credentials stop working.
     CiEnv(ci_env::CiEnvArgs),
+    /// Run a project's cleanup policy now, with a progress bar and a summary
+    /// (`--dry-run` only lists what it would delete).
+    Cleanup(cleanup::CleanupArgs),
     /// Print the effective configuration (after all layers) as TOML.
     Config(CommonArgs),
 }
@@ -131,6 +135,10 @@ fn main() -> anyhow::Result<()> {
         Command::CiEnv(args) => {
             let cfg = args.common.load()?;
             runtime()?.block_on(ci_env::run(cfg, args))
+        }
+        Command::Cleanup(args) => {
+            let cfg = args.common.load()?;
+            runtime()?.block_on(cleanup::run(cfg, args))
         }
         Command::Config(args) => {
             let cfg = args.load()?;

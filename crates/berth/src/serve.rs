@@ -28,6 +28,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             token_issuer: cfg.token_issuer.clone(),
             bulk_delete_interval: cfg.bulk_delete_interval,
             refuse_moves_with_tags: cfg.refuse_moves_with_tags,
+            cleanup: cfg.cleanup_limits(),
         },
         uploads: Default::default(),
         signer,

@@ -6,15 +6,18 @@
 //! passed in by the caller; this crate never reads a clock.
 #![forbid(unsafe_code)]
 
+pub mod cleanup;
 pub mod org;
 pub mod repositories;
 mod sqlite;
+mod sqlite_cleanup;
 mod sqlite_org;
 mod sqlite_repositories;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
 
+pub use cleanup::*;
 pub use org::*;
 pub use repositories::*;
 pub use sqlite::SqliteMeta;
@@ -105,8 +108,8 @@ pub struct Upload {
 }
 
 /// Everything the server needs from metadata.
-pub trait Meta: RegistryMeta + OrgMeta + RepositoryMeta + 'static {}
-impl<T: RegistryMeta + OrgMeta + RepositoryMeta + 'static> Meta for T {}
+pub trait Meta: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + 'static {}
+impl<T: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + 'static> Meta for T {}
 
 /// Registry content: repositories, blobs, manifests, tags, uploads.
 #[async_trait]

@@ -40,25 +40,6 @@ pub async fn plan(meta: &dyn Meta, id: i64, rules: &Rules, now: i64) -> Result<P
     Ok(Plan { tags, steps })
 }
 
-/// Delete `names` from repository `id` in batches; returns how many tags ended.
-/// `keep_going` is asked before each batch (time limits stop a run part-way).
-pub async fn delete_in_batches(
-    meta: &dyn Meta,
-    id: i64,
-    names: &[String],
-    now: impl Fn() -> i64,
-    mut keep_going: impl FnMut() -> bool,
-) -> Result<u64, MetaError> {
-    let mut deleted = 0;
-    for batch in names.chunks(DELETE_BATCH) {
-        if !keep_going() {
-            break;
-        }
-        deleted += meta.delete_tags(id, batch, now()).await?;
-    }
-    Ok(deleted)
-}
-
 /// A new project's cleanup policy (GitLab's defaults): disabled, daily, keep 10,
 /// older than 90 days, every tag (`.*`) a candidate, none kept by regex.
 pub fn default_policy() -> berth_meta::ExpirationPolicy {
@@ -83,4 +64,70 @@ pub fn rules_of(
         p.keep_n,
         p.older_than.as_deref(),
     )
+}
+
+/// Instance limits on cleanup work (GitLab's application settings of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Concurrent cleanup workers (`container_registry_expiration_policies_worker_capacity`).
+    pub worker_capacity: usize,
+    /// Seconds one worker turn may spend deleting (`container_registry_delete_tags_service_timeout`).
+    pub delete_timeout_secs: u64,
+    /// Tags one turn may delete (`container_registry_cleanup_tags_service_max_list_size`).
+    pub max_list_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            worker_capacity: 4,
+            delete_timeout_secs: 250,
+            max_list_size: 200,
+        }
+    }
+}
+
+/// What one turn over one repository did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Tags the policy wants gone at the start of the turn.
+    pub doomed: usize,
+    pub deleted: u64,
+    /// False when a limit stopped the turn before every doomed tag was deleted.
+    pub finished: bool,
+}
+
+/// One turn of `rules` over a repository: delete at most `limits.max_list_size` of the
+/// doomed tags, in batches, until `limits.delete_timeout_secs` has passed. Every
+/// deletion is logged with `reason`. `progress` is told after each batch.
+pub async fn run_turn(
+    meta: &dyn Meta,
+    repository_id: i64,
+    rules: &Rules,
+    limits: Limits,
+    reason: &str,
+    mut progress: impl FnMut(u64, usize),
+) -> Result<Outcome, MetaError> {
+    let started = std::time::Instant::now();
+    let deadline = std::time::Duration::from_secs(limits.delete_timeout_secs);
+    let plan = plan(meta, repository_id, rules, crate::state::now_ms()).await?;
+    let doomed: Vec<String> = plan.doomed().map(|t| t.name.clone()).collect();
+    let turn: Vec<String> = doomed.iter().take(limits.max_list_size).cloned().collect();
+    let mut deleted = 0;
+    let mut stopped = false;
+    for batch in turn.chunks(DELETE_BATCH) {
+        if started.elapsed() >= deadline {
+            stopped = true;
+            break;
+        }
+        deleted += meta
+            .delete_tags_logged(repository_id, batch, reason, crate::state::now_ms())
+            .await?;
+        progress(deleted, doomed.len());
+    }
+    Ok(Outcome {
+        doomed: doomed.len(),
+        deleted,
+        finished: !stopped && turn.len() == doomed.len(),
+    })
 }

@@ -1,5 +1,5 @@
-//! Background work inside `berth serve`: expiring abandoned uploads and removing
-//! repositories whose deletion was requested. Each job runs in a loop that sleeps
+//! Background work inside `berth serve`: expiring abandoned uploads, removing
+//! repositories whose deletion was requested, and running cleanup policies. Each job runs in a loop that sleeps
 //! until its next turn or until woken (a request that queued work wakes it).
 
 use std::sync::Arc;
@@ -28,7 +28,8 @@ const DELETE_POLL: Duration = Duration::from_secs(30);
 pub fn start(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(expire_uploads(state.clone())),
-        tokio::spawn(delete_repositories(state)),
+        tokio::spawn(delete_repositories(state.clone())),
+        tokio::spawn(run_cleanup_policies(state)),
     ]
 }
 
@@ -76,4 +77,134 @@ async fn delete_repositories(state: Arc<AppState>) {
         }
         let _ = tokio::time::timeout(DELETE_POLL, state.jobs.notify.notified()).await;
     }
+}
+
+/// How often due policies are looked for when nothing else wakes the scheduler.
+const POLICY_POLL: Duration = Duration::from_secs(30);
+/// How soon an unfinished run is resumed.
+const RESUME_AFTER: Duration = Duration::from_secs(2);
+
+/// The cleanup-policy scheduler: start runs of due policies (their repositories are
+/// queued and `next_run_at` advances by the cadence), then let up to
+/// `worker_capacity` workers take queued repositories, one turn each. A turn that hits
+/// a limit leaves its repository `cleanup_unfinished`, resumed shortly after.
+async fn run_cleanup_policies(state: Arc<AppState>) {
+    match state.meta.reset_ongoing_cleanups().await {
+        Ok(n) if n > 0 => tracing::info!(
+            repositories = n,
+            "resuming cleanup runs interrupted by a restart"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not reset interrupted cleanup runs"),
+    }
+    loop {
+        let pending = match cleanup_round(&state).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "cleanup round failed; will retry");
+                false
+            }
+        };
+        let wait = if pending { RESUME_AFTER } else { POLICY_POLL };
+        let _ = tokio::time::timeout(wait, state.jobs.notify.notified()).await;
+    }
+}
+
+/// One scheduler round. Returns whether work remains queued.
+async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaError> {
+    let now = now_ms();
+    for (project_id, policy) in state.meta.due_policies(now).await? {
+        let next = berth_core::cleanup::next_run_at(&policy.cadence, now);
+        let queued = state.meta.start_policy_run(project_id, next).await?;
+        tracing::info!(
+            project_id,
+            repositories = queued,
+            "cleanup policy run started"
+        );
+    }
+    let limits =
+        crate::instance::cleanup_limits(state.meta.as_ref(), state.settings.cleanup).await?;
+    let queue = state
+        .meta
+        .cleanup_queue(limits.worker_capacity.max(1) as i64)
+        .await?;
+    if queue.is_empty() {
+        return Ok(false);
+    }
+    let mut workers = tokio::task::JoinSet::new();
+    for repo in queue {
+        let state = state.clone();
+        workers.spawn(async move {
+            if let Err(e) = cleanup_repository(&state, &repo, limits).await {
+                tracing::error!(repository = %repo.path, error = %e, "cleanup turn failed");
+                // Leave it for another turn rather than stuck as ongoing.
+                let _ = state
+                    .meta
+                    .finish_cleanup(repo.id, "cleanup_unfinished")
+                    .await;
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    Ok(!state.meta.cleanup_queue(1).await?.is_empty())
+}
+
+async fn cleanup_repository(
+    state: &AppState,
+    repo: &berth_meta::RepositoryInfo,
+    limits: crate::cleanup::Limits,
+) -> Result<(), berth_meta::MetaError> {
+    if !state.meta.claim_cleanup(repo.id, now_ms()).await? {
+        return Ok(()); // another worker has it
+    }
+    let policy = match repo.project_id {
+        Some(pid) => state.meta.expiration_policy(pid).await?,
+        None => None,
+    };
+    let rules = match policy
+        .as_ref()
+        .filter(|p| p.enabled)
+        .map(crate::cleanup::rules_of)
+    {
+        Some(Ok(rules)) => rules,
+        Some(Err(e)) => {
+            tracing::warn!(repository = %repo.path, error = %e, "cleanup policy is invalid; skipping");
+            state
+                .meta
+                .finish_cleanup(repo.id, "cleanup_unscheduled")
+                .await?;
+            return Ok(());
+        }
+        // Disabled (or removed) since the run was queued: nothing to do.
+        None => {
+            state
+                .meta
+                .finish_cleanup(repo.id, "cleanup_unscheduled")
+                .await?;
+            return Ok(());
+        }
+    };
+    let outcome = crate::cleanup::run_turn(
+        state.meta.as_ref(),
+        repo.id,
+        &rules,
+        limits,
+        "policy",
+        |_, _| {},
+    )
+    .await?;
+    let status = if outcome.finished {
+        "cleanup_unscheduled"
+    } else {
+        "cleanup_unfinished"
+    };
+    state.meta.finish_cleanup(repo.id, status).await?;
+    tracing::info!(
+        repository = %repo.path,
+        deleted = outcome.deleted,
+        remaining = (outcome.doomed as u64).saturating_sub(outcome.deleted),
+        status,
+        "cleanup turn done"
+    );
+    Ok(())
 }

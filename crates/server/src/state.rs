@@ -28,6 +28,8 @@ pub struct Settings {
     /// Refuse project and group path changes while their registries hold tags, with
     /// GitLab's messages, instead of moving the repositories along.
     pub refuse_moves_with_tags: bool,
+    /// Starting values of the cleanup limits (an administrator may change them).
+    pub cleanup: crate::cleanup::Limits,
 }
 
 pub struct AppState {

@@ -1,20 +1,19 @@
-//! The JSON shapes of the API (GitLab's entities, field names and order), rendered
-//! for one request: absolute URLs use the request's external base URL, and names
-//! of namespaces above a group or project are looked up once per request.
+//! The API's entities rendered for one request, as the typed shapes of `schemas`
+//! (GitLab's field names and order): absolute URLs use the request's external base
+//! URL, and names of namespaces above a group or project are looked up once per
+//! request.
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::{schemas, ApiError, ApiResult, Caller};
+use crate::state::{now_ms, Shared};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use berth_core::AccessLevel;
 use berth_meta::{
     DeployToken, Member, Namespace, NamespaceKind, PersonalToken, Project, User, UserState,
 };
-use serde_json::{json, Value};
-
-use super::{ApiError, ApiResult, Caller};
-use crate::state::{now_ms, Shared};
 
 /// ISO-8601 UTC with milliseconds, as GitLab writes times: `2019-01-10T13:38:57.391Z`.
 pub fn timestamp(ms: i64) -> String {
@@ -103,75 +102,63 @@ impl View {
     }
 
     /// A user. `full` adds what only administrators and the user themself see.
-    pub fn user(&self, u: &User, full: bool) -> Value {
-        let mut v = json!({
-            "id": u.id,
-            "username": u.username,
-            "name": u.name,
-            "state": u.state.as_str(),
-            "locked": false,
-            "avatar_url": null,
-            "web_url": self.user_web_url(&u.username),
-            "created_at": timestamp(u.created_at),
-        });
-        if full {
-            if let Value::Object(o) = &mut v {
-                o.insert("email".into(), json!(u.email));
-                o.insert("is_admin".into(), json!(u.admin));
-                o.insert("bot".into(), json!(false));
-                o.insert("external".into(), json!(false));
-                o.insert(
-                    "can_create_group".into(),
-                    json!(u.state == UserState::Active),
-                );
-                o.insert(
-                    "can_create_project".into(),
-                    json!(u.state == UserState::Active),
-                );
-                o.insert("two_factor_enabled".into(), json!(false));
-                o.insert("namespace_id".into(), json!(u.namespace_id));
-            }
+    pub fn user(&self, u: &User, full: bool) -> schemas::User {
+        let active = u.state == UserState::Active;
+        let private = |v| full.then_some(v);
+        schemas::User {
+            id: u.id,
+            username: u.username.clone(),
+            name: u.name.clone(),
+            state: u.state.into(),
+            locked: false,
+            avatar_url: None,
+            web_url: self.user_web_url(&u.username),
+            created_at: timestamp(u.created_at),
+            email: full.then(|| u.email.clone()),
+            is_admin: private(u.admin),
+            bot: private(false),
+            external: private(false),
+            can_create_group: private(active),
+            can_create_project: private(active),
+            two_factor_enabled: private(false),
+            namespace_id: full.then_some(u.namespace_id),
         }
-        v
     }
 
     /// A group (`Entities::Group`).
-    pub async fn group(&mut self, g: &Namespace) -> ApiResult<Value> {
+    pub async fn group(&mut self, g: &Namespace) -> ApiResult<schemas::Group> {
         let full_name = self.full_name(g).await?;
-        Ok(json!({
-            "id": g.id,
-            "web_url": self.namespace_web_url(g),
-            "name": g.name,
-            "path": g.path,
-            "description": g.description,
-            "visibility": g.visibility.as_str(),
-            "avatar_url": null,
-            "full_name": full_name,
-            "full_path": g.full_path,
-            "parent_id": g.parent_id,
-            "created_at": timestamp(g.created_at),
-        }))
-    }
-
-    /// The `namespace` object inside a project.
-    fn namespace_summary(&self, ns: &Namespace) -> Value {
-        json!({
-            "id": ns.id,
-            "name": ns.name,
-            "path": ns.path,
-            "kind": match ns.kind {
-                NamespaceKind::Group => "group",
-                NamespaceKind::User => "user",
-            },
-            "full_path": ns.full_path,
-            "parent_id": ns.parent_id,
-            "avatar_url": null,
-            "web_url": self.namespace_web_url(ns),
+        Ok(schemas::Group {
+            id: g.id,
+            web_url: self.namespace_web_url(g),
+            name: g.name.clone(),
+            path: g.path.clone(),
+            description: g.description.clone(),
+            visibility: g.visibility.into(),
+            avatar_url: None,
+            full_name,
+            full_path: g.full_path.clone(),
+            parent_id: g.parent_id,
+            created_at: timestamp(g.created_at),
         })
     }
 
+    /// The `namespace` object inside a project.
+    fn namespace_summary(&self, ns: &Namespace) -> schemas::ProjectNamespace {
+        schemas::ProjectNamespace {
+            id: ns.id,
+            name: ns.name.clone(),
+            path: ns.path.clone(),
+            kind: ns.kind.into(),
+            full_path: ns.full_path.clone(),
+            parent_id: ns.parent_id,
+            avatar_url: None,
+            web_url: self.namespace_web_url(ns),
+        }
+    }
+
     /// A project (`Entities::Project`); `permissions` only for signed-in callers.
-    pub async fn project(&mut self, p: &Project, caller: &Caller) -> ApiResult<Value> {
+    pub async fn project(&mut self, p: &Project, caller: &Caller) -> ApiResult<schemas::Project> {
         let ns = self
             .namespace(p.namespace_id)
             .await?
@@ -179,114 +166,110 @@ impl View {
         let ns_full_name = self.full_name(&ns).await?;
         let namespace = self.namespace_summary(&ns);
         let created = timestamp(p.created_at);
-        let mut v = json!({
-            "id": p.id,
-            "description": p.description,
-            "name": p.name,
-            "name_with_namespace": format!("{ns_full_name} / {}", p.name),
-            "path": p.path,
-            "path_with_namespace": p.full_path,
-            "created_at": created,
-            "default_branch": null,
-            "tag_list": [],
-            "topics": [],
-            "web_url": format!("{}/{}", self.base, p.full_path),
-            "readme_url": null,
-            "avatar_url": null,
-            "last_activity_at": created,
-            "namespace": namespace,
-            "archived": false,
-            "visibility": p.visibility.as_str(),
-            "container_registry_enabled": p.registry_access != berth_core::RegistryAccess::Disabled,
-            "container_registry_access_level": p.registry_access.as_str(),
-            "container_registry_image_prefix": format!(
+        let policy = super::policy::current(&self.state, p).await?;
+        let permissions = match caller.user() {
+            Some(user) => {
+                let today = crate::auth::today();
+                let meta = &self.state.meta;
+                let project_role = meta.project_role(user.id, p.id, &today).await?;
+                let group_role = match ns.kind {
+                    NamespaceKind::Group => meta.group_role(user.id, ns.id, &today).await?,
+                    NamespaceKind::User => None,
+                };
+                let access = |l: Option<AccessLevel>| {
+                    l.map(|l| schemas::ProjectAccess {
+                        access_level: l.value(),
+                        notification_level: 3,
+                    })
+                };
+                Some(schemas::ProjectPermissions {
+                    project_access: access(project_role),
+                    group_access: access(group_role),
+                })
+            }
+            None => None,
+        };
+        Ok(schemas::Project {
+            id: p.id,
+            description: p.description.clone(),
+            name: p.name.clone(),
+            name_with_namespace: format!("{ns_full_name} / {}", p.name),
+            path: p.path.clone(),
+            path_with_namespace: p.full_path.clone(),
+            created_at: created.clone(),
+            default_branch: None,
+            tag_list: Vec::new(),
+            topics: Vec::new(),
+            web_url: format!("{}/{}", self.base, p.full_path),
+            readme_url: None,
+            avatar_url: None,
+            last_activity_at: created,
+            namespace,
+            archived: false,
+            visibility: p.visibility.into(),
+            container_registry_enabled: p.registry_access != berth_core::RegistryAccess::Disabled,
+            container_registry_access_level: p.registry_access.into(),
+            container_registry_image_prefix: format!(
                 "{}/{}",
                 self.registry_host(),
                 p.full_path.to_ascii_lowercase()
             ),
-            "creator_id": p.creator_id,
-            "container_expiration_policy": super::policy::to_json(
-                &super::policy::current(&self.state, p).await?
-            ),
-        });
-        if let Some(user) = caller.user() {
-            let today = crate::auth::today();
-            let meta = &self.state.meta;
-            let project_role = meta.project_role(user.id, p.id, &today).await?;
-            let group_role = match ns.kind {
-                NamespaceKind::Group => meta.group_role(user.id, ns.id, &today).await?,
-                NamespaceKind::User => None,
-            };
-            let access = |l: Option<AccessLevel>| match l {
-                Some(l) => json!({ "access_level": l.value(), "notification_level": 3 }),
-                None => Value::Null,
-            };
-            if let Value::Object(o) = &mut v {
-                o.insert(
-                    "permissions".into(),
-                    json!({
-                        "project_access": access(project_role),
-                        "group_access": access(group_role),
-                    }),
-                );
-            }
-        }
-        Ok(v)
-    }
-
-    /// A member (`Entities::Member`).
-    pub fn member(&self, m: &Member) -> Value {
-        json!({
-            "id": m.user.id,
-            "username": m.user.username,
-            "name": m.user.name,
-            "state": m.user.state.as_str(),
-            "avatar_url": null,
-            "web_url": self.user_web_url(&m.user.username),
-            "access_level": m.access_level.value(),
-            "created_at": timestamp(m.created_at),
-            "expires_at": m.expires_at,
-            "membership_state": "active",
+            creator_id: p.creator_id,
+            container_expiration_policy: super::policy::to_schema(&policy),
+            permissions,
         })
     }
 
-    /// A personal access token; `secret` only when it was just created or rotated.
-    pub fn personal_token(&self, t: &PersonalToken, secret: Option<&str>) -> Value {
-        let expired = crate::auth::date_expired(t.expires_at.as_deref(), &crate::auth::today());
-        let mut v = json!({
-            "id": t.id,
-            "name": t.name,
-            "revoked": t.revoked,
-            "created_at": timestamp(t.created_at),
-            "description": t.description,
-            "scopes": t.scopes,
-            "user_id": t.user_id,
-            "last_used_at": t.last_used_at.map(timestamp),
-            "active": !t.revoked && !expired,
-            "expires_at": t.expires_at,
-        });
-        if let (Some(s), Value::Object(o)) = (secret, &mut v) {
-            o.insert("token".into(), json!(s));
+    /// A member (`Entities::Member`).
+    pub fn member(&self, m: &Member) -> schemas::Member {
+        schemas::Member {
+            id: m.user.id,
+            username: m.user.username.clone(),
+            name: m.user.name.clone(),
+            state: m.user.state.into(),
+            avatar_url: None,
+            web_url: self.user_web_url(&m.user.username),
+            access_level: m.access_level.value(),
+            created_at: timestamp(m.created_at),
+            expires_at: m.expires_at.clone(),
+            membership_state: "active".to_string(),
         }
-        v
+    }
+
+    /// A personal access token; `secret` only when it was just created or rotated.
+    pub fn personal_token(
+        &self,
+        t: &PersonalToken,
+        secret: Option<&str>,
+    ) -> schemas::PersonalAccessToken {
+        let expired = crate::auth::date_expired(t.expires_at.as_deref(), &crate::auth::today());
+        schemas::PersonalAccessToken {
+            id: t.id,
+            name: t.name.clone(),
+            revoked: t.revoked,
+            created_at: timestamp(t.created_at),
+            description: t.description.clone(),
+            scopes: t.scopes.clone(),
+            user_id: t.user_id,
+            last_used_at: t.last_used_at.map(timestamp),
+            active: !t.revoked && !expired,
+            expires_at: t.expires_at.clone(),
+            token: secret.map(str::to_string),
+        }
     }
 
     /// A deploy token; `secret` only when it was just created.
-    pub fn deploy_token(&self, t: &DeployToken, secret: Option<&str>) -> Value {
-        let expired = t.expires_at.is_some_and(|e| e <= now_ms());
-        let mut v = json!({
-            "id": t.id,
-            "name": t.name,
-            "username": t.username,
-            "expires_at": t.expires_at.map(timestamp),
-            "scopes": t.scopes,
-            "revoked": t.revoked,
-            "expired": expired,
-        });
-        if let (Some(s), Value::Object(o)) = (secret, &mut v) {
-            o.insert("token".into(), json!(s));
+    pub fn deploy_token(&self, t: &DeployToken, secret: Option<&str>) -> schemas::DeployToken {
+        schemas::DeployToken {
+            id: t.id,
+            name: t.name.clone(),
+            username: t.username.clone(),
+            expires_at: t.expires_at.map(timestamp),
+            scopes: t.scopes.clone(),
+            revoked: t.revoked,
+            expired: t.expires_at.is_some_and(|e| e <= now_ms()),
+            token: secret.map(str::to_string),
         }
-        v
     }
 }
 

@@ -7,6 +7,7 @@
 //! Each resource lives in its own file; handlers stay short: read parameters, load and
 //! authorise, call `crate::org` or the metadata store, render with `entities`.
 
+mod cleanup;
 mod entities;
 mod groups;
 mod members;
@@ -15,6 +16,7 @@ pub mod params;
 mod policy;
 mod projects;
 mod registry;
+mod settings;
 mod tokens;
 mod users;
 
@@ -25,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use berth_core::{AccessLevel, Visibility};
+pub use berth_meta::Window;
 use berth_meta::{MetaError, Namespace, NamespaceKind, Project, User};
 use serde_json::{json, Value};
 
@@ -46,6 +49,8 @@ pub fn router() -> Router<Shared> {
         .merge(groups::routes())
         .merge(projects::routes())
         .merge(registry::routes())
+        .merge(settings::routes())
+        .merge(cleanup::routes())
         .merge(members::routes())
         .merge(tokens::routes())
         .fallback(|| async { ApiError::message(StatusCode::NOT_FOUND, "404 Not Found") })

@@ -1,14 +1,13 @@
 //! A project's cleanup policy in the REST API: `container_expiration_policy` in project
 //! responses and `container_expiration_policy_attributes` in `PUT /projects/:id`.
 
-use berth_core::cleanup::{next_run_at, validate_policy_values};
-use berth_meta::{ExpirationPolicy, Project};
-use serde_json::{json, Value};
-
 use super::entities::timestamp;
+use super::schemas::ContainerExpirationPolicy;
 use super::{ApiError, ApiResult, Params};
 use crate::cleanup::{default_policy, rules_of};
 use crate::state::{now_ms, AppState};
+use berth_core::cleanup::{next_run_at, validate_policy_values};
+use berth_meta::{ExpirationPolicy, Project};
 
 /// The stored policy, or the defaults of a new project.
 pub async fn current(state: &AppState, project: &Project) -> ApiResult<ExpirationPolicy> {
@@ -19,17 +18,17 @@ pub async fn current(state: &AppState, project: &Project) -> ApiResult<Expiratio
         .unwrap_or_else(default_policy))
 }
 
-pub fn to_json(p: &ExpirationPolicy) -> Value {
-    json!({
-        "cadence": p.cadence,
-        "enabled": p.enabled,
-        "keep_n": p.keep_n,
-        "older_than": p.older_than,
-        "name_regex": p.name_regex,
-        "name_regex_delete": p.name_regex,
-        "name_regex_keep": p.name_regex_keep,
-        "next_run_at": p.next_run_at.map(timestamp),
-    })
+pub fn to_schema(p: &ExpirationPolicy) -> ContainerExpirationPolicy {
+    ContainerExpirationPolicy {
+        cadence: p.cadence.clone(),
+        enabled: p.enabled,
+        keep_n: p.keep_n,
+        older_than: p.older_than.clone(),
+        name_regex: p.name_regex.clone(),
+        name_regex_delete: p.name_regex.clone(),
+        name_regex_keep: p.name_regex_keep.clone(),
+        next_run_at: p.next_run_at.map(timestamp),
+    }
 }
 
 /// Apply `container_expiration_policy_attributes` to `policy`; refusals name the field.

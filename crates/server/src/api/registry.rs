@@ -423,14 +423,25 @@ async fn bulk_delete(
     }
     let meta = state.meta.clone();
     tokio::spawn(async move {
-        let result = async {
-            let plan = crate::cleanup::plan(meta.as_ref(), r.id, &rules, now_ms()).await?;
-            let names: Vec<String> = plan.doomed().map(|t| t.name.clone()).collect();
-            crate::cleanup::delete_in_batches(meta.as_ref(), r.id, &names, now_ms, || true).await
-        }
+        // Bulk deletion removes everything the rules select, in one go.
+        let limits = crate::cleanup::Limits {
+            worker_capacity: 1,
+            delete_timeout_secs: u64::MAX / 2,
+            max_list_size: usize::MAX,
+        };
+        let result = crate::cleanup::run_turn(
+            meta.as_ref(),
+            r.id,
+            &rules,
+            limits,
+            "bulk_delete",
+            |_, _| {},
+        )
         .await;
         match result {
-            Ok(n) => tracing::info!(repository = %r.path, deleted = n, "bulk tag deletion done"),
+            Ok(o) => {
+                tracing::info!(repository = %r.path, deleted = o.deleted, "bulk tag deletion done")
+            }
             Err(e) => tracing::error!(repository = %r.path, error = %e, "bulk tag deletion failed"),
         }
     });

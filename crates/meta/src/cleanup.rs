@@ -1,0 +1,48 @@
+//! Bookkeeping of cleanup-policy runs: which policies are due, which repositories
+//! wait for a run (or for the rest of an unfinished one), claiming a repository for a
+//! worker, and the log of tags removed.
+
+use async_trait::async_trait;
+
+use crate::repositories::{ExpirationPolicy, RepositoryInfo};
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupLogEntry {
+    pub project_id: i64,
+    pub repository_id: i64,
+    pub repository_path: String,
+    pub tag: String,
+    pub digest: String,
+    /// `policy`, `bulk_delete` or `command`.
+    pub reason: String,
+    pub deleted_at: i64,
+}
+
+#[async_trait]
+pub trait CleanupMeta: Send + Sync {
+    /// Enabled policies whose `next_run_at` has come, with their projects.
+    async fn due_policies(&self, now: i64) -> Result<Vec<(i64, ExpirationPolicy)>>;
+    /// Start a policy's run: in one transaction, set its next run and mark the
+    /// project's idle repositories `cleanup_scheduled`. Returns how many were marked.
+    async fn start_policy_run(&self, project_id: i64, next_run_at: i64) -> Result<u64>;
+    /// Repositories waiting for a cleanup worker (scheduled or unfinished), oldest first.
+    async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>>;
+    /// Claim a waiting repository for one worker (`cleanup_ongoing`); false if another
+    /// worker took it. A fresh run records `now` as its start.
+    async fn claim_cleanup(&self, repository_id: i64, now: i64) -> Result<bool>;
+    /// End a worker's turn: `cleanup_unscheduled` (done) or `cleanup_unfinished`.
+    async fn finish_cleanup(&self, repository_id: i64, status: &str) -> Result<()>;
+    /// Turns interrupted by a crash (`cleanup_ongoing` at start-up) become unfinished.
+    async fn reset_ongoing_cleanups(&self) -> Result<u64>;
+    /// End these tags and log each one removed, in one transaction; returns how many ended.
+    async fn delete_tags_logged(
+        &self,
+        repository_id: i64,
+        names: &[String],
+        reason: &str,
+        now: i64,
+    ) -> Result<u64>;
+    /// The project's most recent cleanup deletions, newest first.
+    async fn cleanup_log(&self, project_id: i64, limit: i64) -> Result<Vec<CleanupLogEntry>>;
+}

@@ -1,0 +1,288 @@
+//! SQLite implementation of [`crate::CleanupMeta`].
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use crate::cleanup::{CleanupLogEntry, CleanupMeta};
+use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
+use crate::sqlite::SqliteMeta;
+use crate::Result;
+
+#[async_trait]
+impl CleanupMeta for SqliteMeta {
+    async fn due_policies(&self, now: i64) -> Result<Vec<(i64, ExpirationPolicy)>> {
+        let rows = sqlx::query(
+            "SELECT project_id, enabled, cadence, keep_n, older_than, name_regex, \
+             name_regex_keep, next_run_at FROM expiration_policies \
+             WHERE enabled = 1 AND next_run_at IS NOT NULL AND next_run_at <= ? \
+             ORDER BY next_run_at",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    ExpirationPolicy {
+                        enabled: r.get::<i64, _>(1) != 0,
+                        cadence: r.get(2),
+                        keep_n: r.get(3),
+                        older_than: r.get(4),
+                        name_regex: r.get(5),
+                        name_regex_keep: r.get(6),
+                        next_run_at: r.get(7),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn start_policy_run(&self, project_id: i64, next_run_at: i64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE expiration_policies SET next_run_at = ? WHERE project_id = ?")
+            .bind(next_run_at)
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+        let marked = sqlx::query(
+            "UPDATE repositories SET cleanup_status = 'cleanup_scheduled' \
+             WHERE project_id = ? AND status IS NULL AND cleanup_status = 'cleanup_unscheduled'",
+        )
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(marked.rows_affected())
+    }
+
+    async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM repositories \
+             WHERE cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished') AND status IS NULL \
+             ORDER BY cleanup_started_at IS NOT NULL, cleanup_started_at, id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = self.repository_info(id).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim_cleanup(&self, repository_id: i64, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE repositories SET \
+               cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
+                                         THEN ? ELSE COALESCE(cleanup_started_at, ?) END, \
+               cleanup_status = 'cleanup_ongoing' \
+             WHERE id = ? AND cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(repository_id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn finish_cleanup(&self, repository_id: i64, status: &str) -> Result<()> {
+        sqlx::query("UPDATE repositories SET cleanup_status = ? WHERE id = ?")
+            .bind(status)
+            .bind(repository_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset_ongoing_cleanups(&self) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE repositories SET cleanup_status = 'cleanup_unfinished' \
+             WHERE cleanup_status = 'cleanup_ongoing'",
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_tags_logged(
+        &self,
+        repository_id: i64,
+        names: &[String],
+        reason: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let repo: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT path, project_id FROM repositories WHERE id = ?")
+                .bind(repository_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((path, project_id)) = repo else {
+            return Ok(0);
+        };
+        let mut ended = 0;
+        for name in names {
+            let digest: Option<String> = sqlx::query_scalar(
+                "UPDATE tags SET deleted_at = ? \
+                 WHERE repository_id = ? AND name = ? AND deleted_at IS NULL \
+                 RETURNING manifest_digest",
+            )
+            .bind(now)
+            .bind(repository_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (Some(digest), Some(project_id)) = (digest, project_id) else {
+                continue;
+            };
+            ended += 1;
+            sqlx::query(
+                "INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
+                 digest, reason, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(project_id)
+            .bind(repository_id)
+            .bind(&path)
+            .bind(name)
+            .bind(&digest)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn cleanup_log(&self, project_id: i64, limit: i64) -> Result<Vec<CleanupLogEntry>> {
+        let rows = sqlx::query(
+            "SELECT project_id, repository_id, repository_path, tag, digest, reason, deleted_at \
+             FROM cleanup_log WHERE project_id = ? ORDER BY deleted_at DESC, id DESC LIMIT ?",
+        )
+        .bind(project_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CleanupLogEntry {
+                project_id: r.get(0),
+                repository_id: r.get::<Option<i64>, _>(1).unwrap_or_default(),
+                repository_path: r.get(2),
+                tag: r.get(3),
+                digest: r.get(4),
+                reason: r.get(5),
+                deleted_at: r.get(6),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NewManifest, NewProject, OrgMeta, RegistryMeta};
+    use berth_core::{RegistryAccess, Visibility};
+    use berth_oci::Digest;
+
+    #[tokio::test]
+    async fn a_policy_run_from_due_to_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMeta::open(&dir.path().join("m.db")).await.unwrap();
+        let g = m
+            .create_group(
+                &crate::NewGroup {
+                    name: "g".into(),
+                    path: "g".into(),
+                    parent_id: None,
+                    visibility: Visibility::Private,
+                    description: String::new(),
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        let p = m
+            .create_project(
+                &NewProject {
+                    namespace_id: g.id,
+                    name: "p".into(),
+                    path: "p".into(),
+                    description: String::new(),
+                    visibility: Visibility::Private,
+                    registry_access: RegistryAccess::Enabled,
+                    creator_id: None,
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        let layer = Digest::sha256_of(b"l");
+        m.link_blob("g/p/app", &layer, 1, 1).await.unwrap();
+        let man = NewManifest {
+            digest: Digest::sha256_of(b"m"),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            payload: b"m".to_vec(),
+            blobs: vec![layer],
+            children: vec![],
+            subject: None,
+            config: None,
+            artifact_type: None,
+            image_created_at: None,
+            total_size: 1,
+            annotations: None,
+        };
+        for t in ["a", "b", "c"] {
+            m.put_manifest("g/p/app", &man, Some(t), 1).await.unwrap();
+        }
+        let policy = ExpirationPolicy {
+            enabled: true,
+            cadence: "1d".into(),
+            keep_n: Some(1),
+            older_than: None,
+            name_regex: Some(".*".into()),
+            name_regex_keep: None,
+            next_run_at: Some(100),
+        };
+        m.set_expiration_policy(p.id, &policy, 1).await.unwrap();
+        assert!(m.due_policies(99).await.unwrap().is_empty());
+        assert_eq!(m.due_policies(100).await.unwrap().len(), 1);
+        assert_eq!(m.start_policy_run(p.id, 200).await.unwrap(), 1);
+        assert!(m.due_policies(150).await.unwrap().is_empty());
+        let queue = m.cleanup_queue(10).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].cleanup_status, "cleanup_scheduled");
+        let rid = queue[0].id;
+        assert!(m.claim_cleanup(rid, 150).await.unwrap());
+        assert!(!m.claim_cleanup(rid, 151).await.unwrap(), "one worker only");
+        let info = m.repository_info(rid).await.unwrap().unwrap();
+        assert_eq!(info.cleanup_status, "cleanup_ongoing");
+        assert_eq!(info.cleanup_started_at, Some(150));
+        let n = m
+            .delete_tags_logged(rid, &["a".into(), "b".into(), "zz".into()], "policy", 160)
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        let log = m.cleanup_log(p.id, 10).await.unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].repository_path, "g/p/app");
+        assert_eq!(log[0].reason, "policy");
+        // A crash mid-run leaves it ongoing; start-up makes it resumable.
+        assert_eq!(m.reset_ongoing_cleanups().await.unwrap(), 1);
+        assert!(m.claim_cleanup(rid, 170).await.unwrap());
+        let info = m.repository_info(rid).await.unwrap().unwrap();
+        assert_eq!(
+            info.cleanup_started_at,
+            Some(150),
+            "a resumed run keeps its start"
+        );
+        m.finish_cleanup(rid, "cleanup_unscheduled").await.unwrap();
+        assert!(m.cleanup_queue(10).await.unwrap().is_empty());
+    }
+}

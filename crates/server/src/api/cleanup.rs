@@ -1,0 +1,174 @@
+//! `GET /projects/:id/registry/cleanup_preview` (beyond GitLab): what a cleanup run
+//! would do now, per repository — the tags it would delete and the tags it keeps,
+//! each with the step that decided it. The policy is the saved one, or the one given
+//! in the query (`name_regex`, `name_regex_keep`, `keep_n`, `older_than`), so a
+//! policy can be tried before it is saved. Also the log of past deletions.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use berth_core::cleanup::Rules;
+use serde_json::{json, Value};
+
+use super::entities::timestamp;
+use super::registry::registry_actions;
+use super::{find_project, ApiError, ApiResult, Caller, Params, Window};
+use crate::cleanup::{plan, rules_of};
+use crate::state::{now_ms, Shared};
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/projects/{id}/registry/cleanup_preview", get(preview))
+        .route("/projects/{id}/registry/cleanup_log", get(log))
+        .route(
+            "/projects/{id}/registry/cleanup_run",
+            axum::routing::post(run_now),
+        )
+}
+
+const POLICY_KEYS: [&str; 5] = [
+    "name_regex",
+    "name_regex_delete",
+    "name_regex_keep",
+    "keep_n",
+    "older_than",
+];
+
+/// Rules from the query when it names any policy field, else from the saved policy.
+async fn rules_for(state: &Shared, project_id: i64, params: &Params) -> ApiResult<Rules> {
+    if POLICY_KEYS.iter().any(|k| params.has(k)) {
+        let delete = match params.string("name_regex_delete")? {
+            Some(r) => Some(r),
+            None => params.string("name_regex")?,
+        };
+        let keep = params.string("name_regex_keep")?;
+        let older = params.string("older_than")?;
+        return Rules::new(
+            delete.as_deref(),
+            keep.as_deref(),
+            params.int("keep_n")?,
+            older.as_deref(),
+        )
+        .map_err(|e| ApiError::validation(e.field, e.message));
+    }
+    let policy = state
+        .meta
+        .expiration_policy(project_id)
+        .await?
+        .unwrap_or_else(crate::cleanup::default_policy);
+    rules_of(&policy).map_err(|e| ApiError::validation(e.field, e.message))
+}
+
+async fn preview(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let p = find_project(&state, &caller, &id).await?;
+    if !registry_actions(&state, &caller, &p).await?.pull {
+        return Err(ApiError::forbidden());
+    }
+    let rules = rules_for(&state, p.id, &params).await?;
+    let now = now_ms();
+    let mut repositories = Vec::new();
+    let (repos, _) = state
+        .meta
+        .repositories_of(
+            &[p.id],
+            Window {
+                offset: 0,
+                limit: i64::MAX,
+            },
+        )
+        .await?;
+    for r in repos {
+        let plan = plan(state.meta.as_ref(), r.id, &rules, now).await?;
+        let mut delete = Vec::new();
+        let mut keep = Vec::new();
+        for (t, step) in plan.tags.iter().zip(&plan.steps) {
+            let entry = json!({
+                "name": t.name,
+                "digest": t.digest,
+                "created_at": timestamp(t.created_at),
+                "step": step.as_str(),
+            });
+            if step.deletes() {
+                delete.push(entry);
+            } else {
+                keep.push(entry);
+            }
+        }
+        repositories.push(json!({
+            "id": r.id,
+            "path": r.path,
+            "delete": delete,
+            "keep": keep,
+        }));
+    }
+    Ok(Json(json!({
+        "name_regex": rules.name_regex.as_str(),
+        "repositories": repositories,
+    }))
+    .into_response())
+}
+
+/// `POST /projects/:id/registry/cleanup_run` (maintainers): make the saved, enabled
+/// policy due now instead of at its `next_run_at`; the scheduler starts it at once.
+async fn run_now(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let p = find_project(&state, &caller, &id).await?;
+    if !registry_actions(&state, &caller, &p).await?.delete {
+        return Err(ApiError::forbidden());
+    }
+    let Some(mut policy) = state
+        .meta
+        .expiration_policy(p.id)
+        .await?
+        .filter(|p| p.enabled)
+    else {
+        return Err(ApiError::message(
+            axum::http::StatusCode::BAD_REQUEST,
+            "the project's cleanup policy is not enabled",
+        ));
+    };
+    policy.next_run_at = Some(now_ms());
+    state
+        .meta
+        .set_expiration_policy(p.id, &policy, now_ms())
+        .await?;
+    state.jobs.wake();
+    Ok(axum::http::StatusCode::ACCEPTED.into_response())
+}
+
+async fn log(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let p = find_project(&state, &caller, &id).await?;
+    if !registry_actions(&state, &caller, &p).await?.pull {
+        return Err(ApiError::forbidden());
+    }
+    let entries: Vec<Value> = state
+        .meta
+        .cleanup_log(p.id, 500)
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({
+                "repository_id": e.repository_id,
+                "repository_path": e.repository_path,
+                "tag": e.tag,
+                "digest": e.digest,
+                "reason": e.reason,
+                "deleted_at": timestamp(e.deleted_at),
+            })
+        })
+        .collect();
+    Ok(Json(entries).into_response())
+}

@@ -1,0 +1,857 @@
+//! The typed shapes of `/api/v4`: every JSON object the API answers with is one of
+//! these structs, serialised by serde, and the same structs derive the OpenAPI
+//! schemas (`utoipa::ToSchema`), so the document cannot drift from the responses.
+//! Field order is GitLab's; `Option` fields that are always present (as `null`
+//! when empty) are marked `required`, and those that only some responses carry are
+//! skipped when absent and marked not nullable.
+//!
+//! Request bodies and query parameters are read from a map (see `params`), so their
+//! types here only describe them; the handlers' own checks are the authority.
+
+use std::collections::BTreeMap;
+
+use berth_core::{AccessLevel, RegistryAccess, Visibility};
+use berth_meta::{NamespaceKind, UserState};
+use serde::Serialize;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::{Object, Schema};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::org::{DEPLOY_SCOPES, PAT_SCOPES};
+
+// ---------------------------------------------------------------------------
+// Enumerations (each mirrors a domain type; `From` keeps them exhaustive)
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VisibilityLevel {
+    Private,
+    Internal,
+    Public,
+}
+
+impl From<Visibility> for VisibilityLevel {
+    fn from(v: Visibility) -> Self {
+        match v {
+            Visibility::Private => VisibilityLevel::Private,
+            Visibility::Internal => VisibilityLevel::Internal,
+            Visibility::Public => VisibilityLevel::Public,
+        }
+    }
+}
+
+/// Who may use a project's container registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryAccessLevel {
+    Enabled,
+    Private,
+    Disabled,
+}
+
+impl From<RegistryAccess> for RegistryAccessLevel {
+    fn from(a: RegistryAccess) -> Self {
+        match a {
+            RegistryAccess::Enabled => RegistryAccessLevel::Enabled,
+            RegistryAccess::Private => RegistryAccessLevel::Private,
+            RegistryAccess::Disabled => RegistryAccessLevel::Disabled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStateName {
+    Active,
+    Blocked,
+}
+
+impl From<UserState> for UserStateName {
+    fn from(s: UserState) -> Self {
+        match s {
+            UserState::Active => UserStateName::Active,
+            UserState::Blocked => UserStateName::Blocked,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NamespaceKindName {
+    Group,
+    User,
+}
+
+impl From<NamespaceKind> for NamespaceKindName {
+    fn from(k: NamespaceKind) -> Self {
+        match k {
+            NamespaceKind::Group => NamespaceKindName::Group,
+            NamespaceKind::User => NamespaceKindName::User,
+        }
+    }
+}
+
+/// GitLab's access levels (10 guest … 50 owner), from the domain's own list.
+pub fn access_levels() -> Vec<i64> {
+    (0..=100)
+        .filter_map(AccessLevel::from_value)
+        .map(AccessLevel::value)
+        .collect()
+}
+
+fn access_level_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .enum_values(Some(access_levels()))
+        .description(Some(
+            "10 Guest, 20 Reporter, 30 Developer, 40 Maintainer, 50 Owner",
+        ))
+        .build()
+}
+
+fn string_enum(values: &[&str]) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+fn scope_list(values: &[&str]) -> Schema {
+    Schema::Array(ArrayBuilder::new().items(string_enum(values)).build())
+}
+
+fn pat_scopes_schema() -> Schema {
+    scope_list(PAT_SCOPES)
+}
+
+fn deploy_scopes_schema() -> Schema {
+    scope_list(DEPLOY_SCOPES)
+}
+
+fn cadence_schema() -> Object {
+    string_enum(berth_core::cleanup::CADENCES)
+}
+
+fn older_than_schema() -> Object {
+    string_enum(berth_core::cleanup::OLDER_THAN_VALUES)
+}
+
+fn keep_n_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .enum_values(Some(berth_core::cleanup::KEEP_N_VALUES.iter().copied()))
+        .build()
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Every refusal of the API: `{"message": …}` for most, `{"error": …}` for
+/// parameter validation and token scopes (as GitLab's Grape API answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ApiErrorBody {
+    Message(MessageError),
+    Error(ParamError),
+}
+
+/// `{"message": "404 Project Not Found"}`, or a validation hash
+/// `{"message": {"path": ["has already been taken"]}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MessageError {
+    pub message: MessageValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MessageValue {
+    Text(String),
+    /// Problems by field name.
+    Fields(BTreeMap<String, Vec<String>>),
+}
+
+/// `{"error": "name is missing"}`; a token without the needed scope also gets
+/// `error_description` and `scope`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ParamError {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub scope: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------
+
+/// `GET /version`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Version {
+    pub version: String,
+    pub revision: String,
+}
+
+/// A user. The fields after `created_at` are shown only to administrators and to
+/// the user themself.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub state: UserStateName,
+    pub locked: bool,
+    #[schema(required = true)]
+    pub avatar_url: Option<String>,
+    pub web_url: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub is_admin: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub bot: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub external: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub can_create_group: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub can_create_project: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub two_factor_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub namespace_id: Option<i64>,
+}
+
+/// A group (`Entities::Group`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Group {
+    pub id: i64,
+    pub web_url: String,
+    pub name: String,
+    pub path: String,
+    pub description: String,
+    pub visibility: VisibilityLevel,
+    #[schema(required = true)]
+    pub avatar_url: Option<String>,
+    /// `Top / Middle / Name`.
+    pub full_name: String,
+    pub full_path: String,
+    #[schema(required = true)]
+    pub parent_id: Option<i64>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// The namespace a project is in.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProjectNamespace {
+    pub id: i64,
+    pub name: String,
+    pub path: String,
+    pub kind: NamespaceKindName,
+    pub full_path: String,
+    #[schema(required = true)]
+    pub parent_id: Option<i64>,
+    #[schema(required = true)]
+    pub avatar_url: Option<String>,
+    pub web_url: String,
+}
+
+/// The caller's membership in a project or its group.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProjectAccess {
+    #[schema(schema_with = access_level_schema)]
+    pub access_level: i64,
+    pub notification_level: i64,
+}
+
+/// The caller's access to a project: directly, and through its group.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProjectPermissions {
+    #[schema(required = true)]
+    pub project_access: Option<ProjectAccess>,
+    #[schema(required = true)]
+    pub group_access: Option<ProjectAccess>,
+}
+
+/// A project's container registry cleanup policy.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ContainerExpirationPolicy {
+    pub cadence: String,
+    pub enabled: bool,
+    #[schema(required = true)]
+    pub keep_n: Option<i64>,
+    #[schema(required = true)]
+    pub older_than: Option<String>,
+    #[schema(required = true)]
+    pub name_regex: Option<String>,
+    /// The newer name of `name_regex` (the same value).
+    #[schema(required = true)]
+    pub name_regex_delete: Option<String>,
+    #[schema(required = true)]
+    pub name_regex_keep: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub next_run_at: Option<String>,
+}
+
+/// A project (`Entities::Project`); `permissions` only for signed-in callers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Project {
+    pub id: i64,
+    pub description: String,
+    pub name: String,
+    pub name_with_namespace: String,
+    pub path: String,
+    pub path_with_namespace: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(required = true)]
+    pub default_branch: Option<String>,
+    pub tag_list: Vec<String>,
+    pub topics: Vec<String>,
+    pub web_url: String,
+    #[schema(required = true)]
+    pub readme_url: Option<String>,
+    #[schema(required = true)]
+    pub avatar_url: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_activity_at: String,
+    pub namespace: ProjectNamespace,
+    pub archived: bool,
+    pub visibility: VisibilityLevel,
+    pub container_registry_enabled: bool,
+    pub container_registry_access_level: RegistryAccessLevel,
+    /// `host[:port]/<project path>`: where the project's images are pushed.
+    pub container_registry_image_prefix: String,
+    #[schema(required = true)]
+    pub creator_id: Option<i64>,
+    pub container_expiration_policy: ContainerExpirationPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub permissions: Option<ProjectPermissions>,
+}
+
+/// A member of a project or group (`Entities::Member`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Member {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub state: UserStateName,
+    #[schema(required = true)]
+    pub avatar_url: Option<String>,
+    pub web_url: String,
+    #[schema(schema_with = access_level_schema)]
+    pub access_level: i64,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// `YYYY-MM-DD`.
+    #[schema(required = true, format = Date)]
+    pub expires_at: Option<String>,
+    pub membership_state: String,
+}
+
+/// A personal access token; `token` (the secret) only when it was just created or
+/// rotated.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PersonalAccessToken {
+    pub id: i64,
+    pub name: String,
+    pub revoked: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub description: String,
+    #[schema(schema_with = pat_scopes_schema)]
+    pub scopes: Vec<String>,
+    pub user_id: i64,
+    #[schema(required = true, format = DateTime)]
+    pub last_used_at: Option<String>,
+    pub active: bool,
+    /// `YYYY-MM-DD`.
+    #[schema(required = true, format = Date)]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub token: Option<String>,
+}
+
+/// A deploy token; `token` (the secret) only when it was just created.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeployToken {
+    pub id: i64,
+    pub name: String,
+    pub username: String,
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+    #[schema(schema_with = deploy_scopes_schema)]
+    pub scopes: Vec<String>,
+    pub revoked: bool,
+    pub expired: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub token: Option<String>,
+}
+
+/// A tag as listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Tag {
+    pub name: String,
+    /// `<repository path>:<tag>`.
+    pub path: String,
+    /// `host[:port]/<repository path>:<tag>`.
+    pub location: String,
+}
+
+/// One tag with its image's details.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TagDetails {
+    pub name: String,
+    pub path: String,
+    pub location: String,
+    /// The config digest's hex (`null` for an index).
+    #[schema(required = true)]
+    pub revision: Option<String>,
+    #[schema(required = true)]
+    pub short_revision: Option<String>,
+    pub digest: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub total_size: i64,
+}
+
+/// A container repository; the optional fields appear when asked for (`tags`,
+/// `tags_count`, `size`) or when the caller may delete it (`delete_api_path`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Repository {
+    pub id: i64,
+    /// The repository's name inside its project (`""` for the project's own image).
+    pub name: String,
+    pub path: String,
+    pub project_id: i64,
+    pub location: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(required = true, format = DateTime)]
+    pub cleanup_policy_started_at: Option<String>,
+    /// `null`, or `delete_scheduled`, `delete_ongoing`, `delete_failed`.
+    #[schema(required = true)]
+    pub status: Option<String>,
+    pub expiration_policy_cleanup_status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub tags_count: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub delete_api_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub size: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies (JSON; forms and query strings are read the same way)
+// ---------------------------------------------------------------------------
+
+/// A group or project: its id or its URL-encoded full path.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum IdOrPath {
+    Id(i64),
+    Path(String),
+}
+
+/// Parameters that take a boolean also accept `"true"`, `1` and the like.
+#[derive(Serialize, ToSchema)]
+pub struct CreateUser {
+    pub username: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub force_random_password: Option<bool>,
+    pub reset_password: Option<bool>,
+    pub admin: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdateUser {
+    /// Must be the current username (renames are not supported).
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub admin: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreateGroup {
+    pub name: String,
+    pub path: String,
+    #[schema(inline)]
+    pub visibility: Option<VisibilityLevel>,
+    pub description: Option<String>,
+    /// Create a subgroup of this group.
+    pub parent_id: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdateGroup {
+    pub name: Option<String>,
+    /// A new path moves the group and everything below it.
+    pub path: Option<String>,
+    #[schema(inline)]
+    pub visibility: Option<VisibilityLevel>,
+    pub description: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransferGroup {
+    /// The new parent group; none makes the group top-level.
+    pub group_id: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreateProject {
+    /// At least one of `name` and `path`.
+    pub name: Option<String>,
+    pub path: Option<String>,
+    /// Defaults to the caller's own namespace.
+    #[schema(inline)]
+    pub namespace_id: Option<IdOrPath>,
+    #[schema(inline)]
+    pub visibility: Option<VisibilityLevel>,
+    pub description: Option<String>,
+    #[schema(inline)]
+    pub container_registry_access_level: Option<RegistryAccessLevel>,
+    /// Deprecated alias of `container_registry_access_level`.
+    pub container_registry_enabled: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExpirationPolicyAttributes {
+    pub enabled: Option<bool>,
+    #[schema(schema_with = cadence_schema)]
+    pub cadence: Option<String>,
+    #[schema(schema_with = keep_n_schema)]
+    pub keep_n: Option<i64>,
+    #[schema(schema_with = older_than_schema)]
+    pub older_than: Option<String>,
+    pub name_regex: Option<String>,
+    pub name_regex_delete: Option<String>,
+    pub name_regex_keep: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdateProject {
+    pub name: Option<String>,
+    /// A new path moves the project's registry with it.
+    pub path: Option<String>,
+    pub description: Option<String>,
+    #[schema(inline)]
+    pub visibility: Option<VisibilityLevel>,
+    #[schema(inline)]
+    pub container_registry_access_level: Option<RegistryAccessLevel>,
+    pub container_registry_enabled: Option<bool>,
+    pub container_expiration_policy_attributes: Option<ExpirationPolicyAttributes>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransferProject {
+    /// The target namespace: an id or a full path.
+    #[schema(inline)]
+    pub namespace: IdOrPath,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AddMember {
+    /// `user_id` or `username`.
+    pub user_id: Option<i64>,
+    pub username: Option<String>,
+    #[schema(schema_with = access_level_schema)]
+    pub access_level: i64,
+    /// `YYYY-MM-DD`, after today.
+    #[schema(format = Date)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdateMember {
+    #[schema(schema_with = access_level_schema)]
+    pub access_level: i64,
+    #[schema(format = Date)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatePersonalAccessToken {
+    pub name: String,
+    #[schema(schema_with = pat_scopes_schema)]
+    pub scopes: Vec<String>,
+    /// `YYYY-MM-DD`, after today.
+    #[schema(format = Date)]
+    pub expires_at: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RotatePersonalAccessToken {
+    /// `YYYY-MM-DD`, after today; defaults to a week from today.
+    #[schema(format = Date)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreateDeployToken {
+    pub name: String,
+    #[schema(schema_with = deploy_scopes_schema)]
+    pub scopes: Vec<String>,
+    /// An ISO-8601 date or date-time.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    /// Defaults to `gitlab+deploy-token-<id>`.
+    pub username: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Query parameters
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+/// GitLab's offset pagination.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page number (default 1).
+    pub page: Option<i64>,
+    /// Items per page (default 20, at most 100).
+    pub per_page: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserOrderBy {
+    Id,
+    Username,
+    Name,
+    CreatedAt,
+    UpdatedAt,
+    LastActivityOn,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserListParams {
+    pub search: Option<String>,
+    pub username: Option<String>,
+    pub active: Option<bool>,
+    pub blocked: Option<bool>,
+    pub admins: Option<bool>,
+    #[param(inline)]
+    pub order_by: Option<UserOrderBy>,
+    /// Default `desc`.
+    #[param(inline)]
+    pub sort: Option<SortOrder>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupOrderBy {
+    Name,
+    Path,
+    Id,
+    Similarity,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GroupListParams {
+    pub search: Option<String>,
+    pub owned: Option<bool>,
+    #[param(schema_with = access_level_schema)]
+    pub min_access_level: Option<i64>,
+    pub all_available: Option<bool>,
+    pub top_level_only: Option<bool>,
+    #[param(inline)]
+    pub order_by: Option<GroupOrderBy>,
+    /// Default `asc`.
+    #[param(inline)]
+    pub sort: Option<SortOrder>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectOrderBy {
+    Id,
+    Name,
+    Path,
+    CreatedAt,
+    UpdatedAt,
+    LastActivityAt,
+    Similarity,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectListParams {
+    pub search: Option<String>,
+    #[param(inline)]
+    pub visibility: Option<VisibilityLevel>,
+    pub owned: Option<bool>,
+    pub membership: Option<bool>,
+    #[param(schema_with = access_level_schema)]
+    pub min_access_level: Option<i64>,
+    #[param(inline)]
+    pub order_by: Option<ProjectOrderBy>,
+    /// Default `desc`.
+    #[param(inline)]
+    pub sort: Option<SortOrder>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MemberListParams {
+    /// Name or username contains.
+    pub query: Option<String>,
+    pub user_ids: Option<Vec<i64>>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RepositoryListParams {
+    /// Include each repository's tags.
+    pub tags: Option<bool>,
+    pub tags_count: Option<bool>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RepositoryParams {
+    pub tags: Option<bool>,
+    pub tags_count: Option<bool>,
+    /// Include the deduplicated size of the repository's images.
+    pub size: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TagPagination {
+    Keyset,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TagOrderBy {
+    Name,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TagListParams {
+    /// `keyset` pages by name and links only the next page (signed-in callers).
+    #[param(inline)]
+    pub pagination: Option<TagPagination>,
+    #[param(inline)]
+    pub order_by: Option<TagOrderBy>,
+    #[param(inline)]
+    pub sort: Option<SortOrder>,
+    /// Keyset pagination: the name after which the page starts.
+    pub last: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BulkDeleteParams {
+    /// Tags to delete (`name_regex` is the older name); one of them is required.
+    pub name_regex_delete: Option<String>,
+    pub name_regex: Option<String>,
+    /// Tags to keep, even if they match `name_regex_delete`.
+    pub name_regex_keep: Option<String>,
+    /// Keep this many newest matching tags.
+    pub keep_n: Option<i64>,
+    /// Delete only tags older than this (e.g. `7d`, `1month`).
+    pub older_than: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    Active,
+    Inactive,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PersonalTokenListParams {
+    /// Administrators: whose tokens (default: everyone's); others: only their own.
+    pub user_id: Option<i64>,
+    #[param(inline)]
+    pub state: Option<TokenState>,
+    pub revoked: Option<bool>,
+    pub search: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeployTokenListParams {
+    /// Leave out expired tokens.
+    pub active: Option<bool>,
+    /// Keep tokens with any of these scopes.
+    #[param(schema_with = deploy_scopes_schema)]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The `id` path parameter of a group or project route.
+pub const ID_DOC: &str = "The group's or project's id, or its URL-encoded full path";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mirrored enums serialise exactly as the domain names them.
+    #[test]
+    fn enum_names_match_the_domain() {
+        let name = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for v in [Visibility::Private, Visibility::Internal, Visibility::Public] {
+            let mirrored = serde_json::to_value(VisibilityLevel::from(v)).unwrap();
+            assert_eq!(name(mirrored), v.as_str());
+        }
+        for a in [
+            RegistryAccess::Enabled,
+            RegistryAccess::Private,
+            RegistryAccess::Disabled,
+        ] {
+            let mirrored = serde_json::to_value(RegistryAccessLevel::from(a)).unwrap();
+            assert_eq!(name(mirrored), a.as_str());
+        }
+        for s in [UserState::Active, UserState::Blocked] {
+            let mirrored = serde_json::to_value(UserStateName::from(s)).unwrap();
+            assert_eq!(name(mirrored), s.as_str());
+        }
+        assert_eq!(access_levels(), vec![10, 20, 30, 40, 50]);
+    }
+}
