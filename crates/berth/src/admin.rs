@@ -40,6 +40,9 @@ pub enum AdminCommand {
     /// Deploy tokens of projects and groups.
     #[command(subcommand)]
     DeployToken(DeployTokenCommand),
+    /// Registry storage per project and repository, deduplicated (a blob shared by
+    /// several repositories counts once in each, and once for the project), in bytes.
+    Usage,
 }
 
 #[derive(Subcommand)]
@@ -498,6 +501,7 @@ pub async fn run(cfg: Config, command: AdminCommand) -> anyhow::Result<()> {
                 }
             }
         },
+        AdminCommand::Usage => usage(meta).await?,
         AdminCommand::DeployToken(c) => match c {
             DeployTokenCommand::Create {
                 target,
@@ -525,6 +529,30 @@ pub async fn run(cfg: Config, command: AdminCommand) -> anyhow::Result<()> {
                 }
             }
         },
+    }
+    Ok(())
+}
+
+async fn usage(meta: &dyn Meta) -> anyhow::Result<()> {
+    println!("project/repository\tbytes");
+    for p in meta.projects(None).await? {
+        let (repos, _) = meta
+            .repositories_of(
+                &[p.id],
+                Window {
+                    offset: 0,
+                    limit: i64::MAX,
+                },
+            )
+            .await?;
+        println!(
+            "{}\t{}",
+            p.full_path,
+            meta.project_registry_size(p.id).await?
+        );
+        for r in repos {
+            println!("  {}\t{}", r.path, meta.repository_size(r.id).await?);
+        }
     }
     Ok(())
 }

@@ -42,6 +42,28 @@ pub struct Config {
     pub container_registry_delete_tags_service_timeout: u64,
     /// Tags one cleanup turn may delete; the rest wait for the next turn.
     pub container_registry_cleanup_tags_service_max_list_size: usize,
+    /// Garbage collection (`[gc]` in berth.toml, `BERTH_GC_*` in the environment).
+    pub gc: GcConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// How long something that lost its last reference waits before it is reviewed
+    /// (`BERTH_GC_REVIEW_DELAY`, e.g. `24h` or `2s`).
+    #[serde(with = "humantime_serde_compat")]
+    pub review_delay: Duration,
+    /// Also delete untagged manifests (GitLab's `-m`; `BERTH_GC_DELETE_UNTAGGED`).
+    pub delete_untagged: bool,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            review_delay: Duration::from_secs(24 * 3600),
+            delete_untagged: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -67,6 +89,8 @@ const ENV_KEYS: &[&str] = &[
     "container_registry_expiration_policies_worker_capacity",
     "container_registry_delete_tags_service_timeout",
     "container_registry_cleanup_tags_service_max_list_size",
+    "gc.review_delay",
+    "gc.delete_untagged",
 ];
 
 impl Default for Config {
@@ -85,6 +109,7 @@ impl Default for Config {
             container_registry_expiration_policies_worker_capacity: 4,
             container_registry_delete_tags_service_timeout: 250,
             container_registry_cleanup_tags_service_max_list_size: 200,
+            gc: GcConfig::default(),
         }
     }
 }
@@ -149,7 +174,18 @@ impl Config {
             None => fig = fig.merge(Toml::file("berth.toml")),
         }
         fig = fig
-            .merge(Env::prefixed("BERTH_").only(ENV_KEYS))
+            .merge(
+                Env::prefixed("BERTH_")
+                    .map(|k| {
+                        // `BERTH_GC_REVIEW_DELAY` sets `gc.review_delay`.
+                        let k = k.as_str().to_ascii_lowercase();
+                        match k.strip_prefix("gc_") {
+                            Some(rest) => format!("gc.{rest}").into(),
+                            None => k.into(),
+                        }
+                    })
+                    .only(ENV_KEYS),
+            )
             .merge(Serialized::defaults(overrides));
         let cfg: Config = fig.extract().context("invalid configuration")?;
         if let Some(url) = &cfg.external_url {
@@ -201,9 +237,12 @@ mod tests {
             jail.set_env("BERTH_LISTEN", "127.0.0.1:7000");
             jail.set_env("BERTH_DATA_DIR", "/y");
             jail.set_env("BERTH_TEST_SOMETHING_ELSE", "ignored");
+            jail.set_env("BERTH_GC_REVIEW_DELAY", "2s");
             let c = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(c.listen, "127.0.0.1:7000");
             assert_eq!(c.data_dir, PathBuf::from("/y"));
+            assert_eq!(c.gc.review_delay, Duration::from_secs(2));
+            assert!(!c.gc.delete_untagged);
 
             let flags = Overrides {
                 listen: Some("127.0.0.1:8000".into()),

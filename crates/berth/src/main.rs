@@ -6,6 +6,7 @@ mod bootstrap;
 mod ci_env;
 mod cleanup;
 mod config;
+mod gc;
 mod serve;
 
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ enum Command {
     /// Run a project's cleanup policy now, with a progress bar and a summary
     /// (`--dry-run` only lists what it would delete).
     Cleanup(cleanup::CleanupArgs),
+    /// Offline garbage collection: mark and sweep metadata and storage, report bytes
+    /// freed, orphaned files and missing bytes. Safe while the server runs.
+    Gc(gc::GcArgs),
     /// Print the effective configuration (after all layers) as TOML.
     Config(CommonArgs),
 }
@@ -139,6 +143,10 @@ fn main() -> anyhow::Result<()> {
         Command::Cleanup(args) => {
             let cfg = args.common.load()?;
             runtime()?.block_on(cleanup::run(cfg, args))
+        }
+        Command::Gc(args) => {
+            let cfg = args.common.load()?;
+            runtime()?.block_on(gc::run(cfg, args))
         }
         Command::Config(args) => {
             let cfg = args.load()?;

@@ -29,6 +29,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             bulk_delete_interval: cfg.bulk_delete_interval,
             refuse_moves_with_tags: cfg.refuse_moves_with_tags,
             cleanup: cfg.cleanup_limits(),
+            gc_review_delay: cfg.gc.review_delay,
+            gc_delete_untagged: cfg.gc.delete_untagged,
         },
         uploads: Default::default(),
         signer,

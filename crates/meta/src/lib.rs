@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod cleanup;
+pub mod gc;
 pub mod org;
 pub mod repositories;
 mod sqlite;
 mod sqlite_cleanup;
+mod sqlite_gc;
 mod sqlite_org;
 mod sqlite_repositories;
 
@@ -18,6 +20,7 @@ use async_trait::async_trait;
 use berth_oci::Digest;
 
 pub use cleanup::*;
+pub use gc::*;
 pub use org::*;
 pub use repositories::*;
 pub use sqlite::SqliteMeta;
@@ -108,8 +111,8 @@ pub struct Upload {
 }
 
 /// Everything the server needs from metadata.
-pub trait Meta: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + 'static {}
-impl<T: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + 'static> Meta for T {}
+pub trait Meta: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + GcMeta + 'static {}
+impl<T: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + GcMeta + 'static> Meta for T {}
 
 /// Registry content: repositories, blobs, manifests, tags, uploads.
 #[async_trait]

@@ -29,7 +29,8 @@ pub fn start(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(expire_uploads(state.clone())),
         tokio::spawn(delete_repositories(state.clone())),
-        tokio::spawn(run_cleanup_policies(state)),
+        tokio::spawn(run_cleanup_policies(state.clone())),
+        tokio::spawn(collect_garbage(state)),
     ]
 }
 
@@ -207,4 +208,32 @@ async fn cleanup_repository(
         "cleanup turn done"
     );
     Ok(())
+}
+
+/// Online garbage collection: review queued items once their delay has passed.
+async fn collect_garbage(state: Arc<AppState>) {
+    let delay = state.settings.gc_review_delay;
+    // Look often enough that a short delay (tests, small instances) is honoured.
+    let every = (delay / 2).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        let due_before = now_ms() - delay.as_millis() as i64;
+        match crate::gc::review_due(
+            state.meta.as_ref(),
+            state.store.as_ref(),
+            due_before,
+            state.settings.gc_delete_untagged,
+        )
+        .await
+        {
+            Ok(s) if s != crate::gc::GcStats::default() => tracing::info!(
+                manifests = s.manifests_deleted,
+                blobs = s.blobs_deleted,
+                bytes = s.bytes_freed,
+                "garbage collected"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "garbage collection round failed; will retry"),
+        }
+        tokio::time::sleep(every).await;
+    }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cleanup;
 pub mod error;
+pub mod gc;
 pub mod instance;
 pub mod jobs;
 pub mod metrics;

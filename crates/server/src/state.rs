@@ -30,6 +30,11 @@ pub struct Settings {
     pub refuse_moves_with_tags: bool,
     /// Starting values of the cleanup limits (an administrator may change them).
     pub cleanup: crate::cleanup::Limits,
+    /// How long an item that lost its last reference waits before garbage collection
+    /// reviews it.
+    pub gc_review_delay: Duration,
+    /// Whether garbage collection also deletes untagged manifests (GitLab's `-m`).
+    pub gc_delete_untagged: bool,
 }
 
 pub struct AppState {

@@ -114,8 +114,37 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
 }
 
+impl FsStore {
+    async fn lock(&self, exclusive: bool) -> Result<crate::StoreGuard> {
+        let path = self.root.join("gc.lock");
+        blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            if exclusive {
+                file.lock()?;
+            } else {
+                file.lock_shared()?;
+            }
+            // The lock lives as long as the open file.
+            Ok(Box::new(file) as crate::StoreGuard)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl BlobStore for FsStore {
+    async fn publish_guard(&self) -> Result<crate::StoreGuard> {
+        self.lock(false).await
+    }
+
+    async fn sweep_guard(&self) -> Result<crate::StoreGuard> {
+        self.lock(true).await
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
         match tokio::fs::metadata(self.blob_path(digest)).await {
             Ok(m) => Ok(Some(m.len())),
@@ -138,6 +167,18 @@ impl BlobStore for FsStore {
             None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
         };
         Ok(BlobRead { size, body })
+    }
+
+    async fn modified_at(&self, digest: &Digest) -> Result<Option<i64>> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
@@ -273,12 +314,9 @@ impl BlobStore for FsStore {
         blocking(move || {
             let file = std::fs::File::open(&from)
                 .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
-            if to.exists() {
-                // Same digest, same bytes: the published copy wins.
-                drop(file);
-                std::fs::remove_file(&from)?;
-                return Ok(());
-            }
+            // Always publish our own copy, even when the digest is already there: the
+            // existing file may be on its way out (garbage collection), and a rename
+            // over it is atomic, so readers see one complete copy or the other.
             file.sync_all()?;
             drop(file);
             let dir = to
@@ -370,6 +408,21 @@ mod tests {
         assert_eq!(s.list().await.unwrap(), vec![d.clone()]);
         s.delete(&d).await.unwrap();
         assert!(matches!(s.open(&d, None).await, Err(StoreError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn sweep_waits_for_publishers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let a = s.publish_guard().await.unwrap();
+        let b = s.publish_guard().await.unwrap(); // shared: both at once
+        let s2 = s.clone();
+        let sweeper = tokio::spawn(async move { s2.sweep_guard().await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert!(!sweeper.is_finished());
+        drop(a);
+        drop(b);
+        sweeper.await.unwrap().unwrap();
     }
 
     #[tokio::test]

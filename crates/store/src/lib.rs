@@ -48,8 +48,18 @@ pub struct BlobRead {
     pub body: ByteStream,
 }
 
+/// A held store lock; released when dropped.
+pub type StoreGuard = Box<dyn Send + Sync>;
+
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
+    /// Held (shared) while a blob is published and linked in metadata, and while a
+    /// mount checks and links one. Garbage collection's byte deletion takes the lock
+    /// exclusively and re-checks metadata inside it, so it never removes bytes that a
+    /// concurrent push has just made live again. Works across processes.
+    async fn publish_guard(&self) -> Result<StoreGuard>;
+    /// The exclusive side of [`BlobStore::publish_guard`], for deleting blob bytes.
+    async fn sweep_guard(&self) -> Result<StoreGuard>;
     /// Size of a published blob, or `None` when it is not there.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
     /// Stream a published blob, or a range of it (the range must lie within the blob).
@@ -58,6 +68,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, digest: &Digest) -> Result<()>;
     /// Every published blob, for offline garbage collection and audits.
     async fn list(&self) -> Result<Vec<Digest>>;
+    /// When a published blob was last written (Unix ms), or `None` when absent.
+    async fn modified_at(&self, digest: &Digest) -> Result<Option<i64>>;
 
     async fn upload_create(&self, id: &str) -> Result<()>;
     /// Bytes received so far, or `None` for an unknown upload.

@@ -4,18 +4,20 @@
 //! in the query (`name_regex`, `name_regex_keep`, `keep_n`, `older_than`), so a
 //! policy can be tried before it is saved. Also the log of past deletions.
 
+use super::entities::timestamp;
+use super::registry::registry_actions;
+use super::schemas::{
+    ApiErrorBody, BulkDeleteParams, CleanupLogEntry, CleanupPreview, CleanupPreviewRepository,
+    CleanupPreviewTag, IdOrPath,
+};
+use super::{find_project, ApiError, ApiResult, Caller, Params, Window};
+use crate::cleanup::{plan, rules_of};
+use crate::state::{now_ms, Shared};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use berth_core::cleanup::Rules;
-use serde_json::{json, Value};
-
-use super::entities::timestamp;
-use super::registry::registry_actions;
-use super::{find_project, ApiError, ApiResult, Caller, Params, Window};
-use crate::cleanup::{plan, rules_of};
-use crate::state::{now_ms, Shared};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -60,6 +62,23 @@ async fn rules_for(state: &Shared, project_id: i64, params: &Params) -> ApiResul
     rules_of(&policy).map_err(|e| ApiError::validation(e.field, e.message))
 }
 
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/registry/cleanup_preview",
+    operation_id = "previewCleanup",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        BulkDeleteParams,
+    ),
+    responses(
+        (status = 200, description = "Per repository, the tags a cleanup run would delete and keep now", body = CleanupPreview),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn preview(
     State(state): State<Shared>,
     caller: Caller,
@@ -88,34 +107,50 @@ async fn preview(
         let mut delete = Vec::new();
         let mut keep = Vec::new();
         for (t, step) in plan.tags.iter().zip(&plan.steps) {
-            let entry = json!({
-                "name": t.name,
-                "digest": t.digest,
-                "created_at": timestamp(t.created_at),
-                "step": step.as_str(),
-            });
+            let entry = CleanupPreviewTag {
+                name: t.name.clone(),
+                digest: t.digest.clone(),
+                created_at: timestamp(t.created_at),
+                step: step.as_str().to_string(),
+            };
             if step.deletes() {
                 delete.push(entry);
             } else {
                 keep.push(entry);
             }
         }
-        repositories.push(json!({
-            "id": r.id,
-            "path": r.path,
-            "delete": delete,
-            "keep": keep,
-        }));
+        repositories.push(CleanupPreviewRepository {
+            id: r.id,
+            path: r.path,
+            delete,
+            keep,
+        });
     }
-    Ok(Json(json!({
-        "name_regex": rules.name_regex.as_str(),
-        "repositories": repositories,
-    }))
+    Ok(Json(CleanupPreview {
+        name_regex: rules.name_regex.as_str().to_string(),
+        repositories,
+    })
     .into_response())
 }
 
 /// `POST /projects/:id/registry/cleanup_run` (maintainers): make the saved, enabled
 /// policy due now instead of at its `next_run_at`; the scheduler starts it at once.
+#[utoipa::path(
+    post,
+    path = "/projects/{id}/registry/cleanup_run",
+    operation_id = "runCleanupNow",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    responses(
+        (status = 202, description = "The policy is due now; the scheduler starts it"),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn run_now(
     State(state): State<Shared>,
     caller: Caller,
@@ -145,6 +180,21 @@ async fn run_now(
     Ok(axum::http::StatusCode::ACCEPTED.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/registry/cleanup_log",
+    operation_id = "getCleanupLog",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    responses(
+        (status = 200, description = "The latest 500 deletions by cleanup, newest first", body = [CleanupLogEntry]),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn log(
     State(state): State<Shared>,
     caller: Caller,
@@ -154,20 +204,18 @@ async fn log(
     if !registry_actions(&state, &caller, &p).await?.pull {
         return Err(ApiError::forbidden());
     }
-    let entries: Vec<Value> = state
+    let entries: Vec<CleanupLogEntry> = state
         .meta
         .cleanup_log(p.id, 500)
         .await?
         .into_iter()
-        .map(|e| {
-            json!({
-                "repository_id": e.repository_id,
-                "repository_path": e.repository_path,
-                "tag": e.tag,
-                "digest": e.digest,
-                "reason": e.reason,
-                "deleted_at": timestamp(e.deleted_at),
-            })
+        .map(|e| CleanupLogEntry {
+            repository_id: e.repository_id,
+            repository_path: e.repository_path,
+            tag: e.tag,
+            digest: e.digest,
+            reason: e.reason,
+            deleted_at: timestamp(e.deleted_at),
         })
         .collect();
     Ok(Json(entries).into_response())

@@ -8,8 +8,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use berth_core::{AccessLevel, Visibility};
 use berth_meta::{GroupUpdate, Namespace, Source, Window};
-use serde_json::Value;
 
+use super::schemas::{
+    ApiErrorBody, CreateGroup, Group, GroupListParams, IdOrPath, MessageError, MessageValue,
+    PageParams, Project as ProjectBody, ProjectListParams, TransferGroup, UpdateGroup,
+};
 use super::{
     find_group, projects, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params, View,
 };
@@ -121,6 +124,22 @@ async fn respond_groups(
     Ok(pg.respond(total, body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/groups",
+    operation_id = "listGroups",
+    tag = "groups",
+    params(
+        PageParams,
+        GroupListParams,
+    ),
+    responses(
+        (status = 200, description = "Groups the caller may see", body = [Group]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn list(
     State(state): State<Shared>,
     caller: Caller,
@@ -142,6 +161,21 @@ async fn list(
     respond_groups(&pg, &mut view, groups).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/groups/{id}",
+    operation_id = "getGroup",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+    ),
+    responses(
+        (status = 200, description = "The group", body = Group),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn show(
     State(state): State<Shared>,
     caller: Caller,
@@ -155,16 +189,20 @@ async fn show(
 /// GitLab's answer when a group cannot be saved: 400 with the model errors written
 /// as a Ruby hash, `Failed to save group {:path=>["has already been taken"]}`.
 fn failed_to_save(e: ApiError) -> ApiError {
-    let Some(errors) = e.body.get("message").and_then(Value::as_object) else {
+    let ApiErrorBody::Message(MessageError {
+        message: MessageValue::Fields(errors),
+    }) = &e.body
+    else {
         return e;
     };
     let fields: Vec<String> = errors
         .iter()
         .map(|(field, problems)| {
+            // Each problem quoted as a JSON (and Ruby) string.
             let list: Vec<String> = problems
-                .as_array()
-                .map(|a| a.iter().map(|p| p.to_string()).collect())
-                .unwrap_or_default();
+                .iter()
+                .map(|p| serde_json::Value::from(p.as_str()).to_string())
+                .collect();
             format!(":{field}=>[{}]", list.join(", "))
         })
         .collect();
@@ -187,6 +225,20 @@ fn visibility_problem(v: Visibility, parent: Visibility) -> Option<ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/groups",
+    operation_id = "createGroup",
+    tag = "groups",
+    request_body = CreateGroup,
+    responses(
+        (status = 201, description = "The new group; the caller owns it", body = Group),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<Shared>,
     caller: Caller,
@@ -237,6 +289,23 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view.group(&group).await?)).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/groups/{id}",
+    operation_id = "updateGroup",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+    ),
+    request_body = UpdateGroup,
+    responses(
+        (status = 200, description = "The updated group", body = Group),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn update(
     State(state): State<Shared>,
     caller: Caller,
@@ -303,6 +372,23 @@ async fn refuse_move(state: &AppState, g: &Namespace) -> ApiResult<bool> {
 }
 
 /// `POST /groups/:id/transfer` (`group_id`: the new parent; none makes it top-level).
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/transfer",
+    operation_id = "transferGroup",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+    ),
+    request_body = Option<TransferGroup>,
+    responses(
+        (status = 201, description = "The moved group", body = Group),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn transfer(
     State(state): State<Shared>,
     caller: Caller,
@@ -336,6 +422,23 @@ async fn transfer(
 }
 
 /// `POST /groups/:id/projects/:project_id`: an administrator moves a project into the group.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/projects/{project_id}",
+    operation_id = "transferProjectToGroup",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        ("project_id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    responses(
+        (status = 201, description = "The moved project (administrators)", body = ProjectBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn transfer_project(
     State(state): State<Shared>,
     caller: Caller,
@@ -402,6 +505,24 @@ async fn check_new_visibility(state: &AppState, g: &Namespace, v: Visibility) ->
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/subgroups",
+    operation_id = "listSubgroups",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        PageParams,
+        GroupListParams,
+    ),
+    responses(
+        (status = 200, description = "The group's direct subgroups", body = [Group]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn subgroups(
     State(state): State<Shared>,
     caller: Caller,
@@ -416,6 +537,24 @@ async fn subgroups(
     respond_groups(&pg, &mut view, groups).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/descendant_groups",
+    operation_id = "listDescendantGroups",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        PageParams,
+        GroupListParams,
+    ),
+    responses(
+        (status = 200, description = "Every group below the group", body = [Group]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn descendant_groups(
     State(state): State<Shared>,
     caller: Caller,
@@ -430,6 +569,25 @@ async fn descendant_groups(
     respond_groups(&pg, &mut view, groups).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/projects",
+    operation_id = "listGroupProjects",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        PageParams,
+        ProjectListParams,
+        ("include_subgroups" = Option<bool>, Query, description = "Include projects of subgroups"),
+    ),
+    responses(
+        (status = 200, description = "The group's projects", body = [ProjectBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_projects(
     State(state): State<Shared>,
     caller: Caller,

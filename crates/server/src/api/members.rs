@@ -17,6 +17,10 @@ use berth_core::AccessLevel;
 use berth_meta::{Member, Namespace, NamespaceKind, Project, Source, User};
 
 use super::entities::level_name;
+use super::schemas::{
+    AddMember, ApiErrorBody, IdOrPath, Member as MemberBody, MemberListParams, PageParams,
+    UpdateMember,
+};
 use super::{
     ancestry, find_group, find_project, find_user, ApiError, ApiResult, Caller, Pagination, Params,
     View,
@@ -410,6 +414,24 @@ async fn remove(
 
 // Thin route adapters: the same operations for projects and groups.
 
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/members",
+    operation_id = "listProjectMembers",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        PageParams,
+        MemberListParams,
+    ),
+    responses(
+        (status = 200, description = "Direct members", body = [MemberBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_list(
     State(s): State<Shared>,
     c: Caller,
@@ -420,6 +442,24 @@ async fn project_list(
 ) -> ApiResult<Response> {
     list(&s, &c, (Kind::Project, &id), &pg, &v, &p, false).await
 }
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/members/all",
+    operation_id = "listProjectMembersAll",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        PageParams,
+        MemberListParams,
+    ),
+    responses(
+        (status = 200, description = "Everyone with access, inherited included, each with their highest level", body = [MemberBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_all(
     State(s): State<Shared>,
     c: Caller,
@@ -430,6 +470,22 @@ async fn project_all(
 ) -> ApiResult<Response> {
     list(&s, &c, (Kind::Project, &id), &pg, &v, &p, true).await
 }
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/members/{user_id}",
+    operation_id = "getProjectMember",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("user_id" = i64, Path, description = "The member's user id"),
+    ),
+    responses(
+        (status = 200, description = "The direct member", body = MemberBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_one(
     State(s): State<Shared>,
     c: Caller,
@@ -438,6 +494,22 @@ async fn project_one(
 ) -> ApiResult<Response> {
     one(&s, &c, Kind::Project, &id, &user, &v, false).await
 }
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/members/all/{user_id}",
+    operation_id = "getProjectMemberAll",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("user_id" = i64, Path, description = "The member's user id"),
+    ),
+    responses(
+        (status = 200, description = "The member, direct or inherited", body = MemberBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_all_one(
     State(s): State<Shared>,
     c: Caller,
@@ -446,6 +518,24 @@ async fn project_all_one(
 ) -> ApiResult<Response> {
     one(&s, &c, Kind::Project, &id, &user, &v, true).await
 }
+#[utoipa::path(
+    post,
+    path = "/projects/{id}/members",
+    operation_id = "addProjectMember",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    request_body = AddMember,
+    responses(
+        (status = 201, description = "The new member", body = MemberBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        (status = 409, description = "Already exists", body = ApiErrorBody),
+    )
+)]
 async fn project_add(
     State(s): State<Shared>,
     c: Caller,
@@ -455,6 +545,24 @@ async fn project_add(
 ) -> ApiResult<Response> {
     add(&s, &c, Kind::Project, &id, &v, &p).await
 }
+#[utoipa::path(
+    put,
+    path = "/projects/{id}/members/{user_id}",
+    operation_id = "updateProjectMember",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("user_id" = i64, Path, description = "The member's user id"),
+    ),
+    request_body = UpdateMember,
+    responses(
+        (status = 200, description = "The updated member", body = MemberBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_update(
     State(s): State<Shared>,
     c: Caller,
@@ -464,6 +572,22 @@ async fn project_update(
 ) -> ApiResult<Response> {
     update(&s, &c, Kind::Project, &id, &user, &v, &p).await
 }
+#[utoipa::path(
+    delete,
+    path = "/projects/{id}/members/{user_id}",
+    operation_id = "removeProjectMember",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("user_id" = i64, Path, description = "The member's user id"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_remove(
     State(s): State<Shared>,
     c: Caller,
@@ -471,6 +595,24 @@ async fn project_remove(
 ) -> ApiResult<Response> {
     remove(&s, &c, Kind::Project, &id, &user).await
 }
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/members",
+    operation_id = "listGroupMembers",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        PageParams,
+        MemberListParams,
+    ),
+    responses(
+        (status = 200, description = "Direct members", body = [MemberBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_list(
     State(s): State<Shared>,
     c: Caller,
@@ -481,6 +623,24 @@ async fn group_list(
 ) -> ApiResult<Response> {
     list(&s, &c, (Kind::Group, &id), &pg, &v, &p, false).await
 }
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/members/all",
+    operation_id = "listGroupMembersAll",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        PageParams,
+        MemberListParams,
+    ),
+    responses(
+        (status = 200, description = "Everyone with access, inherited included, each with their highest level", body = [MemberBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_all(
     State(s): State<Shared>,
     c: Caller,
@@ -491,6 +651,22 @@ async fn group_all(
 ) -> ApiResult<Response> {
     list(&s, &c, (Kind::Group, &id), &pg, &v, &p, true).await
 }
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/members/{user_id}",
+    operation_id = "getGroupMember",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        ("user_id" = i64, Path, description = "The member's user id"),
+    ),
+    responses(
+        (status = 200, description = "The direct member", body = MemberBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_one(
     State(s): State<Shared>,
     c: Caller,
@@ -499,6 +675,22 @@ async fn group_one(
 ) -> ApiResult<Response> {
     one(&s, &c, Kind::Group, &id, &user, &v, false).await
 }
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/members/all/{user_id}",
+    operation_id = "getGroupMemberAll",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        ("user_id" = i64, Path, description = "The member's user id"),
+    ),
+    responses(
+        (status = 200, description = "The member, direct or inherited", body = MemberBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_all_one(
     State(s): State<Shared>,
     c: Caller,
@@ -507,6 +699,24 @@ async fn group_all_one(
 ) -> ApiResult<Response> {
     one(&s, &c, Kind::Group, &id, &user, &v, true).await
 }
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/members",
+    operation_id = "addGroupMember",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+    ),
+    request_body = AddMember,
+    responses(
+        (status = 201, description = "The new member", body = MemberBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        (status = 409, description = "Already exists", body = ApiErrorBody),
+    )
+)]
 async fn group_add(
     State(s): State<Shared>,
     c: Caller,
@@ -516,6 +726,24 @@ async fn group_add(
 ) -> ApiResult<Response> {
     add(&s, &c, Kind::Group, &id, &v, &p).await
 }
+#[utoipa::path(
+    put,
+    path = "/groups/{id}/members/{user_id}",
+    operation_id = "updateGroupMember",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        ("user_id" = i64, Path, description = "The member's user id"),
+    ),
+    request_body = UpdateMember,
+    responses(
+        (status = 200, description = "The updated member", body = MemberBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_update(
     State(s): State<Shared>,
     c: Caller,
@@ -525,6 +753,22 @@ async fn group_update(
 ) -> ApiResult<Response> {
     update(&s, &c, Kind::Group, &id, &user, &v, &p).await
 }
+#[utoipa::path(
+    delete,
+    path = "/groups/{id}/members/{user_id}",
+    operation_id = "removeGroupMember",
+    tag = "members",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        ("user_id" = i64, Path, description = "The member's user id"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_remove(
     State(s): State<Shared>,
     c: Caller,

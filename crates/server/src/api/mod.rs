@@ -11,11 +11,13 @@ mod cleanup;
 mod entities;
 mod groups;
 mod members;
+pub mod openapi;
 pub mod pagination;
 pub mod params;
 mod policy;
 mod projects;
 mod registry;
+pub mod schemas;
 mod settings;
 mod tokens;
 mod users;
@@ -29,7 +31,7 @@ use axum::{Json, Router};
 use berth_core::{AccessLevel, Visibility};
 pub use berth_meta::Window;
 use berth_meta::{MetaError, Namespace, NamespaceKind, Project, User};
-use serde_json::{json, Value};
+use schemas::{ApiErrorBody, MessageError, MessageValue, ParamError};
 
 use crate::auth::{self, Principal, Via};
 use crate::org::OrgError;
@@ -45,6 +47,7 @@ pub const GITLAB_VERSION: &str = "17.0.0-berth";
 pub fn router() -> Router<Shared> {
     Router::new()
         .route("/version", get(version))
+        .route("/openapi.json", get(openapi::document))
         .merge(users::routes())
         .merge(groups::routes())
         .merge(projects::routes())
@@ -56,10 +59,26 @@ pub fn router() -> Router<Shared> {
         .fallback(|| async { ApiError::message(StatusCode::NOT_FOUND, "404 Not Found") })
 }
 
+/// The GitLab version Berth answers as, and its own revision.
+#[utoipa::path(
+    get,
+    path = "/version",
+    operation_id = "getVersion",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The version", body = schemas::Version),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "The token may not read the API", body = ApiErrorBody),
+    )
+)]
 async fn version(caller: Caller) -> ApiResult<Response> {
     caller.require_user()?;
     let revision = option_env!("BERTH_GIT_REVISION").unwrap_or(env!("CARGO_PKG_VERSION"));
-    Ok(Json(json!({ "version": GITLAB_VERSION, "revision": revision })).into_response())
+    Ok(Json(schemas::Version {
+        version: GITLAB_VERSION.to_string(),
+        revision: revision.to_string(),
+    })
+    .into_response())
 }
 
 // ---------------------------------------------------------------------------
@@ -71,14 +90,14 @@ async fn version(caller: Caller) -> ApiResult<Response> {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: Value,
+    body: ApiErrorBody,
     headers: Vec<(HeaderName, String)>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, body: Value) -> Self {
+    pub fn new(status: StatusCode, body: ApiErrorBody) -> Self {
         ApiError {
             status,
             body,
@@ -88,7 +107,12 @@ impl ApiError {
 
     /// `{"message": msg}` with `status`.
     pub fn message(status: StatusCode, msg: impl Into<String>) -> Self {
-        ApiError::new(status, json!({ "message": msg.into() }))
+        ApiError::new(
+            status,
+            ApiErrorBody::Message(MessageError {
+                message: MessageValue::Text(msg.into()),
+            }),
+        )
     }
 
     pub fn unauthorized() -> Self {
@@ -116,7 +140,14 @@ impl ApiError {
 
     /// Grape's parameter errors: 400 `{"error": "<param> is missing"}` and the like.
     pub fn param(msg: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, json!({ "error": msg.into() }))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ApiErrorBody::Error(ParamError {
+                error: msg.into(),
+                error_description: None,
+                scope: None,
+            }),
+        )
     }
 
     /// GitLab's `bad_request!(reason)`.
@@ -129,9 +160,12 @@ impl ApiError {
 
     /// GitLab's `render_validation_error!`: `{"message": {"<field>": ["<problem>"]}}`.
     pub fn validation(field: &str, problem: impl Into<String>) -> Self {
+        let fields = [(field.to_string(), vec![problem.into()])].into();
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            json!({ "message": { field: [problem.into()] } }),
+            ApiErrorBody::Message(MessageError {
+                message: MessageValue::Fields(fields),
+            }),
         )
     }
 
@@ -143,11 +177,13 @@ impl ApiError {
     pub fn insufficient_scope(needed: &[&str]) -> Self {
         let mut e = ApiError::new(
             StatusCode::FORBIDDEN,
-            json!({
-                "error": "insufficient_scope",
-                "error_description":
-                    "The request requires higher privileges than provided by the access token.",
-                "scope": needed.join(" "),
+            ApiErrorBody::Error(ParamError {
+                error: "insufficient_scope".to_string(),
+                error_description: Some(
+                    "The request requires higher privileges than provided by the access token."
+                        .to_string(),
+                ),
+                scope: Some(needed.join(" ")),
             }),
         );
         e.headers.push((
@@ -168,6 +204,12 @@ impl ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "500 Internal Server Error",
         )
+    }
+
+    /// The body as JSON, for tests.
+    #[cfg(test)]
+    pub(crate) fn body_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.body).expect("serialisable")
     }
 }
 
@@ -559,6 +601,7 @@ pub fn visibility_rank(v: Visibility) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn scopes_by_method_and_path() {
@@ -591,21 +634,21 @@ mod tests {
         let e = ApiError::from(OrgError::Conflict("Path has already been taken".into()));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(
-            e.body,
+            e.body_json(),
             json!({"message": {"path": ["has already been taken"]}})
         );
         let e = ApiError::from(OrgError::Invalid("name is missing".into()));
-        assert_eq!(e.body, json!({"error": "name is missing"}));
+        assert_eq!(e.body_json(), json!({"error": "name is missing"}));
         let e = ApiError::from(OrgError::Invalid(
             "password is too short (minimum is 8 characters)".into(),
         ));
         assert_eq!(
-            e.body,
+            e.body_json(),
             json!({"message": {"password": ["is too short (minimum is 8 characters)"]}})
         );
         let e = ApiError::from(OrgError::Invalid("path: path must not be empty".into()));
         assert_eq!(
-            e.body,
+            e.body_json(),
             json!({"message": {"path": ["path must not be empty"]}})
         );
     }

@@ -99,7 +99,8 @@ impl Pagination {
     /// The pagination headers for a list of `total` items.
     pub fn headers(&self, total: i64) -> Vec<(&'static str, String)> {
         let total_pages = ((total + self.per_page - 1) / self.per_page).max(1);
-        let next = (self.page < total_pages).then_some(self.page + 1);
+        // Lazily: `page` may be i64::MAX, whose successor does not exist.
+        let next = (self.page < total_pages).then(|| self.page + 1);
         let prev = (self.page > 1).then(|| (self.page - 1).min(total_pages));
         let mut links = Vec::new();
         if let Some(p) = prev {
@@ -190,6 +191,10 @@ mod tests {
         assert_eq!(header(&h, "x-prev-page"), "");
         assert_eq!(header(&h, "x-total-pages"), "1");
         assert!(Pagination::new("u".into(), "page=x").is_err());
+        // The last possible page has no next one (and no overflow computing it).
+        let last = Pagination::new("u".into(), "page=9223372036854775807").unwrap();
+        assert_eq!(header(&last.headers(3), "x-next-page"), "");
+        assert_eq!(header(&last.headers(3), "x-prev-page"), "1");
         let (items, total) = Pagination::new("u".into(), "per_page=2&page=2")
             .unwrap()
             .slice(vec![1, 2, 3, 4, 5]);

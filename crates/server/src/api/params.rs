@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn grape_errors() {
         let p = Params::parse("n=x&b=maybe&v=loud&e=", "application/json", b"").unwrap();
-        let err = |r: ApiError| r.body;
+        let err = |r: ApiError| r.body_json();
         assert_eq!(
             err(p.required_string("name").unwrap_err()),
             serde_json::json!({"error": "name is missing"})

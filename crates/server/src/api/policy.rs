@@ -1,13 +1,14 @@
 //! A project's cleanup policy in the REST API: `container_expiration_policy` in project
 //! responses and `container_expiration_policy_attributes` in `PUT /projects/:id`.
 
+use berth_core::cleanup::{next_run_at, validate_policy_values};
+use berth_meta::{ExpirationPolicy, Project};
+
 use super::entities::timestamp;
 use super::schemas::ContainerExpirationPolicy;
 use super::{ApiError, ApiResult, Params};
 use crate::cleanup::{default_policy, rules_of};
 use crate::state::{now_ms, AppState};
-use berth_core::cleanup::{next_run_at, validate_policy_values};
-use berth_meta::{ExpirationPolicy, Project};
 
 /// The stored policy, or the defaults of a new project.
 pub async fn current(state: &AppState, project: &Project) -> ApiResult<ExpirationPolicy> {

@@ -10,6 +10,10 @@ use axum::{Json, Router};
 use berth_core::{AccessLevel, RegistryAccess, Visibility};
 use berth_meta::{Namespace, NamespaceKind, Project, ProjectUpdate, Source};
 
+use super::schemas::{
+    ApiErrorBody, CreateProject, IdOrPath, PageParams, Project as ProjectBody, ProjectListParams,
+    TransferProject, UpdateProject,
+};
 use super::{
     find_project, numeric_id, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params,
     View,
@@ -110,6 +114,22 @@ pub(super) async fn respond_projects(
     Ok(pg.respond(total, body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/projects",
+    operation_id = "listProjects",
+    tag = "projects",
+    params(
+        PageParams,
+        ProjectListParams,
+    ),
+    responses(
+        (status = 200, description = "Projects the caller may see", body = [ProjectBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn list(
     State(state): State<Shared>,
     caller: Caller,
@@ -122,6 +142,21 @@ async fn list(
     respond_projects(&pg, &mut view, &caller, list).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/projects/{id}",
+    operation_id = "getProject",
+    tag = "projects",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    responses(
+        (status = 200, description = "The project", body = ProjectBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn show(
     State(state): State<Shared>,
     caller: Caller,
@@ -223,6 +258,20 @@ async fn target_namespace(
     Ok(ns)
 }
 
+#[utoipa::path(
+    post,
+    path = "/projects",
+    operation_id = "createProject",
+    tag = "projects",
+    request_body = CreateProject,
+    responses(
+        (status = 201, description = "The new project; the caller owns it", body = ProjectBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<Shared>,
     caller: Caller,
@@ -282,6 +331,23 @@ async fn create(
         .into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/projects/{id}",
+    operation_id = "updateProject",
+    tag = "projects",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    request_body = UpdateProject,
+    responses(
+        (status = 200, description = "The updated project", body = ProjectBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn update(
     State(state): State<Shared>,
     caller: Caller,
@@ -362,6 +428,23 @@ async fn refuse_move(state: &AppState, p: &Project) -> ApiResult<bool> {
 
 /// `PUT /projects/:id/transfer` (`namespace`: an id or a path): move the project, and
 /// its container repositories, into another namespace.
+#[utoipa::path(
+    put,
+    path = "/projects/{id}/transfer",
+    operation_id = "transferProject",
+    tag = "projects",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    request_body = TransferProject,
+    responses(
+        (status = 200, description = "The moved project", body = ProjectBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn transfer(
     State(state): State<Shared>,
     caller: Caller,

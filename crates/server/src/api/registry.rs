@@ -3,6 +3,16 @@
 //! engine as cleanup policies; `latest` is never deleted; one call per repository
 //! per hour).
 
+use super::entities::timestamp;
+use super::schemas::{
+    ApiErrorBody, BulkDeleteParams, IdOrPath, PageParams, Repository, RepositoryListParams,
+    RepositoryParams, Tag, TagDetails, TagListParams,
+};
+use super::{
+    find_group, find_project, numeric_id, ApiError, ApiResult, Caller, Pagination, Params, View,
+};
+use crate::auth::credential_for;
+use crate::state::{now_ms, AppState, Shared};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,14 +21,6 @@ use axum::{Json, Router};
 use berth_core::cleanup::Rules;
 use berth_core::{allowed_actions, ActionSet, ProjectFacts};
 use berth_meta::{Project, RepositoryInfo, TagInfo, TagPage};
-use serde_json::{json, Value};
-
-use super::entities::timestamp;
-use super::{
-    find_group, find_project, numeric_id, ApiError, ApiResult, Caller, Pagination, Params, View,
-};
-use crate::auth::credential_for;
-use crate::state::{now_ms, AppState, Shared};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -27,15 +29,15 @@ pub fn routes() -> Router<Shared> {
             get(project_repositories),
         )
         .route(
-            "/projects/{id}/registry/repositories/{rid}",
+            "/projects/{id}/registry/repositories/{repository_id}",
             delete(delete_repository),
         )
         .route(
-            "/projects/{id}/registry/repositories/{rid}/tags",
+            "/projects/{id}/registry/repositories/{repository_id}/tags",
             get(list_tags).delete(bulk_delete),
         )
         .route(
-            "/projects/{id}/registry/repositories/{rid}/tags/{tag}",
+            "/projects/{id}/registry/repositories/{repository_id}/tags/{tag_name}",
             get(show_tag).delete(delete_tag),
         )
         .route(
@@ -87,29 +89,36 @@ fn repository_name(r: &RepositoryInfo, p: &Project) -> String {
     berth_core::paths::repository_name(&r.path, &p.full_path.to_ascii_lowercase()).to_string()
 }
 
-fn tag_json(view: &View, repo_path: &str, t: &TagInfo, details: bool) -> Value {
-    let mut v = json!({
-        "name": t.name,
-        "path": format!("{repo_path}:{}", t.name),
-        "location": format!("{}/{repo_path}:{}", view.registry_host(), t.name),
-    });
-    if details {
-        let revision = t
-            .config_digest
-            .as_deref()
-            .map(|d| d.split_once(':').map(|(_, h)| h).unwrap_or(d).to_string());
-        if let Value::Object(o) = &mut v {
-            o.insert("revision".into(), json!(revision));
-            o.insert(
-                "short_revision".into(),
-                json!(revision.as_deref().map(|r| r.get(..9).unwrap_or(r))),
-            );
-            o.insert("digest".into(), json!(t.digest));
-            o.insert("created_at".into(), json!(timestamp(t.created_at)));
-            o.insert("total_size".into(), json!(t.total_size));
-        }
+fn tag(view: &View, repo_path: &str, t: &TagInfo) -> Tag {
+    Tag {
+        name: t.name.clone(),
+        path: format!("{repo_path}:{}", t.name),
+        location: format!("{}/{repo_path}:{}", view.registry_host(), t.name),
     }
-    v
+}
+
+fn tag_details(view: &View, repo_path: &str, t: &TagInfo) -> TagDetails {
+    let Tag {
+        name,
+        path,
+        location,
+    } = tag(view, repo_path, t);
+    let revision = t
+        .config_digest
+        .as_deref()
+        .map(|d| d.split_once(':').map(|(_, h)| h).unwrap_or(d).to_string());
+    TagDetails {
+        name,
+        path,
+        location,
+        short_revision: revision
+            .as_deref()
+            .map(|r| r.get(..9).unwrap_or(r).to_string()),
+        revision,
+        digest: t.digest.clone(),
+        created_at: timestamp(t.created_at),
+        total_size: t.total_size,
+    }
 }
 
 /// Which optional parts a repository's JSON carries.
@@ -120,56 +129,64 @@ struct Extras {
     delete_path: bool,
 }
 
-async fn repository_json(
+async fn repository(
     state: &AppState,
     view: &View,
     r: &RepositoryInfo,
     p: &Project,
     extras: &Extras,
-) -> ApiResult<Value> {
-    let mut v = json!({
-        "id": r.id,
-        "name": repository_name(r, p),
-        "path": r.path,
-        "project_id": p.id,
-        "location": format!("{}/{}", view.registry_host(), r.path),
-        "created_at": timestamp(r.created_at),
-        "cleanup_policy_started_at": r.cleanup_started_at.map(timestamp),
-        "status": r.status,
-        "expiration_policy_cleanup_status": r.cleanup_status,
-    });
-    let Value::Object(o) = &mut v else {
-        return Ok(v);
-    };
-    if extras.tags_count {
-        o.insert("tags_count".into(), json!(r.tags_count));
-    }
-    if extras.tags {
+) -> ApiResult<Repository> {
+    let tags = if extras.tags {
         let tags = state.meta.all_tags(r.id).await?;
-        let list: Vec<Value> = tags
-            .iter()
-            .map(|t| tag_json(view, &r.path, t, false))
-            .collect();
-        o.insert("tags".into(), json!(list));
-    }
-    if extras.delete_path {
-        o.insert(
-            "delete_api_path".into(),
-            json!(format!(
+        Some(tags.iter().map(|t| tag(view, &r.path, t)).collect())
+    } else {
+        None
+    };
+    let size = if extras.size {
+        Some(state.meta.repository_size(r.id).await?)
+    } else {
+        None
+    };
+    Ok(Repository {
+        id: r.id,
+        name: repository_name(r, p),
+        path: r.path.clone(),
+        project_id: p.id,
+        location: format!("{}/{}", view.registry_host(), r.path),
+        created_at: timestamp(r.created_at),
+        cleanup_policy_started_at: r.cleanup_started_at.map(timestamp),
+        status: r.status.clone(),
+        expiration_policy_cleanup_status: r.cleanup_status.clone(),
+        tags_count: extras.tags_count.then_some(r.tags_count),
+        tags,
+        delete_api_path: extras.delete_path.then(|| {
+            format!(
                 "{}/api/v4/projects/{}/registry/repositories/{}",
                 view.base, p.id, r.id
-            )),
-        );
-    }
-    if extras.size {
-        o.insert(
-            "size".into(),
-            json!(state.meta.repository_size(r.id).await?),
-        );
-    }
-    Ok(v)
+            )
+        }),
+        size,
+    })
 }
 
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/registry/repositories",
+    operation_id = "listProjectRepositories",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        PageParams,
+        RepositoryListParams,
+    ),
+    responses(
+        (status = 200, description = "The project's container repositories", body = [Repository]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_repositories(
     State(state): State<Shared>,
     caller: Caller,
@@ -188,11 +205,28 @@ async fn project_repositories(
     let (repos, total) = state.meta.repositories_of(&[p.id], pg.window()).await?;
     let mut body = Vec::with_capacity(repos.len());
     for r in &repos {
-        body.push(repository_json(&state, &view, r, &p, &extras).await?);
+        body.push(repository(&state, &view, r, &p, &extras).await?);
     }
     Ok(pg.respond(total, body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/registry/repositories",
+    operation_id = "listGroupRepositories",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        PageParams,
+    ),
+    responses(
+        (status = 200, description = "Container repositories of the group's projects the caller may read", body = [Repository]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_repositories(
     State(state): State<Shared>,
     caller: Caller,
@@ -220,12 +254,29 @@ async fn group_repositories(
     let mut body = Vec::with_capacity(repos.len());
     for r in &repos {
         if let Some(p) = r.project_id.and_then(|pid| projects.get(&pid)) {
-            body.push(repository_json(&state, &view, r, p, &extras).await?);
+            body.push(repository(&state, &view, r, p, &extras).await?);
         }
     }
     Ok(pg.respond(total, body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/registry/repositories/{id}",
+    operation_id = "getRepository",
+    tag = "registry",
+    params(
+        ("id" = i64, Path, description = "The repository's id"),
+        RepositoryParams,
+    ),
+    responses(
+        (status = 200, description = "The repository", body = Repository),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn show_repository(
     State(state): State<Shared>,
     caller: Caller,
@@ -258,9 +309,25 @@ async fn show_repository(
         size: params.bool("size")?.unwrap_or(false),
         delete_path: actions.delete,
     };
-    Ok(Json(repository_json(&state, &view, &r, &p, &extras).await?).into_response())
+    Ok(Json(repository(&state, &view, &r, &p, &extras).await?).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/projects/{id}/registry/repositories/{repository_id}",
+    operation_id = "deleteRepository",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("repository_id" = i64, Path, description = "The repository's id"),
+    ),
+    responses(
+        (status = 202, description = "Scheduled for deletion"),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn delete_repository(
     State(state): State<Shared>,
     caller: Caller,
@@ -277,6 +344,25 @@ async fn delete_repository(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/registry/repositories/{repository_id}/tags",
+    operation_id = "listTags",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("repository_id" = i64, Path, description = "The repository's id"),
+        PageParams,
+        TagListParams,
+    ),
+    responses(
+        (status = 200, description = "The repository's tags, by name", body = [Tag]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn list_tags(
     State(state): State<Shared>,
     caller: Caller,
@@ -315,10 +401,7 @@ async fn list_tags(
             .await?;
         let more = tags.len() as i64 > limit;
         let page: Vec<&TagInfo> = tags.iter().take(limit as usize).collect();
-        let body: Vec<Value> = page
-            .iter()
-            .map(|t| tag_json(&view, &r.path, t, false))
-            .collect();
+        let body: Vec<Tag> = page.iter().map(|t| tag(&view, &r.path, t)).collect();
         let mut resp = Json(body).into_response();
         if let (true, Some(last)) = (more, page.last()) {
             let mut q = form_urlencoded::Serializer::new(String::new());
@@ -338,13 +421,27 @@ async fn list_tags(
         .meta
         .repository_tags(r.id, TagPage::Offset(pg.window()))
         .await?;
-    let body: Vec<Value> = tags
-        .iter()
-        .map(|t| tag_json(&view, &r.path, t, false))
-        .collect();
+    let body: Vec<Tag> = tags.iter().map(|t| tag(&view, &r.path, t)).collect();
     Ok(pg.respond(total, body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/registry/repositories/{repository_id}/tags/{tag_name}",
+    operation_id = "getTag",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("repository_id" = i64, Path, description = "The repository's id"),
+        ("tag_name" = String, Path, description = "The tag"),
+    ),
+    responses(
+        (status = 200, description = "The tag", body = TagDetails),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn show_tag(
     State(state): State<Shared>,
     caller: Caller,
@@ -358,9 +455,26 @@ async fn show_tag(
         .repository_tag(r.id, &tag)
         .await?
         .ok_or_else(|| ApiError::not_found("Tag"))?;
-    Ok(Json(tag_json(&view, &r.path, &t, true)).into_response())
+    Ok(Json(tag_details(&view, &r.path, &t)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/projects/{id}/registry/repositories/{repository_id}/tags/{tag_name}",
+    operation_id = "deleteTag",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("repository_id" = i64, Path, description = "The repository's id"),
+        ("tag_name" = String, Path, description = "The tag"),
+    ),
+    responses(
+        (status = 200, description = "Deleted"),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn delete_tag(
     State(state): State<Shared>,
     caller: Caller,
@@ -403,6 +517,24 @@ pub fn bulk_rules(params: &Params) -> ApiResult<Rules> {
     .map_err(|e| ApiError::param(e.to_string()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/projects/{id}/registry/repositories/{repository_id}/tags",
+    operation_id = "deleteTagsInBulk",
+    tag = "registry",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("repository_id" = i64, Path, description = "The repository's id"),
+        BulkDeleteParams,
+    ),
+    responses(
+        (status = 202, description = "Deletion started"),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn bulk_delete(
     State(state): State<Shared>,
     caller: Caller,

@@ -468,6 +468,60 @@ pub struct Repository {
     pub size: Option<i64>,
 }
 
+/// The container registry's instance settings (`/application/settings`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApplicationSettings {
+    /// Concurrent cleanup workers.
+    pub container_registry_expiration_policies_worker_capacity: u64,
+    /// Seconds one cleanup turn may spend deleting.
+    pub container_registry_delete_tags_service_timeout: u64,
+    /// Tags one cleanup turn may delete.
+    pub container_registry_cleanup_tags_service_max_list_size: u64,
+    /// Minutes a registry token lasts.
+    pub container_registry_token_expire_delay: u64,
+}
+
+/// A tag in a cleanup preview, with the step of the policy that decided it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CleanupPreviewTag {
+    pub name: String,
+    pub digest: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// `latest`, `name_regex`, `name_regex_keep`, `no_manifest`, `keep_n`,
+    /// `older_than` or `delete`.
+    pub step: String,
+}
+
+/// What a cleanup run would do to one repository.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CleanupPreviewRepository {
+    pub id: i64,
+    pub path: String,
+    pub delete: Vec<CleanupPreviewTag>,
+    pub keep: Vec<CleanupPreviewTag>,
+}
+
+/// What a cleanup run would do now (beyond GitLab).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CleanupPreview {
+    pub name_regex: String,
+    pub repositories: Vec<CleanupPreviewRepository>,
+}
+
+/// A tag that cleanup (a policy, a bulk delete or `berth cleanup`) deleted.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CleanupLogEntry {
+    pub repository_id: i64,
+    pub repository_path: String,
+    pub tag: String,
+    pub digest: String,
+    /// `policy`, `bulk_delete` or `command`.
+    pub reason: String,
+    #[schema(format = DateTime)]
+    pub deleted_at: String,
+}
+
 // ---------------------------------------------------------------------------
 // Request bodies (JSON; forms and query strings are read the same way)
 // ---------------------------------------------------------------------------
@@ -480,7 +534,9 @@ pub enum IdOrPath {
     Path(String),
 }
 
-/// Parameters that take a boolean also accept `"true"`, `1` and the like.
+// Parameters that take a boolean also accept `"true"`, `1` and the like.
+
+/// A new user (administrators).
 #[derive(Serialize, ToSchema)]
 pub struct CreateUser {
     pub username: String,
@@ -629,6 +685,17 @@ pub struct CreateDeployToken {
     pub expires_at: Option<String>,
     /// Defaults to `gitlab+deploy-token-<id>`.
     pub username: Option<String>,
+}
+
+/// New cleanup limits (administrators); each at least 1.
+#[derive(Serialize, ToSchema)]
+pub struct UpdateApplicationSettings {
+    #[schema(minimum = 1)]
+    pub container_registry_expiration_policies_worker_capacity: Option<i64>,
+    #[schema(minimum = 1)]
+    pub container_registry_delete_tags_service_timeout: Option<i64>,
+    #[schema(minimum = 1)]
+    pub container_registry_cleanup_tags_service_max_list_size: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------
@@ -783,6 +850,7 @@ pub struct TagListParams {
     pub last: Option<String>,
 }
 
+/// Cleanup rules: for a bulk delete, or to preview a policy before saving it.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BulkDeleteParams {
@@ -836,7 +904,11 @@ mod tests {
     #[test]
     fn enum_names_match_the_domain() {
         let name = |v: serde_json::Value| v.as_str().unwrap().to_string();
-        for v in [Visibility::Private, Visibility::Internal, Visibility::Public] {
+        for v in [
+            Visibility::Private,
+            Visibility::Internal,
+            Visibility::Public,
+        ] {
             let mirrored = serde_json::to_value(VisibilityLevel::from(v)).unwrap();
             assert_eq!(name(mirrored), v.as_str());
         }

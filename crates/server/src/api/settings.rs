@@ -1,31 +1,41 @@
 //! `GET`/`PUT /application/settings` (administrators): the container registry's
 //! instance settings, with GitLab's names.
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
-
+use super::schemas::{ApiErrorBody, ApplicationSettings, UpdateApplicationSettings};
 use super::{ApiError, ApiResult, Caller, Params};
 use crate::cleanup::Limits;
 use crate::instance;
 use crate::state::{AppState, Shared};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 
 pub fn routes() -> Router<Shared> {
     Router::new().route("/application/settings", get(show).put(update))
 }
 
 fn render(state: &AppState, limits: Limits) -> Response {
-    Json(json!({
-        "container_registry_expiration_policies_worker_capacity": limits.worker_capacity,
-        "container_registry_delete_tags_service_timeout": limits.delete_timeout_secs,
-        "container_registry_cleanup_tags_service_max_list_size": limits.max_list_size,
-        "container_registry_token_expire_delay": state.settings.token_ttl.as_secs() / 60,
-    }))
+    Json(ApplicationSettings {
+        container_registry_expiration_policies_worker_capacity: limits.worker_capacity as u64,
+        container_registry_delete_tags_service_timeout: limits.delete_timeout_secs,
+        container_registry_cleanup_tags_service_max_list_size: limits.max_list_size as u64,
+        container_registry_token_expire_delay: state.settings.token_ttl.as_secs() / 60,
+    })
     .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/application/settings",
+    operation_id = "getApplicationSettings",
+    tag = "settings",
+    responses(
+        (status = 200, description = "The settings (administrators)", body = ApplicationSettings),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn show(State(state): State<Shared>, caller: Caller) -> ApiResult<Response> {
     caller.require_admin()?;
     let limits = instance::cleanup_limits(state.meta.as_ref(), state.settings.cleanup).await?;
@@ -42,6 +52,19 @@ fn positive(params: &Params, key: &str) -> ApiResult<Option<i64>> {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/application/settings",
+    operation_id = "updateApplicationSettings",
+    tag = "settings",
+    request_body = UpdateApplicationSettings,
+    responses(
+        (status = 200, description = "The updated settings (administrators)", body = ApplicationSettings),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn update(
     State(state): State<Shared>,
     caller: Caller,

@@ -12,6 +12,11 @@ use axum::{Json, Router};
 use berth_core::AccessLevel;
 use berth_meta::{DeployToken, PersonalToken, Source};
 
+use super::schemas::{
+    ApiErrorBody, CreateDeployToken, CreatePersonalAccessToken, DeployToken as DeployTokenBody,
+    DeployTokenListParams, IdOrPath, PageParams, PersonalAccessToken, PersonalTokenListParams,
+    RotatePersonalAccessToken,
+};
 use super::{
     find_group, find_project, find_user, numeric_id, ApiError, ApiResult, Caller, Pagination,
     Params, View,
@@ -114,6 +119,23 @@ async fn create_personal(
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/users/{user_id}/personal_access_tokens",
+    operation_id = "createPersonalAccessTokenForUser",
+    tag = "tokens",
+    params(
+        ("user_id" = i64, Path, description = "The user's id"),
+    ),
+    request_body = CreatePersonalAccessToken,
+    responses(
+        (status = 201, description = "The new token, with its secret (administrators)", body = PersonalAccessToken),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn create_for_user(
     State(state): State<Shared>,
     caller: Caller,
@@ -126,6 +148,19 @@ async fn create_for_user(
     create_personal(&state, &view, user.id, &params, |s| PAT_SCOPES.contains(&s)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/user/personal_access_tokens",
+    operation_id = "createPersonalAccessToken",
+    tag = "tokens",
+    request_body = CreatePersonalAccessToken,
+    responses(
+        (status = 201, description = "The new token, with its secret", body = PersonalAccessToken),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn create_for_self(
     State(state): State<Shared>,
     caller: Caller,
@@ -136,6 +171,22 @@ async fn create_for_self(
     create_personal(&state, &view, user.id, &params, self_service_scope).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/personal_access_tokens",
+    operation_id = "listPersonalAccessTokens",
+    tag = "tokens",
+    params(
+        PageParams,
+        PersonalTokenListParams,
+    ),
+    responses(
+        (status = 200, description = "Tokens (administrators: anyone's)", body = [PersonalAccessToken]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn list_personal(
     State(state): State<Shared>,
     caller: Caller,
@@ -202,11 +253,38 @@ async fn managed_token(state: &AppState, caller: &Caller, id: &str) -> ApiResult
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/personal_access_tokens/self",
+    operation_id = "getOwnPersonalAccessToken",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "The token the request was made with", body = PersonalAccessToken),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn show_self(caller: Caller, view: View) -> ApiResult<Response> {
     let t = own_token(&caller)?;
     Ok(Json(view.personal_token(t, None)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/personal_access_tokens/{id}",
+    operation_id = "getPersonalAccessToken",
+    tag = "tokens",
+    params(
+        ("id" = i64, Path, description = "The token's id"),
+    ),
+    responses(
+        (status = 200, description = "The token", body = PersonalAccessToken),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn show_personal(
     State(state): State<Shared>,
     caller: Caller,
@@ -222,11 +300,39 @@ async fn revoke(state: &AppState, t: &PersonalToken) -> ApiResult<Response> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/personal_access_tokens/self",
+    operation_id = "revokeOwnPersonalAccessToken",
+    tag = "tokens",
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn revoke_self(State(state): State<Shared>, caller: Caller) -> ApiResult<Response> {
     let t = own_token(&caller)?.clone();
     revoke(&state, &t).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/personal_access_tokens/{id}",
+    operation_id = "revokePersonalAccessToken",
+    tag = "tokens",
+    params(
+        ("id" = i64, Path, description = "The token's id"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn revoke_personal(
     State(state): State<Shared>,
     caller: Caller,
@@ -289,6 +395,19 @@ async fn rotate(
     Ok(Json(view.personal_token(&token, Some(&secret))).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/personal_access_tokens/self/rotate",
+    operation_id = "rotateOwnPersonalAccessToken",
+    tag = "tokens",
+    request_body = Option<RotatePersonalAccessToken>,
+    responses(
+        (status = 200, description = "The successor, with its secret; the old token is revoked", body = PersonalAccessToken),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn rotate_self(
     State(state): State<Shared>,
     caller: Caller,
@@ -299,6 +418,23 @@ async fn rotate_self(
     rotate(&state, &view, &t, &params).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/personal_access_tokens/{id}/rotate",
+    operation_id = "rotatePersonalAccessToken",
+    tag = "tokens",
+    params(
+        ("id" = i64, Path, description = "The token's id"),
+    ),
+    request_body = Option<RotatePersonalAccessToken>,
+    responses(
+        (status = 200, description = "The successor, with its secret; the old token is revoked", body = PersonalAccessToken),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn rotate_personal(
     State(state): State<Shared>,
     caller: Caller,
@@ -518,6 +654,22 @@ async fn deploy_delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/deploy_tokens",
+    operation_id = "listAllDeployTokens",
+    tag = "tokens",
+    params(
+        PageParams,
+        DeployTokenListParams,
+    ),
+    responses(
+        (status = 200, description = "Every live deploy token (administrators)", body = [DeployTokenBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn deploy_list_all(
     State(state): State<Shared>,
     caller: Caller,
@@ -532,6 +684,24 @@ async fn deploy_list_all(
 
 // Thin route adapters: the same operations for projects and groups.
 
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/deploy_tokens",
+    operation_id = "listProjectDeployTokens",
+    tag = "tokens",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        PageParams,
+        DeployTokenListParams,
+    ),
+    responses(
+        (status = 200, description = "Live deploy tokens", body = [DeployTokenBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_deploy_list(
     State(s): State<Shared>,
     c: Caller,
@@ -542,6 +712,23 @@ async fn project_deploy_list(
 ) -> ApiResult<Response> {
     deploy_list(&s, &c, true, &id, &pg, &v, &p).await
 }
+#[utoipa::path(
+    post,
+    path = "/projects/{id}/deploy_tokens",
+    operation_id = "createProjectDeployToken",
+    tag = "tokens",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    request_body = CreateDeployToken,
+    responses(
+        (status = 201, description = "The new token, with its secret", body = DeployTokenBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_deploy_create(
     State(s): State<Shared>,
     c: Caller,
@@ -551,6 +738,22 @@ async fn project_deploy_create(
 ) -> ApiResult<Response> {
     deploy_create(&s, &c, true, &id, &v, &p).await
 }
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/deploy_tokens/{token_id}",
+    operation_id = "getProjectDeployToken",
+    tag = "tokens",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("token_id" = i64, Path, description = "The deploy token's id"),
+    ),
+    responses(
+        (status = 200, description = "The token", body = DeployTokenBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_deploy_show(
     State(s): State<Shared>,
     c: Caller,
@@ -559,6 +762,22 @@ async fn project_deploy_show(
 ) -> ApiResult<Response> {
     deploy_show(&s, &c, true, &id, &t, &v).await
 }
+#[utoipa::path(
+    delete,
+    path = "/projects/{id}/deploy_tokens/{token_id}",
+    operation_id = "deleteProjectDeployToken",
+    tag = "tokens",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("token_id" = i64, Path, description = "The deploy token's id"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn project_deploy_delete(
     State(s): State<Shared>,
     c: Caller,
@@ -566,6 +785,24 @@ async fn project_deploy_delete(
 ) -> ApiResult<Response> {
     deploy_delete(&s, &c, true, &id, &t).await
 }
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/deploy_tokens",
+    operation_id = "listGroupDeployTokens",
+    tag = "tokens",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        PageParams,
+        DeployTokenListParams,
+    ),
+    responses(
+        (status = 200, description = "Live deploy tokens", body = [DeployTokenBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_deploy_list(
     State(s): State<Shared>,
     c: Caller,
@@ -576,6 +813,23 @@ async fn group_deploy_list(
 ) -> ApiResult<Response> {
     deploy_list(&s, &c, false, &id, &pg, &v, &p).await
 }
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/deploy_tokens",
+    operation_id = "createGroupDeployToken",
+    tag = "tokens",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+    ),
+    request_body = CreateDeployToken,
+    responses(
+        (status = 201, description = "The new token, with its secret", body = DeployTokenBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_deploy_create(
     State(s): State<Shared>,
     c: Caller,
@@ -585,6 +839,22 @@ async fn group_deploy_create(
 ) -> ApiResult<Response> {
     deploy_create(&s, &c, false, &id, &v, &p).await
 }
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/deploy_tokens/{token_id}",
+    operation_id = "getGroupDeployToken",
+    tag = "tokens",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        ("token_id" = i64, Path, description = "The deploy token's id"),
+    ),
+    responses(
+        (status = 200, description = "The token", body = DeployTokenBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_deploy_show(
     State(s): State<Shared>,
     c: Caller,
@@ -593,6 +863,22 @@ async fn group_deploy_show(
 ) -> ApiResult<Response> {
     deploy_show(&s, &c, false, &id, &t, &v).await
 }
+#[utoipa::path(
+    delete,
+    path = "/groups/{id}/deploy_tokens/{token_id}",
+    operation_id = "deleteGroupDeployToken",
+    tag = "tokens",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        ("token_id" = i64, Path, description = "The deploy token's id"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn group_deploy_delete(
     State(s): State<Shared>,
     c: Caller,

@@ -8,6 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_meta::{User, UserState, UserUpdate, Window};
 
+use super::schemas::{
+    ApiErrorBody, CreateUser, PageParams, UpdateUser, User as UserBody, UserListParams,
+};
 use super::{find_user, ApiError, ApiResult, Caller, Pagination, Params, View};
 use crate::auth::secrets;
 use crate::org::{self, OrgError};
@@ -22,6 +25,17 @@ pub fn routes() -> Router<Shared> {
         .route("/users/{id}/unblock", post(unblock))
 }
 
+#[utoipa::path(
+    get,
+    path = "/user",
+    operation_id = "getCurrentUser",
+    tag = "users",
+    responses(
+        (status = 200, description = "The signed-in user, with private fields", body = UserBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn current(caller: Caller, view: View) -> ApiResult<Response> {
     let user = caller.require_user()?;
     Ok(Json(view.user(user, true)).into_response())
@@ -32,6 +46,22 @@ fn sees_everything(caller: &Caller, user: &User) -> bool {
     caller.admin || caller.user().is_some_and(|c| c.id == user.id)
 }
 
+#[utoipa::path(
+    get,
+    path = "/users",
+    operation_id = "listUsers",
+    tag = "users",
+    params(
+        PageParams,
+        UserListParams,
+    ),
+    responses(
+        (status = 200, description = "Users; others than administrators see active users only, and private fields only of themself", body = [UserBody]),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+    )
+)]
 async fn list(
     State(state): State<Shared>,
     caller: Caller,
@@ -88,6 +118,21 @@ async fn list(
     Ok(pg.respond(total, body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    operation_id = "getUser",
+    tag = "users",
+    params(
+        ("id" = i64, Path, description = "The user's id"),
+    ),
+    responses(
+        (status = 200, description = "The user", body = UserBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn show(
     State(state): State<Shared>,
     caller: Caller,
@@ -109,6 +154,20 @@ fn user_conflict(e: OrgError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/users",
+    operation_id = "createUser",
+    tag = "users",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The new user", body = UserBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 409, description = "Already exists", body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<Shared>,
     caller: Caller,
@@ -140,6 +199,23 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view.user(&user, true))).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/users/{id}",
+    operation_id = "updateUser",
+    tag = "users",
+    params(
+        ("id" = i64, Path, description = "The user's id"),
+    ),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The updated user", body = UserBody),
+        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn update(
     State(state): State<Shared>,
     caller: Caller,
@@ -209,6 +285,21 @@ async fn set_state(
     Ok((StatusCode::CREATED, Json(true)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/users/{id}/block",
+    operation_id = "blockUser",
+    tag = "users",
+    params(
+        ("id" = i64, Path, description = "The user's id"),
+    ),
+    responses(
+        (status = 201, description = "Blocked (GitLab answers a bare `true`)", body = bool),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn block(
     State(state): State<Shared>,
     caller: Caller,
@@ -217,6 +308,21 @@ async fn block(
     set_state(&state, &caller, &id, UserState::Blocked).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/users/{id}/unblock",
+    operation_id = "unblockUser",
+    tag = "users",
+    params(
+        ("id" = i64, Path, description = "The user's id"),
+    ),
+    responses(
+        (status = 201, description = "Unblocked (GitLab answers a bare `true`)", body = bool),
+        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
+        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+    )
+)]
 async fn unblock(
     State(state): State<Shared>,
     caller: Caller,

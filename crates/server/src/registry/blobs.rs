@@ -9,7 +9,7 @@ use berth_store::ByteRange;
 use super::{empty, finish};
 use crate::access::{authorize, Action};
 use crate::error::{Code, RegistryError, RegistryResult};
-use crate::state::Shared;
+use crate::state::{now_ms, Shared};
 
 fn blob_unknown(d: &Digest) -> RegistryError {
     RegistryError::new(Code::BlobUnknown, "blob unknown to registry")
@@ -59,6 +59,9 @@ pub async fn get(
         .repository_blob(name.as_str(), digest)
         .await?
         .ok_or_else(|| blob_unknown(digest))?;
+    // A client that just saw this blob may be about to reference it in a manifest:
+    // keep garbage collection off it for another review delay.
+    state.meta.postpone_blob_review(digest, now_ms()).await?;
     let base = Response::builder()
         .header("Docker-Content-Digest", digest.as_str())
         .header("Accept-Ranges", "bytes")

@@ -196,11 +196,15 @@ async fn complete(
         .detail(serde_json::json!({ "expected": digest, "actual": actual })));
     }
     let started = state.meta.upload(id).await?.map(|u| u.created_at);
-    state.store.upload_commit(id, digest).await?;
-    state
-        .meta
-        .link_blob(name.as_str(), digest, size, now_ms())
-        .await?;
+    {
+        // Publishing and linking happen together with respect to garbage collection.
+        let _publishing = state.store.publish_guard().await?;
+        state.store.upload_commit(id, digest).await?;
+        state
+            .meta
+            .link_blob(name.as_str(), digest, size, now_ms())
+            .await?;
+    }
     state.meta.delete_upload(id).await?;
     state.uploads.forget(id);
     if let Some(t0) = started {
@@ -273,6 +277,7 @@ async fn try_mount(
     {
         return Ok(None);
     }
+    let _publishing = state.store.publish_guard().await?;
     let Some(size) = state.meta.repository_blob(from.as_str(), digest).await? else {
         return Ok(None);
     };

@@ -1,0 +1,74 @@
+//! Garbage collection over metadata: reviewing queued manifests and blobs (online GC),
+//! a full mark of what is reachable (offline GC), and storage accounting.
+
+use async_trait::async_trait;
+use berth_oci::Digest;
+
+use crate::Result;
+
+/// What reviewing one queued manifest decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestReview {
+    /// Still referenced (tagged, an index child, a live subject's referrer) or kept
+    /// because untagged manifests are kept; dropped from the queue.
+    Kept,
+    /// Deleted; its blobs and children were queued in turn.
+    Deleted,
+    /// Already gone.
+    Gone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub digest: Digest,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub manifests_deleted: u64,
+    pub blobs_deleted: Vec<BlobRecord>,
+}
+
+#[async_trait]
+pub trait GcMeta: Send + Sync {
+    /// Queued manifests whose review is due (queued at or before `before`).
+    async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>>;
+    /// Review one manifest in one transaction: delete it when nothing references it
+    /// (no live tag, no index lists it, not a referrer of a present subject) and
+    /// untagged manifests may go; drop it from the queue either way.
+    async fn review_manifest(
+        &self,
+        manifest_id: i64,
+        delete_untagged: bool,
+    ) -> Result<ManifestReview>;
+    /// Queued blobs whose review is due.
+    async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>>;
+    /// Review one blob in one transaction: when no manifest references it, remove it
+    /// from every repository and from metadata and return it (its bytes are for the
+    /// caller to delete); drop it from the queue either way.
+    async fn review_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>>;
+    /// A blob was just read or mounted: push its review back (a push that checked
+    /// the blob exists is about to reference it).
+    async fn postpone_blob_review(&self, digest: &Digest, now: i64) -> Result<()>;
+    /// Items waiting in the review queues (manifests, blobs).
+    async fn review_queue_lengths(&self) -> Result<(i64, i64)>;
+
+    /// Offline GC: delete every manifest nothing reachable needs (with
+    /// `delete_untagged`, untagged manifests too, except index children and referrers
+    /// of kept manifests), then every blob no remaining manifest references and that
+    /// was created before `older_than` (so in-flight pushes keep theirs). One
+    /// transaction; `dry_run` rolls it back and only reports.
+    async fn sweep(
+        &self,
+        delete_untagged: bool,
+        older_than: i64,
+        dry_run: bool,
+    ) -> Result<SweepReport>;
+    /// Every blob the metadata knows, with its size.
+    async fn all_blobs(&self) -> Result<Vec<BlobRecord>>;
+
+    /// Deduplicated bytes of a project's registry: distinct blobs referenced by its
+    /// repositories' manifests, plus the manifests themselves.
+    async fn project_registry_size(&self, project_id: i64) -> Result<i64>;
+}

@@ -1,0 +1,263 @@
+//! SQLite implementation of [`crate::GcMeta`].
+
+use async_trait::async_trait;
+use berth_oci::Digest;
+use sqlx::{Row, SqliteConnection};
+
+use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
+use crate::sqlite::SqliteMeta;
+use crate::{MetaError, Result};
+
+fn digest(text: String) -> Result<Digest> {
+    Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
+}
+
+/// Whether something still needs manifest `id` (of repository `repo`, with `subject`).
+async fn manifest_needed(
+    conn: &mut SqliteConnection,
+    id: i64,
+    delete_untagged: bool,
+) -> Result<bool> {
+    if !delete_untagged {
+        return Ok(true);
+    }
+    let needed: i64 = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tags t JOIN manifests m \
+                          ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                        WHERE m.id = ?1 AND t.deleted_at IS NULL) \
+             OR EXISTS (SELECT 1 FROM manifest_references WHERE child_id = ?1) \
+             OR EXISTS (SELECT 1 FROM manifests m JOIN manifests s \
+                          ON s.repository_id = m.repository_id AND s.digest = m.subject_digest \
+                        WHERE m.id = ?1)",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(needed != 0)
+}
+
+#[async_trait]
+impl GcMeta for SqliteMeta {
+    async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT manifest_id FROM gc_manifest_review_queue WHERE queued_at <= ? \
+             ORDER BY queued_at LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn review_manifest(&self, id: i64, delete_untagged: bool) -> Result<ManifestReview> {
+        let mut tx = self.write_tx().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = if exists.is_none() {
+            ManifestReview::Gone
+        } else if manifest_needed(&mut tx, id, delete_untagged).await? {
+            ManifestReview::Kept
+        } else {
+            // Cascades remove its blob links and child references; triggers queue
+            // those blobs and children (and referrers of this one) for review.
+            sqlx::query("DELETE FROM manifests WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            ManifestReview::Deleted
+        };
+        sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM gc_blob_review_queue WHERE queued_at <= ? ORDER BY queued_at LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(digest).collect()
+    }
+
+    async fn review_blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
+        let mut tx = self.write_tx().await?;
+        let referenced: i64 =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = ?)")
+                .bind(d.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            .bind(d.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let removed = match size {
+            Some(size) if referenced == 0 => {
+                sqlx::query("DELETE FROM repository_blobs WHERE digest = ?")
+                    .bind(d.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM blobs WHERE digest = ?")
+                    .bind(d.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                Some(BlobRecord {
+                    digest: d.clone(),
+                    size,
+                })
+            }
+            _ => None,
+        };
+        // Last, so the unlink triggers above do not leave it queued again.
+        sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = ?")
+            .bind(d.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn postpone_blob_review(&self, d: &Digest, now: i64) -> Result<()> {
+        let queued: Option<i64> =
+            sqlx::query_scalar("SELECT queued_at FROM gc_blob_review_queue WHERE digest = ?")
+                .bind(d.as_str())
+                .fetch_optional(&self.read)
+                .await?;
+        if queued.is_some_and(|q| q < now) {
+            sqlx::query("UPDATE gc_blob_review_queue SET queued_at = ? WHERE digest = ?")
+                .bind(now)
+                .bind(d.as_str())
+                .execute(&self.write)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn review_queue_lengths(&self) -> Result<(i64, i64)> {
+        let m: i64 = sqlx::query_scalar("SELECT count(*) FROM gc_manifest_review_queue")
+            .fetch_one(&self.read)
+            .await?;
+        let b: i64 = sqlx::query_scalar("SELECT count(*) FROM gc_blob_review_queue")
+            .fetch_one(&self.read)
+            .await?;
+        Ok((m, b))
+    }
+
+    async fn sweep(
+        &self,
+        delete_untagged: bool,
+        older_than: i64,
+        dry_run: bool,
+    ) -> Result<SweepReport> {
+        let mut tx = self.write_tx().await?;
+        let mut report = SweepReport::default();
+        if delete_untagged {
+            // Mark: tagged manifests, then (repeatedly) their index children and
+            // the referrers of anything marked.
+            sqlx::query("CREATE TEMP TABLE IF NOT EXISTS gc_live (id INTEGER PRIMARY KEY)")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM gc_live").execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT OR IGNORE INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
+                 ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                 WHERE t.deleted_at IS NULL",
+            )
+            .execute(&mut *tx)
+            .await?;
+            loop {
+                let added = sqlx::query(
+                    "INSERT OR IGNORE INTO gc_live \
+                     SELECT r.child_id FROM manifest_references r JOIN gc_live l ON l.id = r.parent_id \
+                     UNION SELECT m.id FROM manifests m JOIN manifests s \
+                       ON s.repository_id = m.repository_id AND s.digest = m.subject_digest \
+                     JOIN gc_live l ON l.id = s.id",
+                )
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if added == 0 {
+                    break;
+                }
+            }
+            // Sweep parents before children so no reference blocks a delete.
+            sqlx::query(
+                "DELETE FROM manifest_references WHERE parent_id NOT IN (SELECT id FROM gc_live)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            report.manifests_deleted =
+                sqlx::query("DELETE FROM manifests WHERE id NOT IN (SELECT id FROM gc_live)")
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            sqlx::query("DROP TABLE gc_live").execute(&mut *tx).await?;
+        }
+        let rows = sqlx::query(
+            "SELECT digest, size FROM blobs b WHERE created_at < ? \
+             AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = b.digest)",
+        )
+        .bind(older_than)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in rows {
+            let d: String = r.get(0);
+            sqlx::query("DELETE FROM repository_blobs WHERE digest = ?")
+                .bind(&d)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM blobs WHERE digest = ?")
+                .bind(&d)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = ?")
+                .bind(&d)
+                .execute(&mut *tx)
+                .await?;
+            report.blobs_deleted.push(BlobRecord {
+                digest: digest(d)?,
+                size: r.get(1),
+            });
+        }
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(report)
+    }
+
+    async fn all_blobs(&self) -> Result<Vec<BlobRecord>> {
+        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest")
+            .fetch_all(&self.read)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(BlobRecord {
+                    digest: digest(r.get(0))?,
+                    size: r.get(1),
+                })
+            })
+            .collect()
+    }
+
+    async fn project_registry_size(&self, project_id: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE((SELECT sum(b.size) FROM blobs b WHERE b.digest IN ( \
+                SELECT mb.digest FROM manifest_blobs mb JOIN manifests m ON m.id = mb.manifest_id \
+                JOIN repositories r ON r.id = m.repository_id WHERE r.project_id = ?1)), 0) \
+             + COALESCE((SELECT sum(m.size) FROM manifests m JOIN repositories r \
+                ON r.id = m.repository_id WHERE r.project_id = ?1), 0)",
+        )
+        .bind(project_id)
+        .fetch_one(&self.read)
+        .await?)
+    }
+}
