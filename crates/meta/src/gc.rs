@@ -68,7 +68,7 @@ pub trait GcMeta: Send + Sync {
     /// Every blob the metadata knows, with its size.
     async fn all_blobs(&self) -> Result<Vec<BlobRecord>>;
 
-    /// Deduplicated bytes of a project's registry: distinct blobs referenced by its
-    /// repositories' manifests, plus the manifests themselves.
+    /// Deduplicated bytes of a project's registry, GitLab's way: the unique layers of
+    /// manifests reachable from live tags in any of its repositories.
     async fn project_registry_size(&self, project_id: i64) -> Result<i64>;
 }

@@ -67,7 +67,8 @@ pub trait RepositoryMeta: Send + Sync {
         window: Window,
     ) -> Result<(Vec<RepositoryInfo>, i64)>;
     async fn repository_info(&self, id: i64) -> Result<Option<RepositoryInfo>>;
-    /// Deduplicated bytes the repository's manifests reference (layers, configs, manifests).
+    /// Deduplicated bytes, GitLab's way: the unique layers of manifests reachable from
+    /// live tags (directly or as index children).
     async fn repository_size(&self, id: i64) -> Result<i64>;
     /// Live tags, by name, with the total number of live tags.
     async fn repository_tags(&self, id: i64, page: TagPage) -> Result<(Vec<TagInfo>, i64)>;

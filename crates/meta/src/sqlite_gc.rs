@@ -249,12 +249,19 @@ impl GcMeta for SqliteMeta {
     }
 
     async fn project_registry_size(&self, project_id: i64) -> Result<i64> {
+        // GitLab's measure: unique layers of manifests reachable from live tags, here
+        // across every repository of the project.
         Ok(sqlx::query_scalar(
-            "SELECT COALESCE((SELECT sum(b.size) FROM blobs b WHERE b.digest IN ( \
+            "WITH RECURSIVE live(id) AS ( \
+                SELECT m.id FROM manifests m \
+                JOIN tags t ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                JOIN repositories r ON r.id = m.repository_id \
+                WHERE r.project_id = ?1 AND t.deleted_at IS NULL \
+                UNION SELECT c.child_id FROM manifest_references c JOIN live ON live.id = c.parent_id) \
+             SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN ( \
                 SELECT mb.digest FROM manifest_blobs mb JOIN manifests m ON m.id = mb.manifest_id \
-                JOIN repositories r ON r.id = m.repository_id WHERE r.project_id = ?1)), 0) \
-             + COALESCE((SELECT sum(m.size) FROM manifests m JOIN repositories r \
-                ON r.id = m.repository_id WHERE r.project_id = ?1), 0)",
+                JOIN live ON live.id = m.id \
+                WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest)",
         )
         .bind(project_id)
         .fetch_one(&self.read)

@@ -39,6 +39,18 @@ fn repo_select(rows: &str) -> String {
     )
 }
 
+/// Manifests reachable from live tags of repository `?1` (directly or as index
+/// children), for GitLab's size: the unique layers of what is tagged.
+const LIVE_MANIFESTS: &str = "WITH RECURSIVE live(id) AS ( \
+     SELECT m.id FROM manifests m JOIN tags t \
+       ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+     WHERE m.repository_id = ?1 AND t.deleted_at IS NULL \
+     UNION SELECT r.child_id FROM manifest_references r JOIN live ON live.id = r.parent_id)";
+/// Layer blobs (not configs) of the `live` manifests.
+const LIVE_LAYERS: &str = "SELECT mb.digest FROM manifest_blobs mb \
+     JOIN manifests m ON m.id = mb.manifest_id JOIN live ON live.id = m.id \
+     WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest";
+
 /// Live tags of one repository (bind: repository id) with their manifest's details.
 const TAG_SELECT: &str = "SELECT t.name, t.manifest_digest, m.media_type, m.config_digest, \
      COALESCE(m.image_created_at, t.created_at), t.created_at, m.total_size \
@@ -62,11 +74,17 @@ const TREE: &str = "WITH RECURSIVE tree(id) AS ( \
          SELECT id FROM namespaces WHERE id = ? \
          UNION SELECT c.id FROM namespaces c JOIN tree t ON c.parent_id = t.id) ";
 
-/// The SQL of one tag page. Binds: repository id, then (offset pages) limit and
-/// offset, or (keyset pages) `last` when given, then limit.
+/// The SQL of one tag page. Binds: repository id, then (offset pages) the repository
+/// id again, limit and offset, or (keyset pages) `last` when given, then limit.
 fn tag_page_sql(page: &TagPage) -> String {
     match page {
-        TagPage::Offset(_) => format!("{TAG_SELECT} ORDER BY t.name LIMIT ? OFFSET ?"),
+        // Skip through the covering index first, then join only the page's rows:
+        // an OFFSET over the join would build every skipped row.
+        TagPage::Offset(_) => format!(
+            "{TAG_SELECT} AND t.name IN (SELECT name FROM tags \
+               WHERE repository_id = ? AND deleted_at IS NULL ORDER BY name LIMIT ? OFFSET ?) \
+             ORDER BY t.name"
+        ),
         TagPage::After {
             last, descending, ..
         } => {
@@ -222,15 +240,9 @@ impl RepositoryMeta for SqliteMeta {
     }
 
     async fn repository_size(&self, id: i64) -> Result<i64> {
-        // Each distinct blob once, however many manifests share it; plus the manifests'
-        // own payloads (stored here, not as blobs).
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE((SELECT SUM(b.size) FROM blobs b WHERE b.digest IN ( \
-                 SELECT mb.digest FROM manifest_blobs mb \
-                 JOIN manifests m ON m.id = mb.manifest_id WHERE m.repository_id = ?)), 0) \
-             + COALESCE((SELECT SUM(size) FROM manifests WHERE repository_id = ?), 0)",
-        )
-        .bind(id)
+        Ok(sqlx::query_scalar(&format!(
+            "{LIVE_MANIFESTS} SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN ({LIVE_LAYERS})"
+        ))
         .bind(id)
         .fetch_one(&self.read)
         .await?)
@@ -245,7 +257,7 @@ impl RepositoryMeta for SqliteMeta {
             .await?;
         let q = sqlx::query(&sql).bind(id);
         let q = match &page {
-            TagPage::Offset(w) => q.bind(w.limit.max(0)).bind(w.offset.max(0)),
+            TagPage::Offset(w) => q.bind(id).bind(w.limit.max(0)).bind(w.offset.max(0)),
             TagPage::After { last, limit, .. } => match last {
                 Some(last) => q.bind(last.as_str()).bind((*limit).max(0)),
                 None => q.bind((*limit).max(0)),
@@ -1085,7 +1097,7 @@ mod tests {
             "one",
             &[("cfg", 10), ("base", 1000), ("l1", 100)],
             None,
-            None,
+            Some("one"),
             1,
         )
         .await;
@@ -1094,6 +1106,17 @@ mod tests {
             "r",
             "two",
             &[("cfg", 10), ("base", 1000), ("l2", 200)],
+            None,
+            Some("two"),
+            1,
+        )
+        .await;
+        // Untagged: not part of the size.
+        push(
+            &m,
+            "r",
+            "untagged",
+            &[("cfg", 10), ("l9", 700)],
             None,
             None,
             1,
@@ -1113,11 +1136,12 @@ mod tests {
         )
         .await;
         let id = repo_id(&m, "r").await;
-        let payloads = (one.payload.len() + two.payload.len()) as i64;
-        assert_eq!(
-            m.repository_size(id).await.unwrap(),
-            10 + 1000 + 100 + 200 + payloads
-        );
+        // GitLab's size: unique layers (not configs) of tagged manifests.
+        assert_eq!(m.repository_size(id).await.unwrap(), 1000 + 100 + 200);
+        // Untagging `two` drops its own layer from the size.
+        m.delete_tag("r", "two", 2).await.unwrap();
+        assert_eq!(m.repository_size(id).await.unwrap(), 1000 + 100);
+        let _ = (one, two);
         assert_eq!(m.repository_size(999).await.unwrap(), 0);
     }
 

@@ -414,7 +414,7 @@ async fn transfer(
     if refuse_move(&state, &g).await? {
         return Err(ApiError::message(
             StatusCode::BAD_REQUEST,
-            "Transfer failed: Namespace cannot be moved because at least one project has tags in container registry.",
+            "Transfer failed: Cannot update the path because there are projects under this group that contain Docker images in their Container Registry. Please remove the images from your projects first and try again.",
         ));
     }
     let moved = state.meta.move_group(g.id, Some(parent), &g.path).await?;

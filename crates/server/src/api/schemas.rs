@@ -526,6 +526,9 @@ pub struct CleanupLogEntry {
 // Request bodies (JSON; forms and query strings are read the same way)
 // ---------------------------------------------------------------------------
 
+// Group, project and user paths carry the pattern of `berth_core::paths`: letters and
+// digits, single `.`, `_` or `-` between (the handlers also refuse `.git`/`.atom` ends).
+
 /// A group or project: its id or its URL-encoded full path.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
@@ -539,9 +542,12 @@ pub enum IdOrPath {
 /// A new user (administrators).
 #[derive(Serialize, ToSchema)]
 pub struct CreateUser {
+    #[schema(pattern = r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$", max_length = 255)]
     pub username: String,
+    #[schema(min_length = 1)]
     pub name: String,
     pub email: Option<String>,
+    #[schema(min_length = 8)]
     pub password: Option<String>,
     pub force_random_password: Option<bool>,
     pub reset_password: Option<bool>,
@@ -554,13 +560,16 @@ pub struct UpdateUser {
     pub username: Option<String>,
     pub name: Option<String>,
     pub email: Option<String>,
+    #[schema(min_length = 8)]
     pub password: Option<String>,
     pub admin: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct CreateGroup {
+    #[schema(min_length = 1)]
     pub name: String,
+    #[schema(pattern = r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$", max_length = 255)]
     pub path: String,
     #[schema(inline)]
     pub visibility: Option<VisibilityLevel>,
@@ -573,6 +582,7 @@ pub struct CreateGroup {
 pub struct UpdateGroup {
     pub name: Option<String>,
     /// A new path moves the group and everything below it.
+    #[schema(pattern = r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$", max_length = 255)]
     pub path: Option<String>,
     #[schema(inline)]
     pub visibility: Option<VisibilityLevel>,
@@ -589,6 +599,7 @@ pub struct TransferGroup {
 pub struct CreateProject {
     /// At least one of `name` and `path`.
     pub name: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$", max_length = 255)]
     pub path: Option<String>,
     /// Defaults to the caller's own namespace.
     #[schema(inline)]
@@ -620,6 +631,7 @@ pub struct ExpirationPolicyAttributes {
 pub struct UpdateProject {
     pub name: Option<String>,
     /// A new path moves the project's registry with it.
+    #[schema(pattern = r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$", max_length = 255)]
     pub path: Option<String>,
     pub description: Option<String>,
     #[schema(inline)]
