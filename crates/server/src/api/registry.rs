@@ -496,9 +496,9 @@ const BULK_ALREADY: &str = "This request has already been made. You can run this
 
 /// The bulk-delete rules from request parameters; refusals name the field.
 pub fn bulk_rules(params: &Params) -> ApiResult<Rules> {
-    let delete = match params.string("name_regex_delete")? {
-        Some(r) => Some(r),
-        None => params.string("name_regex")?,
+    let (delete, delete_field) = match params.string("name_regex_delete")? {
+        Some(r) => (Some(r), "name_regex_delete"),
+        None => (params.string("name_regex")?, "name_regex"),
     };
     let Some(delete) = delete else {
         return Err(ApiError::param(
@@ -514,7 +514,15 @@ pub fn bulk_rules(params: &Params) -> ApiResult<Rules> {
         keep_n,
         older_than.as_deref(),
     )
-    .map_err(|e| ApiError::param(e.to_string()))
+    .map_err(|e| {
+        // The engine calls the delete pattern `name_regex`; name the field as sent.
+        let field = if e.field == "name_regex" {
+            delete_field
+        } else {
+            e.field
+        };
+        ApiError::param(format!("{field} {}", e.message))
+    })
 }
 
 #[utoipa::path(
