@@ -252,6 +252,49 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
+/// An RFC 3339 time (`2026-01-02T03:04:05.678+01:00`, `…Z`) as Unix ms, honouring
+/// the offset. Image configs carry their creation time this way.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    if s.len() < 19 || !matches!(s.as_bytes()[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(|b| b.is_ascii_digit()).count();
+        let f = &frac[..digits];
+        millis = format!("{:0<3}", &f[..f.len().min(3)]).parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" | "" => 0,
+        _ => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (oh * 60 + om)
+        }
+    };
+    let days = days_from_civil(y, mo, d);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_min * 60) * 1000 + millis)
+}
+
 /// `from` plus a cadence: days, or calendar months (clamped to the month's end).
 pub fn next_run_at(cadence: &str, from: i64) -> i64 {
     let months = match cadence {
@@ -388,6 +431,28 @@ mod tests {
         assert!(validate_policy_values("1d", Some(3), None).is_err());
         assert!(validate_policy_values("1d", Some(5), Some("60d")).is_err());
         assert!(validate_policy_values("3month", Some(100), Some("90d")).is_ok());
+    }
+
+    #[test]
+    fn rfc3339_with_offsets() {
+        let z = parse_rfc3339_ms("2026-11-26T09:48:59Z").unwrap();
+        assert_eq!(parse_rfc3339_ms("2026-11-26T23:48:59+14:00"), Some(z));
+        assert_eq!(parse_rfc3339_ms("2026-11-26T04:48:59-05:00"), Some(z));
+        assert_eq!(parse_rfc3339_ms("2026-11-26T09:48:59.5Z"), Some(z + 500));
+        assert_eq!(
+            parse_rfc3339_ms("2019-01-06T16:49:51.272883405+00:00").map(|t| t % 1000),
+            Some(272)
+        );
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        for bad in [
+            "",
+            "2026-11-26",
+            "2026-13-01T00:00:00Z",
+            "2026-11-26T09:48:59+1",
+            "x026-11-26T09:48:59Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
     }
 
     #[test]

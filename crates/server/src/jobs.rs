@@ -9,15 +9,18 @@ use tokio::sync::Notify;
 
 use crate::state::{now_ms, AppState};
 
-/// Wakes background jobs when a request queued work for them.
+/// Wakes background jobs when a request queued work for them. Each job has its own
+/// signal, and a wake-up that arrives while the job is busy is kept for its next wait.
 #[derive(Default)]
 pub struct Jobs {
-    notify: Notify,
+    repositories: Notify,
+    cleanup: Notify,
 }
 
 impl Jobs {
     pub fn wake(&self) {
-        self.notify.notify_waiters();
+        self.repositories.notify_one();
+        self.cleanup.notify_one();
     }
 }
 
@@ -76,7 +79,7 @@ async fn delete_repositories(state: Arc<AppState>) {
                 tracing::warn!(error = %e, "listing repositories to delete failed; will retry")
             }
         }
-        let _ = tokio::time::timeout(DELETE_POLL, state.jobs.notify.notified()).await;
+        let _ = tokio::time::timeout(DELETE_POLL, state.jobs.repositories.notified()).await;
     }
 }
 
@@ -107,7 +110,7 @@ async fn run_cleanup_policies(state: Arc<AppState>) {
             }
         };
         let wait = if pending { RESUME_AFTER } else { POLICY_POLL };
-        let _ = tokio::time::timeout(wait, state.jobs.notify.notified()).await;
+        let _ = tokio::time::timeout(wait, state.jobs.cleanup.notified()).await;
     }
 }
 

@@ -116,6 +116,11 @@ impl Params {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// Whether the key was sent at all, `null` included (`null` clears a field).
+    pub fn given(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
     /// A scalar as text (numbers and booleans are written out).
     pub fn string(&self, key: &str) -> ApiResult<Option<String>> {
         match self.get(key) {

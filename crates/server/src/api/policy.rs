@@ -42,27 +42,34 @@ pub fn apply(mut policy: ExpirationPolicy, attrs: &Params) -> ApiResult<Expirati
     if let Some(c) = attrs.string("cadence")? {
         policy.cadence = c;
     }
-    if attrs.has("keep_n") {
+    // Sent as `null` (python-gitlab's None) or empty, these optional fields clear.
+    if attrs.given("keep_n") {
         policy.keep_n = attrs.int("keep_n")?;
     }
-    if attrs.has("older_than") {
+    if attrs.given("older_than") {
         policy.older_than = attrs.string("older_than")?.filter(|s| !s.is_empty());
     }
-    // `name_regex_delete` is the newer name of `name_regex`.
-    for key in ["name_regex", "name_regex_delete"] {
-        if attrs.has(key) {
-            let v = attrs.string(key)?.unwrap_or_default();
-            if v.is_empty() {
+    if attrs.given("name_regex_keep") {
+        policy.name_regex_keep = attrs.string("name_regex_keep")?.filter(|s| !s.is_empty());
+    }
+    // `name_regex_delete` is the newer name of `name_regex`; clients send either or
+    // both (GitLab's own example sends an empty `name_regex` beside a real
+    // `name_regex_delete`). The first non-empty one wins; sent but all empty is refused.
+    let sent: Vec<Option<String>> = ["name_regex_delete", "name_regex"]
+        .iter()
+        .filter(|k| attrs.given(k))
+        .map(|k| attrs.string(k))
+        .collect::<ApiResult<_>>()?;
+    if !sent.is_empty() {
+        match sent.into_iter().flatten().find(|v| !v.is_empty()) {
+            Some(v) => policy.name_regex = Some(v),
+            None => {
                 return Err(ApiError::validation(
                     "name_regex",
                     "can't be blank (use .* to match every tag)",
-                ));
+                ))
             }
-            policy.name_regex = Some(v);
         }
-    }
-    if attrs.has("name_regex_keep") {
-        policy.name_regex_keep = attrs.string("name_regex_keep")?.filter(|s| !s.is_empty());
     }
     validate_policy_values(&policy.cadence, policy.keep_n, policy.older_than.as_deref())
         .map_err(|e| ApiError::validation(e.field, e.message))?;

@@ -195,9 +195,7 @@ async fn image_created(state: &Shared, config: &berth_oci::Descriptor) -> Option
     let read = state.store.open(&config.digest, None).await.ok()?;
     let chunks: Vec<bytes::Bytes> = read.body.try_collect().await.ok()?;
     let json: serde_json::Value = serde_json::from_slice(&chunks.concat()).ok()?;
-    let created = json.get("created")?.as_str()?;
-    let t = humantime::parse_rfc3339_weak(created.get(..19).unwrap_or(created)).ok()?;
-    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
+    berth_core::cleanup::parse_rfc3339_ms(json.get("created")?.as_str()?)
 }
 
 pub async fn delete(
