@@ -128,7 +128,8 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
         human(orphan_bytes_deleted)
     );
     println!(
-        "  total {verb}:              {}",
+        "  total {verb}:{}{}",
+        " ".repeat(28usize.saturating_sub(9 + verb.len())),
         human(deleted_bytes + orphan_bytes_deleted)
     );
     if missing.is_empty() {
