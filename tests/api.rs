@@ -384,17 +384,22 @@ fn nested_groups_by_id_and_encoded_path() {
         .expect(200);
     assert_eq!(updated["full_name"], "Acme / Platform Team");
     assert_eq!(updated["description"], "d");
-    assert_eq!(
-        api.put(
+    // A path change moves the group (and everything below it); move it back.
+    let moved = api
+        .put(
             "/groups/acme%2Fplatform",
             Some(&root),
-            json!({"path": "elsewhere"})
+            json!({"path": "elsewhere"}),
         )
-        .expect(400)["message"]
-            .as_str()
-            .map(|m| m.contains("not yet available")),
-        Some(true)
-    );
+        .expect(200);
+    assert_eq!(moved["full_path"], "acme/elsewhere");
+    api.get("/groups/acme%2Fplatform", Some(&root)).expect(404);
+    api.put(
+        "/groups/acme%2Felsewhere",
+        Some(&root),
+        json!({"path": "platform"}),
+    )
+    .expect(200);
     // A group may not be less visible than what it contains.
     let refused = api
         .put(
@@ -631,16 +636,15 @@ fn projects_create_get_update() {
         .expect(400),
         json!({"error": "visibility does not have a valid value"})
     );
-    assert_eq!(
-        api.put(
+    // A path change renames the project; the next update renames it back.
+    let renamed = api
+        .put(
             &format!("/projects/{pid}"),
             Some(&root),
-            json!({"path": "renamed"})
+            json!({"path": "renamed"}),
         )
-        .expect(400),
-        json!({"message": "path changes are handled by the project moves feature, not yet available"})
-    );
-    // The same path is not a change.
+        .expect(200);
+    assert_eq!(renamed["path_with_namespace"], "Shop/backend/renamed");
     api.put(
         &format!("/projects/{pid}"),
         Some(&root),

@@ -42,11 +42,17 @@ pub trait GcMeta: Send + Sync {
         manifest_id: i64,
         delete_untagged: bool,
     ) -> Result<ManifestReview>;
+    /// Blobs whose metadata is gone and whose bytes still await deletion (a crash may
+    /// have interrupted it).
+    async fn pending_blob_deletions(&self, limit: i64) -> Result<Vec<BlobRecord>>;
+    /// The bytes of a pending deletion are gone (or the blob is live again).
+    async fn clear_blob_deletion(&self, digest: &Digest) -> Result<()>;
     /// Queued blobs whose review is due.
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>>;
     /// Review one blob in one transaction: when no manifest references it, remove it
     /// from every repository and from metadata and return it (its bytes are for the
-    /// caller to delete); drop it from the queue either way.
+    /// caller to delete, and a pending deletion is recorded for them); drop it from
+    /// the queue either way.
     async fn review_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>>;
     /// A blob was just read or mounted: push its review back (a push that checked
     /// the blob exists is about to reference it).
@@ -57,8 +63,9 @@ pub trait GcMeta: Send + Sync {
     /// Offline GC: delete every manifest nothing reachable needs (with
     /// `delete_untagged`, untagged manifests too, except index children and referrers
     /// of kept manifests), then every blob no remaining manifest references and that
-    /// was created before `older_than` (so in-flight pushes keep theirs). One
-    /// transaction; `dry_run` rolls it back and only reports.
+    /// was created before `older_than` (so in-flight pushes keep theirs; manifests
+    /// younger than that are kept too, with what they reference). One transaction;
+    /// removed blobs are recorded as pending deletions; `dry_run` rolls it back.
     async fn sweep(
         &self,
         delete_untagged: bool,

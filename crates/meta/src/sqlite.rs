@@ -176,6 +176,16 @@ impl RegistryMeta for SqliteMeta {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Uploaded or mounted again: a queued review starts its delay over (a new
+        // link does this through its trigger; an existing link does not fire it).
+        sqlx::query(
+            "UPDATE gc_blob_review_queue SET queued_at = ? WHERE digest = ? AND queued_at < ?",
+        )
+        .bind(now)
+        .bind(d.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -12,6 +12,18 @@ fn digest(text: String) -> Result<Digest> {
     Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
 }
 
+async fn record_pending(conn: &mut SqliteConnection, digest: &str, size: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gc_blob_deletions (digest, size, queued_at) \
+         VALUES (?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER)) ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest)
+    .bind(size)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Whether something still needs manifest `id` (of repository `repo`, with `subject`).
 async fn manifest_needed(
     conn: &mut SqliteConnection,
@@ -76,6 +88,30 @@ impl GcMeta for SqliteMeta {
         Ok(outcome)
     }
 
+    async fn pending_blob_deletions(&self, limit: i64) -> Result<Vec<BlobRecord>> {
+        let rows =
+            sqlx::query("SELECT digest, size FROM gc_blob_deletions ORDER BY queued_at LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(BlobRecord {
+                    digest: digest(r.get(0))?,
+                    size: r.get(1),
+                })
+            })
+            .collect()
+    }
+
+    async fn clear_blob_deletion(&self, d: &Digest) -> Result<()> {
+        sqlx::query("DELETE FROM gc_blob_deletions WHERE digest = ?")
+            .bind(d.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT digest FROM gc_blob_review_queue WHERE queued_at <= ? ORDER BY queued_at LIMIT ?",
@@ -108,6 +144,7 @@ impl GcMeta for SqliteMeta {
                     .bind(d.as_str())
                     .execute(&mut *tx)
                     .await?;
+                record_pending(&mut tx, d.as_str(), size).await?;
                 Some(BlobRecord {
                     digest: d.clone(),
                     size,
@@ -172,6 +209,14 @@ impl GcMeta for SqliteMeta {
             )
             .execute(&mut *tx)
             .await?;
+            // Young manifests may belong to a push in flight (children pushed before
+            // their index): keep them and what they reach.
+            sqlx::query(
+                "INSERT OR IGNORE INTO gc_live SELECT id FROM manifests WHERE created_at >= ?",
+            )
+            .bind(older_than)
+            .execute(&mut *tx)
+            .await?;
             loop {
                 let added = sqlx::query(
                     "INSERT OR IGNORE INTO gc_live \
@@ -217,6 +262,7 @@ impl GcMeta for SqliteMeta {
                 .bind(&d)
                 .execute(&mut *tx)
                 .await?;
+            record_pending(&mut tx, &d, r.get(1)).await?;
             sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = ?")
                 .bind(&d)
                 .execute(&mut *tx)

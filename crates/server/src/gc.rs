@@ -39,12 +39,13 @@ pub async fn delete_bytes(
     let _sweeping = store.sweep_guard().await?;
     let (mut count, mut bytes) = (0, 0);
     for b in blobs {
-        if meta.blob(&b.digest).await?.is_some() {
-            continue;
+        if meta.blob(&b.digest).await?.is_none() {
+            store.delete(&b.digest).await?;
+            count += 1;
+            bytes += b.size.max(0) as u64;
         }
-        store.delete(&b.digest).await?;
-        count += 1;
-        bytes += b.size.max(0) as u64;
+        // Done either way: deleted, or live again and not ours to delete.
+        meta.clear_blob_deletion(&b.digest).await?;
     }
     Ok((count, bytes))
 }
@@ -58,6 +59,16 @@ pub async fn review_due(
     delete_untagged: bool,
 ) -> Result<GcStats, GcError> {
     let mut stats = GcStats::default();
+    // Finish byte deletions a crash interrupted.
+    loop {
+        let pending = meta.pending_blob_deletions(REVIEW_BATCH).await?;
+        if pending.is_empty() {
+            break;
+        }
+        let (n, bytes) = delete_bytes(meta, store, &pending).await?;
+        stats.blobs_deleted += n;
+        stats.bytes_freed += bytes;
+    }
     loop {
         let ids = meta.due_manifest_reviews(due_before, REVIEW_BATCH).await?;
         if ids.is_empty() {

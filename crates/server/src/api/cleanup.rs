@@ -10,10 +10,10 @@ use super::schemas::{
     ApiErrorBody, BulkDeleteParams, CleanupLogEntry, CleanupPreview, CleanupPreviewRepository,
     CleanupPreviewTag, IdOrPath,
 };
-use super::{find_project, ApiError, ApiResult, Caller, Params, Window};
+use super::{find_project, ApiError, ApiResult, Caller, Params, Path, Window};
 use crate::cleanup::{plan, rules_of};
 use crate::state::{now_ms, Shared};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};

@@ -1,7 +1,7 @@
 //! Groups: listing what the caller may see, creating (top level or nested) and
 //! updating groups, and their subgroups, descendants and projects.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,7 +14,8 @@ use super::schemas::{
     PageParams, Project as ProjectBody, ProjectListParams, TransferGroup, UpdateGroup,
 };
 use super::{
-    find_group, projects, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params, View,
+    find_group, projects, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params, Path,
+    View,
 };
 use crate::org::{self, OrgError};
 use crate::state::{now_ms, AppState, Shared};

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,7 +23,7 @@ use super::schemas::{
 };
 use super::{
     ancestry, find_group, find_project, find_user, ApiError, ApiResult, Caller, Pagination, Params,
-    View,
+    Path, View,
 };
 use crate::auth::today;
 use crate::state::{now_ms, AppState, Shared};

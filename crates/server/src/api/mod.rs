@@ -57,6 +57,9 @@ pub fn router() -> Router<Shared> {
         .merge(members::routes())
         .merge(tokens::routes())
         .fallback(|| async { ApiError::message(StatusCode::NOT_FOUND, "404 Not Found") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::message(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed")
+        })
 }
 
 /// The GitLab version Berth answers as, and its own revision.
@@ -271,6 +274,29 @@ impl IntoResponse for ApiError {
             }
         }
         resp
+    }
+}
+
+/// Path parameters, refused in GitLab's shape: axum's own rejection is plain text,
+/// and a parameter that cannot be decoded (not UTF-8) names nothing, so 404.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable path parameter");
+                Err(ApiError::not_found_plain())
+            }
+        }
     }
 }
 

@@ -197,7 +197,7 @@ pub fn document_json() -> &'static str {
     DOC.get_or_init(|| {
         ApiDoc::openapi()
             .to_json()
-            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
     })
 }
 

@@ -2,7 +2,7 @@
 //! namespace, and changing a project's name, description, visibility and registry
 //! access level. Path changes belong to project moves (not here).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +16,7 @@ use super::schemas::{
 };
 use super::{
     find_project, numeric_id, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params,
-    View,
+    Path, View,
 };
 use crate::org;
 use crate::state::{now_ms, AppState, Shared};

@@ -9,11 +9,12 @@ use super::schemas::{
     RepositoryParams, Tag, TagDetails, TagListParams,
 };
 use super::{
-    find_group, find_project, numeric_id, ApiError, ApiResult, Caller, Pagination, Params, View,
+    find_group, find_project, numeric_id, ApiError, ApiResult, Caller, Pagination, Params, Path,
+    View,
 };
 use crate::auth::credential_for;
 use crate::state::{now_ms, AppState, Shared};
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};

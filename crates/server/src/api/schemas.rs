@@ -905,9 +905,6 @@ pub struct DeployTokenListParams {
     pub scopes: Option<Vec<String>>,
 }
 
-/// The `id` path parameter of a group or project route.
-pub const ID_DOC: &str = "The group's or project's id, or its URL-encoded full path";
-
 #[cfg(test)]
 mod tests {
     use super::*;

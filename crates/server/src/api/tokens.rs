@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use super::schemas::{
 };
 use super::{
     find_group, find_project, find_user, numeric_id, ApiError, ApiResult, Caller, Pagination,
-    Params, View,
+    Params, Path, View,
 };
 use crate::auth::{date_expired, today, Principal, Via};
 use crate::org::{self, DEPLOY_SCOPES, PAT_SCOPES};

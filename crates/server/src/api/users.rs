@@ -1,7 +1,7 @@
 //! Users: the caller (`GET /user`), listing and looking up users, and the
 //! administrator's create, update, block and unblock.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,7 +11,7 @@ use berth_meta::{User, UserState, UserUpdate, Window};
 use super::schemas::{
     ApiErrorBody, CreateUser, PageParams, UpdateUser, User as UserBody, UserListParams,
 };
-use super::{find_user, ApiError, ApiResult, Caller, Pagination, Params, View};
+use super::{find_user, ApiError, ApiResult, Caller, Pagination, Params, Path, View};
 use crate::auth::secrets;
 use crate::org::{self, OrgError};
 use crate::state::Shared;
