@@ -365,8 +365,6 @@ mod tests {
         );
     }
 
-    /// `cargo test -p berth-server openapi::tests::write -- --ignored` writes the
-    /// document to `$BERTH_OPENAPI_OUT` (default `openapi.json`).
     #[test]
     #[ignore]
     fn write() {
