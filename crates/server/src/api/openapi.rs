@@ -366,13 +366,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore]
-    fn write() {
-        let out = std::env::var("BERTH_OPENAPI_OUT").unwrap_or_else(|_| "openapi.json".into());
-        std::fs::write(out, document_json()).unwrap();
-    }
-
-    #[test]
     fn route_parser() {
         let src = r#"
             Router::new()
