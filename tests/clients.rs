@@ -891,27 +891,7 @@ fn podman_push_pull() {
 
 /// The Python venv with `oras` installed (see `tests/requirements.txt`).
 fn oras_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("BERTH_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e-venv"));
-    let python = venv.join("bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import oras.client"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Some(python);
-    }
-    let why = format!(
-        "no Python venv with oras at {} (create it with `python3 -m venv {0} && {0}/bin/pip install -r tests/requirements.txt`, or set BERTH_TEST_VENV)",
-        venv.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("SKIPPED: {why}");
-    None
+    support::venv_python("oras.client")
 }
 
 /// Drives oras-py: `push REGISTRY REPO WORKDIR SUBJECT_MEDIA_TYPE SUBJECT_DIGEST

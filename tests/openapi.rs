@@ -137,27 +137,7 @@ fn router_refusals_are_gitlab_json() {
 /// The venv's `st` (schemathesis), as tests/api.rs finds python-gitlab: under CI a
 /// missing venv fails the test, elsewhere the test is skipped.
 fn schemathesis() -> Option<PathBuf> {
-    let venv = std::env::var_os("BERTH_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e-venv"));
-    let st = venv.join("bin/st");
-    let ok = Command::new(&st)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Some(st);
-    }
-    let why = format!(
-        "no Python venv with schemathesis at {} (create it with `python3 -m venv {0} && {0}/bin/pip install -r tests/requirements.txt`, or set BERTH_TEST_VENV)",
-        venv.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("SKIPPED: {why}");
-    None
+    support::venv_python("schemathesis")
 }
 
 /// Push a one-layer image to `repo:tag` over `/v2` as root.

@@ -529,27 +529,7 @@ fn b64url_decode(s: &str) -> Vec<u8> {
 /// The venv's Python with python-gitlab (see `tests/requirements.txt`); under CI a
 /// missing venv fails the test, elsewhere the test is skipped.
 fn gitlab_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("BERTH_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e-venv"));
-    let python = venv.join("bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import gitlab"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Some(python);
-    }
-    let why = format!(
-        "no Python venv with python-gitlab at {} (create it with `python3 -m venv {0} && {0}/bin/pip install -r tests/requirements.txt`, or set BERTH_TEST_VENV)",
-        venv.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("SKIPPED: {why}");
-    None
+    support::venv_python("gitlab")
 }
 
 /// Runs before every snippet: `gl` (a client with the given token, or anonymous),

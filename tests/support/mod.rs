@@ -201,6 +201,33 @@ pub fn tool(name: &str) -> bool {
     found
 }
 
+/// The test venv's Python (`$BERTH_TEST_VENV`, default `target/e2e-venv`; made by
+/// `scripts/test` from `tests/requirements.txt`) when it can import `module`. Under CI
+/// a missing venv fails the test; elsewhere the test is skipped with a message.
+pub fn venv_python(module: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("BERTH_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e-venv"));
+    let python = venv.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return Some(python);
+    }
+    let why = format!(
+        "no Python venv with {module} at {} (create it with `python3 -m venv {0} && {0}/bin/pip install -r tests/requirements.txt`, or set BERTH_TEST_VENV)",
+        venv.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
 /// Run a command, panicking with its output when it fails.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd

@@ -238,7 +238,10 @@ async fn user_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<User>> {
         .transpose()
 }
 
-async fn namespace_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<Namespace>> {
+pub(crate) async fn namespace_in(
+    conn: &mut SqliteConnection,
+    id: i64,
+) -> Result<Option<Namespace>> {
     sqlx::query(&format!("{NS_SELECT} WHERE n.id = ?"))
         .bind(id)
         .fetch_optional(conn)
@@ -247,7 +250,7 @@ async fn namespace_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<Nam
         .transpose()
 }
 
-async fn project_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<Project>> {
+pub(crate) async fn project_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<Project>> {
     sqlx::query(&format!("{PROJECT_SELECT} WHERE p.id = ?"))
         .bind(id)
         .fetch_optional(conn)

@@ -9,15 +9,14 @@
 //! Moves rewrite paths by prefix (`new || substr(path, length(old) + 1)`), which
 //! PostgreSQL runs unchanged, as it does `WITH RECURSIVE ... UPDATE`.
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
-use berth_core::{RegistryAccess, Visibility};
+
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use crate::org::{Namespace, NamespaceKind, Project, Window};
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagPage};
+use crate::sqlite_org::{namespace_in, project_in};
 use crate::{MetaError, Result, SqliteMeta};
 
 /// GitLab's `Group::NUMBER_OF_ANCESTORS_ALLOWED` (as in `sqlite_org`).
@@ -60,13 +59,6 @@ const TAG_SELECT: &str = "SELECT t.name, t.manifest_digest, m.media_type, m.conf
 
 const LIVE_TAG_COUNT: &str =
     "SELECT COUNT(*) FROM tags WHERE repository_id = ? AND deleted_at IS NULL";
-
-const NS_SELECT: &str = "SELECT n.id, n.kind, n.name, n.path, n.full_path, n.parent_id, \
-     n.owner_id, n.visibility, n.description, n.created_at FROM namespaces n";
-
-const PROJECT_SELECT: &str = "SELECT p.id, p.namespace_id, p.name, p.path, p.full_path, \
-     p.description, p.visibility, p.registry_access, p.creator_id, p.created_at \
-     FROM projects p";
 
 /// A group and every group below it (bind: the group's id). `UNION` (not `UNION ALL`)
 /// so even a corrupt cycle cannot recurse forever.
@@ -130,59 +122,6 @@ fn tag_row(r: SqliteRow) -> TagInfo {
         pushed_at: r.get(5),
         total_size: r.get(6),
     }
-}
-
-fn namespace_row(r: SqliteRow) -> Result<Namespace> {
-    let kind: &str = r.get(1);
-    Ok(Namespace {
-        id: r.get(0),
-        kind: match kind {
-            "group" => NamespaceKind::Group,
-            "user" => NamespaceKind::User,
-            _ => return Err(corrupt(format!("unknown namespace kind {kind:?}"))),
-        },
-        name: r.get(2),
-        path: r.get(3),
-        full_path: r.get(4),
-        parent_id: r.get(5),
-        owner_id: r.get(6),
-        visibility: Visibility::from_str(r.get(7)).map_err(corrupt)?,
-        description: r.get(8),
-        created_at: r.get(9),
-    })
-}
-
-fn project_row(r: SqliteRow) -> Result<Project> {
-    Ok(Project {
-        id: r.get(0),
-        namespace_id: r.get(1),
-        name: r.get(2),
-        path: r.get(3),
-        full_path: r.get(4),
-        description: r.get(5),
-        visibility: Visibility::from_str(r.get(6)).map_err(corrupt)?,
-        registry_access: RegistryAccess::from_str(r.get(7)).map_err(corrupt)?,
-        creator_id: r.get(8),
-        created_at: r.get(9),
-    })
-}
-
-async fn namespace_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<Namespace>> {
-    sqlx::query(&format!("{NS_SELECT} WHERE n.id = ?"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(namespace_row)
-        .transpose()
-}
-
-async fn project_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<Project>> {
-    sqlx::query(&format!("{PROJECT_SELECT} WHERE p.id = ?"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(project_row)
-        .transpose()
 }
 
 fn segments(path: &str) -> usize {

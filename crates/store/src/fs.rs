@@ -2,19 +2,17 @@
 //! `uploads/<id>` for uploads in progress, on the same filesystem so publishing is a
 //! rename.
 
-use std::io::{Read, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, Hasher};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StoreError};
 
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 const WRITE_BUFFER: usize = 1024 * 1024;
 
 pub struct FsStore {
@@ -72,10 +70,12 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn new(file: &std::fs::File) -> Self {
+    /// `offset`: where this append starts, so uploads sent as many smaller chunks
+    /// (8 MiB PATCHes) are flushed as they grow, like one long body.
+    fn new(file: &std::fs::File, offset: u64) -> Self {
         Flusher {
             file: file.try_clone().ok(),
-            since: 0,
+            since: (offset % FLUSH_EVERY as u64) as usize,
             signal: None,
         }
     }
@@ -102,6 +102,51 @@ impl Flusher {
             let _ = tx.try_send(());
         }
     }
+}
+
+/// Stream `len` bytes of `file` from `start`, read on a blocking thread in large
+/// chunks a few ahead of the network, each read straight into the buffer sent on.
+fn read_in_background(mut file: std::fs::File, start: u64, len: u64) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = file.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(READ_CHUNK as u64) as usize;
+            let mut buf = bytes::BytesMut::zeroed(want);
+            match file.read(&mut buf) {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob is shorter than its recorded size",
+                    )));
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(receiver_stream(rx))
+}
+
+fn receiver_stream(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -154,19 +199,22 @@ impl BlobStore for FsStore {
     }
 
     async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead> {
-        let mut file = tokio::fs::File::open(self.blob_path(digest))
-            .await
-            .map_err(|e| not_found_as(e, StoreError::NotFound))?;
-        let size = file.metadata().await?.len();
-        let body: ByteStream = match range {
-            Some(r) => {
-                file.seek(SeekFrom::Start(r.start)).await?;
-                let len = r.end.saturating_sub(r.start) + 1;
-                Box::pin(ReaderStream::with_capacity(file.take(len), READ_CHUNK))
-            }
-            None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
+        let path = self.blob_path(digest);
+        let (file, size) = blocking(move || {
+            let file =
+                std::fs::File::open(&path).map_err(|e| not_found_as(e, StoreError::NotFound))?;
+            let size = file.metadata()?.len();
+            Ok((file, size))
+        })
+        .await?;
+        let (start, len) = match range {
+            Some(r) => (r.start, r.end.saturating_sub(r.start) + 1),
+            None => (0, size),
         };
-        Ok(BlobRead { size, body })
+        Ok(BlobRead {
+            size,
+            body: read_in_background(file, start, len),
+        })
     }
 
     async fn modified_at(&self, digest: &Digest) -> Result<Option<i64>> {
@@ -250,7 +298,7 @@ impl BlobStore for FsStore {
                     actual,
                 });
             }
-            let mut flusher = Flusher::new(&file);
+            let mut flusher = Flusher::new(&file, actual);
             let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
             let mut hasher = hasher;
             let mut size = actual;
