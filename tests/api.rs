@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use reqwest::blocking::{Client, RequestBuilder};

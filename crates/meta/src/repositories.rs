@@ -70,7 +70,8 @@ pub trait RepositoryMeta: Send + Sync {
     /// Deduplicated bytes, GitLab's way: the unique layers of manifests reachable from
     /// live tags (directly or as index children).
     async fn repository_size(&self, id: i64) -> Result<i64>;
-    /// Live tags, by name, with the total number of live tags.
+    /// Live tags, by name, with the total number of live tags for offset pages
+    /// (keyset pages are not counted: the total is 0).
     async fn repository_tags(&self, id: i64, page: TagPage) -> Result<(Vec<TagInfo>, i64)>;
     async fn repository_tag(&self, id: i64, name: &str) -> Result<Option<TagInfo>>;
     /// Every live tag (for the cleanup engine).

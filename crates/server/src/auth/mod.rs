@@ -280,7 +280,11 @@ async fn personal_token_principal(
     }
     Ok(Some(match meta.user(t.user_id).await? {
         Some(user) if active(&user) => {
-            meta.touch_personal_token(t.id, now).await?;
+            // Recorded at most once a minute: a write per API call would cost every
+            // request a transaction for a value nobody needs to the millisecond.
+            if t.last_used_at.is_none_or(|at| now - at > 60_000) {
+                meta.touch_personal_token(t.id, now).await?;
+            }
             Some(Principal::User {
                 user,
                 via: Via::PersonalToken(t),
