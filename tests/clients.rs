@@ -883,6 +883,54 @@ fn podman_push_pull() {
     run(podman(dir).args(["pull", "--tls-verify=false", &image]));
     let pulled_digest = run(podman(dir).args(["inspect", "--format", "{{.Digest}}", &image]));
     assert_eq!(pulled_digest.trim(), registry_digest);
+
+    // A deploy token and a CI job token log in, push and pull the same way.
+    let deploy = berth.admin(&[
+        "deploy-token",
+        "create",
+        "--project",
+        "group/project",
+        "--name",
+        "podman",
+        "--scopes",
+        "read_registry,write_registry",
+    ]);
+    let mut lines = deploy.lines();
+    let deploy_user = lines.next().expect("deploy token username").to_string();
+    let deploy_secret = lines.next().expect("deploy token secret").to_string();
+    let env = berth.ci_env(&["--project", "group/project", "--user", "root"]);
+    let job_token = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export CI_JOB_TOKEN="))
+        .expect("CI_JOB_TOKEN in ci-env output")
+        .trim_matches('\'')
+        .to_string();
+    for (user, secret, tag) in [
+        (deploy_user.as_str(), deploy_secret.as_str(), "deploy"),
+        ("gitlab-ci-token", job_token.as_str(), "job"),
+    ] {
+        run(podman(dir).args(["logout", "--all"]));
+        run(podman(dir).args([
+            "login",
+            "--tls-verify=false",
+            "-u",
+            user,
+            "-p",
+            secret,
+            &berth.addr,
+        ]));
+        let target = format!("{}/{name}:{tag}", berth.addr);
+        run(podman(dir).args(["tag", &image, &target]));
+        run(podman(dir).args(["push", "--tls-verify=false", &target]));
+        run(podman(dir).args(["rmi", &target]));
+        run(podman(dir).args(["pull", "--tls-verify=false", &target]));
+        let digest = run(podman(dir).args(["inspect", "--format", "{{.Digest}}", &target]));
+        assert_eq!(
+            digest.trim(),
+            registry_digest,
+            "pushed and pulled with {user}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
