@@ -1552,6 +1552,15 @@ impl Api {
             .as_u64()
             .expect("size")
     }
+
+    /// A project's registry size (`statistics.container_registry_size`).
+    fn project_size(&self, project: &str) -> u64 {
+        let id = project.replace('/', "%2F");
+        self.get(&format!("/projects/{id}?statistics=true"))["statistics"]
+            ["container_registry_size"]
+            .as_u64()
+            .expect("statistics.container_registry_size")
+    }
 }
 
 /// GitLab's measure: the distinct layers (not configs, not manifests) of the tagged
@@ -1609,6 +1618,12 @@ fn usage_is_deduplicated() {
             return Err(format!(
                 "REST sizes {got:?}, expected {:?}",
                 (want_one, want_two)
+            ));
+        }
+        let project = api.project_size("gc/usage");
+        if project != want_project {
+            return Err(format!(
+                "REST project size {project}, expected {want_project}"
             ));
         }
         let u = usage(&data);

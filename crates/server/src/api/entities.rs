@@ -217,6 +217,7 @@ impl View {
             creator_id: p.creator_id,
             container_expiration_policy: super::policy::to_schema(&policy),
             permissions,
+            statistics: None,
         })
     }
 

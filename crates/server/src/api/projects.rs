@@ -149,6 +149,7 @@ async fn list(
     tag = "projects",
     params(
         ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+        ("statistics" = Option<bool>, Query, description = "Include storage statistics (container_registry_size)"),
     ),
     responses(
         (status = 200, description = "The project", body = ProjectBody),
@@ -162,9 +163,16 @@ async fn show(
     caller: Caller,
     mut view: View,
     Path(id): Path<String>,
+    params: Params,
 ) -> ApiResult<Response> {
     let p = find_project(&state, &caller, &id).await?;
-    Ok(Json(view.project(&p, &caller).await?).into_response())
+    let mut body = view.project(&p, &caller).await?;
+    if params.bool("statistics")? == Some(true) {
+        body.statistics = Some(super::schemas::ProjectStatistics {
+            container_registry_size: state.meta.project_registry_size(p.id).await?,
+        });
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `container_registry_access_level`, or its deprecated boolean alias

@@ -346,6 +346,18 @@ pub struct Project {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub permissions: Option<ProjectPermissions>,
+    /// Only with `statistics=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub statistics: Option<ProjectStatistics>,
+}
+
+/// Storage figures of a project (GitLab's `statistics`, registry part).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProjectStatistics {
+    /// Deduplicated bytes of the project's container registry: the unique layers of
+    /// images reachable from its tags.
+    pub container_registry_size: i64,
 }
 
 /// A member of a project or group (`Entities::Member`).
