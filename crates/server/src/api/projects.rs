@@ -153,6 +153,7 @@ async fn list(
     ),
     responses(
         (status = 200, description = "The project", body = ProjectBody),
+        (status = 400, description = "An invalid parameter", body = ApiErrorBody),
         (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
         (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
         (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
