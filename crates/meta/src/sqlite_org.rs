@@ -303,6 +303,52 @@ fn max_level(v: Option<i64>) -> Result<Option<AccessLevel>> {
     v.map(parse_level).transpose()
 }
 
+impl SqliteMeta {
+    /// One page of a searchable list and the total, in one read transaction so both
+    /// see the same snapshot. `from` names the table for the count, `select` is the
+    /// page's SELECT … FROM, `base` a fixed condition (`" WHERE …"` or empty) and
+    /// `filter` the search condition (two `?` for the same pattern), appended to
+    /// `base` when searching.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_page(
+        &self,
+        from: &str,
+        select: &str,
+        base: &str,
+        filter: &str,
+        order: &str,
+        search: Option<&str>,
+        window: Window,
+    ) -> Result<(Vec<SqliteRow>, i64)> {
+        let pattern = search.map(contains_pattern);
+        let condition = match (&pattern, base.is_empty()) {
+            (None, _) => base.to_string(),
+            (Some(_), false) => format!("{base}{filter}"),
+            // No fixed condition: the filter starts the WHERE clause itself.
+            (Some(_), true) => filter.to_string(),
+        };
+        let mut tx = self.read.begin().await?;
+        let count_sql = format!("SELECT COUNT(*) {from}{condition}");
+        let mut q = sqlx::query_scalar::<_, i64>(&count_sql);
+        if let Some(p) = &pattern {
+            q = q.bind(p).bind(p);
+        }
+        let total = q.fetch_one(&mut *tx).await?;
+        let page_sql = format!("{select}{condition} ORDER BY {order} LIMIT ? OFFSET ?");
+        let mut q = sqlx::query(&page_sql);
+        if let Some(p) = &pattern {
+            q = q.bind(p).bind(p);
+        }
+        let rows = q
+            .bind(window.limit)
+            .bind(window.offset.max(0))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((rows, total))
+    }
+}
+
 #[async_trait]
 impl OrgMeta for SqliteMeta {
     async fn count_users(&self) -> Result<i64> {
@@ -376,33 +422,20 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn users(&self, search: Option<&str>, window: Window) -> Result<(Vec<User>, i64)> {
-        let filter = if search.is_some() {
-            " WHERE (lower(u.username) LIKE lower(?) ESCAPE '\\' \
-             OR lower(u.name) LIKE lower(?) ESCAPE '\\')"
-        } else {
-            ""
-        };
-        let pattern = search.map(contains_pattern);
-        // One read transaction, so the page and the total see the same snapshot.
-        let mut tx = self.read.begin().await?;
-        let count_sql = format!("SELECT COUNT(*) FROM users u{filter}");
-        let mut q = sqlx::query_scalar::<_, i64>(&count_sql);
-        if let Some(p) = &pattern {
-            q = q.bind(p).bind(p);
-        }
-        let total = q.fetch_one(&mut *tx).await?;
-        let page_sql = format!("{USER_SELECT}{filter} ORDER BY u.id LIMIT ? OFFSET ?");
-        let mut q = sqlx::query(&page_sql);
-        if let Some(p) = &pattern {
-            q = q.bind(p).bind(p);
-        }
-        let rows = q
-            .bind(window.limit)
-            .bind(window.offset.max(0))
-            .fetch_all(&mut *tx)
+        let filter = " WHERE (lower(u.username) LIKE lower(?) ESCAPE '\\' \
+             OR lower(u.name) LIKE lower(?) ESCAPE '\\')";
+        let rows = self
+            .search_page(
+                "FROM users u",
+                USER_SELECT,
+                "",
+                filter,
+                "u.id",
+                search,
+                window,
+            )
             .await?;
-        tx.commit().await?;
-        Ok((collect(rows, user_row)?, total))
+        Ok((collect(rows.0, user_row)?, rows.1))
     }
 
     async fn update_user(&self, id: i64, update: &UserUpdate) -> Result<Option<User>> {
@@ -507,33 +540,20 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn groups(&self, search: Option<&str>, window: Window) -> Result<(Vec<Namespace>, i64)> {
-        let filter = if search.is_some() {
-            " AND (lower(n.name) LIKE lower(?) ESCAPE '\\' \
-             OR lower(n.full_path) LIKE lower(?) ESCAPE '\\')"
-        } else {
-            ""
-        };
-        let pattern = search.map(contains_pattern);
-        let mut tx = self.read.begin().await?;
-        let count_sql = format!("SELECT COUNT(*) FROM namespaces n WHERE n.kind = 'group'{filter}");
-        let mut q = sqlx::query_scalar::<_, i64>(&count_sql);
-        if let Some(p) = &pattern {
-            q = q.bind(p).bind(p);
-        }
-        let total = q.fetch_one(&mut *tx).await?;
-        let page_sql =
-            format!("{NS_SELECT} WHERE n.kind = 'group'{filter} ORDER BY n.id LIMIT ? OFFSET ?");
-        let mut q = sqlx::query(&page_sql);
-        if let Some(p) = &pattern {
-            q = q.bind(p).bind(p);
-        }
-        let rows = q
-            .bind(window.limit)
-            .bind(window.offset.max(0))
-            .fetch_all(&mut *tx)
+        let filter = " AND (lower(n.name) LIKE lower(?) ESCAPE '\\' \
+             OR lower(n.full_path) LIKE lower(?) ESCAPE '\\')";
+        let rows = self
+            .search_page(
+                "FROM namespaces n",
+                NS_SELECT,
+                " WHERE n.kind = 'group'",
+                filter,
+                "n.id",
+                search,
+                window,
+            )
             .await?;
-        tx.commit().await?;
-        Ok((collect(rows, namespace_row)?, total))
+        Ok((collect(rows.0, namespace_row)?, rows.1))
     }
 
     async fn subgroups(&self, id: i64) -> Result<Vec<Namespace>> {
