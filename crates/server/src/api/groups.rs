@@ -449,12 +449,7 @@ async fn transfer_project(
     caller.require_admin()?;
     let g = find_group(&state, &caller, &id).await?;
     let p = crate::api::find_project(&state, &caller, &project_id).await?;
-    if state.settings.refuse_moves_with_tags && state.meta.project_tags_count(p.id).await? > 0 {
-        return Err(ApiError::message(
-            StatusCode::BAD_REQUEST,
-            "Failed to transfer project {:base=>[\"Project cannot be transferred, because tags are present in its container registry\"]}",
-        ));
-    }
+    super::projects::check_transfer(&state, &p).await?;
     let moved = state
         .meta
         .move_project(p.id, g.id, &p.path, &p.name)

@@ -431,6 +431,17 @@ async fn update(
 
 /// Whether GitLab's refusal applies: the instance refuses moves of projects whose
 /// registry holds tags (off by default: Berth moves the repositories along).
+/// Refuse a transfer with GitLab's message when [`refuse_move`] applies.
+pub(super) async fn check_transfer(state: &AppState, p: &Project) -> ApiResult<()> {
+    if refuse_move(state, p).await? {
+        return Err(ApiError::message(
+            StatusCode::BAD_REQUEST,
+            "Failed to transfer project {:base=>[\"Project cannot be transferred, because tags are present in its container registry\"]}",
+        ));
+    }
+    Ok(())
+}
+
 async fn refuse_move(state: &AppState, p: &Project) -> ApiResult<bool> {
     Ok(state.settings.refuse_moves_with_tags && state.meta.project_tags_count(p.id).await? > 0)
 }
@@ -469,12 +480,7 @@ async fn transfer(
     let mut target_params = Params::default();
     target_params.set("namespace_id", &target);
     let ns = target_namespace(&state, &caller, &target_params).await?;
-    if refuse_move(&state, &p).await? {
-        return Err(ApiError::message(
-            StatusCode::BAD_REQUEST,
-            "Failed to transfer project {:base=>[\"Project cannot be transferred, because tags are present in its container registry\"]}",
-        ));
-    }
+    check_transfer(&state, &p).await?;
     let moved = state
         .meta
         .move_project(p.id, ns.id, &p.path, &p.name)
