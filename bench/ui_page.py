@@ -114,10 +114,10 @@ def main():
         for name, url in cases.items():
             timed(url)  # warm
             xs = [timed(url) for _ in range(a.samples)]
-            server = sorted(x[0] for x in xs)
-            client = sorted(x[1] for x in xs)
-            p99 = server[min(len(server) - 1, int(len(server) * 0.99))]
-            print(f"| {name} | {statistics.median(server):.2f} | {p99:.2f} | {statistics.median(client):.2f} |")
+            srv = sorted(x[0] for x in xs)
+            cli = sorted(x[1] for x in xs)
+            p99 = srv[min(len(srv) - 1, int(len(srv) * 0.99))]
+            print(f"| {name} | {statistics.median(srv):.2f} | {p99:.2f} | {statistics.median(cli):.2f} |")
     finally:
         server.terminate()
         server.wait()

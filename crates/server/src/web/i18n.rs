@@ -150,6 +150,42 @@ mod tests {
                 }
             }
         }
+        // Keys templates build from values (`t["sort_" ~ s]`).
+        let built = [
+            "visibility_public",
+            "visibility_internal",
+            "visibility_private",
+            "sort_name",
+            "sort_created",
+            "sort_updated",
+            "filter_all",
+            "filter_tagged",
+            "filter_empty",
+            "access_enabled",
+            "access_private",
+            "access_disabled",
+            "access_enabled_help",
+            "access_private_help",
+            "access_disabled_help",
+            "cadence_1d",
+            "cadence_7d",
+            "cadence_14d",
+            "cadence_1month",
+            "cadence_3month",
+            "older_than_7d",
+            "older_than_14d",
+            "older_than_30d",
+            "older_than_90d",
+            "reason_policy",
+            "reason_bulk_delete",
+            "reason_command",
+        ];
+        missing.extend(
+            built
+                .iter()
+                .filter(|k| !en.contains_key(**k))
+                .map(|k| k.to_string()),
+        );
         assert!(
             missing.is_empty(),
             "keys missing from the catalogs: {missing:?}"

@@ -380,7 +380,10 @@ pub async fn project_registry(
             any => any,
             repositories => rows,
             cli => context! {
-                login => format!("docker login {host}"),
+                login => format!(
+                    "docker login {host} -u {} -p <token>",
+                    viewer.user.as_ref().map(|u| u.username.as_str()).unwrap_or("<username>")
+                ),
                 build => format!("docker build -t {image} ."),
                 push => format!("docker push {image}"),
             },
