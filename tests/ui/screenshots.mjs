@@ -9,6 +9,7 @@ const base = process.env.BERTH_URL;
 const dir = process.env.SCREENSHOT_DIR;
 mkdirSync(dir, { recursive: true });
 const files = [];
+const overflow = [];
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--font-render-hinting=none"],
@@ -43,6 +44,7 @@ try {
     await shot(page, "group-registry", lang);
     await page.goto(base + "/team/app/container_registry?search=web");
     await Promise.all([page.waitForNavigation(), page.click("[data-test=repositories] tbody tr a.strong")]);
+    const repositoryUrl = new URL(page.url()).pathname;
     await page.check("[data-test=tags] tbody tr:first-child input[name=tags]");
     await shot(page, "repository", lang);
     await page.goto(base + "/team/app/container_registry?search=multi");
@@ -51,9 +53,21 @@ try {
     await shot(page, "tag", lang);
     await page.goto(base + "/team/app/-/settings/packages_and_registries");
     await shot(page, "settings", lang);
+    // A phone-sized screen: pages must fit its width (tables scroll inside their box).
+    await page.setViewportSize({ width: 390, height: 844 });
+    for (const [name, url] of [
+      ["narrow-project-registry", "/team/app/container_registry"],
+      ["narrow-repository", repositoryUrl],
+      ["narrow-settings", "/team/app/-/settings/packages_and_registries"],
+    ]) {
+      await page.goto(base + url);
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+      if (wide) overflow.push(`${name}-${lang}`);
+      if (name === "narrow-repository") await shot(page, name, lang);
+    }
     await ctx.close();
   }
 } finally {
   await browser.close();
 }
-console.log(JSON.stringify({ files }));
+console.log(JSON.stringify({ files, overflow }));
