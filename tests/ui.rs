@@ -315,7 +315,11 @@ fn web_ui_in_a_real_browser() {
     );
     let files = strings(&shots["files"]);
     assert_eq!(files.len(), 18, "{files:?}");
-    assert_eq!(shots["overflow"], json!([]), "pages wider than a phone screen");
+    assert_eq!(
+        shots["overflow"],
+        json!([]),
+        "pages wider than a phone screen"
+    );
     for f in files {
         let len = std::fs::metadata(out_dir.join(&f))
             .map(|m| m.len())
