@@ -10,11 +10,13 @@ pub mod cleanup;
 pub mod gc;
 pub mod org;
 pub mod repositories;
+pub mod sessions;
 mod sqlite;
 mod sqlite_cleanup;
 mod sqlite_gc;
 mod sqlite_org;
 mod sqlite_repositories;
+mod sqlite_sessions;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
@@ -23,6 +25,7 @@ pub use cleanup::*;
 pub use gc::*;
 pub use org::*;
 pub use repositories::*;
+pub use sessions::*;
 pub use sqlite::SqliteMeta;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +114,14 @@ pub struct Upload {
 }
 
 /// Everything the server needs from metadata.
-pub trait Meta: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + GcMeta + 'static {}
-impl<T: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + GcMeta + 'static> Meta for T {}
+pub trait Meta:
+    RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + GcMeta + SessionMeta + 'static
+{
+}
+impl<T: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + GcMeta + SessionMeta + 'static> Meta
+    for T
+{
+}
 
 /// Registry content: repositories, blobs, manifests, tags, uploads.
 #[async_trait]

@@ -19,6 +19,8 @@ pub struct RepositoryInfo {
     pub cleanup_status: String,
     pub cleanup_started_at: Option<i64>,
     pub tags_count: i64,
+    /// When content was last pushed to it.
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,34 @@ pub enum TagPage {
         limit: i64,
         descending: bool,
     },
+}
+
+/// How a tag search orders its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagOrder {
+    Name,
+    /// By [`TagInfo::created_at`], ties by name.
+    Created,
+}
+
+/// A page of a repository's live tags whose names contain a text, in an order.
+#[derive(Debug, Clone)]
+pub struct TagQuery {
+    /// Case-insensitive (ASCII) substring of the name; `None` or empty: every tag.
+    pub name_contains: Option<String>,
+    pub order: TagOrder,
+    pub descending: bool,
+    pub window: Window,
+}
+
+impl TagQuery {
+    /// Whether `name` passes the query's filter.
+    pub fn matches(&self, name: &str) -> bool {
+        match self.name_contains.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => name.to_ascii_lowercase().contains(&s.to_ascii_lowercase()),
+            None => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -74,6 +104,30 @@ pub trait RepositoryMeta: Send + Sync {
     /// (keyset pages are not counted: the total is 0).
     async fn repository_tags(&self, id: i64, page: TagPage) -> Result<(Vec<TagInfo>, i64)>;
     async fn repository_tag(&self, id: i64, name: &str) -> Result<Option<TagInfo>>;
+    /// A page of the tags `query` selects, with how many it selects in all (for the
+    /// web UI). The default reads every tag; a backend overrides it to page in the
+    /// database.
+    async fn search_tags(&self, id: i64, query: &TagQuery) -> Result<(Vec<TagInfo>, i64)> {
+        let mut tags: Vec<TagInfo> = self
+            .all_tags(id)
+            .await?
+            .into_iter()
+            .filter(|t| query.matches(&t.name))
+            .collect();
+        if query.order == TagOrder::Created {
+            tags.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        }
+        if query.descending {
+            tags.reverse();
+        }
+        let total = tags.len() as i64;
+        let page = tags
+            .into_iter()
+            .skip(query.window.offset.max(0) as usize)
+            .take(query.window.limit.max(0) as usize)
+            .collect();
+        Ok((page, total))
+    }
     /// Every live tag (for the cleanup engine).
     async fn all_tags(&self, id: i64) -> Result<Vec<TagInfo>>;
     /// End these tags (manifests stay) in one transaction; returns how many ended.

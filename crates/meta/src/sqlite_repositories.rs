@@ -15,7 +15,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use crate::org::{Namespace, NamespaceKind, Project, Window};
-use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagPage};
+use crate::repositories::{
+    ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagOrder, TagPage, TagQuery,
+};
 use crate::sqlite_org::{namespace_in, project_in};
 use crate::{MetaError, Result, SqliteMeta};
 
@@ -24,14 +26,15 @@ const MAX_ANCESTORS: usize = 20;
 
 /// The columns `repo_select` reads.
 const REPO_COLS: &str =
-    "id, path, project_id, created_at, status, cleanup_status, cleanup_started_at, live_tags";
+    "id, path, project_id, created_at, status, cleanup_status, cleanup_started_at, live_tags, \
+     updated_at";
 
 /// Repositories chosen by `rows` (a `SELECT {REPO_COLS} FROM repositories ...`),
 /// each with its number of live tags (kept by triggers).
 fn repo_select(rows: &str) -> String {
     format!(
         "SELECT r.id, r.path, r.project_id, r.created_at, r.status, r.cleanup_status, \
-         r.cleanup_started_at, r.live_tags \
+         r.cleanup_started_at, r.live_tags, r.updated_at \
          FROM ({rows}) r"
     )
 }
@@ -93,6 +96,16 @@ fn tag_page_sql(page: &TagPage) -> String {
     }
 }
 
+/// `query`'s name filter as a `LIKE` pattern (ASCII case-insensitive in SQLite).
+fn like_pattern(query: &TagQuery) -> Option<String> {
+    let text = query.name_contains.as_deref().filter(|s| !s.is_empty())?;
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    Some(format!("%{escaped}%"))
+}
+
 fn corrupt(e: impl std::fmt::Display) -> MetaError {
     MetaError::Corrupt(e.to_string())
 }
@@ -107,6 +120,7 @@ fn repo_row(r: SqliteRow) -> RepositoryInfo {
         cleanup_status: r.get(5),
         cleanup_started_at: r.get(6),
         tags_count: r.get(7),
+        updated_at: r.get(8),
     }
 }
 
@@ -207,6 +221,73 @@ impl RepositoryMeta for SqliteMeta {
             },
         };
         let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((rows.into_iter().map(tag_row).collect(), total))
+    }
+
+    async fn search_tags(&self, id: i64, query: &TagQuery) -> Result<(Vec<TagInfo>, i64)> {
+        let pattern = like_pattern(query);
+        let filter = if pattern.is_some() {
+            " AND name LIKE ? ESCAPE '\\'"
+        } else {
+            ""
+        };
+        let dir = if query.descending { "DESC" } else { "ASC" };
+        let mut tx = self.read.begin().await?;
+        let total: i64 = match &pattern {
+            None => sqlx::query_scalar::<_, i64>(LIVE_TAG_COUNT)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0),
+            Some(p) => {
+                sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM tags \
+                     WHERE repository_id = ? AND deleted_at IS NULL{filter}"
+                ))
+                .bind(id)
+                .bind(p)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        let rows = match query.order {
+            // The page's names come from the index alone; only they are joined.
+            TagOrder::Name => {
+                let sql = format!(
+                    "{TAG_SELECT} AND t.name IN (SELECT name FROM tags \
+                       WHERE repository_id = ? AND deleted_at IS NULL{filter} \
+                       ORDER BY name {dir} LIMIT ? OFFSET ?) \
+                     ORDER BY t.name {dir}"
+                );
+                let q = sqlx::query(&sql).bind(id).bind(id);
+                let q = match &pattern {
+                    Some(p) => q.bind(p),
+                    None => q,
+                };
+                q.bind(query.window.limit.max(0))
+                    .bind(query.window.offset.max(0))
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            TagOrder::Created => {
+                let filter = filter.replace("name", "t.name");
+                let sql = format!(
+                    "{TAG_SELECT}{filter} \
+                     ORDER BY COALESCE(m.image_created_at, t.created_at) {dir}, t.name {dir} \
+                     LIMIT ? OFFSET ?"
+                );
+                let q = sqlx::query(&sql).bind(id);
+                let q = match &pattern {
+                    Some(p) => q.bind(p),
+                    None => q,
+                };
+                q.bind(query.window.limit.max(0))
+                    .bind(query.window.offset.max(0))
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
         tx.commit().await?;
         Ok((rows.into_iter().map(tag_row).collect(), total))
     }
@@ -767,6 +848,69 @@ mod tests {
 
     fn names(tags: &[TagInfo]) -> Vec<&str> {
         tags.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn tag_search_filters_sorts_and_pages_in_the_database() {
+        let (_d, m) = open().await;
+        let g = group(&m, "g", None).await;
+        project(&m, g.id, "p").await;
+        // Image creation times run against name order, so the two orders differ.
+        let tag_names = ["v1", "v2", "V3_x", "main", "v10"];
+        for (i, n) in tag_names.iter().enumerate() {
+            let man = push(
+                &m,
+                "g/p",
+                &format!("m{i}"),
+                &[(&format!("cfg{i}"), 1)],
+                Some(100 - i as i64),
+                None,
+                10,
+            )
+            .await;
+            tag(&m, "g/p", &man, n, 10).await;
+        }
+        m.delete_tag("g/p", "main", 11).await.unwrap();
+        let id = repo_id(&m, "g/p").await;
+        let q = |text: Option<&str>, order, descending, offset, limit| TagQuery {
+            name_contains: text.map(String::from),
+            order,
+            descending,
+            window: window(offset, limit),
+        };
+        let (page, total) = m
+            .search_tags(id, &q(None, TagOrder::Name, false, 0, 10))
+            .await
+            .unwrap();
+        assert_eq!((names(&page), total), (vec!["V3_x", "v1", "v10", "v2"], 4));
+        let (page, total) = m
+            .search_tags(id, &q(Some("v1"), TagOrder::Name, true, 0, 10))
+            .await
+            .unwrap();
+        assert_eq!((names(&page), total), (vec!["v10", "v1"], 2));
+        // LIKE's wildcards are taken literally, and case does not matter.
+        let (page, total) = m
+            .search_tags(id, &q(Some("3_"), TagOrder::Name, false, 0, 10))
+            .await
+            .unwrap();
+        assert_eq!((names(&page), total), (vec!["V3_x"], 1));
+        let (page, _) = m
+            .search_tags(id, &q(Some("_"), TagOrder::Name, false, 0, 10))
+            .await
+            .unwrap();
+        assert_eq!(names(&page), ["V3_x"]);
+        let (page, total) = m
+            .search_tags(id, &q(None, TagOrder::Created, false, 1, 2))
+            .await
+            .unwrap();
+        assert_eq!((names(&page), total), (vec!["V3_x", "v2"], 4));
+        let (page, _) = m
+            .search_tags(id, &q(Some("V"), TagOrder::Created, true, 0, 10))
+            .await
+            .unwrap();
+        assert_eq!(names(&page), ["v1", "v2", "V3_x", "v10"]);
+        let info = m.repository_info(id).await.unwrap().unwrap();
+        assert_eq!(info.updated_at, 10);
     }
 
     fn conflict<T: std::fmt::Debug>(r: Result<T>) -> String {

@@ -1,6 +1,7 @@
-//! The HTTP server: the OCI distribution API under `/v2`, metrics, and the
-//! background jobs that keep storage tidy. Handlers are thin: parse, authorise,
-//! call the metadata and blob stores, map errors to the protocol's format.
+//! The HTTP server: the OCI distribution API under `/v2`, the REST API under
+//! `/api/v4`, the web UI, metrics, and the background jobs that keep storage tidy.
+//! Handlers are thin: parse, authorise, call the metadata and blob stores, map errors
+//! to the protocol's format.
 #![forbid(unsafe_code)]
 
 mod access;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod org;
 mod registry;
 pub mod state;
+pub mod web;
 
 use std::future::Future;
 
@@ -45,6 +47,10 @@ pub fn router(state: Shared) -> Router {
         .route("/jwt/auth", get(auth::token::issue))
         .nest("/api/v4", api::router())
         .route("/metrics", get(metrics::render))
+        .merge(web::router())
+        // GitLab's page URLs put fixed words after paths of any depth; the web UI
+        // parses whatever no route above took.
+        .fallback(web::dispatch)
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(

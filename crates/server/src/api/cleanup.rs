@@ -12,12 +12,13 @@ use super::schemas::{
 };
 use super::{find_project, ApiError, ApiResult, Caller, Params, Path, Window};
 use crate::cleanup::{plan, rules_of};
-use crate::state::{now_ms, Shared};
+use crate::state::{now_ms, AppState, Shared};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use berth_core::cleanup::Rules;
+use berth_meta::Project;
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -38,7 +39,11 @@ const POLICY_KEYS: [&str; 5] = [
 ];
 
 /// Rules from the query when it names any policy field, else from the saved policy.
-async fn rules_for(state: &Shared, project_id: i64, params: &Params) -> ApiResult<Rules> {
+pub(crate) async fn rules_for(
+    state: &AppState,
+    project_id: i64,
+    params: &Params,
+) -> ApiResult<Rules> {
     if POLICY_KEYS.iter().any(|k| params.has(k)) {
         let delete = match params.string("name_regex_delete")? {
             Some(r) => Some(r),
@@ -90,6 +95,16 @@ async fn preview(
         return Err(ApiError::forbidden());
     }
     let rules = rules_for(&state, p.id, &params).await?;
+    Ok(Json(preview_of(&state, &p, &rules).await?).into_response())
+}
+
+/// What a cleanup run under `rules` would delete and keep now in every repository of
+/// `p` (for the REST API and the web UI's live preview).
+pub(crate) async fn preview_of(
+    state: &AppState,
+    p: &Project,
+    rules: &Rules,
+) -> ApiResult<CleanupPreview> {
     let now = now_ms();
     let mut repositories = Vec::new();
     let (repos, _) = state
@@ -103,7 +118,7 @@ async fn preview(
         )
         .await?;
     for r in repos {
-        let plan = plan(state.meta.as_ref(), r.id, &rules, now).await?;
+        let plan = plan(state.meta.as_ref(), r.id, rules, now).await?;
         let mut delete = Vec::new();
         let mut keep = Vec::new();
         for (t, step) in plan.tags.iter().zip(&plan.steps) {
@@ -126,11 +141,10 @@ async fn preview(
             keep,
         });
     }
-    Ok(Json(CleanupPreview {
+    Ok(CleanupPreview {
         name_regex: rules.name_regex.as_str().to_string(),
         repositories,
     })
-    .into_response())
 }
 
 /// `POST /projects/:id/registry/cleanup_run` (maintainers): make the saved, enabled

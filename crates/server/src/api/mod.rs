@@ -7,16 +7,16 @@
 //! Each resource lives in its own file; handlers stay short: read parameters, load and
 //! authorise, call `crate::org` or the metadata store, render with `entities`.
 
-mod cleanup;
+pub(crate) mod cleanup;
 mod entities;
 mod groups;
 mod members;
 pub mod openapi;
 pub mod pagination;
 pub mod params;
-mod policy;
+pub(crate) mod policy;
 mod projects;
-mod registry;
+pub(crate) mod registry;
 pub mod schemas;
 mod settings;
 mod tokens;
@@ -207,6 +207,27 @@ impl ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "500 Internal Server Error",
         )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The problems this error reports, each with the field it names (if any), for
+    /// pages that show them next to the field.
+    pub fn problems(&self) -> Vec<(Option<String>, String)> {
+        match &self.body {
+            ApiErrorBody::Message(MessageError {
+                message: MessageValue::Text(t),
+            }) => vec![(None, t.clone())],
+            ApiErrorBody::Message(MessageError {
+                message: MessageValue::Fields(fields),
+            }) => fields
+                .iter()
+                .flat_map(|(f, ps)| ps.iter().map(move |p| (Some(f.clone()), p.clone())))
+                .collect(),
+            ApiErrorBody::Error(e) => vec![(None, e.error.clone())],
+        }
     }
 
     /// The body as JSON, for tests.

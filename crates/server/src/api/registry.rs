@@ -66,7 +66,11 @@ pub async fn registry_actions(
 }
 
 /// A project the caller may see and whose registry they may read.
-async fn readable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(Project, ActionSet)> {
+pub(crate) async fn readable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<(Project, ActionSet)> {
     let p = find_project(state, caller, id).await?;
     let actions = registry_actions(state, caller, &p).await?;
     if !actions.pull {
@@ -76,7 +80,11 @@ async fn readable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(Pro
 }
 
 /// A repository of project `p` by id; 404 when it is another project's or unknown.
-async fn repository_of(state: &AppState, p: &Project, rid: &str) -> ApiResult<RepositoryInfo> {
+pub(crate) async fn repository_of(
+    state: &AppState,
+    p: &Project,
+    rid: &str,
+) -> ApiResult<RepositoryInfo> {
     let not_found = || ApiError::not_found("Repository");
     let id = numeric_id(rid).ok_or_else(not_found)?;
     match state.meta.repository_info(id).await? {
@@ -86,7 +94,7 @@ async fn repository_of(state: &AppState, p: &Project, rid: &str) -> ApiResult<Re
 }
 
 /// The repository's name inside its project (`""` for the project's own image).
-fn repository_name(r: &RepositoryInfo, p: &Project) -> String {
+pub(crate) fn repository_name(r: &RepositoryInfo, p: &Project) -> String {
     berth_core::paths::repository_name(&r.path, &p.full_path.to_ascii_lowercase()).to_string()
 }
 
@@ -334,15 +342,27 @@ async fn delete_repository(
     caller: Caller,
     Path((id, rid)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (p, actions) = readable(&state, &caller, &id).await?;
+    schedule_repository_delete(&state, &caller, &id, &rid).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Queue repository `rid` of project `id` for deletion (maintainers); the REST API
+/// and the web UI both delete through here.
+pub(crate) async fn schedule_repository_delete(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    rid: &str,
+) -> ApiResult<RepositoryInfo> {
+    let (p, actions) = readable(state, caller, id).await?;
     if !actions.delete {
         return Err(ApiError::forbidden());
     }
-    let r = repository_of(&state, &p, &rid).await?;
+    let r = repository_of(state, &p, rid).await?;
     // The repository disappears from listings now; a background job removes it.
     state.meta.schedule_repository_delete(r.id).await?;
     state.jobs.wake();
-    Ok(StatusCode::ACCEPTED.into_response())
+    Ok(r)
 }
 
 #[utoipa::path(
@@ -481,16 +501,34 @@ async fn delete_tag(
     caller: Caller,
     Path((id, rid, tag)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let (p, actions) = readable(&state, &caller, &id).await?;
-    // Deleting one tag is a developer action in GitLab (destroy_container_image).
-    if !actions.push {
-        return Err(ApiError::forbidden());
-    }
-    let r = repository_of(&state, &p, &rid).await?;
-    if state.meta.delete_tags(r.id, &[tag], now_ms()).await? == 0 {
+    if delete_tags(&state, &caller, &id, &rid, &[tag]).await? == 0 {
         return Err(ApiError::not_found("Tag"));
     }
     Ok(StatusCode::OK.into_response())
+}
+
+/// Delete the named tags of repository `rid` of project `id` (the manifests stay);
+/// returns how many existed. One tag is a developer action in GitLab
+/// (destroy_container_image); several at once are a bulk deletion (maintainers).
+/// The REST API and the web UI both delete tags through here.
+pub(crate) async fn delete_tags(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    rid: &str,
+    names: &[String],
+) -> ApiResult<u64> {
+    let (p, actions) = readable(state, caller, id).await?;
+    let allowed = if names.len() > 1 {
+        actions.delete
+    } else {
+        actions.push
+    };
+    if !allowed {
+        return Err(ApiError::forbidden());
+    }
+    let r = repository_of(state, &p, rid).await?;
+    Ok(state.meta.delete_tags(r.id, names, now_ms()).await?)
 }
 
 const BULK_ALREADY: &str = "This request has already been made. You can run this at most once an hour for a given container repository";

@@ -1,0 +1,1006 @@
+//! The pages: home, a project's and a group's container registry, a repository's
+//! tags, one tag's manifest, and the project's registry settings. Each reads what
+//! the viewer may see through the REST API's own checks and deletes or saves through
+//! the REST API's own functions.
+
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use berth_core::{AccessLevel, ActionSet, RegistryAccess};
+use berth_meta::{
+    ExpirationPolicy, ManifestRef, Project, ProjectUpdate, RepositoryInfo, TagOrder, TagQuery,
+    Window,
+};
+use minijinja::{context, Value};
+use serde::Serialize;
+
+use super::{field, Viewer};
+use crate::api::{self, ApiError, Caller, Params};
+use crate::state::{now_ms, AppState, Shared};
+
+const PER_PAGE_CHOICES: [i64; 4] = [10, 20, 50, 100];
+
+/// A list's state, all of it in the URL so a view can be shared and reloaded.
+#[derive(Debug, Clone)]
+struct ListState {
+    search: String,
+    sort: String,
+    order: String,
+    filter: String,
+    page: i64,
+    per_page: i64,
+    notice: Option<String>,
+    count: Option<i64>,
+}
+
+impl ListState {
+    fn parse(query: &str, sorts: &[&str], filters: &[&str]) -> ListState {
+        let mut s = ListState {
+            search: String::new(),
+            sort: sorts[0].to_string(),
+            order: "asc".into(),
+            filter: filters.first().unwrap_or(&"").to_string(),
+            page: 1,
+            per_page: 20,
+            notice: None,
+            count: None,
+        };
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "search" => s.search = v.trim().chars().take(200).collect(),
+                "sort" if sorts.contains(&v.as_ref()) => s.sort = v.into_owned(),
+                "order" if v == "asc" || v == "desc" => s.order = v.into_owned(),
+                "filter" if filters.contains(&v.as_ref()) => s.filter = v.into_owned(),
+                "page" => s.page = v.parse().unwrap_or(1).clamp(1, 1_000_000),
+                "per_page" => {
+                    s.per_page = v
+                        .parse()
+                        .ok()
+                        .filter(|n| PER_PAGE_CHOICES.contains(n))
+                        .unwrap_or(20)
+                }
+                "notice" => {
+                    s.notice = Some(
+                        v.chars()
+                            .filter(|c| c.is_ascii_lowercase() || *c == '_')
+                            .collect(),
+                    )
+                }
+                "count" => s.count = v.parse().ok(),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    fn descending(&self) -> bool {
+        self.order == "desc"
+    }
+
+    /// This state's URL at `path` with `page` instead.
+    fn url(&self, path: &str, page: i64) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if !self.search.is_empty() {
+            q.append_pair("search", &self.search);
+        }
+        q.append_pair("sort", &self.sort);
+        q.append_pair("order", &self.order);
+        if !self.filter.is_empty() {
+            q.append_pair("filter", &self.filter);
+        }
+        if self.per_page != 20 {
+            q.append_pair("per_page", &self.per_page.to_string());
+        }
+        if page > 1 {
+            q.append_pair("page", &page.to_string());
+        }
+        format!("{path}?{}", q.finish())
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            offset: (self.page - 1) * self.per_page,
+            limit: self.per_page,
+        }
+    }
+
+    fn context(&self, path: &str, total: i64) -> Value {
+        let pages = ((total + self.per_page - 1) / self.per_page).max(1);
+        context! {
+            search => self.search.clone(),
+            sort => self.sort.clone(),
+            order => self.order.clone(),
+            filter => self.filter.clone(),
+            page => self.page,
+            pages => pages,
+            per_page => self.per_page,
+            per_page_choices => PER_PAGE_CHOICES.to_vec(),
+            total => total,
+            prev_url => (self.page > 1).then(|| self.url(path, self.page - 1)),
+            next_url => (self.page < pages).then(|| self.url(path, self.page + 1)),
+            first_url => (self.page > 2).then(|| self.url(path, 1)),
+            last_url => (self.page + 1 < pages).then(|| self.url(path, pages)),
+            notice => self.notice.clone(),
+            count => self.count,
+        }
+    }
+}
+
+/// `1.4 MiB`, as registries show sizes.
+pub fn human_size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes.max(0) as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `2026-11-27 23:19 UTC`.
+pub fn when(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    format!("{} {} UTC", &s[..10], &s[11..16])
+}
+
+fn short_digest(digest: &str) -> String {
+    let hex = digest.split_once(':').map(|(_, h)| h).unwrap_or(digest);
+    hex.chars().take(12).collect()
+}
+
+/// `host[:port]` of the registry, for image paths and commands.
+fn registry_host(viewer: &Viewer) -> String {
+    let b = viewer.base.as_str();
+    b.split_once("://").map(|(_, h)| h).unwrap_or(b).to_string()
+}
+
+fn fail(viewer: &Viewer, e: ApiError) -> Response {
+    viewer.error(e.status())
+}
+
+/// The project at `path` and what the viewer may do in its registry; 404 when the
+/// viewer may not read the registry (disabled registries included), as GitLab.
+async fn registry_project(
+    state: &AppState,
+    viewer: &Viewer,
+    path: &str,
+) -> Result<(Project, ActionSet), Response> {
+    let p = api::find_project(state, &viewer.caller, path)
+        .await
+        .map_err(|e| fail(viewer, e))?;
+    let actions = api::registry::registry_actions(state, &viewer.caller, &p)
+        .await
+        .map_err(|e| fail(viewer, e))?;
+    if !actions.pull {
+        return Err(viewer.error(StatusCode::NOT_FOUND));
+    }
+    Ok((p, actions))
+}
+
+async fn is_maintainer(state: &AppState, caller: &Caller, p: &Project) -> bool {
+    matches!(caller.project_level(state, p).await, Ok(Some(l)) if l >= AccessLevel::Maintainer)
+}
+
+fn project_url(p: &Project) -> String {
+    format!("/{}", p.full_path)
+}
+
+#[derive(Serialize)]
+struct RepoRow {
+    id: i64,
+    name: String,
+    path: String,
+    location: String,
+    project: String,
+    tags_count: i64,
+    size: String,
+    created: String,
+    updated: String,
+    url: String,
+    delete_url: Option<String>,
+}
+
+async fn repo_row(
+    state: &AppState,
+    viewer: &Viewer,
+    r: &RepositoryInfo,
+    p: &Project,
+    can_delete: bool,
+) -> Result<RepoRow, Response> {
+    let size = state
+        .meta
+        .repository_size(r.id)
+        .await
+        .map_err(|e| fail(viewer, e.into()))?;
+    let name = api::registry::repository_name(r, p);
+    let url = format!("{}/container_registry/{}", project_url(p), r.id);
+    Ok(RepoRow {
+        id: r.id,
+        name: if name.is_empty() {
+            r.path.clone()
+        } else {
+            name
+        },
+        path: r.path.clone(),
+        location: format!("{}/{}", registry_host(viewer), r.path),
+        project: p.full_path.clone(),
+        tags_count: r.tags_count,
+        size: human_size(size),
+        created: when(r.created_at),
+        updated: when(r.updated_at),
+        delete_url: can_delete.then(|| format!("{url}/delete")),
+        url,
+    })
+}
+
+/// Filter, sort and page repositories by a list state (a project has few enough
+/// repositories to do this in memory; tags, which may be many, page in the database).
+fn arrange(mut repos: Vec<RepositoryInfo>, s: &ListState) -> (Vec<RepositoryInfo>, i64) {
+    let needle = s.search.to_lowercase();
+    repos.retain(|r| {
+        (needle.is_empty() || r.path.to_lowercase().contains(&needle))
+            && match s.filter.as_str() {
+                "tagged" => r.tags_count > 0,
+                "empty" => r.tags_count == 0,
+                _ => true,
+            }
+    });
+    match s.sort.as_str() {
+        "created" => repos.sort_by(|a, b| (a.created_at, &a.path).cmp(&(b.created_at, &b.path))),
+        "updated" => repos.sort_by(|a, b| (a.updated_at, &a.path).cmp(&(b.updated_at, &b.path))),
+        _ => repos.sort_by(|a, b| a.path.cmp(&b.path)),
+    }
+    if s.descending() {
+        repos.reverse();
+    }
+    let total = repos.len() as i64;
+    let w = s.window();
+    let page = repos
+        .into_iter()
+        .skip(w.offset as usize)
+        .take(w.limit as usize)
+        .collect();
+    (page, total)
+}
+
+const ALL: Window = Window {
+    offset: 0,
+    limit: i64::MAX,
+};
+
+pub async fn home(State(state): State<Shared>, viewer: Viewer, RawQuery(q): RawQuery) -> Response {
+    let search: String = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "search")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let term = (!search.is_empty()).then_some(search.as_str());
+    let projects = match state.meta.projects(term).await {
+        Ok(p) => p,
+        Err(e) => return fail(&viewer, e.into()),
+    };
+    let mut rows = Vec::new();
+    for p in projects {
+        if !matches!(viewer.caller.can_read_project(&state, &p).await, Ok(true)) {
+            continue;
+        }
+        let registry = matches!(
+            api::registry::registry_actions(&state, &viewer.caller, &p).await,
+            Ok(a) if a.pull
+        );
+        rows.push(context! {
+            name => p.name.clone(),
+            full_path => p.full_path.clone(),
+            description => p.description.clone(),
+            visibility => p.visibility.as_str(),
+            registry_url => registry.then(|| format!("{}/container_registry", project_url(&p))),
+        });
+    }
+    let groups = match state.meta.groups(term, ALL).await {
+        Ok((g, _)) => g,
+        Err(e) => return fail(&viewer, e.into()),
+    };
+    let mut group_rows = Vec::new();
+    for g in groups {
+        if matches!(viewer.caller.can_read_group(&state, &g).await, Ok(true)) {
+            group_rows.push(context! {
+                name => g.name.clone(),
+                full_path => g.full_path.clone(),
+                visibility => g.visibility.as_str(),
+                url => format!("/groups/{}/-/container_registries", g.full_path),
+            });
+        }
+    }
+    viewer.render(
+        StatusCode::OK,
+        "home.html",
+        context! {
+            title => viewer.lang.text("home_title"),
+            search => search,
+            projects => rows,
+            groups => group_rows,
+        },
+    )
+}
+
+pub async fn project_registry(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    query: &str,
+) -> Response {
+    let (p, actions) = match registry_project(state, viewer, path).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let s = ListState::parse(
+        query,
+        &["name", "created", "updated"],
+        &["all", "tagged", "empty"],
+    );
+    let (repos, _) = match state.meta.repositories_of(&[p.id], ALL).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let any = !repos.is_empty();
+    let (page, total) = arrange(repos, &s);
+    let mut rows = Vec::with_capacity(page.len());
+    for r in &page {
+        match repo_row(state, viewer, r, &p, actions.delete).await {
+            Ok(row) => rows.push(row),
+            Err(resp) => return resp,
+        }
+    }
+    let here = format!("{}/container_registry", project_url(&p));
+    let host = registry_host(viewer);
+    let image = format!("{host}/{}", p.full_path.to_ascii_lowercase());
+    viewer.render(
+        StatusCode::OK,
+        "registry.html",
+        context! {
+            title => format!("{} · {}", viewer.lang.text("container_registry"), p.name),
+            scope => "project",
+            project => context! {
+                name => p.name.clone(),
+                full_path => p.full_path.clone(),
+                url => project_url(&p),
+                settings_url => is_maintainer(state, &viewer.caller, &p).await
+                    .then(|| format!("{}/-/settings/packages_and_registries", project_url(&p))),
+            },
+            group => Value::from(()),
+            list => s.context(&here, total),
+            base_url => here,
+            any => any,
+            repositories => rows,
+            cli => context! {
+                login => format!(
+                    "docker login {host} -u {} -p <token>",
+                    viewer.user.as_ref().map(|u| u.username.as_str()).unwrap_or("<username>")
+                ),
+                build => format!("docker build -t {image} ."),
+                push => format!("docker push {image}"),
+            },
+            can_push => actions.push,
+        },
+    )
+}
+
+pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: &str) -> Response {
+    let g = match api::find_group(state, &viewer.caller, path).await {
+        Ok(g) => g,
+        Err(e) => return fail(viewer, e),
+    };
+    let s = ListState::parse(
+        query,
+        &["name", "created", "updated"],
+        &["all", "tagged", "empty"],
+    );
+    let mut projects = std::collections::HashMap::new();
+    let in_group = match state.meta.projects_in(g.id, true).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    for p in in_group {
+        if !matches!(viewer.caller.can_read_project(state, &p).await, Ok(true)) {
+            continue;
+        }
+        if let Ok(a) = api::registry::registry_actions(state, &viewer.caller, &p).await {
+            if a.pull {
+                projects.insert(p.id, (p, a));
+            }
+        }
+    }
+    let ids: Vec<i64> = projects.keys().copied().collect();
+    let (repos, _) = match state.meta.repositories_of(&ids, ALL).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let any = !repos.is_empty();
+    let (page, total) = arrange(repos, &s);
+    let mut rows = Vec::with_capacity(page.len());
+    for r in &page {
+        if let Some((p, a)) = r.project_id.and_then(|id| projects.get(&id)) {
+            match repo_row(state, viewer, r, p, a.delete).await {
+                Ok(row) => rows.push(row),
+                Err(resp) => return resp,
+            }
+        }
+    }
+    let here = format!("/groups/{}/-/container_registries", g.full_path);
+    viewer.render(
+        StatusCode::OK,
+        "registry.html",
+        context! {
+            title => format!("{} · {}", viewer.lang.text("container_registry"), g.name),
+            scope => "group",
+            project => Value::from(()),
+            group => context! { name => g.name.clone(), full_path => g.full_path.clone() },
+            list => s.context(&here, total),
+            base_url => here,
+            any => any,
+            repositories => rows,
+            cli => Value::from(()),
+            can_push => false,
+        },
+    )
+}
+
+/// `os/arch[/variant]` of each child of an index, from its stored payload.
+fn platforms(payload: &[u8]) -> Vec<(String, String, i64)> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return Vec::new();
+    };
+    v.get("manifests")
+        .and_then(|m| m.as_array())
+        .map(|children| {
+            children
+                .iter()
+                .map(|c| {
+                    let p = c.get("platform");
+                    let part = |k: &str| {
+                        p.and_then(|p| p.get(k))
+                            .and_then(|x| x.as_str())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let mut name = format!("{}/{}", part("os"), part("architecture"));
+                    let variant = part("variant");
+                    if !variant.is_empty() {
+                        name = format!("{name}/{variant}");
+                    }
+                    if name == "/" {
+                        name = "unknown/unknown".into();
+                    }
+                    let digest = c
+                        .get("digest")
+                        .and_then(|d| d.as_str())
+                        .unwrap_or("")
+                        .to_string();
+                    let size = c.get("size").and_then(|s| s.as_i64()).unwrap_or(0);
+                    (name, digest, size)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn repository(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    rid: &str,
+    query: &str,
+) -> Response {
+    let started = Instant::now();
+    let (p, actions) = match registry_project(state, viewer, path).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let r = match api::registry::repository_of(state, &p, rid).await {
+        Ok(r) => r,
+        Err(e) => return fail(viewer, e),
+    };
+    let s = ListState::parse(query, &["name", "created"], &[]);
+    let q = TagQuery {
+        name_contains: Some(s.search.clone()).filter(|x| !x.is_empty()),
+        order: if s.sort == "created" {
+            TagOrder::Created
+        } else {
+            TagOrder::Name
+        },
+        descending: s.descending(),
+        window: s.window(),
+    };
+    let (tags, total) = match state.meta.search_tags(r.id, &q).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let host = registry_host(viewer);
+    let here = format!("{}/container_registry/{}", project_url(&p), r.id);
+    let mut rows = Vec::with_capacity(tags.len());
+    for tag in &tags {
+        let multi = berth_oci::media::is_index(&tag.media_type);
+        let mut plats = Vec::new();
+        if multi {
+            if let Ok(d) = berth_oci::Digest::parse(&tag.digest) {
+                if let Ok(Some(m)) = state.meta.manifest(&r.path, ManifestRef::Digest(&d)).await {
+                    plats = platforms(&m.payload)
+                        .into_iter()
+                        .map(|(n, _, _)| n)
+                        .collect();
+                }
+            }
+        }
+        rows.push(context! {
+            name => tag.name.clone(),
+            location => format!("{host}/{}:{}", r.path, tag.name),
+            digest => tag.digest.clone(),
+            short_digest => short_digest(&tag.digest),
+            size => human_size(tag.total_size),
+            created => when(tag.created_at),
+            pushed => when(tag.pushed_at),
+            multi_arch => multi,
+            platforms => plats,
+            url => format!("{here}/-/tags/{}", tag.name),
+        });
+    }
+    let name = api::registry::repository_name(&r, &p);
+    let mut resp = viewer.render(
+        StatusCode::OK,
+        "repository.html",
+        context! {
+            title => format!("{} · {}", r.path, viewer.lang.text("container_registry")),
+            project => context! {
+                name => p.name.clone(),
+                full_path => p.full_path.clone(),
+                url => project_url(&p),
+                registry_url => format!("{}/container_registry", project_url(&p)),
+            },
+            repository => context! {
+                id => r.id,
+                name => if name.is_empty() { r.path.clone() } else { name },
+                path => r.path.clone(),
+                location => format!("{host}/{}", r.path),
+                tags_count => r.tags_count,
+                created => when(r.created_at),
+                url => here.clone(),
+            },
+            list => s.context(&here, total),
+            base_url => here.clone(),
+            tags => rows,
+            can_delete_tag => actions.push,
+            can_bulk_delete => actions.delete,
+            can_delete_repository => actions.delete,
+            delete_tags_url => format!("{here}/delete_tags"),
+            delete_repository_url => format!("{here}/delete"),
+        },
+    );
+    // Server time of the page, for `bench/ui_page.sh` and browsers' dev tools.
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = format!("app;dur={ms:.2}").parse() {
+        resp.headers_mut().insert("server-timing", v);
+    }
+    resp
+}
+
+pub async fn tag(state: &Shared, viewer: &Viewer, path: &str, rid: &str, name: &str) -> Response {
+    let (p, actions) = match registry_project(state, viewer, path).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let r = match api::registry::repository_of(state, &p, rid).await {
+        Ok(r) => r,
+        Err(e) => return fail(viewer, e),
+    };
+    let tag = match state.meta.repository_tag(r.id, name).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return viewer.error(StatusCode::NOT_FOUND),
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let Ok(digest) = berth_oci::Digest::parse(&tag.digest) else {
+        return viewer.error(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let manifest = match state
+        .meta
+        .manifest(&r.path, ManifestRef::Digest(&digest))
+        .await
+    {
+        Ok(Some(m)) => m,
+        Ok(None) => return viewer.error(StatusCode::NOT_FOUND),
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let json: serde_json::Value = serde_json::from_slice(&manifest.payload).unwrap_or_default();
+    let layers: Vec<Value> = json
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .map(|ls| {
+            ls.iter()
+                .map(|l| {
+                    context! {
+                        digest => l.get("digest").and_then(|d| d.as_str()).unwrap_or(""),
+                        media_type => l.get("mediaType").and_then(|d| d.as_str()).unwrap_or(""),
+                        size => human_size(l.get("size").and_then(|s| s.as_i64()).unwrap_or(0)),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let plats: Vec<Value> = platforms(&manifest.payload)
+        .into_iter()
+        .map(|(n, d, s)| context! { name => n, digest => d, size => human_size(s) })
+        .collect();
+    let referrers: Vec<Value> = match state.meta.referrers(&r.path, &digest, None).await {
+        Ok(list) => list
+            .into_iter()
+            .map(|x| {
+                context! {
+                    digest => x.digest.as_str().to_string(),
+                    artifact_type => x.artifact_type.unwrap_or_else(|| x.media_type.clone()),
+                    size => human_size(x.size),
+                }
+            })
+            .collect(),
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let host = registry_host(viewer);
+    let repo_url = format!("{}/container_registry/{}", project_url(&p), r.id);
+    viewer.render(
+        StatusCode::OK,
+        "tag.html",
+        context! {
+            title => format!("{}:{}", r.path, tag.name),
+            project => context! {
+                name => p.name.clone(),
+                url => project_url(&p),
+                registry_url => format!("{}/container_registry", project_url(&p)),
+            },
+            repository => context! { path => r.path.clone(), url => repo_url.clone() },
+            tag => context! {
+                name => tag.name.clone(),
+                location => format!("{host}/{}:{}", r.path, tag.name),
+                by_digest => format!("{host}/{}@{}", r.path, tag.digest),
+                digest => tag.digest.clone(),
+                media_type => tag.media_type.clone(),
+                config => tag.config_digest.clone(),
+                size => human_size(tag.total_size),
+                created => when(tag.created_at),
+                pushed => when(tag.pushed_at),
+            },
+            layers => layers,
+            platforms => plats,
+            referrers => referrers,
+            can_delete_tag => actions.push,
+            delete_tags_url => format!("{repo_url}/delete_tags"),
+        },
+    )
+}
+
+pub async fn delete_repository(state: &Shared, viewer: &Viewer, path: &str, rid: &str) -> Response {
+    match api::registry::schedule_repository_delete(state, &viewer.caller, path, rid).await {
+        Ok(_) => viewer.redirect(&format!(
+            "/{path}/container_registry?notice=repository_deleted"
+        )),
+        Err(e) => fail(viewer, e),
+    }
+}
+
+pub async fn delete_tags(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    rid: &str,
+    fields: &[(String, String)],
+) -> Response {
+    let names: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k == "tags")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let back = format!("/{path}/container_registry/{rid}");
+    if names.is_empty() {
+        return viewer.redirect(&back);
+    }
+    match api::registry::delete_tags(state, &viewer.caller, path, rid, &names).await {
+        Ok(n) => viewer.redirect(&format!("{back}?notice=tags_deleted&count={n}")),
+        Err(e) => fail(viewer, e),
+    }
+}
+
+/// The project at `path` if the viewer maintains it (settings are maintainer+).
+async fn maintained_project(
+    state: &AppState,
+    viewer: &Viewer,
+    path: &str,
+) -> Result<Project, Response> {
+    let p = api::find_project(state, &viewer.caller, path)
+        .await
+        .map_err(|e| fail(viewer, e))?;
+    viewer
+        .caller
+        .require_project_level(state, &p, AccessLevel::Maintainer)
+        .await
+        .map_err(|e| fail(viewer, e))?;
+    Ok(p)
+}
+
+/// A refusal, with the form field it is about (if any).
+type Problem = (Option<String>, String);
+
+const CADENCES: [&str; 5] = ["1d", "7d", "14d", "1month", "3month"];
+const KEEP_N: [i64; 6] = [1, 5, 10, 25, 50, 100];
+const OLDER_THAN: [&str; 4] = ["7d", "14d", "30d", "90d"];
+
+fn policy_values(p: &ExpirationPolicy) -> Value {
+    context! {
+        enabled => p.enabled,
+        cadence => p.cadence.clone(),
+        keep_n => p.keep_n.map(|n| n.to_string()).unwrap_or_default(),
+        older_than => p.older_than.clone().unwrap_or_default(),
+        name_regex => p.name_regex.clone().unwrap_or_default(),
+        name_regex_keep => p.name_regex_keep.clone().unwrap_or_default(),
+        next_run => p.next_run_at.map(when),
+    }
+}
+
+/// Rendered preview of what a cleanup under `rules` deletes now, or the rule error.
+async fn preview_context(state: &AppState, p: &Project, params: &Params) -> Value {
+    let rules = match api::cleanup::rules_for(state, p.id, params).await {
+        Ok(r) => r,
+        Err(e) => {
+            return context! {
+                error => e.problems().into_iter().map(|(f, m)| match f {
+                    Some(f) => format!("{f}: {m}"),
+                    None => m,
+                }).collect::<Vec<_>>().join("; "),
+                repositories => Vec::<Value>::new(),
+                delete_total => 0,
+            }
+        }
+    };
+    match api::cleanup::preview_of(state, p, &rules).await {
+        Ok(preview) => {
+            let mut total = 0;
+            let repos: Vec<Value> = preview
+                .repositories
+                .iter()
+                .map(|r| {
+                    total += r.delete.len();
+                    context! {
+                        path => r.path.clone(),
+                        delete => r.delete.iter().take(200).map(|t| context! {
+                            name => t.name.clone(), step => t.step.clone(),
+                        }).collect::<Vec<_>>(),
+                        delete_count => r.delete.len(),
+                        keep_count => r.keep.len(),
+                    }
+                })
+                .collect();
+            context! { error => Value::from(()), repositories => repos, delete_total => total }
+        }
+        Err(e) => context! {
+            error => e.problems().into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "),
+            repositories => Vec::<Value>::new(),
+            delete_total => 0,
+        },
+    }
+}
+
+/// The settings page; `submitted` carries a refused policy form back with its errors.
+pub async fn settings(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    submitted: Option<(Value, Vec<Problem>)>,
+) -> Response {
+    let p = match maintained_project(state, viewer, path).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let saved = match api::policy::current(state, &p).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e),
+    };
+    let log: Vec<Value> = match state.meta.cleanup_log(p.id, 100).await {
+        Ok(entries) => entries
+            .into_iter()
+            .map(|e| {
+                context! {
+                    repository => e.repository_path,
+                    tag => e.tag,
+                    digest => short_digest(&e.digest),
+                    reason => e.reason,
+                    deleted => when(e.deleted_at),
+                }
+            })
+            .collect(),
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let preview = preview_context(state, &p, &Params::default()).await;
+    let (status, values, errors) = match submitted {
+        Some((values, errors)) => (StatusCode::BAD_REQUEST, values, errors),
+        None => (StatusCode::OK, policy_values(&saved), Vec::new()),
+    };
+    let field_errors: std::collections::BTreeMap<String, String> = errors
+        .iter()
+        .map(|(f, m)| (f.clone().unwrap_or_else(|| "form".into()), m.clone()))
+        .collect();
+    let notice = form_urlencoded::parse(
+        viewer
+            .here
+            .split_once('?')
+            .map(|x| x.1)
+            .unwrap_or("")
+            .as_bytes(),
+    )
+    .find(|(k, _)| k == "notice")
+    .map(|(_, v)| v.into_owned());
+    let url = format!("{}/-/settings/packages_and_registries", project_url(&p));
+    viewer.render(
+        status,
+        "settings.html",
+        context! {
+            title => format!("{} · {}", viewer.lang.text("settings_title"), p.name),
+            project => context! {
+                name => p.name.clone(),
+                full_path => p.full_path.clone(),
+                url => project_url(&p),
+                registry_url => (p.registry_access != RegistryAccess::Disabled)
+                    .then(|| format!("{}/container_registry", project_url(&p))),
+                visibility => p.visibility.as_str(),
+            },
+            access => p.registry_access.as_str(),
+            policy => values,
+            saved_next_run => saved.next_run_at.map(when),
+            errors => field_errors,
+            cadences => CADENCES.to_vec(),
+            keep_ns => KEEP_N.to_vec(),
+            older_thans => OLDER_THAN.to_vec(),
+            preview => preview,
+            log => log,
+            settings_url => url.clone(),
+            preview_url => format!("{url}/preview"),
+            notice => notice,
+        },
+    )
+}
+
+pub async fn settings_preview(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    query: &str,
+) -> Response {
+    let p = match maintained_project(state, viewer, path).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let params = match Params::parse(query, "", b"") {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e),
+    };
+    let preview = preview_context(state, &p, &params).await;
+    viewer.render(
+        StatusCode::OK,
+        "preview.html",
+        context! { preview => preview },
+    )
+}
+
+pub async fn save_settings(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    fields: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    let p = match maintained_project(state, viewer, path).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let back = format!("/{path}/-/settings/packages_and_registries");
+    match field(fields, "form") {
+        Some("visibility") => {
+            let Some(access) = field(fields, "container_registry_access_level")
+                .and_then(|a| a.parse::<RegistryAccess>().ok())
+            else {
+                return viewer.error(StatusCode::BAD_REQUEST);
+            };
+            let update = ProjectUpdate {
+                registry_access: Some(access),
+                ..ProjectUpdate::default()
+            };
+            match state.meta.update_project(p.id, &update).await {
+                Ok(_) => viewer.redirect(&format!("{back}?notice=visibility_saved#visibility")),
+                Err(e) => fail(viewer, e.into()),
+            }
+        }
+        Some("policy") => {
+            let mut attrs = match Params::parse("", "application/x-www-form-urlencoded", body) {
+                Ok(a) => a,
+                Err(e) => return fail(viewer, e),
+            };
+            // An unticked checkbox sends nothing; it means "off".
+            let enabled = field(fields, "enabled").is_some();
+            attrs.set("enabled", if enabled { "true" } else { "false" });
+            let current = match api::policy::current(state, &p).await {
+                Ok(x) => x,
+                Err(e) => return fail(viewer, e),
+            };
+            match api::policy::apply(current, &attrs) {
+                Ok(policy) => match state
+                    .meta
+                    .set_expiration_policy(p.id, &policy, now_ms())
+                    .await
+                {
+                    Ok(()) => viewer.redirect(&format!("{back}?notice=policy_saved#policy")),
+                    Err(e) => fail(viewer, e.into()),
+                },
+                Err(e) => {
+                    let values = context! {
+                        enabled => enabled,
+                        cadence => field(fields, "cadence").unwrap_or(""),
+                        keep_n => field(fields, "keep_n").unwrap_or(""),
+                        older_than => field(fields, "older_than").unwrap_or(""),
+                        name_regex => field(fields, "name_regex").unwrap_or(""),
+                        name_regex_keep => field(fields, "name_regex_keep").unwrap_or(""),
+                        next_run => Value::from(()),
+                    };
+                    settings(state, viewer, path, Some((values, e.problems()))).await
+                }
+            }
+        }
+        _ => viewer.error(StatusCode::BAD_REQUEST),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_times_read_well() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
+    }
+
+    #[test]
+    fn list_state_round_trips_through_the_url() {
+        let s = ListState::parse(
+            "search=app&sort=updated&order=desc&filter=tagged&page=3&per_page=50&junk=1",
+            &["name", "created", "updated"],
+            &["all", "tagged", "empty"],
+        );
+        assert_eq!(s.url("/g/p/container_registry", 3),
+            "/g/p/container_registry?search=app&sort=updated&order=desc&filter=tagged&per_page=50&page=3");
+        let bad = ListState::parse("sort=evil&order=up&per_page=7&page=-4", &["name"], &[]);
+        assert_eq!(
+            (
+                bad.sort.as_str(),
+                bad.order.as_str(),
+                bad.per_page,
+                bad.page
+            ),
+            ("name", "asc", 20, 1)
+        );
+    }
+
+    #[test]
+    fn index_platforms_are_listed() {
+        let index = br#"{"manifests":[
+            {"digest":"sha256:a","size":10,"platform":{"os":"linux","architecture":"amd64"}},
+            {"digest":"sha256:b","size":20,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+            {"digest":"sha256:c","size":30}]}"#;
+        let names: Vec<String> = platforms(index).into_iter().map(|p| p.0).collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm64/v8", "unknown/unknown"]);
+    }
+}

@@ -1,0 +1,329 @@
+//! Browser end-to-end tests of the web UI: the real binary, images pushed with
+//! skopeo, and headless Debian Chromium driven by playwright-core (never a downloaded
+//! browser) through the scripts in `tests/ui/`. The scripts report what the pages
+//! showed as JSON; the assertions are here.
+//!
+//! Needs `chromium`, `node`, `skopeo` and `tests/ui/node_modules` (`scripts/test`
+//! installs them); without them the test is skipped, except under CI where it fails.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::{run, sha256_hex, Berth, ROOT_PASSWORD};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn ui_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui")
+}
+
+/// Whether the browser tools are there (under CI their absence fails the test).
+fn browser_tools() -> bool {
+    if !(support::tool("chromium") && support::tool("node") && support::tool("skopeo")) {
+        return false;
+    }
+    let pw = ui_dir().join("node_modules/playwright-core");
+    if !pw.exists() {
+        let why = format!(
+            "{} is missing: run `npm ci` in tests/ui (scripts/test does)",
+            pw.display()
+        );
+        if std::env::var_os("CI").is_some() {
+            panic!("{why}");
+        }
+        eprintln!("SKIPPED: {why}");
+        return false;
+    }
+    true
+}
+
+/// Write an OCI layout at `dir` tagged `tag`: one small image per architecture, as
+/// an index when there are several.
+fn layout(dir: &Path, tag: &str, archs: &[&str], seed: &str) {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |media_type: &str, bytes: &[u8]| -> Value {
+        let hex = sha256_hex(bytes);
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
+    };
+    let mut manifests = Vec::new();
+    for arch in archs {
+        let mut builder = tar::Builder::new(Vec::new());
+        let data = format!("{seed} {arch} {}", "x".repeat(2048));
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        builder
+            .append_data(&mut header, "payload.txt", data.as_bytes())
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let layer = put(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &gz.finish().unwrap(),
+        );
+        let config = json!({
+            "architecture": arch, "os": "linux",
+            "created": "2026-01-02T03:04:05Z",
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(&tar))]},
+        });
+        let config = put(
+            "application/vnd.oci.image.config.v1+json",
+            &serde_json::to_vec(&config).unwrap(),
+        );
+        let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
+        let mut d = put(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap());
+        d["platform"] = json!({"os": "linux", "architecture": arch});
+        manifests.push(d);
+    }
+    let mut tagged = if manifests.len() == 1 {
+        let mut m = manifests.remove(0);
+        m.as_object_mut().unwrap().remove("platform");
+        m
+    } else {
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+        put(OCI_INDEX, &serde_json::to_vec(&index).unwrap())
+    };
+    tagged["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [tagged]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+fn skopeo(tmp: &Path) -> Command {
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("--insecure-policy").arg("--tmpdir").arg(tmp);
+    cmd
+}
+
+fn creds() -> String {
+    format!("root:{ROOT_PASSWORD}")
+}
+
+/// Push `name:tag` (an index over `archs` when there are several).
+fn push(berth: &Berth, tmp: &Path, name: &str, tag: &str, archs: &[&str]) {
+    let dir = tmp.join(format!("src-{}-{tag}", name.replace('/', "-")));
+    layout(&dir, tag, archs, &format!("{name}:{tag}"));
+    let all = if archs.len() > 1 {
+        "--all"
+    } else {
+        "--preserve-digests"
+    };
+    run(skopeo(tmp).args([
+        "copy",
+        all,
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds(),
+        &format!("oci:{}:{tag}", dir.display()),
+        &format!("docker://{}/{name}:{tag}", berth.addr),
+    ]));
+}
+
+fn list_tags(berth: &Berth, tmp: &Path, name: &str) -> Vec<String> {
+    let out = run(skopeo(tmp).args([
+        "list-tags",
+        "--tls-verify=false",
+        "--creds",
+        &creds(),
+        &format!("docker://{}/{name}", berth.addr),
+    ]));
+    let v: Value = serde_json::from_str(&out).expect("list-tags prints JSON");
+    v["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Run a node script of `tests/ui` against the server; its last line is JSON.
+fn node(script: &str, berth: &Berth, envs: &[(&str, &str)]) -> Value {
+    let mut cmd = Command::new("node");
+    cmd.arg(ui_dir().join(script))
+        .current_dir(ui_dir())
+        .env("BERTH_URL", &berth.url)
+        .env("BERTH_USER", "root")
+        .env("BERTH_PASSWORD", ROOT_PASSWORD);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    let last = out.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{out}"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn web_ui_in_a_real_browser() {
+    if !browser_tools() {
+        return;
+    }
+    let berth = Berth::start();
+    let tmp = tempfile::tempdir().unwrap();
+    berth.project("team/app", "public");
+    berth.project("team/empty", "public");
+    berth.user("rita", "rita-password-1");
+    berth.admin(&[
+        "member",
+        "add",
+        "--project",
+        "team/app",
+        "--user",
+        "rita",
+        "--role",
+        "reporter",
+    ]);
+    for tag in ["v1", "v2", "v3", "latest"] {
+        push(&berth, tmp.path(), "team/app/web", tag, &["amd64"]);
+    }
+    push(&berth, tmp.path(), "team/app/api", "1.0", &["amd64"]);
+    push(
+        &berth,
+        tmp.path(),
+        "team/app/multi",
+        "1.0",
+        &["amd64", "arm64"],
+    );
+    push(&berth, tmp.path(), "team/app", "base", &["amd64"]);
+
+    let r = node("e2e.mjs", &berth, &[]);
+    eprintln!("browser saw: {r:#}");
+
+    // Signing in.
+    assert_eq!(r["signed_in_as"], "root");
+    assert!(r["bad_password_error"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid username or password"));
+    // The project page lists every image with its full path and the CLI commands.
+    assert_eq!(
+        strings(&r["repositories"]),
+        ["team/app", "team/app/api", "team/app/multi", "team/app/web"]
+    );
+    assert_eq!(
+        r["cli_push"],
+        format!("docker push {}/team/app", berth.addr)
+    );
+    // Search and sort live in the URL; a reload of that URL shows the same view.
+    let url = r["shared_url"].as_str().unwrap();
+    assert!(
+        url.contains("search=a") && url.contains("order=desc"),
+        "{url}"
+    );
+    assert_eq!(
+        strings(&r["shared_rows"]),
+        ["team/app/web", "team/app/multi", "team/app/api", "team/app"]
+    );
+    assert_eq!(r["shared_rows"], r["reloaded_rows"]);
+    assert_eq!(strings(&r["searched_rows"]), ["team/app/web"]);
+    // Tags: sorted and searchable, multi-arch shown with platforms.
+    assert_eq!(strings(&r["tags_desc"]), ["v3", "v2", "v1", "latest"]);
+    assert_eq!(strings(&r["tags_searched"]), ["v1"]);
+    assert_eq!(r["multi_arch_badge"], "Multi-arch");
+    assert_eq!(r["multi_platforms"], "linux/amd64 · linux/arm64");
+    assert_eq!(r["tag_detail_layers"], 1);
+    // Bulk deletion of two tags, after a confirmation dialog.
+    assert_eq!(
+        r["confirm_text"],
+        "Delete 2 selected tags? Images stay if other tags use them."
+    );
+    assert_eq!(strings(&r["tags_after_bulk"]), ["latest", "v3"]);
+    assert_eq!(r["bulk_notice"], "2 tags deleted.");
+    let mut left = list_tags(&berth, tmp.path(), "team/app/web");
+    left.sort();
+    assert_eq!(
+        left,
+        ["latest", "v3"],
+        "skopeo list-tags after the bulk delete"
+    );
+    // A reporter sees the tags but no delete buttons, and posting anyway is refused.
+    assert_eq!(r["reporter_rows"], 2);
+    assert_eq!(r["reporter_delete_buttons"], 0);
+    assert_eq!(r["reporter_forged_delete_status"], 403);
+    // Cleanup policy: an invalid regex is refused next to its field; a valid one is
+    // saved and previewed.
+    assert!(
+        r["regex_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid pattern:"),
+        "{}",
+        r["regex_error"]
+    );
+    assert_eq!(r["regex_error_status"], 400);
+    assert_eq!(r["policy_saved_notice"], "Settings saved.");
+    assert_eq!(r["saved_delete_regex"], "v.*");
+    assert_eq!(r["saved_preview_total"], "1 tags would be deleted now.");
+    assert_eq!(strings(&r["saved_preview_tags"]), ["v3"]);
+    // The preview follows the form as it is edited, before saving.
+    assert_eq!(r["live_preview_total"], "2 tags would be deleted now.");
+    assert_eq!(strings(&r["live_preview_tags"]), ["1.0", "1.0"]);
+    // Visibility: an anonymous browser loses the registry when it becomes members-only.
+    assert_eq!(r["anonymous_before"], 4);
+    assert!(
+        r["anonymous_after_url"]
+            .as_str()
+            .unwrap()
+            .contains("/users/sign_in"),
+        "{}",
+        r["anonymous_after_url"]
+    );
+    // 中文: switched, remembered, and chosen from Accept-Language.
+    assert_eq!(r["zh_html_lang"], "zh-CN");
+    assert_eq!(r["zh_h1"], "容器镜像库");
+    assert_eq!(r["zh_crumb"], "软件包与镜像库");
+    assert_eq!(r["zh_settings_h1"], "软件包与镜像库设置");
+    assert_eq!(r["zh_remembered_h1"], "项目和群组");
+    assert_eq!(r["zh_accept_language_h1"], "项目和群组");
+    assert_eq!(r["en_again_h1"], "Projects and groups");
+    assert_eq!(
+        r["zh_ascii_words"],
+        json!([]),
+        "English left on a Chinese page"
+    );
+    // Signing out ends the session on the server: the old cookie no longer works.
+    assert_eq!(r["after_sign_out_settings_url_has_sign_in"], true);
+    assert_eq!(r["old_cookie_after_sign_out"], 303);
+
+    // Every page in both languages renders (and, with BERTH_SCREENSHOTS=1, is kept
+    // under docs/screenshots/).
+    let keep = std::env::var_os("BERTH_SCREENSHOTS").is_some();
+    let out_dir = if keep {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+    } else {
+        tmp.path().join("screenshots")
+    };
+    let shots = node(
+        "screenshots.mjs",
+        &berth,
+        &[("SCREENSHOT_DIR", out_dir.to_str().unwrap())],
+    );
+    let files = strings(&shots["files"]);
+    assert_eq!(files.len(), 18, "{files:?}");
+    assert_eq!(
+        shots["overflow"],
+        json!([]),
+        "pages wider than a phone screen"
+    );
+    for f in files {
+        let len = std::fs::metadata(out_dir.join(&f))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 5_000, "{f} is {len} bytes");
+    }
+}
