@@ -53,6 +53,21 @@ const FAST_GC: &[(&str, &str)] = &[
     ("BERTH_GC_DELETE_UNTAGGED", "true"),
 ];
 
+/// [`FAST_GC`], slower on S3 storage: there (moto) one blob upload takes a few
+/// hundred milliseconds, so a 200 ms review would collect the first blob of an
+/// image before its manifest arrives, every time.
+fn fast_gc() -> &'static [(&'static str, &'static str)] {
+    const ON_S3: &[(&str, &str)] = &[
+        ("BERTH_GC_REVIEW_DELAY", "3s"),
+        ("BERTH_GC_DELETE_UNTAGGED", "true"),
+    ];
+    if support::s3_mode() {
+        ON_S3
+    } else {
+        FAST_GC
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Content
 // ---------------------------------------------------------------------------
@@ -920,7 +935,7 @@ impl Stress {
 /// (and offline GC finds nothing more to do).
 #[test]
 fn concurrent_push_retag_delete_pull_under_gc() {
-    let berth = Berth::start_with(&[], FAST_GC);
+    let berth = Berth::start_with(&[], fast_gc());
     berth.project("gc/stress", "private");
     let stress = Arc::new(Stress {
         reg: Reg::new(&berth.url),
@@ -1018,7 +1033,7 @@ fn gc_ran(reg: &Reg, data_dir: &Path, repo: &str, label: &str) {
 /// tag lets GC free the index, every child and all their blobs.
 #[test]
 fn multi_arch_children_kept_then_freed() {
-    let berth = Berth::start_with(&[], FAST_GC);
+    let berth = Berth::start_with(&[], fast_gc());
     berth.project("gc/multi", "private");
     let reg = Reg::new(&berth.url);
     let data = berth.data_dir();
@@ -1076,7 +1091,7 @@ fn multi_arch_children_kept_then_freed() {
 /// the subject by digest lets GC remove the signature and every blob.
 #[test]
 fn referrers_kept_with_subject() {
-    let berth = Berth::start_with(&[], FAST_GC);
+    let berth = Berth::start_with(&[], fast_gc());
     berth.project("gc/refs", "private");
     let reg = Reg::new(&berth.url);
     let data = berth.data_dir();
@@ -1217,7 +1232,7 @@ fn untagged_kept_by_default() {
 /// after the delay (GitLab queues every manifest upload) and remove it and its blobs.
 #[test]
 fn untagged_manifest_pushed_by_digest_is_collected() {
-    let berth = Berth::start_with(&[], FAST_GC);
+    let berth = Berth::start_with(&[], fast_gc());
     berth.project("gc/bydigest", "private");
     let reg = Reg::new(&berth.url);
     let data = berth.data_dir();
@@ -1574,7 +1589,7 @@ fn expected_size(images: &[&Image]) -> u64 {
 /// its files.
 #[test]
 fn usage_is_deduplicated() {
-    let berth = Berth::start_with(&[], FAST_GC);
+    let berth = Berth::start_with(&[], fast_gc());
     berth.project("gc/usage", "private");
     let reg = Reg::new(&berth.url);
     let data = berth.data_dir();
@@ -1731,6 +1746,15 @@ fn kill_during_push_and_gc_keeps_tagged_images() {
     reached_rx
         .recv_timeout(WAIT)
         .expect("the upload never sent 16 MiB");
+    // The crash comes once the server has stored part of it: at once on the
+    // filesystem, after a whole multipart part (and its saved state) on S3.
+    wait_for("the server to store part of the upload", || {
+        let r = reg.send(repo, reg.v2_path(Method::GET, &session));
+        match r.header("Range") {
+            Some(range) if range != "0-0" => Ok(()),
+            other => Err(format!("Range {other:?}")),
+        }
+    });
     server.kill9();
     resume_tx.send(()).unwrap();
     let outcome = patch.join().unwrap();
@@ -1936,7 +1960,7 @@ fn kill_between_gc_metadata_and_byte_deletion_leaves_no_orphans() {
 /// second repository shares stays, and that repository still pulls.
 #[test]
 fn repository_delete_frees_only_unshared_blobs() {
-    let berth = Berth::start_with(&[], FAST_GC);
+    let berth = Berth::start_with(&[], fast_gc());
     berth.project("gc/repodel", "private");
     let reg = Reg::new(&berth.url);
     let data = berth.data_dir();

@@ -96,6 +96,10 @@ fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
 }
 
+fn saved_hash(h: &Hasher) -> (String, String) {
+    (h.algorithm().as_str().to_string(), hex::encode(h.save()))
+}
+
 fn bad_state(why: impl std::fmt::Display) -> StoreError {
     StoreError::Io(std::io::Error::other(format!(
         "upload state in object storage is damaged: {why}"
@@ -273,8 +277,9 @@ impl S3Store {
             .try_collect()
             .await
             .map_err(backend)?;
-        for k in keys {
-            match self.s3.delete(&k).await {
+        let deleted = futures::future::join_all(keys.iter().map(|k| self.s3.delete(k))).await;
+        for r in deleted {
+            match r {
                 Err(e) if !is_not_found(&e) => return Err(backend(e)),
                 _ => {}
             }
@@ -403,8 +408,13 @@ impl BlobStore for S3Store {
         let old_parts = state.parts.len();
         let mut buf = BytesMut::with_capacity(self.part_size);
         buf.extend_from_slice(&self.read_tail(id, &state).await?);
+        // `hasher` covers the saved bytes, the tail at the front of `buf` included.
+        // Bytes are hashed as they leave the buffer, so that the hash saved after
+        // each part covers exactly what is stored: a node that dies mid-request
+        // leaves a state that another node can continue from.
+        let mut hashed = buf.len();
         let mut hasher = hasher;
-        let mut size = offset;
+        let mut stored = state.size - state.tail;
         let mut body_error = None;
         while let Some(item) = body.next().await {
             let chunk = match item {
@@ -414,19 +424,25 @@ impl BlobStore for S3Store {
                     break;
                 }
             };
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
             buf.extend_from_slice(&chunk);
             while buf.len() >= self.part_size {
                 let part = buf.split_to(self.part_size).freeze();
+                hasher.update(&part[hashed.min(part.len())..]);
+                hashed = hashed.saturating_sub(part.len());
+                stored += part.len() as u64;
                 self.put_part(id, &mut state, part).await?;
+                state.size = stored;
+                state.tail = 0;
+                state.hash = Some(saved_hash(&hasher));
+                self.save(id, &state).await?;
             }
         }
         // What did not fill a part: a part of its own when S3 accepts that size,
         // otherwise the tail that the next request (on any node) starts from.
         let rest = buf.freeze();
+        hasher.update(&rest[hashed.min(rest.len())..]);
         if rest.len() >= MIN_PART_SIZE {
-            self.put_part(id, &mut state, rest).await?;
+            self.put_part(id, &mut state, rest.clone()).await?;
             state.tail = 0;
         } else {
             if !rest.is_empty() {
@@ -437,11 +453,8 @@ impl BlobStore for S3Store {
             }
             state.tail = rest.len() as u64;
         }
-        state.size = size;
-        state.hash = Some((
-            hasher.algorithm().as_str().to_string(),
-            hex::encode(hasher.save()),
-        ));
+        state.size = stored + rest.len() as u64;
+        state.hash = Some(saved_hash(&hasher));
         self.save(id, &state).await?;
         if state.parts.len() != old_parts {
             // The tail that the previous state named is now inside a part.
@@ -449,7 +462,7 @@ impl BlobStore for S3Store {
         }
         match body_error {
             Some(e) => Err(StoreError::Body(e)),
-            None => Ok((size, hasher)),
+            None => Ok((state.size, hasher)),
         }
     }
 
@@ -771,6 +784,54 @@ mod tests {
         assert_eq!(d, Digest::of(Algorithm::Sha512, &blob));
         a.upload_commit("cut", &d).await.unwrap();
         assert!(read_all(&b, &d, None).await.1 == blob);
+    }
+
+    #[tokio::test]
+    async fn node_dying_mid_request_keeps_whole_parts() {
+        let Some((a, b, _)) = store_pair() else {
+            return;
+        };
+        let a = Arc::new(a);
+        let blob = data(12 * 1024 * 1024 + 99);
+        a.upload_create("dies").await.unwrap();
+        // 7 MiB arrive, then the body stalls and the node dies.
+        let first: Vec<std::io::Result<Bytes>> = blob[..7 * 1024 * 1024]
+            .chunks(256 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let stalled: ByteStream =
+            Box::pin(futures::stream::iter(first).chain(futures::stream::pending()));
+        let a2 = a.clone();
+        let request = tokio::spawn(async move {
+            a2.upload_append("dies", 0, stalled, Hasher::new(Algorithm::Sha256))
+                .await
+        });
+        // The first whole part is saved with its hash while the request still runs.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let saved = loop {
+            let n = b.upload_size("dies").await.unwrap().unwrap();
+            if n > 0 {
+                break n;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no part was saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        request.abort();
+        assert_eq!(saved, MIN_PART_SIZE as u64);
+        let (at, h) = b
+            .upload_rehash("dies", Hasher::new(Algorithm::Sha256))
+            .await
+            .unwrap();
+        assert_eq!(at, saved);
+        let (size, h) = b
+            .upload_append("dies", at, body(&blob[at as usize..], 1 << 20), h)
+            .await
+            .unwrap();
+        assert_eq!(size, blob.len() as u64);
+        let d = h.finish();
+        assert_eq!(d, Digest::sha256_of(&blob));
+        b.upload_commit("dies", &d).await.unwrap();
+        assert!(read_all(&a, &d, None).await.1 == blob);
     }
 
     #[tokio::test]
