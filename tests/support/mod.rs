@@ -295,6 +295,28 @@ fn moto() -> Option<&'static berth_store::testing::Moto> {
     .as_ref()
 }
 
+/// Environment for a server on a fresh bucket of the test moto server, whatever
+/// this run's storage mode (for tests of S3-only features); `None` (skipped loudly,
+/// or a failure under CI) without moto.
+pub fn s3_env() -> Option<Vec<(String, String)>> {
+    let moto = moto()?;
+    let bucket = moto.fresh_bucket().expect("creating a bucket");
+    Some(
+        [
+            ("BERTH_STORAGE_KIND", "s3"),
+            ("BERTH_S3_BUCKET", bucket.as_str()),
+            ("BERTH_S3_ENDPOINT", moto.endpoint.as_str()),
+            ("BERTH_S3_REGION", "us-east-1"),
+            ("BERTH_S3_ACCESS_KEY_ID", "testing"),
+            ("BERTH_S3_SECRET_ACCESS_KEY", "testing"),
+            ("BERTH_S3_PATH_STYLE", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    )
+}
+
 /// Tests that look at or change the store's files directly (file ages, the
 /// filesystem lock) run on the filesystem only; true (with a message) when this run
 /// is on S3 and the test should return.
