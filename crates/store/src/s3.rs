@@ -108,7 +108,9 @@ fn bad_state(why: impl std::fmt::Display) -> StoreError {
 
 impl S3Store {
     pub fn open(config: &S3Config) -> Result<Self> {
-        let mut b = AmazonS3Builder::new()
+        // Credentials not configured here come from the usual AWS_* environment or
+        // the instance's role, as for any AWS client.
+        let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
             .with_virtual_hosted_style_request(!config.path_style)
@@ -487,6 +489,9 @@ impl BlobStore for S3Store {
         if !state.assembled && (state.multipart.is_none() || state.parts.is_empty()) {
             // Small enough to have stayed a tail: one PUT publishes it.
             let tail = self.read_tail(id, &state).await?;
+            if tail.len() as u64 != state.size {
+                return Err(bad_state("stored bytes and received bytes differ in size"));
+            }
             self.s3.put(&to, tail.into()).await.map_err(backend)?;
             if let Some(m) = &state.multipart {
                 let _ = self.s3.abort_multipart(&data, m).await;
@@ -515,6 +520,12 @@ impl BlobStore for S3Store {
                 state.assembled = true;
                 state.multipart = None;
                 self.save(id, &state).await?;
+            }
+            // The digest was checked against what was received; make sure that is
+            // also what was assembled before it becomes visible.
+            let assembled = self.s3.head(&data).await.map_err(backend)?;
+            if assembled.size != state.size {
+                return Err(bad_state("stored bytes and received bytes differ in size"));
             }
             // A copy is atomic: readers see no object or the whole one. (Plain
             // CopyObject, so up to 5 GiB per blob on AWS itself.)
