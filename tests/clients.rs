@@ -360,6 +360,86 @@ fn skopeo_push_small(berth: &Berth, tmp: &Path, name: &str, tag: &str) -> Writte
 // skopeo
 // ---------------------------------------------------------------------------
 
+/// With `storage.s3.redirect_blobs`, blob GETs are answered with a redirect to a
+/// pre-signed URL of the object (HEAD is still answered by Berth), and skopeo pulls
+/// through it, from the S3 server.
+#[test]
+fn skopeo_pulls_blobs_through_presigned_redirects() {
+    if !support::tool("skopeo") {
+        return;
+    }
+    let Some(mut envs) = support::s3_env() else {
+        return;
+    };
+    envs.push(("BERTH_S3_REDIRECT_BLOBS".into(), "true".into()));
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let berth = Berth::start_with(&[], &envs);
+    berth.project(PROJECT, "private");
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "group/project/redirected";
+    let written = skopeo_push_small(&berth, tmp.path(), name, "v1");
+    let (_, layers) = &written.contents[0];
+    let layer = &layers[0];
+    let pushed = layout_blobs(&tmp.path().join("src-group-project-redirected"));
+    let layer_bytes = &pushed[hex_of(&layer.digest)];
+
+    let no_follow = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let auth = bearer(&berth, name, "pull");
+    let url = format!("{}/v2/{name}/blobs/{}", berth.url, layer.digest);
+    let r = no_follow
+        .get(&url)
+        .header("Authorization", &auth)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let s3 = envs
+        .iter()
+        .find(|(k, _)| *k == "BERTH_S3_ENDPOINT")
+        .unwrap()
+        .1;
+    assert!(
+        location.starts_with(s3) && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    let head = no_follow
+        .head(&url)
+        .header("Authorization", &auth)
+        .send()
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    // The pre-signed URL needs no other credentials, and serves ranges.
+    let ranged = no_follow
+        .get(&location)
+        .header("Range", "bytes=0-9")
+        .send()
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(&ranged.bytes().unwrap()[..], &layer_bytes[..10]);
+
+    let dst = tmp.path().join("dst");
+    run(skopeo(tmp.path()).args([
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &root_creds(),
+        &format!("docker://{}/{name}:v1", berth.addr),
+        &format!("oci:{}:v1", dst.display()),
+    ]));
+    assert_eq!(layout_tagged_digest(&dst, "v1"), written.tagged.digest);
+    let pulled = layout_blobs(&dst);
+    assert!(
+        pulled[hex_of(&layer.digest)] == *layer_bytes,
+        "layer differs"
+    );
+    // The bytes came from S3: Berth's own log shows the redirects.
+    assert!(berth.log().contains("status=307"), "no redirect in the log");
+}
+
 #[test]
 fn skopeo_round_trip_multi_layer() {
     if !support::tool("skopeo") {

@@ -7,7 +7,6 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -541,23 +540,6 @@ fn list_tags(reg: &Reg, path: &str) -> Vec<String> {
     tags_of(&r)
 }
 
-/// All files below `dir` (recursively).
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries {
-        let p = e.expect("dir entry").path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// The `<end>` of a `Range: 0-<end>` header.
 fn range_end(r: &Resp) -> u64 {
     let range = r.h("Range");
@@ -948,12 +930,11 @@ fn stale_uploads_expire_with_their_bytes() {
     let location = r.h("Location").to_string();
     reg.patch(&location, Some((0, 9)), b"0123456789")
         .expect(202);
-    let uploads = reg.data_dir().join("storage").join("uploads");
+    let storage = support::Storage::of(&reg.data_dir());
     assert!(
-        files_under(&uploads)
-            .iter()
-            .any(|p| p.file_name().unwrap() == uuid.as_str()),
-        "upload temp file not found under {uploads:?}"
+        storage.uploads().contains(&uuid),
+        "upload not found in storage: {:?}",
+        storage.uploads()
     );
 
     eventually(
@@ -965,11 +946,11 @@ fn stale_uploads_expire_with_their_bytes() {
         },
     )
     .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
-    let left: Vec<_> = files_under(&uploads)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(&uuid))
-        .collect();
-    assert!(left.is_empty(), "upload files left behind: {left:?}");
+    let left = storage.uploads();
+    assert!(
+        !left.contains(&uuid),
+        "upload left behind in storage: {left:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1099,13 +1080,15 @@ fn same_blob_in_two_repositories_is_stored_once() {
     let d2 = reg.push_blob("dedup/two", &data);
     assert_eq!(d1, d2);
     let hex = d1.trim_start_matches("sha256:");
-    let blobs = reg.data_dir().join("storage").join("blobs").join("sha256");
-    let copies: Vec<_> = files_under(&blobs)
+    // Content-addressed: one object under the digest, whichever repository asked.
+    let storage = support::Storage::of(&reg.data_dir());
+    let copies: Vec<_> = storage
+        .blobs()
         .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().contains(hex))
+        .filter(|d| d.contains(hex))
         .collect();
-    assert_eq!(copies.len(), 1, "copies of {d1}: {copies:?}");
-    assert_eq!(std::fs::read(&copies[0]).unwrap(), data);
+    assert_eq!(copies, vec![d1.clone()]);
+    assert_eq!(storage.read_blob(&d1).unwrap(), data);
     reg.get(&format!("/v2/dedup/one/blobs/{d1}")).expect(200);
     reg.get(&format!("/v2/dedup/two/blobs/{d1}")).expect(200);
 }

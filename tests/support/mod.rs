@@ -32,6 +32,7 @@ impl Berth {
 
     /// Start on an existing data directory (to test restarts).
     pub fn start_in(data: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Berth {
+        prepare_storage(data.path());
         let log = std::fs::File::create(data.path().join("server.log")).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.arg("serve")
@@ -265,4 +266,238 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 pub fn sha256_file(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).expect("read file"))
+}
+
+// ---------------------------------------------------------------------------
+// Blob storage: the filesystem (default) or S3 (`BERTH_TEST_STORAGE=s3`)
+// ---------------------------------------------------------------------------
+
+/// Whether this run keeps blobs in S3 (a moto server started by the tests) instead of
+/// the data directory: `BERTH_TEST_STORAGE=s3`, which `scripts/test` sets for a
+/// second pass of the end-to-end tests. Without moto (and outside CI) the run says so
+/// loudly and uses the filesystem.
+pub fn s3_mode() -> bool {
+    std::env::var("BERTH_TEST_STORAGE").is_ok_and(|v| v == "s3") && moto().is_some()
+}
+
+fn moto() -> Option<&'static berth_store::testing::Moto> {
+    static MOTO: std::sync::OnceLock<Option<berth_store::testing::Moto>> =
+        std::sync::OnceLock::new();
+    MOTO.get_or_init(|| {
+        let m = berth_store::testing::Moto::start();
+        if m.is_none() {
+            eprintln!(
+                "SKIPPED: S3 storage mode (BERTH_TEST_STORAGE=s3) falls back to the filesystem"
+            );
+        }
+        m
+    })
+    .as_ref()
+}
+
+/// Environment for a server on a fresh bucket of the test moto server, whatever
+/// this run's storage mode (for tests of S3-only features); `None` (skipped loudly,
+/// or a failure under CI) without moto.
+pub fn s3_env() -> Option<Vec<(String, String)>> {
+    let moto = moto()?;
+    let bucket = moto.fresh_bucket().expect("creating a bucket");
+    Some(
+        [
+            ("BERTH_STORAGE_KIND", "s3"),
+            ("BERTH_S3_BUCKET", bucket.as_str()),
+            ("BERTH_S3_ENDPOINT", moto.endpoint.as_str()),
+            ("BERTH_S3_REGION", "us-east-1"),
+            ("BERTH_S3_ACCESS_KEY_ID", "testing"),
+            ("BERTH_S3_SECRET_ACCESS_KEY", "testing"),
+            ("BERTH_S3_PATH_STYLE", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    )
+}
+
+/// Tests that look at or change the store's files directly (file ages, the
+/// filesystem lock) run on the filesystem only; true (with a message) when this run
+/// is on S3 and the test should return.
+pub fn skip_on_s3(why: &str) -> bool {
+    if s3_mode() {
+        eprintln!("SKIPPED on S3 storage (filesystem only): {why}");
+        return true;
+    }
+    false
+}
+
+/// In S3 mode, give the instance rooted at `root` (the directory that holds
+/// `data/`, where every `berth` command of a test runs) its own fresh bucket through
+/// `<root>/berth.toml`, so that `serve`, `gc`, `admin` and restarts all use it.
+pub fn prepare_storage(root: &Path) {
+    if !s3_mode() || root.join("s3-bucket").exists() {
+        return;
+    }
+    let moto = moto().expect("moto");
+    let bucket = moto.fresh_bucket().expect("creating a bucket");
+    let toml = format!(
+        "[storage]\nkind = \"s3\"\n[storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\npath_style = true\n",
+        moto.endpoint
+    );
+    std::fs::write(root.join("berth.toml"), toml).expect("writing berth.toml");
+    std::fs::write(root.join("s3-bucket"), bucket).expect("writing s3-bucket");
+}
+
+/// The blob store of the instance whose data directory is `data_dir`, for tests that
+/// check what storage holds.
+pub struct Storage {
+    fs: PathBuf,
+    s3: Option<berth_store::S3Config>,
+}
+
+impl Storage {
+    pub fn of(data_dir: &Path) -> Storage {
+        let bucket = data_dir
+            .parent()
+            .and_then(|root| std::fs::read_to_string(root.join("s3-bucket")).ok());
+        let s3 = bucket.map(|b| moto().expect("moto").config(b.trim()));
+        Storage {
+            fs: data_dir.join("storage"),
+            s3,
+        }
+    }
+
+    pub fn is_s3(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    fn on_s3<T>(
+        &self,
+        f: impl for<'a> FnOnce(
+            &'a berth_store::S3Store,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>,
+    ) -> Option<T> {
+        let config = self.s3.as_ref()?;
+        let store = berth_store::S3Store::open(config).expect("opening the S3 store");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Some(rt.block_on(f(&store)))
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        let (alg, hex) = digest.split_once(':').expect("algorithm:hex");
+        self.fs.join("blobs").join(alg).join(&hex[..2]).join(hex)
+    }
+
+    fn digest(digest: &str) -> berth_oci::Digest {
+        berth_oci::Digest::parse(digest).expect("a digest")
+    }
+
+    /// Every published blob, as `algorithm:hex`.
+    pub fn blobs(&self) -> std::collections::BTreeSet<String> {
+        use berth_store::BlobStore;
+        if let Some(r) = self.on_s3(|s| Box::pin(s.list())) {
+            return r
+                .expect("listing S3 blobs")
+                .into_iter()
+                .map(|d| d.to_string())
+                .collect();
+        }
+        let mut out = std::collections::BTreeSet::new();
+        for alg in ["sha256", "sha512"] {
+            let Ok(prefixes) = std::fs::read_dir(self.fs.join("blobs").join(alg)) else {
+                continue;
+            };
+            for p in prefixes {
+                if let Ok(files) = std::fs::read_dir(p.unwrap().path()) {
+                    for f in files {
+                        out.insert(format!(
+                            "{alg}:{}",
+                            f.unwrap().file_name().to_string_lossy()
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn has_blob(&self, digest: &str) -> bool {
+        use berth_store::BlobStore;
+        let d = Self::digest(digest);
+        if let Some(r) = self.on_s3(|s| Box::pin(async move { s.stat(&d).await })) {
+            return r.expect("S3 HEAD").is_some();
+        }
+        self.blob_path(digest).exists()
+    }
+
+    pub fn read_blob(&self, digest: &str) -> Option<Vec<u8>> {
+        use berth_store::BlobStore;
+        use futures::TryStreamExt;
+        let d = Self::digest(digest);
+        if let Some(r) = self.on_s3(|s| {
+            Box::pin(async move {
+                match s.open(&d, None).await {
+                    Ok(read) => {
+                        let parts: Vec<_> = read.body.try_collect().await.expect("reading S3");
+                        Some(parts.concat())
+                    }
+                    Err(berth_store::StoreError::NotFound) => None,
+                    Err(e) => panic!("reading S3: {e}"),
+                }
+            })
+        }) {
+            return r;
+        }
+        std::fs::read(self.blob_path(digest)).ok()
+    }
+
+    /// Remove a blob's bytes behind the server's back.
+    pub fn remove_blob(&self, digest: &str) {
+        use berth_store::BlobStore;
+        let d = Self::digest(digest);
+        if let Some(r) = self.on_s3(|s| Box::pin(async move { s.delete(&d).await })) {
+            return r.expect("deleting from S3");
+        }
+        std::fs::remove_file(self.blob_path(digest)).expect("removing a blob file");
+    }
+
+    /// Put bytes under a digest behind the server's back (they are not checked).
+    pub fn write_blob(&self, digest: &str, bytes: &[u8]) {
+        use berth_store::BlobStore;
+        if self.s3.is_some() {
+            let id = format!("t{}", std::process::id());
+            let d = Self::digest(digest);
+            let body = bytes.to_vec();
+            self.on_s3(|s| {
+                Box::pin(async move {
+                    s.upload_create(&id).await?;
+                    let stream: berth_store::ByteStream =
+                        Box::pin(futures::stream::iter([Ok(body.into())]));
+                    let h = berth_oci::Hasher::new(d.algorithm());
+                    s.upload_append(&id, 0, stream, h).await?;
+                    s.upload_commit(&id, &d).await
+                })
+            })
+            .expect("s3")
+            .expect("writing to S3");
+            return;
+        }
+        let path = self.blob_path(digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).expect("writing a blob file");
+    }
+
+    /// Ids of the uploads storage holds.
+    pub fn uploads(&self) -> Vec<String> {
+        use berth_store::BlobStore;
+        if let Some(r) = self.on_s3(|s| Box::pin(s.upload_list())) {
+            return r.expect("listing S3 uploads");
+        }
+        match std::fs::read_dir(self.fs.join("uploads")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! `BERTH_*` environment variables, then command-line flags.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,6 +45,63 @@ pub struct Config {
     pub container_registry_cleanup_tags_service_max_list_size: usize,
     /// Garbage collection (`[gc]` in berth.toml, `BERTH_GC_*` in the environment).
     pub gc: GcConfig,
+    /// Where blob bytes live (`[storage]`, `BERTH_STORAGE_KIND`, `BERTH_S3_*`).
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `filesystem` (under `data_dir`) or `s3`.
+    pub kind: StorageKind,
+    /// The bucket when `kind = "s3"` (`[storage.s3]`).
+    pub s3: S3Settings,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    #[default]
+    Filesystem,
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// e.g. `http://127.0.0.1:9000` for a self-hosted server; unset for AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Unset: taken from the usual AWS environment or instance metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// `endpoint/bucket/key` instead of `bucket.endpoint/key` (most self-hosted servers).
+    pub path_style: bool,
+    /// Keys go under this prefix, so one bucket may hold more than Berth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Answer blob GETs with a redirect to a short-lived pre-signed URL.
+    pub redirect_blobs: bool,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            bucket: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: false,
+            prefix: None,
+            redirect_blobs: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +149,15 @@ const ENV_KEYS: &[&str] = &[
     "container_registry_cleanup_tags_service_max_list_size",
     "gc.review_delay",
     "gc.delete_untagged",
+    "storage.kind",
+    "storage.s3.bucket",
+    "storage.s3.endpoint",
+    "storage.s3.region",
+    "storage.s3.access_key_id",
+    "storage.s3.secret_access_key",
+    "storage.s3.path_style",
+    "storage.s3.prefix",
+    "storage.s3.redirect_blobs",
 ];
 
 impl Default for Config {
@@ -110,6 +177,7 @@ impl Default for Config {
             container_registry_delete_tags_service_timeout: 250,
             container_registry_cleanup_tags_service_max_list_size: 200,
             gc: GcConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -152,6 +220,41 @@ impl Config {
         }
     }
 
+    /// Open the configured blob store.
+    pub fn open_store(&self) -> anyhow::Result<Arc<dyn berth_store::BlobStore>> {
+        Ok(match self.storage.kind {
+            StorageKind::Filesystem => Arc::new(
+                berth_store::FsStore::open(self.storage_path()).context("opening blob storage")?,
+            ),
+            StorageKind::S3 => {
+                let s = &self.storage.s3;
+                Arc::new(
+                    berth_store::S3Store::open(&berth_store::S3Config {
+                        bucket: s.bucket.clone().unwrap_or_default(),
+                        endpoint: s.endpoint.clone().filter(|e| !e.is_empty()),
+                        region: s.region.clone(),
+                        access_key_id: s.access_key_id.clone(),
+                        secret_access_key: s.secret_access_key.clone(),
+                        path_style: s.path_style,
+                        prefix: s.prefix.clone(),
+                        redirect_blobs: s.redirect_blobs,
+                        part_size: None,
+                    })
+                    .context("opening S3 blob storage")?,
+                )
+            }
+        })
+    }
+
+    /// The effective configuration for display, with secrets masked.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        if c.storage.s3.secret_access_key.is_some() {
+            c.storage.s3.secret_access_key = Some("********".into());
+        }
+        c
+    }
+
     pub fn signing_key_path(&self) -> PathBuf {
         self.data_dir.join("jwt-signing-key.pem")
     }
@@ -177,17 +280,33 @@ impl Config {
             .merge(
                 Env::prefixed("BERTH_")
                     .map(|k| {
-                        // `BERTH_GC_REVIEW_DELAY` sets `gc.review_delay`.
+                        // `BERTH_GC_REVIEW_DELAY` sets `gc.review_delay`, `BERTH_S3_BUCKET`
+                        // `storage.s3.bucket`, `BERTH_STORAGE_KIND` `storage.kind`.
                         let k = k.as_str().to_ascii_lowercase();
-                        match k.strip_prefix("gc_") {
-                            Some(rest) => format!("gc.{rest}").into(),
-                            None => k.into(),
+                        if let Some(rest) = k.strip_prefix("gc_") {
+                            format!("gc.{rest}").into()
+                        } else if let Some(rest) = k.strip_prefix("s3_") {
+                            format!("storage.s3.{rest}").into()
+                        } else if let Some(rest) = k.strip_prefix("storage_") {
+                            format!("storage.{rest}").into()
+                        } else {
+                            k.into()
                         }
                     })
                     .only(ENV_KEYS),
             )
             .merge(Serialized::defaults(overrides));
         let cfg: Config = fig.extract().context("invalid configuration")?;
+        if cfg.storage.kind == StorageKind::S3 {
+            anyhow::ensure!(
+                cfg.storage
+                    .s3
+                    .bucket
+                    .as_deref()
+                    .is_some_and(|b| !b.is_empty()),
+                "storage.kind = \"s3\" needs storage.s3.bucket (BERTH_S3_BUCKET)"
+            );
+        }
         if let Some(url) = &cfg.external_url {
             anyhow::ensure!(
                 url.starts_with("http://") || url.starts_with("https://"),
@@ -251,6 +370,27 @@ mod tests {
             let c = Config::load(None, &flags).unwrap();
             assert_eq!(c.listen, "127.0.0.1:8000");
             assert_eq!(c.data_dir, PathBuf::from("/y"));
+
+            assert_eq!(c.storage.kind, StorageKind::Filesystem);
+            jail.set_env("BERTH_STORAGE_KIND", "s3");
+            assert!(
+                Config::load(None, &Overrides::default()).is_err(),
+                "s3 without a bucket"
+            );
+            jail.set_env("BERTH_S3_BUCKET", "images");
+            jail.set_env("BERTH_S3_ENDPOINT", "http://127.0.0.1:9000");
+            jail.set_env("BERTH_S3_PATH_STYLE", "true");
+            jail.set_env("BERTH_S3_SECRET_ACCESS_KEY", "s3cret");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.storage.kind, StorageKind::S3);
+            assert_eq!(c.storage.s3.bucket.as_deref(), Some("images"));
+            assert_eq!(
+                c.storage.s3.endpoint.as_deref(),
+                Some("http://127.0.0.1:9000")
+            );
+            assert!(c.storage.s3.path_style);
+            assert_eq!(c.storage.s3.region, "us-east-1");
+            assert!(!toml::to_string(&c.redacted()).unwrap().contains("s3cret"));
 
             jail.set_env("BERTH_EXTERNAL_URL", "registry.example.com");
             assert!(Config::load(None, &Overrides::default()).is_err());

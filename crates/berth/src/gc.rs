@@ -6,9 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use anyhow::Context;
 use berth_meta::{BlobRecord, Meta};
-use berth_store::{BlobStore, FsStore};
+use berth_store::BlobStore;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -45,7 +44,8 @@ fn human(bytes: u64) -> String {
 pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
     let meta: &dyn Meta = &meta;
-    let store = FsStore::open(cfg.storage_path()).context("opening blob storage")?;
+    let store = cfg.open_store()?;
+    let store: &dyn BlobStore = store.as_ref();
     let grace: Duration = args.grace.into();
     let now = berth_server::state::now_ms();
     let cutoff = now - grace.as_millis() as i64;
@@ -70,7 +70,7 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let (deleted, deleted_bytes) = if args.dry_run {
         (report.blobs_deleted.len() as u64, freed_blobs)
     } else {
-        berth_server::gc::delete_bytes(meta, &store, &report.blobs_deleted).await?
+        berth_server::gc::delete_bytes(meta, store, &report.blobs_deleted).await?
     };
 
     // Storage against metadata: orphans and missing bytes.
@@ -108,7 +108,7 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let (orphans_deleted, orphan_bytes_deleted) = if args.dry_run {
         (orphans.len() as u64, orphan_bytes)
     } else {
-        berth_server::gc::delete_bytes(meta, &store, &orphans).await?
+        berth_server::gc::delete_bytes(meta, store, &orphans).await?
     };
     let mut missing: Vec<_> = known.iter().filter(|d| !on_disk.contains(*d)).collect();
     missing.sort();

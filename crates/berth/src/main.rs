@@ -150,7 +150,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Config(args) => {
             let cfg = args.load()?;
-            print!("{}", toml::to_string(&cfg)?);
+            print!("{}", toml::to_string(&cfg.redacted())?);
             Ok(())
         }
     }

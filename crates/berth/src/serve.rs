@@ -11,7 +11,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let meta = crate::bootstrap::open_meta(&cfg).await?;
     crate::bootstrap::ensure_root(&meta, &cfg).await?;
-    let store = berth_store::FsStore::open(cfg.storage_path()).context("opening blob storage")?;
+    let store = cfg.open_store()?;
     let signer = berth_server::auth::jwt::Signer::load_or_create(
         &cfg.signing_key_path(),
         &cfg.token_issuer,
@@ -20,7 +20,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     .context("loading the token signing key")?;
     let state = Arc::new(berth_server::AppState {
         meta: Arc::new(meta),
-        store: Arc::new(store),
+        store,
         settings: berth_server::Settings {
             external_url: cfg.external_url.clone(),
             upload_expiry: cfg.upload_expiry,

@@ -7,6 +7,9 @@
 #![forbid(unsafe_code)]
 
 mod fs;
+mod s3;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::pin::Pin;
 
@@ -16,6 +19,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use fs::FsStore;
+pub use s3::{S3Config, S3Store, DEFAULT_PART_SIZE, MIN_PART_SIZE};
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
 
@@ -71,6 +75,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// When a published blob was last written (Unix ms), or `None` when absent.
     async fn modified_at(&self, digest: &Digest) -> Result<Option<i64>>;
 
+    /// A URL where the client may fetch the blob directly, valid for a short while,
+    /// when the store is configured to hand those out (S3 pre-signed URLs).
+    async fn presigned_get(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     async fn upload_create(&self, id: &str) -> Result<()>;
     /// Bytes received so far, or `None` for an unknown upload.
     async fn upload_size(&self, id: &str) -> Result<Option<u64>>;
@@ -84,7 +94,10 @@ pub trait BlobStore: Send + Sync + 'static {
         body: ByteStream,
         hasher: Hasher,
     ) -> Result<(u64, Hasher)>;
-    /// Hash what an upload holds so far (when no running hash is at hand).
+    /// Hash what an upload holds so far (when no running hash is at hand). A store
+    /// that cannot read an unfinished upload back (S3) returns the running hash it
+    /// saved with the upload instead, in the algorithm the upload was hashed with,
+    /// which may differ from `hasher`'s.
     async fn upload_rehash(&self, id: &str, hasher: Hasher) -> Result<(u64, Hasher)>;
     /// Make the upload's bytes durable and publish them as `digest`. The caller has
     /// verified the digest. The upload is gone afterwards.

@@ -151,6 +151,18 @@ async fn hasher_at(
             "upload changed while in use",
         ));
     }
+    // A store that keeps the running hash (S3) gives it in the upload's algorithm.
+    if let Some(a) = alg.filter(|a| *a != h.algorithm()) {
+        return Err(RegistryError::new(
+            Code::DigestInvalid,
+            format!(
+                "this upload was hashed with {}; finish it with a {} digest (or start it with digest-algorithm={})",
+                h.algorithm().as_str(),
+                h.algorithm().as_str(),
+                a.as_str()
+            ),
+        ));
+    }
     Ok(h)
 }
 
