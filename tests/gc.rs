@@ -1696,6 +1696,8 @@ impl Read for PausingReader {
 fn kill_during_push_and_gc_keeps_tagged_images() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    // Declared before the servers, so dropped after them.
+    let _database = support::database_in(root);
     let repo = "gc/crash/app";
     let server = Server::start(root, &[]);
     let data = server.data_dir();
@@ -1872,6 +1874,8 @@ impl Reg {
 fn kill_between_gc_metadata_and_byte_deletion_leaves_no_orphans() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    // Declared before the servers, so dropped after them.
+    let _database = support::database_in(root);
     let repo = "gc/window/app";
     let server = Server::start(root, &[]);
     let data = server.data_dir();

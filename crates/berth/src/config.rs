@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address to listen on.
     pub listen: String,
-    /// Where metadata (SQLite) and blobs live.
+    /// Where blobs (and, without `database.url`, the SQLite metadata) live.
     pub data_dir: PathBuf,
     /// Public base URL used in `Location` and `Link` headers.
     pub external_url: Option<String>,
@@ -44,6 +44,48 @@ pub struct Config {
     pub container_registry_cleanup_tags_service_max_list_size: usize,
     /// Garbage collection (`[gc]` in berth.toml, `BERTH_GC_*` in the environment).
     pub gc: GcConfig,
+    /// Metadata database (`[database]` in berth.toml, `BERTH_DATABASE_*`).
+    pub database: DatabaseConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database` to keep metadata in PostgreSQL
+    /// (shared by several nodes); absent: SQLite at `<data_dir>/berth.db`
+    /// (`BERTH_DATABASE_URL`, `--database-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// PostgreSQL connections per node (`BERTH_DATABASE_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            max_connections: berth_meta::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The URL with any password replaced, for printing.
+    pub fn redacted_url(&self) -> Option<String> {
+        let url = self.url.as_deref()?;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Some(url.to_string());
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        Some(match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +133,8 @@ const ENV_KEYS: &[&str] = &[
     "container_registry_cleanup_tags_service_max_list_size",
     "gc.review_delay",
     "gc.delete_untagged",
+    "database.url",
+    "database.max_connections",
 ];
 
 impl Default for Config {
@@ -110,6 +154,7 @@ impl Default for Config {
             container_registry_delete_tags_service_timeout: 250,
             container_registry_cleanup_tags_service_max_list_size: 200,
             gc: GcConfig::default(),
+            database: DatabaseConfig::default(),
         }
     }
 }
@@ -129,6 +174,14 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_expiry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseOverrides>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DatabaseOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Config {
@@ -177,11 +230,15 @@ impl Config {
             .merge(
                 Env::prefixed("BERTH_")
                     .map(|k| {
-                        // `BERTH_GC_REVIEW_DELAY` sets `gc.review_delay`.
+                        // `BERTH_GC_REVIEW_DELAY` sets `gc.review_delay`,
+                        // `BERTH_DATABASE_URL` `database.url`.
                         let k = k.as_str().to_ascii_lowercase();
-                        match k.strip_prefix("gc_") {
-                            Some(rest) => format!("gc.{rest}").into(),
-                            None => k.into(),
+                        if let Some(rest) = k.strip_prefix("gc_") {
+                            format!("gc.{rest}").into()
+                        } else if let Some(rest) = k.strip_prefix("database_") {
+                            format!("database.{rest}").into()
+                        } else {
+                            k.into()
                         }
                     })
                     .only(ENV_KEYS),
@@ -251,6 +308,29 @@ mod tests {
             let c = Config::load(None, &flags).unwrap();
             assert_eq!(c.listen, "127.0.0.1:8000");
             assert_eq!(c.data_dir, PathBuf::from("/y"));
+
+            assert_eq!(c.database.url, None);
+            jail.set_env("BERTH_DATABASE_URL", "postgres://u:secret@db:5432/berth");
+            jail.set_env("BERTH_DATABASE_MAX_CONNECTIONS", "3");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(
+                c.database.url.as_deref(),
+                Some("postgres://u:secret@db:5432/berth")
+            );
+            assert_eq!(c.database.max_connections, 3);
+            assert_eq!(
+                c.database.redacted_url().as_deref(),
+                Some("postgres://u:***@db:5432/berth")
+            );
+            let flags = Overrides {
+                database: Some(DatabaseOverrides {
+                    url: Some("postgres://other/berth".into()),
+                }),
+                ..Default::default()
+            };
+            let c = Config::load(None, &flags).unwrap();
+            assert_eq!(c.database.url.as_deref(), Some("postgres://other/berth"));
+            assert_eq!(c.database.max_connections, 3);
 
             jail.set_env("BERTH_EXTERNAL_URL", "registry.example.com");
             assert!(Config::load(None, &Overrides::default()).is_err());

@@ -44,7 +44,7 @@ fn human(bytes: u64) -> String {
 
 pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
-    let meta: &dyn Meta = &meta;
+    let meta: &dyn Meta = &*meta;
     let store = FsStore::open(cfg.storage_path()).context("opening blob storage")?;
     let grace: Duration = args.grace.into();
     let now = berth_server::state::now_ms();

@@ -9,12 +9,21 @@
 pub mod cleanup;
 pub mod gc;
 pub mod org;
+mod postgres;
+mod postgres_cleanup;
+mod postgres_gc;
+mod postgres_org;
+mod postgres_repositories;
 pub mod repositories;
 mod sqlite;
 mod sqlite_cleanup;
 mod sqlite_gc;
 mod sqlite_org;
 mod sqlite_repositories;
+#[cfg(test)]
+mod suite;
+#[doc(hidden)]
+pub mod testing;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
@@ -22,6 +31,7 @@ use berth_oci::Digest;
 pub use cleanup::*;
 pub use gc::*;
 pub use org::*;
+pub use postgres::{PgMeta, DEFAULT_MAX_CONNECTIONS};
 pub use repositories::*;
 pub use sqlite::SqliteMeta;
 
