@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cleanup;
+mod common;
 pub mod gc;
 pub mod org;
 mod postgres;

@@ -24,6 +24,7 @@ use berth_oci::Digest;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Row};
 
+use crate::common::digest;
 use crate::{
     ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
     StoredManifest, Upload,
@@ -45,6 +46,16 @@ pub struct PgMeta {
 impl PgMeta {
     pub(crate) async fn tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A read-only transaction whose statements all see one snapshot (a page and
+    /// its total, say); READ COMMITTED would give each statement its own.
+    pub(crate) async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     /// Connect to `url` (`postgres://…`) and bring the schema up to date. Several
@@ -74,10 +85,6 @@ pub(crate) async fn lock_repo(conn: &mut PgConnection, id: i64) -> Result<bool> 
             .fetch_optional(conn)
             .await?;
     Ok(hit.is_some())
-}
-
-fn digest(text: String) -> Result<Digest> {
-    Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
 }
 
 /// The repository's id, locked for the transaction, creating it (attached to the
@@ -600,4 +607,160 @@ impl RegistryMeta for PgMeta {
 #[cfg(test)]
 mod tests {
     crate::suite::meta_suite!(crate::suite::open_postgres);
+
+    /// Several nodes: each `PgMeta` here is one node's pool on the same database.
+    mod nodes {
+        use std::collections::BTreeSet;
+
+        use berth_oci::Digest;
+
+        use crate::testing::TestDatabase;
+        use crate::{CleanupMeta, GcMeta, NewManifest, PgMeta, RegistryMeta};
+
+        async fn nodes(test: &str, n: usize) -> Option<(TestDatabase, Vec<PgMeta>)> {
+            let db = TestDatabase::create(test).await?;
+            let mut metas = Vec::new();
+            for _ in 0..n {
+                metas.push(PgMeta::connect(db.url(), 4).await.unwrap());
+            }
+            Some((db, metas))
+        }
+
+        fn manifest(payload: &str, blobs: Vec<Digest>) -> NewManifest {
+            NewManifest {
+                digest: Digest::sha256_of(payload.as_bytes()),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                payload: payload.as_bytes().to_vec(),
+                blobs,
+                children: vec![],
+                subject: None,
+                config: None,
+                artifact_type: None,
+                image_created_at: None,
+                total_size: 0,
+                annotations: None,
+            }
+        }
+
+        #[tokio::test]
+        async fn concurrent_pushes_of_one_tag_and_blob_all_succeed() {
+            let Some((_db, metas)) = nodes("concurrent pushes", 3).await else {
+                return;
+            };
+            let layer = Digest::sha256_of(b"shared layer");
+            let mut tasks = Vec::new();
+            for (i, m) in metas.into_iter().enumerate() {
+                let layer = layer.clone();
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..20 {
+                        // The same new repository, blob and tag from every node at once.
+                        m.link_blob("g/p/app", &layer, 5, round).await.unwrap();
+                        let man = manifest(&format!("{i}-{round}"), vec![layer.clone()]);
+                        m.put_manifest("g/p/app", &man, Some("latest"), round)
+                            .await
+                            .unwrap();
+                    }
+                    m
+                }));
+            }
+            let mut metas = Vec::new();
+            for t in tasks {
+                metas.push(t.await.unwrap());
+            }
+            // One live row for the tag, whatever the interleaving.
+            assert_eq!(
+                metas[0].tags("g/p/app", None, 10).await.unwrap(),
+                ["latest"]
+            );
+            let live: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tags WHERE name = 'latest' AND deleted_at IS NULL",
+            )
+            .fetch_one(&metas[1].pool)
+            .await
+            .unwrap();
+            assert_eq!(live, 1);
+            assert_eq!(metas[2].catalog(None, 10).await.unwrap(), ["g/p/app"]);
+        }
+
+        #[tokio::test]
+        async fn each_review_and_cleanup_claim_goes_to_one_node() {
+            let Some((_db, metas)) = nodes("review claims", 2).await else {
+                return;
+            };
+            // 60 untagged manifests and 60 unreferenced blobs waiting for review.
+            for i in 0..60 {
+                let d = Digest::sha256_of(format!("blob {i}").as_bytes());
+                metas[0].link_blob("g/p/app", &d, 1, 1).await.unwrap();
+                let man = manifest(&format!("m{i}"), vec![]);
+                metas[0]
+                    .put_manifest("g/p/app", &man, None, 1)
+                    .await
+                    .unwrap();
+            }
+            let (a, b) = (&metas[0], &metas[1]);
+            let far = i64::MAX;
+            let (mut ma, mut mb) = (Vec::new(), Vec::new());
+            // Both nodes list in small batches at the same time, as their workers do.
+            loop {
+                let (x, y) = tokio::join!(
+                    a.due_manifest_reviews(far, 7),
+                    b.due_manifest_reviews(far, 7)
+                );
+                let (x, y) = (x.unwrap(), y.unwrap());
+                if x.is_empty() && y.is_empty() {
+                    break;
+                }
+                ma.extend(x);
+                mb.extend(y);
+            }
+            let sa: BTreeSet<_> = ma.iter().collect();
+            let sb: BTreeSet<_> = mb.iter().collect();
+            assert!(sa.is_disjoint(&sb), "a manifest was claimed twice");
+            assert_eq!(sa.len() + sb.len(), 60);
+            assert_eq!(sa.len(), ma.len());
+            assert!(!ma.is_empty() && !mb.is_empty(), "one node got everything");
+            // Each node reviews what it claimed: every manifest is deleted once.
+            let mut deleted = 0;
+            for (node, ids) in [(a, &ma), (b, &mb)] {
+                for id in ids {
+                    if node.review_manifest(*id, true).await.unwrap()
+                        == crate::ManifestReview::Deleted
+                    {
+                        deleted += 1;
+                    }
+                }
+            }
+            assert_eq!(deleted, 60);
+
+            let (x, y) = tokio::join!(a.due_blob_reviews(far, 100), b.due_blob_reviews(far, 100));
+            let (x, y) = (x.unwrap(), y.unwrap());
+            let sx: BTreeSet<_> = x.iter().collect();
+            assert!(
+                y.iter().all(|d| !sx.contains(d)),
+                "a blob was claimed twice"
+            );
+            assert_eq!(x.len() + y.len(), 60);
+            let (mut freed_a, mut freed_b) = (0, 0);
+            for d in &x {
+                freed_a += a.review_blob(d).await.unwrap().is_some() as usize;
+            }
+            for d in &y {
+                freed_b += b.review_blob(d).await.unwrap().is_some() as usize;
+            }
+            assert_eq!(freed_a + freed_b, 60);
+            assert_eq!(a.review_queue_lengths().await.unwrap(), (0, 0));
+
+            // A cleanup run is claimed by exactly one of two racing nodes.
+            let repo = a.repository("g/p/app").await.unwrap().unwrap().id;
+            sqlx::query(
+                "UPDATE repositories SET cleanup_status = 'cleanup_scheduled' WHERE id = $1",
+            )
+            .bind(repo)
+            .execute(&a.pool)
+            .await
+            .unwrap();
+            let (x, y) = tokio::join!(a.claim_cleanup(repo, 5), b.claim_cleanup(repo, 5));
+            assert!(x.unwrap() ^ y.unwrap());
+        }
+    }
 }

@@ -9,17 +9,21 @@ use async_trait::async_trait;
 use berth_oci::Digest;
 use sqlx::{PgConnection, Row};
 
+use crate::common::digest;
 use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
 use crate::postgres::{lock_repo, PgMeta};
 
-/// How long a node owns the review items it listed (they are reviewed at once; this
-/// only matters when the node dies first).
+/// How long a node owns the review items it listed at most. They are reviewed at
+/// once, and a node that dies frees them sooner (its connection goes); this bounds
+/// the wait when a connection's pid is reused.
 const CLAIM_MS: i64 = 5 * 60 * 1000;
-use crate::{MetaError, Result};
 
-fn digest(text: String) -> Result<Digest> {
-    Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
-}
+/// A queue row no live node has claimed. The pids are read once per statement.
+/// Reviews re-check everything under locks, so a claim only saves duplicate work;
+/// taking over a live node's item early would be harmless, just wasteful.
+const UNCLAIMED: &str = "(claimed_by IS NULL OR claimed_until < berth_now_ms() \
+     OR claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity)))";
+use crate::Result;
 
 async fn record_pending(conn: &mut PgConnection, digest: &str, size: i64) -> Result<()> {
     sqlx::query(
@@ -56,15 +60,15 @@ async fn manifest_needed(conn: &mut PgConnection, id: i64, delete_untagged: bool
 #[async_trait]
 impl GcMeta for PgMeta {
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "UPDATE gc_manifest_review_queue SET claimed_until = berth_now_ms() + $3 \
+        Ok(sqlx::query_scalar(&format!(
+            "UPDATE gc_manifest_review_queue \
+             SET claimed_until = berth_now_ms() + $3, claimed_by = pg_backend_pid() \
              WHERE manifest_id IN ( \
                  SELECT manifest_id FROM gc_manifest_review_queue \
-                 WHERE queued_at <= $1 \
-                   AND (claimed_until IS NULL OR claimed_until < berth_now_ms()) \
+                 WHERE queued_at <= $1 AND {UNCLAIMED} \
                  ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING manifest_id",
-        )
+             RETURNING manifest_id"
+        ))
         .bind(before)
         .bind(limit)
         .bind(CLAIM_MS)
@@ -134,15 +138,15 @@ impl GcMeta for PgMeta {
     }
 
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "UPDATE gc_blob_review_queue SET claimed_until = berth_now_ms() + $3 \
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE gc_blob_review_queue \
+             SET claimed_until = berth_now_ms() + $3, claimed_by = pg_backend_pid() \
              WHERE digest IN ( \
                  SELECT digest FROM gc_blob_review_queue \
-                 WHERE queued_at <= $1 \
-                   AND (claimed_until IS NULL OR claimed_until < berth_now_ms()) \
+                 WHERE queued_at <= $1 AND {UNCLAIMED} \
                  ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING digest",
-        )
+             RETURNING digest"
+        ))
         .bind(before)
         .bind(limit)
         .bind(CLAIM_MS)

@@ -10,28 +10,12 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
+use crate::common::*;
 use crate::org::{Namespace, NamespaceKind, Project, Window};
 use crate::postgres::lock_repo;
 use crate::postgres_org::{lock_paths, namespace_in, project_in};
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagPage};
 use crate::{MetaError, PgMeta, Result};
-
-/// GitLab's `Group::NUMBER_OF_ANCESTORS_ALLOWED` (as in `postgres_org`).
-const MAX_ANCESTORS: usize = 20;
-
-/// The columns `repo_select` reads.
-const REPO_COLS: &str =
-    "id, path, project_id, created_at, status, cleanup_status, cleanup_started_at, live_tags";
-
-/// Repositories chosen by `rows` (a `SELECT {REPO_COLS} FROM repositories ...`),
-/// each with its number of live tags (kept by triggers).
-fn repo_select(rows: &str) -> String {
-    format!(
-        "SELECT r.id, r.path, r.project_id, r.created_at, r.status, r.cleanup_status, \
-         r.cleanup_started_at, r.live_tags \
-         FROM ({rows}) r"
-    )
-}
 
 /// Manifests reachable from live tags of repository `?1` (directly or as index
 /// children), for GitLab's size: the unique layers of what is tagged.
@@ -40,10 +24,6 @@ const LIVE_MANIFESTS: &str = "WITH RECURSIVE live(id) AS ( \
        ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
      WHERE m.repository_id = $1 AND t.deleted_at IS NULL \
      UNION SELECT r.child_id FROM manifest_references r JOIN live ON live.id = r.parent_id)";
-/// Layer blobs (not configs) of the `live` manifests.
-const LIVE_LAYERS: &str = "SELECT mb.digest FROM manifest_blobs mb \
-     JOIN manifests m ON m.id = mb.manifest_id JOIN live ON live.id = m.id \
-     WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest";
 
 /// Live tags of one repository (bind: repository id) with their manifest's details.
 const TAG_SELECT: &str = "SELECT t.name, t.manifest_digest, m.media_type, m.config_digest, \
@@ -91,38 +71,7 @@ fn tag_page_sql(page: &TagPage) -> String {
     }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> MetaError {
-    MetaError::Corrupt(e.to_string())
-}
-
-fn repo_row(r: PgRow) -> RepositoryInfo {
-    RepositoryInfo {
-        id: r.get(0),
-        path: r.get(1),
-        project_id: r.get(2),
-        created_at: r.get(3),
-        status: r.get(4),
-        cleanup_status: r.get(5),
-        cleanup_started_at: r.get(6),
-        tags_count: r.get(7),
-    }
-}
-
-fn tag_row(r: PgRow) -> TagInfo {
-    TagInfo {
-        name: r.get(0),
-        digest: r.get(1),
-        media_type: r.get(2),
-        config_digest: r.get(3),
-        created_at: r.get(4),
-        pushed_at: r.get(5),
-        total_size: r.get(6),
-    }
-}
-
-fn segments(path: &str) -> usize {
-    path.split('/').count()
-}
+repository_rows!(PgRow);
 
 #[async_trait]
 impl RepositoryMeta for PgMeta {
@@ -136,7 +85,7 @@ impl RepositoryMeta for PgMeta {
         }
         let filter = "r.project_id = ANY($1) AND r.status IS NULL";
         // One read transaction, so the page and the total see the same snapshot.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let count_sql = format!("SELECT COUNT(*) FROM repositories r WHERE {filter}");
         let total = sqlx::query_scalar::<_, i64>(&count_sql)
             .bind(project_ids)
@@ -180,7 +129,7 @@ impl RepositoryMeta for PgMeta {
 
     async fn repository_tags(&self, id: i64, page: TagPage) -> Result<(Vec<TagInfo>, i64)> {
         let sql = tag_page_sql(&page);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         // Counting 100,000 tags costs more than reading a page of them; only offset
         // pages need the total.
         let total: i64 = match page {

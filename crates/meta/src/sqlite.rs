@@ -11,6 +11,7 @@ use berth_oci::Digest;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use crate::common::digest;
 use crate::{
     ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
     StoredManifest, Upload,
@@ -50,10 +51,6 @@ impl SqliteMeta {
             .await?;
         Ok(SqliteMeta { read, write })
     }
-}
-
-fn digest(text: String) -> Result<Digest> {
-    Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
 }
 
 async fn repo_id(conn: &mut SqliteConnection, path: &str) -> Result<Option<i64>> {

@@ -6,215 +6,20 @@
 //! makes check-then-insert safe. Hierarchies (ancestors, descendants) are walked with
 //! `WITH RECURSIVE`, which PostgreSQL runs unchanged.
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
 use berth_core::{AccessLevel, RegistryAccess, Visibility};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
+use crate::common::*;
 use crate::org::*;
 use crate::{MetaError, Result, SqliteMeta};
-
-/// GitLab's `Group::NUMBER_OF_ANCESTORS_ALLOWED`.
-const MAX_ANCESTORS: usize = 20;
-
-/// A user with its personal namespace's id (the namespace is found by owner).
-const USER_SELECT: &str = "SELECT u.id, u.username, u.name, u.email, u.admin, u.state, \
-     u.password_hash, n.id, u.created_at \
-     FROM users u LEFT JOIN namespaces n ON n.owner_id = u.id AND n.kind = 'user'";
-const USER_COLS: usize = 9;
-
-const NS_SELECT: &str = "SELECT n.id, n.kind, n.name, n.path, n.full_path, n.parent_id, \
-     n.owner_id, n.visibility, n.description, n.created_at FROM namespaces n";
-
-const PROJECT_SELECT: &str = "SELECT p.id, p.namespace_id, p.name, p.path, p.full_path, \
-     p.description, p.visibility, p.registry_access, p.creator_id, p.created_at \
-     FROM projects p";
-
-const PAT_SELECT: &str = "SELECT id, user_id, name, description, scopes, expires_at, revoked, \
-     created_at, last_used_at FROM personal_access_tokens";
-
-const DEPLOY_SELECT: &str = "SELECT id, source_kind, source_id, name, username, scopes, \
-     expires_at, revoked, created_at FROM deploy_tokens";
-
-const JOB_SELECT: &str =
-    "SELECT id, project_id, user_id, status, expires_at, created_at FROM ci_jobs";
 
 /// Not expired by `today`: a membership ends when its `expires_at` day begins, and
 /// `YYYY-MM-DD` text sorts like the dates it names.
 const LIVE_MEMBER: &str = "(m.expires_at IS NULL OR m.expires_at > ?)";
 
-fn corrupt(e: impl std::fmt::Display) -> MetaError {
-    MetaError::Corrupt(e.to_string())
-}
-
-fn parse_state(s: &str) -> Result<UserState> {
-    match s {
-        "active" => Ok(UserState::Active),
-        "blocked" => Ok(UserState::Blocked),
-        _ => Err(corrupt(format!("unknown user state {s:?}"))),
-    }
-}
-
-fn parse_kind(s: &str) -> Result<NamespaceKind> {
-    match s {
-        "group" => Ok(NamespaceKind::Group),
-        "user" => Ok(NamespaceKind::User),
-        _ => Err(corrupt(format!("unknown namespace kind {s:?}"))),
-    }
-}
-
-fn parse_visibility(s: &str) -> Result<Visibility> {
-    Visibility::from_str(s).map_err(corrupt)
-}
-
-fn parse_registry_access(s: &str) -> Result<RegistryAccess> {
-    RegistryAccess::from_str(s).map_err(corrupt)
-}
-
-fn parse_level(v: i64) -> Result<AccessLevel> {
-    AccessLevel::from_value(v).ok_or_else(|| corrupt(format!("unknown access level {v}")))
-}
-
-fn source_parts(s: Source) -> (&'static str, i64) {
-    match s {
-        Source::Namespace(id) => ("namespace", id),
-        Source::Project(id) => ("project", id),
-    }
-}
-
-fn parse_source(kind: &str, id: i64) -> Result<Source> {
-    match kind {
-        "namespace" => Ok(Source::Namespace(id)),
-        "project" => Ok(Source::Project(id)),
-        _ => Err(corrupt(format!("unknown source kind {kind:?}"))),
-    }
-}
-
-fn join_scopes(scopes: &[String]) -> String {
-    scopes.join(",")
-}
-
-fn split_scopes(s: &str) -> Vec<String> {
-    s.split(',')
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// A `LIKE` pattern matching `search` anywhere, with the wildcards in it escaped
-/// (used with `ESCAPE '\'`).
-fn contains_pattern(search: &str) -> String {
-    let mut p = String::with_capacity(search.len() + 2);
-    p.push('%');
-    for c in search.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
-}
-
-fn user_at(r: &SqliteRow, base: usize) -> Result<User> {
-    let id: i64 = r.get(base);
-    let namespace_id: Option<i64> = r.get(base + 7);
-    Ok(User {
-        id,
-        username: r.get(base + 1),
-        name: r.get(base + 2),
-        email: r.get(base + 3),
-        admin: r.get(base + 4),
-        state: parse_state(r.get(base + 5))?,
-        password_hash: r.get(base + 6),
-        namespace_id: namespace_id
-            .ok_or_else(|| corrupt(format!("user {id} has no personal namespace")))?,
-        created_at: r.get(base + 8),
-    })
-}
-
-fn user_row(r: SqliteRow) -> Result<User> {
-    user_at(&r, 0)
-}
-
-fn namespace_row(r: SqliteRow) -> Result<Namespace> {
-    Ok(Namespace {
-        id: r.get(0),
-        kind: parse_kind(r.get(1))?,
-        name: r.get(2),
-        path: r.get(3),
-        full_path: r.get(4),
-        parent_id: r.get(5),
-        owner_id: r.get(6),
-        visibility: parse_visibility(r.get(7))?,
-        description: r.get(8),
-        created_at: r.get(9),
-    })
-}
-
-fn project_row(r: SqliteRow) -> Result<Project> {
-    Ok(Project {
-        id: r.get(0),
-        namespace_id: r.get(1),
-        name: r.get(2),
-        path: r.get(3),
-        full_path: r.get(4),
-        description: r.get(5),
-        visibility: parse_visibility(r.get(6))?,
-        registry_access: parse_registry_access(r.get(7))?,
-        creator_id: r.get(8),
-        created_at: r.get(9),
-    })
-}
-
-fn pat_row(r: SqliteRow) -> Result<PersonalToken> {
-    Ok(PersonalToken {
-        id: r.get(0),
-        user_id: r.get(1),
-        name: r.get(2),
-        description: r.get(3),
-        scopes: split_scopes(r.get(4)),
-        expires_at: r.get(5),
-        revoked: r.get(6),
-        created_at: r.get(7),
-        last_used_at: r.get(8),
-    })
-}
-
-fn deploy_row(r: SqliteRow) -> Result<DeployToken> {
-    Ok(DeployToken {
-        id: r.get(0),
-        source: parse_source(r.get(1), r.get(2))?,
-        name: r.get(3),
-        username: r.get(4),
-        scopes: split_scopes(r.get(5)),
-        expires_at: r.get(6),
-        revoked: r.get(7),
-        created_at: r.get(8),
-    })
-}
-
-fn job_row(r: SqliteRow) -> Result<CiJob> {
-    let status: &str = r.get(3);
-    Ok(CiJob {
-        id: r.get(0),
-        project_id: r.get(1),
-        user_id: r.get(2),
-        status: match status {
-            "running" => JobStatus::Running,
-            "finished" => JobStatus::Finished,
-            _ => return Err(corrupt(format!("unknown job status {status:?}"))),
-        },
-        expires_at: r.get(4),
-        created_at: r.get(5),
-    })
-}
-
-fn collect<T>(rows: Vec<SqliteRow>, f: fn(SqliteRow) -> Result<T>) -> Result<Vec<T>> {
-    rows.into_iter().map(f).collect()
-}
+org_rows!(SqliteRow);
 
 /// Whether a namespace or a project already has this full path (case-insensitive).
 async fn path_taken(conn: &mut SqliteConnection, full_path: &str) -> Result<bool> {
@@ -296,11 +101,6 @@ async fn check_source(conn: &mut SqliteConnection, source: Source) -> Result<()>
         }
     }
     Ok(())
-}
-
-/// The highest level in a `MAX(...)` result, `None` when nothing matched.
-fn max_level(v: Option<i64>) -> Result<Option<AccessLevel>> {
-    v.map(parse_level).transpose()
 }
 
 impl SqliteMeta {

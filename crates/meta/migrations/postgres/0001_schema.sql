@@ -238,13 +238,15 @@ CREATE INDEX cleanup_log_project ON cleanup_log(project_id, deleted_at);
 
 -- Online garbage collection: review queues fed by triggers -------------------------
 
--- claimed_until: with several nodes, the node that listed an item for review owns it
--- until then (Unix ms); a node that dies loses its claims when they expire.
+-- With several nodes, the node that listed an item for review owns it until
+-- claimed_until (Unix ms) or until the database connection that claimed it
+-- (claimed_by, a backend pid) is gone: a node that dies frees its claims at once.
 CREATE TABLE gc_blob_review_queue (
     digest        TEXT COLLATE "C" PRIMARY KEY,
     queued_at     BIGINT NOT NULL,
     event         TEXT COLLATE "C" NOT NULL,
-    claimed_until BIGINT
+    claimed_until BIGINT,
+    claimed_by    INTEGER
 );
 CREATE INDEX gc_blob_review_due ON gc_blob_review_queue(queued_at);
 
@@ -253,7 +255,8 @@ CREATE TABLE gc_manifest_review_queue (
     repository_id BIGINT NOT NULL,
     queued_at     BIGINT NOT NULL,
     event         TEXT COLLATE "C" NOT NULL,
-    claimed_until BIGINT
+    claimed_until BIGINT,
+    claimed_by    INTEGER
 );
 CREATE INDEX gc_manifest_review_due ON gc_manifest_review_queue(queued_at);
 
