@@ -1646,7 +1646,13 @@ fn usage_is_deduplicated() {
     wait_for("usage to drop after one:b was untagged", || {
         check(&[&one_a])
     });
-    reg.delete_manifest(two, &untagged.digest).expect(202);
+    // With delete_untagged on, GC may already have taken the untagged manifest (how
+    // soon depends on the machine and the metadata backend); gone either way.
+    let r = reg.delete_manifest(two, &untagged.digest);
+    assert!(
+        matches!(r.status, 202 | 404),
+        "deleting the untagged manifest: {r:?}"
+    );
     let live = union_of([&one_a, &two_a]);
     wait_for("GC to free the files of one:b", || {
         storage_diff(&data, &live)
