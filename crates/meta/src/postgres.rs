@@ -290,11 +290,12 @@ impl RegistryMeta for PgMeta {
         let repo = ensure_repo(&mut tx, repository, now).await?;
         // Check reachability inside the transaction, and lock the blobs (GC reviews
         // lock them for update), so a concurrent delete cannot slip between the
-        // check and the insert.
+        // check and the insert. Only the blob rows: a review deletes the links after
+        // locking the blob, so a lock on a link here could close a deadlock cycle.
         for b in &m.blobs {
             let ok: Option<i32> = sqlx::query_scalar(
                 "SELECT 1 FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-                 WHERE rb.repository_id = $1 AND rb.digest = $2 FOR SHARE",
+                 WHERE rb.repository_id = $1 AND rb.digest = $2 FOR SHARE OF b",
             )
             .bind(repo)
             .bind(b.as_str())
