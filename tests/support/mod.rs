@@ -7,11 +7,52 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_meta::testing::TestDatabase;
+
+/// Whether the end-to-end tests run on PostgreSQL metadata
+/// (`BERTH_TEST_DATABASE=postgres`; `scripts/test` runs them once in each mode).
+pub fn postgres_mode() -> bool {
+    std::env::var("BERTH_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// Databases of stopped servers, by working directory, for `start_in` to reuse.
+static STOPPED: std::sync::Mutex<Vec<(PathBuf, TestDatabase)>> = std::sync::Mutex::new(Vec::new());
+
+/// In PostgreSQL mode, a fresh database for the `berth` commands run in `dir`: it is
+/// written to `dir/berth.toml`, which `serve`, `admin`, `gc` and `cleanup` read from
+/// their working directory. `None` in SQLite mode (or, loudly, without PostgreSQL).
+pub fn database_in(dir: &Path) -> Option<TestDatabase> {
+    if !postgres_mode() {
+        return None;
+    }
+    let what = format!("end-to-end server in {}", dir.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = rt.block_on(TestDatabase::create(&what))?;
+    append_config(dir, &format!("[database]\nurl = \"{}\"\n", db.url()));
+    Some(db)
+}
+
+/// Add a section to `dir/berth.toml` (the S3 and PostgreSQL modes may both write one).
+fn append_config(dir: &Path, section: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("berth.toml"))
+        .and_then(|mut f| f.write_all(section.as_bytes()))
+        .expect("writing berth.toml");
+}
+
 /// Password of the `root` administrator every test server starts with.
 pub const ROOT_PASSWORD: &str = "root-password-for-tests";
 
 pub struct Berth {
     child: Child,
+    /// In PostgreSQL mode, the server's database (dropped after the server stops).
+    database: Option<TestDatabase>,
     /// `127.0.0.1:PORT`
     pub addr: String,
     /// `http://127.0.0.1:PORT`
@@ -33,6 +74,14 @@ impl Berth {
     /// Start on an existing data directory (to test restarts).
     pub fn start_in(data: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Berth {
         prepare_storage(data.path());
+        let database = {
+            let mut stopped = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
+            stopped
+                .iter()
+                .position(|(dir, _)| dir == data.path())
+                .map(|i| stopped.swap_remove(i).1)
+        }
+        .or_else(|| database_in(data.path()));
         let log = std::fs::File::create(data.path().join("server.log")).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.arg("serve")
@@ -74,6 +123,7 @@ impl Berth {
         let addr = url.trim_start_matches("http://").to_string();
         Berth {
             child,
+            database,
             addr,
             url,
             data,
@@ -169,7 +219,13 @@ impl Berth {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = tempfile::tempdir().expect("temp dir");
-        std::mem::replace(&mut self.data, dir)
+        let data = std::mem::replace(&mut self.data, dir);
+        // The metadata outlives the process, as the data directory does.
+        if let Some(db) = self.database.take() {
+            let mut stopped = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
+            stopped.push((data.path().to_path_buf(), db));
+        }
+        data
     }
 }
 
@@ -341,7 +397,7 @@ pub fn prepare_storage(root: &Path) {
         "[storage]\nkind = \"s3\"\n[storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\npath_style = true\n",
         moto.endpoint
     );
-    std::fs::write(root.join("berth.toml"), toml).expect("writing berth.toml");
+    append_config(root, &toml);
     std::fs::write(root.join("s3-bucket"), bucket).expect("writing s3-bucket");
 }
 

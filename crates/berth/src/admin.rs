@@ -262,8 +262,8 @@ fn split_path(full_path: &str) -> anyhow::Result<(&str, &str)> {
 
 pub async fn run(cfg: Config, command: AdminCommand) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
-    crate::bootstrap::ensure_root(&meta, &cfg).await?;
-    let meta: &dyn Meta = &meta;
+    crate::bootstrap::ensure_root(&*meta, &cfg).await?;
+    let meta: &dyn Meta = &*meta;
     match command {
         AdminCommand::User(c) => match c {
             UserCommand::Create {

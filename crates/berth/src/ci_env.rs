@@ -82,7 +82,7 @@ fn shell_quote(s: &str) -> String {
 
 pub async fn run(cfg: Config, args: CiEnvArgs) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
-    let meta: &dyn Meta = &meta;
+    let meta: &dyn Meta = &*meta;
     if let Some(job) = args.finish {
         if !meta.finish_job(job, berth_server::state::now_ms()).await? {
             bail!("job {job} is not running");

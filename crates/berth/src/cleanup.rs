@@ -24,7 +24,7 @@ pub struct CleanupArgs {
 
 pub async fn run(cfg: Config, args: CleanupArgs) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
-    let meta: &dyn Meta = &meta;
+    let meta: &dyn Meta = &*meta;
     let project = meta
         .project_by_path(&args.project)
         .await?

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address to listen on.
     pub listen: String,
-    /// Where metadata (SQLite) and blobs live.
+    /// Where blobs (and, without `database.url`, the SQLite metadata) live.
     pub data_dir: PathBuf,
     /// Public base URL used in `Location` and `Link` headers.
     pub external_url: Option<String>,
@@ -47,6 +47,8 @@ pub struct Config {
     pub gc: GcConfig,
     /// Where blob bytes live (`[storage]`, `BERTH_STORAGE_KIND`, `BERTH_S3_*`).
     pub storage: StorageConfig,
+    /// Metadata database (`[database]` in berth.toml, `BERTH_DATABASE_*`).
+    pub database: DatabaseConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -106,6 +108,46 @@ impl Default for S3Settings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database` to keep metadata in PostgreSQL
+    /// (shared by several nodes); absent: SQLite at `<data_dir>/berth.db`
+    /// (`BERTH_DATABASE_URL`, `--database-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// PostgreSQL connections per node (`BERTH_DATABASE_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            max_connections: berth_meta::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The URL with any password replaced, for printing.
+    pub fn redacted_url(&self) -> Option<String> {
+        let url = self.url.as_deref()?;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Some(url.to_string());
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        Some(match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GcConfig {
     /// How long something that lost its last reference waits before it is reviewed
     /// (`BERTH_GC_REVIEW_DELAY`, e.g. `24h` or `2s`).
@@ -158,6 +200,8 @@ const ENV_KEYS: &[&str] = &[
     "storage.s3.path_style",
     "storage.s3.prefix",
     "storage.s3.redirect_blobs",
+    "database.url",
+    "database.max_connections",
 ];
 
 impl Default for Config {
@@ -178,6 +222,7 @@ impl Default for Config {
             container_registry_cleanup_tags_service_max_list_size: 200,
             gc: GcConfig::default(),
             storage: StorageConfig::default(),
+            database: DatabaseConfig::default(),
         }
     }
 }
@@ -197,6 +242,14 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_expiry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseOverrides>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DatabaseOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Config {
@@ -252,6 +305,8 @@ impl Config {
         if c.storage.s3.secret_access_key.is_some() {
             c.storage.s3.secret_access_key = Some("********".into());
         }
+        // The URL may carry a password.
+        c.database.url = c.database.redacted_url();
         c
     }
 
@@ -289,6 +344,8 @@ impl Config {
                             format!("storage.s3.{rest}").into()
                         } else if let Some(rest) = k.strip_prefix("storage_") {
                             format!("storage.{rest}").into()
+                        } else if let Some(rest) = k.strip_prefix("database_") {
+                            format!("database.{rest}").into()
                         } else {
                             k.into()
                         }
@@ -391,6 +448,29 @@ mod tests {
             assert!(c.storage.s3.path_style);
             assert_eq!(c.storage.s3.region, "us-east-1");
             assert!(!toml::to_string(&c.redacted()).unwrap().contains("s3cret"));
+
+            assert_eq!(c.database.url, None);
+            jail.set_env("BERTH_DATABASE_URL", "postgres://u:secret@db:5432/berth");
+            jail.set_env("BERTH_DATABASE_MAX_CONNECTIONS", "3");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(
+                c.database.url.as_deref(),
+                Some("postgres://u:secret@db:5432/berth")
+            );
+            assert_eq!(c.database.max_connections, 3);
+            assert_eq!(
+                c.database.redacted_url().as_deref(),
+                Some("postgres://u:***@db:5432/berth")
+            );
+            let flags = Overrides {
+                database: Some(DatabaseOverrides {
+                    url: Some("postgres://other/berth".into()),
+                }),
+                ..Default::default()
+            };
+            let c = Config::load(None, &flags).unwrap();
+            assert_eq!(c.database.url.as_deref(), Some("postgres://other/berth"));
+            assert_eq!(c.database.max_connections, 3);
 
             jail.set_env("BERTH_EXTERNAL_URL", "registry.example.com");
             assert!(Config::load(None, &Overrides::default()).is_err());

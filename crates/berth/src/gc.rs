@@ -43,7 +43,7 @@ fn human(bytes: u64) -> String {
 
 pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
-    let meta: &dyn Meta = &meta;
+    let meta: &dyn Meta = &*meta;
     let store = cfg.open_store()?;
     let store: &dyn BlobStore = store.as_ref();
     let grace: Duration = args.grace.into();

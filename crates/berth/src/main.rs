@@ -12,7 +12,7 @@ mod serve;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use config::{Config, LogFormat, Overrides};
+use config::{Config, DatabaseOverrides, LogFormat, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,9 @@ pub struct CommonArgs {
     /// Log format [env: BERTH_LOG_FORMAT] [default: text]
     #[arg(long, value_enum, global = true)]
     log_format: Option<LogFormat>,
+    /// Keep metadata in PostgreSQL, e.g. postgres://berth@db/berth [env: BERTH_DATABASE_URL] [default: SQLite in the data directory]
+    #[arg(long, value_name = "URL", global = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -89,6 +92,10 @@ impl CommonArgs {
             data_dir: self.data_dir.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format,
+            database: self
+                .database_url
+                .clone()
+                .map(|url| DatabaseOverrides { url: Some(url) }),
             ..Default::default()
         }
     }

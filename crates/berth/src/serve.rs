@@ -10,7 +10,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let meta = crate::bootstrap::open_meta(&cfg).await?;
-    crate::bootstrap::ensure_root(&meta, &cfg).await?;
+    crate::bootstrap::ensure_root(&*meta, &cfg).await?;
     let store = cfg.open_store()?;
     let signer = berth_server::auth::jwt::Signer::load_or_create(
         &cfg.signing_key_path(),
@@ -19,7 +19,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )
     .context("loading the token signing key")?;
     let state = Arc::new(berth_server::AppState {
-        meta: Arc::new(meta),
+        meta,
         store,
         settings: berth_server::Settings {
             external_url: cfg.external_url.clone(),

@@ -7,8 +7,15 @@
 #![forbid(unsafe_code)]
 
 pub mod cleanup;
+mod common;
 pub mod gc;
 pub mod org;
+mod postgres;
+mod postgres_cleanup;
+mod postgres_gc;
+mod postgres_org;
+mod postgres_repositories;
+mod postgres_sessions;
 pub mod repositories;
 pub mod sessions;
 mod sqlite;
@@ -17,6 +24,10 @@ mod sqlite_gc;
 mod sqlite_org;
 mod sqlite_repositories;
 mod sqlite_sessions;
+#[cfg(test)]
+mod suite;
+#[doc(hidden)]
+pub mod testing;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
@@ -24,6 +35,7 @@ use berth_oci::Digest;
 pub use cleanup::*;
 pub use gc::*;
 pub use org::*;
+pub use postgres::{PgMeta, DEFAULT_MAX_CONNECTIONS};
 pub use repositories::*;
 pub use sessions::*;
 pub use sqlite::SqliteMeta;

@@ -4,13 +4,10 @@ use async_trait::async_trait;
 use berth_oci::Digest;
 use sqlx::{Row, SqliteConnection};
 
+use crate::common::digest;
 use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
 use crate::sqlite::SqliteMeta;
-use crate::{MetaError, Result};
-
-fn digest(text: String) -> Result<Digest> {
-    Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
-}
+use crate::Result;
 
 async fn record_pending(conn: &mut SqliteConnection, digest: &str, size: i64) -> Result<()> {
     sqlx::query(

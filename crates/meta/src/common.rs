@@ -1,0 +1,295 @@
+//! What the SQLite and PostgreSQL backends share: everything but the SQL dialect —
+//! column lists both read alike, parsing stored text into domain values, and the
+//! mapping of rows to structs (a macro, instantiated for each backend's row type).
+
+use std::str::FromStr;
+
+use berth_core::{AccessLevel, RegistryAccess, Visibility};
+use berth_oci::Digest;
+
+use crate::org::*;
+use crate::{MetaError, Result};
+
+pub(crate) fn digest(text: String) -> Result<Digest> {
+    Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
+}
+
+/// GitLab's `Group::NUMBER_OF_ANCESTORS_ALLOWED`.
+pub(crate) const MAX_ANCESTORS: usize = 20;
+
+/// A user with its personal namespace's id (the namespace is found by owner).
+pub(crate) const USER_SELECT: &str = "SELECT u.id, u.username, u.name, u.email, u.admin, u.state, \
+     u.password_hash, n.id, u.created_at \
+     FROM users u LEFT JOIN namespaces n ON n.owner_id = u.id AND n.kind = 'user'";
+
+pub(crate) const USER_COLS: usize = 9;
+
+pub(crate) const NS_SELECT: &str =
+    "SELECT n.id, n.kind, n.name, n.path, n.full_path, n.parent_id, \
+     n.owner_id, n.visibility, n.description, n.created_at FROM namespaces n";
+
+pub(crate) const PROJECT_SELECT: &str =
+    "SELECT p.id, p.namespace_id, p.name, p.path, p.full_path, \
+     p.description, p.visibility, p.registry_access, p.creator_id, p.created_at \
+     FROM projects p";
+
+pub(crate) const PAT_SELECT: &str =
+    "SELECT id, user_id, name, description, scopes, expires_at, revoked, \
+     created_at, last_used_at FROM personal_access_tokens";
+
+pub(crate) const DEPLOY_SELECT: &str =
+    "SELECT id, source_kind, source_id, name, username, scopes, \
+     expires_at, revoked, created_at FROM deploy_tokens";
+
+pub(crate) const JOB_SELECT: &str =
+    "SELECT id, project_id, user_id, status, expires_at, created_at FROM ci_jobs";
+
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Corrupt(e.to_string())
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<UserState> {
+    match s {
+        "active" => Ok(UserState::Active),
+        "blocked" => Ok(UserState::Blocked),
+        _ => Err(corrupt(format!("unknown user state {s:?}"))),
+    }
+}
+
+pub(crate) fn parse_kind(s: &str) -> Result<NamespaceKind> {
+    match s {
+        "group" => Ok(NamespaceKind::Group),
+        "user" => Ok(NamespaceKind::User),
+        _ => Err(corrupt(format!("unknown namespace kind {s:?}"))),
+    }
+}
+
+pub(crate) fn parse_visibility(s: &str) -> Result<Visibility> {
+    Visibility::from_str(s).map_err(corrupt)
+}
+
+pub(crate) fn parse_registry_access(s: &str) -> Result<RegistryAccess> {
+    RegistryAccess::from_str(s).map_err(corrupt)
+}
+
+pub(crate) fn parse_level(v: i64) -> Result<AccessLevel> {
+    AccessLevel::from_value(v).ok_or_else(|| corrupt(format!("unknown access level {v}")))
+}
+
+pub(crate) fn source_parts(s: Source) -> (&'static str, i64) {
+    match s {
+        Source::Namespace(id) => ("namespace", id),
+        Source::Project(id) => ("project", id),
+    }
+}
+
+pub(crate) fn parse_source(kind: &str, id: i64) -> Result<Source> {
+    match kind {
+        "namespace" => Ok(Source::Namespace(id)),
+        "project" => Ok(Source::Project(id)),
+        _ => Err(corrupt(format!("unknown source kind {kind:?}"))),
+    }
+}
+
+pub(crate) fn join_scopes(scopes: &[String]) -> String {
+    scopes.join(",")
+}
+
+pub(crate) fn split_scopes(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A `LIKE` pattern matching `search` anywhere, with the wildcards in it escaped
+/// (used with `ESCAPE '\'`).
+pub(crate) fn contains_pattern(search: &str) -> String {
+    let mut p = String::with_capacity(search.len() + 2);
+    p.push('%');
+    for c in search.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// The highest level in a `MAX(...)` result, `None` when nothing matched.
+pub(crate) fn max_level(v: Option<i64>) -> Result<Option<AccessLevel>> {
+    v.map(parse_level).transpose()
+}
+
+/// Path depth in segments.
+pub(crate) fn segments(path: &str) -> usize {
+    path.split('/').count()
+}
+
+/// The columns `repo_select` reads.
+pub(crate) const REPO_COLS: &str =
+    "id, path, project_id, created_at, status, cleanup_status, cleanup_started_at, live_tags, \
+     updated_at";
+
+/// Repositories chosen by `rows` (a `SELECT {REPO_COLS} FROM repositories ...`),
+/// each with its number of live tags (kept by triggers).
+pub(crate) fn repo_select(rows: &str) -> String {
+    format!(
+        "SELECT r.id, r.path, r.project_id, r.created_at, r.status, r.cleanup_status, \
+         r.cleanup_started_at, r.live_tags, r.updated_at \
+         FROM ({rows}) r"
+    )
+}
+
+/// A tag search's name filter as a `LIKE` pattern with `\` as the escape, so that
+/// `%` and `_` in the text match themselves.
+pub(crate) fn like_pattern(query: &crate::repositories::TagQuery) -> Option<String> {
+    let text = query.name_contains.as_deref().filter(|s| !s.is_empty())?;
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    Some(format!("%{escaped}%"))
+}
+
+/// Layer blobs (not configs) of the `live` manifests.
+pub(crate) const LIVE_LAYERS: &str = "SELECT mb.digest FROM manifest_blobs mb \
+     JOIN manifests m ON m.id = mb.manifest_id JOIN live ON live.id = m.id \
+     WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest";
+
+/// Row-to-struct functions of the organisation's tables for one backend's row type.
+macro_rules! org_rows {
+    ($row:ty) => {
+        fn user_at(r: &$row, base: usize) -> Result<User> {
+            let id: i64 = r.get(base);
+            let namespace_id: Option<i64> = r.get(base + 7);
+            Ok(User {
+                id,
+                username: r.get(base + 1),
+                name: r.get(base + 2),
+                email: r.get(base + 3),
+                admin: r.get(base + 4),
+                state: parse_state(r.get(base + 5))?,
+                password_hash: r.get(base + 6),
+                namespace_id: namespace_id
+                    .ok_or_else(|| corrupt(format!("user {id} has no personal namespace")))?,
+                created_at: r.get(base + 8),
+            })
+        }
+
+        fn user_row(r: $row) -> Result<User> {
+            user_at(&r, 0)
+        }
+
+        fn namespace_row(r: $row) -> Result<Namespace> {
+            Ok(Namespace {
+                id: r.get(0),
+                kind: parse_kind(r.get(1))?,
+                name: r.get(2),
+                path: r.get(3),
+                full_path: r.get(4),
+                parent_id: r.get(5),
+                owner_id: r.get(6),
+                visibility: parse_visibility(r.get(7))?,
+                description: r.get(8),
+                created_at: r.get(9),
+            })
+        }
+
+        fn project_row(r: $row) -> Result<Project> {
+            Ok(Project {
+                id: r.get(0),
+                namespace_id: r.get(1),
+                name: r.get(2),
+                path: r.get(3),
+                full_path: r.get(4),
+                description: r.get(5),
+                visibility: parse_visibility(r.get(6))?,
+                registry_access: parse_registry_access(r.get(7))?,
+                creator_id: r.get(8),
+                created_at: r.get(9),
+            })
+        }
+
+        fn pat_row(r: $row) -> Result<PersonalToken> {
+            Ok(PersonalToken {
+                id: r.get(0),
+                user_id: r.get(1),
+                name: r.get(2),
+                description: r.get(3),
+                scopes: split_scopes(r.get(4)),
+                expires_at: r.get(5),
+                revoked: r.get(6),
+                created_at: r.get(7),
+                last_used_at: r.get(8),
+            })
+        }
+
+        fn deploy_row(r: $row) -> Result<DeployToken> {
+            Ok(DeployToken {
+                id: r.get(0),
+                source: parse_source(r.get(1), r.get(2))?,
+                name: r.get(3),
+                username: r.get(4),
+                scopes: split_scopes(r.get(5)),
+                expires_at: r.get(6),
+                revoked: r.get(7),
+                created_at: r.get(8),
+            })
+        }
+
+        fn job_row(r: $row) -> Result<CiJob> {
+            let status: &str = r.get(3);
+            Ok(CiJob {
+                id: r.get(0),
+                project_id: r.get(1),
+                user_id: r.get(2),
+                status: match status {
+                    "running" => JobStatus::Running,
+                    "finished" => JobStatus::Finished,
+                    _ => return Err(corrupt(format!("unknown job status {status:?}"))),
+                },
+                expires_at: r.get(4),
+                created_at: r.get(5),
+            })
+        }
+
+        fn collect<T>(rows: Vec<$row>, f: fn($row) -> Result<T>) -> Result<Vec<T>> {
+            rows.into_iter().map(f).collect()
+        }
+    };
+}
+pub(crate) use org_rows;
+
+/// Row-to-struct functions of repositories and tags for one backend's row type.
+macro_rules! repository_rows {
+    ($row:ty) => {
+        fn repo_row(r: $row) -> $crate::repositories::RepositoryInfo {
+            $crate::repositories::RepositoryInfo {
+                id: r.get(0),
+                path: r.get(1),
+                project_id: r.get(2),
+                created_at: r.get(3),
+                status: r.get(4),
+                cleanup_status: r.get(5),
+                cleanup_started_at: r.get(6),
+                tags_count: r.get(7),
+                updated_at: r.get(8),
+            }
+        }
+
+        fn tag_row(r: $row) -> $crate::repositories::TagInfo {
+            $crate::repositories::TagInfo {
+                name: r.get(0),
+                digest: r.get(1),
+                media_type: r.get(2),
+                config_digest: r.get(3),
+                created_at: r.get(4),
+                pushed_at: r.get(5),
+                total_size: r.get(6),
+            }
+        }
+    };
+}
+pub(crate) use repository_rows;

@@ -1,0 +1,187 @@
+//! PostgreSQL implementation of [`crate::CleanupMeta`]. Claiming a repository is one
+//! conditional UPDATE, which PostgreSQL re-checks on the row it waited for, so of
+//! several nodes exactly one gets each run.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use crate::cleanup::{CleanupLogEntry, CleanupMeta};
+use crate::postgres::PgMeta;
+use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
+use crate::Result;
+
+#[async_trait]
+impl CleanupMeta for PgMeta {
+    async fn due_policies(&self, now: i64) -> Result<Vec<(i64, ExpirationPolicy)>> {
+        let rows = sqlx::query(
+            "SELECT project_id, enabled, cadence, keep_n, older_than, name_regex, \
+             name_regex_keep, next_run_at FROM expiration_policies \
+             WHERE enabled AND next_run_at IS NOT NULL AND next_run_at <= $1 \
+             ORDER BY next_run_at",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    ExpirationPolicy {
+                        enabled: r.get(1),
+                        cadence: r.get(2),
+                        keep_n: r.get(3),
+                        older_than: r.get(4),
+                        name_regex: r.get(5),
+                        name_regex_keep: r.get(6),
+                        next_run_at: r.get(7),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn start_policy_run(&self, project_id: i64, next_run_at: i64) -> Result<u64> {
+        let mut tx = self.tx().await?;
+        sqlx::query("UPDATE expiration_policies SET next_run_at = $1 WHERE project_id = $2")
+            .bind(next_run_at)
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+        let marked = sqlx::query(
+            "UPDATE repositories SET cleanup_status = 'cleanup_scheduled' \
+             WHERE project_id = $1 AND status IS NULL AND cleanup_status = 'cleanup_unscheduled'",
+        )
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(marked.rows_affected())
+    }
+
+    async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM repositories \
+             WHERE cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished') AND status IS NULL \
+             ORDER BY cleanup_started_at IS NOT NULL, cleanup_started_at, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = self.repository_info(id).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim_cleanup(&self, repository_id: i64, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE repositories SET \
+               cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
+                                         THEN $1 ELSE COALESCE(cleanup_started_at, $2) END, \
+               cleanup_status = 'cleanup_ongoing' \
+             WHERE id = $3 AND cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(repository_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn finish_cleanup(&self, repository_id: i64, status: &str) -> Result<()> {
+        sqlx::query("UPDATE repositories SET cleanup_status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(repository_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset_ongoing_cleanups(&self) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE repositories SET cleanup_status = 'cleanup_unfinished' \
+             WHERE cleanup_status = 'cleanup_ongoing'",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_tags_logged(
+        &self,
+        repository_id: i64,
+        names: &[String],
+        reason: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let mut tx = self.tx().await?;
+        let repo: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT path, project_id FROM repositories WHERE id = $1 FOR UPDATE")
+                .bind(repository_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((path, project_id)) = repo else {
+            return Ok(0);
+        };
+        let mut ended = 0;
+        for name in names {
+            let digest: Option<String> = sqlx::query_scalar(
+                "UPDATE tags SET deleted_at = $1 \
+                 WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL \
+                 RETURNING manifest_digest",
+            )
+            .bind(now)
+            .bind(repository_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (Some(digest), Some(project_id)) = (digest, project_id) else {
+                continue;
+            };
+            ended += 1;
+            sqlx::query(
+                "INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
+                 digest, reason, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(project_id)
+            .bind(repository_id)
+            .bind(&path)
+            .bind(name)
+            .bind(&digest)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn cleanup_log(&self, project_id: i64, limit: i64) -> Result<Vec<CleanupLogEntry>> {
+        let rows = sqlx::query(
+            "SELECT project_id, repository_id, repository_path, tag, digest, reason, deleted_at \
+             FROM cleanup_log WHERE project_id = $1 ORDER BY deleted_at DESC, id DESC LIMIT $2",
+        )
+        .bind(project_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CleanupLogEntry {
+                project_id: r.get(0),
+                repository_id: r.get::<Option<i64>, _>(1).unwrap_or_default(),
+                repository_path: r.get(2),
+                tag: r.get(3),
+                digest: r.get(4),
+                reason: r.get(5),
+                deleted_at: r.get(6),
+            })
+            .collect())
+    }
+}

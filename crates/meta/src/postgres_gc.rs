@@ -1,0 +1,365 @@
+//! PostgreSQL implementation of [`crate::GcMeta`].
+//!
+//! Several nodes run GC workers against one database. Listing due reviews claims them
+//! (`FOR UPDATE SKIP LOCKED`, then a claim with an expiry), so each node gets its own
+//! items; a review itself locks what it decides about (the repository's row for a
+//! manifest, the blob's row for a blob), so it cannot race a push.
+
+use async_trait::async_trait;
+use berth_oci::Digest;
+use sqlx::{PgConnection, Row};
+
+use crate::common::digest;
+use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
+use crate::postgres::{lock_repo, PgMeta};
+
+/// How long a node owns the review items it listed at most. They are reviewed at
+/// once, and a node that dies frees them sooner (its connection goes); this bounds
+/// the wait when a connection's pid is reused.
+const CLAIM_MS: i64 = 5 * 60 * 1000;
+
+/// A queue row no live node has claimed. The pids are read once per statement.
+/// Reviews re-check everything under locks, so a claim only saves duplicate work;
+/// taking over a live node's item early would be harmless, just wasteful.
+const UNCLAIMED: &str = "(claimed_by IS NULL OR claimed_until < berth_now_ms() \
+     OR claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity)))";
+use crate::Result;
+
+async fn record_pending(conn: &mut PgConnection, digest: &str, size: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gc_blob_deletions (digest, size, queued_at) \
+         VALUES ($1, $2, berth_now_ms()) ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest)
+    .bind(size)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether something still needs manifest `id` (of repository `repo`, with `subject`).
+async fn manifest_needed(conn: &mut PgConnection, id: i64, delete_untagged: bool) -> Result<bool> {
+    if !delete_untagged {
+        return Ok(true);
+    }
+    let needed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tags t JOIN manifests m \
+                          ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                        WHERE m.id = $1 AND t.deleted_at IS NULL) \
+             OR EXISTS (SELECT 1 FROM manifest_references WHERE child_id = $1) \
+             OR EXISTS (SELECT 1 FROM manifests m JOIN manifests s \
+                          ON s.repository_id = m.repository_id AND s.digest = m.subject_digest \
+                        WHERE m.id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(needed)
+}
+
+#[async_trait]
+impl GcMeta for PgMeta {
+    async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(&format!(
+            "UPDATE gc_manifest_review_queue \
+             SET claimed_until = berth_now_ms() + $3, claimed_by = pg_backend_pid() \
+             WHERE manifest_id IN ( \
+                 SELECT manifest_id FROM gc_manifest_review_queue \
+                 WHERE queued_at <= $1 AND {UNCLAIMED} \
+                 ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING manifest_id"
+        ))
+        .bind(before)
+        .bind(limit)
+        .bind(CLAIM_MS)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn review_manifest(&self, id: i64, delete_untagged: bool) -> Result<ManifestReview> {
+        let mut tx = self.tx().await?;
+        // The repository's lock first, as every writer of it takes it first; then
+        // look again, under the lock, whether the manifest is still there.
+        let repo: Option<i64> =
+            sqlx::query_scalar("SELECT repository_id FROM manifests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(repo) = repo {
+            lock_repo(&mut tx, repo).await?;
+        }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = if exists.is_none() {
+            ManifestReview::Gone
+        } else if manifest_needed(&mut tx, id, delete_untagged).await? {
+            ManifestReview::Kept
+        } else {
+            // Cascades remove its blob links and child references; triggers queue
+            // those blobs and children (and referrers of this one) for review.
+            sqlx::query("DELETE FROM manifests WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            ManifestReview::Deleted
+        };
+        sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn pending_blob_deletions(&self, limit: i64) -> Result<Vec<BlobRecord>> {
+        let rows =
+            sqlx::query("SELECT digest, size FROM gc_blob_deletions ORDER BY queued_at LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(BlobRecord {
+                    digest: digest(r.get(0))?,
+                    size: r.get(1),
+                })
+            })
+            .collect()
+    }
+
+    async fn clear_blob_deletion(&self, d: &Digest) -> Result<()> {
+        sqlx::query("DELETE FROM gc_blob_deletions WHERE digest = $1")
+            .bind(d.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>> {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE gc_blob_review_queue \
+             SET claimed_until = berth_now_ms() + $3, claimed_by = pg_backend_pid() \
+             WHERE digest IN ( \
+                 SELECT digest FROM gc_blob_review_queue \
+                 WHERE queued_at <= $1 AND {UNCLAIMED} \
+                 ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING digest"
+        ))
+        .bind(before)
+        .bind(limit)
+        .bind(CLAIM_MS)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(digest).collect()
+    }
+
+    async fn review_blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
+        let mut tx = self.tx().await?;
+        // Pushes lock the blobs their manifests reference (FOR SHARE) and links wait
+        // for this lock, so what is decided below holds until commit.
+        sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
+            .bind(d.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let referenced: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)")
+                .bind(d.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
+            .bind(d.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let removed = match size {
+            Some(size) if !referenced => {
+                sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
+                    .bind(d.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM blobs WHERE digest = $1")
+                    .bind(d.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                record_pending(&mut tx, d.as_str(), size).await?;
+                Some(BlobRecord {
+                    digest: d.clone(),
+                    size,
+                })
+            }
+            _ => None,
+        };
+        // Last, so the unlink triggers above do not leave it queued again.
+        sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
+            .bind(d.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn postpone_blob_review(&self, d: &Digest, now: i64) -> Result<()> {
+        let queued: Option<i64> =
+            sqlx::query_scalar("SELECT queued_at FROM gc_blob_review_queue WHERE digest = $1")
+                .bind(d.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        if queued.is_some_and(|q| q < now) {
+            sqlx::query("UPDATE gc_blob_review_queue SET queued_at = $1 WHERE digest = $2")
+                .bind(now)
+                .bind(d.as_str())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn review_queue_lengths(&self) -> Result<(i64, i64)> {
+        let m: i64 = sqlx::query_scalar("SELECT count(*) FROM gc_manifest_review_queue")
+            .fetch_one(&self.pool)
+            .await?;
+        let b: i64 = sqlx::query_scalar("SELECT count(*) FROM gc_blob_review_queue")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((m, b))
+    }
+
+    async fn sweep(
+        &self,
+        delete_untagged: bool,
+        older_than: i64,
+        dry_run: bool,
+    ) -> Result<SweepReport> {
+        let mut tx = self.tx().await?;
+        // Writers wait (readers do not) while the whole graph is marked and swept, as
+        // under SQLite's write lock. repositories first: every writer of registry
+        // content locks its repository first, so none holds a later table meanwhile.
+        sqlx::query(
+            "LOCK TABLE repositories, blobs, repository_blobs, manifests, manifest_blobs, \
+             manifest_references, tags IN EXCLUSIVE MODE",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut report = SweepReport::default();
+        if delete_untagged {
+            // Mark: tagged manifests, then (repeatedly) their index children and
+            // the referrers of anything marked.
+            sqlx::query("CREATE TEMP TABLE gc_live (id BIGINT PRIMARY KEY) ON COMMIT DROP")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
+                 ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                 WHERE t.deleted_at IS NULL ON CONFLICT DO NOTHING",
+            )
+            .execute(&mut *tx)
+            .await?;
+            // Young manifests may belong to a push in flight (children pushed before
+            // their index): keep them and what they reach.
+            sqlx::query(
+                "INSERT INTO gc_live SELECT id FROM manifests WHERE created_at >= $1 \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(older_than)
+            .execute(&mut *tx)
+            .await?;
+            loop {
+                let added = sqlx::query(
+                    "INSERT INTO gc_live \
+                     SELECT r.child_id FROM manifest_references r JOIN gc_live l ON l.id = r.parent_id \
+                     UNION SELECT m.id FROM manifests m JOIN manifests s \
+                       ON s.repository_id = m.repository_id AND s.digest = m.subject_digest \
+                     JOIN gc_live l ON l.id = s.id \
+                     ON CONFLICT DO NOTHING",
+                )
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if added == 0 {
+                    break;
+                }
+            }
+            // Sweep parents before children so no reference blocks a delete.
+            sqlx::query(
+                "DELETE FROM manifest_references WHERE parent_id NOT IN (SELECT id FROM gc_live)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            report.manifests_deleted =
+                sqlx::query("DELETE FROM manifests WHERE id NOT IN (SELECT id FROM gc_live)")
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            // A dry run rolls back, which drops it too.
+            sqlx::query("DROP TABLE gc_live").execute(&mut *tx).await?;
+        }
+        let rows = sqlx::query(
+            "SELECT digest, size FROM blobs b WHERE created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = b.digest)",
+        )
+        .bind(older_than)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in rows {
+            let d: String = r.get(0);
+            sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
+                .bind(&d)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM blobs WHERE digest = $1")
+                .bind(&d)
+                .execute(&mut *tx)
+                .await?;
+            record_pending(&mut tx, &d, r.get(1)).await?;
+            sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
+                .bind(&d)
+                .execute(&mut *tx)
+                .await?;
+            report.blobs_deleted.push(BlobRecord {
+                digest: digest(d)?,
+                size: r.get(1),
+            });
+        }
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(report)
+    }
+
+    async fn all_blobs(&self) -> Result<Vec<BlobRecord>> {
+        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(BlobRecord {
+                    digest: digest(r.get(0))?,
+                    size: r.get(1),
+                })
+            })
+            .collect()
+    }
+
+    async fn project_registry_size(&self, project_id: i64) -> Result<i64> {
+        // GitLab's measure: unique layers of manifests reachable from live tags, here
+        // across every repository of the project.
+        Ok(sqlx::query_scalar(
+            "WITH RECURSIVE live(id) AS ( \
+                SELECT m.id FROM manifests m \
+                JOIN tags t ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                JOIN repositories r ON r.id = m.repository_id \
+                WHERE r.project_id = $1 AND t.deleted_at IS NULL \
+                UNION SELECT c.child_id FROM manifest_references c JOIN live ON live.id = c.parent_id) \
+             SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b WHERE b.digest IN ( \
+                SELECT mb.digest FROM manifest_blobs mb JOIN manifests m ON m.id = mb.manifest_id \
+                JOIN live ON live.id = m.id \
+                WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest)",
+        )
+        .bind(project_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,679 @@
+//! PostgreSQL implementation of [`crate::RepositoryMeta`].
+//!
+//! Tag listings read the partial index `tags_live (repository_id, name) WHERE deleted_at
+//! IS NULL` in name order; names are `COLLATE "C"`, so the order is SQLite's bytewise
+//! one. Writes to a repository's tags lock its row first, and moves hold the paths
+//! advisory lock, as in [`crate::postgres`].
+
+use async_trait::async_trait;
+
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use crate::common::*;
+use crate::org::{Namespace, NamespaceKind, Project, Window};
+use crate::postgres::lock_repo;
+use crate::postgres_org::{lock_paths, namespace_in, project_in};
+use crate::repositories::{
+    ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagOrder, TagPage, TagQuery,
+};
+use crate::{MetaError, PgMeta, Result};
+
+/// Manifests reachable from live tags of repository `?1` (directly or as index
+/// children), for GitLab's size: the unique layers of what is tagged.
+const LIVE_MANIFESTS: &str = "WITH RECURSIVE live(id) AS ( \
+     SELECT m.id FROM manifests m JOIN tags t \
+       ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+     WHERE m.repository_id = $1 AND t.deleted_at IS NULL \
+     UNION SELECT r.child_id FROM manifest_references r JOIN live ON live.id = r.parent_id)";
+
+/// Live tags of one repository (bind: repository id) with their manifest's details.
+const TAG_SELECT: &str = "SELECT t.name, t.manifest_digest, m.media_type, m.config_digest, \
+     COALESCE(m.image_created_at, t.created_at), t.created_at, m.total_size \
+     FROM tags t JOIN manifests m \
+       ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
+     WHERE t.repository_id = $1 AND t.deleted_at IS NULL";
+
+/// Kept by triggers on `tags` (migration 0008).
+const LIVE_TAG_COUNT: &str = "SELECT live_tags FROM repositories WHERE id = $1";
+
+/// A group and every group below it (bind: the group's id). `UNION` (not `UNION ALL`)
+/// so even a corrupt cycle cannot recurse forever.
+const TREE: &str = "WITH RECURSIVE tree(id) AS ( \
+         SELECT id FROM namespaces WHERE id = $1 \
+         UNION SELECT c.id FROM namespaces c JOIN tree t ON c.parent_id = t.id) ";
+
+/// The SQL of one tag page. Binds: repository id, then (offset pages) limit and
+/// offset, or (keyset pages) `last` when given, then limit.
+fn tag_page_sql(page: &TagPage) -> String {
+    match page {
+        // Skip through the covering index first, then join only the page's rows:
+        // an OFFSET over the join would build every skipped row.
+        // A derived table rather than SQLite's `IN (subquery)`: without fresh
+        // statistics PostgreSQL may run that subquery once per tag (tens of seconds
+        // for 10,000 tags); joined, the page is computed once and each of its rows
+        // found through tags_live.
+        TagPage::Offset(_) => "SELECT t.name, t.manifest_digest, m.media_type, m.config_digest, \
+             COALESCE(m.image_created_at, t.created_at), t.created_at, m.total_size \
+             FROM (SELECT name FROM tags WHERE repository_id = $1 AND deleted_at IS NULL \
+                   ORDER BY name LIMIT $2 OFFSET $3) page \
+             JOIN tags t ON t.repository_id = $1 AND t.name = page.name \
+                        AND t.deleted_at IS NULL \
+             JOIN manifests m \
+               ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
+             ORDER BY t.name"
+            .to_string(),
+        TagPage::After {
+            last, descending, ..
+        } => {
+            let (cmp, dir) = if *descending {
+                ("<", "DESC")
+            } else {
+                (">", "ASC")
+            };
+            let after = if last.is_some() {
+                format!(" AND t.name {cmp} $2")
+            } else {
+                String::new()
+            };
+            let limit = if last.is_some() { "$3" } else { "$2" };
+            format!("{TAG_SELECT}{after} ORDER BY t.name {dir} LIMIT {limit}")
+        }
+    }
+}
+
+repository_rows!(PgRow);
+
+#[async_trait]
+impl RepositoryMeta for PgMeta {
+    async fn repositories_of(
+        &self,
+        project_ids: &[i64],
+        window: Window,
+    ) -> Result<(Vec<RepositoryInfo>, i64)> {
+        if project_ids.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let filter = "r.project_id = ANY($1) AND r.status IS NULL";
+        // One read transaction, so the page and the total see the same snapshot.
+        let mut tx = self.read_tx().await?;
+        let count_sql = format!("SELECT COUNT(*) FROM repositories r WHERE {filter}");
+        let total = sqlx::query_scalar::<_, i64>(&count_sql)
+            .bind(project_ids)
+            .fetch_one(&mut *tx)
+            .await?;
+        let page_sql = format!(
+            "{} ORDER BY r.path",
+            repo_select(&format!(
+                "SELECT {REPO_COLS} FROM repositories r WHERE {filter} \
+                 ORDER BY r.path LIMIT $2 OFFSET $3"
+            ))
+        );
+        let rows = sqlx::query(&page_sql)
+            .bind(project_ids)
+            .bind(window.limit.max(0))
+            .bind(window.offset.max(0))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((rows.into_iter().map(repo_row).collect(), total))
+    }
+
+    async fn repository_info(&self, id: i64) -> Result<Option<RepositoryInfo>> {
+        Ok(sqlx::query(&repo_select(&format!(
+            "SELECT {REPO_COLS} FROM repositories WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(repo_row))
+    }
+
+    async fn repository_size(&self, id: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(&format!(
+            "{LIVE_MANIFESTS} SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b WHERE b.digest IN ({LIVE_LAYERS})"
+        ))
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn repository_tags(&self, id: i64, page: TagPage) -> Result<(Vec<TagInfo>, i64)> {
+        let sql = tag_page_sql(&page);
+        let mut tx = self.read_tx().await?;
+        // Counting 100,000 tags costs more than reading a page of them; only offset
+        // pages need the total.
+        let total: i64 = match page {
+            TagPage::Offset(_) => sqlx::query_scalar::<_, i64>(LIVE_TAG_COUNT)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0),
+            TagPage::After { .. } => 0,
+        };
+        let q = sqlx::query(&sql).bind(id);
+        let q = match &page {
+            TagPage::Offset(w) => q.bind(w.limit.max(0)).bind(w.offset.max(0)),
+            TagPage::After { last, limit, .. } => match last {
+                Some(last) => q.bind(last.as_str()).bind((*limit).max(0)),
+                None => q.bind((*limit).max(0)),
+            },
+        };
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((rows.into_iter().map(tag_row).collect(), total))
+    }
+
+    async fn search_tags(&self, id: i64, query: &TagQuery) -> Result<(Vec<TagInfo>, i64)> {
+        let pattern = like_pattern(query);
+        // Binds: $1 repository id, then $2 the pattern when there is one, then limit
+        // and offset.
+        let (filter, next) = if pattern.is_some() {
+            (" AND name ILIKE $2 ESCAPE '\\'", 3)
+        } else {
+            ("", 2)
+        };
+        let (limit, offset) = (format!("${next}"), format!("${}", next + 1));
+        let dir = if query.descending { "DESC" } else { "ASC" };
+        let mut tx = self.read_tx().await?;
+        let total: i64 = match &pattern {
+            None => sqlx::query_scalar::<_, i64>(LIVE_TAG_COUNT)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0),
+            Some(p) => {
+                sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM tags \
+                     WHERE repository_id = $1 AND deleted_at IS NULL{filter}"
+                ))
+                .bind(id)
+                .bind(p)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        let sql = match query.order {
+            // The page's names come from the index alone; only they are joined.
+            TagOrder::Name => format!(
+                "{TAG_SELECT} AND t.name IN (SELECT name FROM tags \
+                   WHERE repository_id = $1 AND deleted_at IS NULL{filter} \
+                   ORDER BY name {dir} LIMIT {limit} OFFSET {offset}) \
+                 ORDER BY t.name {dir}"
+            ),
+            TagOrder::Created => {
+                let filter = filter.replace("name", "t.name");
+                format!(
+                    "{TAG_SELECT}{filter} \
+                     ORDER BY COALESCE(m.image_created_at, t.created_at) {dir}, t.name {dir} \
+                     LIMIT {limit} OFFSET {offset}"
+                )
+            }
+        };
+        let q = sqlx::query(&sql).bind(id);
+        let q = match &pattern {
+            Some(p) => q.bind(p),
+            None => q,
+        };
+        let rows = q
+            .bind(query.window.limit.max(0))
+            .bind(query.window.offset.max(0))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((rows.into_iter().map(tag_row).collect(), total))
+    }
+
+    async fn repository_tag(&self, id: i64, name: &str) -> Result<Option<TagInfo>> {
+        Ok(sqlx::query(&format!("{TAG_SELECT} AND t.name = $2"))
+            .bind(id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(tag_row))
+    }
+
+    async fn all_tags(&self, id: i64) -> Result<Vec<TagInfo>> {
+        Ok(sqlx::query(&format!("{TAG_SELECT} ORDER BY t.name"))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(tag_row)
+            .collect())
+    }
+
+    async fn delete_tags(&self, id: i64, names: &[String], now: i64) -> Result<u64> {
+        let mut tx = self.tx().await?;
+        if !lock_repo(&mut tx, id).await? {
+            return Ok(0);
+        }
+        let mut ended = 0;
+        for name in names {
+            // One prepared statement (sqlx caches it), one index probe per name.
+            ended += sqlx::query(
+                "UPDATE tags SET deleted_at = $1 \
+                 WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn schedule_repository_delete(&self, id: i64) -> Result<bool> {
+        // A failed deletion may be asked for again (GitLab's API does the same).
+        let done = sqlx::query(
+            "UPDATE repositories SET status = 'delete_scheduled' \
+             WHERE id = $1 AND (status IS NULL OR status = 'delete_failed')",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn scheduled_repository_deletes(&self) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM repositories \
+             WHERE status IN ('delete_scheduled', 'delete_ongoing') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn delete_repository(&self, id: i64, now: i64) -> Result<()> {
+        let mut tx = self.tx().await?;
+        let path: Option<String> =
+            sqlx::query_scalar("SELECT path FROM repositories WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        // Already gone: deleting is idempotent, so a retried job just finishes.
+        let Some(path) = path else {
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE tags SET deleted_at = $1 WHERE repository_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        // Index links first: a child may not go while a reference to it remains.
+        sqlx::query(
+            "DELETE FROM manifest_references \
+             WHERE parent_id IN (SELECT id FROM manifests WHERE repository_id = $1) \
+                OR child_id IN (SELECT id FROM manifests WHERE repository_id = $2)",
+        )
+        .bind(id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        // manifest_blobs go with their manifests (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM manifests WHERE repository_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM uploads WHERE repository_path = $1")
+            .bind(&path)
+            .execute(&mut *tx)
+            .await?;
+        // The tag history goes with the repository (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM repositories WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn try_lease(&self, key: &str, until: i64, now: i64) -> Result<bool> {
+        // One statement: insert, or take over only an expired lease. A held lease
+        // makes the DO UPDATE's WHERE false, so no row changes.
+        let done = sqlx::query(
+            "INSERT INTO leases (key, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE leases.expires_at <= $3",
+        )
+        .bind(key)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_lease(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn expiration_policy(&self, project_id: i64) -> Result<Option<ExpirationPolicy>> {
+        let row = sqlx::query(
+            "SELECT enabled, cadence, keep_n, older_than, name_regex, name_regex_keep, \
+             next_run_at FROM expiration_policies WHERE project_id = $1",
+        )
+        .bind(project_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ExpirationPolicy {
+            enabled: r.get(0),
+            cadence: r.get(1),
+            keep_n: r.get(2),
+            older_than: r.get(3),
+            name_regex: r.get(4),
+            name_regex_keep: r.get(5),
+            next_run_at: r.get(6),
+        }))
+    }
+
+    async fn set_expiration_policy(
+        &self,
+        project_id: i64,
+        p: &ExpirationPolicy,
+        now: i64,
+    ) -> Result<()> {
+        // INSERT ... SELECT FROM projects: an unknown project inserts nothing. (The
+        // WHERE also settles SQLite's parsing ambiguity between SELECT and ON CONFLICT.)
+        let done = sqlx::query(
+            "INSERT INTO expiration_policies (project_id, enabled, cadence, keep_n, \
+             older_than, name_regex, name_regex_keep, next_run_at, created_at, updated_at) \
+             SELECT id, $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM projects WHERE id = $10 \
+             ON CONFLICT (project_id) DO UPDATE SET enabled = excluded.enabled, \
+             cadence = excluded.cadence, keep_n = excluded.keep_n, \
+             older_than = excluded.older_than, name_regex = excluded.name_regex, \
+             name_regex_keep = excluded.name_regex_keep, next_run_at = excluded.next_run_at, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(p.enabled)
+        .bind(&p.cadence)
+        .bind(p.keep_n)
+        .bind(&p.older_than)
+        .bind(&p.name_regex)
+        .bind(&p.name_regex_keep)
+        .bind(p.next_run_at)
+        .bind(now)
+        .bind(now)
+        .bind(project_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(MetaError::NotFound("Project not found".into()));
+        }
+        Ok(())
+    }
+
+    async fn project_tags_count(&self, project_id: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM repositories r \
+             JOIN tags t ON t.repository_id = r.id AND t.deleted_at IS NULL \
+             WHERE r.project_id = $1",
+        )
+        .bind(project_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn move_project(
+        &self,
+        project_id: i64,
+        namespace_id: i64,
+        path: &str,
+        name: &str,
+    ) -> Result<Project> {
+        let mut tx = self.tx().await?;
+        lock_paths(&mut tx).await?;
+        let project = project_in(&mut tx, project_id)
+            .await?
+            .ok_or_else(|| MetaError::NotFound("Project not found".into()))?;
+        let ns = namespace_in(&mut tx, namespace_id)
+            .await?
+            .ok_or_else(|| MetaError::NotFound("Namespace not found".into()))?;
+        let full_path = format!("{}/{}", ns.full_path, path);
+        // Paths are unique across namespaces and projects, case-insensitively; the
+        // project itself may keep its path in another case.
+        let taken: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::BIGINT FROM namespaces WHERE lower(full_path) = lower($1) \
+             UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($2) AND id <> $3 \
+             LIMIT 1",
+        )
+        .bind(&full_path)
+        .bind(&full_path)
+        .bind(project_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(MetaError::Conflict("Path has already been taken".into()));
+        }
+        // Registry paths are lower case (ASCII, as the image-path rules lower them).
+        let old_prefix = project.full_path.to_ascii_lowercase();
+        let new_prefix = full_path.to_ascii_lowercase();
+        // The project's repositories: its root image and the paths below it.
+        // Binds: $1 the project, $2 the old prefix, $3 the new one.
+        const MINE: &str = "r.project_id = $1 \
+             AND (r.path = $2 OR substr(r.path, 1, length($2) + 1) = $2 || '/')";
+        if old_prefix != new_prefix {
+            let clash: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT o.path FROM repositories r \
+                 JOIN repositories o ON o.path = $3 || substr(r.path, length($2) + 1) \
+                 WHERE {MINE} AND (o.project_id IS NULL OR o.project_id <> $1) LIMIT 1"
+            ))
+            .bind(project_id)
+            .bind(&old_prefix)
+            .bind(&new_prefix)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(clash) = clash {
+                return Err(MetaError::Conflict(format!(
+                    "Container repository {clash} already exists"
+                )));
+            }
+        }
+        sqlx::query(
+            "UPDATE projects SET namespace_id = $1, path = $2, name = $3, full_path = $4 \
+             WHERE id = $5",
+        )
+        .bind(namespace_id)
+        .bind(path)
+        .bind(name)
+        .bind(&full_path)
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+        if old_prefix != new_prefix {
+            sqlx::query(&format!(
+                "UPDATE repositories SET path = $3 || substr(path, length($2) + 1) \
+                 WHERE id IN (SELECT r.id FROM repositories r WHERE {MINE})"
+            ))
+            .bind(project_id)
+            .bind(&old_prefix)
+            .bind(&new_prefix)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let moved = project_in(&mut tx, project_id)
+            .await?
+            .ok_or_else(|| corrupt(format!("project {project_id} vanished")))?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn move_group(
+        &self,
+        namespace_id: i64,
+        parent_id: Option<Option<i64>>,
+        path: &str,
+    ) -> Result<Namespace> {
+        let mut tx = self.tx().await?;
+        lock_paths(&mut tx).await?;
+        let group = namespace_in(&mut tx, namespace_id)
+            .await?
+            .filter(|n| n.kind == NamespaceKind::Group)
+            .ok_or_else(|| MetaError::NotFound("Group not found".into()))?;
+        let parent_id = parent_id.unwrap_or(group.parent_id);
+        let full_path = match parent_id {
+            None => path.to_string(),
+            Some(parent_id) => {
+                if parent_id == group.id {
+                    return Err(MetaError::Conflict(
+                        "A group cannot be moved into itself".into(),
+                    ));
+                }
+                let parent = namespace_in(&mut tx, parent_id)
+                    .await?
+                    .filter(|p| p.kind == NamespaceKind::Group)
+                    .ok_or_else(|| MetaError::NotFound("Parent group not found".into()))?;
+                // Walk up from the new parent (a short chain): meeting the group means
+                // the parent is one of its descendants.
+                let cycle: i64 = sqlx::query_scalar(
+                    "WITH RECURSIVE up(id, parent_id) AS ( \
+                         SELECT id, parent_id FROM namespaces WHERE id = $1 \
+                         UNION SELECT n.id, n.parent_id FROM namespaces n \
+                         JOIN up ON n.id = up.parent_id) \
+                     SELECT COUNT(*) FROM up WHERE id = $2",
+                )
+                .bind(parent_id)
+                .bind(group.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if cycle > 0 {
+                    return Err(MetaError::Conflict(
+                        "A group cannot be moved into one of its own subgroups".into(),
+                    ));
+                }
+                format!("{}/{}", parent.full_path, path)
+            }
+        };
+
+        // The group and its descendants keep their depth relative to the group; the
+        // deepest must stay within the nesting limit.
+        let tree_paths: Vec<String> = sqlx::query_scalar(&format!(
+            "{TREE}SELECT n.full_path FROM namespaces n JOIN tree t ON t.id = n.id"
+        ))
+        .bind(group.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let old = group.full_path.clone();
+        let below = format!("{old}/");
+        let mut deepest = 0;
+        for p in &tree_paths {
+            if *p != old && !p.starts_with(&below) {
+                return Err(corrupt(format!("group {p} is not below {old}")));
+            }
+            deepest = deepest.max(segments(p) - segments(&old));
+        }
+        if segments(&full_path) - 1 + deepest > MAX_ANCESTORS {
+            return Err(MetaError::Conflict(format!(
+                "Group nesting is too deep: a group may have at most {MAX_ANCESTORS} ancestors"
+            )));
+        }
+        let stray: Option<String> = sqlx::query_scalar(&format!(
+            "{TREE}SELECT p.full_path FROM projects p JOIN tree t ON t.id = p.namespace_id \
+             WHERE substr(p.full_path, 1, length($2)) <> $2 LIMIT 1"
+        ))
+        .bind(group.id)
+        .bind(&below)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(stray) = stray {
+            return Err(corrupt(format!("project {stray} is not below {old}")));
+        }
+
+        let taken: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::BIGINT FROM namespaces WHERE lower(full_path) = lower($1) AND id <> $2 \
+             UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($3) LIMIT 1",
+        )
+        .bind(&full_path)
+        .bind(group.id)
+        .bind(&full_path)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(MetaError::Conflict("Path has already been taken".into()));
+        }
+
+        // Repositories of every project below the group: lower-case paths under
+        // `old_prefix/`.
+        let old_prefix = old.to_ascii_lowercase();
+        let new_prefix = full_path.to_ascii_lowercase();
+        // Binds: $1 the group, $2 the old prefix, $3 the new one.
+        let moved_repos = format!(
+            "{TREE}, moved(id, path) AS ( \
+                 SELECT r.id, r.path FROM repositories r \
+                 JOIN projects p ON p.id = r.project_id \
+                 JOIN tree t ON t.id = p.namespace_id \
+                 WHERE substr(r.path, 1, length($2) + 1) = $2 || '/') "
+        );
+        if old_prefix != new_prefix {
+            let clash: Option<String> = sqlx::query_scalar(&format!(
+                "{moved_repos}SELECT o.path FROM moved mv \
+                 JOIN repositories o ON o.path = $3 || substr(mv.path, length($2) + 1) \
+                 WHERE o.id NOT IN (SELECT id FROM moved) LIMIT 1"
+            ))
+            .bind(group.id)
+            .bind(&old_prefix)
+            .bind(&new_prefix)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(clash) = clash {
+                return Err(MetaError::Conflict(format!(
+                    "Container repository {clash} already exists"
+                )));
+            }
+        }
+
+        sqlx::query("UPDATE namespaces SET path = $1, parent_id = $2 WHERE id = $3")
+            .bind(path)
+            .bind(parent_id)
+            .bind(group.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "{TREE}UPDATE namespaces SET full_path = $2 || substr(full_path, length($3) + 1) \
+             WHERE id IN (SELECT id FROM tree)"
+        ))
+        .bind(group.id)
+        .bind(&full_path)
+        .bind(&old)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "{TREE}UPDATE projects SET full_path = $2 || substr(full_path, length($3) + 1) \
+             WHERE namespace_id IN (SELECT id FROM tree)"
+        ))
+        .bind(group.id)
+        .bind(&full_path)
+        .bind(&old)
+        .execute(&mut *tx)
+        .await?;
+        if old_prefix != new_prefix {
+            sqlx::query(&format!(
+                "{moved_repos}UPDATE repositories SET path = $3 || substr(path, length($2) + 1) \
+                 WHERE id IN (SELECT id FROM moved)"
+            ))
+            .bind(group.id)
+            .bind(&old_prefix)
+            .bind(&new_prefix)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let moved = namespace_in(&mut tx, group.id)
+            .await?
+            .ok_or_else(|| corrupt(format!("group {} vanished", group.id)))?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+}

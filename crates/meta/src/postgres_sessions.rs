@@ -1,0 +1,58 @@
+//! PostgreSQL implementation of [`crate::SessionMeta`].
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use crate::sessions::{SessionMeta, WebSession};
+use crate::{Result, PgMeta};
+
+#[async_trait]
+impl SessionMeta for PgMeta {
+    async fn create_web_session(&self, id_digest: &str, s: &WebSession) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO web_sessions (id_digest, user_id, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id_digest)
+        .bind(s.user_id)
+        .bind(&s.csrf_token)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn web_session(&self, id_digest: &str, now: i64) -> Result<Option<WebSession>> {
+        Ok(sqlx::query(
+            "SELECT user_id, csrf_token, created_at, expires_at FROM web_sessions \
+             WHERE id_digest = $1 AND expires_at > $2",
+        )
+        .bind(id_digest)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| WebSession {
+            user_id: r.get(0),
+            csrf_token: r.get(1),
+            created_at: r.get(2),
+            expires_at: r.get(3),
+        }))
+    }
+
+    async fn delete_web_session(&self, id_digest: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE id_digest = $1")
+            .bind(id_digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_expired_web_sessions(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,99 @@
+//! A cleanup policy's run, from due to done.
+
+use berth_core::{RegistryAccess, Visibility};
+use berth_oci::Digest;
+
+use super::TestMeta;
+use crate::{ExpirationPolicy, NewManifest, NewProject};
+
+pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
+    let g = m
+        .create_group(
+            &crate::NewGroup {
+                name: "g".into(),
+                path: "g".into(),
+                parent_id: None,
+                visibility: Visibility::Private,
+                description: String::new(),
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let p = m
+        .create_project(
+            &NewProject {
+                namespace_id: g.id,
+                name: "p".into(),
+                path: "p".into(),
+                description: String::new(),
+                visibility: Visibility::Private,
+                registry_access: RegistryAccess::Enabled,
+                creator_id: None,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let layer = Digest::sha256_of(b"l");
+    m.link_blob("g/p/app", &layer, 1, 1).await.unwrap();
+    let man = NewManifest {
+        digest: Digest::sha256_of(b"m"),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        payload: b"m".to_vec(),
+        blobs: vec![layer],
+        children: vec![],
+        subject: None,
+        config: None,
+        artifact_type: None,
+        image_created_at: None,
+        total_size: 1,
+        annotations: None,
+    };
+    for t in ["a", "b", "c"] {
+        m.put_manifest("g/p/app", &man, Some(t), 1).await.unwrap();
+    }
+    let policy = ExpirationPolicy {
+        enabled: true,
+        cadence: "1d".into(),
+        keep_n: Some(1),
+        older_than: None,
+        name_regex: Some(".*".into()),
+        name_regex_keep: None,
+        next_run_at: Some(100),
+    };
+    m.set_expiration_policy(p.id, &policy, 1).await.unwrap();
+    assert!(m.due_policies(99).await.unwrap().is_empty());
+    assert_eq!(m.due_policies(100).await.unwrap().len(), 1);
+    assert_eq!(m.start_policy_run(p.id, 200).await.unwrap(), 1);
+    assert!(m.due_policies(150).await.unwrap().is_empty());
+    let queue = m.cleanup_queue(10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].cleanup_status, "cleanup_scheduled");
+    let rid = queue[0].id;
+    assert!(m.claim_cleanup(rid, 150).await.unwrap());
+    assert!(!m.claim_cleanup(rid, 151).await.unwrap(), "one worker only");
+    let info = m.repository_info(rid).await.unwrap().unwrap();
+    assert_eq!(info.cleanup_status, "cleanup_ongoing");
+    assert_eq!(info.cleanup_started_at, Some(150));
+    let n = m
+        .delete_tags_logged(rid, &["a".into(), "b".into(), "zz".into()], "policy", 160)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let log = m.cleanup_log(p.id, 10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].repository_path, "g/p/app");
+    assert_eq!(log[0].reason, "policy");
+    // A crash mid-run leaves it ongoing; start-up makes it resumable.
+    assert_eq!(m.reset_ongoing_cleanups().await.unwrap(), 1);
+    assert!(m.claim_cleanup(rid, 170).await.unwrap());
+    let info = m.repository_info(rid).await.unwrap().unwrap();
+    assert_eq!(
+        info.cleanup_started_at,
+        Some(150),
+        "a resumed run keeps its start"
+    );
+    m.finish_cleanup(rid, "cleanup_unscheduled").await.unwrap();
+    assert!(m.cleanup_queue(10).await.unwrap().is_empty());
+}

@@ -1,0 +1,122 @@
+//! Registry content: manifests, tags, referrers, uploads.
+
+use berth_oci::Digest;
+
+use super::TestMeta;
+use crate::{ManifestRef, MetaError, NewManifest, Upload};
+
+fn manifest(payload: &str, blobs: Vec<Digest>, children: Vec<Digest>) -> NewManifest {
+    NewManifest {
+        digest: Digest::sha256_of(payload.as_bytes()),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        payload: payload.as_bytes().to_vec(),
+        blobs,
+        children,
+        subject: None,
+        config: None,
+        artifact_type: None,
+        image_created_at: None,
+        total_size: 0,
+        annotations: None,
+    }
+}
+
+pub(crate) async fn manifest_needs_reachable_blobs_and_tags_move(m: &dyn TestMeta) {
+    let layer = Digest::sha256_of(b"layer");
+    let man = manifest("m1", vec![layer.clone()], vec![]);
+    assert!(matches!(
+        m.put_manifest("a/b", &man, Some("v1"), 1).await,
+        Err(MetaError::BlobUnknown(_))
+    ));
+    // Linked in another repository does not count.
+    m.link_blob("other", &layer, 5, 1).await.unwrap();
+    assert!(m.put_manifest("a/b", &man, Some("v1"), 1).await.is_err());
+    m.link_blob("a/b", &layer, 5, 2).await.unwrap();
+    m.put_manifest("a/b", &man, Some("v1"), 3).await.unwrap();
+    m.put_manifest("a/b", &man, Some("v2"), 3).await.unwrap();
+    assert_eq!(m.tags("a/b", None, 10).await.unwrap(), vec!["v1", "v2"]);
+    assert_eq!(m.tags("a/b", Some("v1"), 10).await.unwrap(), vec!["v2"]);
+    let got = m
+        .manifest("a/b", ManifestRef::Tag("v1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.digest, man.digest);
+
+    // Move v1 to another manifest; v2 stays.
+    let man2 = manifest("m2", vec![layer.clone()], vec![]);
+    m.put_manifest("a/b", &man2, Some("v1"), 4).await.unwrap();
+    let got = m
+        .manifest("a/b", ManifestRef::Tag("v1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.digest, man2.digest);
+    // Deleting a tag leaves the manifest and the other tag.
+    assert!(m.delete_tag("a/b", "v2", 5).await.unwrap());
+    assert!(!m.delete_tag("a/b", "v2", 5).await.unwrap());
+    assert!(m
+        .manifest("a/b", ManifestRef::Digest(&man.digest))
+        .await
+        .unwrap()
+        .is_some());
+    // Deleting a manifest removes its tags.
+    assert!(m.delete_manifest("a/b", &man2.digest, 6).await.unwrap());
+    assert!(m.tags("a/b", None, 10).await.unwrap().is_empty());
+    assert_eq!(m.catalog(None, 10).await.unwrap(), vec!["a/b", "other"]);
+    assert_eq!(m.catalog(Some("a/b"), 10).await.unwrap(), vec!["other"]);
+}
+
+pub(crate) async fn index_children_and_referrers(m: &dyn TestMeta) {
+    let layer = Digest::sha256_of(b"layer");
+    m.link_blob("r", &layer, 5, 1).await.unwrap();
+    let child = manifest("child", vec![layer.clone()], vec![]);
+    let index = manifest("index", vec![], vec![child.digest.clone()]);
+    assert!(matches!(
+        m.put_manifest("r", &index, Some("multi"), 2).await,
+        Err(MetaError::ManifestUnknown(_))
+    ));
+    m.put_manifest("r", &child, None, 2).await.unwrap();
+    m.put_manifest("r", &index, Some("multi"), 3).await.unwrap();
+    // A child stays while an index lists it; once the index is gone it may go.
+    assert!(matches!(
+        m.delete_manifest("r", &child.digest, 3).await,
+        Err(MetaError::ManifestReferenced(d)) if d == index.digest
+    ));
+
+    let mut sig = manifest("sig", vec![layer.clone()], vec![]);
+    sig.subject = Some(child.digest.clone());
+    sig.artifact_type = Some("application/x.sig".into());
+    m.put_manifest("r", &sig, None, 4).await.unwrap();
+    let all = m.referrers("r", &child.digest, None).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].digest, sig.digest);
+    assert!(m
+        .referrers("r", &child.digest, Some("other"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        m.referrers("r", &child.digest, Some("application/x.sig"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub(crate) async fn uploads_expire(m: &dyn TestMeta) {
+    let u = Upload {
+        id: "u".into(),
+        repository_path: "r".into(),
+        created_at: 1,
+        updated_at: 1,
+    };
+    m.create_upload(&u).await.unwrap();
+    assert_eq!(m.upload("u").await.unwrap(), Some(u.clone()));
+    assert_eq!(m.stale_uploads(2).await.unwrap().len(), 1);
+    m.touch_upload("u", 5).await.unwrap();
+    assert!(m.stale_uploads(2).await.unwrap().is_empty());
+    m.delete_upload("u").await.unwrap();
+    assert_eq!(m.upload("u").await.unwrap(), None);
+}
