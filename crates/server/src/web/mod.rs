@@ -10,6 +10,7 @@
 
 mod i18n;
 mod pages;
+mod policy_errors;
 mod session;
 
 use std::sync::OnceLock;

@@ -16,7 +16,8 @@ use berth_meta::{
 use minijinja::{context, Value};
 use serde::Serialize;
 
-use super::{field, Viewer};
+use super::i18n::Lang;
+use super::{field, policy_errors, Viewer};
 use crate::api::{self, ApiError, Caller, Params};
 use crate::state::{now_ms, AppState, Shared};
 
@@ -750,15 +751,16 @@ fn policy_values(p: &ExpirationPolicy) -> Value {
 }
 
 /// Rendered preview of what a cleanup under `rules` deletes now, or the rule error.
-async fn preview_context(state: &AppState, p: &Project, params: &Params) -> Value {
+async fn preview_context(state: &AppState, lang: Lang, p: &Project, params: &Params) -> Value {
     let rules = match api::cleanup::rules_for(state, p.id, params).await {
         Ok(r) => r,
         Err(e) => {
             return context! {
-                error => e.problems().into_iter().map(|(f, m)| match f {
-                    Some(f) => format!("{f}: {m}"),
-                    None => m,
-                }).collect::<Vec<_>>().join("; "),
+                error => e.problems().into_iter().map(|(f, _)| {
+                    let f = f.unwrap_or_default();
+                    let value = params.string(&f).ok().flatten().unwrap_or_default();
+                    policy_errors::field_problem(lang, &f, &value)
+                }).collect::<Vec<_>>().join(" "),
                 repositories => Vec::<Value>::new(),
                 delete_total => 0,
             }
@@ -822,7 +824,7 @@ pub async fn settings(
             .collect(),
         Err(e) => return fail(viewer, e.into()),
     };
-    let preview = preview_context(state, &p, &Params::default()).await;
+    let preview = preview_context(state, viewer.lang, &p, &Params::default()).await;
     let (status, values, errors) = match submitted {
         Some((values, errors)) => (StatusCode::BAD_REQUEST, values, errors),
         None => (StatusCode::OK, policy_values(&saved), Vec::new()),
@@ -885,7 +887,7 @@ pub async fn settings_preview(
         Ok(x) => x,
         Err(e) => return fail(viewer, e),
     };
-    let preview = preview_context(state, &p, &params).await;
+    let preview = preview_context(state, viewer.lang, &p, &params).await;
     viewer.render(
         StatusCode::OK,
         "preview.html",
@@ -952,7 +954,20 @@ pub async fn save_settings(
                         name_regex_keep => field(fields, "name_regex_keep").unwrap_or(""),
                         next_run => Value::from(()),
                     };
-                    settings(state, viewer, path, Some((values, e.problems()))).await
+                    let problems = e
+                        .problems()
+                        .into_iter()
+                        .map(|(f, _)| {
+                            let value = f.as_deref().and_then(|f| field(fields, f)).unwrap_or("");
+                            let why = policy_errors::field_problem(
+                                viewer.lang,
+                                f.as_deref().unwrap_or(""),
+                                value,
+                            );
+                            (f, why)
+                        })
+                        .collect();
+                    settings(state, viewer, path, Some((values, problems))).await
                 }
             }
         }
