@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::sessions::{SessionMeta, WebSession};
-use crate::{Result, PgMeta};
+use crate::{PgMeta, Result};
 
 #[async_trait]
 impl SessionMeta for PgMeta {

@@ -407,7 +407,6 @@ pub(crate) async fn tag_search_filters_sorts_and_pages_in_the_database(m: &dyn T
     assert_eq!(info.updated_at, 10);
 }
 
-
 pub(crate) async fn repository_size_counts_shared_blobs_once(m: &dyn TestMeta) {
     let one = push(
         m,
