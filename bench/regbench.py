@@ -37,7 +37,7 @@ import time
 import urllib.parse
 
 MIB = 1024 * 1024
-LIMIT_KEYS = ("sha256", "copy_fsync", "loop_put", "loop_get")
+LIMIT_KEYS = ("sha256", "copy_fsync", "copy_direct", "loop_put", "loop_get")
 CHUNK = 8 * MIB
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -973,15 +973,16 @@ class _Sink:
         self.sock.close()
 
 
-def synced_copy_rate(path, workdir=None):
+def synced_copy_rate(path, workdir=None, direct=False):
     """MiB/s of a synced copy of `path` into `workdir` (default: its own directory, on
-    the registries' disk)."""
+    the registries' disk); `direct` writes with O_DIRECT, past the page cache."""
     dst = os.path.join(workdir or os.path.dirname(path), "synced-copy.bin")
     size = os.path.getsize(path)
     os.sync()
     t0 = time.perf_counter()
-    subprocess.run(["dd", f"if={path}", f"of={dst}", "bs=8M", "conv=fsync", "status=none"],
-                   check=True)
+    flags = ["oflag=direct"] if direct else []
+    subprocess.run(["dd", f"if={path}", f"of={dst}", "bs=8M", "conv=fsync", "status=none"]
+                   + flags, check=True)
     rate = size / MIB / (time.perf_counter() - t0)
     os.unlink(dst)
     return rate
@@ -998,6 +999,7 @@ def cmd_limits(a):
                        check=True)
         sha.append(size / MIB / (time.perf_counter() - t0))
     cp = [synced_copy_rate(a.file, a.workdir) for _ in range(a.runs)]
+    cpd = [synced_copy_rate(a.file, a.workdir, direct=True) for _ in range(a.runs)]
     # Client-side ceiling: curl against a trivial discard / sendfile server (Python).
     put, get = [], []
     sink = _Sink(a.file)
@@ -1018,6 +1020,8 @@ def cmd_limits(a):
                    "unit": "MiB/s", "runs": sha},
         "copy_fsync": {"name": f"dd copy {szs} same disk, conv=fsync", "value": median(cp),
                        "unit": "MiB/s", "runs": cp},
+        "copy_direct": {"name": f"dd copy {szs} same disk, oflag=direct conv=fsync",
+                        "value": median(cpd), "unit": "MiB/s", "runs": cpd},
         "loop_put": {"name": f"curl PUT {szs} to a loopback discard server", "value": median(put),
                      "unit": "MiB/s", "runs": put},
         "loop_get": {"name": f"curl GET {szs} from a loopback sendfile server",
