@@ -83,40 +83,109 @@ impl Appender {
     }
 }
 
-pub(crate) struct DirectAppender {
-    file: File,
-    /// `DIRECT_BUFFER` bytes starting at `start` within `storage` are aligned.
+/// `DIRECT_BUFFER` bytes whose address is aligned for direct I/O.
+struct Aligned {
     storage: Vec<u8>,
     start: usize,
-    /// Bytes of the buffer in use; they belong at `file_offset` onwards.
-    len: usize,
-    file_offset: u64,
-    /// The file's true length: everything appended so far.
-    size: u64,
 }
 
-impl DirectAppender {
-    fn new(file: File) -> std::io::Result<Self> {
-        let size = file.metadata()?.len();
+impl Aligned {
+    fn new() -> std::io::Result<Self> {
         let storage = vec![0u8; DIRECT_BUFFER + ALIGN];
         let start = storage.as_ptr().align_offset(ALIGN);
         if start >= ALIGN {
             return Err(std::io::Error::other("cannot align the direct I/O buffer"));
         }
+        Ok(Aligned { storage, start })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.storage[self.start..self.start + DIRECT_BUFFER]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + DIRECT_BUFFER]
+    }
+}
+
+/// A full buffer on its way to the disk.
+struct Job {
+    buffer: Aligned,
+    len: usize,
+    offset: u64,
+}
+
+/// The thread that writes full buffers while the next one fills (hashing and
+/// copying on one core, the disk busy meanwhile). Started at the first full buffer,
+/// so small appends never start it.
+struct Writer {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    done: std::sync::mpsc::Receiver<std::io::Result<Aligned>>,
+    in_flight: usize,
+}
+
+impl Writer {
+    fn start(file: File) -> Writer {
+        use std::os::unix::fs::FileExt;
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(1);
+        let (report, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for job in queue {
+                let written = file
+                    .write_all_at(&job.buffer.bytes()[..job.len], job.offset)
+                    .map(|()| job.buffer);
+                if report.send(written).is_err() {
+                    return;
+                }
+            }
+        });
+        Writer {
+            jobs,
+            done,
+            in_flight: 0,
+        }
+    }
+
+    /// A buffer back from a finished write, or that write's error.
+    fn wait(&mut self) -> std::io::Result<Aligned> {
+        let written = self
+            .done
+            .recv()
+            .map_err(|_| std::io::Error::other("the upload writer thread stopped"))?;
+        self.in_flight -= 1;
+        written
+    }
+}
+
+pub(crate) struct DirectAppender {
+    file: File,
+    current: Aligned,
+    /// Bytes of `current` in use; they belong at `file_offset` onwards.
+    len: usize,
+    file_offset: u64,
+    /// The file's true length: everything appended so far.
+    size: u64,
+    /// Writes the other of the (at most) two buffers while `current` fills.
+    writer: Option<Writer>,
+}
+
+impl DirectAppender {
+    fn new(file: File) -> std::io::Result<Self> {
+        let size = file.metadata()?.len();
         let mut d = DirectAppender {
             file,
-            storage,
-            start,
+            current: Aligned::new()?,
             len: 0,
             file_offset: size - size % ALIGN as u64,
             size,
+            writer: None,
         };
         let tail = (size % ALIGN as u64) as usize;
         if tail > 0 {
             // The file ends inside a block: read that block back to rewrite it whole.
             // One aligned read of the whole block: it stops short at the end of file.
             use std::os::unix::fs::FileExt;
-            let block = &mut d.storage[d.start..d.start + ALIGN];
+            let block = &mut d.current.bytes_mut()[..ALIGN];
             let got = d.file.read_at(block, d.file_offset)?;
             if got < tail {
                 return Err(std::io::Error::other(format!(
@@ -128,41 +197,58 @@ impl DirectAppender {
         Ok(d)
     }
 
-    fn buffer(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + DIRECT_BUFFER]
-    }
-
     /// Copy as much of `data` as fits into the buffer; returns how much.
     fn take(&mut self, data: &[u8]) -> usize {
         let at = self.len;
         let n = data.len().min(DIRECT_BUFFER - at);
-        self.buffer()[at..at + n].copy_from_slice(&data[..n]);
+        self.current.bytes_mut()[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
         self.size += n as u64;
         n
     }
 
+    /// Hand the full buffer to the writer thread and go on with an empty one.
     fn write_full_buffer(&mut self) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let offset = self.file_offset;
-        let len = self.len;
-        let block = &self.storage[self.start..self.start + len];
-        self.file.write_all_at(block, offset)?;
-        self.file_offset += len as u64;
+        if self.writer.is_none() {
+            self.writer = Some(Writer::start(self.file.try_clone()?));
+        }
+        let writer = self.writer.as_mut().expect("started above");
+        let next = if writer.in_flight == 0 {
+            Aligned::new()?
+        } else {
+            writer.wait()?
+        };
+        let job = Job {
+            buffer: std::mem::replace(&mut self.current, next),
+            len: self.len,
+            offset: self.file_offset,
+        };
+        writer
+            .jobs
+            .send(job)
+            .map_err(|_| std::io::Error::other("the upload writer thread stopped"))?;
+        writer.in_flight += 1;
+        self.file_offset += self.len as u64;
         self.len = 0;
         Ok(())
     }
 
     fn finish(mut self) -> std::io::Result<()> {
+        if let Some(writer) = self.writer.as_mut() {
+            while writer.in_flight > 0 {
+                writer.wait()?;
+            }
+        }
         if self.len == 0 {
             return Ok(());
         }
         // Pad the last block with zeros, write it whole, then cut the padding off.
+        use std::os::unix::fs::FileExt;
         let padded = self.len.div_ceil(ALIGN) * ALIGN;
         let len = self.len;
-        self.buffer()[len..padded].fill(0);
-        self.len = padded;
-        self.write_full_buffer()?;
+        self.current.bytes_mut()[len..padded].fill(0);
+        self.file
+            .write_all_at(&self.current.bytes()[..padded], self.file_offset)?;
         self.file.set_len(self.size)
     }
 }
@@ -191,7 +277,17 @@ mod tests {
         let pattern = |n: usize, seed: u8| -> Vec<u8> {
             (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
         };
-        let sizes = [1usize, 4095, 4096, 4097, 10, DIRECT_BUFFER + 3, 0, 12_345];
+        let sizes = [
+            1usize,
+            4095,
+            4096,
+            4097,
+            10,
+            DIRECT_BUFFER + 3,
+            0,
+            12_345,
+            3 * DIRECT_BUFFER + 4096,
+        ];
         for (k, n) in sizes.iter().enumerate() {
             let a = pattern(*n / 2, k as u8);
             let b = pattern(*n - *n / 2, 100 + k as u8);
