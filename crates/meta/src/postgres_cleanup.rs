@@ -128,36 +128,40 @@ impl CleanupMeta for PgMeta {
         let Some((path, project_id)) = repo else {
             return Ok(0);
         };
-        let mut ended = 0;
-        for name in names {
-            let digest: Option<String> = sqlx::query_scalar(
-                "UPDATE tags SET deleted_at = $1 \
-                 WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL \
-                 RETURNING manifest_digest",
-            )
-            .bind(now)
-            .bind(repository_id)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (Some(digest), Some(project_id)) = (digest, project_id) else {
-                continue;
-            };
-            ended += 1;
-            sqlx::query(
-                "INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
-                 digest, reason, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(project_id)
-            .bind(repository_id)
-            .bind(&path)
-            .bind(name)
-            .bind(&digest)
-            .bind(reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Each name once, in the order given.
+        let mut seen = std::collections::HashSet::new();
+        let names: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| seen.insert(*n))
+            .collect();
+        // One statement for the whole batch (the same as ending the tags one by one,
+        // logged in the order given): 10,000 tags take one round trip, not 20,000.
+        let ended: i64 = sqlx::query_scalar(
+            "WITH ended AS ( \
+                 UPDATE tags SET deleted_at = $1 \
+                 WHERE repository_id = $2 AND name = ANY($3) AND deleted_at IS NULL \
+                 RETURNING name, manifest_digest), \
+             logged AS ( \
+                 INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
+                     digest, reason, deleted_at) \
+                 SELECT $4, $2, $5, e.name, e.manifest_digest, $6, $1 \
+                 FROM ended e JOIN unnest($3::text[]) WITH ORDINALITY AS n(name, i) \
+                   ON n.name = e.name \
+                 WHERE $4::bigint IS NOT NULL \
+                 ORDER BY n.i \
+                 RETURNING 1) \
+             SELECT COUNT(*) FROM logged",
+        )
+        .bind(now)
+        .bind(repository_id)
+        .bind(&names)
+        .bind(project_id)
+        .bind(&path)
+        .bind(reason)
+        .fetch_one(&mut *tx)
+        .await?;
+        let ended = ended as u64;
         tx.commit().await?;
         Ok(ended)
     }

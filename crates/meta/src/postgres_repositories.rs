@@ -47,21 +47,22 @@ const TREE: &str = "WITH RECURSIVE tree(id) AS ( \
 /// offset, or (keyset pages) `last` when given, then limit.
 fn tag_page_sql(page: &TagPage) -> String {
     match page {
-        // Skip through the covering index first, then join only the page's rows:
-        // an OFFSET over the join would build every skipped row.
-        // A derived table rather than SQLite's `IN (subquery)`: without fresh
-        // statistics PostgreSQL may run that subquery once per tag (tens of seconds
-        // for 10,000 tags); joined, the page is computed once and each of its rows
-        // found through tags_live.
-        TagPage::Offset(_) => "SELECT t.name, t.manifest_digest, m.media_type, m.config_digest, \
-             COALESCE(m.image_created_at, t.created_at), t.created_at, m.total_size \
-             FROM (SELECT name FROM tags WHERE repository_id = $1 AND deleted_at IS NULL \
-                   ORDER BY name LIMIT $2 OFFSET $3) page \
-             JOIN tags t ON t.repository_id = $1 AND t.name = page.name \
-                        AND t.deleted_at IS NULL \
-             JOIN manifests m \
-               ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
-             ORDER BY t.name"
+        // Skip through the covering index first, then fetch only the page's rows, each
+        // by its name. The lateral subquery is fenced (`OFFSET 0`) so PostgreSQL cannot
+        // flatten it into a join: on tables it has no statistics for yet (a repository
+        // just pushed), it would then scan every tag once per page row (800 ms for a
+        // page of 100 out of 10,000 tags instead of 2 ms).
+        TagPage::Offset(_) => "SELECT x.* FROM \
+             (SELECT name FROM tags WHERE repository_id = $1 AND deleted_at IS NULL \
+              ORDER BY name LIMIT $2 OFFSET $3) page \
+             CROSS JOIN LATERAL (SELECT t.name, t.manifest_digest, m.media_type, \
+                 m.config_digest, COALESCE(m.image_created_at, t.created_at) AS created, \
+                 t.created_at, m.total_size \
+               FROM tags t JOIN manifests m \
+                 ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
+               WHERE t.repository_id = $1 AND t.name = page.name AND t.deleted_at IS NULL \
+               OFFSET 0) x \
+             ORDER BY x.name"
             .to_string(),
         TagPage::After {
             last, descending, ..
@@ -194,19 +195,22 @@ impl RepositoryMeta for PgMeta {
             }
         };
         let sql = match query.order {
-            // The page's names come from the index alone; only they are joined (a
-            // derived table, for the reason `tag_page_sql` gives).
+            // The page's names come from the index alone; only their rows are fetched
+            // (fenced lateral subquery, for the reason `tag_page_sql` gives).
             TagOrder::Name => format!(
-                "SELECT t.name, t.manifest_digest, m.media_type, m.config_digest, \
-                   COALESCE(m.image_created_at, t.created_at), t.created_at, m.total_size \
-                 FROM (SELECT name FROM tags \
-                       WHERE repository_id = $1 AND deleted_at IS NULL{filter} \
-                       ORDER BY name {dir} LIMIT {limit} OFFSET {offset}) page \
-                 JOIN tags t ON t.repository_id = $1 AND t.name = page.name \
-                            AND t.deleted_at IS NULL \
-                 JOIN manifests m \
-                   ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
-                 ORDER BY t.name {dir}"
+                "SELECT x.* FROM \
+                   (SELECT name FROM tags \
+                    WHERE repository_id = $1 AND deleted_at IS NULL{filter} \
+                    ORDER BY name {dir} LIMIT {limit} OFFSET {offset}) page \
+                 CROSS JOIN LATERAL (SELECT t.name, t.manifest_digest, m.media_type, \
+                     m.config_digest, COALESCE(m.image_created_at, t.created_at) AS created, \
+                     t.created_at, m.total_size \
+                   FROM tags t JOIN manifests m \
+                     ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
+                   WHERE t.repository_id = $1 AND t.name = page.name \
+                     AND t.deleted_at IS NULL \
+                   OFFSET 0) x \
+                 ORDER BY x.name {dir}"
             ),
             TagOrder::Created => {
                 let filter = filter.replace("name", "t.name");

@@ -77,12 +77,19 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     assert_eq!(info.cleanup_status, "cleanup_ongoing");
     assert_eq!(info.cleanup_started_at, Some(150));
     let n = m
-        .delete_tags_logged(rid, &["a".into(), "b".into(), "zz".into()], "policy", 160)
+        .delete_tags_logged(
+            rid,
+            &["b".into(), "a".into(), "zz".into(), "a".into()],
+            "policy",
+            160,
+        )
         .await
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 2, "unknown and repeated names end nothing more");
     let log = m.cleanup_log(p.id, 10).await.unwrap();
-    assert_eq!(log.len(), 2);
+    // Newest first: logged in the order the names were given.
+    let tags: Vec<&str> = log.iter().map(|e| e.tag.as_str()).collect();
+    assert_eq!(tags, vec!["a", "b"]);
     assert_eq!(log[0].repository_path, "g/p/app");
     assert_eq!(log[0].reason, "policy");
     // A crash mid-run leaves it ongoing; start-up makes it resumable.
