@@ -292,6 +292,7 @@ impl Config {
                         prefix: s.prefix.clone(),
                         redirect_blobs: s.redirect_blobs,
                         part_size: None,
+                        copy_limit: None,
                     })
                     .context("opening S3 blob storage")?,
                 )

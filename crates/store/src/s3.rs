@@ -36,6 +36,9 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// Parts of this size allow blobs up to ~97 GiB (S3 allows 10,000 parts), and bound
 /// what one request buffers.
 pub const DEFAULT_PART_SIZE: usize = 10 * 1024 * 1024;
+/// The largest object one CopyObject may copy on AWS; larger blobs are published by a
+/// streamed multipart copy instead.
+pub const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Where the bucket is and how to reach it.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +58,9 @@ pub struct S3Config {
     pub redirect_blobs: bool,
     /// Bytes per multipart part; at least [`MIN_PART_SIZE`].
     pub part_size: Option<usize>,
+    /// Blobs larger than this are published by a streamed multipart copy rather than
+    /// one CopyObject (default [`COPY_OBJECT_LIMIT`]; smaller in tests).
+    pub copy_limit: Option<u64>,
 }
 
 /// The persisted state of one upload. `size` bytes have been received: the recorded
@@ -81,6 +87,7 @@ pub struct S3Store {
     s3: Arc<AmazonS3>,
     prefix: String,
     part_size: usize,
+    copy_limit: u64,
     redirect_blobs: bool,
     // There is no shared lock in S3 itself. This one orders publishing and sweeping
     // within one process only; several nodes need a lock they all see (a database
@@ -147,6 +154,7 @@ impl S3Store {
                 .part_size
                 .unwrap_or(DEFAULT_PART_SIZE)
                 .max(MIN_PART_SIZE),
+            copy_limit: config.copy_limit.unwrap_or(COPY_OBJECT_LIMIT),
             redirect_blobs: config.redirect_blobs,
             gc_lock: Arc::default(),
         })
@@ -270,6 +278,33 @@ impl S3Store {
     }
 
     /// Remove every object of an upload (state, tails, assembled data).
+    /// Copy an object too large for CopyObject through this node, part by part: a
+    /// multipart upload of the destination, which appears only once it completes.
+    async fn copy_streamed(&self, from: &Path, to: &Path) -> Result<()> {
+        let upload = self.s3.put_multipart(to).await.map_err(backend)?;
+        let mut out = object_store::WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let mut source = self
+            .s3
+            .get(from)
+            .await
+            .map_err(backend)?
+            .into_stream();
+        while let Some(chunk) = source.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    out.abort().await.map_err(backend)?;
+                    return Err(backend(e));
+                }
+            };
+            // At most a couple of parts in flight: memory stays bounded.
+            out.wait_for_capacity(2).await.map_err(backend)?;
+            out.write(&chunk);
+        }
+        out.finish().await.map_err(backend)?;
+        Ok(())
+    }
+
     async fn remove_upload_objects(&self, id: &str) -> Result<()> {
         let dir = self.key(&format!("{}/", self.upload_dir(id)?));
         let keys: Vec<Path> = self
@@ -527,9 +562,12 @@ impl BlobStore for S3Store {
             if assembled.size != state.size {
                 return Err(bad_state("stored bytes and received bytes differ in size"));
             }
-            // A copy is atomic: readers see no object or the whole one. (Plain
-            // CopyObject, so up to 5 GiB per blob on AWS itself.)
-            self.s3.copy(&data, &to).await.map_err(backend)?;
+            // Either copy is atomic: readers see no object or the whole one.
+            if assembled.size <= self.copy_limit {
+                self.s3.copy(&data, &to).await.map_err(backend)?;
+            } else {
+                self.copy_streamed(&data, &to).await?;
+            }
         }
         self.remove_upload_objects(id).await
     }
@@ -690,6 +728,32 @@ mod tests {
         ));
         assert_eq!(b.modified_at(&digest).await.unwrap(), None);
         assert!(b.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn blobs_over_the_copy_limit_are_copied_part_by_part() {
+        let Some((_, _, config)) = store_pair() else {
+            return;
+        };
+        let store = S3Store::open(&S3Config {
+            copy_limit: Some(6 * 1024 * 1024),
+            ..config
+        })
+        .unwrap();
+        let blob = data(12 * 1024 * 1024 + 5);
+        let digest = Digest::sha256_of(&blob);
+        store.upload_create("big").await.unwrap();
+        let (size, h) = store
+            .upload_append("big", 0, body(&blob, 1 << 20), Hasher::new(Algorithm::Sha256))
+            .await
+            .unwrap();
+        assert_eq!(size, blob.len() as u64);
+        assert_eq!(h.finish(), digest);
+        store.upload_commit("big", &digest).await.unwrap();
+        let (total, whole) = read_all(&store, &digest, None).await;
+        assert_eq!(total, blob.len() as u64);
+        assert!(whole == blob, "published bytes differ from the upload");
+        assert!(store.upload_list().await.unwrap().is_empty());
     }
 
     #[tokio::test]
