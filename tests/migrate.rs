@@ -432,7 +432,58 @@ fn moves_a_single_node_onto_postgres_and_s3() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200, "saving the cleanup policy");
+    // A bulk tag deletion (a lease, a cleanup log entry, an ended tag), instance
+    // settings, and a CI job with its deploy credentials.
+    push(
+        &source,
+        tmp.path(),
+        "team/app/web:tmp",
+        &[vec![layer("tmp.bin", 8)]],
+    );
+    let (_, repos) = api_get(
+        &source,
+        &root_pat,
+        &format!("/projects/{pid}/registry/repositories"),
+    );
+    let rid = repos
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "team/app/web")
+        .unwrap_or_else(|| panic!("{repos}"))["id"]
+        .as_i64()
+        .unwrap();
+    let resp = http()
+        .delete(format!(
+            "{}/api/v4/projects/{pid}/registry/repositories/{rid}/tags?name_regex_delete=tmp",
+            source.url
+        ))
+        .header("PRIVATE-TOKEN", &root_pat)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 202, "bulk tag deletion");
+    support::eventually(
+        std::time::Duration::from_secs(30),
+        "the bulk deletion",
+        || {
+            let (_, log) = api_get(
+                &source,
+                &root_pat,
+                &format!("/projects/{pid}/registry/cleanup_log"),
+            );
+            (log.as_array().is_some_and(|l| !l.is_empty())).then_some(())
+        },
+    );
+    let resp = http()
+        .put(format!("{}/api/v4/application/settings", source.url))
+        .header("PRIVATE-TOKEN", &root_pat)
+        .json(&json!({ "container_registry_cleanup_tags_service_max_list_size": 150 }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "saving settings");
+    source.ci_env(&["--project", "team/app", "--user", "alice"]);
     let web_tags = tags(&source, "team/app/web");
+    assert_eq!(web_tags["tags"], json!(["v1", "v2"]), "{web_tags}");
     // An upload left open: not moved, and said so.
     let token = source.token(
         Some(("root", ROOT_PASSWORD)),
@@ -566,6 +617,17 @@ fn moves_a_single_node_onto_postgres_and_s3() {
         .collect();
     assert!(paths.contains(&"team/app"), "{paths:?}");
     let (_, project) = api_get(&served, &root_pat, &format!("/projects/{pid}"));
+    let (_, log) = api_get(
+        &served,
+        &root_pat,
+        &format!("/projects/{pid}/registry/cleanup_log"),
+    );
+    assert_eq!(log[0]["tag"], "tmp", "{log}");
+    let (_, settings) = api_get(&served, &root_pat, "/application/settings");
+    assert_eq!(
+        settings["container_registry_cleanup_tags_service_max_list_size"], 150,
+        "{settings}"
+    );
     let policy = &project["container_expiration_policy"];
     assert_eq!(policy["enabled"], true, "{policy}");
     assert_eq!(policy["keep_n"], 5, "{policy}");
