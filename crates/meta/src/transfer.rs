@@ -609,3 +609,84 @@ pub async fn copy(
         inserted,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+    use crate::{NewUser, OrgMeta};
+
+    fn user(name: &str, admin: bool) -> NewUser {
+        NewUser {
+            username: name.into(),
+            name: name.into(),
+            email: None,
+            password_hash: Some(format!("hash-of-{name}")),
+            admin,
+        }
+    }
+
+    #[tokio::test]
+    async fn copies_once_refuses_other_data_and_unknown_tables() {
+        let Some(db) = TestDatabase::create("transfer").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let src = SqliteMeta::open(&dir.path().join("berth.db"))
+            .await
+            .unwrap();
+        let root = src.create_user(&user("root", true), 1).await.unwrap();
+        let bob = src.create_user(&user("bob", false), 2).await.unwrap();
+        let dst = PgMeta::connect(db.url(), 2).await.unwrap();
+
+        let mut snap = src.snapshot().await.unwrap();
+        let plan = snap.plan(&dst).await.unwrap();
+        // Two users and their personal namespaces.
+        assert_eq!(plan.rows(), 4);
+        assert_eq!(target_rows(&dst, &plan).await.unwrap(), 0);
+        let mut rows = 0;
+        let out = copy(&mut snap, &dst, &plan, &mut |p| {
+            if let Progress::Rows(n) = p {
+                rows += n
+            }
+        })
+        .await
+        .unwrap();
+        assert!(out.committed);
+        assert_eq!((out.inserted, rows), (4, 4));
+        assert!(out.tables.iter().all(TableCheck::matches));
+
+        // The target's own code reads what the source wrote, booleans included.
+        let copied = dst.user_by_username("bob").await.unwrap().unwrap();
+        assert_eq!((copied.id, copied.admin), (bob.id, false));
+        assert!(dst.user(root.id).await.unwrap().unwrap().admin);
+        assert_eq!(copied.password_hash.as_deref(), Some("hash-of-bob"));
+
+        // Copying again adds nothing and still matches.
+        let again = copy(&mut snap, &dst, &plan, &mut |_| {}).await.unwrap();
+        assert!(again.committed);
+        assert_eq!(again.inserted, 0);
+
+        // New rows get ids past the copied ones.
+        let carol = dst.create_user(&user("carol", false), 3).await.unwrap();
+        assert!(carol.id > bob.id);
+
+        // Now the target holds a row the source does not: compared, and refused.
+        let checks = compare(&mut snap, &dst, &plan).await.unwrap();
+        let users = checks.iter().find(|c| c.table == "users").unwrap();
+        assert!(!users.matches());
+        assert_eq!((users.source.rows, users.target.rows), (2, 3));
+        let refused = copy(&mut snap, &dst, &plan, &mut |_| {}).await.unwrap();
+        assert!(!refused.committed);
+
+        // A table nobody told migrate about stops it.
+        drop(snap);
+        sqlx::query("CREATE TABLE extra (x INTEGER)")
+            .execute(&src.write)
+            .await
+            .unwrap();
+        let mut snap = src.snapshot().await.unwrap();
+        let err = snap.plan(&dst).await.err().expect("refused").to_string();
+        assert!(err.contains("`extra`"), "{err}");
+    }
+}
