@@ -721,6 +721,13 @@ fn a_filesystem_target_and_a_database_with_other_data() {
         "team/app/web:v1",
         &[vec![layer("a.bin", 16)]],
     );
+    // Not while the server runs.
+    let running = migrate(source.data.path(), target.path(), &[], &[]);
+    assert!(!running.ok(), "{running}");
+    assert!(
+        running.stderr.contains("is open in another process"),
+        "{running}"
+    );
     let source_dir = source.stop();
     let out = migrate(source_dir.path(), target.path(), &[], &[]);
     assert!(out.ok(), "{out}");

@@ -73,16 +73,42 @@ fn storage_name(cfg: &Config) -> String {
     }
 }
 
-/// A server that still runs keeps the write-ahead log open; it is removed when the
-/// last connection closes cleanly.
-fn warn_if_running(db: &Path) {
-    let wal = PathBuf::from(format!("{}-wal", db.display()));
-    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
-        eprintln!(
-            "warning: {} is not empty: the server may still be running (or was not stopped cleanly). \
-             Stop it first: migrate copies the instance as it is when it starts, and nothing written later is moved.",
-            wal.display()
-        );
+/// Processes other than this one that hold SQLite's locks on the database (every
+/// open connection in WAL mode keeps a shared lock on the `-shm` file): a server or
+/// an admin command still running. Linux's `/proc/locks` tells; elsewhere nothing.
+fn database_users(db: &Path) -> Vec<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let inodes: Vec<u64> = [
+            db.to_path_buf(),
+            PathBuf::from(format!("{}-shm", db.display())),
+        ]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.ino()))
+        .collect();
+        let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+            return Vec::new();
+        };
+        let me = std::process::id();
+        let mut pids: Vec<u32> = locks
+            .lines()
+            .filter_map(|line| {
+                // `1: POSIX  ADVISORY  READ 9594 fe:00:10036007 128 128`
+                let mut fields = line.split_whitespace().skip(4);
+                let pid: u32 = fields.next()?.parse().ok()?;
+                let inode: u64 = fields.next()?.rsplit(':').next()?.parse().ok()?;
+                (pid != me && inodes.contains(&inode)).then_some(pid)
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = db;
+        Vec::new()
     }
 }
 
@@ -119,7 +145,18 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> anyhow::Result<()> {
             args.to.display()
         );
     };
-    warn_if_running(&db_path);
+    let users = database_users(&db_path);
+    anyhow::ensure!(
+        users.is_empty(),
+        "{} is open in another process (pid {}): stop the server (and any berth admin command) first; \
+         what it writes during the move would not be moved",
+        db_path.display(),
+        users
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     let source_meta = SqliteMeta::open(&db_path)
         .await
@@ -322,6 +359,7 @@ async fn copy_blobs(
     let done = AtomicU64::new(0);
     let copied_count = AtomicU64::new(0);
     let n = blobs.len();
+    bar.set_message(format!("0/{n} blobs"));
     let mut results = futures::stream::iter(blobs.iter().enumerate())
         .map(|(seq, (digest, size))| {
             let (bar, done, copied_count) = (&bar, &done, &copied_count);
