@@ -223,7 +223,8 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> anyhow::Result<()> {
         }
         anyhow::bail!(
             "{} blob(s) could not be copied, so the metadata was not copied either; \
-             restore them in the source storage (or remove the images that use them) and run berth migrate again",
+             restore them in the source storage (or delete the images that use them and let berth gc remove them), \
+             then run berth migrate again",
             report.failed.len()
         );
     }
