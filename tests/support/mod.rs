@@ -543,6 +543,24 @@ impl Storage {
         std::fs::write(path, bytes).expect("writing a blob file");
     }
 
+    /// Start an upload in storage alone, with no session in metadata (what a crash
+    /// may leave behind).
+    pub fn create_stray_upload(&self, id: &str) {
+        use berth_store::BlobStore;
+        let owned = id.to_string();
+        if let Some(r) = self.on_s3(move |s| Box::pin(async move { s.upload_create(&owned).await }))
+        {
+            return r.expect("creating an S3 upload");
+        }
+        let store = berth_store::FsStore::open(&self.fs).expect("opening the file store");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(store.upload_create(id))
+            .expect("creating an upload");
+    }
+
     /// Ids of the uploads storage holds.
     pub fn uploads(&self) -> Vec<String> {
         use berth_store::BlobStore;

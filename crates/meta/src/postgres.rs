@@ -41,6 +41,9 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
 pub struct PgMeta {
     pub(crate) pool: PgPool,
+    /// Connections that hold the cross-node blob lock (see `postgres_instance`): a pool
+    /// of their own, so lock holders never wait on the pool their work needs.
+    pub(crate) locks: PgPool,
 }
 
 impl PgMeta {
@@ -65,15 +68,45 @@ impl PgMeta {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PgMeta { pool })
+        let locks = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            .connect_lazy_with(opts);
+        Ok(PgMeta { pool, locks })
     }
 
     /// The pool, for callers that need raw access (tests, benchmarks, migration tools).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// Run `op` (one transaction) again when PostgreSQL aborted it to break a deadlock.
+/// Deleting manifests queues their blobs for review, one row per digest shared by
+/// every repository; two nodes deleting manifests that share layers may queue them
+/// in opposite orders, and PostgreSQL then aborts one of the two transactions.
+pub(crate) async fn retry_deadlocks<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    const ATTEMPTS: u32 = 8;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match op().await {
+            Err(MetaError::Db(sqlx::Error::Database(e)))
+                if attempt < ATTEMPTS
+                    && matches!(e.code().as_deref(), Some("40P01") | Some("40001")) =>
+            {
+                tracing::debug!(attempt, "transaction aborted by PostgreSQL ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+            }
+            outcome => return outcome,
+        }
     }
 }
 
@@ -451,39 +484,42 @@ impl RegistryMeta for PgMeta {
     }
 
     async fn delete_manifest(&self, repository: &str, d: &Digest, now: i64) -> Result<bool> {
-        let mut tx = self.tx().await?;
-        let Some(repo) = locked_repo_id(&mut tx, repository).await? else {
-            return Ok(false);
-        };
-        let parent: Option<String> = sqlx::query_scalar(
-            "SELECT p.digest FROM manifests c \
-             JOIN manifest_references r ON r.child_id = c.id \
-             JOIN manifests p ON p.id = r.parent_id \
-             WHERE c.repository_id = $1 AND c.digest = $2 LIMIT 1",
-        )
-        .bind(repo)
-        .bind(d.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(parent) = parent {
-            return Err(MetaError::ManifestReferenced(digest(parent)?));
-        }
-        sqlx::query(
-            "UPDATE tags SET deleted_at = $1 \
-             WHERE repository_id = $2 AND manifest_digest = $3 AND deleted_at IS NULL",
-        )
-        .bind(now)
-        .bind(repo)
-        .bind(d.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
+        retry_deadlocks(move || async move {
+            let mut tx = self.tx().await?;
+            let Some(repo) = locked_repo_id(&mut tx, repository).await? else {
+                return Ok(false);
+            };
+            let parent: Option<String> = sqlx::query_scalar(
+                "SELECT p.digest FROM manifests c \
+                 JOIN manifest_references r ON r.child_id = c.id \
+                 JOIN manifests p ON p.id = r.parent_id \
+                 WHERE c.repository_id = $1 AND c.digest = $2 LIMIT 1",
+            )
+            .bind(repo)
+            .bind(d.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(parent) = parent {
+                return Err(MetaError::ManifestReferenced(digest(parent)?));
+            }
+            sqlx::query(
+                "UPDATE tags SET deleted_at = $1 \
+                 WHERE repository_id = $2 AND manifest_digest = $3 AND deleted_at IS NULL",
+            )
+            .bind(now)
             .bind(repo)
             .bind(d.as_str())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+            let done = sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
+                .bind(repo)
+                .bind(d.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool> {

@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::common::digest;
 use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
-use crate::postgres::{lock_repo, PgMeta};
+use crate::postgres::{lock_repo, retry_deadlocks, PgMeta};
 
 /// How long a node owns the review items it listed at most. They are reviewed at
 /// once, and a node that dies frees them sooner (its connection goes); this bounds
@@ -77,40 +77,43 @@ impl GcMeta for PgMeta {
     }
 
     async fn review_manifest(&self, id: i64, delete_untagged: bool) -> Result<ManifestReview> {
-        let mut tx = self.tx().await?;
-        // The repository's lock first, as every writer of it takes it first; then
-        // look again, under the lock, whether the manifest is still there.
-        let repo: Option<i64> =
-            sqlx::query_scalar("SELECT repository_id FROM manifests WHERE id = $1")
+        retry_deadlocks(move || async move {
+            let mut tx = self.tx().await?;
+            // The repository's lock first, as every writer of it takes it first; then
+            // look again, under the lock, whether the manifest is still there.
+            let repo: Option<i64> =
+                sqlx::query_scalar("SELECT repository_id FROM manifests WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(repo) = repo {
+                lock_repo(&mut tx, repo).await?;
+            }
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if let Some(repo) = repo {
-            lock_repo(&mut tx, repo).await?;
-        }
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let outcome = if exists.is_none() {
-            ManifestReview::Gone
-        } else if manifest_needed(&mut tx, id, delete_untagged).await? {
-            ManifestReview::Kept
-        } else {
-            // Cascades remove its blob links and child references; triggers queue
-            // those blobs and children (and referrers of this one) for review.
-            sqlx::query("DELETE FROM manifests WHERE id = $1")
+            let outcome = if exists.is_none() {
+                ManifestReview::Gone
+            } else if manifest_needed(&mut tx, id, delete_untagged).await? {
+                ManifestReview::Kept
+            } else {
+                // Cascades remove its blob links and child references; triggers queue
+                // those blobs and children (and referrers of this one) for review.
+                sqlx::query("DELETE FROM manifests WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                ManifestReview::Deleted
+            };
+            sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            ManifestReview::Deleted
-        };
-        sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(outcome)
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn pending_blob_deletions(&self, limit: i64) -> Result<Vec<BlobRecord>> {
@@ -156,47 +159,50 @@ impl GcMeta for PgMeta {
     }
 
     async fn review_blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
-        let mut tx = self.tx().await?;
-        // Pushes lock the blobs their manifests reference (FOR SHARE) and links wait
-        // for this lock, so what is decided below holds until commit.
-        sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
-            .bind(d.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let referenced: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)")
+        retry_deadlocks(move || async move {
+            let mut tx = self.tx().await?;
+            // Pushes lock the blobs their manifests reference (FOR SHARE) and links wait
+            // for this lock, so what is decided below holds until commit.
+            sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
                 .bind(d.as_str())
-                .fetch_one(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
-            .bind(d.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let removed = match size {
-            Some(size) if !referenced => {
-                sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
+            let referenced: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)")
                     .bind(d.as_str())
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
-                sqlx::query("DELETE FROM blobs WHERE digest = $1")
-                    .bind(d.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                record_pending(&mut tx, d.as_str(), size).await?;
-                Some(BlobRecord {
-                    digest: d.clone(),
-                    size,
-                })
-            }
-            _ => None,
-        };
-        // Last, so the unlink triggers above do not leave it queued again.
-        sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
-            .bind(d.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(removed)
+            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
+                .bind(d.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let removed = match size {
+                Some(size) if !referenced => {
+                    sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
+                        .bind(d.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM blobs WHERE digest = $1")
+                        .bind(d.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    record_pending(&mut tx, d.as_str(), size).await?;
+                    Some(BlobRecord {
+                        digest: d.clone(),
+                        size,
+                    })
+                }
+                _ => None,
+            };
+            // Last, so the unlink triggers above do not leave it queued again.
+            sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
+                .bind(d.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(removed)
+        })
+        .await
     }
 
     async fn postpone_blob_review(&self, d: &Digest, now: i64) -> Result<()> {
