@@ -484,6 +484,15 @@ fn moves_a_single_node_onto_postgres_and_s3() {
     source.ci_env(&["--project", "team/app", "--user", "alice"]);
     let web_tags = tags(&source, "team/app/web");
     assert_eq!(web_tags["tags"], json!(["v1", "v2"]), "{web_tags}");
+    // A registry token the old node issued (signed with its key).
+    let old_token: Value = source
+        .token(
+            Some(("alice", "alice-password-1")),
+            &["repository:team/app/web:pull"],
+        )
+        .json()
+        .unwrap();
+    let old_token = old_token["token"].as_str().unwrap().to_string();
     // An upload left open: not moved, and said so.
     let token = source.token(
         Some(("root", ROOT_PASSWORD)),
@@ -603,6 +612,16 @@ fn moves_a_single_node_onto_postgres_and_s3() {
             .status(),
         200,
         "the deploy token works"
+    );
+    let resp = http()
+        .get(format!("{}/v2/team/app/web/tags/list", served.url))
+        .bearer_auth(&old_token)
+        .send()
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "a token of the old node is valid: the signing key moved"
     );
     let (status, me) = api_get(&served, &alice_pat, "/user");
     assert_eq!(status, 200, "{me}");

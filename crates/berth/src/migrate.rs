@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_meta::transfer::{self, Progress, TableCheck};
-use berth_meta::{GcMeta, PgMeta, SqliteMeta};
+use berth_meta::{GcMeta, InstanceMeta, PgMeta, SqliteMeta};
 use berth_oci::{Digest, Hasher};
 use berth_store::{BlobStore, ByteStream, StoreError};
 use clap::Args;
@@ -112,6 +112,26 @@ fn database_users(db: &Path) -> Vec<u32> {
     }
 }
 
+/// A node last run by a Berth that kept the token signing key in a file has it
+/// there only: store it in the source's database first, as `serve` would on its next
+/// start, so that it moves with the rest and tokens stay valid.
+async fn adopt_signing_key(meta: &SqliteMeta, cfg: &Config) -> anyhow::Result<()> {
+    let path = cfg.signing_key_path();
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => {
+            meta.instance_secret(
+                berth_meta::TOKEN_SIGNING_KEY,
+                &pem,
+                berth_server::state::now_ms(),
+            )
+            .await?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 fn print_tables(checks: &[TableCheck]) {
     for c in checks {
         if c.matches() {
@@ -161,6 +181,7 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> anyhow::Result<()> {
     let source_meta = SqliteMeta::open(&db_path)
         .await
         .context("opening the source database")?;
+    adopt_signing_key(&source_meta, &cfg).await?;
     let mut snapshot = source_meta.snapshot().await?;
     let source_store = cfg.open_store()?;
     let shown = target.database.redacted_url().unwrap_or_default();

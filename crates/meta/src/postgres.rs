@@ -511,11 +511,12 @@ impl RegistryMeta for PgMeta {
             .bind(d.as_str())
             .execute(&mut *tx)
             .await?;
-            let done = sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
-                .bind(repo)
-                .bind(d.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let done =
+                sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
+                    .bind(repo)
+                    .bind(d.as_str())
+                    .execute(&mut *tx)
+                    .await?;
             tx.commit().await?;
             Ok(done.rows_affected() > 0)
         })

@@ -167,11 +167,12 @@ impl GcMeta for PgMeta {
                 .bind(d.as_str())
                 .execute(&mut *tx)
                 .await?;
-            let referenced: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)")
-                    .bind(d.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let referenced: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)",
+            )
+            .bind(d.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
             let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
                 .bind(d.as_str())
                 .fetch_optional(&mut *tx)

@@ -75,7 +75,12 @@ impl Drop for PgLock {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    if sqlx::query(sql).bind(BLOB_LOCK).execute(&mut *conn).await.is_err() {
+                    if sqlx::query(sql)
+                        .bind(BLOB_LOCK)
+                        .execute(&mut *conn)
+                        .await
+                        .is_err()
+                    {
                         // Closing the session releases whatever it still holds.
                         drop(conn.detach());
                     }

@@ -275,7 +275,9 @@ mod tests {
         std::fs::File::create(&path).unwrap();
         let mut expected = Vec::new();
         let pattern = |n: usize, seed: u8| -> Vec<u8> {
-            (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+            (0..n)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect()
         };
         let sizes = [
             1usize,

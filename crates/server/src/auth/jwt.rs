@@ -274,7 +274,11 @@ mod tests {
     #[test]
     fn a_key_that_is_not_pkcs8_is_refused() {
         assert!(matches!(
-            Signer::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "berth", "x"),
+            Signer::from_pem(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "berth",
+                "x"
+            ),
             Err(KeyError::Invalid(_))
         ));
     }
