@@ -778,3 +778,57 @@ fn a_filesystem_target_and_a_database_with_other_data() {
         401
     );
 }
+
+/// Only the metadata moves: the target keeps blobs in the old node's data directory.
+#[test]
+fn postgres_only_keeps_the_blob_files_in_place() {
+    if !plain_mode() || !support::tool("skopeo") {
+        return;
+    }
+    let Some(db) = database("berth migrate onto PostgreSQL, same files") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let source = Berth::start();
+    source.project("team/app", "private");
+    let image = push(
+        &source,
+        tmp.path(),
+        "team/app/web:v1",
+        &[vec![layer("a.bin", 16), layer("b.bin", 4)]],
+    );
+    let data = source.data_dir();
+    let source_dir = source.stop();
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(
+        target.path().join("berth.toml"),
+        format!(
+            "data_dir = \"{}\"\n[database]\nurl = \"{}\"\n",
+            data.display(),
+            db.url()
+        ),
+    )
+    .unwrap();
+    let out = migrate(source_dir.path(), target.path(), &[], &[]);
+    assert!(out.ok(), "{out}");
+    assert_eq!(count_in(&out.stdout, "blobs:", "copied"), 0, "{out}");
+    assert_eq!(
+        count_in(&out.stdout, "blobs:", "already in the target"),
+        3,
+        "{out}"
+    );
+
+    // The old node's directory, now with its metadata in PostgreSQL.
+    std::fs::write(
+        source_dir.path().join("berth.toml"),
+        format!("[database]\nurl = \"{}\"\n", db.url()),
+    )
+    .unwrap();
+    let served = Berth::start_in(source_dir, &[], &[]);
+    assert!(
+        served.log().contains("metadata in PostgreSQL"),
+        "{}",
+        served.log()
+    );
+    pull_and_compare(&served, tmp.path(), &image);
+}
