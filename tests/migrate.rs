@@ -761,7 +761,7 @@ fn a_filesystem_target_and_a_database_with_other_data() {
     assert!(
         refused
             .stderr
-            .contains("its contents did not come from this source"),
+            .contains("does not hold exactly this source's metadata"),
         "{refused}"
     );
     assert!(refused.stdout.contains("DIFFERS"), "{refused}");

@@ -213,9 +213,9 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> anyhow::Result<()> {
             println!("metadata: the target database already holds other data:");
             print_tables(&checks);
             anyhow::bail!(
-                "the target database is not empty and its contents did not come from this source \
-                 (or changed since, when a node has run on it); berth migrate writes only into an empty database \
-                 or one that a finished migrate of this same source filled"
+                "the target database is not empty and does not hold exactly this source's metadata \
+                 (it holds other data, or one side changed after an earlier migrate); berth migrate writes only \
+                 into an empty database or one that a finished migrate of this same, unchanged source filled"
             );
         }
         println!("metadata: already in the target (a previous run finished it)");
