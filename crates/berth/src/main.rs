@@ -48,9 +48,12 @@ enum Command {
     /// Offline garbage collection: mark and sweep metadata and storage, report bytes
     /// freed, orphaned files and missing bytes. Safe while the server runs.
     Gc(gc::GcArgs),
-    /// Move this single node (SQLite metadata, blob files) onto PostgreSQL and S3, with
-    /// a progress bar; restartable, and `--verify` compares both sides. Stop the server
-    /// first: what it writes during the move is not moved.
+    /// Move this single node (SQLite metadata, blob files) onto PostgreSQL and S3.
+    ///
+    /// Stop the server first: what it writes during the move is not moved. Blobs are
+    /// copied first (verified against their digests, with a progress bar), then the
+    /// metadata in one transaction, compared table by table with the source. Run it
+    /// again after an interruption to continue; `--verify` compares both sides.
     Migrate(migrate::MigrateArgs),
     /// Print the effective configuration (after all layers) as TOML.
     Config(CommonArgs),
