@@ -528,7 +528,14 @@ pub async fn copy(
     for t in &plan.tables {
         sqlx::query(&format!("ALTER TABLE \"{}\" DISABLE TRIGGER USER", t.table))
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(|e| {
+                schema_error(format!(
+                    "turning off the triggers of `{}` failed ({e}); the database user must own \
+                     Berth's tables, as it does when Berth created them",
+                    t.table
+                ))
+            })?;
     }
     let mut inserted = 0;
     let mut source_tallies = Vec::new();
