@@ -357,6 +357,28 @@ impl Config {
             )
             .merge(Serialized::defaults(overrides));
         let cfg: Config = fig.extract().context("invalid configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The settings of one file over the defaults, without the environment or flags
+    /// (those configure the instance a command runs on): `berth migrate --to FILE`.
+    pub fn load_file(path: &Path) -> anyhow::Result<Config> {
+        anyhow::ensure!(
+            path.exists(),
+            "config file {} does not exist",
+            path.display()
+        );
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .extract()
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let cfg = self;
         if cfg.storage.kind == StorageKind::S3 {
             anyhow::ensure!(
                 cfg.storage
@@ -373,7 +395,7 @@ impl Config {
                 "external_url must start with http:// or https://, got {url:?}"
             );
         }
-        Ok(cfg)
+        Ok(())
     }
 }
 

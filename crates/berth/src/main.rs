@@ -7,6 +7,7 @@ mod ci_env;
 mod cleanup;
 mod config;
 mod gc;
+mod migrate;
 mod serve;
 
 use std::path::PathBuf;
@@ -47,6 +48,13 @@ enum Command {
     /// Offline garbage collection: mark and sweep metadata and storage, report bytes
     /// freed, orphaned files and missing bytes. Safe while the server runs.
     Gc(gc::GcArgs),
+    /// Move this single node (SQLite metadata, blob files) onto PostgreSQL and S3.
+    ///
+    /// Stop the server first: what it writes during the move is not moved. Blobs are
+    /// copied first (verified against their digests, with a progress bar), then the
+    /// metadata in one transaction, compared table by table with the source. Run it
+    /// again after an interruption to continue; `--verify` compares both sides.
+    Migrate(migrate::MigrateArgs),
     /// Print the effective configuration (after all layers) as TOML.
     Config(CommonArgs),
 }
@@ -154,6 +162,10 @@ fn main() -> anyhow::Result<()> {
         Command::Gc(args) => {
             let cfg = args.common.load()?;
             runtime()?.block_on(gc::run(cfg, args))
+        }
+        Command::Migrate(args) => {
+            let cfg = args.common.load()?;
+            runtime()?.block_on(migrate::run(cfg, args))
         }
         Command::Config(args) => {
             let cfg = args.load()?;

@@ -31,6 +31,7 @@ mod sqlite_sessions;
 mod suite;
 #[doc(hidden)]
 pub mod testing;
+pub mod transfer;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
