@@ -64,6 +64,9 @@ pub enum MetaError {
 
 pub type Result<T> = std::result::Result<T, MetaError>;
 
+/// A held metadata-wide lock ([`GcMeta::blob_lock`]); released when dropped.
+pub type MetaGuard = Box<dyn Send + Sync>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
     pub id: i64,

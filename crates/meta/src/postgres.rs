@@ -41,6 +41,10 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
 pub struct PgMeta {
     pub(crate) pool: PgPool,
+    /// Connections that hold session-level advisory locks (`GcMeta::blob_lock`) for
+    /// as long as a guard lives; apart from `pool`, so lock holders waiting for a
+    /// query connection can never starve it.
+    pub(crate) locks: PgPool,
 }
 
 impl PgMeta {
@@ -65,10 +69,15 @@ impl PgMeta {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PgMeta { pool })
+        let locks = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(300))
+            .connect_lazy_with(opts);
+        Ok(PgMeta { pool, locks })
     }
 
     /// The pool, for callers that need raw access (tests, benchmarks, migration tools).
@@ -762,6 +771,67 @@ mod tests {
             .unwrap();
             let (x, y) = tokio::join!(a.claim_cleanup(repo, 5), b.claim_cleanup(repo, 5));
             assert!(x.unwrap() ^ y.unwrap());
+        }
+
+        #[tokio::test]
+        async fn the_blob_lock_spans_nodes() {
+            use std::time::Duration;
+            let Some((_db, metas)) = nodes("blob lock", 2).await else {
+                return;
+            };
+            let (a, b) = (&metas[0], &metas[1]);
+            // Publishers on both nodes share it.
+            let p = a
+                .blob_lock(false)
+                .await
+                .unwrap()
+                .expect("a PostgreSQL lock");
+            let q = b
+                .blob_lock(false)
+                .await
+                .unwrap()
+                .expect("a PostgreSQL lock");
+            // A sweeper on either node waits for both...
+            let sweep = b.blob_lock(true);
+            tokio::pin!(sweep);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), &mut sweep)
+                    .await
+                    .is_err(),
+                "exclusive while publishers hold it"
+            );
+            drop(p);
+            drop(q);
+            let s = tokio::time::timeout(Duration::from_secs(10), sweep)
+                .await
+                .expect("granted once the publishers are done")
+                .unwrap();
+            // ...and holds off publishers on the other node until it is done.
+            let publish = a.blob_lock(false);
+            tokio::pin!(publish);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), &mut publish)
+                    .await
+                    .is_err(),
+                "shared while a sweeper holds it"
+            );
+            drop(s);
+            tokio::time::timeout(Duration::from_secs(10), publish)
+                .await
+                .expect("granted once the sweeper is done")
+                .unwrap();
+            // A wait given up (the request went away) leaves nothing locked.
+            let held = a.blob_lock(true).await.unwrap();
+            assert!(
+                tokio::time::timeout(Duration::from_millis(200), b.blob_lock(false))
+                    .await
+                    .is_err()
+            );
+            drop(held);
+            tokio::time::timeout(Duration::from_secs(10), b.blob_lock(true))
+                .await
+                .expect("nothing left locked")
+                .unwrap();
         }
     }
 }

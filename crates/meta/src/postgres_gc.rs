@@ -25,6 +25,47 @@ const UNCLAIMED: &str = "(claimed_by IS NULL OR claimed_until < berth_now_ms() \
      OR claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity)))";
 use crate::Result;
 
+/// The session-level advisory lock of [`GcMeta::blob_lock`].
+const BLOBS_LOCK: i64 = 0x6265_7274_6862_6c62; // "berthblb"
+
+/// A held [`BLOBS_LOCK`] and the connection (of the lock pool) that holds it.
+struct BlobLock {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    exclusive: bool,
+    /// Whether the lock query finished; until then the session's state is unknown.
+    held: bool,
+}
+
+impl Drop for BlobLock {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(rt) if self.held => {
+                let sql = if self.exclusive {
+                    "SELECT pg_advisory_unlock($1)"
+                } else {
+                    "SELECT pg_advisory_unlock_shared($1)"
+                };
+                rt.spawn(async move {
+                    if sqlx::query(sql)
+                        .bind(BLOBS_LOCK)
+                        .execute(&mut *conn)
+                        .await
+                        .is_err()
+                    {
+                        // Closing the session releases the lock.
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            _ => conn.close_on_drop(),
+        }
+    }
+}
+
 async fn record_pending(conn: &mut PgConnection, digest: &str, size: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO gc_blob_deletions (digest, size, queued_at) \
@@ -127,6 +168,38 @@ impl GcMeta for PgMeta {
                 })
             })
             .collect()
+    }
+
+    async fn blob_deletion_pending(&self, d: &Digest) -> Result<bool> {
+        let hit: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM gc_blob_deletions WHERE digest = $1")
+                .bind(d.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(hit.is_some())
+    }
+
+    async fn blob_lock(&self, exclusive: bool) -> Result<Option<crate::MetaGuard>> {
+        let conn = self.locks.acquire().await?;
+        // Armed before the lock is asked for: if this future is dropped mid-wait, the
+        // connection is closed (ending its session releases whatever it got) rather
+        // than handed back to the pool holding the lock.
+        let mut guard = BlobLock {
+            conn: Some(conn),
+            exclusive,
+            held: false,
+        };
+        let sql = if exclusive {
+            "SELECT pg_advisory_lock($1)"
+        } else {
+            "SELECT pg_advisory_lock_shared($1)"
+        };
+        sqlx::query(sql)
+            .bind(BLOBS_LOCK)
+            .execute(&mut **guard.conn.as_mut().expect("connection"))
+            .await?;
+        guard.held = true;
+        Ok(Some(Box::new(guard)))
     }
 
     async fn clear_blob_deletion(&self, d: &Digest) -> Result<()> {

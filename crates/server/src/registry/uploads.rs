@@ -210,6 +210,7 @@ async fn complete(
     let started = state.meta.upload(id).await?.map(|u| u.created_at);
     {
         // Publishing and linking happen together with respect to garbage collection.
+        let _cluster = state.meta.blob_lock(false).await?;
         let _publishing = state.store.publish_guard().await?;
         state.store.upload_commit(id, digest).await?;
         state
@@ -289,6 +290,7 @@ async fn try_mount(
     {
         return Ok(None);
     }
+    let _cluster = state.meta.blob_lock(false).await?;
     let _publishing = state.store.publish_guard().await?;
     let Some(size) = state.meta.repository_blob(from.as_str(), digest).await? else {
         return Ok(None);
