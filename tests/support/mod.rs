@@ -362,6 +362,14 @@ impl Berth {
         self.proxy.as_ref().map(|p| p.served()).unwrap_or_default()
     }
 
+    /// Requests with a body (uploads) each node is busy with right now, per the proxy.
+    pub fn uploading(&self) -> Vec<u64> {
+        self.proxy
+            .as_ref()
+            .map(|p| p.uploading())
+            .unwrap_or_default()
+    }
+
     /// Stop the server and hand back its data directory.
     pub fn stop(mut self) -> tempfile::TempDir {
         self.proxy = None;
@@ -409,8 +417,6 @@ fn spawn_node(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Child, Stri
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(root.join("data"))
-        .arg("--log-level")
-        .arg("info")
         .args(args)
         .current_dir(root)
         .stdin(Stdio::null())
@@ -419,6 +425,9 @@ fn spawn_node(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Child, Stri
     cmd.env("BERTH_INITIAL_ROOT_PASSWORD", ROOT_PASSWORD);
     for (k, v) in envs {
         cmd.env(k, v);
+    }
+    if !args.contains(&"--log-level") {
+        cmd.arg("--log-level").arg("info");
     }
     let mut child = cmd.spawn().expect("spawn berth");
     let stdout = child.stdout.take().expect("stdout");

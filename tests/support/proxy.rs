@@ -27,6 +27,8 @@ struct Backends {
     next: AtomicUsize,
     /// Requests forwarded to each node, for tests that check the spread.
     served: Vec<AtomicU64>,
+    /// Requests with a body (PATCH, PUT, POST) each node has not answered yet.
+    uploading: Vec<AtomicU64>,
 }
 
 pub struct Proxy {
@@ -49,6 +51,7 @@ impl Proxy {
                 up: Vec::new(),
                 next: AtomicUsize::new(0),
                 served: Vec::new(),
+                uploading: Vec::new(),
             }),
             runtime: None,
         };
@@ -62,6 +65,7 @@ impl Proxy {
             up: backends.iter().map(|_| AtomicBool::new(true)).collect(),
             next: AtomicUsize::new(0),
             served: backends.iter().map(|_| AtomicU64::new(0)).collect(),
+            uploading: backends.iter().map(|_| AtomicU64::new(0)).collect(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -99,6 +103,15 @@ impl Proxy {
     /// Stop sending requests to node `i` (it is being killed).
     pub fn mark_down(&self, i: usize) {
         self.backends.up[i].store(false, Ordering::SeqCst);
+    }
+
+    /// Requests with a body that each node is receiving or working on right now.
+    pub fn uploading(&self) -> Vec<u64> {
+        self.backends
+            .uploading
+            .iter()
+            .map(|n| n.load(Ordering::SeqCst))
+            .collect()
     }
 
     /// Requests forwarded to each node so far.
@@ -181,7 +194,18 @@ async fn forward(backends: &Backends, mut req: Request<Incoming>) -> Response<Pr
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    match sender.send_request(req).await {
+    let with_body = matches!(
+        *req.method(),
+        hyper::Method::PATCH | hyper::Method::PUT | hyper::Method::POST
+    );
+    if with_body {
+        backends.uploading[i].fetch_add(1, Ordering::SeqCst);
+    }
+    let answer = sender.send_request(req).await;
+    if with_body {
+        backends.uploading[i].fetch_sub(1, Ordering::SeqCst);
+    }
+    match answer {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             for h in HOP_BY_HOP {
