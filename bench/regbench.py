@@ -37,7 +37,7 @@ import time
 import urllib.parse
 
 MIB = 1024 * 1024
-LIMIT_KEYS = ("sha256", "copy_fsync", "loop_put", "loop_get")
+LIMIT_KEYS = ("sha256", "copy_fsync", "copy_direct", "loop_put", "loop_get")
 CHUNK = 8 * MIB
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -538,6 +538,7 @@ class Suite:
         self.repo_chunked = f"{p}/chunked"
         self.repo_small = f"{p}/small"
         self.repo_tags = f"{p}/tags"
+        self.repo_public = args.public_repo.strip("/")
         self.catalog_prefix = args.catalog_prefix.strip("/")
 
     def warm_auth(self, repo):
@@ -700,7 +701,16 @@ class Suite:
         reg.put_manifest(repo, tag, manifest)
 
     def run_manifest_get(self):
-        repo = self.repo_small
+        self.wrk_manifest(self.repo_small, anonymous=False, key="manifest_get",
+                          what="manifest GET by tag")
+
+    def run_manifest_get_anonymous(self):
+        """The same GET without any credentials, from a public project (Berth) or any
+        repository of a registry that never asks for them."""
+        self.wrk_manifest(self.repo_public, anonymous=True, key="manifest_get_anon",
+                          what="manifest GET by tag, anonymous (public project)")
+
+    def wrk_manifest(self, repo, anonymous, key, what):
         self.push_small_image(self.reg, repo, "latest")
         # Sanity check the GET once before hammering it.
         resp, data = self.reg.expect(200, "GET", f"/v2/{repo}/manifests/latest",
@@ -710,7 +720,7 @@ class Suite:
         # wrk cannot answer a challenge: when the registry wants a token, fetch one for
         # pulling this repository and send it with every request (the server verifies
         # it on each one). The check above proves the same token is accepted.
-        auth = self.reg.bearer_header(f"/v2/{repo}/manifests/latest")
+        auth = None if anonymous else self.reg.bearer_header(f"/v2/{repo}/manifests/latest")
         self.reg.close()
         url = f"{self.reg.base}/v2/{repo}/manifests/latest"
         cmd = ["wrk", "-t", str(self.a.wrk_threads), "-c", str(self.a.wrk_conns),
@@ -720,7 +730,7 @@ class Suite:
         p = subprocess.run(cmd, capture_output=True, text=True,
                            timeout=self.a.wrk_duration + 60)
         out = p.stdout
-        self.res["wrk_output"] = out
+        self.res[f"wrk_output_{key}"] = out
         if p.returncode != 0:
             raise BenchError(f"wrk failed (rc {p.returncode}): {p.stderr.strip()}")
         rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
@@ -735,12 +745,12 @@ class Suite:
         note = f"{self.a.wrk_conns} conns, {self.a.wrk_threads} threads, {self.a.wrk_duration}s"
         if sockerr:
             note += "; " + sockerr.group(0).strip()
-        self.metric("manifest_get_rps", f"manifest GET by tag ({note})", float(rps.group(1)),
+        self.metric(f"{key}_rps", f"{what} ({note})", float(rps.group(1)),
                     "req/s", "higher", auth=auth_note)
-        self.metric("manifest_get_p99", "manifest GET p99 latency",
+        self.metric(f"{key}_p99", f"{what}: p99 latency",
                     parse_wrk_time(p99.group(1)), "ms", "lower", auth=auth_note)
         if p50:
-            self.metric("manifest_get_p50", "manifest GET p50 latency",
+            self.metric(f"{key}_p50", f"{what}: p50 latency",
                         parse_wrk_time(p50.group(1)), "ms", "lower", auth=auth_note)
 
     def parallel(self, items, fn, workers):
@@ -883,6 +893,7 @@ class Suite:
         self.run_uploads()
         self.guarded("blob_get_large", self.run_blob_get)
         self.guarded("manifest_get", self.run_manifest_get)
+        self.guarded("manifest_get_anon", self.run_manifest_get_anonymous)
         self.guarded("tags_list", self.run_tags)
         self.guarded("catalog", self.run_catalog)
         if self.pid:
@@ -973,15 +984,16 @@ class _Sink:
         self.sock.close()
 
 
-def synced_copy_rate(path, workdir=None):
+def synced_copy_rate(path, workdir=None, direct=False):
     """MiB/s of a synced copy of `path` into `workdir` (default: its own directory, on
-    the registries' disk)."""
+    the registries' disk); `direct` writes with O_DIRECT, past the page cache."""
     dst = os.path.join(workdir or os.path.dirname(path), "synced-copy.bin")
     size = os.path.getsize(path)
     os.sync()
     t0 = time.perf_counter()
-    subprocess.run(["dd", f"if={path}", f"of={dst}", "bs=8M", "conv=fsync", "status=none"],
-                   check=True)
+    flags = ["oflag=direct"] if direct else []
+    subprocess.run(["dd", f"if={path}", f"of={dst}", "bs=8M", "conv=fsync", "status=none"]
+                   + flags, check=True)
     rate = size / MIB / (time.perf_counter() - t0)
     os.unlink(dst)
     return rate
@@ -998,6 +1010,7 @@ def cmd_limits(a):
                        check=True)
         sha.append(size / MIB / (time.perf_counter() - t0))
     cp = [synced_copy_rate(a.file, a.workdir) for _ in range(a.runs)]
+    cpd = [synced_copy_rate(a.file, a.workdir, direct=True) for _ in range(a.runs)]
     # Client-side ceiling: curl against a trivial discard / sendfile server (Python).
     put, get = [], []
     sink = _Sink(a.file)
@@ -1018,6 +1031,8 @@ def cmd_limits(a):
                    "unit": "MiB/s", "runs": sha},
         "copy_fsync": {"name": f"dd copy {szs} same disk, conv=fsync", "value": median(cp),
                        "unit": "MiB/s", "runs": cp},
+        "copy_direct": {"name": f"dd copy {szs} same disk, oflag=direct conv=fsync",
+                        "value": median(cpd), "unit": "MiB/s", "runs": cpd},
         "loop_put": {"name": f"curl PUT {szs} to a loopback discard server", "value": median(put),
                      "unit": "MiB/s", "runs": put},
         "loop_get": {"name": f"curl GET {szs} from a loopback sendfile server",
@@ -1037,7 +1052,8 @@ def cmd_limits(a):
 ORDER = ["upload_single_small", "upload_single_large", "upload_chunked_small",
          "disk_after_chunked_small", "upload_chunked_large", "disk_after_chunked_large",
          "blob_get_large", "manifest_get_rps", "manifest_get_p99",
-         "manifest_get_p50", "tag_push_rate", "tags_list_full", "tags_list_n",
+         "manifest_get_p50", "manifest_get_anon_rps", "manifest_get_anon_p99",
+         "manifest_get_anon_p50", "tag_push_rate", "tags_list_full", "tags_list_n",
          "repo_push_rate", "catalog", "rss_peak_upload_large", "rss_idle", "rss_end"]
 
 
@@ -1046,6 +1062,8 @@ ERROR_GROUP = {
     "rss_peak_upload_large": "upload_single_large",
     "manifest_get_rps": "manifest_get", "manifest_get_p99": "manifest_get",
     "manifest_get_p50": "manifest_get",
+    "manifest_get_anon_rps": "manifest_get_anon", "manifest_get_anon_p99": "manifest_get_anon",
+    "manifest_get_anon_p50": "manifest_get_anon",
     "tag_push_rate": "tags_list", "tags_list_full": "tags_list", "tags_list_n": "tags_list",
     "repo_push_rate": "catalog",
     "disk_after_chunked_small": "upload_chunked_small",
@@ -1184,6 +1202,9 @@ def main():
     s.add_argument("--repo-prefix", default="bench/p",
                    help="repositories used: PREFIX/single, /chunked, /small, /tags "
                         "(on Berth: a project's path)")
+    s.add_argument("--public-repo", default="bench/public/small",
+                   help="repository for the anonymous manifest GET (on Berth: in a public "
+                        "project)")
     s.add_argument("--catalog-prefix", default="bench/catalog",
                    help="the catalog test pushes PREFIX/rNNNNN (on Berth: a project's path)")
     s.add_argument("--out", required=True)

@@ -23,6 +23,7 @@ URL_USER=""
 BERTH_PASSWORD="${BERTH_BENCH_PASSWORD:-bench-root-password}"
 REPO_PREFIX="bench/p"            # PREFIX/single, /chunked, /small, /tags
 CATALOG_PREFIX="bench/catalog"   # PREFIX/r00000 ... for the _catalog test
+PUBLIC_PROJECT="bench/public"    # PROJECT/small: anonymous manifest GETs
 WORK_PARENT="${TMPDIR:-/tmp}"
 OUT_DIR=""
 KEEP=0
@@ -202,7 +203,8 @@ run_suite() {  # run_suite LABEL URL [PID [USER [PASSWORD]]]
   local args=(suite --url "$url" --label "$label" --small "$SMALL" --large "$LARGE"
               --runs "$RUNS" --tags "$TAGS" --repos "$REPOS" --list-reps "$LIST_REPS"
               --wrk-duration "$WRK_S" --repo-prefix "$REPO_PREFIX"
-              --catalog-prefix "$CATALOG_PREFIX" --out "$OUT_DIR/$label.json")
+              --catalog-prefix "$CATALOG_PREFIX" --public-repo "$PUBLIC_PROJECT/small"
+              --out "$OUT_DIR/$label.json")
   [[ -n "$pid" ]] && args+=(--pid "$pid")
   echo "== benchmarking $label at $url${pid:+ (pid $pid)}${user:+ (token auth as $user)}"
   # Credentials go through the environment, not the command line (visible in ps).
@@ -265,16 +267,16 @@ start_berth() {
   # Every image path must belong to a project: create the two the suite pushes under
   # (admin works on the data dir while the server runs).
   local proj
-  for proj in "$REPO_PREFIX" "$CATALOG_PREFIX"; do
+  for proj in "$REPO_PREFIX:private" "$CATALOG_PREFIX:private" "$PUBLIC_PROJECT:public"; do
     if ! (cd "$WORK" && "$BERTH_BIN" admin --log-level warn --data-dir "$data" \
-            project create "$proj" --parents --visibility private) >>"$logf" 2>&1; then
-      echo "run.sh: creating the Berth project $proj failed; last log lines:" >&2
+            project create "${proj%:*}" --parents --visibility "${proj##*:}") >>"$logf" 2>&1; then
+      echo "run.sh: creating the Berth project ${proj%:*} failed; last log lines:" >&2
       tail -n 10 "$logf" >&2 || true
       return 1
     fi
   done
   echo "   berth: root password from BERTH_INITIAL_ROOT_PASSWORD, token expiry 1h," \
-       "projects $REPO_PREFIX and $CATALOG_PREFIX"
+       "projects $REPO_PREFIX, $CATALOG_PREFIX (private) and $PUBLIC_PROJECT (public)"
 }
 
 start_reference() {

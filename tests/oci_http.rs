@@ -931,6 +931,9 @@ fn stale_uploads_expire_with_their_bytes() {
     reg.patch(&location, Some((0, 9)), b"0123456789")
         .expect(202);
     let storage = support::Storage::of(&reg.data_dir());
+    // Upload data with no session at all (left by an interrupted removal) goes too.
+    let stray = "0b7c6a52-5d3e-4f7a-9a4e-3f0e8d1c2b1a";
+    storage.create_stray_upload(stray);
     assert!(
         storage.uploads().contains(&uuid),
         "upload not found in storage: {:?}",
@@ -950,6 +953,11 @@ fn stale_uploads_expire_with_their_bytes() {
     assert!(
         !left.contains(&uuid),
         "upload left behind in storage: {left:?}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "upload data without a session to be removed",
+        || (!storage.uploads().iter().any(|u| u == stray)).then_some(()),
     );
 }
 

@@ -202,12 +202,7 @@ impl Berth {
                     std::fs::copy(&from, root.path().join(shared)).expect("copying node config");
                 }
             }
-            // Until the token signing key lives in the database, every node needs
-            // the first node's key to accept the tokens the others issue.
-            let key = berth.data_dir().join("jwt-signing-key.pem");
-            std::fs::create_dir_all(root.path().join("data")).expect("node data dir");
-            std::fs::copy(&key, root.path().join("data/jwt-signing-key.pem"))
-                .expect("copying the token signing key");
+            // Nothing else is copied: the token signing key is in the database.
             let (child, url) = spawn_node(root.path(), &args, envs);
             berth.nodes.push(Node {
                 child: std::sync::Mutex::new(Some(child)),
@@ -762,6 +757,24 @@ impl Storage {
         let path = self.blob_path(digest);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).expect("writing a blob file");
+    }
+
+    /// Start an upload in storage alone, with no session in metadata (what a crash
+    /// may leave behind).
+    pub fn create_stray_upload(&self, id: &str) {
+        use berth_store::BlobStore;
+        let owned = id.to_string();
+        if let Some(r) = self.on_s3(move |s| Box::pin(async move { s.upload_create(&owned).await }))
+        {
+            return r.expect("creating an S3 upload");
+        }
+        let store = berth_store::FsStore::open(&self.fs).expect("opening the file store");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(store.upload_create(id))
+            .expect("creating an upload");
     }
 
     /// Ids of the uploads storage holds.

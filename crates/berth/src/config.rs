@@ -310,6 +310,8 @@ impl Config {
         c
     }
 
+    /// Where the token signing key was kept before it moved into the database; a file
+    /// found there is adopted by the first start.
     pub fn signing_key_path(&self) -> PathBuf {
         self.data_dir.join("jwt-signing-key.pem")
     }

@@ -12,12 +12,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
     crate::bootstrap::ensure_root(&*meta, &cfg).await?;
     let store = cfg.open_store()?;
-    let signer = berth_server::auth::jwt::Signer::load_or_create(
-        &cfg.signing_key_path(),
-        &cfg.token_issuer,
-        "container_registry",
-    )
-    .context("loading the token signing key")?;
+    let signer = signing_key(&*meta, &cfg).await?;
     let state = Arc::new(berth_server::AppState {
         meta,
         store,
@@ -48,6 +43,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     berth_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("berth stopped");
     Ok(())
+}
+
+/// The token signing key every node shares, from the database. The first node to
+/// start stores it: the key file of an install from before keys moved into the
+/// database (`<data dir>/jwt-signing-key.pem`), or a new key.
+async fn signing_key(
+    meta: &dyn berth_meta::Meta,
+    cfg: &Config,
+) -> anyhow::Result<berth_server::auth::jwt::Signer> {
+    use berth_server::auth::jwt::Signer;
+    let legacy = cfg.signing_key_path();
+    let candidate = match std::fs::read_to_string(&legacy) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Signer::generate_pem()?,
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the signing key {}", legacy.display()))
+        }
+    };
+    let pem = meta
+        .instance_secret(
+            berth_meta::TOKEN_SIGNING_KEY,
+            &candidate,
+            berth_server::state::now_ms(),
+        )
+        .await
+        .context("storing the token signing key")?;
+    Signer::from_pem(&pem, &cfg.token_issuer, "container_registry")
+        .context("loading the token signing key")
 }
 
 async fn shutdown_signal() {

@@ -50,14 +50,6 @@ pub trait GcMeta: Send + Sync {
     /// Whether a deletion of `digest`'s bytes is still pending: with several nodes,
     /// another one may have finished it since it was listed.
     async fn blob_deletion_pending(&self, digest: &Digest) -> Result<bool>;
-    /// A lock every node sharing this metadata sees, taken around the blob store's
-    /// own guards: shared while a blob is published and linked (or mounted),
-    /// exclusive while bytes are deleted, so GC on one node never deletes bytes a
-    /// push on another has just made live again. `None` where the metadata serves
-    /// one node (SQLite), for which the store's guards suffice.
-    async fn blob_lock(&self, _exclusive: bool) -> Result<Option<crate::MetaGuard>> {
-        Ok(None)
-    }
     /// Queued blobs whose review is due.
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>>;
     /// Review one blob in one transaction: when no manifest references it, remove it

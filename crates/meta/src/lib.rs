@@ -9,10 +9,12 @@
 pub mod cleanup;
 mod common;
 pub mod gc;
+pub mod instance;
 pub mod org;
 mod postgres;
 mod postgres_cleanup;
 mod postgres_gc;
+mod postgres_instance;
 mod postgres_org;
 mod postgres_repositories;
 mod postgres_sessions;
@@ -21,6 +23,7 @@ pub mod sessions;
 mod sqlite;
 mod sqlite_cleanup;
 mod sqlite_gc;
+mod sqlite_instance;
 mod sqlite_org;
 mod sqlite_repositories;
 mod sqlite_sessions;
@@ -34,6 +37,7 @@ use berth_oci::Digest;
 
 pub use cleanup::*;
 pub use gc::*;
+pub use instance::*;
 pub use org::*;
 pub use postgres::{PgMeta, DEFAULT_MAX_CONNECTIONS};
 pub use repositories::*;
@@ -63,9 +67,6 @@ pub enum MetaError {
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
-
-/// A held metadata-wide lock ([`GcMeta::blob_lock`]); released when dropped.
-pub type MetaGuard = Box<dyn Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
@@ -130,11 +131,26 @@ pub struct Upload {
 
 /// Everything the server needs from metadata.
 pub trait Meta:
-    RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + GcMeta + SessionMeta + 'static
+    RegistryMeta
+    + OrgMeta
+    + RepositoryMeta
+    + CleanupMeta
+    + GcMeta
+    + SessionMeta
+    + InstanceMeta
+    + 'static
 {
 }
-impl<T: RegistryMeta + OrgMeta + RepositoryMeta + CleanupMeta + GcMeta + SessionMeta + 'static> Meta
-    for T
+impl<
+        T: RegistryMeta
+            + OrgMeta
+            + RepositoryMeta
+            + CleanupMeta
+            + GcMeta
+            + SessionMeta
+            + InstanceMeta
+            + 'static,
+    > Meta for T
 {
 }
 

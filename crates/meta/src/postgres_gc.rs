@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::common::digest;
 use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
-use crate::postgres::{lock_repo, PgMeta};
+use crate::postgres::{lock_repo, retry_deadlocks, PgMeta};
 
 /// How long a node owns the review items it listed at most. They are reviewed at
 /// once, and a node that dies frees them sooner (its connection goes); this bounds
@@ -24,47 +24,6 @@ const CLAIM_MS: i64 = 5 * 60 * 1000;
 const UNCLAIMED: &str = "(claimed_by IS NULL OR claimed_until < berth_now_ms() \
      OR claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity)))";
 use crate::Result;
-
-/// The session-level advisory lock of [`GcMeta::blob_lock`].
-const BLOBS_LOCK: i64 = 0x6265_7274_6862_6c62; // "berthblb"
-
-/// A held [`BLOBS_LOCK`] and the connection (of the lock pool) that holds it.
-struct BlobLock {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
-    exclusive: bool,
-    /// Whether the lock query finished; until then the session's state is unknown.
-    held: bool,
-}
-
-impl Drop for BlobLock {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let runtime = tokio::runtime::Handle::try_current();
-        match runtime {
-            Ok(rt) if self.held => {
-                let sql = if self.exclusive {
-                    "SELECT pg_advisory_unlock($1)"
-                } else {
-                    "SELECT pg_advisory_unlock_shared($1)"
-                };
-                rt.spawn(async move {
-                    if sqlx::query(sql)
-                        .bind(BLOBS_LOCK)
-                        .execute(&mut *conn)
-                        .await
-                        .is_err()
-                    {
-                        // Closing the session releases the lock.
-                        conn.close_on_drop();
-                    }
-                });
-            }
-            _ => conn.close_on_drop(),
-        }
-    }
-}
 
 async fn record_pending(conn: &mut PgConnection, digest: &str, size: i64) -> Result<()> {
     sqlx::query(
@@ -118,40 +77,43 @@ impl GcMeta for PgMeta {
     }
 
     async fn review_manifest(&self, id: i64, delete_untagged: bool) -> Result<ManifestReview> {
-        let mut tx = self.tx().await?;
-        // The repository's lock first, as every writer of it takes it first; then
-        // look again, under the lock, whether the manifest is still there.
-        let repo: Option<i64> =
-            sqlx::query_scalar("SELECT repository_id FROM manifests WHERE id = $1")
+        retry_deadlocks(move || async move {
+            let mut tx = self.tx().await?;
+            // The repository's lock first, as every writer of it takes it first; then
+            // look again, under the lock, whether the manifest is still there.
+            let repo: Option<i64> =
+                sqlx::query_scalar("SELECT repository_id FROM manifests WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(repo) = repo {
+                lock_repo(&mut tx, repo).await?;
+            }
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if let Some(repo) = repo {
-            lock_repo(&mut tx, repo).await?;
-        }
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let outcome = if exists.is_none() {
-            ManifestReview::Gone
-        } else if manifest_needed(&mut tx, id, delete_untagged).await? {
-            ManifestReview::Kept
-        } else {
-            // Cascades remove its blob links and child references; triggers queue
-            // those blobs and children (and referrers of this one) for review.
-            sqlx::query("DELETE FROM manifests WHERE id = $1")
+            let outcome = if exists.is_none() {
+                ManifestReview::Gone
+            } else if manifest_needed(&mut tx, id, delete_untagged).await? {
+                ManifestReview::Kept
+            } else {
+                // Cascades remove its blob links and child references; triggers queue
+                // those blobs and children (and referrers of this one) for review.
+                sqlx::query("DELETE FROM manifests WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                ManifestReview::Deleted
+            };
+            sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            ManifestReview::Deleted
-        };
-        sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(outcome)
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn pending_blob_deletions(&self, limit: i64) -> Result<Vec<BlobRecord>> {
@@ -177,29 +139,6 @@ impl GcMeta for PgMeta {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(hit.is_some())
-    }
-
-    async fn blob_lock(&self, exclusive: bool) -> Result<Option<crate::MetaGuard>> {
-        let conn = self.locks.acquire().await?;
-        // Armed before the lock is asked for: if this future is dropped mid-wait, the
-        // connection is closed (ending its session releases whatever it got) rather
-        // than handed back to the pool holding the lock.
-        let mut guard = BlobLock {
-            conn: Some(conn),
-            exclusive,
-            held: false,
-        };
-        let sql = if exclusive {
-            "SELECT pg_advisory_lock($1)"
-        } else {
-            "SELECT pg_advisory_lock_shared($1)"
-        };
-        sqlx::query(sql)
-            .bind(BLOBS_LOCK)
-            .execute(&mut **guard.conn.as_mut().expect("connection"))
-            .await?;
-        guard.held = true;
-        Ok(Some(Box::new(guard)))
     }
 
     async fn clear_blob_deletion(&self, d: &Digest) -> Result<()> {
@@ -229,47 +168,51 @@ impl GcMeta for PgMeta {
     }
 
     async fn review_blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
-        let mut tx = self.tx().await?;
-        // Pushes lock the blobs their manifests reference (FOR SHARE) and links wait
-        // for this lock, so what is decided below holds until commit.
-        sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
-            .bind(d.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let referenced: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)")
+        retry_deadlocks(move || async move {
+            let mut tx = self.tx().await?;
+            // Pushes lock the blobs their manifests reference (FOR SHARE) and links wait
+            // for this lock, so what is decided below holds until commit.
+            sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
                 .bind(d.as_str())
-                .fetch_one(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
+            let referenced: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)",
+            )
             .bind(d.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-        let removed = match size {
-            Some(size) if !referenced => {
-                sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
-                    .bind(d.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM blobs WHERE digest = $1")
-                    .bind(d.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                record_pending(&mut tx, d.as_str(), size).await?;
-                Some(BlobRecord {
-                    digest: d.clone(),
-                    size,
-                })
-            }
-            _ => None,
-        };
-        // Last, so the unlink triggers above do not leave it queued again.
-        sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
-            .bind(d.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(removed)
+            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
+                .bind(d.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let removed = match size {
+                Some(size) if !referenced => {
+                    sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
+                        .bind(d.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM blobs WHERE digest = $1")
+                        .bind(d.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    record_pending(&mut tx, d.as_str(), size).await?;
+                    Some(BlobRecord {
+                        digest: d.clone(),
+                        size,
+                    })
+                }
+                _ => None,
+            };
+            // Last, so the unlink triggers above do not leave it queued again.
+            sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
+                .bind(d.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(removed)
+        })
+        .await
     }
 
     async fn postpone_blob_review(&self, d: &Digest, now: i64) -> Result<()> {

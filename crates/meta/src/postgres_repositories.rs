@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use crate::common::*;
 use crate::org::{Namespace, NamespaceKind, Project, Window};
-use crate::postgres::lock_repo;
+use crate::postgres::{lock_repo, retry_deadlocks};
 use crate::postgres_org::{lock_paths, namespace_in, project_in};
 use crate::repositories::{
     ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagOrder, TagPage, TagQuery,
@@ -194,11 +194,18 @@ impl RepositoryMeta for PgMeta {
             }
         };
         let sql = match query.order {
-            // The page's names come from the index alone; only they are joined.
+            // The page's names come from the index alone; only they are joined (a
+            // derived table, for the reason `tag_page_sql` gives).
             TagOrder::Name => format!(
-                "{TAG_SELECT} AND t.name IN (SELECT name FROM tags \
-                   WHERE repository_id = $1 AND deleted_at IS NULL{filter} \
-                   ORDER BY name {dir} LIMIT {limit} OFFSET {offset}) \
+                "SELECT t.name, t.manifest_digest, m.media_type, m.config_digest, \
+                   COALESCE(m.image_created_at, t.created_at), t.created_at, m.total_size \
+                 FROM (SELECT name FROM tags \
+                       WHERE repository_id = $1 AND deleted_at IS NULL{filter} \
+                       ORDER BY name {dir} LIMIT {limit} OFFSET {offset}) page \
+                 JOIN tags t ON t.repository_id = $1 AND t.name = page.name \
+                            AND t.deleted_at IS NULL \
+                 JOIN manifests m \
+                   ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
                  ORDER BY t.name {dir}"
             ),
             TagOrder::Created => {
@@ -288,53 +295,56 @@ impl RepositoryMeta for PgMeta {
     }
 
     async fn delete_repository(&self, id: i64, now: i64) -> Result<()> {
-        let mut tx = self.tx().await?;
-        let path: Option<String> =
-            sqlx::query_scalar("SELECT path FROM repositories WHERE id = $1 FOR UPDATE")
+        retry_deadlocks(move || async move {
+            let mut tx = self.tx().await?;
+            let path: Option<String> =
+                sqlx::query_scalar("SELECT path FROM repositories WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            // Already gone: deleting is idempotent, so a retried job just finishes.
+            let Some(path) = path else {
+                return Ok(());
+            };
+            sqlx::query(
+                "UPDATE tags SET deleted_at = $1 WHERE repository_id = $2 AND deleted_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            // Index links first: a child may not go while a reference to it remains.
+            sqlx::query(
+                "DELETE FROM manifest_references \
+                 WHERE parent_id IN (SELECT id FROM manifests WHERE repository_id = $1) \
+                    OR child_id IN (SELECT id FROM manifests WHERE repository_id = $2)",
+            )
+            .bind(id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            // manifest_blobs go with their manifests (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM manifests WHERE repository_id = $1")
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-        // Already gone: deleting is idempotent, so a retried job just finishes.
-        let Some(path) = path else {
-            return Ok(());
-        };
-        sqlx::query(
-            "UPDATE tags SET deleted_at = $1 WHERE repository_id = $2 AND deleted_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        // Index links first: a child may not go while a reference to it remains.
-        sqlx::query(
-            "DELETE FROM manifest_references \
-             WHERE parent_id IN (SELECT id FROM manifests WHERE repository_id = $1) \
-                OR child_id IN (SELECT id FROM manifests WHERE repository_id = $2)",
-        )
-        .bind(id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        // manifest_blobs go with their manifests (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM manifests WHERE repository_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM uploads WHERE repository_path = $1")
-            .bind(&path)
-            .execute(&mut *tx)
-            .await?;
-        // The tag history goes with the repository (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM repositories WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+            sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM uploads WHERE repository_path = $1")
+                .bind(&path)
+                .execute(&mut *tx)
+                .await?;
+            // The tag history goes with the repository (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM repositories WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn try_lease(&self, key: &str, until: i64, now: i64) -> Result<bool> {

@@ -99,6 +99,14 @@ impl TestDatabase {
         .execute(&mut conn)
         .await
         .unwrap_or_else(|e| panic!("{what}: creating database {name}: {e}"));
+        // A test database need not survive a crash of the server: commits do not wait
+        // for the WAL to reach the disk (every other guarantee stays).
+        sqlx::raw_sql(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = off"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: configuring database {name}: {e}"));
         let _ = conn.close().await;
         Some(TestDatabase {
             url: with_database(&admin_url, &name),

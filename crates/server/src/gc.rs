@@ -3,9 +3,9 @@
 //! first, bytes second, so a crash at any point leaves at worst unreferenced bytes
 //! (which the offline command finds), never a reference to missing bytes.
 
-use berth_meta::{BlobRecord, ManifestReview, Meta, MetaError};
+use berth_meta::{BlobRecord, ManifestReview, Meta, MetaError, MetaGuard};
 use berth_oci::Digest;
-use berth_store::BlobStore;
+use berth_store::{BlobStore, StoreError, StoreGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -22,6 +22,35 @@ pub struct GcStats {
     pub bytes_freed: u64,
 }
 
+/// The lock between publishing a blob and deleting blob bytes, both its sides: the
+/// database's, which spans nodes (PostgreSQL), and the store's, which spans the
+/// processes of one machine. Always taken in that order, so two holders never wait
+/// for each other crosswise.
+pub struct BlobGuard {
+    // Released in the reverse order: fields drop in declaration order.
+    _store: StoreGuard,
+    _meta: Option<MetaGuard>,
+}
+
+/// Take the blob lock: shared to publish and link a blob (or mount one), exclusive
+/// to delete bytes.
+pub async fn blob_guard(
+    meta: &dyn Meta,
+    store: &dyn BlobStore,
+    exclusive: bool,
+) -> Result<BlobGuard, GcError> {
+    let meta_side = meta.blob_lock(exclusive).await?;
+    let store_side: Result<StoreGuard, StoreError> = if exclusive {
+        store.sweep_guard().await
+    } else {
+        store.publish_guard().await
+    };
+    Ok(BlobGuard {
+        _store: store_side?,
+        _meta: meta_side,
+    })
+}
+
 /// Items reviewed per round, so one round never holds the writer for long.
 const REVIEW_BATCH: i64 = 200;
 
@@ -30,9 +59,9 @@ const REVIEW_BATCH: i64 = 200;
 /// (publishing holds the shared lock) keeps it. Returns (blobs, bytes) deleted.
 ///
 /// With `recorded`, the blobs' deletions were recorded as pending in metadata, and one
-/// that is no longer pending was finished by another node: it is skipped, so each
-/// blob's bytes are deleted (and counted) once. Orphans found in storage are not
-/// recorded.
+/// that is no longer pending was finished by another node since it was listed (every
+/// node's GC round lists every pending deletion): it is skipped, so each blob's bytes
+/// are deleted, and counted, once. Orphans found in storage are not recorded.
 pub async fn delete_bytes(
     meta: &dyn Meta,
     store: &dyn BlobStore,
@@ -42,9 +71,7 @@ pub async fn delete_bytes(
     if blobs.is_empty() {
         return Ok((0, 0));
     }
-    // Every node's lock, then this process's: the order publishers take them in.
-    let _cluster = meta.blob_lock(true).await?;
-    let _sweeping = store.sweep_guard().await?;
+    let _sweeping = blob_guard(meta, store, true).await?;
     let (mut count, mut bytes) = (0, 0);
     for b in blobs {
         if recorded && !meta.blob_deletion_pending(&b.digest).await? {

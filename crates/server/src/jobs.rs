@@ -57,6 +57,16 @@ async fn expire_uploads_once(state: &AppState) -> Result<(), Box<dyn std::error:
         state.meta.delete_upload(&upload.id).await?;
         tracing::info!(id = %upload.id, repository = %upload.repository_path, "expired stale upload");
     }
+    // Upload data without a session row: what a failed or interrupted removal left.
+    // A session's row is written before its data and removed after it, so data with no
+    // row is never an upload in progress.
+    for id in state.store.upload_list().await? {
+        if state.meta.upload(&id).await?.is_none() {
+            state.uploads.forget(&id);
+            state.store.upload_delete(&id).await?;
+            tracing::info!(%id, "removed upload data that had no upload session");
+        }
+    }
     Ok(())
 }
 

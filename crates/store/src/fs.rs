@@ -2,7 +2,7 @@
 //! `uploads/<id>` for uploads in progress, on the same filesystem so publishing is a
 //! rename.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use futures::StreamExt;
 use crate::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StoreError};
 
 const READ_CHUNK: usize = 1024 * 1024;
-const WRITE_BUFFER: usize = 1024 * 1024;
+const REHASH_BUFFER: usize = 1024 * 1024;
 
 pub struct FsStore {
     root: PathBuf,
@@ -54,53 +54,6 @@ fn not_found_as(e: std::io::Error, err: StoreError) -> StoreError {
         err
     } else {
         StoreError::Io(e)
-    }
-}
-
-/// Bytes written between two background flushes of an upload.
-const FLUSH_EVERY: usize = 32 * 1024 * 1024;
-
-/// Starts writing an upload's dirty pages to disk while more bytes still arrive, so
-/// the `fsync` that publishing needs has little left to do: the disk works in
-/// parallel with the network instead of after it.
-struct Flusher {
-    file: Option<std::fs::File>,
-    since: usize,
-    signal: Option<std::sync::mpsc::SyncSender<()>>,
-}
-
-impl Flusher {
-    /// `offset`: where this append starts, so uploads sent as many smaller chunks
-    /// (8 MiB PATCHes) are flushed as they grow, like one long body.
-    fn new(file: &std::fs::File, offset: u64) -> Self {
-        Flusher {
-            file: file.try_clone().ok(),
-            since: (offset % FLUSH_EVERY as u64) as usize,
-            signal: None,
-        }
-    }
-
-    fn wrote(&mut self, n: usize) {
-        self.since += n;
-        if self.since < FLUSH_EVERY {
-            return;
-        }
-        self.since = 0;
-        if self.signal.is_none() {
-            // Only large uploads get a flushing thread.
-            let Some(file) = self.file.take() else { return };
-            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-            std::thread::spawn(move || {
-                while rx.recv().is_ok() {
-                    let _ = file.sync_data();
-                }
-            });
-            self.signal = Some(tx);
-        }
-        if let Some(tx) = &self.signal {
-            // A flush already pending covers these bytes too.
-            let _ = tx.try_send(());
-        }
     }
 }
 
@@ -287,28 +240,22 @@ impl BlobStore for FsStore {
         // two overlap. The channel is short so memory stays bounded.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Hasher)> {
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
+            let (mut out, actual) = crate::direct::Appender::open(&path)
                 .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
-            let actual = file.metadata()?.len();
             if actual != offset {
                 return Err(StoreError::OffsetMismatch {
                     expected: offset,
                     actual,
                 });
             }
-            let mut flusher = Flusher::new(&file, actual);
-            let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
             let mut hasher = hasher;
             let mut size = actual;
             while let Some(chunk) = rx.blocking_recv() {
                 hasher.update(&chunk);
                 out.write_all(&chunk)?;
                 size += chunk.len() as u64;
-                flusher.wrote(chunk.len());
             }
-            out.flush()?;
+            out.finish()?;
             Ok((size, hasher))
         });
         let mut body_error = None;
@@ -341,7 +288,7 @@ impl BlobStore for FsStore {
             let mut file = std::fs::File::open(&path)
                 .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
             let mut hasher = hasher;
-            let mut buf = vec![0u8; WRITE_BUFFER];
+            let mut buf = vec![0u8; REHASH_BUFFER];
             let mut size = 0u64;
             loop {
                 let n = file.read(&mut buf)?;

@@ -6,6 +6,7 @@
 //! blob is metadata (`berth-meta`).
 #![forbid(unsafe_code)]
 
+mod direct;
 mod fs;
 mod s3;
 #[cfg(any(test, feature = "testing"))]

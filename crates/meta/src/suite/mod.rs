@@ -3,6 +3,7 @@
 //! backend, so SQLite and PostgreSQL are held to exactly the same behaviour.
 
 pub(crate) mod cleanup;
+pub(crate) mod instance;
 pub(crate) mod org;
 pub(crate) mod registry;
 pub(crate) mod repositories;
@@ -132,6 +133,8 @@ macro_rules! meta_suite {
             repositories::move_group_moves_everything_below,
             repositories::move_group_keeps_the_nesting_limit_and_repository_paths,
             cleanup::a_policy_run_from_due_to_done,
+            instance::first_stored_secret_wins,
+            instance::blob_lock_shared_excludes_exclusive,
         );
     };
     (@tests $open:path; $($module:ident :: $name:ident),* $(,)?) => {

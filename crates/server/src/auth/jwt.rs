@@ -1,9 +1,9 @@
 //! Registry bearer tokens: ES256 JWTs in the shape GitLab and distribution use
 //! (`iss`, `aud`, `sub`, `access` claims; a libtrust-style `kid`). The signing key is
-//! generated on first start and kept in the data directory.
+//! generated on first start and kept in the metadata database, so every node of an
+//! installation signs and verifies with the same key.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Mutex;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -66,11 +66,6 @@ impl Claims {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("reading or writing the signing key {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("the signing key is not a valid P-256 PKCS#8 PEM: {0}")]
     Invalid(String),
 }
@@ -117,26 +112,19 @@ fn libtrust_kid(spki_der: &[u8]) -> String {
 }
 
 impl Signer {
-    /// Load the key at `path`, creating it (mode 0600) when absent.
-    pub fn load_or_create(path: &Path, issuer: &str, service: &str) -> Result<Signer, KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let secret = if path.exists() {
-            let pem = std::fs::read_to_string(path).map_err(io)?;
-            p256::SecretKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::Invalid(e.to_string()))?
-        } else {
-            let key = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-            let pem = key
-                .to_pkcs8_pem(LineEnding::LF)
-                .map_err(|e| KeyError::Invalid(e.to_string()))?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            write_private(path, pem.as_bytes()).map_err(io)?;
-            key
-        };
+    /// A new random signing key, as PKCS#8 PEM.
+    pub fn generate_pem() -> Result<String, KeyError> {
+        let key = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        Ok(pem.to_string())
+    }
+
+    /// A signer with the P-256 key in `pem` (PKCS#8).
+    pub fn from_pem(pem: &str, issuer: &str, service: &str) -> Result<Signer, KeyError> {
+        let secret =
+            p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Invalid(e.to_string()))?;
         Signer::from_secret(&secret, issuer, service)
     }
 
@@ -216,20 +204,6 @@ impl Signer {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,10 +234,9 @@ mod tests {
 
     #[test]
     fn sign_verify_and_refuse_tampering() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key.pem");
-        let s = Signer::load_or_create(&path, "berth", "container_registry").unwrap();
-        let again = Signer::load_or_create(&path, "berth", "container_registry").unwrap();
+        let pem = Signer::generate_pem().unwrap();
+        let s = Signer::from_pem(&pem, "berth", "container_registry").unwrap();
+        let again = Signer::from_pem(&pem, "berth", "container_registry").unwrap();
         assert_eq!(s.kid(), again.kid());
         assert_eq!(s.kid().len(), 48 + 11);
         let now = 1_000_000;
@@ -279,9 +252,12 @@ mod tests {
         let wrong = s.sign(&claims(now, "other")).unwrap();
         assert!(s.verify(&wrong, now).is_none());
         // another key
-        let other =
-            Signer::load_or_create(&dir.path().join("k2.pem"), "berth", "container_registry")
-                .unwrap();
+        let other = Signer::from_pem(
+            &Signer::generate_pem().unwrap(),
+            "berth",
+            "container_registry",
+        )
+        .unwrap();
         assert!(other.verify(&t, now).is_none());
         // tampered payload
         let mut parts: Vec<String> = t.split('.').map(String::from).collect();
@@ -293,5 +269,17 @@ mod tests {
             t.split('.').nth(1).unwrap()
         );
         assert!(s.verify(&none, now).is_none());
+    }
+
+    #[test]
+    fn a_key_that_is_not_pkcs8_is_refused() {
+        assert!(matches!(
+            Signer::from_pem(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "berth",
+                "x"
+            ),
+            Err(KeyError::Invalid(_))
+        ));
     }
 }

@@ -210,8 +210,7 @@ async fn complete(
     let started = state.meta.upload(id).await?.map(|u| u.created_at);
     {
         // Publishing and linking happen together with respect to garbage collection.
-        let _cluster = state.meta.blob_lock(false).await?;
-        let _publishing = state.store.publish_guard().await?;
+        let _publishing = publishing(state).await?;
         state.store.upload_commit(id, digest).await?;
         state
             .meta
@@ -226,6 +225,17 @@ async fn complete(
     }
     metrics::counter!("berth_uploaded_blob_bytes_total").increment(size);
     blob_created(state, headers, name, digest)
+}
+
+/// The shared side of the blob lock, held while a blob is published and linked so
+/// that garbage collection on any node never deletes bytes that just became live.
+async fn publishing(state: &Shared) -> RegistryResult<crate::gc::BlobGuard> {
+    crate::gc::blob_guard(&*state.meta, &*state.store, false)
+        .await
+        .map_err(|e| match e {
+            crate::gc::GcError::Meta(e) => e.into(),
+            crate::gc::GcError::Store(e) => e.into(),
+        })
 }
 
 async fn discard(state: &Shared, id: &str) -> RegistryResult<()> {
@@ -290,8 +300,7 @@ async fn try_mount(
     {
         return Ok(None);
     }
-    let _cluster = state.meta.blob_lock(false).await?;
-    let _publishing = state.store.publish_guard().await?;
+    let _publishing = publishing(state).await?;
     let Some(size) = state.meta.repository_blob(from.as_str(), digest).await? else {
         return Ok(None);
     };

@@ -1,0 +1,26 @@
+//! What every node of one installation shares beyond registry content: secrets that
+//! must be the same on all nodes (the token signing key), and the lock that keeps
+//! garbage collection from deleting the bytes of a blob a push is publishing.
+
+use async_trait::async_trait;
+
+use crate::Result;
+
+/// A held cross-node lock; released when dropped.
+pub type MetaGuard = Box<dyn Send + Sync>;
+
+/// Name of the instance secret that holds the token signing key (PKCS#8 PEM).
+pub const TOKEN_SIGNING_KEY: &str = "token_signing_key";
+
+#[async_trait]
+pub trait InstanceMeta: Send + Sync {
+    /// The secret stored under `name`, storing `candidate` first when there is none.
+    /// Every node that starts with its own candidate gets the first one stored.
+    async fn instance_secret(&self, name: &str, candidate: &str, now: i64) -> Result<String>;
+
+    /// The database's side of the blob lock between nodes: shared while a blob is
+    /// published and linked, exclusive while garbage collection deletes blob bytes.
+    /// `None` when the backend serves one machine only (SQLite), where the store's
+    /// own lock suffices.
+    async fn blob_lock(&self, exclusive: bool) -> Result<Option<MetaGuard>>;
+}
