@@ -9,10 +9,35 @@ use std::time::{Duration, Instant};
 
 use berth_meta::testing::TestDatabase;
 
+mod proxy;
+
 /// Whether the end-to-end tests run on PostgreSQL metadata
 /// (`BERTH_TEST_DATABASE=postgres`; `scripts/test` runs them once in each mode).
 pub fn postgres_mode() -> bool {
     std::env::var("BERTH_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// How many `berth serve` nodes each test server is: `BERTH_TEST_NODES` (default 1).
+/// Above 1, every `Berth::start*` starts that many nodes sharing one PostgreSQL
+/// database and one S3 bucket behind a round-robin proxy, so the existing tests drive
+/// all of them unchanged. That needs the PostgreSQL and S3 modes; asking for several
+/// nodes without them is a failure, never a quiet single-node run.
+pub fn nodes_mode() -> usize {
+    let Ok(v) = std::env::var("BERTH_TEST_NODES") else {
+        return 1;
+    };
+    let n: usize = v
+        .parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .unwrap_or_else(|| panic!("BERTH_TEST_NODES={v:?} is not a node count"));
+    if n > 1 && !(postgres_mode() && s3_mode()) {
+        panic!(
+            "!!! BERTH_TEST_NODES={n} needs shared metadata and blobs: set \
+             BERTH_TEST_DATABASE=postgres and BERTH_TEST_STORAGE=s3 (moto in the test venv) too"
+        );
+    }
+    n
 }
 
 /// Databases of stopped servers, by working directory, for `start_in` to reuse.
@@ -25,6 +50,12 @@ pub fn database_in(dir: &Path) -> Option<TestDatabase> {
     if !postgres_mode() {
         return None;
     }
+    create_database_in(dir)
+}
+
+/// A fresh database for `dir/berth.toml` whatever the mode; `None` (loudly, or a
+/// panic under `BERTH_TEST_REQUIRE_POSTGRES=1`) without PostgreSQL.
+fn create_database_in(dir: &Path) -> Option<TestDatabase> {
     let what = format!("end-to-end server in {}", dir.display());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -49,8 +80,34 @@ fn append_config(dir: &Path, section: &str) {
 /// Password of the `root` administrator every test server starts with.
 pub const ROOT_PASSWORD: &str = "root-password-for-tests";
 
+/// One `berth serve` process.
+struct Node {
+    /// `None` once the node was killed.
+    child: std::sync::Mutex<Option<Child>>,
+    addr: String,
+    url: String,
+    /// The directory it runs in (holding `berth.toml`, `server.log` and `data/`);
+    /// `None` for the first node, whose directory is `Berth::data`.
+    root: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    fn kill(&self) {
+        let taken = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut child) = taken {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A test server: one `berth serve` process, or (`BERTH_TEST_NODES`, or
+/// [`Berth::start_nodes`]) several sharing PostgreSQL and S3 behind a round-robin
+/// proxy. `addr`/`url` are what clients use (the proxy's, with several nodes);
+/// `data`, `admin`, `gc` and the like are the first node's.
 pub struct Berth {
-    child: Child,
+    nodes: Vec<Node>,
+    proxy: Option<proxy::Proxy>,
     /// In PostgreSQL mode, the server's database (dropped after the server stops).
     database: Option<TestDatabase>,
     /// `127.0.0.1:PORT`
@@ -73,61 +130,99 @@ impl Berth {
 
     /// Start on an existing data directory (to test restarts).
     pub fn start_in(data: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Berth {
+        let nodes = nodes_mode();
         prepare_storage(data.path());
-        let database = {
-            let mut stopped = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
-            stopped
-                .iter()
-                .position(|(dir, _)| dir == data.path())
-                .map(|i| stopped.swap_remove(i).1)
+        let database = take_stopped_database(data.path()).or_else(|| database_in(data.path()));
+        if nodes > 1 && database.is_none() {
+            panic!("!!! BERTH_TEST_NODES={nodes} needs PostgreSQL, which is unreachable");
         }
-        .or_else(|| database_in(data.path()));
-        let log = std::fs::File::create(data.path().join("server.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data.path().join("data"))
-            .arg("--log-level")
-            .arg("info")
-            .args(args)
-            .current_dir(data.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        cmd.env("BERTH_INITIAL_ROOT_PASSWORD", ROOT_PASSWORD);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn berth");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("berth listening on ") {
-                        break url.trim().to_string();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    let log =
-                        std::fs::read_to_string(data.path().join("server.log")).unwrap_or_default();
-                    panic!("berth exited before listening; its log:\n{log}");
-                }
+        Berth::launch(nodes, data, database, args, envs)
+    }
+
+    /// `n` nodes on one fresh PostgreSQL database and one fresh S3 bucket behind the
+    /// round-robin proxy, whatever this run's modes (for the multi-node tests).
+    /// `None`, said loudly, without PostgreSQL or moto, unless
+    /// `BERTH_TEST_REQUIRE_POSTGRES=1`, which makes that a failure.
+    pub fn start_nodes(n: usize, args: &[&str], envs: &[(&str, &str)]) -> Option<Berth> {
+        let required = berth_meta::testing::postgres_required();
+        let data = tempfile::tempdir().expect("temp dir");
+        if moto().is_none() {
+            if required {
+                panic!("the multi-node tests need moto (S3) and BERTH_TEST_REQUIRE_POSTGRES=1");
             }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+            eprintln!("!!! SKIPPED: the multi-node test needs moto[server] in the test venv");
+            return None;
+        }
+        prepare_bucket(data.path());
+        let database = create_database_in(data.path())?;
+        Some(Berth::launch(n, data, Some(database), args, envs))
+    }
+
+    fn launch(
+        n: usize,
+        data: tempfile::TempDir,
+        database: Option<TestDatabase>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Berth {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut proxy = None;
+        if n > 1 {
+            let (p, listener) = proxy::Proxy::bind();
+            let own_url = args.iter().any(|a| a.starts_with("--external-url"))
+                || envs.iter().any(|(k, _)| *k == "BERTH_EXTERNAL_URL");
+            if !own_url {
+                // Every node names the proxy in the URLs it hands out.
+                args.push("--external-url".into());
+                args.push(format!("http://{}", p.addr));
+            }
+            proxy = Some((p, listener));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, url) = spawn_node(data.path(), &args, envs);
         let addr = url.trim_start_matches("http://").to_string();
-        Berth {
-            child,
+        let mut berth = Berth {
+            nodes: vec![Node {
+                child: std::sync::Mutex::new(Some(child)),
+                addr: addr.clone(),
+                url: url.clone(),
+                root: None,
+            }],
+            proxy: None,
             database,
             addr,
             url,
             data,
+        };
+        for _ in 1..n {
+            let root = tempfile::tempdir().expect("temp dir");
+            for shared in ["berth.toml", "s3-bucket"] {
+                let from = berth.data.path().join(shared);
+                if from.exists() {
+                    std::fs::copy(&from, root.path().join(shared)).expect("copying node config");
+                }
+            }
+            // Nothing else is copied: the token signing key is in the database.
+            let (child, url) = spawn_node(root.path(), &args, envs);
+            berth.nodes.push(Node {
+                child: std::sync::Mutex::new(Some(child)),
+                addr: url.trim_start_matches("http://").to_string(),
+                url,
+                root: Some(root),
+            });
         }
+        if let Some((mut p, listener)) = proxy {
+            let backends: Vec<std::net::SocketAddr> = berth
+                .nodes
+                .iter()
+                .map(|n| n.addr.parse().expect("node address"))
+                .collect();
+            p.start(listener, &backends);
+            berth.addr = p.addr.to_string();
+            berth.url = format!("http://{}", p.addr);
+            berth.proxy = Some(p);
+        }
+        berth
     }
 
     /// Run `berth admin ARGS` on this server's data directory; returns stdout.
@@ -206,18 +301,76 @@ impl Berth {
         req.send().expect("token request")
     }
 
+    /// The server's log; with several nodes, every node's, one after the other.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+        if self.nodes.len() == 1 {
+            return self.node_log(0);
+        }
+        let mut all = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            all.push_str(&format!("==== node {} ({}) ====\n", i + 1, n.url));
+            all.push_str(&self.node_log(i));
+        }
+        all
     }
 
     pub fn data_dir(&self) -> PathBuf {
         self.data.path().join("data")
     }
 
+    /// How many `berth serve` processes this server is.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `i`'s own URL (`http://127.0.0.1:PORT`), bypassing the proxy.
+    pub fn node_url(&self, i: usize) -> &str {
+        &self.nodes[i].url
+    }
+
+    /// Node `i`'s own `127.0.0.1:PORT`.
+    pub fn node_addr(&self, i: usize) -> &str {
+        &self.nodes[i].addr
+    }
+
+    fn node_root(&self, i: usize) -> &Path {
+        match &self.nodes[i].root {
+            Some(dir) => dir.path(),
+            None => self.data.path(),
+        }
+    }
+
+    pub fn node_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.node_root(i).join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL node `i`; the proxy stops sending it requests first.
+    pub fn kill_node(&self, i: usize) {
+        if let Some(p) = &self.proxy {
+            p.mark_down(i);
+        }
+        self.nodes[i].kill();
+    }
+
+    /// Requests the proxy sent to each node so far (empty with one node).
+    pub fn served(&self) -> Vec<u64> {
+        self.proxy.as_ref().map(|p| p.served()).unwrap_or_default()
+    }
+
+    /// Requests with a body (uploads) each node is busy with right now, per the proxy.
+    pub fn uploading(&self) -> Vec<u64> {
+        self.proxy
+            .as_ref()
+            .map(|p| p.uploading())
+            .unwrap_or_default()
+    }
+
     /// Stop the server and hand back its data directory.
     pub fn stop(mut self) -> tempfile::TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proxy = None;
+        for n in &self.nodes {
+            n.kill();
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let data = std::mem::replace(&mut self.data, dir);
         // The metadata outlives the process, as the data directory does.
@@ -231,12 +384,67 @@ impl Berth {
 
 impl Drop for Berth {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proxy = None;
+        for n in &self.nodes {
+            n.kill();
+        }
         if std::thread::panicking() {
             eprintln!("---- berth server log ----\n{}", self.log());
         }
     }
+}
+
+fn take_stopped_database(dir: &Path) -> Option<TestDatabase> {
+    let mut stopped = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
+    stopped
+        .iter()
+        .position(|(d, _)| d == dir)
+        .map(|i| stopped.swap_remove(i).1)
+}
+
+/// Start `berth serve` in `root` (its `berth.toml`, `server.log` and `data/`) and wait
+/// until it listens; returns the process and its URL.
+fn spawn_node(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
+    let log = std::fs::File::create(root.join("server.log")).expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .args(args)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    cmd.env("BERTH_INITIAL_ROOT_PASSWORD", ROOT_PASSWORD);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    if !args.contains(&"--log-level") {
+        cmd.arg("--log-level").arg("info");
+    }
+    let mut child = cmd.spawn().expect("spawn berth");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("berth listening on ") {
+                    break url.trim().to_string();
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
+                panic!("berth exited before listening; its log:\n{log}");
+            }
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
 }
 
 /// Whether an external client is installed. Under CI (`CI` set) a missing tool is
@@ -388,7 +596,15 @@ pub fn skip_on_s3(why: &str) -> bool {
 /// `data/`, where every `berth` command of a test runs) its own fresh bucket through
 /// `<root>/berth.toml`, so that `serve`, `gc`, `admin` and restarts all use it.
 pub fn prepare_storage(root: &Path) {
-    if !s3_mode() || root.join("s3-bucket").exists() {
+    if s3_mode() {
+        prepare_bucket(root);
+    }
+}
+
+/// A fresh bucket of the test moto server for the instance rooted at `root`, unless
+/// it has one already (moto must be running).
+fn prepare_bucket(root: &Path) {
+    if root.join("s3-bucket").exists() {
         return;
     }
     let moto = moto().expect("moto");

@@ -70,7 +70,7 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let (deleted, deleted_bytes) = if args.dry_run {
         (report.blobs_deleted.len() as u64, freed_blobs)
     } else {
-        berth_server::gc::delete_bytes(meta, store, &report.blobs_deleted).await?
+        berth_server::gc::delete_bytes(meta, store, &report.blobs_deleted, true).await?
     };
 
     // Storage against metadata: orphans and missing bytes.
@@ -108,7 +108,7 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let (orphans_deleted, orphan_bytes_deleted) = if args.dry_run {
         (orphans.len() as u64, orphan_bytes)
     } else {
-        berth_server::gc::delete_bytes(meta, store, &orphans).await?
+        berth_server::gc::delete_bytes(meta, store, &orphans, false).await?
     };
     let mut missing: Vec<_> = known.iter().filter(|d| !on_disk.contains(*d)).collect();
     missing.sort();

@@ -23,9 +23,18 @@ pub struct CleanupLogEntry {
 pub trait CleanupMeta: Send + Sync {
     /// Enabled policies whose `next_run_at` has come, with their projects.
     async fn due_policies(&self, now: i64) -> Result<Vec<(i64, ExpirationPolicy)>>;
-    /// Start a policy's run: in one transaction, set its next run and mark the
-    /// project's idle repositories `cleanup_scheduled`. Returns how many were marked.
-    async fn start_policy_run(&self, project_id: i64, next_run_at: i64) -> Result<u64>;
+    /// Start a policy's run that was due at `due_at` (its `next_run_at` as
+    /// [`CleanupMeta::due_policies`] gave it): in one transaction, move its next run
+    /// to `next_run_at` and mark the project's idle repositories `cleanup_scheduled`.
+    /// Returns how many were marked, or `None` when the policy's next run is no longer
+    /// `due_at`: another node (or a change of the policy) came first, and starting
+    /// the run again would run it twice.
+    async fn start_policy_run(
+        &self,
+        project_id: i64,
+        due_at: i64,
+        next_run_at: i64,
+    ) -> Result<Option<u64>>;
     /// Repositories waiting for a cleanup worker (scheduled or unfinished), oldest first.
     async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>>;
     /// Claim a waiting repository for one worker (`cleanup_ongoing`); false if another

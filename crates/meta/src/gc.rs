@@ -47,6 +47,9 @@ pub trait GcMeta: Send + Sync {
     async fn pending_blob_deletions(&self, limit: i64) -> Result<Vec<BlobRecord>>;
     /// The bytes of a pending deletion are gone (or the blob is live again).
     async fn clear_blob_deletion(&self, digest: &Digest) -> Result<()>;
+    /// Whether a deletion of `digest`'s bytes is still pending: with several nodes,
+    /// another one may have finished it since it was listed.
+    async fn blob_deletion_pending(&self, digest: &Digest) -> Result<bool>;
     /// Queued blobs whose review is due.
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>>;
     /// Review one blob in one transaction: when no manifest references it, remove it

@@ -23,4 +23,15 @@ pub trait InstanceMeta: Send + Sync {
     /// `None` when the backend serves one machine only (SQLite), where the store's
     /// own lock suffices.
     async fn blob_lock(&self, exclusive: bool) -> Result<Option<MetaGuard>>;
+
+    /// Record a failed sign-in at `at` (Unix seconds) under each of `keys`, and
+    /// forget every failure from before `forget_before`.
+    async fn record_login_failure(
+        &self,
+        keys: &[String],
+        at: i64,
+        forget_before: i64,
+    ) -> Result<()>;
+    /// The times of the failed sign-ins under `key` since `since` (Unix seconds).
+    async fn login_failures(&self, key: &str, since: i64) -> Result<Vec<i64>>;
 }

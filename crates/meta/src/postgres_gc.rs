@@ -132,6 +132,15 @@ impl GcMeta for PgMeta {
             .collect()
     }
 
+    async fn blob_deletion_pending(&self, d: &Digest) -> Result<bool> {
+        let hit: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM gc_blob_deletions WHERE digest = $1")
+                .bind(d.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(hit.is_some())
+    }
+
     async fn clear_blob_deletion(&self, d: &Digest) -> Result<()> {
         sqlx::query("DELETE FROM gc_blob_deletions WHERE digest = $1")
             .bind(d.as_str())

@@ -55,6 +55,38 @@ impl InstanceMeta for PgMeta {
         .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??;
         Ok(Some(Box::new(taken)))
     }
+
+    async fn record_login_failure(
+        &self,
+        keys: &[String],
+        at: i64,
+        forget_before: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM login_failures WHERE at < $1")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO login_failures (key, at) SELECT k, $2 FROM unnest($1::text[]) AS k",
+        )
+        .bind(keys)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn login_failures(&self, key: &str, since: i64) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT at FROM login_failures WHERE key = $1 AND at > $2")
+                .bind(key)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
 }
 
 struct PgLock {

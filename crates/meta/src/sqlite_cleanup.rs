@@ -39,13 +39,25 @@ impl CleanupMeta for SqliteMeta {
             .collect())
     }
 
-    async fn start_policy_run(&self, project_id: i64, next_run_at: i64) -> Result<u64> {
+    async fn start_policy_run(
+        &self,
+        project_id: i64,
+        due_at: i64,
+        next_run_at: i64,
+    ) -> Result<Option<u64>> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE expiration_policies SET next_run_at = ? WHERE project_id = ?")
-            .bind(next_run_at)
-            .bind(project_id)
-            .execute(&mut *tx)
-            .await?;
+        let moved = sqlx::query(
+            "UPDATE expiration_policies SET next_run_at = ? \
+             WHERE project_id = ? AND next_run_at = ?",
+        )
+        .bind(next_run_at)
+        .bind(project_id)
+        .bind(due_at)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 0 {
+            return Ok(None);
+        }
         let marked = sqlx::query(
             "UPDATE repositories SET cleanup_status = 'cleanup_scheduled' \
              WHERE project_id = ? AND status IS NULL AND cleanup_status = 'cleanup_unscheduled'",
@@ -54,7 +66,7 @@ impl CleanupMeta for SqliteMeta {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(marked.rows_affected())
+        Ok(Some(marked.rows_affected()))
     }
 
     async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>> {

@@ -101,6 +101,15 @@ impl GcMeta for SqliteMeta {
             .collect()
     }
 
+    async fn blob_deletion_pending(&self, d: &Digest) -> Result<bool> {
+        let hit: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM gc_blob_deletions WHERE digest = ?")
+                .bind(d.as_str())
+                .fetch_optional(&self.write)
+                .await?;
+        Ok(hit.is_some())
+    }
+
     async fn clear_blob_deletion(&self, d: &Digest) -> Result<()> {
         sqlx::query("DELETE FROM gc_blob_deletions WHERE digest = ?")
             .bind(d.as_str())

@@ -29,4 +29,36 @@ impl InstanceMeta for SqliteMeta {
         // One machine: the file store's lock file already spans its processes.
         Ok(None)
     }
+
+    async fn record_login_failure(
+        &self,
+        keys: &[String],
+        at: i64,
+        forget_before: i64,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM login_failures WHERE at < ?")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        for k in keys {
+            sqlx::query("INSERT INTO login_failures (key, at) VALUES (?, ?)")
+                .bind(k)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn login_failures(&self, key: &str, since: i64) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT at FROM login_failures WHERE key = ? AND at > ?")
+                .bind(key)
+                .bind(since)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
 }

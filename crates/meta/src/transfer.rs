@@ -70,6 +70,10 @@ pub const NOT_COPIED: &[(&str, &str)] = &[
         "uploads in progress are not moved: their bytes stay in the old storage, and clients start them again",
     ),
     (
+        "login_failures",
+        "failed sign-ins only count for a minute; the new nodes start their limits afresh",
+    ),
+    (
         "_sqlx_migrations",
         "each database keeps its own migration history",
     ),

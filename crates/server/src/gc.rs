@@ -57,10 +57,16 @@ const REVIEW_BATCH: i64 = 200;
 /// Delete the bytes of blobs whose metadata is gone. Under the store's exclusive
 /// lock, each blob is re-checked: a push that made it live again in the meantime
 /// (publishing holds the shared lock) keeps it. Returns (blobs, bytes) deleted.
+///
+/// With `recorded`, the blobs' deletions were recorded as pending in metadata, and one
+/// that is no longer pending was finished by another node since it was listed (every
+/// node's GC round lists every pending deletion): it is skipped, so each blob's bytes
+/// are deleted, and counted, once. Orphans found in storage are not recorded.
 pub async fn delete_bytes(
     meta: &dyn Meta,
     store: &dyn BlobStore,
     blobs: &[BlobRecord],
+    recorded: bool,
 ) -> Result<(u64, u64), GcError> {
     if blobs.is_empty() {
         return Ok((0, 0));
@@ -68,8 +74,12 @@ pub async fn delete_bytes(
     let _sweeping = blob_guard(meta, store, true).await?;
     let (mut count, mut bytes) = (0, 0);
     for b in blobs {
+        if recorded && !meta.blob_deletion_pending(&b.digest).await? {
+            continue;
+        }
         if meta.blob(&b.digest).await?.is_none() {
             store.delete(&b.digest).await?;
+            tracing::debug!(digest = %b.digest, size = b.size, "blob bytes deleted");
             count += 1;
             bytes += b.size.max(0) as u64;
         }
@@ -94,7 +104,7 @@ pub async fn review_due(
         if pending.is_empty() {
             break;
         }
-        let (n, bytes) = delete_bytes(meta, store, &pending).await?;
+        let (n, bytes) = delete_bytes(meta, store, &pending, true).await?;
         stats.blobs_deleted += n;
         stats.bytes_freed += bytes;
     }
@@ -120,7 +130,7 @@ pub async fn review_due(
                 removed.push(b);
             }
         }
-        let (n, bytes) = delete_bytes(meta, store, &removed).await?;
+        let (n, bytes) = delete_bytes(meta, store, &removed, true).await?;
         stats.blobs_deleted += n;
         stats.bytes_freed += bytes;
     }

@@ -128,8 +128,17 @@ async fn run_cleanup_policies(state: Arc<AppState>) {
 async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaError> {
     let now = now_ms();
     for (project_id, policy) in state.meta.due_policies(now).await? {
+        let Some(due_at) = policy.next_run_at else {
+            continue;
+        };
         let next = berth_core::cleanup::next_run_at(&policy.cadence, now);
-        let queued = state.meta.start_policy_run(project_id, next).await?;
+        let Some(queued) = state
+            .meta
+            .start_policy_run(project_id, due_at, next)
+            .await?
+        else {
+            continue; // another node started this run
+        };
         tracing::info!(
             project_id,
             repositories = queued,

@@ -65,7 +65,9 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     m.set_expiration_policy(p.id, &policy, 1).await.unwrap();
     assert!(m.due_policies(99).await.unwrap().is_empty());
     assert_eq!(m.due_policies(100).await.unwrap().len(), 1);
-    assert_eq!(m.start_policy_run(p.id, 200).await.unwrap(), 1);
+    assert_eq!(m.start_policy_run(p.id, 100, 200).await.unwrap(), Some(1));
+    // A second node that saw the same due run finds it started already.
+    assert_eq!(m.start_policy_run(p.id, 100, 201).await.unwrap(), None);
     assert!(m.due_policies(150).await.unwrap().is_empty());
     let queue = m.cleanup_queue(10).await.unwrap();
     assert_eq!(queue.len(), 1);

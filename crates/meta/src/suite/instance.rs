@@ -51,3 +51,23 @@ pub(crate) async fn blob_lock_shared_excludes_exclusive(m: &dyn TestMeta) {
         .expect("publishing once the sweep is over")
         .unwrap();
 }
+
+pub(crate) async fn login_failures_are_counted_by_key_and_pruned(m: &dyn TestMeta) {
+    let keys = ["ip:1.2.3.4".to_string(), "user:bob".to_string()];
+    m.record_login_failure(&keys, 100, 40).await.unwrap();
+    m.record_login_failure(&keys, 110, 50).await.unwrap();
+    m.record_login_failure(&keys[1..], 120, 60).await.unwrap();
+    assert_eq!(m.login_failures("ip:1.2.3.4", 40).await.unwrap().len(), 2);
+    let mut bob = m.login_failures("user:bob", 40).await.unwrap();
+    bob.sort();
+    assert_eq!(bob, [100, 110, 120]);
+    // `since` is exclusive.
+    assert_eq!(m.login_failures("user:bob", 110).await.unwrap(), [120]);
+    assert!(m.login_failures("user:carol", 0).await.unwrap().is_empty());
+    // Writing prunes everything older than the window, whatever its key.
+    m.record_login_failure(&["user:carol".to_string()], 200, 115)
+        .await
+        .unwrap();
+    assert_eq!(m.login_failures("user:bob", 0).await.unwrap(), [120]);
+    assert!(m.login_failures("ip:1.2.3.4", 0).await.unwrap().is_empty());
+}

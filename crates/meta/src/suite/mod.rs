@@ -135,6 +135,7 @@ macro_rules! meta_suite {
             cleanup::a_policy_run_from_due_to_done,
             instance::first_stored_secret_wins,
             instance::blob_lock_shared_excludes_exclusive,
+            instance::login_failures_are_counted_by_key_and_pruned,
         );
     };
     (@tests $open:path; $($module:ident :: $name:ident),* $(,)?) => {

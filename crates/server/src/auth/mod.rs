@@ -6,9 +6,6 @@ pub mod jwt;
 pub mod secrets;
 pub mod token;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use berth_core::{AccessLevel, Credential, Scope};
 use berth_meta::{
     CiJob, DeployToken, JobStatus, Meta, PersonalToken, Project, Source, User, UserState,
@@ -169,10 +166,11 @@ const WINDOW_SECS: i64 = 60;
 
 /// Counts failed sign-ins per client address and per username; past the limit, further
 /// attempts are refused (429) until the window passes, without checking the secret.
+/// The counts live in the metadata database, so with several nodes the limit holds
+/// for the installation, not for each node. A database error neither blocks nor
+/// records anything (it is logged): the sign-in itself needs the database anyway.
 #[derive(Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, Vec<i64>>>,
-}
+pub struct LoginLimiter;
 
 impl LoginLimiter {
     fn keys(ip: &str, username: &str) -> [String; 2] {
@@ -182,32 +180,38 @@ impl LoginLimiter {
         ]
     }
 
-    /// Seconds to wait, if either key is over the limit.
-    pub fn blocked(&self, ip: &str, username: &str, now: i64) -> Option<u64> {
-        let map = self.failures.lock().ok()?;
-        Self::keys(ip, username)
-            .iter()
-            .filter_map(|k| map.get(k))
-            .filter_map(|times| {
-                let recent: Vec<&i64> = times.iter().filter(|t| **t > now - WINDOW_SECS).collect();
-                (recent.len() >= MAX_FAILURES).then(|| {
-                    (recent.iter().copied().min().copied().unwrap_or(now) + WINDOW_SECS - now)
-                        .max(1) as u64
-                })
-            })
-            .max()
+    /// Seconds to wait, if either key is over the limit (`now` in Unix seconds).
+    pub async fn blocked(
+        &self,
+        meta: &dyn Meta,
+        ip: &str,
+        username: &str,
+        now: i64,
+    ) -> Option<u64> {
+        let mut wait = None;
+        for key in Self::keys(ip, username) {
+            let recent = match meta.login_failures(&key, now - WINDOW_SECS).await {
+                Ok(times) => times,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading failed sign-ins");
+                    continue;
+                }
+            };
+            if recent.len() >= MAX_FAILURES {
+                let oldest = recent.iter().copied().min().unwrap_or(now);
+                wait = wait.max(Some((oldest + WINDOW_SECS - now).max(1) as u64));
+            }
+        }
+        wait
     }
 
-    pub fn failed(&self, ip: &str, username: &str, now: i64) {
-        if let Ok(mut map) = self.failures.lock() {
-            if map.len() > 100_000 {
-                map.retain(|_, t| t.iter().any(|x| *x > now - WINDOW_SECS));
-            }
-            for k in Self::keys(ip, username) {
-                let times = map.entry(k).or_default();
-                times.retain(|t| *t > now - WINDOW_SECS);
-                times.push(now);
-            }
+    pub async fn failed(&self, meta: &dyn Meta, ip: &str, username: &str, now: i64) {
+        let keys = Self::keys(ip, username);
+        if let Err(e) = meta
+            .record_login_failure(&keys, now, now - WINDOW_SECS)
+            .await
+        {
+            tracing::warn!(error = %e, "recording a failed sign-in");
         }
     }
 }
@@ -231,13 +235,13 @@ pub async fn authenticate(
 ) -> Result<Principal, AuthError> {
     let now = now_ms();
     let now_s = now / 1000;
-    if let Some(wait) = guard.limiter.blocked(ip, username, now_s) {
+    if let Some(wait) = guard.limiter.blocked(meta, ip, username, now_s).await {
         return Err(AuthError::RateLimited(wait));
     }
     match check(meta, &guard.passwords, username, secret, now).await? {
         Some(p) => Ok(p),
         None => {
-            guard.limiter.failed(ip, username, now_s);
+            guard.limiter.failed(meta, ip, username, now_s).await;
             tracing::warn!(%ip, username, "failed sign-in");
             Err(AuthError::Invalid)
         }
@@ -384,20 +388,34 @@ pub fn source_label(s: Source) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn limiter_blocks_after_repeated_failures() {
-        let l = LoginLimiter::default();
+    #[tokio::test]
+    async fn limiter_blocks_after_repeated_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = berth_meta::SqliteMeta::open(&dir.path().join("m.db"))
+            .await
+            .unwrap();
+        let l = LoginLimiter;
         for i in 0..MAX_FAILURES {
-            assert!(l.blocked("1.2.3.4", "bob", 100).is_none(), "attempt {i}");
-            l.failed("1.2.3.4", "bob", 100);
+            assert!(
+                l.blocked(&meta, "1.2.3.4", "bob", 100).await.is_none(),
+                "attempt {i}"
+            );
+            l.failed(&meta, "1.2.3.4", "bob", 100).await;
         }
-        assert!(l.blocked("1.2.3.4", "bob", 100).is_some());
+        assert!(l.blocked(&meta, "1.2.3.4", "bob", 100).await.is_some());
         // Another address is blocked too when it targets the same user...
-        assert!(l.blocked("5.6.7.8", "bob", 100).is_some());
+        assert!(l.blocked(&meta, "5.6.7.8", "Bob", 100).await.is_some());
         // ...but not for other users.
-        assert!(l.blocked("5.6.7.8", "carol", 100).is_none());
+        assert!(l.blocked(&meta, "5.6.7.8", "carol", 100).await.is_none());
         // The window passes.
-        assert!(l.blocked("1.2.3.4", "bob", 100 + WINDOW_SECS).is_none());
+        assert!(l
+            .blocked(&meta, "1.2.3.4", "bob", 100 + WINDOW_SECS)
+            .await
+            .is_none());
+        // Old failures are forgotten as new ones come.
+        l.failed(&meta, "9.9.9.9", "dave", 101 + WINDOW_SECS).await;
+        use berth_meta::InstanceMeta;
+        assert!(meta.login_failures("user:bob", 0).await.unwrap().is_empty());
     }
 
     #[test]

@@ -333,7 +333,8 @@ async fn sign_in(
     let guard = &state.login;
     if let Some(wait) = guard
         .limiter
-        .blocked(&viewer.client_ip, &username, now / 1000)
+        .blocked(&*state.meta, &viewer.client_ip, &username, now / 1000)
+        .await
     {
         let msg = viewer
             .lang
@@ -373,7 +374,8 @@ async fn sign_in(
         _ => {
             guard
                 .limiter
-                .failed(&viewer.client_ip, &username, now / 1000);
+                .failed(&*state.meta, &viewer.client_ip, &username, now / 1000)
+                .await;
             tracing::warn!(ip = %viewer.client_ip, username, "failed web sign-in");
             let msg = viewer.lang.text("sign_in_invalid");
             return sign_in_form(
