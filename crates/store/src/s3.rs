@@ -283,12 +283,7 @@ impl S3Store {
     async fn copy_streamed(&self, from: &Path, to: &Path) -> Result<()> {
         let upload = self.s3.put_multipart(to).await.map_err(backend)?;
         let mut out = object_store::WriteMultipart::new_with_chunk_size(upload, self.part_size);
-        let mut source = self
-            .s3
-            .get(from)
-            .await
-            .map_err(backend)?
-            .into_stream();
+        let mut source = self.s3.get(from).await.map_err(backend)?.into_stream();
         while let Some(chunk) = source.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -744,7 +739,12 @@ mod tests {
         let digest = Digest::sha256_of(&blob);
         store.upload_create("big").await.unwrap();
         let (size, h) = store
-            .upload_append("big", 0, body(&blob, 1 << 20), Hasher::new(Algorithm::Sha256))
+            .upload_append(
+                "big",
+                0,
+                body(&blob, 1 << 20),
+                Hasher::new(Algorithm::Sha256),
+            )
             .await
             .unwrap();
         assert_eq!(size, blob.len() as u64);
