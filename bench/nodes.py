@@ -30,25 +30,8 @@ PROJECT = "bench/nodes"
 REPO = PROJECT + "/img"
 MIB = 1024 * 1024
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def psql(admin_url, sql):
-    subprocess.run(["psql", admin_url, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True,
-                   stdout=subprocess.DEVNULL)
-
-
-def with_database(url, name):
-    base, _, query = url.partition("?")
-    scheme, _, rest = base.partition("://")
-    host = rest.split("/", 1)[0]
-    return f"{scheme}://{host}/{name}" + (f"?{query}" if query else "")
+# The loopback-port and database helpers of the backend benchmark (same directory).
+from meta_backends import free_port, psql, with_database  # noqa: E402
 
 
 def request(port, method, path, body=None, headers=None, want=(200,)):
