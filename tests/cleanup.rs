@@ -1388,7 +1388,8 @@ fn interrupted_run_resumes_after_restart() {
         "the interrupted run must still be pending after the restart: {r}"
     );
 
-    eventually(WAIT, "the interrupted run to finish", || {
+    // A turn cut by the kill is taken up again once its claim's lease lapses (15 s).
+    eventually(WAIT * 2, "the interrupted run to finish", || {
         let r = ctx.repository(rid);
         (r["expiration_policy_cleanup_status"] == "cleanup_unscheduled" && r["tags_count"] == 3)
             .then_some(())

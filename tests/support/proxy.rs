@@ -7,6 +7,10 @@
 //! the request is forwarded as it came, `Host` included, so the URLs the nodes write
 //! into `Location` and `WWW-Authenticate` point at the proxy. A node marked down, or
 //! one that refuses the connection (it was killed), is skipped.
+//!
+//! Like a real load balancer, the proxy passes on every byte of a request body that
+//! reached it, even when the client goes away in the middle: the node then sees the
+//! same cut-off body it would have seen without the proxy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use futures::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -88,7 +93,7 @@ impl Proxy {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let backends = backends.clone();
-                        async move { Ok::<_, Infallible>(forward(&backends, req).await) }
+                        async move { Ok::<_, Infallible>(forward(backends, req).await) }
                     });
                     // A client that goes away mid-request is not our concern.
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -155,7 +160,7 @@ const HOP_BY_HOP: &[&str] = &[
     "expect",
 ];
 
-async fn forward(backends: &Backends, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(backends: Arc<Backends>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     for h in HOP_BY_HOP {
         req.headers_mut().remove(*h);
     }
@@ -201,10 +206,19 @@ async fn forward(backends: &Backends, mut req: Request<Incoming>) -> Response<Pr
     if with_body {
         backends.uploading[i].fetch_add(1, Ordering::SeqCst);
     }
-    let answer = sender.send_request(req).await;
-    if with_body {
-        backends.uploading[i].fetch_sub(1, Ordering::SeqCst);
-    }
+    // In a task of its own, so that a client going away (which ends this future) does
+    // not cut the request to the node before the body that did arrive is passed on.
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, pass_on_then_fail(body));
+    let answer = tokio::spawn(async move {
+        let answer = sender.send_request(req).await;
+        if with_body {
+            backends.uploading[i].fetch_sub(1, Ordering::SeqCst);
+        }
+        answer
+    })
+    .await
+    .expect("the proxy's request task");
     match answer {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
@@ -218,4 +232,21 @@ async fn forward(backends: &Backends, mut req: Request<Incoming>) -> Response<Pr
             format!("test proxy: node {} failed: {e}", i + 1),
         ),
     }
+}
+
+/// The client's request body, passed on as it arrives. When it breaks off (the client
+/// went away), the break is passed on only after a pause, by which time every byte
+/// that did arrive has been written to the node: hyper flushes while the body waits.
+fn pass_on_then_fail(body: Incoming) -> BoxBody<Bytes, hyper::Error> {
+    let frames = futures::stream::unfold(Some(BodyStream::new(body)), |body| async move {
+        let mut body = body?;
+        match body.next().await? {
+            Ok(frame) => Some((Ok(frame), Some(body))),
+            Err(e) => {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Some((Err(e), None))
+            }
+        }
+    });
+    BodyExt::boxed(StreamBody::new(frames))
 }

@@ -37,13 +37,18 @@ pub trait CleanupMeta: Send + Sync {
     ) -> Result<Option<u64>>;
     /// Repositories waiting for a cleanup worker (scheduled or unfinished), oldest first.
     async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>>;
-    /// Claim a waiting repository for one worker (`cleanup_ongoing`); false if another
-    /// worker took it. A fresh run records `now` as its start.
-    async fn claim_cleanup(&self, repository_id: i64, now: i64) -> Result<bool>;
+    /// Claim a waiting repository for one worker (`cleanup_ongoing`) until
+    /// `lease_until`; false if another worker took it. A fresh run records `now` as its
+    /// start.
+    async fn claim_cleanup(&self, repository_id: i64, now: i64, lease_until: i64) -> Result<bool>;
+    /// Extend a claim that is still held; false if it is not (it lapsed and was reset).
+    async fn renew_cleanup(&self, repository_id: i64, lease_until: i64) -> Result<bool>;
     /// End a worker's turn: `cleanup_unscheduled` (done) or `cleanup_unfinished`.
     async fn finish_cleanup(&self, repository_id: i64, status: &str) -> Result<()>;
-    /// Turns interrupted by a crash (`cleanup_ongoing` at start-up) become unfinished.
-    async fn reset_ongoing_cleanups(&self) -> Result<u64>;
+    /// Turns whose lease lapsed before `now` (their worker stopped: a crash, a killed
+    /// node) become unfinished, to be taken up again. Returns how many were reset and
+    /// how many claims are still held.
+    async fn reset_lapsed_cleanups(&self, now: i64) -> Result<(u64, u64)>;
     /// End these tags and log each one removed, in one transaction; returns how many ended.
     async fn delete_tags_logged(
         &self,

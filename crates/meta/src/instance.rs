@@ -1,6 +1,7 @@
 //! What every node of one installation shares beyond registry content: secrets that
-//! must be the same on all nodes (the token signing key), and the lock that keeps
-//! garbage collection from deleting the bytes of a blob a push is publishing.
+//! must be the same on all nodes (the token signing key), the lock that keeps
+//! garbage collection from deleting the bytes of a blob a push is publishing, and the
+//! claim that keeps two nodes from writing to one upload at once.
 
 use async_trait::async_trait;
 
@@ -23,6 +24,11 @@ pub trait InstanceMeta: Send + Sync {
     /// `None` when the backend serves one machine only (SQLite), where the store's
     /// own lock suffices.
     async fn blob_lock(&self, exclusive: bool) -> Result<Option<MetaGuard>>;
+
+    /// Claim upload `id` for one request across nodes: `None` while another node's
+    /// request holds it. Requests of one node exclude each other in the node itself;
+    /// a backend that serves one machine only (SQLite) always grants the claim.
+    async fn claim_upload(&self, id: &str) -> Result<Option<MetaGuard>>;
 
     /// Record a failed sign-in at `at` (Unix seconds) under each of `keys`, and
     /// forget every failure from before `forget_before`.

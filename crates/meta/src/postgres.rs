@@ -39,22 +39,25 @@ pub(crate) const PATHS_LOCK: i64 = 0x6265_7274_6870_6174; // "berthpat"
 /// Connections per node when the configuration does not say.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
+#[derive(Clone)]
 pub struct PgMeta {
     pub(crate) pool: PgPool,
     /// Connections that hold the cross-node blob lock (see `postgres_instance`): a pool
     /// of their own, so lock holders never wait on the pool their work needs.
     pub(crate) locks: PgPool,
+    /// The connection that holds this node's upload claims (see `postgres_instance`).
+    pub(crate) claims: std::sync::Arc<crate::postgres_instance::UploadClaims>,
 }
 
 impl PgMeta {
     pub(crate) async fn tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        Ok(self.pool.begin().await?)
+        begin(&self.pool).await
     }
 
     /// A read-only transaction whose statements all see one snapshot (a page and
     /// its total, say); READ COMMITTED would give each statement its own.
     pub(crate) async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
@@ -74,14 +77,32 @@ impl PgMeta {
         let locks = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(0)
-            .connect_lazy_with(opts);
-        Ok(PgMeta { pool, locks })
+            .connect_lazy_with(opts.clone());
+        let claims = crate::postgres_instance::UploadClaims::new(opts);
+        Ok(PgMeta {
+            pool,
+            locks,
+            claims,
+        })
     }
 
     /// The pool, for callers that need raw access (tests, benchmarks, migration tools).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Begin a transaction on `pool`, in a task of its own. sqlx 0.8's PostgreSQL `BEGIN`
+/// is not safe to cancel: a request dropped while its `BEGIN` is in flight (a client
+/// that went away, a browser that aborted a fetch) hands the connection back to the
+/// pool inside a transaction nobody ends, and whoever takes that connection next runs
+/// in it. A spawned task always runs to the end; when its caller is gone the finished
+/// transaction is dropped there, which rolls it back.
+pub(crate) async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let pool = pool.clone();
+    Ok(tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??)
 }
 
 /// Run `op` (one transaction) again when PostgreSQL aborted it to break a deadlock.
@@ -653,7 +674,7 @@ mod tests {
         use berth_oci::Digest;
 
         use crate::testing::TestDatabase;
-        use crate::{CleanupMeta, GcMeta, NewManifest, PgMeta, RegistryMeta};
+        use crate::{CleanupMeta, GcMeta, InstanceMeta, NewManifest, PgMeta, RegistryMeta};
 
         async fn nodes(test: &str, n: usize) -> Option<(TestDatabase, Vec<PgMeta>)> {
             let db = TestDatabase::create(test).await?;
@@ -678,6 +699,79 @@ mod tests {
                 total_size: 0,
                 annotations: None,
             }
+        }
+
+        /// A request dropped at any point while it begins a transaction, as hyper
+        /// drops the handler of a client that went away, leaves its connection out
+        /// of any transaction. (sqlx's own `begin` does not when the cut falls while
+        /// `BEGIN` is in flight: the connection goes back to the pool inside a
+        /// transaction, and its next user's statements run, and stay, in it.)
+        #[tokio::test]
+        async fn a_cancelled_begin_leaves_no_connection_in_a_transaction() {
+            let Some(db) = TestDatabase::create("cancelled begin").await else {
+                return;
+            };
+            // One connection, handed out without a test query, so the first poll of
+            // a `begin` already sends `BEGIN`.
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .test_before_acquire(false)
+                .connect(db.url())
+                .await
+                .unwrap();
+            let observer = sqlx::PgPool::connect(db.url()).await.unwrap();
+            for steps in 1..6 {
+                {
+                    let mut request = std::pin::pin!(super::super::begin(&pool));
+                    for _ in 0..steps {
+                        if futures::poll!(request.as_mut()).is_ready() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                }
+                // The connection is back in the pool once it can be taken again.
+                drop(pool.acquire().await.unwrap());
+                let stuck: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND state = 'idle in transaction'",
+                )
+                .fetch_one(&observer)
+                .await
+                .unwrap();
+                assert_eq!(
+                    stuck, 0,
+                    "cut after {steps} steps: left inside a transaction"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn an_upload_is_claimed_by_one_node_at_a_time() {
+            let Some((_db, metas)) = nodes("upload claims", 2).await else {
+                return;
+            };
+            let (a, b) = (&metas[0], &metas[1]);
+            let held = a.claim_upload("u1").await.unwrap().expect("a free upload");
+            assert!(
+                b.claim_upload("u1").await.unwrap().is_none(),
+                "held by the other node"
+            );
+            let other = b.claim_upload("u2").await.unwrap();
+            assert!(other.is_some(), "another upload is free");
+            drop(held);
+            // Released by a task of its own, at once.
+            let mut again = None;
+            for _ in 0..500 {
+                again = b.claim_upload("u1").await.unwrap();
+                if again.is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(again.is_some(), "a dropped claim is released");
+            assert!(a.claim_upload("u1").await.unwrap().is_none());
+            assert!(a.claim_upload("u2").await.unwrap().is_none());
         }
 
         #[tokio::test]
@@ -797,7 +891,7 @@ mod tests {
             .execute(&a.pool)
             .await
             .unwrap();
-            let (x, y) = tokio::join!(a.claim_cleanup(repo, 5), b.claim_cleanup(repo, 5));
+            let (x, y) = tokio::join!(a.claim_cleanup(repo, 5, 100), b.claim_cleanup(repo, 5, 100));
             assert!(x.unwrap() ^ y.unwrap());
         }
     }

@@ -1,10 +1,18 @@
 //! PostgreSQL implementation of [`crate::InstanceMeta`]. The blob lock is a
 //! session-level advisory lock, held on a connection of its own for as long as the
-//! guard lives, so every node's publishing and sweeping exclude each other.
+//! guard lives, so every node's publishing and sweeping exclude each other. Upload
+//! claims are session-level advisory locks too, all held on one connection per node
+//! (a node may write to many uploads at once, each for as long as a PATCH streams):
+//! a node that dies loses its connection, and with it every claim it held.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use sha2::{Digest as _, Sha256};
 use sqlx::pool::PoolConnection;
-use sqlx::Postgres;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection, Postgres};
+use tokio::sync::Mutex;
 
 use crate::instance::{InstanceMeta, MetaGuard};
 use crate::{PgMeta, Result};
@@ -56,13 +64,30 @@ impl InstanceMeta for PgMeta {
         Ok(Some(Box::new(taken)))
     }
 
+    async fn claim_upload(&self, id: &str) -> Result<Option<MetaGuard>> {
+        let key = upload_key(id);
+        let claims = self.claims.clone();
+        // In a task of its own, like the blob lock: a claim taken for a request that
+        // went away meanwhile is dropped, and so released, in the task.
+        let claimed = tokio::spawn(async move {
+            if claims.run("SELECT pg_try_advisory_lock($1)", key).await? {
+                Ok::<_, sqlx::Error>(Some(UploadClaim { claims, key }))
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??;
+        Ok(claimed.map(|c| Box::new(c) as MetaGuard))
+    }
+
     async fn record_login_failure(
         &self,
         keys: &[String],
         at: i64,
         forget_before: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::postgres::begin(&self.pool).await?;
         sqlx::query("DELETE FROM login_failures WHERE at < $1")
             .bind(forget_before)
             .execute(&mut *tx)
@@ -121,5 +146,64 @@ impl Drop for PgLock {
             // No runtime to unlock on: closing the session releases the lock.
             Err(_) => drop(conn.detach()),
         }
+    }
+}
+
+/// The advisory lock key of upload `id`: 64 bits of a hash, in the key space of the
+/// blob lock and path lock, whose fixed keys it meets once in 2^63 uploads.
+fn upload_key(id: &str) -> i64 {
+    let h = Sha256::digest(format!("berth upload {id}").as_bytes());
+    i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// The connection that holds this node's upload claims, opened when first needed and
+/// again after it failed (which released every claim it held).
+pub(crate) struct UploadClaims {
+    opts: PgConnectOptions,
+    conn: Mutex<Option<PgConnection>>,
+}
+
+impl UploadClaims {
+    pub(crate) fn new(opts: PgConnectOptions) -> Arc<Self> {
+        Arc::new(UploadClaims {
+            opts,
+            conn: Mutex::new(None),
+        })
+    }
+
+    /// Run a lock function (`sql` with the key as `$1`) and return its answer.
+    async fn run(&self, sql: &str, key: i64) -> std::result::Result<bool, sqlx::Error> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.opts.connect().await?);
+        }
+        let conn = slot.as_mut().expect("connected above");
+        match sqlx::query_scalar(sql).bind(key).fetch_one(conn).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                // A broken session has released its claims; start afresh.
+                *slot = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+struct UploadClaim {
+    claims: Arc<UploadClaims>,
+    key: i64,
+}
+
+impl Drop for UploadClaim {
+    fn drop(&mut self) {
+        let (claims, key) = (self.claims.clone(), self.key);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = claims.run("SELECT pg_advisory_unlock($1)", key).await {
+                    tracing::warn!(error = %e, "releasing an upload claim failed; its session was closed instead");
+                }
+            });
+        }
+        // Without a runtime the process is ending, and its session with it.
     }
 }

@@ -87,16 +87,29 @@ impl CleanupMeta for SqliteMeta {
         Ok(out)
     }
 
-    async fn claim_cleanup(&self, repository_id: i64, now: i64) -> Result<bool> {
+    async fn claim_cleanup(&self, repository_id: i64, now: i64, lease_until: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE repositories SET \
                cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
                                          THEN ? ELSE COALESCE(cleanup_started_at, ?) END, \
-               cleanup_status = 'cleanup_ongoing' \
+               cleanup_status = 'cleanup_ongoing', cleanup_lease_until = ? \
              WHERE id = ? AND cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished')",
         )
         .bind(now)
         .bind(now)
+        .bind(lease_until)
+        .bind(repository_id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn renew_cleanup(&self, repository_id: i64, lease_until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE repositories SET cleanup_lease_until = ? \
+             WHERE id = ? AND cleanup_status = 'cleanup_ongoing'",
+        )
+        .bind(lease_until)
         .bind(repository_id)
         .execute(&self.write)
         .await?;
@@ -104,22 +117,34 @@ impl CleanupMeta for SqliteMeta {
     }
 
     async fn finish_cleanup(&self, repository_id: i64, status: &str) -> Result<()> {
-        sqlx::query("UPDATE repositories SET cleanup_status = ? WHERE id = ?")
-            .bind(status)
-            .bind(repository_id)
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE repositories SET cleanup_status = ?, cleanup_lease_until = NULL \
+             WHERE id = ?",
+        )
+        .bind(status)
+        .bind(repository_id)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
-    async fn reset_ongoing_cleanups(&self) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE repositories SET cleanup_status = 'cleanup_unfinished' \
-             WHERE cleanup_status = 'cleanup_ongoing'",
+    async fn reset_lapsed_cleanups(&self, now: i64) -> Result<(u64, u64)> {
+        let reset = sqlx::query(
+            "UPDATE repositories SET cleanup_status = 'cleanup_unfinished', \
+               cleanup_lease_until = NULL \
+             WHERE cleanup_status = 'cleanup_ongoing' \
+               AND (cleanup_lease_until IS NULL OR cleanup_lease_until < ?)",
         )
+        .bind(now)
         .execute(&self.write)
+        .await?
+        .rows_affected();
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM repositories WHERE cleanup_status = 'cleanup_ongoing'",
+        )
+        .fetch_one(&self.read)
         .await?;
-        Ok(done.rows_affected())
+        Ok((reset, held as u64))
     }
 
     async fn delete_tags_logged(

@@ -95,22 +95,20 @@ async fn delete_repositories(state: Arc<AppState>) {
 
 /// How often due policies are looked for when nothing else wakes the scheduler.
 const POLICY_POLL: Duration = Duration::from_secs(30);
-/// How soon an unfinished run is resumed.
+/// How soon an unfinished run is resumed, and how often claims held elsewhere are
+/// looked at again.
 const RESUME_AFTER: Duration = Duration::from_secs(2);
+/// How long a worker's claim on a repository holds without renewal. The worker
+/// renews it every `CLAIM_LEASE / 3` while its turn runs; a claim left by a node that
+/// died lapses after this and the turn is taken up again, by any node.
+const CLAIM_LEASE: Duration = Duration::from_secs(15);
 
 /// The cleanup-policy scheduler: start runs of due policies (their repositories are
 /// queued and `next_run_at` advances by the cadence), then let up to
 /// `worker_capacity` workers take queued repositories, one turn each. A turn that hits
-/// a limit leaves its repository `cleanup_unfinished`, resumed shortly after.
+/// a limit leaves its repository `cleanup_unfinished`, resumed shortly after; so does
+/// a turn whose worker stopped (its claim lapsed).
 async fn run_cleanup_policies(state: Arc<AppState>) {
-    match state.meta.reset_ongoing_cleanups().await {
-        Ok(n) if n > 0 => tracing::info!(
-            repositories = n,
-            "resuming cleanup runs interrupted by a restart"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not reset interrupted cleanup runs"),
-    }
     loop {
         let pending = match cleanup_round(&state).await {
             Ok(pending) => pending,
@@ -124,9 +122,20 @@ async fn run_cleanup_policies(state: Arc<AppState>) {
     }
 }
 
+fn lease_from_now() -> i64 {
+    now_ms() + CLAIM_LEASE.as_millis() as i64
+}
+
 /// One scheduler round. Returns whether work remains queued.
 async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaError> {
     let now = now_ms();
+    let (reset, held) = state.meta.reset_lapsed_cleanups(now).await?;
+    if reset > 0 {
+        tracing::info!(
+            repositories = reset,
+            "resuming cleanup turns whose worker stopped (a restart, a node gone)"
+        );
+    }
     for (project_id, policy) in state.meta.due_policies(now).await? {
         let Some(due_at) = policy.next_run_at else {
             continue;
@@ -152,7 +161,8 @@ async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaEr
         .cleanup_queue(limits.worker_capacity.max(1) as i64)
         .await?;
     if queue.is_empty() {
-        return Ok(false);
+        // Claims held elsewhere are looked at again soon: their node may have died.
+        return Ok(held > 0);
     }
     let mut workers = tokio::task::JoinSet::new();
     for repo in queue {
@@ -177,7 +187,11 @@ async fn cleanup_repository(
     repo: &berth_meta::RepositoryInfo,
     limits: crate::cleanup::Limits,
 ) -> Result<(), berth_meta::MetaError> {
-    if !state.meta.claim_cleanup(repo.id, now_ms()).await? {
+    if !state
+        .meta
+        .claim_cleanup(repo.id, now_ms(), lease_from_now())
+        .await?
+    {
         return Ok(()); // another worker has it
     }
     let policy = match repo.project_id {
@@ -207,15 +221,33 @@ async fn cleanup_repository(
             return Ok(());
         }
     };
-    let outcome = crate::cleanup::run_turn(
+    let turn = crate::cleanup::run_turn(
         state.meta.as_ref(),
         repo.id,
         &rules,
         limits,
         "policy",
         |_, _| {},
-    )
-    .await?;
+    );
+    let renew = async {
+        loop {
+            tokio::time::sleep(CLAIM_LEASE / 3).await;
+            match state.meta.renew_cleanup(repo.id, lease_from_now()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    repository = %repo.path,
+                    "this turn's claim lapsed and was handed on; finishing the turn anyway"
+                ),
+                Err(e) => {
+                    tracing::warn!(repository = %repo.path, error = %e, "renewing a cleanup claim failed")
+                }
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = turn => outcome?,
+        () = renew => unreachable!("renewing a claim goes on until the turn ends"),
+    };
     let status = if outcome.finished {
         "cleanup_unscheduled"
     } else {

@@ -73,8 +73,11 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0].cleanup_status, "cleanup_scheduled");
     let rid = queue[0].id;
-    assert!(m.claim_cleanup(rid, 150).await.unwrap());
-    assert!(!m.claim_cleanup(rid, 151).await.unwrap(), "one worker only");
+    assert!(m.claim_cleanup(rid, 150, 1_000).await.unwrap());
+    assert!(
+        !m.claim_cleanup(rid, 151, 1_001).await.unwrap(),
+        "one worker only"
+    );
     let info = m.repository_info(rid).await.unwrap().unwrap();
     assert_eq!(info.cleanup_status, "cleanup_ongoing");
     assert_eq!(info.cleanup_started_at, Some(150));
@@ -94,9 +97,24 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     assert_eq!(tags, vec!["a", "b"]);
     assert_eq!(log[0].repository_path, "g/p/app");
     assert_eq!(log[0].reason, "policy");
-    // A crash mid-run leaves it ongoing; start-up makes it resumable.
-    assert_eq!(m.reset_ongoing_cleanups().await.unwrap(), 1);
-    assert!(m.claim_cleanup(rid, 170).await.unwrap());
+    // A claim is held until its lease lapses, and renewing moves the lease on.
+    assert_eq!(m.reset_lapsed_cleanups(1_000).await.unwrap(), (0, 1));
+    assert!(m.renew_cleanup(rid, 2_000).await.unwrap());
+    assert_eq!(m.reset_lapsed_cleanups(1_999).await.unwrap(), (0, 1));
+    assert!(!m.claim_cleanup(rid, 1_500, 3_000).await.unwrap());
+    // A worker that died mid-run leaves it ongoing; once its lease lapsed the turn is
+    // unfinished, to be claimed again, and the dead worker can no longer renew it.
+    assert_eq!(m.reset_lapsed_cleanups(2_001).await.unwrap(), (1, 0));
+    assert!(!m.renew_cleanup(rid, 9_000).await.unwrap());
+    assert_eq!(
+        m.repository_info(rid)
+            .await
+            .unwrap()
+            .unwrap()
+            .cleanup_status,
+        "cleanup_unfinished"
+    );
+    assert!(m.claim_cleanup(rid, 170, 5_000).await.unwrap());
     let info = m.repository_info(rid).await.unwrap().unwrap();
     assert_eq!(
         info.cleanup_started_at,

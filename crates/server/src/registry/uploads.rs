@@ -106,13 +106,21 @@ async fn new_upload(state: &Shared, name: &RepoName, alg: Algorithm) -> Registry
     Ok(id)
 }
 
-fn claim<'a>(state: &'a Shared, id: &str) -> RegistryResult<crate::state::UploadGuard<'a>> {
-    state.uploads.claim(id).ok_or_else(|| {
+/// Claim an upload for this request: first in this node, then across nodes (another
+/// node may be receiving a PATCH of the same upload).
+async fn claim<'a>(
+    state: &'a Shared,
+    id: &str,
+) -> RegistryResult<(crate::state::UploadGuard<'a>, berth_meta::MetaGuard)> {
+    let busy = || {
         RegistryError::new(
             Code::RangeInvalid,
             "another request is writing to this upload; wait for it, then resume from its Range",
         )
-    })
+    };
+    let here = state.uploads.claim(id).ok_or_else(busy)?;
+    let everywhere = state.meta.claim_upload(id).await?.ok_or_else(busy)?;
+    Ok((here, everywhere))
 }
 
 /// The current size of an upload that belongs to `name`.
@@ -323,7 +331,7 @@ pub async fn patch(
     body: Body,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push).await?;
-    let _writing = claim(state, id)?;
+    let _writing = claim(state, id).await?;
     let size = current(state, name, id).await?;
     if let Some((start, end)) = content_range(headers)? {
         let out_of_order = start != size;
@@ -355,7 +363,7 @@ pub async fn finish_upload(
     body: Body,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push).await?;
-    let _writing = claim(state, id)?;
+    let _writing = claim(state, id).await?;
     let q = query_pairs(query);
     let digest = query_get(&q, "digest").ok_or_else(|| {
         RegistryError::new(
@@ -398,7 +406,7 @@ pub async fn cancel(
     id: &str,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push).await?;
-    let _writing = claim(state, id)?;
+    let _writing = claim(state, id).await?;
     current(state, name, id).await?;
     discard(state, id).await?;
     finish(empty(StatusCode::NO_CONTENT))
