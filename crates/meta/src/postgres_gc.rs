@@ -176,6 +176,16 @@ impl GcMeta for PgMeta {
                 .bind(d.as_str())
                 .execute(&mut *tx)
                 .await?;
+            // The queue entry too: a manifest deleted meanwhile (in any repository)
+            // queues the blob again, and that must either be seen by the check below
+            // (it committed first) or come after this review (it waits here and then
+            // queues a fresh entry). Without this lock the entry's removal at the end
+            // would wait for that transaction and then remove its new entry as well,
+            // leaving a blob nothing references and nothing will review.
+            sqlx::query("SELECT 1 FROM gc_blob_review_queue WHERE digest = $1 FOR UPDATE")
+                .bind(d.as_str())
+                .execute(&mut *tx)
+                .await?;
             let referenced: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)",
             )
