@@ -482,9 +482,11 @@ fn one_upload_over_three_nodes_and_tags_seen_everywhere() {
     reg.assert_pulls(&berth.url, repo, "two", &image);
 }
 
-/// A PATCH cut off by SIGKILL of the node receiving it: the upload, asked on another
-/// node, reports how much it holds; the client resumes from there on a third node
-/// and the blob is exact.
+/// A PATCH cut off by SIGKILL of the node receiving it: while it streams, another
+/// node refuses to write to the same upload; once the node is dead, the upload, asked
+/// on another node, reports how much it holds (the dead node's claim went with it),
+/// the client resumes from there on that node and finishes on a third, and the blob
+/// is exact.
 #[test]
 fn an_upload_resumes_on_another_node_after_a_kill_mid_patch() {
     let Some(berth) = Berth::start_nodes(3, &[], &[]) else {
@@ -529,6 +531,32 @@ fn an_upload_resumes_on_another_node_after_a_kill_mid_patch() {
     sock.flush().unwrap();
     // Let node 3 take in what was sent before it dies.
     std::thread::sleep(Duration::from_millis(300));
+    // While node 3 writes to the upload, node 2 refuses to write to it as well. (An
+    // empty PATCH, which changes nothing when it does get through, asks until node
+    // 3 has started.)
+    let refusal = eventually(WAIT, "node 3 to claim the upload", || {
+        let resp = reg.send(
+            reg.http
+                .patch(format!("{}{at}", node(&berth, 1)))
+                .bearer_auth(reg.bearer(repo))
+                .header("Content-Type", "application/octet-stream")
+                .body(Vec::new()),
+        );
+        match resp.status().as_u16() {
+            202 => None,
+            _ => Some((resp.status().as_u16(), resp.text().unwrap_or_default())),
+        }
+    });
+    assert_eq!(refusal.0, 416, "{}", refusal.1);
+    let refusal: Value = serde_json::from_str(&refusal.1).expect("an error body");
+    assert_eq!(refusal["errors"][0]["code"], "RANGE_INVALID", "{refusal}");
+    assert!(
+        refusal["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another request is writing"),
+        "{refusal}"
+    );
     berth.kill_node(2);
     let mut answer = Vec::new();
     let _ = sock.read_to_end(&mut answer);

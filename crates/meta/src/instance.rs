@@ -13,6 +13,36 @@ pub type MetaGuard = Box<dyn Send + Sync>;
 /// Name of the instance secret that holds the token signing key (PKCS#8 PEM).
 pub const TOKEN_SIGNING_KEY: &str = "token_signing_key";
 
+/// A held claim on an upload (see [`InstanceMeta::claim_upload`]).
+pub struct UploadClaim(Option<Box<dyn ReleaseClaim>>);
+
+/// How a backend lets go of an upload claim.
+#[async_trait]
+pub trait ReleaseClaim: Send + Sync {
+    /// Release the claim; once this returns, any node can claim the upload. Dropping
+    /// the claim instead releases it a moment later.
+    async fn release(self: Box<Self>);
+}
+
+impl UploadClaim {
+    /// A claim with nothing to release beyond the node's own (one machine only).
+    pub fn local() -> UploadClaim {
+        UploadClaim(None)
+    }
+
+    pub fn new(held: Box<dyn ReleaseClaim>) -> UploadClaim {
+        UploadClaim(Some(held))
+    }
+
+    /// Release the claim before answering: the client's next request for the upload
+    /// may reach another node at once.
+    pub async fn release(mut self) {
+        if let Some(held) = self.0.take() {
+            held.release().await;
+        }
+    }
+}
+
 #[async_trait]
 pub trait InstanceMeta: Send + Sync {
     /// The secret stored under `name`, storing `candidate` first when there is none.
@@ -28,7 +58,7 @@ pub trait InstanceMeta: Send + Sync {
     /// Claim upload `id` for one request across nodes: `None` while another node's
     /// request holds it. Requests of one node exclude each other in the node itself;
     /// a backend that serves one machine only (SQLite) always grants the claim.
-    async fn claim_upload(&self, id: &str) -> Result<Option<MetaGuard>>;
+    async fn claim_upload(&self, id: &str) -> Result<Option<UploadClaim>>;
 
     /// Record a failed sign-in at `at` (Unix seconds) under each of `keys`, and
     /// forget every failure from before `forget_before`.

@@ -774,6 +774,63 @@ mod tests {
             assert!(a.claim_upload("u2").await.unwrap().is_none());
         }
 
+        /// A blob queued again (a manifest that referenced it deleted, in another
+        /// transaction) while its review runs is either deleted by that review or
+        /// left queued for the next one: never unreferenced and forgotten.
+        #[tokio::test]
+        async fn a_blob_queued_again_during_its_review_is_not_forgotten() {
+            let Some((_db, metas)) = nodes("requeued during review", 1).await else {
+                return;
+            };
+            let m = &metas[0];
+            let layer = Digest::sha256_of(b"requeued layer");
+            m.link_blob("g/p/app", &layer, 5, 1).await.unwrap();
+            m.put_manifest("g/p/app", &manifest("m", vec![layer.clone()]), Some("t"), 1)
+                .await
+                .unwrap();
+            // The manifest's reference goes, in a transaction still open.
+            let mut deleting = m.pool.begin().await.unwrap();
+            sqlx::query("DELETE FROM manifest_blobs WHERE digest = $1")
+                .bind(layer.as_str())
+                .execute(&mut *deleting)
+                .await
+                .unwrap();
+            let review = tokio::spawn({
+                let (m, d) = (m.clone(), layer.clone());
+                async move { m.review_blob(&d).await.unwrap() }
+            });
+            // The review waits for the deletion's locks …
+            let mut waited = false;
+            for _ in 0..1000 {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&m.pool)
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    waited = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(waited, "the review never waited for the deletion");
+            // … which then commits.
+            deleting.commit().await.unwrap();
+            let removed = review.await.unwrap();
+            let queued: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM gc_blob_review_queue WHERE digest = $1")
+                    .bind(layer.as_str())
+                    .fetch_one(&m.pool)
+                    .await
+                    .unwrap();
+            assert!(
+                removed.is_some() || queued == 1,
+                "the blob was neither deleted ({removed:?}) nor left queued ({queued})"
+            );
+        }
+
         #[tokio::test]
         async fn concurrent_pushes_of_one_tag_and_blob_all_succeed() {
             let Some((_db, metas)) = nodes("concurrent pushes", 3).await else {

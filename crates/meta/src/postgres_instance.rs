@@ -14,7 +14,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection, Postgres};
 use tokio::sync::Mutex;
 
-use crate::instance::{InstanceMeta, MetaGuard};
+use crate::instance::{InstanceMeta, MetaGuard, ReleaseClaim, UploadClaim};
 use crate::{PgMeta, Result};
 
 /// Advisory lock key of the blob lock ("berthblb").
@@ -64,21 +64,25 @@ impl InstanceMeta for PgMeta {
         Ok(Some(Box::new(taken)))
     }
 
-    async fn claim_upload(&self, id: &str) -> Result<Option<MetaGuard>> {
+    async fn claim_upload(&self, id: &str) -> Result<Option<UploadClaim>> {
         let key = upload_key(id);
         let claims = self.claims.clone();
         // In a task of its own, like the blob lock: a claim taken for a request that
         // went away meanwhile is dropped, and so released, in the task.
         let claimed = tokio::spawn(async move {
-            if claims.run("SELECT pg_try_advisory_lock($1)", key).await? {
-                Ok::<_, sqlx::Error>(Some(UploadClaim { claims, key }))
+            if claims.run(LOCK, key).await? {
+                Ok::<_, sqlx::Error>(Some(PgUploadClaim {
+                    claims,
+                    key,
+                    held: true,
+                }))
             } else {
                 Ok(None)
             }
         })
         .await
         .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??;
-        Ok(claimed.map(|c| Box::new(c) as MetaGuard))
+        Ok(claimed.map(|c| UploadClaim::new(Box::new(c))))
     }
 
     async fn record_login_failure(
@@ -189,21 +193,40 @@ impl UploadClaims {
     }
 }
 
-struct UploadClaim {
+const LOCK: &str = "SELECT pg_try_advisory_lock($1)";
+const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
+
+struct PgUploadClaim {
     claims: Arc<UploadClaims>,
     key: i64,
+    held: bool,
 }
 
-impl Drop for UploadClaim {
-    fn drop(&mut self) {
+impl PgUploadClaim {
+    /// Unlock in a task of its own, which a cancelled caller cannot cut short.
+    fn unlock(&mut self) -> tokio::task::JoinHandle<()> {
+        self.held = false;
         let (claims, key) = (self.claims.clone(), self.key);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = claims.run("SELECT pg_advisory_unlock($1)", key).await {
-                    tracing::warn!(error = %e, "releasing an upload claim failed; its session was closed instead");
-                }
-            });
-        }
+        tokio::spawn(async move {
+            if let Err(e) = claims.run(UNLOCK, key).await {
+                tracing::warn!(error = %e, "releasing an upload claim failed; its session was closed instead");
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl ReleaseClaim for PgUploadClaim {
+    async fn release(mut self: Box<Self>) {
+        let _ = self.unlock().await;
+    }
+}
+
+impl Drop for PgUploadClaim {
+    fn drop(&mut self) {
         // Without a runtime the process is ending, and its session with it.
+        if self.held && tokio::runtime::Handle::try_current().is_ok() {
+            self.unlock();
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::instance::{InstanceMeta, MetaGuard};
+use crate::instance::{InstanceMeta, MetaGuard, UploadClaim};
 use crate::{Result, SqliteMeta};
 
 #[async_trait]
@@ -30,9 +30,9 @@ impl InstanceMeta for SqliteMeta {
         Ok(None)
     }
 
-    async fn claim_upload(&self, _id: &str) -> Result<Option<MetaGuard>> {
+    async fn claim_upload(&self, _id: &str) -> Result<Option<UploadClaim>> {
         // One node: its own claim on the upload is the only one there is.
-        Ok(Some(Box::new(())))
+        Ok(Some(UploadClaim::local()))
     }
 
     async fn record_login_failure(

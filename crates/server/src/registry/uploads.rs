@@ -106,21 +106,26 @@ async fn new_upload(state: &Shared, name: &RepoName, alg: Algorithm) -> Registry
     Ok(id)
 }
 
-/// Claim an upload for this request: first in this node, then across nodes (another
-/// node may be receiving a PATCH of the same upload).
-async fn claim<'a>(
-    state: &'a Shared,
+/// Run `work` holding the upload for this request alone: first in this node, then
+/// across nodes (another node may be receiving a PATCH of the same upload). The claim
+/// is released before the answer goes out, as the client's next request for the
+/// upload may reach another node at once.
+async fn claimed<T>(
+    state: &Shared,
     id: &str,
-) -> RegistryResult<(crate::state::UploadGuard<'a>, berth_meta::MetaGuard)> {
+    work: impl std::future::Future<Output = RegistryResult<T>>,
+) -> RegistryResult<T> {
     let busy = || {
         RegistryError::new(
             Code::RangeInvalid,
             "another request is writing to this upload; wait for it, then resume from its Range",
         )
     };
-    let here = state.uploads.claim(id).ok_or_else(busy)?;
+    let _here = state.uploads.claim(id).ok_or_else(busy)?;
     let everywhere = state.meta.claim_upload(id).await?.ok_or_else(busy)?;
-    Ok((here, everywhere))
+    let outcome = work.await;
+    everywhere.release().await;
+    outcome
 }
 
 /// The current size of an upload that belongs to `name`.
@@ -331,27 +336,29 @@ pub async fn patch(
     body: Body,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push).await?;
-    let _writing = claim(state, id).await?;
-    let size = current(state, name, id).await?;
-    if let Some((start, end)) = content_range(headers)? {
-        let out_of_order = start != size;
-        let length_mismatch = content_length(headers).is_some_and(|l| l != end - start + 1);
-        if out_of_order || length_mismatch {
-            return Err(RegistryError::new(
-                Code::RangeInvalid,
-                if out_of_order {
-                    format!("chunk starts at {start}, but the upload holds {size} bytes")
-                } else {
-                    "Content-Range and Content-Length disagree".to_string()
-                },
-            )
-            .header("Location", location(state, headers, name, id))
-            .header("Range", range_header(size))
-            .header("Docker-Upload-UUID", id.to_string()));
+    claimed(state, id, async {
+        let size = current(state, name, id).await?;
+        if let Some((start, end)) = content_range(headers)? {
+            let out_of_order = start != size;
+            let length_mismatch = content_length(headers).is_some_and(|l| l != end - start + 1);
+            if out_of_order || length_mismatch {
+                return Err(RegistryError::new(
+                    Code::RangeInvalid,
+                    if out_of_order {
+                        format!("chunk starts at {start}, but the upload holds {size} bytes")
+                    } else {
+                        "Content-Range and Content-Length disagree".to_string()
+                    },
+                )
+                .header("Location", location(state, headers, name, id))
+                .header("Range", range_header(size))
+                .header("Docker-Upload-UUID", id.to_string()));
+            }
         }
-    }
-    let size = append(state, headers, id, size, body).await?;
-    session_response(state, headers, StatusCode::ACCEPTED, name, id, size)
+        let size = append(state, headers, id, size, body).await?;
+        session_response(state, headers, StatusCode::ACCEPTED, name, id, size)
+    })
+    .await
 }
 
 pub async fn finish_upload(
@@ -363,29 +370,31 @@ pub async fn finish_upload(
     body: Body,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push).await?;
-    let _writing = claim(state, id).await?;
-    let q = query_pairs(query);
-    let digest = query_get(&q, "digest").ok_or_else(|| {
-        RegistryError::new(
-            Code::DigestInvalid,
-            "the digest query parameter is required to finish an upload",
-        )
-    })?;
-    let digest = parse_digest(&digest)?;
-    let mut size = current(state, name, id).await?;
-    if let Some((start, _)) = content_range(headers)? {
-        if start != size {
-            return Err(RegistryError::new(
-                Code::RangeInvalid,
-                format!("final chunk starts at {start}, but the upload holds {size} bytes"),
+    claimed(state, id, async {
+        let q = query_pairs(query);
+        let digest = query_get(&q, "digest").ok_or_else(|| {
+            RegistryError::new(
+                Code::DigestInvalid,
+                "the digest query parameter is required to finish an upload",
             )
-            .header("Range", range_header(size)));
+        })?;
+        let digest = parse_digest(&digest)?;
+        let mut size = current(state, name, id).await?;
+        if let Some((start, _)) = content_range(headers)? {
+            if start != size {
+                return Err(RegistryError::new(
+                    Code::RangeInvalid,
+                    format!("final chunk starts at {start}, but the upload holds {size} bytes"),
+                )
+                .header("Range", range_header(size)));
+            }
         }
-    }
-    if content_length(headers) != Some(0) {
-        size = append(state, headers, id, size, body).await?;
-    }
-    complete(state, headers, name, id, size, &digest).await
+        if content_length(headers) != Some(0) {
+            size = append(state, headers, id, size, body).await?;
+        }
+        complete(state, headers, name, id, size, &digest).await
+    })
+    .await
 }
 
 pub async fn status(
@@ -406,10 +415,12 @@ pub async fn cancel(
     id: &str,
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Push).await?;
-    let _writing = claim(state, id).await?;
-    current(state, name, id).await?;
-    discard(state, id).await?;
-    finish(empty(StatusCode::NO_CONTENT))
+    claimed(state, id, async {
+        current(state, name, id).await?;
+        discard(state, id).await?;
+        finish(empty(StatusCode::NO_CONTENT))
+    })
+    .await
 }
 
 #[cfg(test)]
