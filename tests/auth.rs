@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -431,16 +431,7 @@ fn digest_of(bytes: &[u8]) -> String {
 impl Image {
     fn new(seed: &str) -> Image {
         let content = format!("berth auth test image {seed}\n");
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_ustar();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        builder
-            .append_data(&mut header, "etc/berth-test", content.as_bytes())
-            .expect("tar entry");
-        let tar = builder.into_inner().expect("tar");
+        let tar = support::tar_layer("etc/berth-test", content.as_bytes());
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).expect("gzip");
         let layer = gz.finish().expect("gzip");
@@ -2242,24 +2233,7 @@ fn first_start_writes_the_initial_root_password() {
         .stderr(log)
         .spawn()
         .expect("spawn berth");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(u) = line.strip_prefix("berth listening on ") {
-                    break u.trim().to_string();
-                }
-            }
-            _ => {
-                let _ = child.kill();
-                panic!(
-                    "berth exited before listening:\n{}",
-                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-                );
-            }
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let url = support::listening_url(&mut child, &dir.path().join("server.log"));
     let server = Bare { child, url };
 
     let file = data.join("initial_root_password");

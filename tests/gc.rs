@@ -14,7 +14,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -653,22 +653,7 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn berth");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("berth listening on ") {
-                        break url.trim().to_string();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
-                    panic!("berth exited before listening; its log:\n{log}");
-                }
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let url = support::listening_url(&mut child, &root.join("server.log"));
         Server {
             child,
             url,

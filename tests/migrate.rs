@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use berth_meta::testing::TestDatabase;
-use rand::RngCore;
 use serde_json::{json, Value};
 use support::{run, sha256_hex, Berth, Storage, ROOT_PASSWORD};
 
@@ -148,25 +147,9 @@ fn count_in(out: &str, line: &str, label: &str) -> u64 {
 // Images
 // ---------------------------------------------------------------------------
 
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    rand::rng().fill_bytes(&mut buf);
-    buf
-}
-
 /// An uncompressed tar layer with one file of random bytes.
 fn layer(path: &str, kib: usize) -> Vec<u8> {
-    let data = random_bytes(kib * 1024);
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    builder
-        .append_data(&mut header, path, &data[..])
-        .expect("tar entry");
-    builder.into_inner().expect("finish tar")
+    support::tar_layer(path, &support::random_bytes(kib * 1024))
 }
 
 /// An OCI layout at `dir` tagged `tag`: one image per entry of `images` (its layers),

@@ -15,23 +15,18 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::RngCore;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{eventually, run, sha256_hex, Berth, Storage, ROOT_PASSWORD};
+use support::{
+    eventually, random_bytes, run, sha256_hex, tar_layer, Berth, Storage, ROOT_PASSWORD,
+};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const MIB: usize = 1024 * 1024;
 const WAIT: Duration = Duration::from_secs(120);
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    rand::rng().fill_bytes(&mut buf);
-    buf
-}
 
 fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
@@ -182,17 +177,7 @@ struct PushedImage {
 /// A gzip member with stored (uncompressed) blocks around a tar holding one file of
 /// random bytes: a valid layer that costs no compression time in a debug build.
 fn layer_blob(name: &str, len: usize) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let data = random_bytes(len);
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    builder
-        .append_data(&mut header, name, data.as_slice())
-        .expect("tar entry");
-    let tar = builder.into_inner().expect("tar");
+    let tar = tar_layer(name, &random_bytes(len));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     gz.write_all(&tar).expect("gzip");
     gz.finish().expect("gzip")

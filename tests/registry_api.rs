@@ -287,16 +287,7 @@ fn digest_of(data: &[u8]) -> String {
 /// A gzipped tar layer with one file whose content depends on `seed`, and its diff_id.
 fn layer(seed: &str) -> (Vec<u8>, String) {
     let content = format!("berth registry api test layer {seed}\n").repeat(20);
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    builder
-        .append_data(&mut header, format!("etc/{seed}"), content.as_bytes())
-        .expect("tar entry");
-    let tar = builder.into_inner().expect("tar");
+    let tar = support::tar_layer(&format!("etc/{seed}"), content.as_bytes());
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).expect("gzip");
     (gz.finish().expect("gzip"), digest_of(&tar))

@@ -425,7 +425,15 @@ fn spawn_node(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Child, Stri
         cmd.arg("--log-level").arg("info");
     }
     let mut child = cmd.spawn().expect("spawn berth");
-    let stdout = child.stdout.take().expect("stdout");
+    let url = listening_url(&mut child, &root.join("server.log"));
+    (child, url)
+}
+
+/// Wait until a `berth serve` started with piped stdout says where it listens, and
+/// return that URL; if it exits first, fail with its log (`log`). Its stdout is then
+/// drained in the background, so the server never blocks on a full pipe.
+pub fn listening_url(child: &mut Child, log: &Path) -> String {
+    let stdout = child.stdout.take().expect("berth's stdout is piped");
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
         match lines.next() {
@@ -437,14 +445,35 @@ fn spawn_node(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Child, Stri
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(log).unwrap_or_default();
                 panic!("berth exited before listening; its log:\n{log}");
             }
         }
     };
-    // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    url
+}
+
+/// `len` random bytes (incompressible, unique per call).
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut buf = vec![0u8; len];
+    rand::rng().fill_bytes(&mut buf);
+    buf
+}
+
+/// An uncompressed tar layer holding one regular file `path` with `data`.
+pub fn tar_layer(path: &str, data: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    builder
+        .append_data(&mut header, path, data)
+        .expect("tar entry");
+    builder.into_inner().expect("tar archive")
 }
 
 /// Whether an external client is installed. Under CI (`CI` set) a missing tool is
