@@ -965,8 +965,9 @@ fn limits_split_a_run_and_it_resumes() {
 
 #[test]
 fn disabled_policies_do_not_run() {
-    // One worker and two tags per turn, so a big run keeps the worker busy while
-    // another project's run waits in the queue.
+    // One worker (for the whole instance, however many nodes serve it) and two tags
+    // per turn, so a big run keeps the worker busy while another project's run waits
+    // in the queue.
     let ctx = Ctx::start_with(&[(CAPACITY_ENV, "1"), (MAX_LIST_ENV, "2")]);
     let s = ctx.settings();
     assert_eq!(s[CAPACITY], 1, "{s}");
@@ -1034,9 +1035,8 @@ fn disabled_policies_do_not_run() {
     );
 
     // Now queue a run that would delete b, c and d (a is the newest of the
-    // candidates), and disable the policy while the run waits behind A. (This relies
-    // on the queue serving A's older run first with one worker; should B ever be
-    // served first, the precondition below says so instead of a false failure.)
+    // candidates), and disable the policy while the run waits behind A: the queue
+    // serves the least recently started first, and A's run started before B's last.
     ctx.save_policy(late, json!({"name_regex": ".*"}));
     ctx.start_run(late);
     eventually(WAIT, "B's run to be queued", || {

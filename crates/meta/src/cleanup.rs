@@ -37,10 +37,18 @@ pub trait CleanupMeta: Send + Sync {
     ) -> Result<Option<u64>>;
     /// Repositories waiting for a cleanup worker (scheduled or unfinished), oldest first.
     async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>>;
-    /// Claim a waiting repository for one worker (`cleanup_ongoing`) until
-    /// `lease_until`; false if another worker took it. A fresh run records `now` as its
-    /// start.
-    async fn claim_cleanup(&self, repository_id: i64, now: i64, lease_until: i64) -> Result<bool>;
+    /// Claim the repository at the head of the queue for one worker
+    /// (`cleanup_ongoing`) until `lease_until`. None when nothing waits, or when
+    /// `capacity` claims are already held: the worker capacity is the instance's, all
+    /// nodes together, and claims whose lease lapsed before `now` do not count. Claims
+    /// are taken in queue order, one at a time, so a run queued later never overtakes
+    /// one queued earlier. A fresh run records `now` as its start.
+    async fn claim_next_cleanup(
+        &self,
+        now: i64,
+        lease_until: i64,
+        capacity: i64,
+    ) -> Result<Option<RepositoryInfo>>;
     /// Extend a claim that is still held; false if it is not (it lapsed and was reset).
     async fn renew_cleanup(&self, repository_id: i64, lease_until: i64) -> Result<bool>;
     /// End a worker's turn: `cleanup_unscheduled` (done) or `cleanup_unfinished`.

@@ -44,6 +44,13 @@ pub(crate) const DEPLOY_SELECT: &str =
 pub(crate) const JOB_SELECT: &str =
     "SELECT id, project_id, user_id, status, expires_at, created_at FROM ci_jobs";
 
+/// Repositories waiting for a cleanup worker (scheduled or unfinished), in the order
+/// workers take them: least recently started first (never cleaned before, then by the
+/// start of their current or last run).
+pub(crate) const CLEANUP_QUEUE: &str = "SELECT id FROM repositories \
+     WHERE cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished') AND status IS NULL \
+     ORDER BY cleanup_started_at IS NOT NULL, cleanup_started_at, id";
+
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> MetaError {
     MetaError::Corrupt(e.to_string())
 }

@@ -939,17 +939,40 @@ mod tests {
             assert_eq!(freed_a + freed_b, 60);
             assert_eq!(a.review_queue_lengths().await.unwrap(), (0, 0));
 
-            // A cleanup run is claimed by exactly one of two racing nodes.
-            let repo = a.repository("g/p/app").await.unwrap().unwrap().id;
-            sqlx::query(
-                "UPDATE repositories SET cleanup_status = 'cleanup_scheduled' WHERE id = $1",
-            )
-            .bind(repo)
-            .execute(&a.pool)
-            .await
-            .unwrap();
-            let (x, y) = tokio::join!(a.claim_cleanup(repo, 5, 100), b.claim_cleanup(repo, 5, 100));
-            assert!(x.unwrap() ^ y.unwrap());
+            // A queued cleanup run is claimed by exactly one of two racing nodes, even
+            // with room for two workers; and with room for one, two nodes racing over
+            // two queued repositories get one claim between them.
+            let mut repos = Vec::new();
+            for path in ["g/p/app", "g/p/web"] {
+                let d = Digest::sha256_of(path.as_bytes());
+                a.link_blob(path, &d, 1, 1).await.unwrap();
+                repos.push(a.repository(path).await.unwrap().unwrap().id);
+            }
+            for round in 0..20 {
+                let (queued, capacity) = if round % 2 == 0 {
+                    (&repos[..1], 2)
+                } else {
+                    (&repos[..], 1)
+                };
+                sqlx::query(
+                    "UPDATE repositories SET cleanup_status = CASE WHEN id = ANY($1) \
+                       THEN 'cleanup_scheduled' ELSE 'cleanup_unscheduled' END, \
+                     cleanup_lease_until = NULL",
+                )
+                .bind(queued)
+                .execute(&a.pool)
+                .await
+                .unwrap();
+                let (x, y) = tokio::join!(
+                    a.claim_next_cleanup(5, 100, capacity),
+                    b.claim_next_cleanup(5, 100, capacity)
+                );
+                let (x, y) = (x.unwrap(), y.unwrap());
+                assert!(
+                    x.is_some() ^ y.is_some(),
+                    "round {round}: {x:?} and {y:?} with capacity {capacity}"
+                );
+            }
         }
     }
 }

@@ -1,14 +1,19 @@
 //! PostgreSQL implementation of [`crate::CleanupMeta`]. Claiming a repository is one
 //! conditional UPDATE, which PostgreSQL re-checks on the row it waited for, so of
-//! several nodes exactly one gets each run.
+//! several nodes exactly one gets each run; claims are taken under one advisory lock,
+//! so the worker capacity holds across nodes.
 
 use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::cleanup::{CleanupLogEntry, CleanupMeta};
+use crate::common::CLEANUP_QUEUE;
 use crate::postgres::PgMeta;
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::Result;
+
+/// The advisory lock under which cleanup claims are taken ("berthcln").
+const CLAIMS_LOCK: i64 = 0x6265_7274_6863_6c6e;
 
 #[async_trait]
 impl CleanupMeta for PgMeta {
@@ -73,14 +78,10 @@ impl CleanupMeta for PgMeta {
     }
 
     async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM repositories \
-             WHERE cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished') AND status IS NULL \
-             ORDER BY cleanup_started_at IS NOT NULL, cleanup_started_at, id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let ids: Vec<i64> = sqlx::query_scalar(&format!("{CLEANUP_QUEUE} LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(r) = self.repository_info(id).await? {
@@ -90,21 +91,40 @@ impl CleanupMeta for PgMeta {
         Ok(out)
     }
 
-    async fn claim_cleanup(&self, repository_id: i64, now: i64, lease_until: i64) -> Result<bool> {
-        let done = sqlx::query(
+    async fn claim_next_cleanup(
+        &self,
+        now: i64,
+        lease_until: i64,
+        capacity: i64,
+    ) -> Result<Option<RepositoryInfo>> {
+        // Claims are taken one at a time across all nodes (a transaction-scoped
+        // advisory lock), so neither the queue's head nor the count of held claims
+        // can change between reading and claiming.
+        let mut tx = self.tx().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIMS_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let claimed: Option<i64> = sqlx::query_scalar(&format!(
             "UPDATE repositories SET \
                cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
-                                         THEN $1 ELSE COALESCE(cleanup_started_at, $2) END, \
-               cleanup_status = 'cleanup_ongoing', cleanup_lease_until = $3 \
-             WHERE id = $4 AND cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished')",
-        )
-        .bind(now)
+                                         THEN $1 ELSE COALESCE(cleanup_started_at, $1) END, \
+               cleanup_status = 'cleanup_ongoing', cleanup_lease_until = $2 \
+             WHERE id = ({CLEANUP_QUEUE} LIMIT 1) \
+               AND (SELECT COUNT(*) FROM repositories \
+                    WHERE cleanup_status = 'cleanup_ongoing' AND cleanup_lease_until >= $1) < $3 \
+             RETURNING id"
+        ))
         .bind(now)
         .bind(lease_until)
-        .bind(repository_id)
-        .execute(&self.pool)
+        .bind(capacity)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await?;
+        match claimed {
+            Some(id) => self.repository_info(id).await,
+            None => Ok(None),
+        }
     }
 
     async fn renew_cleanup(&self, repository_id: i64, lease_until: i64) -> Result<bool> {

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::cleanup::{CleanupLogEntry, CleanupMeta};
+use crate::common::CLEANUP_QUEUE;
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::sqlite::SqliteMeta;
 use crate::Result;
@@ -70,14 +71,10 @@ impl CleanupMeta for SqliteMeta {
     }
 
     async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM repositories \
-             WHERE cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished') AND status IS NULL \
-             ORDER BY cleanup_started_at IS NOT NULL, cleanup_started_at, id LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        let ids: Vec<i64> = sqlx::query_scalar(&format!("{CLEANUP_QUEUE} LIMIT ?"))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(r) = self.repository_info(id).await? {
@@ -87,21 +84,33 @@ impl CleanupMeta for SqliteMeta {
         Ok(out)
     }
 
-    async fn claim_cleanup(&self, repository_id: i64, now: i64, lease_until: i64) -> Result<bool> {
-        let done = sqlx::query(
+    async fn claim_next_cleanup(
+        &self,
+        now: i64,
+        lease_until: i64,
+        capacity: i64,
+    ) -> Result<Option<RepositoryInfo>> {
+        // One statement: SQLite takes the write lock before it reads, so two workers
+        // can neither take the same repository nor both see the last free slot.
+        let claimed: Option<i64> = sqlx::query_scalar(&format!(
             "UPDATE repositories SET \
                cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
-                                         THEN ? ELSE COALESCE(cleanup_started_at, ?) END, \
-               cleanup_status = 'cleanup_ongoing', cleanup_lease_until = ? \
-             WHERE id = ? AND cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished')",
-        )
-        .bind(now)
+                                         THEN ?1 ELSE COALESCE(cleanup_started_at, ?1) END, \
+               cleanup_status = 'cleanup_ongoing', cleanup_lease_until = ?2 \
+             WHERE id = ({CLEANUP_QUEUE} LIMIT 1) \
+               AND (SELECT COUNT(*) FROM repositories \
+                    WHERE cleanup_status = 'cleanup_ongoing' AND cleanup_lease_until >= ?1) < ?3 \
+             RETURNING id"
+        ))
         .bind(now)
         .bind(lease_until)
-        .bind(repository_id)
-        .execute(&self.write)
+        .bind(capacity)
+        .fetch_optional(&self.write)
         .await?;
-        Ok(done.rows_affected() > 0)
+        match claimed {
+            Some(id) => self.repository_info(id).await,
+            None => Ok(None),
+        }
     }
 
     async fn renew_cleanup(&self, repository_id: i64, lease_until: i64) -> Result<bool> {

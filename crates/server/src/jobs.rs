@@ -105,7 +105,8 @@ const CLAIM_LEASE: Duration = Duration::from_secs(15);
 
 /// The cleanup-policy scheduler: start runs of due policies (their repositories are
 /// queued and `next_run_at` advances by the cadence), then let up to
-/// `worker_capacity` workers take queued repositories, one turn each. A turn that hits
+/// `worker_capacity` workers (of the whole instance, all nodes together) take queued
+/// repositories, one turn each. A turn that hits
 /// a limit leaves its repository `cleanup_unfinished`, resumed shortly after; so does
 /// a turn whose worker stopped (its claim lapsed).
 async fn run_cleanup_policies(state: Arc<AppState>) {
@@ -156,16 +157,18 @@ async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaEr
     }
     let limits =
         crate::instance::cleanup_limits(state.meta.as_ref(), state.settings.cleanup).await?;
-    let queue = state
-        .meta
-        .cleanup_queue(limits.worker_capacity.max(1) as i64)
-        .await?;
-    if queue.is_empty() {
-        // Claims held elsewhere are looked at again soon: their node may have died.
-        return Ok(held > 0);
-    }
+    let capacity = limits.worker_capacity.max(1);
     let mut workers = tokio::task::JoinSet::new();
-    for repo in queue {
+    // Take queued repositories while this instance has a free worker (counting the
+    // workers of every node); what is left waits for a later round.
+    while workers.len() < capacity {
+        let Some(repo) = state
+            .meta
+            .claim_next_cleanup(now_ms(), lease_from_now(), capacity as i64)
+            .await?
+        else {
+            break;
+        };
         let state = state.clone();
         workers.spawn(async move {
             if let Err(e) = cleanup_repository(&state, &repo, limits).await {
@@ -178,22 +181,18 @@ async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaEr
             }
         });
     }
+    let worked = !workers.is_empty();
     while workers.join_next().await.is_some() {}
-    Ok(!state.meta.cleanup_queue(1).await?.is_empty())
+    // Claims held elsewhere are looked at again soon too: their node may have died.
+    Ok(!state.meta.cleanup_queue(1).await?.is_empty() || (!worked && held > 0))
 }
 
+/// One worker's turn on a repository it has claimed.
 async fn cleanup_repository(
     state: &AppState,
     repo: &berth_meta::RepositoryInfo,
     limits: crate::cleanup::Limits,
 ) -> Result<(), berth_meta::MetaError> {
-    if !state
-        .meta
-        .claim_cleanup(repo.id, now_ms(), lease_from_now())
-        .await?
-    {
-        return Ok(()); // another worker has it
-    }
     let policy = match repo.project_id {
         Some(pid) => state.meta.expiration_policy(pid).await?,
         None => None,

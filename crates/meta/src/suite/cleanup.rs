@@ -6,7 +6,8 @@ use berth_oci::Digest;
 use super::TestMeta;
 use crate::{ExpirationPolicy, NewManifest, NewProject};
 
-pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
+/// Project g/p with tags a, b and c in each of `repositories`; returns its id.
+async fn project_with_tags(m: &dyn TestMeta, repositories: &[&str]) -> i64 {
     let g = m
         .create_group(
             &crate::NewGroup {
@@ -36,12 +37,11 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
         .await
         .unwrap();
     let layer = Digest::sha256_of(b"l");
-    m.link_blob("g/p/app", &layer, 1, 1).await.unwrap();
     let man = NewManifest {
         digest: Digest::sha256_of(b"m"),
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         payload: b"m".to_vec(),
-        blobs: vec![layer],
+        blobs: vec![layer.clone()],
         children: vec![],
         subject: None,
         config: None,
@@ -50,10 +50,17 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
         total_size: 1,
         annotations: None,
     };
-    for t in ["a", "b", "c"] {
-        m.put_manifest("g/p/app", &man, Some(t), 1).await.unwrap();
+    for repository in repositories {
+        m.link_blob(repository, &layer, 1, 1).await.unwrap();
+        for t in ["a", "b", "c"] {
+            m.put_manifest(repository, &man, Some(t), 1).await.unwrap();
+        }
     }
-    let policy = ExpirationPolicy {
+    p.id
+}
+
+fn due_at_100() -> ExpirationPolicy {
+    ExpirationPolicy {
         enabled: true,
         cadence: "1d".into(),
         keep_n: Some(1),
@@ -61,23 +68,26 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
         name_regex: Some(".*".into()),
         name_regex_keep: None,
         next_run_at: Some(100),
-    };
-    m.set_expiration_policy(p.id, &policy, 1).await.unwrap();
+    }
+}
+
+pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
+    let pid = project_with_tags(m, &["g/p/app"]).await;
+    m.set_expiration_policy(pid, &due_at_100(), 1)
+        .await
+        .unwrap();
     assert!(m.due_policies(99).await.unwrap().is_empty());
     assert_eq!(m.due_policies(100).await.unwrap().len(), 1);
-    assert_eq!(m.start_policy_run(p.id, 100, 200).await.unwrap(), Some(1));
+    assert_eq!(m.start_policy_run(pid, 100, 200).await.unwrap(), Some(1));
     // A second node that saw the same due run finds it started already.
-    assert_eq!(m.start_policy_run(p.id, 100, 201).await.unwrap(), None);
+    assert_eq!(m.start_policy_run(pid, 100, 201).await.unwrap(), None);
     assert!(m.due_policies(150).await.unwrap().is_empty());
     let queue = m.cleanup_queue(10).await.unwrap();
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0].cleanup_status, "cleanup_scheduled");
     let rid = queue[0].id;
-    assert!(m.claim_cleanup(rid, 150, 1_000).await.unwrap());
-    assert!(
-        !m.claim_cleanup(rid, 151, 1_001).await.unwrap(),
-        "one worker only"
-    );
+    assert_eq!(claim(m, 150, 1_000, 1).await, Some(rid));
+    assert_eq!(claim(m, 151, 1_001, 5).await, None, "one worker only");
     let info = m.repository_info(rid).await.unwrap().unwrap();
     assert_eq!(info.cleanup_status, "cleanup_ongoing");
     assert_eq!(info.cleanup_started_at, Some(150));
@@ -91,7 +101,7 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
         .await
         .unwrap();
     assert_eq!(n, 2, "unknown and repeated names end nothing more");
-    let log = m.cleanup_log(p.id, 10).await.unwrap();
+    let log = m.cleanup_log(pid, 10).await.unwrap();
     // Newest first: logged in the order the names were given.
     let tags: Vec<&str> = log.iter().map(|e| e.tag.as_str()).collect();
     assert_eq!(tags, vec!["a", "b"]);
@@ -101,7 +111,7 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     assert_eq!(m.reset_lapsed_cleanups(1_000).await.unwrap(), (0, 1));
     assert!(m.renew_cleanup(rid, 2_000).await.unwrap());
     assert_eq!(m.reset_lapsed_cleanups(1_999).await.unwrap(), (0, 1));
-    assert!(!m.claim_cleanup(rid, 1_500, 3_000).await.unwrap());
+    assert_eq!(claim(m, 1_500, 3_000, 5).await, None);
     // A worker that died mid-run leaves it ongoing; once its lease lapsed the turn is
     // unfinished, to be claimed again, and the dead worker can no longer renew it.
     assert_eq!(m.reset_lapsed_cleanups(2_001).await.unwrap(), (1, 0));
@@ -114,7 +124,7 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
             .cleanup_status,
         "cleanup_unfinished"
     );
-    assert!(m.claim_cleanup(rid, 170, 5_000).await.unwrap());
+    assert_eq!(claim(m, 170, 5_000, 1).await, Some(rid));
     let info = m.repository_info(rid).await.unwrap().unwrap();
     assert_eq!(
         info.cleanup_started_at,
@@ -123,4 +133,60 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     );
     m.finish_cleanup(rid, "cleanup_unscheduled").await.unwrap();
     assert!(m.cleanup_queue(10).await.unwrap().is_empty());
+}
+
+/// The repository `claim_next_cleanup` hands a worker, by id.
+async fn claim(m: &dyn TestMeta, now: i64, lease_until: i64, capacity: i64) -> Option<i64> {
+    let claimed = m.claim_next_cleanup(now, lease_until, capacity).await;
+    claimed.unwrap().map(|r| r.id)
+}
+
+pub(crate) async fn the_worker_capacity_bounds_all_claims_together(m: &dyn TestMeta) {
+    let pid = project_with_tags(m, &["g/p/app", "g/p/web", "g/p/zip"]).await;
+    m.set_expiration_policy(pid, &due_at_100(), 1)
+        .await
+        .unwrap();
+    assert_eq!(m.start_policy_run(pid, 100, 200).await.unwrap(), Some(3));
+    let queue: Vec<i64> = m
+        .cleanup_queue(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let [app, web, zip] = queue[..] else {
+        panic!("three queued: {queue:?}")
+    };
+    // Capacity 2: claims go in queue order, and the third waits.
+    assert_eq!(claim(m, 150, 1_000, 2).await, Some(app));
+    assert_eq!(claim(m, 150, 1_000, 2).await, Some(web));
+    assert_eq!(claim(m, 150, 1_000, 2).await, None);
+    // A finished turn frees its slot.
+    m.finish_cleanup(app, "cleanup_unscheduled").await.unwrap();
+    assert_eq!(claim(m, 160, 1_000, 2).await, Some(zip));
+    // The queue serves the least recently started first: app's next run (its last
+    // started at 150) goes before zip's unfinished one (started at 160).
+    m.finish_cleanup(zip, "cleanup_unfinished").await.unwrap();
+    assert_eq!(m.start_policy_run(pid, 200, 300).await.unwrap(), Some(1));
+    assert_eq!(
+        m.cleanup_queue(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        [app, zip]
+    );
+    // Capacity 1 is taken by web's live claim; once that lapses (even before it is
+    // reset) the slot is free again.
+    assert_eq!(claim(m, 999, 2_000, 1).await, None);
+    assert_eq!(claim(m, 1_001, 2_000, 1).await, Some(app));
+    assert_eq!(
+        m.repository_info(web)
+            .await
+            .unwrap()
+            .unwrap()
+            .cleanup_status,
+        "cleanup_ongoing"
+    );
 }

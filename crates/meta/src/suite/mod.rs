@@ -133,6 +133,7 @@ macro_rules! meta_suite {
             repositories::move_group_moves_everything_below,
             repositories::move_group_keeps_the_nesting_limit_and_repository_paths,
             cleanup::a_policy_run_from_due_to_done,
+            cleanup::the_worker_capacity_bounds_all_claims_together,
             instance::first_stored_secret_wins,
             instance::blob_lock_shared_excludes_exclusive,
             instance::login_failures_are_counted_by_key_and_pruned,
