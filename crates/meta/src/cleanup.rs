@@ -19,6 +19,14 @@ pub struct CleanupLogEntry {
     pub deleted_at: i64,
 }
 
+/// One worker's hold on a repository's cleanup turn. `number` counts the repository's
+/// claims, so a worker whose lease lapsed cannot renew or end a later worker's claim.
+#[derive(Debug, Clone)]
+pub struct CleanupClaim {
+    pub repository: RepositoryInfo,
+    pub number: i64,
+}
+
 #[async_trait]
 pub trait CleanupMeta: Send + Sync {
     /// Enabled policies whose `next_run_at` has come, with their projects.
@@ -48,11 +56,14 @@ pub trait CleanupMeta: Send + Sync {
         now: i64,
         lease_until: i64,
         capacity: i64,
-    ) -> Result<Option<RepositoryInfo>>;
-    /// Extend a claim that is still held; false if it is not (it lapsed and was reset).
-    async fn renew_cleanup(&self, repository_id: i64, lease_until: i64) -> Result<bool>;
+    ) -> Result<Option<CleanupClaim>>;
+    /// Extend a claim until `lease_until`; false if it is no longer held (it lapsed,
+    /// and may have been handed to another worker).
+    async fn renew_cleanup(&self, claim: &CleanupClaim, lease_until: i64) -> Result<bool>;
     /// End a worker's turn: `cleanup_unscheduled` (done) or `cleanup_unfinished`.
-    async fn finish_cleanup(&self, repository_id: i64, status: &str) -> Result<()>;
+    /// False, and nothing changed, if the claim is no longer held: the turn is then
+    /// another worker's, and so is its end.
+    async fn finish_cleanup(&self, claim: &CleanupClaim, status: &str) -> Result<bool>;
     /// Turns whose lease lapsed before `now` (their worker stopped: a crash, a killed
     /// node) become unfinished, to be taken up again. Returns how many were reset and
     /// how many claims are still held.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use crate::cleanup::{CleanupLogEntry, CleanupMeta};
+use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta};
 use crate::common::CLEANUP_QUEUE;
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::sqlite::SqliteMeta;
@@ -89,52 +89,58 @@ impl CleanupMeta for SqliteMeta {
         now: i64,
         lease_until: i64,
         capacity: i64,
-    ) -> Result<Option<RepositoryInfo>> {
+    ) -> Result<Option<CleanupClaim>> {
         // One statement: SQLite takes the write lock before it reads, so two workers
         // can neither take the same repository nor both see the last free slot.
-        let claimed: Option<i64> = sqlx::query_scalar(&format!(
+        let claimed: Option<(i64, i64)> = sqlx::query_as(&format!(
             "UPDATE repositories SET \
                cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
                                          THEN ?1 ELSE COALESCE(cleanup_started_at, ?1) END, \
-               cleanup_status = 'cleanup_ongoing', cleanup_lease_until = ?2 \
+               cleanup_status = 'cleanup_ongoing', cleanup_lease_until = ?2, \
+               cleanup_claim = COALESCE(cleanup_claim, 0) + 1 \
              WHERE id = ({CLEANUP_QUEUE} LIMIT 1) \
                AND (SELECT COUNT(*) FROM repositories \
                     WHERE cleanup_status = 'cleanup_ongoing' AND cleanup_lease_until >= ?1) < ?3 \
-             RETURNING id"
+             RETURNING id, cleanup_claim"
         ))
         .bind(now)
         .bind(lease_until)
         .bind(capacity)
         .fetch_optional(&self.write)
         .await?;
-        match claimed {
-            Some(id) => self.repository_info(id).await,
-            None => Ok(None),
-        }
+        let Some((id, number)) = claimed else {
+            return Ok(None);
+        };
+        Ok(self
+            .repository_info(id)
+            .await?
+            .map(|repository| CleanupClaim { repository, number }))
     }
 
-    async fn renew_cleanup(&self, repository_id: i64, lease_until: i64) -> Result<bool> {
+    async fn renew_cleanup(&self, claim: &CleanupClaim, lease_until: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE repositories SET cleanup_lease_until = ? \
-             WHERE id = ? AND cleanup_status = 'cleanup_ongoing'",
+            "UPDATE repositories SET cleanup_lease_until = ?1 \
+             WHERE id = ?2 AND cleanup_claim = ?3 AND cleanup_status = 'cleanup_ongoing'",
         )
         .bind(lease_until)
-        .bind(repository_id)
+        .bind(claim.repository.id)
+        .bind(claim.number)
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn finish_cleanup(&self, repository_id: i64, status: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE repositories SET cleanup_status = ?, cleanup_lease_until = NULL \
-             WHERE id = ?",
+    async fn finish_cleanup(&self, claim: &CleanupClaim, status: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE repositories SET cleanup_status = ?1, cleanup_lease_until = NULL \
+             WHERE id = ?2 AND cleanup_claim = ?3 AND cleanup_status = 'cleanup_ongoing'",
         )
         .bind(status)
-        .bind(repository_id)
+        .bind(claim.repository.id)
+        .bind(claim.number)
         .execute(&self.write)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn reset_lapsed_cleanups(&self, now: i64) -> Result<(u64, u64)> {

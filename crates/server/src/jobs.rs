@@ -162,7 +162,7 @@ async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaEr
     // Take queued repositories while this instance has a free worker (counting the
     // workers of every node); what is left waits for a later round.
     while workers.len() < capacity {
-        let Some(repo) = state
+        let Some(claim) = state
             .meta
             .claim_next_cleanup(now_ms(), lease_from_now(), capacity as i64)
             .await?
@@ -171,12 +171,12 @@ async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaEr
         };
         let state = state.clone();
         workers.spawn(async move {
-            if let Err(e) = cleanup_repository(&state, &repo, limits).await {
-                tracing::error!(repository = %repo.path, error = %e, "cleanup turn failed");
+            if let Err(e) = cleanup_repository(&state, &claim, limits).await {
+                tracing::error!(repository = %claim.repository.path, error = %e, "cleanup turn failed");
                 // Leave it for another turn rather than stuck as ongoing.
                 let _ = state
                     .meta
-                    .finish_cleanup(repo.id, "cleanup_unfinished")
+                    .finish_cleanup(&claim, "cleanup_unfinished")
                     .await;
             }
         });
@@ -187,12 +187,15 @@ async fn cleanup_round(state: &Arc<AppState>) -> Result<bool, berth_meta::MetaEr
     Ok(!state.meta.cleanup_queue(1).await?.is_empty() || (!worked && held > 0))
 }
 
-/// One worker's turn on a repository it has claimed.
+/// One worker's turn on a repository it has claimed. The turn stops if the claim is
+/// lost (its lease lapsed, say while the database was out of reach, and the turn was
+/// handed to another worker), so no two workers work one repository.
 async fn cleanup_repository(
     state: &AppState,
-    repo: &berth_meta::RepositoryInfo,
+    claim: &berth_meta::CleanupClaim,
     limits: crate::cleanup::Limits,
 ) -> Result<(), berth_meta::MetaError> {
+    let repo = &claim.repository;
     let policy = match repo.project_id {
         Some(pid) => state.meta.expiration_policy(pid).await?,
         None => None,
@@ -207,7 +210,7 @@ async fn cleanup_repository(
             tracing::warn!(repository = %repo.path, error = %e, "cleanup policy is invalid; skipping");
             state
                 .meta
-                .finish_cleanup(repo.id, "cleanup_unscheduled")
+                .finish_cleanup(claim, "cleanup_unscheduled")
                 .await?;
             return Ok(());
         }
@@ -215,7 +218,7 @@ async fn cleanup_repository(
         None => {
             state
                 .meta
-                .finish_cleanup(repo.id, "cleanup_unscheduled")
+                .finish_cleanup(claim, "cleanup_unscheduled")
                 .await?;
             return Ok(());
         }
@@ -231,12 +234,9 @@ async fn cleanup_repository(
     let renew = async {
         loop {
             tokio::time::sleep(CLAIM_LEASE / 3).await;
-            match state.meta.renew_cleanup(repo.id, lease_from_now()).await {
+            match state.meta.renew_cleanup(claim, lease_from_now()).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    repository = %repo.path,
-                    "this turn's claim lapsed and was handed on; finishing the turn anyway"
-                ),
+                Ok(false) => return,
                 Err(e) => {
                     tracing::warn!(repository = %repo.path, error = %e, "renewing a cleanup claim failed")
                 }
@@ -245,14 +245,27 @@ async fn cleanup_repository(
     };
     let outcome = tokio::select! {
         outcome = turn => outcome?,
-        () = renew => unreachable!("renewing a claim goes on until the turn ends"),
+        () = renew => {
+            tracing::warn!(
+                repository = %repo.path,
+                "this turn's claim lapsed and was handed on; the turn stops here"
+            );
+            return Ok(());
+        }
     };
     let status = if outcome.finished {
         "cleanup_unscheduled"
     } else {
         "cleanup_unfinished"
     };
-    state.meta.finish_cleanup(repo.id, status).await?;
+    if !state.meta.finish_cleanup(claim, status).await? {
+        tracing::warn!(
+            repository = %repo.path,
+            deleted = outcome.deleted,
+            "this turn's claim lapsed and was handed on as it ended; its end is the new worker's"
+        );
+        return Ok(());
+    }
     tracing::info!(
         repository = %repo.path,
         deleted = outcome.deleted,

@@ -4,7 +4,7 @@ use berth_core::{RegistryAccess, Visibility};
 use berth_oci::Digest;
 
 use super::TestMeta;
-use crate::{ExpirationPolicy, NewManifest, NewProject};
+use crate::{CleanupClaim, ExpirationPolicy, NewManifest, NewProject};
 
 /// Project g/p with tags a, b and c in each of `repositories`; returns its id.
 async fn project_with_tags(m: &dyn TestMeta, repositories: &[&str]) -> i64 {
@@ -86,8 +86,13 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0].cleanup_status, "cleanup_scheduled");
     let rid = queue[0].id;
-    assert_eq!(claim(m, 150, 1_000, 1).await, Some(rid));
-    assert_eq!(claim(m, 151, 1_001, 5).await, None, "one worker only");
+    let first = claim(m, 150, 1_000, 1).await.expect("claimed");
+    assert_eq!(first.repository.id, rid);
+    assert_eq!(
+        id_of(claim(m, 151, 1_001, 5).await),
+        None,
+        "one worker only"
+    );
     let info = m.repository_info(rid).await.unwrap().unwrap();
     assert_eq!(info.cleanup_status, "cleanup_ongoing");
     assert_eq!(info.cleanup_started_at, Some(150));
@@ -109,13 +114,13 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     assert_eq!(log[0].reason, "policy");
     // A claim is held until its lease lapses, and renewing moves the lease on.
     assert_eq!(m.reset_lapsed_cleanups(1_000).await.unwrap(), (0, 1));
-    assert!(m.renew_cleanup(rid, 2_000).await.unwrap());
+    assert!(m.renew_cleanup(&first, 2_000).await.unwrap());
     assert_eq!(m.reset_lapsed_cleanups(1_999).await.unwrap(), (0, 1));
-    assert_eq!(claim(m, 1_500, 3_000, 5).await, None);
+    assert_eq!(id_of(claim(m, 1_500, 3_000, 5).await), None);
     // A worker that died mid-run leaves it ongoing; once its lease lapsed the turn is
     // unfinished, to be claimed again, and the dead worker can no longer renew it.
     assert_eq!(m.reset_lapsed_cleanups(2_001).await.unwrap(), (1, 0));
-    assert!(!m.renew_cleanup(rid, 9_000).await.unwrap());
+    assert!(!m.renew_cleanup(&first, 9_000).await.unwrap());
     assert_eq!(
         m.repository_info(rid)
             .await
@@ -124,21 +129,49 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
             .cleanup_status,
         "cleanup_unfinished"
     );
-    assert_eq!(claim(m, 170, 5_000, 1).await, Some(rid));
+    let second = claim(m, 170, 5_000, 1).await.expect("claimed again");
+    assert_eq!(second.repository.id, rid);
     let info = m.repository_info(rid).await.unwrap().unwrap();
     assert_eq!(
         info.cleanup_started_at,
         Some(150),
         "a resumed run keeps its start"
     );
-    m.finish_cleanup(rid, "cleanup_unscheduled").await.unwrap();
+    // The first worker, late, can neither renew nor end the second one's turn.
+    assert!(!m.renew_cleanup(&first, 9_000).await.unwrap());
+    assert!(!m
+        .finish_cleanup(&first, "cleanup_unscheduled")
+        .await
+        .unwrap());
+    let info = m.repository_info(rid).await.unwrap().unwrap();
+    assert_eq!(info.cleanup_status, "cleanup_ongoing");
+    assert!(m.renew_cleanup(&second, 6_000).await.unwrap());
+    assert!(m
+        .finish_cleanup(&second, "cleanup_unscheduled")
+        .await
+        .unwrap());
+    assert!(m.cleanup_queue(10).await.unwrap().is_empty());
+    // An ended claim is ended: a second end changes nothing.
+    assert!(!m
+        .finish_cleanup(&second, "cleanup_unfinished")
+        .await
+        .unwrap());
     assert!(m.cleanup_queue(10).await.unwrap().is_empty());
 }
 
-/// The repository `claim_next_cleanup` hands a worker, by id.
-async fn claim(m: &dyn TestMeta, now: i64, lease_until: i64, capacity: i64) -> Option<i64> {
-    let claimed = m.claim_next_cleanup(now, lease_until, capacity).await;
-    claimed.unwrap().map(|r| r.id)
+async fn claim(
+    m: &dyn TestMeta,
+    now: i64,
+    lease_until: i64,
+    capacity: i64,
+) -> Option<CleanupClaim> {
+    m.claim_next_cleanup(now, lease_until, capacity)
+        .await
+        .unwrap()
+}
+
+fn id_of(claim: Option<CleanupClaim>) -> Option<i64> {
+    claim.map(|c| c.repository.id)
 }
 
 pub(crate) async fn the_worker_capacity_bounds_all_claims_together(m: &dyn TestMeta) {
@@ -158,15 +191,23 @@ pub(crate) async fn the_worker_capacity_bounds_all_claims_together(m: &dyn TestM
         panic!("three queued: {queue:?}")
     };
     // Capacity 2: claims go in queue order, and the third waits.
-    assert_eq!(claim(m, 150, 1_000, 2).await, Some(app));
-    assert_eq!(claim(m, 150, 1_000, 2).await, Some(web));
-    assert_eq!(claim(m, 150, 1_000, 2).await, None);
+    let app_claim = claim(m, 150, 1_000, 2).await.expect("app");
+    assert_eq!(app_claim.repository.id, app);
+    assert_eq!(id_of(claim(m, 150, 1_000, 2).await), Some(web));
+    assert_eq!(id_of(claim(m, 150, 1_000, 2).await), None);
     // A finished turn frees its slot.
-    m.finish_cleanup(app, "cleanup_unscheduled").await.unwrap();
-    assert_eq!(claim(m, 160, 1_000, 2).await, Some(zip));
+    assert!(m
+        .finish_cleanup(&app_claim, "cleanup_unscheduled")
+        .await
+        .unwrap());
+    let zip_claim = claim(m, 160, 1_000, 2).await.expect("zip");
+    assert_eq!(zip_claim.repository.id, zip);
     // The queue serves the least recently started first: app's next run (its last
     // started at 150) goes before zip's unfinished one (started at 160).
-    m.finish_cleanup(zip, "cleanup_unfinished").await.unwrap();
+    assert!(m
+        .finish_cleanup(&zip_claim, "cleanup_unfinished")
+        .await
+        .unwrap());
     assert_eq!(m.start_policy_run(pid, 200, 300).await.unwrap(), Some(1));
     assert_eq!(
         m.cleanup_queue(10)
@@ -179,8 +220,8 @@ pub(crate) async fn the_worker_capacity_bounds_all_claims_together(m: &dyn TestM
     );
     // Capacity 1 is taken by web's live claim; once that lapses (even before it is
     // reset) the slot is free again.
-    assert_eq!(claim(m, 999, 2_000, 1).await, None);
-    assert_eq!(claim(m, 1_001, 2_000, 1).await, Some(app));
+    assert_eq!(id_of(claim(m, 999, 2_000, 1).await), None);
+    assert_eq!(id_of(claim(m, 1_001, 2_000, 1).await), Some(app));
     assert_eq!(
         m.repository_info(web)
             .await
