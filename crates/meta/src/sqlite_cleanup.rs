@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta};
-use crate::common::CLEANUP_QUEUE;
+use crate::common::{CLAIM_NEXT_CLEANUP, CLEANUP_QUEUE, FINISH_CLEANUP, RENEW_CLEANUP};
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::sqlite::SqliteMeta;
 use crate::Result;
@@ -71,7 +71,7 @@ impl CleanupMeta for SqliteMeta {
     }
 
     async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>> {
-        let ids: Vec<i64> = sqlx::query_scalar(&format!("{CLEANUP_QUEUE} LIMIT ?"))
+        let ids: Vec<i64> = sqlx::query_scalar(CLEANUP_QUEUE)
             .bind(limit)
             .fetch_all(&self.read)
             .await?;
@@ -92,22 +92,12 @@ impl CleanupMeta for SqliteMeta {
     ) -> Result<Option<CleanupClaim>> {
         // One statement: SQLite takes the write lock before it reads, so two workers
         // can neither take the same repository nor both see the last free slot.
-        let claimed: Option<(i64, i64)> = sqlx::query_as(&format!(
-            "UPDATE repositories SET \
-               cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
-                                         THEN ?1 ELSE COALESCE(cleanup_started_at, ?1) END, \
-               cleanup_status = 'cleanup_ongoing', cleanup_lease_until = ?2, \
-               cleanup_claim = COALESCE(cleanup_claim, 0) + 1 \
-             WHERE id = ({CLEANUP_QUEUE} LIMIT 1) \
-               AND (SELECT COUNT(*) FROM repositories \
-                    WHERE cleanup_status = 'cleanup_ongoing' AND cleanup_lease_until >= ?1) < ?3 \
-             RETURNING id, cleanup_claim"
-        ))
-        .bind(now)
-        .bind(lease_until)
-        .bind(capacity)
-        .fetch_optional(&self.write)
-        .await?;
+        let claimed: Option<(i64, i64)> = sqlx::query_as(CLAIM_NEXT_CLEANUP)
+            .bind(now)
+            .bind(lease_until)
+            .bind(capacity)
+            .fetch_optional(&self.write)
+            .await?;
         let Some((id, number)) = claimed else {
             return Ok(None);
         };
@@ -118,28 +108,22 @@ impl CleanupMeta for SqliteMeta {
     }
 
     async fn renew_cleanup(&self, claim: &CleanupClaim, lease_until: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE repositories SET cleanup_lease_until = ?1 \
-             WHERE id = ?2 AND cleanup_claim = ?3 AND cleanup_status = 'cleanup_ongoing'",
-        )
-        .bind(lease_until)
-        .bind(claim.repository.id)
-        .bind(claim.number)
-        .execute(&self.write)
-        .await?;
+        let done = sqlx::query(RENEW_CLEANUP)
+            .bind(lease_until)
+            .bind(claim.repository.id)
+            .bind(claim.number)
+            .execute(&self.write)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn finish_cleanup(&self, claim: &CleanupClaim, status: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE repositories SET cleanup_status = ?1, cleanup_lease_until = NULL \
-             WHERE id = ?2 AND cleanup_claim = ?3 AND cleanup_status = 'cleanup_ongoing'",
-        )
-        .bind(status)
-        .bind(claim.repository.id)
-        .bind(claim.number)
-        .execute(&self.write)
-        .await?;
+        let done = sqlx::query(FINISH_CLEANUP)
+            .bind(status)
+            .bind(claim.repository.id)
+            .bind(claim.number)
+            .execute(&self.write)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
