@@ -82,6 +82,16 @@ pub(crate) const CLAIM_NEXT_CLEANUP: &str = concat!(
 pub(crate) const RENEW_CLEANUP: &str = "UPDATE repositories SET cleanup_lease_until = $1 \
      WHERE id = $2 AND cleanup_claim = $3 AND cleanup_status = 'cleanup_ongoing'";
 
+/// Hand back, as unfinished, every claim whose lease lapsed before `$1`.
+pub(crate) const RESET_LAPSED_CLEANUPS: &str =
+    "UPDATE repositories SET cleanup_status = 'cleanup_unfinished', cleanup_lease_until = NULL \
+     WHERE cleanup_status = 'cleanup_ongoing' \
+       AND (cleanup_lease_until IS NULL OR cleanup_lease_until < $1)";
+
+/// How many cleanup claims are held.
+pub(crate) const HELD_CLEANUPS: &str =
+    "SELECT COUNT(*) FROM repositories WHERE cleanup_status = 'cleanup_ongoing'";
+
 /// End claim number `$3` of repository `$2` with status `$1`, if it is still held.
 pub(crate) const FINISH_CLEANUP: &str =
     "UPDATE repositories SET cleanup_status = $1, cleanup_lease_until = NULL \

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta};
-use crate::common::{CLAIM_NEXT_CLEANUP, CLEANUP_QUEUE, FINISH_CLEANUP, RENEW_CLEANUP};
+use crate::common::{
+    CLAIM_NEXT_CLEANUP, CLEANUP_QUEUE, FINISH_CLEANUP, HELD_CLEANUPS, RENEW_CLEANUP,
+    RESET_LAPSED_CLEANUPS,
+};
 use crate::postgres::PgMeta;
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::Result;
@@ -142,21 +145,14 @@ impl CleanupMeta for PgMeta {
     }
 
     async fn reset_lapsed_cleanups(&self, now: i64) -> Result<(u64, u64)> {
-        let reset = sqlx::query(
-            "UPDATE repositories SET cleanup_status = 'cleanup_unfinished', \
-               cleanup_lease_until = NULL \
-             WHERE cleanup_status = 'cleanup_ongoing' \
-               AND (cleanup_lease_until IS NULL OR cleanup_lease_until < $1)",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let held: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM repositories WHERE cleanup_status = 'cleanup_ongoing'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let reset = sqlx::query(RESET_LAPSED_CLEANUPS)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let held: i64 = sqlx::query_scalar(HELD_CLEANUPS)
+            .fetch_one(&self.pool)
+            .await?;
         Ok((reset, held as u64))
     }
 

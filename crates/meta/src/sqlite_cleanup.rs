@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta};
-use crate::common::{CLAIM_NEXT_CLEANUP, CLEANUP_QUEUE, FINISH_CLEANUP, RENEW_CLEANUP};
+use crate::common::{
+    CLAIM_NEXT_CLEANUP, CLEANUP_QUEUE, FINISH_CLEANUP, HELD_CLEANUPS, RENEW_CLEANUP,
+    RESET_LAPSED_CLEANUPS,
+};
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::sqlite::SqliteMeta;
 use crate::Result;
@@ -128,21 +131,14 @@ impl CleanupMeta for SqliteMeta {
     }
 
     async fn reset_lapsed_cleanups(&self, now: i64) -> Result<(u64, u64)> {
-        let reset = sqlx::query(
-            "UPDATE repositories SET cleanup_status = 'cleanup_unfinished', \
-               cleanup_lease_until = NULL \
-             WHERE cleanup_status = 'cleanup_ongoing' \
-               AND (cleanup_lease_until IS NULL OR cleanup_lease_until < ?)",
-        )
-        .bind(now)
-        .execute(&self.write)
-        .await?
-        .rows_affected();
-        let held: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM repositories WHERE cleanup_status = 'cleanup_ongoing'",
-        )
-        .fetch_one(&self.read)
-        .await?;
+        let reset = sqlx::query(RESET_LAPSED_CLEANUPS)
+            .bind(now)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        let held: i64 = sqlx::query_scalar(HELD_CLEANUPS)
+            .fetch_one(&self.read)
+            .await?;
         Ok((reset, held as u64))
     }
 

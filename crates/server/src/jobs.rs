@@ -106,9 +106,9 @@ const CLAIM_LEASE: Duration = Duration::from_secs(15);
 /// The cleanup-policy scheduler: start runs of due policies (their repositories are
 /// queued and `next_run_at` advances by the cadence), then let up to
 /// `worker_capacity` workers (of the whole instance, all nodes together) take queued
-/// repositories, one turn each. A turn that hits
-/// a limit leaves its repository `cleanup_unfinished`, resumed shortly after; so does
-/// a turn whose worker stopped (its claim lapsed).
+/// repositories, one turn each. A turn that hits a limit leaves its repository
+/// `cleanup_unfinished`, resumed shortly after; so does a turn whose worker stopped
+/// (its claim lapsed).
 async fn run_cleanup_policies(state: Arc<AppState>) {
     loop {
         let pending = match cleanup_round(&state).await {
