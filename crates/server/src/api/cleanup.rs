@@ -7,8 +7,8 @@
 use super::entities::timestamp;
 use super::registry::registry_actions;
 use super::schemas::{
-    ApiErrorBody, BulkDeleteParams, CleanupLogEntry, CleanupPreview, CleanupPreviewRepository,
-    CleanupPreviewTag, IdOrPath,
+    BulkDeleteParams, CleanupLogEntry, CleanupPreview, CleanupPreviewRepository, CleanupPreviewTag,
+    IdOrPath, InvalidRefusedOrMissing, RefusedOrMissing,
 };
 use super::{find_project, ApiError, ApiResult, Caller, Params, Path, Window};
 use crate::cleanup::{plan, rules_of};
@@ -78,10 +78,7 @@ pub(crate) async fn rules_for(
     ),
     responses(
         (status = 200, description = "Per repository, the tags a cleanup run would delete and keep now", body = CleanupPreview),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn preview(
@@ -159,10 +156,7 @@ pub(crate) async fn preview_of(
     ),
     responses(
         (status = 202, description = "The policy is due now; the scheduler starts it"),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn run_now(
@@ -204,9 +198,7 @@ async fn run_now(
     ),
     responses(
         (status = 200, description = "The latest 500 deletions by cleanup, newest first", body = [CleanupLogEntry]),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn log(

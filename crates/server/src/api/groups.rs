@@ -10,8 +10,9 @@ use berth_core::{AccessLevel, Visibility};
 use berth_meta::{GroupUpdate, Namespace, Source, Window};
 
 use super::schemas::{
-    ApiErrorBody, CreateGroup, Group, GroupListParams, IdOrPath, MessageError, MessageValue,
-    PageParams, Project as ProjectBody, ProjectListParams, TransferGroup, UpdateGroup,
+    ApiErrorBody, CreateGroup, Group, GroupListParams, IdOrPath, InvalidOrRefused,
+    InvalidRefusedOrMissing, MessageError, MessageValue, PageParams, Project as ProjectBody,
+    ProjectListParams, RefusedOrMissing, TransferGroup, UpdateGroup,
 };
 use super::{
     find_group, projects, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params, Path,
@@ -136,9 +137,7 @@ async fn respond_groups(
     ),
     responses(
         (status = 200, description = "Groups the caller may see", body = [Group]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn list(
@@ -172,9 +171,7 @@ async fn list(
     ),
     responses(
         (status = 200, description = "The group", body = Group),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn show(
@@ -234,10 +231,7 @@ fn visibility_problem(v: Visibility, parent: Visibility) -> Option<ApiError> {
     request_body = CreateGroup,
     responses(
         (status = 201, description = "The new group; the caller owns it", body = Group),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn create(
@@ -301,10 +295,7 @@ async fn create(
     request_body = UpdateGroup,
     responses(
         (status = 200, description = "The updated group", body = Group),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn update(
@@ -384,10 +375,7 @@ async fn refuse_move(state: &AppState, g: &Namespace) -> ApiResult<bool> {
     request_body = Option<TransferGroup>,
     responses(
         (status = 201, description = "The moved group", body = Group),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn transfer(
@@ -434,10 +422,7 @@ async fn transfer(
     ),
     responses(
         (status = 201, description = "The moved project (administrators)", body = ProjectBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn transfer_project(
@@ -513,10 +498,7 @@ async fn check_new_visibility(state: &AppState, g: &Namespace, v: Visibility) ->
     ),
     responses(
         (status = 200, description = "The group's direct subgroups", body = [Group]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn subgroups(
@@ -545,10 +527,7 @@ async fn subgroups(
     ),
     responses(
         (status = 200, description = "Every group below the group", body = [Group]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn descendant_groups(
@@ -578,10 +557,7 @@ async fn descendant_groups(
     ),
     responses(
         (status = 200, description = "The group's projects", body = [ProjectBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn group_projects(

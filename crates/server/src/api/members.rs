@@ -18,47 +18,24 @@ use berth_meta::{Member, Namespace, NamespaceKind, Project, Source, User};
 
 use super::entities::level_name;
 use super::schemas::{
-    AddMember, ApiErrorBody, IdOrPath, Member as MemberBody, MemberListParams, PageParams,
-    UpdateMember,
+    AddMember, ApiErrorBody, IdOrPath, InvalidRefusedOrMissing, Member as MemberBody,
+    MemberListParams, PageParams, RefusedOrMissing, UpdateMember,
 };
 use super::{
-    ancestry, find_group, find_project, find_user, ApiError, ApiResult, Caller, Pagination, Params,
-    Path, View,
+    ancestry, find_group, find_project, find_user, ApiError, ApiResult, Caller, Kind, Pagination,
+    Params, Path, View,
 };
 use crate::auth::today;
 use crate::state::{now_ms, AppState, Shared};
 
 pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route(
-            "/projects/{id}/members",
-            get(project_list).post(project_add),
-        )
-        .route("/projects/{id}/members/all", get(project_all))
-        .route("/projects/{id}/members/all/{user_id}", get(project_all_one))
-        .route(
-            "/projects/{id}/members/{user_id}",
-            get(project_one).put(project_update).delete(project_remove),
-        )
-        .route("/groups/{id}/members", get(group_list).post(group_add))
-        .route("/groups/{id}/members/all", get(group_all))
-        .route("/groups/{id}/members/all/{user_id}", get(group_all_one))
-        .route(
-            "/groups/{id}/members/{user_id}",
-            get(group_one).put(group_update).delete(group_remove),
-        )
+    project::routes().merge(group::routes())
 }
 
 /// What members belong to.
 enum Target {
     Project(Project),
     Group(Namespace),
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Project,
-    Group,
 }
 
 impl Target {
@@ -412,367 +389,196 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-// Thin route adapters: the same operations for projects and groups.
+/// The route adapters, written once and expanded for projects and for groups so the
+/// two variants cannot drift; each `utoipa::path` documents its own variant.
+macro_rules! member_routes {
+    ($module:ident, $kind:expr, $plural:literal, $title:literal, $owner:literal) => {
+        pub(crate) mod $module {
+            use super::*;
 
-#[utoipa::path(
-    get,
-    path = "/projects/{id}/members",
-    operation_id = "listProjectMembers",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        PageParams,
-        MemberListParams,
-    ),
-    responses(
-        (status = 200, description = "Direct members", body = [MemberBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_list(
-    State(s): State<Shared>,
-    c: Caller,
-    pg: Pagination,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    list(&s, &c, (Kind::Project, &id), &pg, &v, &p, false).await
+            #[utoipa::path(
+                get,
+                path = concat!("/", $plural, "/{id}/members"),
+                operation_id = concat!("list", $title, "Members"),
+                tag = "members",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    PageParams,
+                    MemberListParams,
+                ),
+                responses(
+                    (status = 200, description = "Direct members", body = [MemberBody]),
+                    InvalidRefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn list(
+                State(s): State<Shared>,
+                c: Caller,
+                pg: Pagination,
+                v: View,
+                Path(id): Path<String>,
+                p: Params,
+            ) -> ApiResult<Response> {
+                super::list(&s, &c, ($kind, &id), &pg, &v, &p, false).await
+            }
+
+            #[utoipa::path(
+                get,
+                path = concat!("/", $plural, "/{id}/members/all"),
+                operation_id = concat!("list", $title, "MembersAll"),
+                tag = "members",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    PageParams,
+                    MemberListParams,
+                ),
+                responses(
+                    (status = 200, description = "Everyone with access, inherited included, each with their highest level", body = [MemberBody]),
+                    InvalidRefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn all(
+                State(s): State<Shared>,
+                c: Caller,
+                pg: Pagination,
+                v: View,
+                Path(id): Path<String>,
+                p: Params,
+            ) -> ApiResult<Response> {
+                super::list(&s, &c, ($kind, &id), &pg, &v, &p, true).await
+            }
+
+            #[utoipa::path(
+                get,
+                path = concat!("/", $plural, "/{id}/members/{user_id}"),
+                operation_id = concat!("get", $title, "Member"),
+                tag = "members",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    ("user_id" = i64, Path, description = "The member's user id"),
+                ),
+                responses(
+                    (status = 200, description = "The direct member", body = MemberBody),
+                    RefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn one(
+                State(s): State<Shared>,
+                c: Caller,
+                v: View,
+                Path((id, user)): Path<(String, String)>,
+            ) -> ApiResult<Response> {
+                super::one(&s, &c, $kind, &id, &user, &v, false).await
+            }
+
+            #[utoipa::path(
+                get,
+                path = concat!("/", $plural, "/{id}/members/all/{user_id}"),
+                operation_id = concat!("get", $title, "MemberAll"),
+                tag = "members",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    ("user_id" = i64, Path, description = "The member's user id"),
+                ),
+                responses(
+                    (status = 200, description = "The member, direct or inherited", body = MemberBody),
+                    RefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn all_one(
+                State(s): State<Shared>,
+                c: Caller,
+                v: View,
+                Path((id, user)): Path<(String, String)>,
+            ) -> ApiResult<Response> {
+                super::one(&s, &c, $kind, &id, &user, &v, true).await
+            }
+
+            #[utoipa::path(
+                post,
+                path = concat!("/", $plural, "/{id}/members"),
+                operation_id = concat!("add", $title, "Member"),
+                tag = "members",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                ),
+                request_body = AddMember,
+                responses(
+                    (status = 201, description = "The new member", body = MemberBody),
+                    InvalidRefusedOrMissing,
+                    (status = 409, description = "Already exists", body = ApiErrorBody),
+                )
+            )]
+            pub(crate) async fn add(
+                State(s): State<Shared>,
+                c: Caller,
+                v: View,
+                Path(id): Path<String>,
+                p: Params,
+            ) -> ApiResult<Response> {
+                super::add(&s, &c, $kind, &id, &v, &p).await
+            }
+
+            #[utoipa::path(
+                put,
+                path = concat!("/", $plural, "/{id}/members/{user_id}"),
+                operation_id = concat!("update", $title, "Member"),
+                tag = "members",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    ("user_id" = i64, Path, description = "The member's user id"),
+                ),
+                request_body = UpdateMember,
+                responses(
+                    (status = 200, description = "The updated member", body = MemberBody),
+                    InvalidRefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn update(
+                State(s): State<Shared>,
+                c: Caller,
+                v: View,
+                Path((id, user)): Path<(String, String)>,
+                p: Params,
+            ) -> ApiResult<Response> {
+                super::update(&s, &c, $kind, &id, &user, &v, &p).await
+            }
+
+            #[utoipa::path(
+                delete,
+                path = concat!("/", $plural, "/{id}/members/{user_id}"),
+                operation_id = concat!("remove", $title, "Member"),
+                tag = "members",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    ("user_id" = i64, Path, description = "The member's user id"),
+                ),
+                responses(
+                    (status = 204, description = "Removed"),
+                    RefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn remove(
+                State(s): State<Shared>,
+                c: Caller,
+                Path((id, user)): Path<(String, String)>,
+            ) -> ApiResult<Response> {
+                super::remove(&s, &c, $kind, &id, &user).await
+            }
+
+            pub(super) fn routes() -> Router<Shared> {
+                Router::new()
+                    .route(concat!("/", $plural, "/{id}/members"), get(list).post(add))
+                    .route(concat!("/", $plural, "/{id}/members/all"), get(all))
+                    .route(concat!("/", $plural, "/{id}/members/all/{user_id}"), get(all_one))
+                    .route(
+                        concat!("/", $plural, "/{id}/members/{user_id}"),
+                        get(one).put(update).delete(remove),
+                    )
+            }
+        }
+    };
 }
-#[utoipa::path(
-    get,
-    path = "/projects/{id}/members/all",
-    operation_id = "listProjectMembersAll",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        PageParams,
-        MemberListParams,
-    ),
-    responses(
-        (status = 200, description = "Everyone with access, inherited included, each with their highest level", body = [MemberBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_all(
-    State(s): State<Shared>,
-    c: Caller,
-    pg: Pagination,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    list(&s, &c, (Kind::Project, &id), &pg, &v, &p, true).await
-}
-#[utoipa::path(
-    get,
-    path = "/projects/{id}/members/{user_id}",
-    operation_id = "getProjectMember",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("user_id" = i64, Path, description = "The member's user id"),
-    ),
-    responses(
-        (status = 200, description = "The direct member", body = MemberBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_one(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path((id, user)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    one(&s, &c, Kind::Project, &id, &user, &v, false).await
-}
-#[utoipa::path(
-    get,
-    path = "/projects/{id}/members/all/{user_id}",
-    operation_id = "getProjectMemberAll",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("user_id" = i64, Path, description = "The member's user id"),
-    ),
-    responses(
-        (status = 200, description = "The member, direct or inherited", body = MemberBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_all_one(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path((id, user)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    one(&s, &c, Kind::Project, &id, &user, &v, true).await
-}
-#[utoipa::path(
-    post,
-    path = "/projects/{id}/members",
-    operation_id = "addProjectMember",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-    ),
-    request_body = AddMember,
-    responses(
-        (status = 201, description = "The new member", body = MemberBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-        (status = 409, description = "Already exists", body = ApiErrorBody),
-    )
-)]
-async fn project_add(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    add(&s, &c, Kind::Project, &id, &v, &p).await
-}
-#[utoipa::path(
-    put,
-    path = "/projects/{id}/members/{user_id}",
-    operation_id = "updateProjectMember",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("user_id" = i64, Path, description = "The member's user id"),
-    ),
-    request_body = UpdateMember,
-    responses(
-        (status = 200, description = "The updated member", body = MemberBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_update(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path((id, user)): Path<(String, String)>,
-    p: Params,
-) -> ApiResult<Response> {
-    update(&s, &c, Kind::Project, &id, &user, &v, &p).await
-}
-#[utoipa::path(
-    delete,
-    path = "/projects/{id}/members/{user_id}",
-    operation_id = "removeProjectMember",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("user_id" = i64, Path, description = "The member's user id"),
-    ),
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_remove(
-    State(s): State<Shared>,
-    c: Caller,
-    Path((id, user)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    remove(&s, &c, Kind::Project, &id, &user).await
-}
-#[utoipa::path(
-    get,
-    path = "/groups/{id}/members",
-    operation_id = "listGroupMembers",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        PageParams,
-        MemberListParams,
-    ),
-    responses(
-        (status = 200, description = "Direct members", body = [MemberBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_list(
-    State(s): State<Shared>,
-    c: Caller,
-    pg: Pagination,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    list(&s, &c, (Kind::Group, &id), &pg, &v, &p, false).await
-}
-#[utoipa::path(
-    get,
-    path = "/groups/{id}/members/all",
-    operation_id = "listGroupMembersAll",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        PageParams,
-        MemberListParams,
-    ),
-    responses(
-        (status = 200, description = "Everyone with access, inherited included, each with their highest level", body = [MemberBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_all(
-    State(s): State<Shared>,
-    c: Caller,
-    pg: Pagination,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    list(&s, &c, (Kind::Group, &id), &pg, &v, &p, true).await
-}
-#[utoipa::path(
-    get,
-    path = "/groups/{id}/members/{user_id}",
-    operation_id = "getGroupMember",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        ("user_id" = i64, Path, description = "The member's user id"),
-    ),
-    responses(
-        (status = 200, description = "The direct member", body = MemberBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_one(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path((id, user)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    one(&s, &c, Kind::Group, &id, &user, &v, false).await
-}
-#[utoipa::path(
-    get,
-    path = "/groups/{id}/members/all/{user_id}",
-    operation_id = "getGroupMemberAll",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        ("user_id" = i64, Path, description = "The member's user id"),
-    ),
-    responses(
-        (status = 200, description = "The member, direct or inherited", body = MemberBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_all_one(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path((id, user)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    one(&s, &c, Kind::Group, &id, &user, &v, true).await
-}
-#[utoipa::path(
-    post,
-    path = "/groups/{id}/members",
-    operation_id = "addGroupMember",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-    ),
-    request_body = AddMember,
-    responses(
-        (status = 201, description = "The new member", body = MemberBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-        (status = 409, description = "Already exists", body = ApiErrorBody),
-    )
-)]
-async fn group_add(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    add(&s, &c, Kind::Group, &id, &v, &p).await
-}
-#[utoipa::path(
-    put,
-    path = "/groups/{id}/members/{user_id}",
-    operation_id = "updateGroupMember",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        ("user_id" = i64, Path, description = "The member's user id"),
-    ),
-    request_body = UpdateMember,
-    responses(
-        (status = 200, description = "The updated member", body = MemberBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_update(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path((id, user)): Path<(String, String)>,
-    p: Params,
-) -> ApiResult<Response> {
-    update(&s, &c, Kind::Group, &id, &user, &v, &p).await
-}
-#[utoipa::path(
-    delete,
-    path = "/groups/{id}/members/{user_id}",
-    operation_id = "removeGroupMember",
-    tag = "members",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        ("user_id" = i64, Path, description = "The member's user id"),
-    ),
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_remove(
-    State(s): State<Shared>,
-    c: Caller,
-    Path((id, user)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    remove(&s, &c, Kind::Group, &id, &user).await
-}
+
+member_routes!(project, Kind::Project, "projects", "Project", "project's");
+member_routes!(group, Kind::Group, "groups", "Group", "group's");

@@ -583,6 +583,14 @@ fn numeric_id(id: &str) -> Option<i64> {
         .flatten()
 }
 
+/// What a resource that exists for projects and for groups alike (members, deploy
+/// tokens) belongs to; one implementation serves both, told which it is for.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    Project,
+    Group,
+}
+
 /// The project `id` names, if the caller may see it; otherwise 404 (GitLab does not
 /// reveal projects the caller cannot see).
 pub async fn find_project(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Project> {

@@ -11,8 +11,8 @@ use berth_core::{AccessLevel, RegistryAccess, Visibility};
 use berth_meta::{Namespace, NamespaceKind, Project, ProjectUpdate, Source};
 
 use super::schemas::{
-    ApiErrorBody, CreateProject, IdOrPath, PageParams, Project as ProjectBody, ProjectListParams,
-    TransferProject, UpdateProject,
+    ApiErrorBody, CreateProject, IdOrPath, InvalidOrRefused, InvalidRefusedOrMissing, PageParams,
+    Project as ProjectBody, ProjectListParams, RefusedOrMissing, TransferProject, UpdateProject,
 };
 use super::{
     find_project, numeric_id, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params,
@@ -125,9 +125,7 @@ pub(super) async fn respond_projects(
     ),
     responses(
         (status = 200, description = "Projects the caller may see", body = [ProjectBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn list(
@@ -154,9 +152,7 @@ async fn list(
     responses(
         (status = 200, description = "The project", body = ProjectBody),
         (status = 400, description = "An invalid parameter", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn show(
@@ -275,10 +271,7 @@ async fn target_namespace(
     request_body = CreateProject,
     responses(
         (status = 201, description = "The new project; the caller owns it", body = ProjectBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn create(
@@ -351,10 +344,7 @@ async fn create(
     request_body = UpdateProject,
     responses(
         (status = 200, description = "The updated project", body = ProjectBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn update(
@@ -459,10 +449,7 @@ async fn refuse_move(state: &AppState, p: &Project) -> ApiResult<bool> {
     request_body = TransferProject,
     responses(
         (status = 200, description = "The moved project", body = ProjectBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn transfer(

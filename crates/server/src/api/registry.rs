@@ -5,8 +5,8 @@
 
 use super::entities::timestamp;
 use super::schemas::{
-    ApiErrorBody, BulkDeleteParams, IdOrPath, PageParams, Repository, RepositoryListParams,
-    RepositoryParams, Tag, TagDetails, TagListParams,
+    BulkDeleteParams, IdOrPath, InvalidRefusedOrMissing, PageParams, RefusedOrMissing, Repository,
+    RepositoryListParams, RepositoryParams, Tag, TagDetails, TagListParams,
 };
 use super::{
     find_group, find_project, numeric_id, ApiError, ApiResult, Caller, Pagination, Params, Path,
@@ -190,10 +190,7 @@ async fn repository(
     ),
     responses(
         (status = 200, description = "The project's container repositories", body = [Repository]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn project_repositories(
@@ -230,10 +227,7 @@ async fn project_repositories(
     ),
     responses(
         (status = 200, description = "Container repositories of the group's projects the caller may read", body = [Repository]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn group_repositories(
@@ -280,10 +274,7 @@ async fn group_repositories(
     ),
     responses(
         (status = 200, description = "The repository", body = Repository),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn show_repository(
@@ -332,9 +323,7 @@ async fn show_repository(
     ),
     responses(
         (status = 202, description = "Scheduled for deletion"),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn delete_repository(
@@ -378,10 +367,7 @@ pub(crate) async fn schedule_repository_delete(
     ),
     responses(
         (status = 200, description = "The repository's tags, by name", body = [Tag]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn list_tags(
@@ -458,9 +444,7 @@ async fn list_tags(
     ),
     responses(
         (status = 200, description = "The tag", body = TagDetails),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn show_tag(
@@ -491,9 +475,7 @@ async fn show_tag(
     ),
     responses(
         (status = 200, description = "Deleted"),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn delete_tag(
@@ -576,10 +558,7 @@ pub fn bulk_rules(params: &Params) -> ApiResult<Rules> {
     ),
     responses(
         (status = 202, description = "Deletion started"),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn bulk_delete(

@@ -160,6 +160,49 @@ pub enum ApiErrorBody {
     Error(ParamError),
 }
 
+/// The refusals the endpoints share, each set documented once and listed in an
+/// endpoint's `responses` after its own answers: 400 for invalid parameters, 401 for a
+/// missing or bad credential, 403 for a caller or token not allowed, 404 for what does
+/// not exist or is not visible to the caller.
+macro_rules! refusals {
+    ($(#[$doc:meta])* $name:ident: $($variant:ident $status:literal $description:literal),+) => {
+        $(#[$doc])*
+        #[derive(utoipa::IntoResponses)]
+        #[allow(dead_code)]
+        pub enum $name {
+            $(#[response(status = $status, description = $description)] $variant(ApiErrorBody),)+
+        }
+    };
+}
+refusals!(
+    /// 401 and 403.
+    Refused:
+    Unauthorized 401 "Not signed in, or a bad token",
+    Forbidden 403 "Not allowed, or the token lacks the scope"
+);
+refusals!(
+    /// 401, 403 and 404.
+    RefusedOrMissing:
+    Unauthorized 401 "Not signed in, or a bad token",
+    Forbidden 403 "Not allowed, or the token lacks the scope",
+    NotFound 404 "Not found, or not visible to the caller"
+);
+refusals!(
+    /// 400, 401 and 403.
+    InvalidOrRefused:
+    Invalid 400 "Invalid parameters",
+    Unauthorized 401 "Not signed in, or a bad token",
+    Forbidden 403 "Not allowed, or the token lacks the scope"
+);
+refusals!(
+    /// 400, 401, 403 and 404.
+    InvalidRefusedOrMissing:
+    Invalid 400 "Invalid parameters",
+    Unauthorized 401 "Not signed in, or a bad token",
+    Forbidden 403 "Not allowed, or the token lacks the scope",
+    NotFound 404 "Not found, or not visible to the caller"
+);
+
 /// `{"message": "404 Project Not Found"}`, or a validation hash
 /// `{"message": {"path": ["has already been taken"]}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]

@@ -1,7 +1,7 @@
 //! `GET`/`PUT /application/settings` (administrators): the container registry's
 //! instance settings, with GitLab's names.
 
-use super::schemas::{ApiErrorBody, ApplicationSettings, UpdateApplicationSettings};
+use super::schemas::{ApplicationSettings, InvalidOrRefused, Refused, UpdateApplicationSettings};
 use super::{ApiError, ApiResult, Caller, Params};
 use crate::cleanup::Limits;
 use crate::instance;
@@ -32,8 +32,7 @@ fn render(state: &AppState, limits: Limits) -> Response {
     tag = "settings",
     responses(
         (status = 200, description = "The settings (administrators)", body = ApplicationSettings),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        Refused,
     )
 )]
 async fn show(State(state): State<Shared>, caller: Caller) -> ApiResult<Response> {
@@ -60,9 +59,7 @@ fn positive(params: &Params, key: &str) -> ApiResult<Option<i64>> {
     request_body = UpdateApplicationSettings,
     responses(
         (status = 200, description = "The updated settings (administrators)", body = ApplicationSettings),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn update(

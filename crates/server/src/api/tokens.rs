@@ -13,12 +13,12 @@ use berth_core::AccessLevel;
 use berth_meta::{DeployToken, PersonalToken, Source};
 
 use super::schemas::{
-    ApiErrorBody, CreateDeployToken, CreatePersonalAccessToken, DeployToken as DeployTokenBody,
-    DeployTokenListParams, IdOrPath, PageParams, PersonalAccessToken, PersonalTokenListParams,
-    RotatePersonalAccessToken,
+    CreateDeployToken, CreatePersonalAccessToken, DeployToken as DeployTokenBody,
+    DeployTokenListParams, IdOrPath, InvalidOrRefused, InvalidRefusedOrMissing, PageParams,
+    PersonalAccessToken, PersonalTokenListParams, RefusedOrMissing, RotatePersonalAccessToken,
 };
 use super::{
-    find_group, find_project, find_user, numeric_id, ApiError, ApiResult, Caller, Pagination,
+    find_group, find_project, find_user, numeric_id, ApiError, ApiResult, Caller, Kind, Pagination,
     Params, Path, View,
 };
 use crate::auth::{date_expired, today, Principal, Via};
@@ -43,22 +43,8 @@ pub fn routes() -> Router<Shared> {
             get(show_personal).delete(revoke_personal),
         )
         .route("/personal_access_tokens/{id}/rotate", post(rotate_personal))
-        .route(
-            "/projects/{id}/deploy_tokens",
-            get(project_deploy_list).post(project_deploy_create),
-        )
-        .route(
-            "/projects/{id}/deploy_tokens/{token_id}",
-            get(project_deploy_show).delete(project_deploy_delete),
-        )
-        .route(
-            "/groups/{id}/deploy_tokens",
-            get(group_deploy_list).post(group_deploy_create),
-        )
-        .route(
-            "/groups/{id}/deploy_tokens/{token_id}",
-            get(group_deploy_show).delete(group_deploy_delete),
-        )
+        .merge(project::routes())
+        .merge(group::routes())
         .route("/deploy_tokens", get(deploy_list_all))
 }
 
@@ -130,10 +116,7 @@ async fn create_personal(
     request_body = CreatePersonalAccessToken,
     responses(
         (status = 201, description = "The new token, with its secret (administrators)", body = PersonalAccessToken),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn create_for_user(
@@ -156,9 +139,7 @@ async fn create_for_user(
     request_body = CreatePersonalAccessToken,
     responses(
         (status = 201, description = "The new token, with its secret", body = PersonalAccessToken),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn create_for_self(
@@ -182,9 +163,7 @@ async fn create_for_self(
     ),
     responses(
         (status = 200, description = "Tokens (administrators: anyone's)", body = [PersonalAccessToken]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn list_personal(
@@ -260,9 +239,7 @@ async fn managed_token(state: &AppState, caller: &Caller, id: &str) -> ApiResult
     tag = "tokens",
     responses(
         (status = 200, description = "The token the request was made with", body = PersonalAccessToken),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn show_self(caller: Caller, view: View) -> ApiResult<Response> {
@@ -280,9 +257,7 @@ async fn show_self(caller: Caller, view: View) -> ApiResult<Response> {
     ),
     responses(
         (status = 200, description = "The token", body = PersonalAccessToken),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn show_personal(
@@ -307,9 +282,7 @@ async fn revoke(state: &AppState, t: &PersonalToken) -> ApiResult<Response> {
     tag = "tokens",
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn revoke_self(State(state): State<Shared>, caller: Caller) -> ApiResult<Response> {
@@ -327,10 +300,7 @@ async fn revoke_self(State(state): State<Shared>, caller: Caller) -> ApiResult<R
     ),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn revoke_personal(
@@ -403,9 +373,7 @@ async fn rotate(
     request_body = Option<RotatePersonalAccessToken>,
     responses(
         (status = 200, description = "The successor, with its secret; the old token is revoked", body = PersonalAccessToken),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn rotate_self(
@@ -429,10 +397,7 @@ async fn rotate_self(
     request_body = Option<RotatePersonalAccessToken>,
     responses(
         (status = 200, description = "The successor, with its secret; the old token is revoked", body = PersonalAccessToken),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn rotate_personal(
@@ -513,12 +478,12 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
 async fn deploy_source(
     state: &AppState,
     caller: &Caller,
-    project: bool,
+    kind: Kind,
     id: &str,
     write: bool,
 ) -> ApiResult<Source> {
     caller.require_user()?;
-    if project {
+    if let Kind::Project = kind {
         let p = find_project(state, caller, id).await?;
         caller
             .require_project_level(state, &p, AccessLevel::Maintainer)
@@ -559,13 +524,13 @@ fn respond_deploy(pg: &Pagination, view: &View, tokens: Vec<DeployToken>) -> Res
 async fn deploy_list(
     state: &AppState,
     caller: &Caller,
-    project: bool,
+    kind: Kind,
     id: &str,
     pg: &Pagination,
     view: &View,
     params: &Params,
 ) -> ApiResult<Response> {
-    let source = deploy_source(state, caller, project, id, false).await?;
+    let source = deploy_source(state, caller, kind, id, false).await?;
     let tokens = state.meta.deploy_tokens(Some(source)).await?;
     Ok(respond_deploy(pg, view, filter_deploy(tokens, params)?))
 }
@@ -573,12 +538,12 @@ async fn deploy_list(
 async fn deploy_create(
     state: &AppState,
     caller: &Caller,
-    project: bool,
+    kind: Kind,
     id: &str,
     view: &View,
     params: &Params,
 ) -> ApiResult<Response> {
-    let source = deploy_source(state, caller, project, id, true).await?;
+    let source = deploy_source(state, caller, kind, id, true).await?;
     let name = params.required_string("name")?;
     let scopes = params
         .list("scopes")?
@@ -631,12 +596,12 @@ async fn deploy_token_of(
 async fn deploy_show(
     state: &AppState,
     caller: &Caller,
-    project: bool,
+    kind: Kind,
     id: &str,
     token_id: &str,
     view: &View,
 ) -> ApiResult<Response> {
-    let source = deploy_source(state, caller, project, id, false).await?;
+    let source = deploy_source(state, caller, kind, id, false).await?;
     let t = deploy_token_of(state, source, token_id).await?;
     Ok(Json(view.deploy_token(&t, None)).into_response())
 }
@@ -644,11 +609,11 @@ async fn deploy_show(
 async fn deploy_delete(
     state: &AppState,
     caller: &Caller,
-    project: bool,
+    kind: Kind,
     id: &str,
     token_id: &str,
 ) -> ApiResult<Response> {
-    let source = deploy_source(state, caller, project, id, true).await?;
+    let source = deploy_source(state, caller, kind, id, true).await?;
     let t = deploy_token_of(state, source, token_id).await?;
     state.meta.revoke_deploy_token(t.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -665,9 +630,7 @@ async fn deploy_delete(
     ),
     responses(
         (status = 200, description = "Every live deploy token (administrators)", body = [DeployTokenBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn deploy_list_all(
@@ -682,210 +645,122 @@ async fn deploy_list_all(
     Ok(respond_deploy(&pg, &view, filter_deploy(tokens, &params)?))
 }
 
-// Thin route adapters: the same operations for projects and groups.
+/// The route adapters, written once and expanded for projects and for groups so the
+/// two variants cannot drift; each `utoipa::path` documents its own variant.
+macro_rules! deploy_token_routes {
+    ($module:ident, $kind:expr, $plural:literal, $title:literal, $owner:literal) => {
+        pub(crate) mod $module {
+            use super::*;
 
-#[utoipa::path(
-    get,
-    path = "/projects/{id}/deploy_tokens",
-    operation_id = "listProjectDeployTokens",
-    tag = "tokens",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        PageParams,
-        DeployTokenListParams,
-    ),
-    responses(
-        (status = 200, description = "Live deploy tokens", body = [DeployTokenBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_deploy_list(
-    State(s): State<Shared>,
-    c: Caller,
-    pg: Pagination,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    deploy_list(&s, &c, true, &id, &pg, &v, &p).await
+            #[utoipa::path(
+                get,
+                path = concat!("/", $plural, "/{id}/deploy_tokens"),
+                operation_id = concat!("list", $title, "DeployTokens"),
+                tag = "tokens",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    PageParams,
+                    DeployTokenListParams,
+                ),
+                responses(
+                    (status = 200, description = "Live deploy tokens", body = [DeployTokenBody]),
+                    InvalidRefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn list(
+                State(s): State<Shared>,
+                c: Caller,
+                pg: Pagination,
+                v: View,
+                Path(id): Path<String>,
+                p: Params,
+            ) -> ApiResult<Response> {
+                deploy_list(&s, &c, $kind, &id, &pg, &v, &p).await
+            }
+
+            #[utoipa::path(
+                post,
+                path = concat!("/", $plural, "/{id}/deploy_tokens"),
+                operation_id = concat!("create", $title, "DeployToken"),
+                tag = "tokens",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                ),
+                request_body = CreateDeployToken,
+                responses(
+                    (status = 201, description = "The new token, with its secret", body = DeployTokenBody),
+                    InvalidRefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn create(
+                State(s): State<Shared>,
+                c: Caller,
+                v: View,
+                Path(id): Path<String>,
+                p: Params,
+            ) -> ApiResult<Response> {
+                deploy_create(&s, &c, $kind, &id, &v, &p).await
+            }
+
+            #[utoipa::path(
+                get,
+                path = concat!("/", $plural, "/{id}/deploy_tokens/{token_id}"),
+                operation_id = concat!("get", $title, "DeployToken"),
+                tag = "tokens",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    ("token_id" = i64, Path, description = "The deploy token's id"),
+                ),
+                responses(
+                    (status = 200, description = "The token", body = DeployTokenBody),
+                    RefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn show(
+                State(s): State<Shared>,
+                c: Caller,
+                v: View,
+                Path((id, t)): Path<(String, String)>,
+            ) -> ApiResult<Response> {
+                deploy_show(&s, &c, $kind, &id, &t, &v).await
+            }
+
+            #[utoipa::path(
+                delete,
+                path = concat!("/", $plural, "/{id}/deploy_tokens/{token_id}"),
+                operation_id = concat!("delete", $title, "DeployToken"),
+                tag = "tokens",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = concat!("The ", $owner, " id or URL-encoded full path")),
+                    ("token_id" = i64, Path, description = "The deploy token's id"),
+                ),
+                responses(
+                    (status = 204, description = "Revoked"),
+                    RefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn delete(
+                State(s): State<Shared>,
+                c: Caller,
+                Path((id, t)): Path<(String, String)>,
+            ) -> ApiResult<Response> {
+                deploy_delete(&s, &c, $kind, &id, &t).await
+            }
+
+            pub(super) fn routes() -> Router<Shared> {
+                Router::new()
+                    .route(concat!("/", $plural, "/{id}/deploy_tokens"), get(list).post(create))
+                    .route(
+                        concat!("/", $plural, "/{id}/deploy_tokens/{token_id}"),
+                        get(show).delete(delete),
+                    )
+            }
+        }
+    };
 }
-#[utoipa::path(
-    post,
-    path = "/projects/{id}/deploy_tokens",
-    operation_id = "createProjectDeployToken",
-    tag = "tokens",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-    ),
-    request_body = CreateDeployToken,
-    responses(
-        (status = 201, description = "The new token, with its secret", body = DeployTokenBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_deploy_create(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    deploy_create(&s, &c, true, &id, &v, &p).await
-}
-#[utoipa::path(
-    get,
-    path = "/projects/{id}/deploy_tokens/{token_id}",
-    operation_id = "getProjectDeployToken",
-    tag = "tokens",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("token_id" = i64, Path, description = "The deploy token's id"),
-    ),
-    responses(
-        (status = 200, description = "The token", body = DeployTokenBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_deploy_show(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path((id, t)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    deploy_show(&s, &c, true, &id, &t, &v).await
-}
-#[utoipa::path(
-    delete,
-    path = "/projects/{id}/deploy_tokens/{token_id}",
-    operation_id = "deleteProjectDeployToken",
-    tag = "tokens",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("token_id" = i64, Path, description = "The deploy token's id"),
-    ),
-    responses(
-        (status = 204, description = "Revoked"),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn project_deploy_delete(
-    State(s): State<Shared>,
-    c: Caller,
-    Path((id, t)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    deploy_delete(&s, &c, true, &id, &t).await
-}
-#[utoipa::path(
-    get,
-    path = "/groups/{id}/deploy_tokens",
-    operation_id = "listGroupDeployTokens",
-    tag = "tokens",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        PageParams,
-        DeployTokenListParams,
-    ),
-    responses(
-        (status = 200, description = "Live deploy tokens", body = [DeployTokenBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_deploy_list(
-    State(s): State<Shared>,
-    c: Caller,
-    pg: Pagination,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    deploy_list(&s, &c, false, &id, &pg, &v, &p).await
-}
-#[utoipa::path(
-    post,
-    path = "/groups/{id}/deploy_tokens",
-    operation_id = "createGroupDeployToken",
-    tag = "tokens",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-    ),
-    request_body = CreateDeployToken,
-    responses(
-        (status = 201, description = "The new token, with its secret", body = DeployTokenBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_deploy_create(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path(id): Path<String>,
-    p: Params,
-) -> ApiResult<Response> {
-    deploy_create(&s, &c, false, &id, &v, &p).await
-}
-#[utoipa::path(
-    get,
-    path = "/groups/{id}/deploy_tokens/{token_id}",
-    operation_id = "getGroupDeployToken",
-    tag = "tokens",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        ("token_id" = i64, Path, description = "The deploy token's id"),
-    ),
-    responses(
-        (status = 200, description = "The token", body = DeployTokenBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_deploy_show(
-    State(s): State<Shared>,
-    c: Caller,
-    v: View,
-    Path((id, t)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    deploy_show(&s, &c, false, &id, &t, &v).await
-}
-#[utoipa::path(
-    delete,
-    path = "/groups/{id}/deploy_tokens/{token_id}",
-    operation_id = "deleteGroupDeployToken",
-    tag = "tokens",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
-        ("token_id" = i64, Path, description = "The deploy token's id"),
-    ),
-    responses(
-        (status = 204, description = "Revoked"),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
-    )
-)]
-async fn group_deploy_delete(
-    State(s): State<Shared>,
-    c: Caller,
-    Path((id, t)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    deploy_delete(&s, &c, false, &id, &t).await
-}
+
+deploy_token_routes!(project, Kind::Project, "projects", "Project", "project's");
+deploy_token_routes!(group, Kind::Group, "groups", "Group", "group's");
 
 #[cfg(test)]
 mod tests {

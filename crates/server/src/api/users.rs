@@ -9,7 +9,8 @@ use axum::{Json, Router};
 use berth_meta::{User, UserState, UserUpdate, Window};
 
 use super::schemas::{
-    ApiErrorBody, CreateUser, PageParams, UpdateUser, User as UserBody, UserListParams,
+    ApiErrorBody, CreateUser, InvalidOrRefused, InvalidRefusedOrMissing, PageParams, Refused,
+    RefusedOrMissing, UpdateUser, User as UserBody, UserListParams,
 };
 use super::{find_user, ApiError, ApiResult, Caller, Pagination, Params, Path, View};
 use crate::auth::secrets;
@@ -32,8 +33,7 @@ pub fn routes() -> Router<Shared> {
     tag = "users",
     responses(
         (status = 200, description = "The signed-in user, with private fields", body = UserBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        Refused,
     )
 )]
 async fn current(caller: Caller, view: View) -> ApiResult<Response> {
@@ -57,9 +57,7 @@ fn sees_everything(caller: &Caller, user: &User) -> bool {
     ),
     responses(
         (status = 200, description = "Users; others than administrators see active users only, and private fields only of themself", body = [UserBody]),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
     )
 )]
 async fn list(
@@ -128,9 +126,7 @@ async fn list(
     ),
     responses(
         (status = 200, description = "The user", body = UserBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn show(
@@ -162,9 +158,7 @@ fn user_conflict(e: OrgError) -> ApiError {
     request_body = CreateUser,
     responses(
         (status = 201, description = "The new user", body = UserBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
+        InvalidOrRefused,
         (status = 409, description = "Already exists", body = ApiErrorBody),
     )
 )]
@@ -210,10 +204,7 @@ async fn create(
     request_body = UpdateUser,
     responses(
         (status = 200, description = "The updated user", body = UserBody),
-        (status = 400, description = "Invalid parameters", body = ApiErrorBody),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        InvalidRefusedOrMissing,
     )
 )]
 async fn update(
@@ -295,9 +286,7 @@ async fn set_state(
     ),
     responses(
         (status = 201, description = "Blocked (GitLab answers a bare `true`)", body = bool),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn block(
@@ -318,9 +307,7 @@ async fn block(
     ),
     responses(
         (status = 201, description = "Unblocked (GitLab answers a bare `true`)", body = bool),
-        (status = 401, description = "Not signed in, or a bad token", body = ApiErrorBody),
-        (status = 403, description = "Not allowed, or the token lacks the scope", body = ApiErrorBody),
-        (status = 404, description = "Not found, or not visible to the caller", body = ApiErrorBody),
+        RefusedOrMissing,
     )
 )]
 async fn unblock(
