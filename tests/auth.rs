@@ -2262,3 +2262,46 @@ fn first_start_writes_the_initial_root_password() {
     assert_eq!(c["access"][0]["name"], "catalog", "root is an admin: {c}");
     assert_eq!(ask("root-password-for-tests").status, 401);
 }
+
+/// `berth ci-env` names the registry as `serve` is configured to be reached (the
+/// external URL from berth.toml or BERTH_EXTERNAL_URL), warns when none is set, and
+/// `--finish` says which job it ended.
+#[test]
+fn ci_env_registry_is_the_configured_external_url() {
+    let berth = Berth::start();
+    berth.project("envgrp/app", "private");
+    let (out, err) = berth.ci_env_with(
+        &["--project", "envgrp/app", "--user", "root"],
+        &[("BERTH_EXTERNAL_URL", "https://registry.example.test:8443/")],
+    );
+    let vars = ci_vars(&out);
+    assert_eq!(vars["CI_REGISTRY"], "registry.example.test:8443", "{out}");
+    assert_eq!(
+        vars["CI_REGISTRY_IMAGE"],
+        "registry.example.test:8443/envgrp/app"
+    );
+    assert!(
+        !err.contains("warning"),
+        "no warning with an external URL: {err}"
+    );
+
+    let (out, err) = berth.ci_env_with(&["--project", "envgrp/app", "--user", "root"], &[]);
+    let vars = ci_vars(&out);
+    assert!(
+        err.contains("warning: no external_url is configured"),
+        "a warning without an external URL: {err}"
+    );
+    assert_eq!(
+        vars["CI_REGISTRY"], "127.0.0.1:5000",
+        "the default listen address"
+    );
+
+    let (ended, _) = berth.ci_env_with(&["--finish", &vars["CI_JOB_ID"]], &[]);
+    assert!(
+        ended.starts_with(&format!(
+            "Ended job {} of project envgrp/app (running as root)",
+            vars["CI_JOB_ID"]
+        )),
+        "{ended}"
+    );
+}

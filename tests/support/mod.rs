@@ -239,13 +239,35 @@ impl Berth {
         self.berth_cmd("ci-env", args, "")
     }
 
+    /// `berth ci-env` with extra environment variables: its standard output and error.
+    pub fn ci_env_with(&self, args: &[&str], envs: &[(&str, &str)]) -> (String, String) {
+        let out = self.berth_output("ci-env", args, "", envs);
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    }
+
     fn berth_cmd(&self, command: &str, args: &[&str], stdin: &str) -> String {
+        let out = self.berth_output(command, args, stdin, &[]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Run a `berth` command on this server's data; panics when it fails.
+    fn berth_output(
+        &self,
+        command: &str,
+        args: &[&str],
+        stdin: &str,
+        envs: &[(&str, &str)],
+    ) -> std::process::Output {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg(command)
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(args)
+            .envs(envs.iter().copied())
             .current_dir(self.data.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -262,7 +284,7 @@ impl Berth {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        out
     }
 
     /// Create a project (and any missing groups) at `full_path`.

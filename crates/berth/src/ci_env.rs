@@ -37,6 +37,15 @@ fn registry_host(cfg: &Config, explicit: Option<&str>) -> String {
     if let Some(h) = explicit {
         return h.to_string();
     }
+    if cfg.external_url.is_none() {
+        eprintln!(
+            "warning: no external_url is configured (berth.toml, BERTH_EXTERNAL_URL), so \
+             CI_REGISTRY is the listen address {}; runners on other machines need the \
+             registry's public address: set external_url as `berth serve` has it, or pass \
+             --registry",
+            cfg.listen
+        );
+    }
     if let Some(url) = &cfg.external_url {
         let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
         return rest
@@ -76,6 +85,30 @@ async fn gitlab_deploy_token(
     Ok(None)
 }
 
+/// End a job and say which: its credentials stop working at once.
+async fn finish(meta: &dyn Meta, id: i64) -> anyhow::Result<()> {
+    let job = meta
+        .job(id)
+        .await?
+        .with_context(|| format!("there is no job {id}"))?;
+    if !meta.finish_job(id, berth_server::state::now_ms()).await? {
+        bail!("job {id} has already ended");
+    }
+    let project = match meta.project(job.project_id).await? {
+        Some(p) => p.full_path,
+        None => format!("#{}", job.project_id),
+    };
+    let user = match meta.user(job.user_id).await? {
+        Some(u) => u.username,
+        None => format!("#{}", job.user_id),
+    };
+    println!(
+        "Ended job {id} of project {project} (running as {user}): its CI_JOB_TOKEN, \
+         CI_REGISTRY_PASSWORD and CI_DEPLOY_PASSWORD no longer work."
+    );
+    Ok(())
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -84,10 +117,7 @@ pub async fn run(cfg: Config, args: CiEnvArgs) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
     let meta: &dyn Meta = &*meta;
     if let Some(job) = args.finish {
-        if !meta.finish_job(job, berth_server::state::now_ms()).await? {
-            bail!("job {job} is not running");
-        }
-        return Ok(());
+        return finish(meta, job).await;
     }
     let path = args.project.as_deref().unwrap_or_default();
     let project = meta
