@@ -83,7 +83,10 @@ pub struct S3Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
     /// `endpoint/bucket/key` instead of `bucket.endpoint/key` (most self-hosted servers).
-    pub path_style: bool,
+    /// Unset: path style for an endpoint that is an IP address or `localhost` (they
+    /// have no per-bucket host names), virtual-hosted style otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
     /// Keys go under this prefix, so one bucket may hold more than Berth.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
@@ -99,7 +102,7 @@ impl Default for S3Settings {
             region: "us-east-1".into(),
             access_key_id: None,
             secret_access_key: None,
-            path_style: false,
+            path_style: None,
             prefix: None,
             redirect_blobs: false,
         }
@@ -288,7 +291,11 @@ impl Config {
                         region: s.region.clone(),
                         access_key_id: s.access_key_id.clone(),
                         secret_access_key: s.secret_access_key.clone(),
-                        path_style: s.path_style,
+                        path_style: s.path_style.unwrap_or_else(|| {
+                            s.endpoint
+                                .as_deref()
+                                .is_some_and(berth_store::endpoint_needs_path_style)
+                        }),
                         prefix: s.prefix.clone(),
                         redirect_blobs: s.redirect_blobs,
                         part_size: None,
@@ -470,7 +477,7 @@ mod tests {
                 c.storage.s3.endpoint.as_deref(),
                 Some("http://127.0.0.1:9000")
             );
-            assert!(c.storage.s3.path_style);
+            assert_eq!(c.storage.s3.path_style, Some(true));
             assert_eq!(c.storage.s3.region, "us-east-1");
             assert!(!toml::to_string(&c.redacted()).unwrap().contains("s3cret"));
 

@@ -12,6 +12,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let meta = crate::bootstrap::open_meta(&cfg).await?;
     crate::bootstrap::ensure_root(&*meta, &cfg).await?;
     let store = cfg.open_store()?;
+    store.check_access().await?;
     let signer = signing_key(&*meta, &cfg).await?;
     let state = Arc::new(berth_server::AppState {
         meta,

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use fs::FsStore;
-pub use s3::{S3Config, S3Store, DEFAULT_PART_SIZE, MIN_PART_SIZE};
+pub use s3::{endpoint_needs_path_style, S3Config, S3Store, DEFAULT_PART_SIZE, MIN_PART_SIZE};
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
 
@@ -80,6 +80,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// when the store is configured to hand those out (S3 pre-signed URLs).
     async fn presigned_get(&self, _digest: &Digest) -> Result<Option<String>> {
         Ok(None)
+    }
+
+    /// Check at start-up that the store can be written, read back and deleted from, so
+    /// a misconfigured store stops the server with a message instead of failing the
+    /// first push. The error text names what to fix.
+    async fn check_access(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn upload_create(&self, id: &str) -> Result<()>;

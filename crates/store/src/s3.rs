@@ -89,6 +89,9 @@ pub struct S3Store {
     part_size: usize,
     copy_limit: u64,
     redirect_blobs: bool,
+    /// The settings that decide where requests go, named for an operator who must
+    /// fix them (see [`BlobStore::check_access`]).
+    settings_hint: String,
     // There is no shared lock in S3 itself. This one orders publishing and sweeping
     // within one process only; several nodes need a lock they all see (a database
     // advisory lock), which the multi-node set-up provides.
@@ -111,6 +114,46 @@ fn bad_state(why: impl std::fmt::Display) -> StoreError {
     StoreError::Io(std::io::Error::other(format!(
         "upload state in object storage is damaged: {why}"
     )))
+}
+
+/// What an operator checks when the bucket cannot be reached, with today's values.
+fn settings_hint(config: &S3Config) -> String {
+    let endpoint = config.endpoint.as_deref().unwrap_or("AWS");
+    let addressing = if config.path_style {
+        format!("true: requests go to {endpoint}/{}/…", config.bucket)
+    } else {
+        format!(
+            "false: requests go to the bucket's own host name ({}.<endpoint host>); most \
+             self-hosted S3 servers need true",
+            config.bucket
+        )
+    };
+    format!(
+        "Check storage.s3.bucket (BERTH_S3_BUCKET, now {:?}: the bucket must exist), \
+         storage.s3.endpoint (BERTH_S3_ENDPOINT, now {endpoint}), storage.s3.path_style \
+         (BERTH_S3_PATH_STYLE, now {addressing}), and the credentials \
+         (storage.s3.access_key_id / secret_access_key, or AWS_* in the environment)",
+        config.bucket
+    )
+}
+
+/// Whether an endpoint is an address or `localhost`: such a host has no per-bucket
+/// names (`bucket.127.0.0.1` resolves nowhere), so path-style addressing is the only
+/// one that can work there.
+pub fn endpoint_needs_path_style(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        // [v6]:port
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
 }
 
 impl S3Store {
@@ -156,8 +199,35 @@ impl S3Store {
                 .max(MIN_PART_SIZE),
             copy_limit: config.copy_limit.unwrap_or(COPY_OBJECT_LIMIT),
             redirect_blobs: config.redirect_blobs,
+            settings_hint: settings_hint(config),
             gc_lock: Arc::default(),
         })
+    }
+
+    /// Write, read back and delete a probe object: what every push will need.
+    async fn probe(&self) -> std::result::Result<(), String> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let key = self.key(&format!("probe/{}-{nanos}", std::process::id()));
+        let payload = b"berth start-up check".to_vec();
+        self.s3
+            .put(&key, PutPayload::from(payload.clone()))
+            .await
+            .map_err(|e| format!("writing a probe object failed: {e}"))?;
+        let read = async {
+            let back = self.s3.get(&key).await?.bytes().await?;
+            Ok::<_, object_store::Error>(back)
+        }
+        .await;
+        let deleted = self.s3.delete(&key).await;
+        match read {
+            Ok(back) if back.as_ref() == payload.as_slice() => {}
+            Ok(_) => return Err("the probe object read back differs from what was written".into()),
+            Err(e) => return Err(format!("reading the probe object back failed: {e}")),
+        }
+        deleted.map_err(|e| format!("deleting the probe object failed: {e}"))
     }
 
     fn key(&self, rest: &str) -> Path {
@@ -322,6 +392,15 @@ impl S3Store {
 
 #[async_trait]
 impl BlobStore for S3Store {
+    async fn check_access(&self) -> Result<()> {
+        self.probe().await.map_err(|why| {
+            StoreError::Io(std::io::Error::other(format!(
+                "S3 blob storage is not usable: {why}. {}",
+                self.settings_hint
+            )))
+        })
+    }
+
     async fn publish_guard(&self) -> Result<crate::StoreGuard> {
         Ok(Box::new(self.gc_lock.clone().read_owned().await))
     }
@@ -938,5 +1017,26 @@ mod tests {
             "{url}"
         );
         assert!(url.contains("X-Amz-Signature="), "{url}");
+    }
+
+    #[test]
+    fn ip_and_localhost_endpoints_need_path_style() {
+        for e in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/",
+            "https://LOCALHOST",
+            "http://10.1.2.3",
+            "http://[::1]:9000",
+            "127.0.0.1:9000",
+        ] {
+            assert!(endpoint_needs_path_style(e), "{e}");
+        }
+        for e in [
+            "https://s3.eu-west-1.amazonaws.com",
+            "https://minio.example.com:9000",
+            "http://localhost.example.com",
+        ] {
+            assert!(!endpoint_needs_path_style(e), "{e}");
+        }
     }
 }
