@@ -28,7 +28,10 @@ fn serve_exit(envs: &[(String, String)], limit: Duration) -> Option<(bool, Strin
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
-            return Some((status.success(), String::from_utf8_lossy(&out.stderr).into()));
+            return Some((
+                status.success(),
+                String::from_utf8_lossy(&out.stderr).into(),
+            ));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
