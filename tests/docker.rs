@@ -582,7 +582,14 @@ fn ctr_pulls_and_pushes_with_user() {
     run(ctrd.ctr().args(["images", "tag", &copy, &attempt]));
     let out = ctrd
         .ctr()
-        .args(["images", "push", "--plain-http", "--user", reporter, &attempt])
+        .args([
+            "images",
+            "push",
+            "--plain-http",
+            "--user",
+            reporter,
+            &attempt,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success(), "a reporter's push must fail");
@@ -598,5 +605,9 @@ fn ctr_pulls_and_pushes_with_user() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(listed["tags"], serde_json::json!(["from-ctr", "v1"]), "{listed}");
+    assert_eq!(
+        listed["tags"],
+        serde_json::json!(["from-ctr", "v1"]),
+        "{listed}"
+    );
 }

@@ -30,10 +30,7 @@ fn err(field: &'static str, message: impl Into<String>) -> PolicyError {
 
 /// Compile a user's regex the way GitLab runs it: RE2 syntax, anchored at both ends.
 pub fn compile(field: &'static str, pattern: &str) -> Result<Regex, PolicyError> {
-    // Check the pattern as written first, so an error shows the user's text, not
-    // the anchors added around it.
-    Regex::new(pattern)
-        .and_then(|_| Regex::new(&format!(r"\A(?:{pattern})\z")))
+    crate::re2::compile(pattern, true)
         .map_err(|e| err(field, format!("is not a valid RE2 regular expression: {e}")))
 }
 

@@ -20,25 +20,54 @@ pub fn field_problem(lang: Lang, field: &str, value: &str) -> String {
 
 /// Why `pattern` is not a valid RE2 pattern, in `lang`; `None` when it is one.
 fn regex_problem(lang: Lang, pattern: &str) -> Option<String> {
-    let (key, at) = match regex_syntax::Parser::new().parse(pattern) {
-        // It parses; the engine may still refuse it as too large once compiled.
-        Ok(_) => {
-            regex::Regex::new(pattern).err()?;
-            ("regex_err_too_big", None)
-        }
-        Err(regex_syntax::Error::Parse(e)) => (parse_error_key(e.kind()), Some(e.span().start)),
-        Err(regex_syntax::Error::Translate(e)) => ("regex_err_unsupported", Some(e.span().start)),
-        Err(_) => ("regex_err_syntax", None),
+    use berth_core::re2::{self, Re2ErrorKind as K};
+    let (key, at) = match re2::translate(pattern) {
+        // What RE2 itself refuses, found while reading it as RE2.
+        Err(e) => (
+            match e.kind {
+                K::Repetition => "regex_err_repetition_count",
+                K::RepetitionTwice => "regex_err_repetition_twice",
+                K::RepetitionMissing => "regex_err_repetition_missing",
+                K::Escape => "regex_err_escape",
+                K::Class => "regex_err_class_range",
+                K::ClassUnclosed => "regex_err_class_unclosed",
+                K::Group => "regex_err_group_name",
+                K::GroupUnclosed => "regex_err_group_unclosed",
+                K::Lookaround => "regex_err_lookaround",
+                K::Flag => "regex_err_flag",
+                K::Syntax => "regex_err_syntax",
+                K::TooBig => "regex_err_too_big",
+            },
+            Some(e.offset),
+        ),
+        // The rest, found by the engine in the translation and placed back in the
+        // user's text.
+        Ok(t) => match regex_syntax::Parser::new().parse(&t.pattern) {
+            // It parses; the engine may still refuse it as too large once compiled.
+            Ok(_) => {
+                regex::Regex::new(&t.pattern).err()?;
+                ("regex_err_too_big", None)
+            }
+            Err(regex_syntax::Error::Parse(e)) => (
+                parse_error_key(e.kind()),
+                Some(t.original_offset(e.span().start.offset)),
+            ),
+            Err(regex_syntax::Error::Translate(e)) => (
+                "regex_err_unsupported",
+                Some(t.original_offset(e.span().start.offset)),
+            ),
+            Err(_) => ("regex_err_syntax", None),
+        },
     };
     let reason = lang.text(key);
     Some(match at {
         // Characters, not bytes, counted from one as people count.
-        Some(pos) => lang
+        Some(offset) => lang
             .text("regex_err_at")
             .replace("{reason}", &reason)
             .replace(
                 "{position}",
-                &(pattern[..pos.offset.min(pattern.len())].chars().count() + 1).to_string(),
+                &(pattern[..offset.min(pattern.len())].chars().count() + 1).to_string(),
             ),
         None => reason,
     })
@@ -94,6 +123,15 @@ mod tests {
         assert!(at.contains("character 3"), "{at}");
         assert!(field_problem(Lang::En, "name_regex", "(?=v)").contains("look-around"));
         assert!(field_problem(Lang::En, "name_regex", "[z-a]").contains("range"));
+        // RE2's rules, not the `regex` crate's: accepted, and refused, as RE2 does.
+        assert_eq!(regex_problem(Lang::En, r"v{,2}"), None);
+        assert_eq!(regex_problem(Lang::En, r"\Qv1.0\E"), None);
+        assert_eq!(
+            field_problem(Lang::En, "name_regex", "a**"),
+            "a repetition operator cannot follow another one (at character 3)."
+        );
+        // Positions point into the user's text even after a quoted part.
+        assert!(field_problem(Lang::En, "name_regex", r"\Q((\E(").contains("character 7"));
     }
 
     #[test]
