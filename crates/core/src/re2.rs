@@ -586,6 +586,39 @@ fn group_open(chars: &[(usize, char)], i: usize, w: &mut Writer) -> Result<usize
     }
 }
 
+/// Compile an RE2 pattern with the `regex` crate; `anchored` wraps it in `\A(?:…)\z`,
+/// as GitLab anchors cleanup patterns. Errors point into the RE2 pattern.
+pub fn compile(pattern: &str, anchored: bool) -> Result<regex::Regex, Re2Error> {
+    let t = translate(pattern)?;
+    let text = if anchored {
+        format!(r"\A(?:{})\z", t.pattern)
+    } else {
+        t.pattern.clone()
+    };
+    let shift = if anchored { 5 } else { 0 };
+    if let Err(e) = regex_syntax::Parser::new().parse(&text) {
+        let (message, at) = match &e {
+            regex_syntax::Error::Parse(e) => (e.kind().to_string(), e.span().start.offset),
+            regex_syntax::Error::Translate(e) => (e.kind().to_string(), e.span().start.offset),
+            _ => (e.to_string(), shift),
+        };
+        return Err(err(
+            Re2ErrorKind::Syntax,
+            message,
+            t.original_offset(at.saturating_sub(shift)),
+        ));
+    }
+    regex::Regex::new(&text).map_err(|e| {
+        let message = match e {
+            regex::Error::CompiledTooBig(limit) => {
+                format!("the pattern is too large once compiled (over {limit} bytes)")
+            }
+            other => other.to_string(),
+        };
+        err(Re2ErrorKind::TooBig, message, 0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,37 +757,4 @@ mod tests {
             assert_eq!(translate(p).unwrap().pattern, p);
         }
     }
-}
-
-/// Compile an RE2 pattern with the `regex` crate; `anchored` wraps it in `\A(?:…)\z`,
-/// as GitLab anchors cleanup patterns. Errors point into the RE2 pattern.
-pub fn compile(pattern: &str, anchored: bool) -> Result<regex::Regex, Re2Error> {
-    let t = translate(pattern)?;
-    let text = if anchored {
-        format!(r"\A(?:{})\z", t.pattern)
-    } else {
-        t.pattern.clone()
-    };
-    let shift = if anchored { 5 } else { 0 };
-    if let Err(e) = regex_syntax::Parser::new().parse(&text) {
-        let (message, at) = match &e {
-            regex_syntax::Error::Parse(e) => (e.kind().to_string(), e.span().start.offset),
-            regex_syntax::Error::Translate(e) => (e.kind().to_string(), e.span().start.offset),
-            _ => (e.to_string(), shift),
-        };
-        return Err(err(
-            Re2ErrorKind::Syntax,
-            message,
-            t.original_offset(at.saturating_sub(shift)),
-        ));
-    }
-    regex::Regex::new(&text).map_err(|e| {
-        let message = match e {
-            regex::Error::CompiledTooBig(limit) => {
-                format!("the pattern is too large once compiled (over {limit} bytes)")
-            }
-            other => other.to_string(),
-        };
-        err(Re2ErrorKind::TooBig, message, 0)
-    })
 }
