@@ -221,10 +221,23 @@ impl Viewer {
     }
 }
 
-/// Only local paths are followed after signing in or switching language.
-fn local_path(p: Option<&str>) -> String {
+/// The one check of every redirect target a client chooses (`back`, `redirect_to`):
+/// only a path on this site is followed, anything else goes to `/`.
+///
+/// Browsers drop tabs and newlines from URLs and read `\\` as `/`, so `/\t/evil`
+/// and `/\\evil` are really `//evil`, another site; control characters would
+/// not even fit in a `Location` header. The paths this site hands out are URIs
+/// (always printable ASCII, spaces encoded), so anything else is refused whole
+/// rather than cleaned up.
+pub(crate) fn local_path(p: Option<&str>) -> String {
     match p {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            p.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -624,6 +637,18 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.example")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
         assert_eq!(local_path(None), "/");
+        // Browsers drop tabs and newlines: `/\t/evil.example` is `//evil.example`.
+        for bad in [
+            "/\t/evil.example/x",
+            "/\n/x",
+            "/\r/x",
+            "/x\u{7f}",
+            "/ /x",
+            "/\u{0}",
+            "/é",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/", "{bad:?}");
+        }
     }
 
     #[test]

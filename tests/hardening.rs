@@ -1,0 +1,148 @@
+//! Hostile clients: open redirects, sign-in lockout as a denial of service, existence
+//! oracles, sessions that outlive a password change, silent refusals and connections
+//! that never finish.
+
+mod support;
+
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use support::{Berth, ROOT_PASSWORD};
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn location(r: &Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The value `Set-Cookie` gives `name` on `r`.
+fn set_cookie(r: &Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| c.split(';').next()?.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A browser's sign-in: the form's CSRF cookie, then the form posted. Returns the
+/// response (a redirect on success).
+fn web_sign_in(
+    b: &Berth,
+    c: &Client,
+    username: &str,
+    password: &str,
+    redirect_to: &str,
+) -> Response {
+    let form = c
+        .get(format!("{}/users/sign_in", b.url))
+        .send()
+        .expect("sign-in page");
+    let csrf = set_cookie(&form, "berth_csrf").expect("a CSRF cookie");
+    c.post(format!("{}/users/sign_in", b.url))
+        .header("cookie", format!("berth_csrf={csrf}"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("username", username),
+            ("password", password),
+            ("redirect_to", redirect_to),
+        ])
+        .send()
+        .expect("sign-in post")
+}
+
+/// A browser session cookie for `username`.
+fn web_session(b: &Berth, c: &Client, username: &str, password: &str) -> String {
+    let r = web_sign_in(b, c, username, password, "/");
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "signing in as {username}"
+    );
+    set_cookie(&r, "berth_session").expect("a session cookie")
+}
+
+/// Targets that leave the site, or that are not valid in a `Location` header at all:
+/// each must send the browser to `/`, never elsewhere and never to an error.
+const HOSTILE_TARGETS: [&str; 14] = [
+    "/\t/evil.example/x",
+    "/\t\t/evil.example",
+    "//evil.example/x",
+    "/\\evil.example",
+    "\\/evil.example",
+    "https://evil.example/x",
+    "javascript:alert(1)",
+    "evil.example",
+    " /x",
+    "/\n/x",
+    "/\r/evil.example",
+    "/x\u{7f}",
+    "/ /evil.example",
+    "/\u{0}x",
+];
+
+#[test]
+fn redirect_targets_stay_on_this_site() {
+    let b = Berth::start();
+    let c = no_redirects();
+    let lang = |back: &str| {
+        c.get(format!("{}/-/lang", b.url))
+            .query(&[("to", "zh-CN"), ("back", back)])
+            .send()
+            .expect("language switch")
+    };
+    for target in HOSTILE_TARGETS {
+        let r = lang(target);
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "back={target:?}");
+        assert_eq!(location(&r), "/", "back={target:?}");
+    }
+    // Local paths, with their queries, are still followed.
+    let r = lang("/g/p/container_registry?search=a%20b&sort=desc");
+    assert_eq!(
+        location(&r),
+        "/g/p/container_registry?search=a%20b&sort=desc"
+    );
+
+    // After signing in.
+    for target in HOSTILE_TARGETS {
+        let r = web_sign_in(&b, &c, "root", ROOT_PASSWORD, target);
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "redirect_to={target:?}");
+        assert_eq!(location(&r), "/", "redirect_to={target:?}");
+    }
+    let r = web_sign_in(&b, &c, "root", ROOT_PASSWORD, "/g/p/container_registry");
+    assert_eq!(location(&r), "/g/p/container_registry");
+
+    // A signed-in browser on the sign-in page goes straight to the target.
+    let session = web_session(&b, &c, "root", ROOT_PASSWORD);
+    for target in HOSTILE_TARGETS {
+        let r = c
+            .get(format!("{}/users/sign_in", b.url))
+            .query(&[("redirect_to", target)])
+            .header("cookie", format!("berth_session={session}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "redirect_to={target:?}");
+        assert_eq!(location(&r), "/", "redirect_to={target:?}");
+    }
+    // The form does not carry a hostile target along either.
+    let r = c
+        .get(format!("{}/users/sign_in", b.url))
+        .query(&[("redirect_to", "/\t/evil.example")])
+        .send()
+        .unwrap();
+    let page = r.text().unwrap();
+    assert!(
+        page.contains(r#"name="redirect_to" value="&#x2f;""#),
+        "{page}"
+    );
+}
