@@ -146,3 +146,106 @@ fn redirect_targets_stay_on_this_site() {
         "{page}"
     );
 }
+
+/// A personal access token for `user` with `scopes`, via the CLI.
+fn pat(b: &Berth, user: &str, scopes: &str) -> String {
+    b.admin(&[
+        "token", "create", "--user", user, "--name", "t", "--scopes", scopes,
+    ])
+}
+
+fn user_id(b: &Berth, username: &str) -> i64 {
+    b.admin(&["user", "list"])
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split('\t');
+            let id = f.next()?;
+            (f.next()? == username).then(|| id.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no user {username}"))
+}
+
+/// Whether the browser holding `session` is still signed in (a signed-in browser is
+/// sent on from the sign-in page; anyone else is shown the form).
+fn signed_in(b: &Berth, c: &Client, session: &str) -> bool {
+    let r = c
+        .get(format!("{}/users/sign_in", b.url))
+        .header("cookie", format!("berth_session={session}"))
+        .send()
+        .expect("sign-in page");
+    r.status() == StatusCode::SEE_OTHER
+}
+
+#[test]
+fn password_changes_and_blocks_end_web_sessions() {
+    let b = Berth::start();
+    let c = no_redirects();
+    let root = pat(&b, "root", "api");
+    b.user("alice", "alice-password-1");
+    b.user("bob", "bob-password-1");
+    let alice = user_id(&b, "alice");
+
+    // A password change through the REST API ends every browser of the user, and
+    // nobody else's.
+    let s1 = web_session(&b, &c, "alice", "alice-password-1");
+    let s2 = web_session(&b, &c, "alice", "alice-password-1");
+    let bob = web_session(&b, &c, "bob", "bob-password-1");
+    assert!(signed_in(&b, &c, &s1) && signed_in(&b, &c, &s2));
+    let r = c
+        .put(format!("{}/api/v4/users/{alice}", b.url))
+        .header("private-token", &root)
+        .json(&serde_json::json!({"password": "alice-password-2"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().unwrap());
+    assert!(
+        !signed_in(&b, &c, &s1),
+        "a session survived the password change"
+    );
+    assert!(
+        !signed_in(&b, &c, &s2),
+        "a session survived the password change"
+    );
+    assert!(signed_in(&b, &c, &bob), "another user's session ended");
+    // Changing anything else leaves sessions alone.
+    let s3 = web_session(&b, &c, "alice", "alice-password-2");
+    let r = c
+        .put(format!("{}/api/v4/users/{alice}", b.url))
+        .header("private-token", &root)
+        .json(&serde_json::json!({"name": "Alice A."}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(signed_in(&b, &c, &s3));
+
+    // The same through the command line.
+    b.admin_with_stdin(&["user", "set-password", "alice"], "alice-password-3");
+    assert!(!signed_in(&b, &c, &s3), "a session survived set-password");
+
+    // Blocking ends them for good: unblocking does not bring them back.
+    let s4 = web_session(&b, &c, "alice", "alice-password-3");
+    let r = c
+        .post(format!("{}/api/v4/users/{alice}/block", b.url))
+        .header("private-token", &root)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        !signed_in(&b, &c, &s4),
+        "a blocked user's session still works"
+    );
+    let r = c
+        .post(format!("{}/api/v4/users/{alice}/unblock", b.url))
+        .header("private-token", &root)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(!signed_in(&b, &c, &s4), "unblocking revived an old session");
+    let s5 = web_session(&b, &c, "alice", "alice-password-3");
+    b.admin(&["user", "block", "alice"]);
+    b.admin(&["user", "unblock", "alice"]);
+    assert!(
+        !signed_in(&b, &c, &s5),
+        "a session survived `admin user block`"
+    );
+}
