@@ -249,3 +249,176 @@ fn password_changes_and_blocks_end_web_sessions() {
         "a session survived `admin user block`"
     );
 }
+
+/// `export K='V'` lines of `berth ci-env` as pairs.
+fn ci_var(out: &str, key: &str) -> String {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+/// `docker login` as the token service sees it: `/jwt/auth` with basic credentials,
+/// from `client` as a trusted proxy forwards it.
+fn login_via(b: &Berth, c: &Client, client: &str, user: &str, secret: &str) -> StatusCode {
+    c.get(format!("{}/jwt/auth?service=container_registry", b.url))
+        .basic_auth(user, Some(secret))
+        .header("x-forwarded-for", client)
+        .send()
+        .expect("token request")
+        .status()
+}
+
+#[test]
+fn sign_in_limits_do_not_lock_out_the_innocent() {
+    // The test's own address is the "reverse proxy"; the clients are the addresses
+    // it forwards.
+    let b = Berth::start_with(&[], &[("BERTH_TRUSTED_PROXIES", "127.0.0.1/32, ::1")]);
+    let c = no_redirects();
+    b.project("ci/app", "private");
+    b.user("alice", "alice-password-1");
+    b.user("bob", "bob-password-1");
+    let alice_token = pat(&b, "alice", "read_registry");
+    let job = b.ci_env(&[
+        "--project",
+        "ci/app",
+        "--user",
+        "alice",
+        "--registry",
+        &b.addr,
+    ]);
+    let job_token = ci_var(&job, "CI_JOB_TOKEN");
+    let login = |client: &str, user: &str, secret: &str| login_via(&b, &c, client, user, secret);
+
+    // Wrong job tokens, many of them, from one address: the shared CI username is
+    // never locked, and no runner is shut out.
+    for _ in 0..15 {
+        assert_eq!(
+            login("203.0.113.1", "gitlab-ci-token", "wrong"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("203.0.113.2", "gitlab-ci-token", &job_token),
+        StatusCode::OK
+    );
+    assert_eq!(
+        login("203.0.113.1", "gitlab-ci-token", &job_token),
+        StatusCode::OK
+    );
+
+    // Guessing alice's password from one address: that address is stopped...
+    for _ in 0..10 {
+        assert_eq!(
+            login("203.0.113.3", "alice", "guess"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("203.0.113.3", "alice", "guess"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login("203.0.113.3", "bob", "bob-password-1"),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guessing address is stopped for everything"
+    );
+    // ...so are passwords for alice from anywhere...
+    assert_eq!(
+        login("203.0.113.4", "alice", "guess"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login("203.0.113.4", "alice", "alice-password-1"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...but alice's tokens still work, from anywhere else, and so does everyone else.
+    assert_eq!(login("203.0.113.4", "alice", &alice_token), StatusCode::OK);
+    assert_eq!(
+        login("203.0.113.5", "anything", &alice_token),
+        StatusCode::OK
+    );
+    assert_eq!(
+        login("203.0.113.4", "bob", "bob-password-1"),
+        StatusCode::OK
+    );
+    assert_eq!(
+        login("203.0.113.4", "gitlab-ci-token", &job_token),
+        StatusCode::OK
+    );
+
+    // The log names the client the proxy forwarded, not the proxy.
+    let log = b.log();
+    assert!(
+        log.lines().any(|l| l.contains("failed sign-in")
+            && l.contains("203.0.113.3")
+            && l.contains("alice")),
+        "no failed sign-in line naming the forwarded client:\n{log}"
+    );
+
+    // The web sign-in counts the same way, by the forwarded address.
+    let web = |client: &str, user: &str, password: &str| {
+        let form = c.get(format!("{}/users/sign_in", b.url)).send().unwrap();
+        let csrf = set_cookie(&form, "berth_csrf").unwrap();
+        c.post(format!("{}/users/sign_in", b.url))
+            .header("cookie", format!("berth_csrf={csrf}"))
+            .header("x-forwarded-for", client)
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("username", user),
+                ("password", password),
+            ])
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        web("203.0.113.3", "bob", "bob-password-1"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        web("203.0.113.6", "alice", "alice-password-1"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        web("203.0.113.6", "bob", "bob-password-1"),
+        StatusCode::SEE_OTHER
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            web("203.0.113.7", "nobody", "guess"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        web("203.0.113.7", "bob", "bob-password-1"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login("203.0.113.8", "bob", "bob-password-1"),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    // No trusted proxies (the default): whatever a client claims to forward, its
+    // failures count against its own address.
+    let b = Berth::start();
+    let c = no_redirects();
+    b.user("bob", "bob-password-1");
+    for i in 0..10 {
+        let forged = format!("198.51.100.{i}");
+        assert_eq!(
+            login_via(&b, &c, &forged, "nobody", "guess"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login_via(&b, &c, "198.51.100.99", "bob", "bob-password-1"),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a forged X-Forwarded-For escaped the limit"
+    );
+}

@@ -344,11 +344,17 @@ async fn sign_in(
     let password = field(&fields, "password").unwrap_or("");
     let now = now_ms();
     let guard = &state.login;
-    if let Some(wait) = guard
-        .limiter
-        .blocked(&*state.meta, &viewer.client_ip, &username, now / 1000)
+    let limiter = &guard.limiter;
+    let meta = &*state.meta;
+    let wait = match limiter
+        .address_blocked(meta, &viewer.client_ip, now / 1000)
         .await
     {
+        Some(wait) => Some(wait),
+        None => limiter.password_blocked(meta, &username, now / 1000).await,
+    };
+    if let Some(wait) = wait {
+        tracing::warn!(ip = %viewer.client_ip, username, wait, "web sign-in refused: too many failed attempts");
         let msg = viewer
             .lang
             .text("sign_in_rate_limited")
@@ -385,9 +391,8 @@ async fn sign_in(
     let user = match user {
         Some(u) if ok && u.state == UserState::Active => u,
         _ => {
-            guard
-                .limiter
-                .failed(&*state.meta, &viewer.client_ip, &username, now / 1000)
+            limiter
+                .failed(meta, &viewer.client_ip, Some(&username), now / 1000)
                 .await;
             tracing::warn!(ip = %viewer.client_ip, username, "failed web sign-in");
             let msg = viewer.lang.text("sign_in_invalid");
