@@ -422,3 +422,170 @@ fn forwarded_for_from_an_untrusted_peer_is_ignored() {
         "a forged X-Forwarded-For escaped the limit"
     );
 }
+
+const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The claims of a JWT.
+fn jwt_claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for c in payload.bytes().take_while(|c| *c != b'=') {
+        let v = B64URL.iter().position(|x| *x == c).expect("base64url") as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    serde_json::from_slice(&out).expect("JSON claims")
+}
+
+/// What a caller learns from one refusal: status, challenge and body, with the
+/// requested path written as `<PATH>` (the answer may echo what was asked).
+fn answer(r: Response, path: &str) -> String {
+    let status = r.status();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = r.text().unwrap_or_default();
+    format!("{status} | {challenge} | {kind} | {body}").replace(path, "<PATH>")
+}
+
+/// A registry token from `/jwt/auth` (anonymous without `creds`).
+fn registry_token(
+    b: &Berth,
+    creds: Option<(&str, &str)>,
+    path: &str,
+) -> (StatusCode, String, serde_json::Value) {
+    let r = b.token(creds, &[&format!("repository:{path}:pull,push,delete")]);
+    let status = r.status();
+    let body: serde_json::Value = r.json().expect("token JSON");
+    let token = body["token"].as_str().unwrap_or_default().to_string();
+    let keys: Vec<&String> = body
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    let shape = serde_json::json!({"keys": keys, "access": jwt_claims(&token)["access"]});
+    (status, token, shape)
+}
+
+#[test]
+fn private_and_missing_look_the_same_to_outsiders() {
+    let b = Berth::start();
+    b.user("outsider", "outsider-password-1");
+    b.user("rep", "rep-password-1");
+    b.project("sec/private", "private");
+    b.project("sec/off", "private");
+    b.admin(&[
+        "project",
+        "update",
+        "sec/off",
+        "--registry-access",
+        "disabled",
+    ]);
+    for p in ["sec/private", "sec/off"] {
+        b.admin(&[
+            "member",
+            "add",
+            "--project",
+            p,
+            "--user",
+            "rep",
+            "--role",
+            "reporter",
+        ]);
+    }
+    // Existing private, missing (in an existing group and not), disabled registry of
+    // a private project, and too deep under a private project.
+    let paths = [
+        "sec/private",
+        "sec/missing",
+        "nosuch/group/img",
+        "sec/off",
+        "sec/private/a/b/c",
+    ];
+    let requests = |path: &str| {
+        [
+            (reqwest::Method::GET, format!("/v2/{path}/tags/list")),
+            (reqwest::Method::GET, format!("/v2/{path}/manifests/v1")),
+            (
+                reqwest::Method::HEAD,
+                format!("/v2/{path}/blobs/sha256:{}", "0".repeat(64)),
+            ),
+            (reqwest::Method::POST, format!("/v2/{path}/blobs/uploads/")),
+        ]
+    };
+    let c = no_redirects();
+    type Creds<'a> = Option<(&'a str, &'a str)>;
+    let callers: [(&str, Creds, bool); 3] = [
+        ("no token", None, false),
+        ("anonymous token", None, true),
+        ("outsider", Some(("outsider", "outsider-password-1")), true),
+    ];
+    for (who, creds, with_token) in callers {
+        let mut seen: Option<(String, Vec<String>, serde_json::Value)> = None;
+        for path in paths {
+            let (status, token, shape) = registry_token(&b, creds, path);
+            let mut answers = Vec::new();
+            for (method, url) in requests(path) {
+                let mut req = c.request(method.clone(), format!("{}{url}", b.url));
+                if with_token {
+                    req = req.bearer_auth(&token);
+                }
+                answers.push(answer(req.send().unwrap(), path));
+            }
+            let now = (format!("{status}"), answers, shape);
+            match &seen {
+                None => seen = Some(now),
+                Some(first) => assert_eq!(
+                    first, &now,
+                    "{who}: {path} answers differently from {}",
+                    paths[0]
+                ),
+            }
+        }
+        let (_, answers, _) = seen.unwrap();
+        for a in answers {
+            assert!(a.starts_with("401"), "{who}: {a}");
+            assert!(!a.contains("sec/"), "{who}: names a project: {a}");
+        }
+    }
+
+    // Members and administrators, who may see the project, are told why.
+    let rep = registry_token(&b, Some(("rep", "rep-password-1")), "sec/off").1;
+    let r = c
+        .get(format!("{}/v2/sec/off/tags/list", b.url))
+        .bearer_auth(&rep)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().unwrap().contains("disabled"));
+    let rep = registry_token(&b, Some(("rep", "rep-password-1")), "sec/private/a/b/c").1;
+    let r = c
+        .get(format!("{}/v2/sec/private/a/b/c/tags/list", b.url))
+        .bearer_auth(&rep)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().unwrap().contains("too deep"));
+    let root = registry_token(&b, Some(("root", ROOT_PASSWORD)), "nosuch/group/img").1;
+    let r = c
+        .get(format!("{}/v2/nosuch/group/img/tags/list", b.url))
+        .bearer_auth(&root)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().unwrap().contains("no project owns"));
+}
