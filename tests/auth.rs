@@ -663,6 +663,7 @@ fn check_cell(
     path: &str,
     img: &Image,
     want: &[&str],
+    // Refused with an explanation (403) rather than a challenge.
     disabled: bool,
 ) -> Vec<String> {
     let mut problems = Vec::new();
@@ -805,17 +806,31 @@ fn pull_permission_matrix() {
         ];
         for (who, creds, want) in rows {
             let label = format!("{vis}/{access} as {who}");
+            // A disabled registry is explained (403) only to those who may see the
+            // project; to others it looks like any project they may not see.
+            let sees = matches!(
+                (*vis, who),
+                ("public", _)
+                    | (_, "admin" | "guest" | "reporter")
+                    | ("internal", "signed-in non-member")
+            );
             problems.extend(check_cell(
-                &berth, &label, creds, path, img, &want, disabled,
+                &berth,
+                &label,
+                creds,
+                path,
+                img,
+                &want,
+                disabled && sees,
             ));
             cells += 1;
         }
 
         // No token at all: a challenge naming the scope (nothing to be done about a
-        // disabled registry, so that is 403 at once).
+        // disabled registry of a public project, so that is 403 at once).
         let r = get(&berth, &format!("/v2/{path}/manifests/v1"), None);
         let www = r.header("WWW-Authenticate").unwrap_or_default();
-        let right = if disabled {
+        let right = if disabled && *vis == "public" {
             r.status == 403
         } else {
             r.status == 401
@@ -2123,10 +2138,10 @@ fn image_paths_map_to_projects() {
         &get(&berth, "/v2/nowhere/x/img/manifests/v1", Some(&t)),
         "no project owns",
     );
-    assert_denied(
-        &push(&berth, None, "nowhere/x/img", "v1", &img),
-        "no project owns",
-    );
+    // Anyone else cannot tell a missing project from a private one: the challenge.
+    let r = push(&berth, None, "nowhere/x/img", "v1", &img);
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(!r.text().contains("no project owns"), "{r:?}");
 
     // The project itself and up to two more segments.
     let paths = ["g/p", "g/p/a", "g/p/a/b"];

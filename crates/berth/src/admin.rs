@@ -320,6 +320,8 @@ pub async fn run(cfg: Config, command: AdminCommand) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
+                // Browsers signed in with the old password are signed out.
+                meta.delete_user_web_sessions(u.id, None).await?;
             }
         },
         AdminCommand::Group(c) => match c {
@@ -567,5 +569,9 @@ async fn set_state(meta: &dyn Meta, username: &str, state: UserState) -> anyhow:
         },
     )
     .await?;
+    if state == UserState::Blocked {
+        // So that unblocking later does not revive sessions from before the block.
+        meta.delete_user_web_sessions(u.id, None).await?;
+    }
     Ok(())
 }

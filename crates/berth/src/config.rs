@@ -49,6 +49,11 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Metadata database (`[database]` in berth.toml, `BERTH_DATABASE_*`).
     pub database: DatabaseConfig,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` names
+    /// the client; empty (the default) believes nobody's. A list in berth.toml,
+    /// comma-separated in `BERTH_TRUSTED_PROXIES`.
+    #[serde(with = "string_list")]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -205,6 +210,7 @@ const ENV_KEYS: &[&str] = &[
     "storage.s3.redirect_blobs",
     "database.url",
     "database.max_connections",
+    "trusted_proxies",
 ];
 
 impl Default for Config {
@@ -226,6 +232,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             storage: StorageConfig::default(),
             database: DatabaseConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -318,6 +325,11 @@ impl Config {
         c
     }
 
+    pub fn trusted_proxies(&self) -> anyhow::Result<berth_server::client_addr::TrustedProxies> {
+        berth_server::client_addr::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))
+    }
+
     /// Where the token signing key was kept before it moved into the database; a file
     /// found there is adopted by the first start.
     pub fn signing_key_path(&self) -> PathBuf {
@@ -396,6 +408,7 @@ impl Config {
                 "storage.kind = \"s3\" needs storage.s3.bucket (BERTH_S3_BUCKET)"
             );
         }
+        cfg.trusted_proxies()?;
         if let Some(url) = &cfg.external_url {
             anyhow::ensure!(
                 url.starts_with("http://") || url.starts_with("https://"),
@@ -403,6 +416,35 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+/// A list written as a list in files, or as one comma-separated string (the only
+/// way an environment variable can hold one).
+mod string_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(match Either::deserialize(d)? {
+            Either::One(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            Either::Many(v) => v,
+        })
     }
 }
 
@@ -503,6 +545,15 @@ mod tests {
             let c = Config::load(None, &flags).unwrap();
             assert_eq!(c.database.url.as_deref(), Some("postgres://other/berth"));
             assert_eq!(c.database.max_connections, 3);
+
+            assert!(c.trusted_proxies.is_empty());
+            jail.set_env("BERTH_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.trusted_proxies, ["10.0.0.0/8", "192.0.2.1"]);
+            jail.set_env("BERTH_TRUSTED_PROXIES", "10.0.0.0/40");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(format!("{e:#}").contains("10.0.0.0/40"), "{e:#}");
+            jail.set_env("BERTH_TRUSTED_PROXIES", "");
 
             jail.set_env("BERTH_EXTERNAL_URL", "registry.example.com");
             assert!(Config::load(None, &Overrides::default()).is_err());

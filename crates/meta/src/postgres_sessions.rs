@@ -55,4 +55,17 @@ impl SessionMeta for PgMeta {
             .await?;
         Ok(done.rows_affected())
     }
+
+    async fn delete_user_web_sessions(&self, user_id: i64, keep: Option<&str>) -> Result<u64> {
+        // Not `<>`: with nothing to keep (NULL) that would spare every row. The same
+        // statement on both backends (sqlx-sqlite reads `$n` as the n-th argument).
+        let done = sqlx::query(
+            "DELETE FROM web_sessions WHERE user_id = $1 AND id_digest IS DISTINCT FROM $2",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

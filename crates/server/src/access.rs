@@ -5,8 +5,10 @@
 //!
 //! Refusals follow the token spec: 401 with a `WWW-Authenticate` challenge naming the
 //! scope to ask for, so clients fetch a token and retry. When no token could ever
-//! help (the path belongs to no project, or the project's registry is disabled) the
-//! answer is 403 with a message that says why.
+//! help (the path belongs to no project, is too deep, or the project's registry is
+//! disabled) the answer is 403 with a message that says why, but only to a caller
+//! who may see the project; to anyone else it looks like any project they may not
+//! see, existing or not.
 
 use axum::http::HeaderMap;
 use berth_core::paths::{all_prefixes, project_candidates, MAX_IMAGE_DEPTH};
@@ -98,15 +100,16 @@ pub async fn authorize(
     repository: &str,
     action: Action,
 ) -> RegistryResult<()> {
-    if let Some(c) = claims(state, headers) {
+    let claims = claims(state, headers);
+    if let Some(c) = &claims {
         if c.actions_on(repository)
             .any(|a| a == action.as_str() || a == "*")
         {
             return Ok(());
         }
     }
-    // Explain refusals no token can lift.
-    if let Some(reason) = hopeless(state, repository).await? {
+    // Explain refusals no token can lift, to those allowed to know the project.
+    if let Some(reason) = hopeless(state, claims.as_ref(), repository).await? {
         return Err(RegistryError::new(Code::Denied, reason).detail(json!({ "name": repository })));
     }
     Err(unauthorized(
@@ -117,33 +120,90 @@ pub async fn authorize(
     ))
 }
 
-/// Why no credential could give access to `repository`, if that is so.
-async fn hopeless(state: &AppState, repository: &str) -> RegistryResult<Option<String>> {
+/// Why no credential could give access to `repository`, if that is so and the
+/// caller may know it. A caller who may not see the project gets the same challenge
+/// whether it exists or not (the registry disabled, the path too deep under it, or
+/// no project at all): anything else would tell outsiders which private projects
+/// exist. Only administrators, who see every project, learn that none owns a path.
+async fn hopeless(
+    state: &AppState,
+    claims: Option<&Claims>,
+    repository: &str,
+) -> RegistryResult<Option<String>> {
     let project = state
         .meta
         .project_for_paths(&project_candidates(repository))
         .await?;
-    match project {
-        Some(p) if p.registry_access == RegistryAccess::Disabled => Ok(Some(format!(
-            "the container registry is disabled for project {}",
-            p.full_path
-        ))),
-        Some(_) => Ok(None),
+    let reason = match project {
+        Some(p) if p.registry_access == RegistryAccess::Disabled => {
+            let why = format!(
+                "the container registry is disabled for project {}",
+                p.full_path
+            );
+            (Some(p), why)
+        }
+        Some(_) => return Ok(None),
         None => {
-            let prefixes = all_prefixes(repository);
-            for prefix in prefixes.iter().skip(MAX_IMAGE_DEPTH + 1) {
+            let mut deep = None;
+            for prefix in all_prefixes(repository).iter().skip(MAX_IMAGE_DEPTH + 1) {
                 if let Some(p) = state.meta.project_by_path(prefix).await? {
-                    return Ok(Some(format!(
-                        "image path {repository} is too deep: at most {MAX_IMAGE_DEPTH} path segments may follow the project path {}",
-                        p.full_path
-                    )));
+                    deep = Some(p);
+                    break;
                 }
             }
-            Ok(Some(format!(
-                "no project owns the image path {repository}; create the project first (an image path is a project's full path followed by up to {MAX_IMAGE_DEPTH} more segments)"
-            )))
+            match deep {
+                Some(p) => {
+                    let why = format!(
+                        "image path {repository} is too deep: at most {MAX_IMAGE_DEPTH} path segments may follow the project path {}",
+                        p.full_path
+                    );
+                    (Some(p), why)
+                }
+                None => (
+                    None,
+                    format!(
+                        "no project owns the image path {repository}; create the project first (an image path is a project's full path followed by up to {MAX_IMAGE_DEPTH} more segments)"
+                    ),
+                ),
+            }
+        }
+    };
+    let caller = match claims {
+        Some(c) => principal_from_claims(state, c).await?,
+        None => crate::auth::Principal::Anonymous,
+    };
+    let may_know = match &reason.0 {
+        Some(p) => may_see_project(state, &caller, p).await?,
+        None => is_admin(&caller),
+    };
+    Ok(may_know.then_some(reason.1))
+}
+
+fn is_admin(caller: &crate::auth::Principal) -> bool {
+    matches!(caller, crate::auth::Principal::User { user, .. } if user.admin)
+}
+
+/// Whether `caller` may see `project` at all (its page, that it exists), as the REST
+/// API decides; a deploy token sees the projects it covers.
+async fn may_see_project(
+    state: &AppState,
+    caller: &crate::auth::Principal,
+    project: &berth_meta::Project,
+) -> RegistryResult<bool> {
+    use crate::auth::Principal;
+    if let Principal::Deploy(t) = caller {
+        if state.meta.deploy_token_covers(t.source, project.id).await? {
+            return Ok(true);
         }
     }
+    let api_caller = crate::api::Caller {
+        principal: caller.clone(),
+        admin: is_admin(caller),
+    };
+    api_caller
+        .can_read_project(state, project)
+        .await
+        .map_err(|e| RegistryError::internal(format!("{e:?}")))
 }
 
 /// Rebuild the principal a token was issued to (for listings filtered per caller).

@@ -8,6 +8,7 @@ mod access;
 pub mod api;
 pub mod auth;
 pub mod cleanup;
+pub mod client_addr;
 pub mod error;
 pub mod gc;
 pub mod instance;
@@ -34,6 +35,7 @@ pub use state::{AppState, Settings, Shared};
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: Shared) -> Router {
+    let trusted = state.settings.trusted_proxies.clone();
     let v2 = Router::new()
         .route("/v2", any(registry::dispatch))
         .route("/v2/", any(registry::dispatch))
@@ -55,13 +57,20 @@ pub fn router(state: Shared) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
+                .make_span_with(move |req: &Request<_>| {
                     let id = req
                         .headers()
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
+                    // Every line of the request names the client (behind trusted
+                    // proxies, the address they forwarded), as sign-in limits see it.
+                    let client = req
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| trusted.client(c.0.ip(), req.headers()).to_string())
+                        .unwrap_or_else(|| "-".into());
+                    tracing::info_span!("request", id, client, method = %req.method(), path = %req.uri().path())
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )

@@ -35,6 +35,8 @@ pub struct Settings {
     pub gc_review_delay: Duration,
     /// Whether garbage collection also deletes untagged manifests (GitLab's `-m`).
     pub gc_delete_untagged: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (none by default).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
 
 pub struct AppState {

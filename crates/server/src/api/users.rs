@@ -238,6 +238,7 @@ async fn update(
     if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(ApiError::validation("name", "can't be blank"));
     }
+    let new_password = password_hash.is_some();
     let update = UserUpdate {
         name,
         email: params.string("email")?,
@@ -250,6 +251,11 @@ async fn update(
         .update_user(user.id, &update)
         .await?
         .ok_or_else(|| ApiError::not_found("User"))?;
+    if new_password {
+        // Whoever knew the old password may be signed in with it: a new password
+        // is often set precisely to shut them out.
+        end_web_sessions(&state, &user, "password changed").await?;
+    }
     Ok(Json(view.user(&user, true)).into_response())
 }
 
@@ -272,6 +278,11 @@ async fn set_state(
         )
         .await?
         .ok_or_else(|| ApiError::not_found("User"))?;
+    if to == UserState::Blocked {
+        // Sessions are refused while blocked anyway; ending them means unblocking
+        // later does not bring back browsers signed in before the block.
+        end_web_sessions(state, &user, "blocked").await?;
+    }
     // GitLab answers both with 201 and a bare `true`.
     Ok((StatusCode::CREATED, Json(true)).into_response())
 }
@@ -316,4 +327,12 @@ async fn unblock(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     set_state(&state, &caller, &id, UserState::Active).await
+}
+
+/// End every web session of `user` (an administrator acted on the account, so no
+/// session of theirs made the change and none is kept).
+async fn end_web_sessions(state: &Shared, user: &User, why: &str) -> ApiResult<()> {
+    let ended = state.meta.delete_user_web_sessions(user.id, None).await?;
+    tracing::info!(username = %user.username, user_id = user.id, ended, why, "ended web sessions");
+    Ok(())
 }

@@ -164,8 +164,20 @@ pub enum AuthError {
 const MAX_FAILURES: usize = 10;
 const WINDOW_SECS: i64 = 60;
 
-/// Counts failed sign-ins per client address and per username; past the limit, further
-/// attempts are refused (429) until the window passes, without checking the secret.
+/// The username every CI job signs in with: shared by all jobs, so never a key of
+/// its own (ten bad attempts would otherwise stop every pipeline's `docker login`).
+pub const JOB_USERNAME: &str = "gitlab-ci-token";
+
+/// Counts failed sign-ins and refuses (429) further attempts past the limit until
+/// the window passes, without checking the secret. CI job logins are never limited
+/// ([`authenticate`] says why). Two keys, as GitLab:
+///
+/// - the client's address (behind trusted proxies, the address they forwarded),
+///   for every failed attempt, so one client cannot guess on and on;
+/// - the username, only for password sign-ins (never for tokens):
+///   it stops a password being guessed from many addresses, while the user's own
+///   tokens keep working, since tokens are checked before the lock is.
+///
 /// The counts live in the metadata database, so with several nodes the limit holds
 /// for the installation, not for each node. A database error neither blocks nor
 /// records anything (it is logged): the sign-in itself needs the database anyway.
@@ -173,40 +185,49 @@ const WINDOW_SECS: i64 = 60;
 pub struct LoginLimiter;
 
 impl LoginLimiter {
-    fn keys(ip: &str, username: &str) -> [String; 2] {
-        [
-            format!("ip:{ip}"),
-            format!("user:{}", username.to_ascii_lowercase()),
-        ]
+    fn ip_key(ip: &str) -> String {
+        format!("ip:{ip}")
     }
 
-    /// Seconds to wait, if either key is over the limit (`now` in Unix seconds).
-    pub async fn blocked(
-        &self,
-        meta: &dyn Meta,
-        ip: &str,
-        username: &str,
-        now: i64,
-    ) -> Option<u64> {
-        let mut wait = None;
-        for key in Self::keys(ip, username) {
-            let recent = match meta.login_failures(&key, now - WINDOW_SECS).await {
-                Ok(times) => times,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading failed sign-ins");
-                    continue;
-                }
-            };
-            if recent.len() >= MAX_FAILURES {
-                let oldest = recent.iter().copied().min().unwrap_or(now);
-                wait = wait.max(Some((oldest + WINDOW_SECS - now).max(1) as u64));
+    fn user_key(username: &str) -> String {
+        format!("user:{}", username.to_ascii_lowercase())
+    }
+
+    /// Seconds to wait, if `key` is over the limit (`now` in Unix seconds).
+    async fn over(&self, meta: &dyn Meta, key: &str, now: i64) -> Option<u64> {
+        let recent = match meta.login_failures(key, now - WINDOW_SECS).await {
+            Ok(times) => times,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading failed sign-ins");
+                return None;
             }
-        }
-        wait
+        };
+        (recent.len() >= MAX_FAILURES).then(|| {
+            let oldest = recent.iter().copied().min().unwrap_or(now);
+            (oldest + WINDOW_SECS - now).max(1) as u64
+        })
     }
 
-    pub async fn failed(&self, meta: &dyn Meta, ip: &str, username: &str, now: i64) {
-        let keys = Self::keys(ip, username);
+    /// Seconds to wait before this client address may try anything again.
+    pub async fn address_blocked(&self, meta: &dyn Meta, ip: &str, now: i64) -> Option<u64> {
+        self.over(meta, &Self::ip_key(ip), now).await
+    }
+
+    /// Seconds to wait before anyone may try a password for `username` again.
+    pub async fn password_blocked(&self, meta: &dyn Meta, username: &str, now: i64) -> Option<u64> {
+        if username == JOB_USERNAME {
+            return None;
+        }
+        self.over(meta, &Self::user_key(username), now).await
+    }
+
+    /// Count a failed attempt from `ip`; `password_for` names the user when a
+    /// password was what failed.
+    pub async fn failed(&self, meta: &dyn Meta, ip: &str, password_for: Option<&str>, now: i64) {
+        let mut keys = vec![Self::ip_key(ip)];
+        if let Some(user) = password_for.filter(|u| *u != JOB_USERNAME) {
+            keys.push(Self::user_key(user));
+        }
         if let Err(e) = meta
             .record_login_failure(&keys, now, now - WINDOW_SECS)
             .await
@@ -225,7 +246,8 @@ pub struct LoginGuard {
 
 /// Check a username and secret the way GitLab's `/jwt/auth` does: a CI job token
 /// (username `gitlab-ci-token`), then a personal access token (any username), then a
-/// deploy token (its username), then the user's password.
+/// deploy token (its username), then the user's password. `ip` is the client's
+/// address ([`crate::client_addr::ClientAddr`]).
 pub async fn authenticate(
     meta: &dyn Meta,
     guard: &LoginGuard,
@@ -235,14 +257,44 @@ pub async fn authenticate(
 ) -> Result<Principal, AuthError> {
     let now = now_ms();
     let now_s = now / 1000;
-    if let Some(wait) = guard.limiter.blocked(meta, ip, username, now_s).await {
+    // CI job logins are not limited at all (GitLab skips them too): job tokens are
+    // long random secrets nobody guesses, and a runner host starts many jobs, some
+    // with tokens of jobs that just ended; counting those would stop its next jobs.
+    if username == JOB_USERNAME {
+        return match job_principal(meta, &secrets::digest(secret), now).await? {
+            Some(p) => Ok(p),
+            None => {
+                tracing::warn!(%ip, username, kind = "CI job token", "failed sign-in");
+                Err(AuthError::Invalid)
+            }
+        };
+    }
+    if let Some(wait) = guard.limiter.address_blocked(meta, ip, now_s).await {
+        tracing::warn!(%ip, username, wait, "sign-in refused: too many failed attempts from this address");
         return Err(AuthError::RateLimited(wait));
     }
-    match check(meta, &guard.passwords, username, secret, now).await? {
+    let digest = secrets::digest(secret);
+    let (found, password_for) = match token_check(meta, username, &digest, now).await? {
+        Some(found) => (found, None),
+        None => {
+            if let Some(wait) = guard.limiter.password_blocked(meta, username, now_s).await {
+                tracing::warn!(%ip, username, wait, "password sign-in refused: too many failed attempts for this user");
+                return Err(AuthError::RateLimited(wait));
+            }
+            let found = password_check(meta, &guard.passwords, username, secret, now).await?;
+            (found, Some(username))
+        }
+    };
+    match found {
         Some(p) => Ok(p),
         None => {
-            guard.limiter.failed(meta, ip, username, now_s).await;
-            tracing::warn!(%ip, username, "failed sign-in");
+            guard.limiter.failed(meta, ip, password_for, now_s).await;
+            let kind = if password_for.is_some() {
+                "password or token"
+            } else {
+                "unusable token"
+            };
+            tracing::warn!(%ip, username, kind, "failed sign-in");
             Err(AuthError::Invalid)
         }
     }
@@ -298,40 +350,48 @@ async fn personal_token_principal(
     }))
 }
 
-async fn check(
+/// The principal of a token secret: `None` when the secret is no token at all (it
+/// may be a password), `Some(None)` when it is one that may not be used (revoked,
+/// expired, another username, a job that ended).
+async fn token_check(
     meta: &dyn Meta,
-    passwords: &secrets::PasswordChecker,
     username: &str,
-    secret: &str,
+    digest: &str,
     now: i64,
-) -> Result<Option<Principal>, berth_meta::MetaError> {
-    let digest = secrets::digest(secret);
-    if username == "gitlab-ci-token" {
-        return job_principal(meta, &digest, now).await;
+) -> Result<Option<Option<Principal>>, berth_meta::MetaError> {
+    if let Some(p) = personal_token_principal(meta, digest, now).await? {
+        return Ok(Some(p));
     }
-    if let Some(p) = personal_token_principal(meta, &digest, now).await? {
-        return Ok(p);
-    }
-    if let Some(t) = meta.deploy_token_by_digest(&digest).await? {
+    if let Some(t) = meta.deploy_token_by_digest(digest).await? {
         let expired = t.expires_at.is_some_and(|e| e <= now);
-        return Ok(
-            (t.username == username && !t.revoked && !expired).then_some(Principal::Deploy(t))
-        );
+        return Ok(Some(
+            (t.username == username && !t.revoked && !expired).then_some(Principal::Deploy(t)),
+        ));
     }
     // A job's CI_DEPLOY_PASSWORD acts as its deploy token while the job runs.
-    if let Some((job, token_id)) = meta.job_deploy_credential(&digest).await? {
+    if let Some((job, token_id)) = meta.job_deploy_credential(digest).await? {
         if job.status != JobStatus::Running || job.expires_at <= now {
-            return Ok(None);
+            return Ok(Some(None));
         }
-        return Ok(match meta.deploy_token(token_id).await? {
+        return Ok(Some(match meta.deploy_token(token_id).await? {
             Some(t)
                 if t.username == username && !t.revoked && t.expires_at.is_none_or(|e| e > now) =>
             {
                 Some(Principal::Deploy(t))
             }
             _ => None,
-        });
+        }));
     }
+    Ok(None)
+}
+
+async fn password_check(
+    meta: &dyn Meta,
+    passwords: &secrets::PasswordChecker,
+    username: &str,
+    secret: &str,
+    now: i64,
+) -> Result<Option<Principal>, berth_meta::MetaError> {
     let Some(user) = meta.user_by_username(username).await? else {
         // Same work as a real check, so timing does not reveal which usernames exist.
         passwords.verify(secret, secrets::DUMMY_HASH, now).await;
@@ -389,7 +449,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn limiter_blocks_after_repeated_failures() {
+    async fn limiter_keys_addresses_and_password_users() {
         let dir = tempfile::tempdir().unwrap();
         let meta = berth_meta::SqliteMeta::open(&dir.path().join("m.db"))
             .await
@@ -397,25 +457,37 @@ mod tests {
         let l = LoginLimiter;
         for i in 0..MAX_FAILURES {
             assert!(
-                l.blocked(&meta, "1.2.3.4", "bob", 100).await.is_none(),
+                l.address_blocked(&meta, "1.2.3.4", 100).await.is_none(),
                 "attempt {i}"
             );
-            l.failed(&meta, "1.2.3.4", "bob", 100).await;
+            assert!(l.password_blocked(&meta, "bob", 100).await.is_none());
+            l.failed(&meta, "1.2.3.4", Some("bob"), 100).await;
         }
-        assert!(l.blocked(&meta, "1.2.3.4", "bob", 100).await.is_some());
-        // Another address is blocked too when it targets the same user...
-        assert!(l.blocked(&meta, "5.6.7.8", "Bob", 100).await.is_some());
-        // ...but not for other users.
-        assert!(l.blocked(&meta, "5.6.7.8", "carol", 100).await.is_none());
+        assert!(l.address_blocked(&meta, "1.2.3.4", 100).await.is_some());
+        // Passwords for the same user are refused from elsewhere too...
+        assert!(l.password_blocked(&meta, "Bob", 100).await.is_some());
+        // ...but that address is free, and so are other users.
+        assert!(l.address_blocked(&meta, "5.6.7.8", 100).await.is_none());
+        assert!(l.password_blocked(&meta, "carol", 100).await.is_none());
         // The window passes.
         assert!(l
-            .blocked(&meta, "1.2.3.4", "bob", 100 + WINDOW_SECS)
+            .address_blocked(&meta, "1.2.3.4", 100 + WINDOW_SECS)
             .await
             .is_none());
         // Old failures are forgotten as new ones come.
-        l.failed(&meta, "9.9.9.9", "dave", 101 + WINDOW_SECS).await;
+        l.failed(&meta, "9.9.9.9", Some("dave"), 101 + WINDOW_SECS)
+            .await;
         use berth_meta::InstanceMeta;
         assert!(meta.login_failures("user:bob", 0).await.unwrap().is_empty());
+
+        // The CI job name and failed tokens never lock a name.
+        for _ in 0..MAX_FAILURES * 2 {
+            l.failed(&meta, "7.7.7.7", Some(JOB_USERNAME), 200).await;
+            l.failed(&meta, "7.7.7.8", None, 200).await;
+        }
+        assert!(l.password_blocked(&meta, JOB_USERNAME, 200).await.is_none());
+        assert!(l.address_blocked(&meta, "7.7.7.7", 200).await.is_some());
+        assert!(l.address_blocked(&meta, "7.7.7.8", 200).await.is_some());
     }
 
     #[test]

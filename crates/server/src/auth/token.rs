@@ -3,9 +3,7 @@
 //! principal may do, and a short-lived signed token carrying the result is issued.
 //! A partial grant is not an error: refused actions are simply left out.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -16,6 +14,7 @@ use serde_json::json;
 
 use super::jwt::{Claims, ResourceAccess, TokenUser};
 use super::{authenticate, credential_for, AuthError, Principal, Via};
+use crate::client_addr::ClientAddr;
 use crate::state::{now_ms, Shared};
 
 const UNAUTHORIZED_MESSAGE: &str = "HTTP Basic: Access denied. If a password was provided for Git authentication, the password was incorrect or you're required to use a token instead of a password. If a token was provided, it was either incorrect, expired, or improperly scoped.";
@@ -55,11 +54,11 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>
 
 pub async fn issue(
     State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    match issue_inner(&state, peer, &headers, query.as_deref().unwrap_or("")).await {
+    match issue_inner(&state, client, &headers, query.as_deref().unwrap_or("")).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "issuing a registry token failed");
@@ -74,7 +73,7 @@ pub async fn issue(
 
 async fn issue_inner(
     state: &Shared,
-    peer: SocketAddr,
+    client: ClientAddr,
     headers: &HeaderMap,
     query: &str,
 ) -> Result<Response, berth_meta::MetaError> {
@@ -109,7 +108,7 @@ async fn issue_inner(
             ))
         }
         Some(Ok((user, secret))) => {
-            let ip = peer.ip().to_string();
+            let ip = client.to_string();
             match authenticate(state.meta.as_ref(), &state.login, &ip, &user, &secret).await {
                 Ok(p) => p,
                 Err(AuthError::Invalid) => {

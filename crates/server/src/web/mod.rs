@@ -221,10 +221,23 @@ impl Viewer {
     }
 }
 
-/// Only local paths are followed after signing in or switching language.
-fn local_path(p: Option<&str>) -> String {
+/// The one check of every redirect target a client chooses (`back`, `redirect_to`):
+/// only a path on this site is followed, anything else goes to `/`.
+///
+/// Browsers drop tabs and newlines from URLs and read `\\` as `/`, so `/\t/evil`
+/// and `/\\evil` are really `//evil`, another site; control characters would
+/// not even fit in a `Location` header. The paths this site hands out are URIs
+/// (always printable ASCII, spaces encoded), so anything else is refused whole
+/// rather than cleaned up.
+pub(crate) fn local_path(p: Option<&str>) -> String {
     match p {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            p.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -331,11 +344,17 @@ async fn sign_in(
     let password = field(&fields, "password").unwrap_or("");
     let now = now_ms();
     let guard = &state.login;
-    if let Some(wait) = guard
-        .limiter
-        .blocked(&*state.meta, &viewer.client_ip, &username, now / 1000)
+    let limiter = &guard.limiter;
+    let meta = &*state.meta;
+    let wait = match limiter
+        .address_blocked(meta, &viewer.client_ip, now / 1000)
         .await
     {
+        Some(wait) => Some(wait),
+        None => limiter.password_blocked(meta, &username, now / 1000).await,
+    };
+    if let Some(wait) = wait {
+        tracing::warn!(ip = %viewer.client_ip, username, wait, "web sign-in refused: too many failed attempts");
         let msg = viewer
             .lang
             .text("sign_in_rate_limited")
@@ -372,9 +391,8 @@ async fn sign_in(
     let user = match user {
         Some(u) if ok && u.state == UserState::Active => u,
         _ => {
-            guard
-                .limiter
-                .failed(&*state.meta, &viewer.client_ip, &username, now / 1000)
+            limiter
+                .failed(meta, &viewer.client_ip, Some(&username), now / 1000)
                 .await;
             tracing::warn!(ip = %viewer.client_ip, username, "failed web sign-in");
             let msg = viewer.lang.text("sign_in_invalid");
@@ -624,6 +642,18 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.example")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
         assert_eq!(local_path(None), "/");
+        // Browsers drop tabs and newlines: `/\t/evil.example` is `//evil.example`.
+        for bad in [
+            "/\t/evil.example/x",
+            "/\n/x",
+            "/\r/x",
+            "/x\u{7f}",
+            "/ /x",
+            "/\u{0}",
+            "/é",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/", "{bad:?}");
+        }
     }
 
     #[test]

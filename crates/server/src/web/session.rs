@@ -6,9 +6,7 @@
 //! SameSite=Lax, and Secure when the external URL is https. Anonymous browsers get a
 //! CSRF cookie of their own (double submit) for the sign-in form.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::Response;
@@ -17,6 +15,7 @@ use berth_meta::{User, UserState, WebSession};
 use super::i18n::Lang;
 use crate::api::Caller;
 use crate::auth::{secrets, Principal, Via};
+use crate::client_addr::ClientAddr;
 use crate::state::{now_ms, Shared};
 
 pub const SESSION_COOKIE: &str = "berth_session";
@@ -40,6 +39,7 @@ pub struct Viewer {
     /// The request's path and query, to come back to after signing in or switching language.
     pub here: String,
     pub secure: bool,
+    /// The client's address, behind trusted proxies the one they forwarded.
     pub client_ip: String,
 }
 
@@ -108,11 +108,7 @@ impl FromRequestParts<Shared> for Viewer {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_else(|| "-".into());
+        let client_ip = ClientAddr::of(parts, &state.settings.trusted_proxies).to_string();
         let mut viewer = Viewer {
             caller: anonymous(),
             user: None,

@@ -1,0 +1,591 @@
+//! Hostile clients: open redirects, sign-in lockout as a denial of service, existence
+//! oracles, sessions that outlive a password change, silent refusals and connections
+//! that never finish.
+
+mod support;
+
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use support::{Berth, ROOT_PASSWORD};
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn location(r: &Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The value `Set-Cookie` gives `name` on `r`.
+fn set_cookie(r: &Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| c.split(';').next()?.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A browser's sign-in: the form's CSRF cookie, then the form posted. Returns the
+/// response (a redirect on success).
+fn web_sign_in(
+    b: &Berth,
+    c: &Client,
+    username: &str,
+    password: &str,
+    redirect_to: &str,
+) -> Response {
+    let form = c
+        .get(format!("{}/users/sign_in", b.url))
+        .send()
+        .expect("sign-in page");
+    let csrf = set_cookie(&form, "berth_csrf").expect("a CSRF cookie");
+    c.post(format!("{}/users/sign_in", b.url))
+        .header("cookie", format!("berth_csrf={csrf}"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("username", username),
+            ("password", password),
+            ("redirect_to", redirect_to),
+        ])
+        .send()
+        .expect("sign-in post")
+}
+
+/// A browser session cookie for `username`.
+fn web_session(b: &Berth, c: &Client, username: &str, password: &str) -> String {
+    let r = web_sign_in(b, c, username, password, "/");
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "signing in as {username}"
+    );
+    set_cookie(&r, "berth_session").expect("a session cookie")
+}
+
+/// Targets that leave the site, or that are not valid in a `Location` header at all:
+/// each must send the browser to `/`, never elsewhere and never to an error.
+const HOSTILE_TARGETS: [&str; 14] = [
+    "/\t/evil.example/x",
+    "/\t\t/evil.example",
+    "//evil.example/x",
+    "/\\evil.example",
+    "\\/evil.example",
+    "https://evil.example/x",
+    "javascript:alert(1)",
+    "evil.example",
+    " /x",
+    "/\n/x",
+    "/\r/evil.example",
+    "/x\u{7f}",
+    "/ /evil.example",
+    "/\u{0}x",
+];
+
+#[test]
+fn redirect_targets_stay_on_this_site() {
+    let b = Berth::start();
+    let c = no_redirects();
+    let lang = |back: &str| {
+        c.get(format!("{}/-/lang", b.url))
+            .query(&[("to", "zh-CN"), ("back", back)])
+            .send()
+            .expect("language switch")
+    };
+    for target in HOSTILE_TARGETS {
+        let r = lang(target);
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "back={target:?}");
+        assert_eq!(location(&r), "/", "back={target:?}");
+    }
+    // Local paths, with their queries, are still followed.
+    let r = lang("/g/p/container_registry?search=a%20b&sort=desc");
+    assert_eq!(
+        location(&r),
+        "/g/p/container_registry?search=a%20b&sort=desc"
+    );
+
+    // After signing in.
+    for target in HOSTILE_TARGETS {
+        let r = web_sign_in(&b, &c, "root", ROOT_PASSWORD, target);
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "redirect_to={target:?}");
+        assert_eq!(location(&r), "/", "redirect_to={target:?}");
+    }
+    let r = web_sign_in(&b, &c, "root", ROOT_PASSWORD, "/g/p/container_registry");
+    assert_eq!(location(&r), "/g/p/container_registry");
+
+    // A signed-in browser on the sign-in page goes straight to the target.
+    let session = web_session(&b, &c, "root", ROOT_PASSWORD);
+    for target in HOSTILE_TARGETS {
+        let r = c
+            .get(format!("{}/users/sign_in", b.url))
+            .query(&[("redirect_to", target)])
+            .header("cookie", format!("berth_session={session}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "redirect_to={target:?}");
+        assert_eq!(location(&r), "/", "redirect_to={target:?}");
+    }
+    // The form does not carry a hostile target along either.
+    let r = c
+        .get(format!("{}/users/sign_in", b.url))
+        .query(&[("redirect_to", "/\t/evil.example")])
+        .send()
+        .unwrap();
+    let page = r.text().unwrap();
+    assert!(
+        page.contains(r#"name="redirect_to" value="&#x2f;""#),
+        "{page}"
+    );
+}
+
+/// A personal access token for `user` with `scopes`, via the CLI.
+fn pat(b: &Berth, user: &str, scopes: &str) -> String {
+    b.admin(&[
+        "token", "create", "--user", user, "--name", "t", "--scopes", scopes,
+    ])
+}
+
+fn user_id(b: &Berth, username: &str) -> i64 {
+    b.admin(&["user", "list"])
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split('\t');
+            let id = f.next()?;
+            (f.next()? == username).then(|| id.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no user {username}"))
+}
+
+/// Whether the browser holding `session` is still signed in (a signed-in browser is
+/// sent on from the sign-in page; anyone else is shown the form).
+fn signed_in(b: &Berth, c: &Client, session: &str) -> bool {
+    let r = c
+        .get(format!("{}/users/sign_in", b.url))
+        .header("cookie", format!("berth_session={session}"))
+        .send()
+        .expect("sign-in page");
+    r.status() == StatusCode::SEE_OTHER
+}
+
+#[test]
+fn password_changes_and_blocks_end_web_sessions() {
+    let b = Berth::start();
+    let c = no_redirects();
+    let root = pat(&b, "root", "api");
+    b.user("alice", "alice-password-1");
+    b.user("bob", "bob-password-1");
+    let alice = user_id(&b, "alice");
+
+    // A password change through the REST API ends every browser of the user, and
+    // nobody else's.
+    let s1 = web_session(&b, &c, "alice", "alice-password-1");
+    let s2 = web_session(&b, &c, "alice", "alice-password-1");
+    let bob = web_session(&b, &c, "bob", "bob-password-1");
+    assert!(signed_in(&b, &c, &s1) && signed_in(&b, &c, &s2));
+    let r = c
+        .put(format!("{}/api/v4/users/{alice}", b.url))
+        .header("private-token", &root)
+        .json(&serde_json::json!({"password": "alice-password-2"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().unwrap());
+    assert!(
+        !signed_in(&b, &c, &s1),
+        "a session survived the password change"
+    );
+    assert!(
+        !signed_in(&b, &c, &s2),
+        "a session survived the password change"
+    );
+    assert!(signed_in(&b, &c, &bob), "another user's session ended");
+    // Changing anything else leaves sessions alone.
+    let s3 = web_session(&b, &c, "alice", "alice-password-2");
+    let r = c
+        .put(format!("{}/api/v4/users/{alice}", b.url))
+        .header("private-token", &root)
+        .json(&serde_json::json!({"name": "Alice A."}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(signed_in(&b, &c, &s3));
+
+    // The same through the command line.
+    b.admin_with_stdin(&["user", "set-password", "alice"], "alice-password-3");
+    assert!(!signed_in(&b, &c, &s3), "a session survived set-password");
+
+    // Blocking ends them for good: unblocking does not bring them back.
+    let s4 = web_session(&b, &c, "alice", "alice-password-3");
+    let r = c
+        .post(format!("{}/api/v4/users/{alice}/block", b.url))
+        .header("private-token", &root)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        !signed_in(&b, &c, &s4),
+        "a blocked user's session still works"
+    );
+    let r = c
+        .post(format!("{}/api/v4/users/{alice}/unblock", b.url))
+        .header("private-token", &root)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(!signed_in(&b, &c, &s4), "unblocking revived an old session");
+    let s5 = web_session(&b, &c, "alice", "alice-password-3");
+    b.admin(&["user", "block", "alice"]);
+    b.admin(&["user", "unblock", "alice"]);
+    assert!(
+        !signed_in(&b, &c, &s5),
+        "a session survived `admin user block`"
+    );
+}
+
+/// `export K='V'` lines of `berth ci-env` as pairs.
+fn ci_var(out: &str, key: &str) -> String {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+/// `docker login` as the token service sees it: `/jwt/auth` with basic credentials,
+/// from `client` as a trusted proxy forwards it.
+fn login_via(b: &Berth, c: &Client, client: &str, user: &str, secret: &str) -> StatusCode {
+    c.get(format!("{}/jwt/auth?service=container_registry", b.url))
+        .basic_auth(user, Some(secret))
+        .header("x-forwarded-for", client)
+        .send()
+        .expect("token request")
+        .status()
+}
+
+#[test]
+fn sign_in_limits_do_not_lock_out_the_innocent() {
+    // The test's own address is the "reverse proxy"; the clients are the addresses
+    // it forwards.
+    let b = Berth::start_with(&[], &[("BERTH_TRUSTED_PROXIES", "127.0.0.1/32, ::1")]);
+    let c = no_redirects();
+    b.project("ci/app", "private");
+    b.user("alice", "alice-password-1");
+    b.user("bob", "bob-password-1");
+    let alice_token = pat(&b, "alice", "read_registry");
+    let job = b.ci_env(&[
+        "--project",
+        "ci/app",
+        "--user",
+        "alice",
+        "--registry",
+        &b.addr,
+    ]);
+    let job_token = ci_var(&job, "CI_JOB_TOKEN");
+    let login = |client: &str, user: &str, secret: &str| login_via(&b, &c, client, user, secret);
+
+    // Wrong job tokens, many of them, from one address: the shared CI username is
+    // never locked, and no runner is shut out.
+    for _ in 0..15 {
+        assert_eq!(
+            login("203.0.113.1", "gitlab-ci-token", "wrong"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("203.0.113.2", "gitlab-ci-token", &job_token),
+        StatusCode::OK
+    );
+    assert_eq!(
+        login("203.0.113.1", "gitlab-ci-token", &job_token),
+        StatusCode::OK
+    );
+
+    // Guessing alice's password from one address: that address is stopped...
+    for _ in 0..10 {
+        assert_eq!(
+            login("203.0.113.3", "alice", "guess"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("203.0.113.3", "alice", "guess"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login("203.0.113.3", "bob", "bob-password-1"),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guessing address is stopped for everything"
+    );
+    // ...so are passwords for alice from anywhere...
+    assert_eq!(
+        login("203.0.113.4", "alice", "guess"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login("203.0.113.4", "alice", "alice-password-1"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...but alice's tokens still work, from anywhere else, and so does everyone else.
+    assert_eq!(login("203.0.113.4", "alice", &alice_token), StatusCode::OK);
+    assert_eq!(
+        login("203.0.113.5", "anything", &alice_token),
+        StatusCode::OK
+    );
+    assert_eq!(
+        login("203.0.113.4", "bob", "bob-password-1"),
+        StatusCode::OK
+    );
+    assert_eq!(
+        login("203.0.113.4", "gitlab-ci-token", &job_token),
+        StatusCode::OK
+    );
+
+    // The log names the client the proxy forwarded, not the proxy.
+    let log = b.log();
+    assert!(
+        log.lines().any(|l| l.contains("failed sign-in")
+            && l.contains("203.0.113.3")
+            && l.contains("alice")),
+        "no failed sign-in line naming the forwarded client:\n{log}"
+    );
+
+    // The web sign-in counts the same way, by the forwarded address.
+    let web = |client: &str, user: &str, password: &str| {
+        let form = c.get(format!("{}/users/sign_in", b.url)).send().unwrap();
+        let csrf = set_cookie(&form, "berth_csrf").unwrap();
+        c.post(format!("{}/users/sign_in", b.url))
+            .header("cookie", format!("berth_csrf={csrf}"))
+            .header("x-forwarded-for", client)
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("username", user),
+                ("password", password),
+            ])
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        web("203.0.113.3", "bob", "bob-password-1"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        web("203.0.113.6", "alice", "alice-password-1"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        web("203.0.113.6", "bob", "bob-password-1"),
+        StatusCode::SEE_OTHER
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            web("203.0.113.7", "nobody", "guess"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        web("203.0.113.7", "bob", "bob-password-1"),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login("203.0.113.8", "bob", "bob-password-1"),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    // No trusted proxies (the default): whatever a client claims to forward, its
+    // failures count against its own address.
+    let b = Berth::start();
+    let c = no_redirects();
+    b.user("bob", "bob-password-1");
+    for i in 0..10 {
+        let forged = format!("198.51.100.{i}");
+        assert_eq!(
+            login_via(&b, &c, &forged, "nobody", "guess"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login_via(&b, &c, "198.51.100.99", "bob", "bob-password-1"),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a forged X-Forwarded-For escaped the limit"
+    );
+}
+
+const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The claims of a JWT.
+fn jwt_claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for c in payload.bytes().take_while(|c| *c != b'=') {
+        let v = B64URL.iter().position(|x| *x == c).expect("base64url") as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    serde_json::from_slice(&out).expect("JSON claims")
+}
+
+/// What a caller learns from one refusal: status, challenge and body, with the
+/// requested path written as `<PATH>` (the answer may echo what was asked).
+fn answer(r: Response, path: &str) -> String {
+    let status = r.status();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = r.text().unwrap_or_default();
+    format!("{status} | {challenge} | {kind} | {body}").replace(path, "<PATH>")
+}
+
+/// A registry token from `/jwt/auth` (anonymous without `creds`).
+fn registry_token(
+    b: &Berth,
+    creds: Option<(&str, &str)>,
+    path: &str,
+) -> (StatusCode, String, serde_json::Value) {
+    let r = b.token(creds, &[&format!("repository:{path}:pull,push,delete")]);
+    let status = r.status();
+    let body: serde_json::Value = r.json().expect("token JSON");
+    let token = body["token"].as_str().unwrap_or_default().to_string();
+    let keys: Vec<&String> = body
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    let shape = serde_json::json!({"keys": keys, "access": jwt_claims(&token)["access"]});
+    (status, token, shape)
+}
+
+#[test]
+fn private_and_missing_look_the_same_to_outsiders() {
+    let b = Berth::start();
+    b.user("outsider", "outsider-password-1");
+    b.user("rep", "rep-password-1");
+    b.project("sec/private", "private");
+    b.project("sec/off", "private");
+    b.admin(&[
+        "project",
+        "update",
+        "sec/off",
+        "--registry-access",
+        "disabled",
+    ]);
+    for p in ["sec/private", "sec/off"] {
+        b.admin(&[
+            "member",
+            "add",
+            "--project",
+            p,
+            "--user",
+            "rep",
+            "--role",
+            "reporter",
+        ]);
+    }
+    // Existing private, missing (in an existing group and not), disabled registry of
+    // a private project, and too deep under a private project.
+    let paths = [
+        "sec/private",
+        "sec/missing",
+        "nosuch/group/img",
+        "sec/off",
+        "sec/private/a/b/c",
+    ];
+    let requests = |path: &str| {
+        [
+            (reqwest::Method::GET, format!("/v2/{path}/tags/list")),
+            (reqwest::Method::GET, format!("/v2/{path}/manifests/v1")),
+            (
+                reqwest::Method::HEAD,
+                format!("/v2/{path}/blobs/sha256:{}", "0".repeat(64)),
+            ),
+            (reqwest::Method::POST, format!("/v2/{path}/blobs/uploads/")),
+        ]
+    };
+    let c = no_redirects();
+    type Creds<'a> = Option<(&'a str, &'a str)>;
+    let callers: [(&str, Creds, bool); 3] = [
+        ("no token", None, false),
+        ("anonymous token", None, true),
+        ("outsider", Some(("outsider", "outsider-password-1")), true),
+    ];
+    for (who, creds, with_token) in callers {
+        let mut seen: Option<(String, Vec<String>, serde_json::Value)> = None;
+        for path in paths {
+            let (status, token, shape) = registry_token(&b, creds, path);
+            let mut answers = Vec::new();
+            for (method, url) in requests(path) {
+                let mut req = c.request(method.clone(), format!("{}{url}", b.url));
+                if with_token {
+                    req = req.bearer_auth(&token);
+                }
+                answers.push(answer(req.send().unwrap(), path));
+            }
+            let now = (format!("{status}"), answers, shape);
+            match &seen {
+                None => seen = Some(now),
+                Some(first) => assert_eq!(
+                    first, &now,
+                    "{who}: {path} answers differently from {}",
+                    paths[0]
+                ),
+            }
+        }
+        let (_, answers, _) = seen.unwrap();
+        for a in answers {
+            assert!(a.starts_with("401"), "{who}: {a}");
+            assert!(!a.contains("sec/"), "{who}: names a project: {a}");
+        }
+    }
+
+    // Members and administrators, who may see the project, are told why.
+    let rep = registry_token(&b, Some(("rep", "rep-password-1")), "sec/off").1;
+    let r = c
+        .get(format!("{}/v2/sec/off/tags/list", b.url))
+        .bearer_auth(&rep)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().unwrap().contains("disabled"));
+    let rep = registry_token(&b, Some(("rep", "rep-password-1")), "sec/private/a/b/c").1;
+    let r = c
+        .get(format!("{}/v2/sec/private/a/b/c/tags/list", b.url))
+        .bearer_auth(&rep)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().unwrap().contains("too deep"));
+    let root = registry_token(&b, Some(("root", ROOT_PASSWORD)), "nosuch/group/img").1;
+    let r = c
+        .get(format!("{}/v2/nosuch/group/img/tags/list", b.url))
+        .bearer_auth(&root)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().unwrap().contains("no project owns"));
+}
