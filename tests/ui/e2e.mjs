@@ -63,6 +63,18 @@ try {
   await navigate(page, () => page.press("[data-test=search]", "Enter"));
   out.tags_searched = await rows(page, "[data-test=tags] tbody tr", "data-tag");
 
+  // Keyboard: an arrow key changes the order without reloading the page; Enter
+  // applies it, and focus comes back to the select after the reload.
+  await page.goto(webUrl);
+  await page.focus("[data-test=order]");
+  await page.evaluate(() => { window.__stayed = true; });
+  await page.keyboard.press("ArrowDown");
+  out.order_after_arrow = await page.inputValue("[data-test=order]");
+  out.arrow_kept_page = await page.evaluate(() => window.__stayed === true);
+  await navigate(page, () => page.keyboard.press("Enter"));
+  out.order_applied = new URL(page.url()).searchParams.get("order");
+  out.focus_after_reload = await page.evaluate(() => document.activeElement && document.activeElement.name);
+
   await page.goto(base + "/team/app/container_registry?search=multi");
   await navigate(page, () => page.click("[data-test=repositories] tbody tr a.strong"));
   out.multi_arch_badge = await text(page, "tr[data-tag='1.0'] .badge");
@@ -78,6 +90,15 @@ try {
   await page.click("[data-test=bulk-delete]");
   await page.waitForSelector("#confirm-dialog[open]");
   out.confirm_text = await text(page, "#confirm-message");
+  // Both buttons lie inside the dialog, and focus starts on Cancel.
+  out.confirm_focus = await page.evaluate(() => document.activeElement && document.activeElement.id);
+  out.confirm_buttons_inside = await page.evaluate(() => {
+    const box = document.getElementById("confirm-dialog").getBoundingClientRect();
+    return ["confirm-cancel", "confirm-ok"].every((id) => {
+      const b = document.getElementById(id).getBoundingClientRect();
+      return b.width > 0 && b.left >= box.left && b.right <= box.right && b.top >= box.top && b.bottom <= box.bottom;
+    });
+  });
   await navigate(page, () => page.click("[data-test=confirm-ok]"));
   out.tags_after_bulk = await rows(page, "[data-test=tags] tbody tr", "data-tag");
   out.bulk_notice = await text(page, "[data-test=notice]");

@@ -46,7 +46,8 @@
     document.getElementById("confirm-message").textContent = message;
     dialog.returnValue = "";
     dialog.showModal();
-    document.getElementById("confirm-ok").focus();
+    // Focus starts on Cancel, so Enter never deletes by accident.
+    document.getElementById("confirm-cancel").focus();
     dialog.addEventListener("close", function once() {
       dialog.removeEventListener("close", once);
       if (dialog.returnValue === "ok") go();
@@ -100,9 +101,46 @@
     }
     if (form && form.id === "tags-form") refreshBulk(form);
     if (form && form.hasAttribute("data-autosubmit") && e.target.tagName === "SELECT") {
-      form.requestSubmit ? form.requestSubmit() : form.submit();
+      // A select changed from the keyboard (arrow keys change it at once) is applied
+      // with Enter or on leaving it, so a keyboard user can reach the option they want.
+      if (!keyboardSelect) autosubmit(form, e.target);
     }
   });
+  var keyboardSelect = false;
+  function autosubmit(form, control) {
+    // After the page reloads, focus goes back to the control that reloaded it.
+    try { sessionStorage.setItem("berth-refocus", control.name); } catch (err) {}
+    form.requestSubmit ? form.requestSubmit() : form.submit();
+  }
+  document.addEventListener("keydown", function (e) {
+    var el = e.target;
+    if (el.tagName !== "SELECT" || !el.form || !el.form.hasAttribute("data-autosubmit")) return;
+    if (e.key === "Enter") {
+      e.preventDefault();
+      keyboardSelect = false;
+      autosubmit(el.form, el);
+    } else if (e.key !== "Tab") {
+      keyboardSelect = true;
+    }
+  });
+  document.addEventListener("mousedown", function () { keyboardSelect = false; });
+  document.addEventListener("focusout", function (e) {
+    var el = e.target;
+    if (keyboardSelect && el.tagName === "SELECT" && el.form && el.form.hasAttribute("data-autosubmit")
+        && el.value !== el.getAttribute("data-initial")) {
+      keyboardSelect = false;
+      autosubmit(el.form, el);
+    }
+  });
+  document.querySelectorAll("form[data-autosubmit] select").forEach(function (el) {
+    el.setAttribute("data-initial", el.value);
+  });
+  try {
+    var refocus = sessionStorage.getItem("berth-refocus");
+    sessionStorage.removeItem("berth-refocus");
+    var target = refocus && document.querySelector('form[data-autosubmit] [name="' + refocus + '"]');
+    if (target) target.focus();
+  } catch (err) {}
   var tagsForm = document.getElementById("tags-form");
   if (tagsForm) refreshBulk(tagsForm);
 
