@@ -1058,6 +1058,100 @@ fn cross_repository_mount() {
     );
 }
 
+/// A mount whose token lacks pull on the source is challenged for both scopes (as the
+/// reference registry does), so the client asks for them and mounts; a caller who
+/// may not read the source gets an ordinary upload and learns nothing about it.
+#[test]
+fn mount_without_the_source_scope_is_challenged_for_it() {
+    let berth = Berth::start();
+    berth.project("mnt/src", "private");
+    berth.project("mnt/dst", "private");
+    berth.user("dev", "dev-password-1");
+    berth.user("outsider", "outsider-password-1");
+    for (project, user) in [
+        ("mnt/src", "dev"),
+        ("mnt/dst", "dev"),
+        ("mnt/dst", "outsider"),
+    ] {
+        berth.admin(&[
+            "member",
+            "add",
+            "--project",
+            project,
+            "--user",
+            user,
+            "--role",
+            "developer",
+        ]);
+    }
+    let token = |user: &str, password: &str, scopes: &[&str]| -> String {
+        let r = berth.token(Some((user, password)), scopes);
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().unwrap();
+        body["token"].as_str().unwrap().to_string()
+    };
+    let http = Client::new();
+    let data = bytes("mount-scope", 512);
+    let d = digest_of(&data);
+    let root = token(
+        "root",
+        support::ROOT_PASSWORD,
+        &["repository:mnt/src:push,pull"],
+    );
+    let r = http
+        .post(format!(
+            "{}/v2/mnt/src/blobs/uploads/?digest={d}",
+            berth.url
+        ))
+        .bearer_auth(&root)
+        .body(data.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let mount = format!(
+        "{}/v2/mnt/dst/blobs/uploads/?mount={d}&from=mnt/src",
+        berth.url
+    );
+    let only_target = token("dev", "dev-password-1", &["repository:mnt/dst:pull,push"]);
+    let r = http.post(&mount).bearer_auth(&only_target).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains(r#"scope="repository:mnt/dst:pull,push repository:mnt/src:pull""#)
+            && challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    let both = token(
+        "dev",
+        "dev-password-1",
+        &["repository:mnt/dst:pull,push", "repository:mnt/src:pull"],
+    );
+    let r = http.post(&mount).bearer_auth(&both).send().unwrap();
+    assert_eq!(r.status(), 201, "mounted once the token covers the source");
+    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+
+    // Someone who may not read the source: an upload session, nothing said about it.
+    let outsider = token(
+        "outsider",
+        "outsider-password-1",
+        &["repository:mnt/dst:pull,push", "repository:mnt/src:pull"],
+    );
+    let r = http
+        .post(format!(
+            "{}/v2/mnt/dst/blobs/uploads/?mount={d}&from=mnt/src",
+            berth.url
+        ))
+        .bearer_auth(&outsider)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(r.headers().get("www-authenticate").is_none());
+}
+
 #[test]
 fn mount_of_missing_blob_falls_back_to_upload_session() {
     let reg = Reg::start();

@@ -236,7 +236,10 @@ fn web_ui_in_a_real_browser() {
     assert_eq!(strings(&r["tags_searched"]), ["v1"]);
     // Keyboard users choose with the arrows and apply with Enter; focus returns.
     assert_eq!(r["order_after_arrow"], "desc");
-    assert_eq!(r["arrow_kept_page"], true, "an arrow key must not reload the page");
+    assert_eq!(
+        r["arrow_kept_page"], true,
+        "an arrow key must not reload the page"
+    );
     assert_eq!(r["order_applied"], "desc");
     assert_eq!(r["focus_after_reload"], "order");
     assert_eq!(r["multi_arch_badge"], "Multi-arch");
@@ -247,8 +250,14 @@ fn web_ui_in_a_real_browser() {
         r["confirm_text"],
         "Delete 2 selected tags? Images stay if other tags use them."
     );
-    assert_eq!(r["confirm_focus"], "confirm-cancel", "Enter must not delete");
-    assert_eq!(r["confirm_buttons_inside"], true, "both dialog buttons visible");
+    assert_eq!(
+        r["confirm_focus"], "confirm-cancel",
+        "Enter must not delete"
+    );
+    assert_eq!(
+        r["confirm_buttons_inside"], true,
+        "both dialog buttons visible"
+    );
     assert_eq!(strings(&r["tags_after_bulk"]), ["latest", "v3"]);
     assert_eq!(r["bulk_notice"], "2 tags deleted.");
     let mut left = list_tags(&berth, tmp.path(), "team/app/web");

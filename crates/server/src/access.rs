@@ -78,6 +78,28 @@ fn unauthorized(
         .header("WWW-Authenticate", challenge(state, headers, scope, error))
 }
 
+/// A cross-repository mount whose token lacks the source's pull: the challenge names
+/// every scope the request needs (the target's push and the source's pull), as the
+/// reference registry does, so the client fetches a token with both and retries.
+pub fn mount_challenge(
+    state: &AppState,
+    headers: &HeaderMap,
+    target: &str,
+    from: &str,
+) -> RegistryError {
+    unauthorized(
+        state,
+        headers,
+        Some(format!(
+            "repository:{target}:pull,push repository:{from}:pull"
+        )),
+        json!([
+            { "Type": "repository", "Name": target, "Action": "push" },
+            { "Type": "repository", "Name": from, "Action": "pull" },
+        ]),
+    )
+}
+
 /// Require a valid token of any kind (`GET /v2/`, `_catalog`).
 pub fn authenticated(state: &AppState, headers: &HeaderMap) -> RegistryResult<Claims> {
     claims(state, headers)

@@ -227,8 +227,10 @@ fn token_user(p: &Principal) -> TokenUser {
     }
 }
 
-async fn grant_repository(
-    state: &Shared,
+/// What the token service would grant `principal` of `requested` on repository
+/// `name`; `None` when nothing (unknown path, no project, no permission).
+pub(crate) async fn grant_repository(
+    state: &crate::state::AppState,
     principal: &Principal,
     name: &str,
     requested: ActionSet,
@@ -266,7 +268,7 @@ async fn grant_repository(
 
 /// The id of the top-level namespace of a project path (GitLab puts it in the claims).
 async fn root_namespace_id(
-    state: &Shared,
+    state: &crate::state::AppState,
     full_path: &str,
 ) -> Result<Option<i64>, berth_meta::MetaError> {
     let root = full_path.split('/').next().unwrap_or(full_path);

@@ -311,6 +311,17 @@ async fn try_mount(
         .await
         .is_err()
     {
+        // The token does not cover the source. When a token for it would be granted,
+        // say so, as the reference registry does, so the client asks for one and the
+        // mount succeeds; otherwise fall back to an upload, revealing nothing.
+        if may_pull(state, headers, from.as_str()).await? {
+            return Err(crate::access::mount_challenge(
+                state,
+                headers,
+                name.as_str(),
+                from.as_str(),
+            ));
+        }
         return Ok(None);
     }
     let _publishing = publishing(state).await?;
@@ -326,6 +337,20 @@ async fn try_mount(
         .link_blob(name.as_str(), digest, size, now_ms())
         .await?;
     Ok(Some(blob_created(state, headers, name, digest)?))
+}
+
+/// Whether the caller's principal would be granted pull on `repository` if it asked.
+async fn may_pull(state: &Shared, headers: &HeaderMap, repository: &str) -> RegistryResult<bool> {
+    let Some(claims) = crate::access::claims(state, headers) else {
+        return Ok(false);
+    };
+    let principal = crate::access::principal_from_claims(state, &claims).await?;
+    let pull = berth_core::ActionSet::parse("pull");
+    Ok(
+        crate::auth::token::grant_repository(state, &principal, repository, pull)
+            .await?
+            .is_some(),
+    )
 }
 
 pub async fn patch(
