@@ -79,6 +79,7 @@ impl SqliteMeta {
 
 type Db = SqliteMeta;
 type Conn = SqliteConnection;
+type DbKind = sqlx::Sqlite;
 type DbRow = sqlx::sqlite::SqliteRow;
 
 /// `pick!(sqlite: a, postgres: b)` is `a` in this backend's copy of `ops/`: the few
@@ -92,16 +93,11 @@ macro_rules! pick {
 // The locks PostgreSQL takes so that concurrent transactions of several nodes act as
 // if they ran alone. SQLite runs one write transaction at a time, which already is
 // that, so here they are no-ops.
+use no_lock as lock_cleanup_claims;
+use no_lock as lock_paths;
+use no_lock as lock_paths_shared;
 
-async fn lock_paths(_: &mut Conn) -> Result<()> {
-    Ok(())
-}
-
-async fn lock_paths_shared(_: &mut Conn) -> Result<()> {
-    Ok(())
-}
-
-async fn lock_cleanup_claims(_: &mut Conn) -> Result<()> {
+async fn no_lock(_: &mut Conn) -> Result<()> {
     Ok(())
 }
 
@@ -128,12 +124,9 @@ mod org;
 #[path = "ops/registry.rs"]
 mod registry;
 #[path = "ops/repositories.rs"]
-mod repositories;
+pub(crate) mod repositories;
 #[path = "ops/sessions.rs"]
 mod sessions;
-
-#[cfg(test)]
-mod plans;
 
 #[cfg(test)]
 mod tests {

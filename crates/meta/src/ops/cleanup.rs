@@ -15,6 +15,7 @@ use crate::common::{
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::Result;
 
+use super::repositories::policy_at;
 use super::{lock_cleanup_claims, Db};
 
 #[async_trait]
@@ -29,23 +30,7 @@ impl CleanupMeta for Db {
         .bind(now)
         .fetch_all(self.reader())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    ExpirationPolicy {
-                        enabled: r.get(1),
-                        cadence: r.get(2),
-                        keep_n: r.get(3),
-                        older_than: r.get(4),
-                        name_regex: r.get(5),
-                        name_regex_keep: r.get(6),
-                        next_run_at: r.get(7),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(|r| (r.get(0), policy_at(r, 1))).collect())
     }
 
     async fn start_policy_run(

@@ -18,7 +18,14 @@ use crate::Result;
 use super::registry::lock_repo;
 use super::{retry_deadlocks, Conn, Db, CONCURRENT_WRITERS};
 
-async fn record_pending(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
+/// Delete a blob's metadata and record its bytes as pending deletion.
+async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
+    for sql in [
+        "DELETE FROM repository_blobs WHERE digest = $1",
+        "DELETE FROM blobs WHERE digest = $1",
+    ] {
+        sqlx::query(sql).bind(digest).execute(&mut *conn).await?;
+    }
     sqlx::query(concat!(
         "INSERT INTO gc_blob_deletions (digest, size, queued_at) \
          VALUES ($1, $2, ",
@@ -188,15 +195,7 @@ impl GcMeta for Db {
                 .await?;
             let removed = match size {
                 Some(size) if !referenced => {
-                    sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
-                        .bind(d.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("DELETE FROM blobs WHERE digest = $1")
-                        .bind(d.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    record_pending(&mut tx, d.as_str(), size).await?;
+                    delete_blob(&mut tx, d.as_str(), size).await?;
                     Some(BlobRecord {
                         digest: d.clone(),
                         size,
@@ -325,15 +324,7 @@ impl GcMeta for Db {
         .await?;
         for r in rows {
             let d: String = r.get(0);
-            sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
-                .bind(&d)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM blobs WHERE digest = $1")
-                .bind(&d)
-                .execute(&mut *tx)
-                .await?;
-            record_pending(&mut tx, &d, r.get(1)).await?;
+            delete_blob(&mut tx, &d, r.get(1)).await?;
             sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
                 .bind(&d)
                 .execute(&mut *tx)

@@ -7,15 +7,113 @@
 
 use async_trait::async_trait;
 use berth_core::{AccessLevel, RegistryAccess, Visibility};
-use sqlx::Row;
+use sqlx::{Executor, Row};
 
 use crate::common::*;
 use crate::org::*;
 use crate::{MetaError, Result};
 
-use super::{lock_paths, Conn, Db, DbRow};
+use super::{lock_paths, Conn, Db, DbKind, DbRow};
 
-org_rows!(DbRow);
+// Rows of the organisation's tables as structs.
+
+fn user_at(r: &DbRow, base: usize) -> Result<User> {
+    let id: i64 = r.get(base);
+    let namespace_id: Option<i64> = r.get(base + 7);
+    Ok(User {
+        id,
+        username: r.get(base + 1),
+        name: r.get(base + 2),
+        email: r.get(base + 3),
+        admin: r.get(base + 4),
+        state: parse_state(r.get(base + 5))?,
+        password_hash: r.get(base + 6),
+        namespace_id: namespace_id
+            .ok_or_else(|| corrupt(format!("user {id} has no personal namespace")))?,
+        created_at: r.get(base + 8),
+    })
+}
+
+fn user_row(r: DbRow) -> Result<User> {
+    user_at(&r, 0)
+}
+
+fn namespace_row(r: DbRow) -> Result<Namespace> {
+    Ok(Namespace {
+        id: r.get(0),
+        kind: parse_kind(r.get(1))?,
+        name: r.get(2),
+        path: r.get(3),
+        full_path: r.get(4),
+        parent_id: r.get(5),
+        owner_id: r.get(6),
+        visibility: parse_visibility(r.get(7))?,
+        description: r.get(8),
+        created_at: r.get(9),
+    })
+}
+
+fn project_row(r: DbRow) -> Result<Project> {
+    Ok(Project {
+        id: r.get(0),
+        namespace_id: r.get(1),
+        name: r.get(2),
+        path: r.get(3),
+        full_path: r.get(4),
+        description: r.get(5),
+        visibility: parse_visibility(r.get(6))?,
+        registry_access: parse_registry_access(r.get(7))?,
+        creator_id: r.get(8),
+        created_at: r.get(9),
+    })
+}
+
+fn pat_row(r: DbRow) -> Result<PersonalToken> {
+    Ok(PersonalToken {
+        id: r.get(0),
+        user_id: r.get(1),
+        name: r.get(2),
+        description: r.get(3),
+        scopes: split_scopes(r.get(4)),
+        expires_at: r.get(5),
+        revoked: r.get(6),
+        created_at: r.get(7),
+        last_used_at: r.get(8),
+    })
+}
+
+fn deploy_row(r: DbRow) -> Result<DeployToken> {
+    Ok(DeployToken {
+        id: r.get(0),
+        source: parse_source(r.get(1), r.get(2))?,
+        name: r.get(3),
+        username: r.get(4),
+        scopes: split_scopes(r.get(5)),
+        expires_at: r.get(6),
+        revoked: r.get(7),
+        created_at: r.get(8),
+    })
+}
+
+fn job_row(r: DbRow) -> Result<CiJob> {
+    let status: &str = r.get(3);
+    Ok(CiJob {
+        id: r.get(0),
+        project_id: r.get(1),
+        user_id: r.get(2),
+        status: match status {
+            "running" => JobStatus::Running,
+            "finished" => JobStatus::Finished,
+            _ => return Err(corrupt(format!("unknown job status {status:?}"))),
+        },
+        expires_at: r.get(4),
+        created_at: r.get(5),
+    })
+}
+
+fn collect<T>(rows: Vec<DbRow>, f: fn(DbRow) -> Result<T>) -> Result<Vec<T>> {
+    rows.into_iter().map(f).collect()
+}
 
 /// Whether a namespace or a project already has this full path (case-insensitive).
 async fn path_taken(conn: &mut Conn, full_path: &str) -> Result<bool> {
@@ -30,31 +128,28 @@ async fn path_taken(conn: &mut Conn, full_path: &str) -> Result<bool> {
     Ok(hit.is_some())
 }
 
-async fn user_in(conn: &mut Conn, id: i64) -> Result<Option<User>> {
-    sqlx::query(&format!("{USER_SELECT} WHERE u.id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(user_row)
-        .transpose()
+async fn user_in<'c>(conn: impl Executor<'c, Database = DbKind>, id: i64) -> Result<Option<User>> {
+    let sql = format!("{USER_SELECT} WHERE u.id = $1");
+    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    found.map(user_row).transpose()
 }
 
-pub(super) async fn namespace_in(conn: &mut Conn, id: i64) -> Result<Option<Namespace>> {
-    sqlx::query(&format!("{NS_SELECT} WHERE n.id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(namespace_row)
-        .transpose()
+pub(super) async fn namespace_in<'c>(
+    conn: impl Executor<'c, Database = DbKind>,
+    id: i64,
+) -> Result<Option<Namespace>> {
+    let sql = format!("{NS_SELECT} WHERE n.id = $1");
+    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    found.map(namespace_row).transpose()
 }
 
-pub(super) async fn project_in(conn: &mut Conn, id: i64) -> Result<Option<Project>> {
-    sqlx::query(&format!("{PROJECT_SELECT} WHERE p.id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(project_row)
-        .transpose()
+pub(super) async fn project_in<'c>(
+    conn: impl Executor<'c, Database = DbKind>,
+    id: i64,
+) -> Result<Option<Project>> {
+    let sql = format!("{PROJECT_SELECT} WHERE p.id = $1");
+    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    found.map(project_row).transpose()
 }
 
 async fn user_exists(conn: &mut Conn, id: i64) -> Result<bool> {
@@ -98,6 +193,20 @@ async fn check_source(conn: &mut Conn, source: Source) -> Result<()> {
 }
 
 impl Db {
+    /// The row `sql` finds with `arg` as `$1`, read by `row`.
+    async fn one<'q, T, A>(
+        &self,
+        sql: &'q str,
+        arg: A,
+        row: fn(DbRow) -> Result<T>,
+    ) -> Result<Option<T>>
+    where
+        A: 'q + Send + sqlx::Encode<'q, DbKind> + sqlx::Type<DbKind>,
+    {
+        let found = sqlx::query(sql).bind(arg).fetch_optional(self.reader());
+        found.await?.map(row).transpose()
+    }
+
     /// One page of a searchable list and the total, in one read transaction so both
     /// see the same snapshot. `from` names the table for the count, `select` is the
     /// page's SELECT … FROM, `base` a fixed condition (`" WHERE …"` or empty) and
@@ -194,7 +303,7 @@ impl OrgMeta for Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let created = user_in(&mut tx, id)
+        let created = user_in(&mut *tx, id)
             .await?
             .ok_or_else(|| corrupt(format!("user {id} vanished")))?;
         tx.commit().await?;
@@ -202,23 +311,16 @@ impl OrgMeta for Db {
     }
 
     async fn user(&self, id: i64) -> Result<Option<User>> {
-        sqlx::query(&format!("{USER_SELECT} WHERE u.id = $1"))
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?
-            .map(user_row)
-            .transpose()
+        user_in(self.reader(), id).await
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        sqlx::query(&format!(
-            "{USER_SELECT} WHERE lower(u.username) = lower($1)"
-        ))
-        .bind(username)
-        .fetch_optional(self.reader())
-        .await?
-        .map(user_row)
-        .transpose()
+        self.one(
+            &format!("{USER_SELECT} WHERE lower(u.username) = lower($1)"),
+            username,
+            user_row,
+        )
+        .await
     }
 
     async fn users(&self, search: Option<&str>, window: Window) -> Result<(Vec<User>, i64)> {
@@ -264,7 +366,7 @@ impl OrgMeta for Db {
                 .execute(&mut *tx)
                 .await?;
         }
-        let user = user_in(&mut tx, id).await?;
+        let user = user_in(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -275,7 +377,7 @@ impl OrgMeta for Db {
         let full_path = match group.parent_id {
             None => group.path.clone(),
             Some(parent_id) => {
-                let parent = namespace_in(&mut tx, parent_id)
+                let parent = namespace_in(&mut *tx, parent_id)
                     .await?
                     .filter(|p| p.kind == NamespaceKind::Group)
                     .ok_or_else(|| MetaError::NotFound("Parent group not found".into()))?;
@@ -323,21 +425,16 @@ impl OrgMeta for Db {
     }
 
     async fn namespace(&self, id: i64) -> Result<Option<Namespace>> {
-        sqlx::query(&format!("{NS_SELECT} WHERE n.id = $1"))
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?
-            .map(namespace_row)
-            .transpose()
+        namespace_in(self.reader(), id).await
     }
 
     async fn namespace_by_path(&self, full_path: &str) -> Result<Option<Namespace>> {
-        sqlx::query(&format!("{NS_SELECT} WHERE lower(n.full_path) = lower($1)"))
-            .bind(full_path)
-            .fetch_optional(self.reader())
-            .await?
-            .map(namespace_row)
-            .transpose()
+        self.one(
+            &format!("{NS_SELECT} WHERE lower(n.full_path) = lower($1)"),
+            full_path,
+            namespace_row,
+        )
+        .await
     }
 
     async fn groups(&self, search: Option<&str>, window: Window) -> Result<(Vec<Namespace>, i64)> {
@@ -399,7 +496,7 @@ impl OrgMeta for Db {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        let ns = namespace_in(&mut tx, id).await?;
+        let ns = namespace_in(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(ns)
     }
@@ -407,7 +504,7 @@ impl OrgMeta for Db {
     async fn create_project(&self, project: &NewProject, now: i64) -> Result<Project> {
         let mut tx = self.write_tx().await?;
         lock_paths(&mut tx).await?;
-        let ns = namespace_in(&mut tx, project.namespace_id)
+        let ns = namespace_in(&mut *tx, project.namespace_id)
             .await?
             .ok_or_else(|| MetaError::NotFound("Namespace not found".into()))?;
         let full_path = format!("{}/{}", ns.full_path, project.path);
@@ -446,23 +543,16 @@ impl OrgMeta for Db {
     }
 
     async fn project(&self, id: i64) -> Result<Option<Project>> {
-        sqlx::query(&format!("{PROJECT_SELECT} WHERE p.id = $1"))
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?
-            .map(project_row)
-            .transpose()
+        project_in(self.reader(), id).await
     }
 
     async fn project_by_path(&self, full_path: &str) -> Result<Option<Project>> {
-        sqlx::query(&format!(
-            "{PROJECT_SELECT} WHERE lower(p.full_path) = lower($1)"
-        ))
-        .bind(full_path)
-        .fetch_optional(self.reader())
-        .await?
-        .map(project_row)
-        .transpose()
+        self.one(
+            &format!("{PROJECT_SELECT} WHERE lower(p.full_path) = lower($1)"),
+            full_path,
+            project_row,
+        )
+        .await
     }
 
     async fn project_for_paths(&self, candidates: &[String]) -> Result<Option<Project>> {
@@ -551,7 +641,7 @@ impl OrgMeta for Db {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        let p = project_in(&mut tx, id).await?;
+        let p = project_in(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(p)
     }
@@ -726,21 +816,17 @@ impl OrgMeta for Db {
     }
 
     async fn personal_token(&self, id: i64) -> Result<Option<PersonalToken>> {
-        sqlx::query(&format!("{PAT_SELECT} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?
-            .map(pat_row)
-            .transpose()
+        self.one(&format!("{PAT_SELECT} WHERE id = $1"), id, pat_row)
+            .await
     }
 
     async fn personal_token_by_digest(&self, digest: &str) -> Result<Option<PersonalToken>> {
-        sqlx::query(&format!("{PAT_SELECT} WHERE token_digest = $1"))
-            .bind(digest)
-            .fetch_optional(self.reader())
-            .await?
-            .map(pat_row)
-            .transpose()
+        self.one(
+            &format!("{PAT_SELECT} WHERE token_digest = $1"),
+            digest,
+            pat_row,
+        )
+        .await
     }
 
     async fn personal_tokens(&self, user_id: Option<i64>) -> Result<Vec<PersonalToken>> {
@@ -825,21 +911,17 @@ impl OrgMeta for Db {
     }
 
     async fn deploy_token(&self, id: i64) -> Result<Option<DeployToken>> {
-        sqlx::query(&format!("{DEPLOY_SELECT} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?
-            .map(deploy_row)
-            .transpose()
+        self.one(&format!("{DEPLOY_SELECT} WHERE id = $1"), id, deploy_row)
+            .await
     }
 
     async fn deploy_token_by_digest(&self, digest: &str) -> Result<Option<DeployToken>> {
-        sqlx::query(&format!("{DEPLOY_SELECT} WHERE token_digest = $1"))
-            .bind(digest)
-            .fetch_optional(self.reader())
-            .await?
-            .map(deploy_row)
-            .transpose()
+        self.one(
+            &format!("{DEPLOY_SELECT} WHERE token_digest = $1"),
+            digest,
+            deploy_row,
+        )
+        .await
     }
 
     async fn deploy_tokens(&self, source: Option<Source>) -> Result<Vec<DeployToken>> {
@@ -932,21 +1014,17 @@ impl OrgMeta for Db {
     }
 
     async fn job(&self, id: i64) -> Result<Option<CiJob>> {
-        sqlx::query(&format!("{JOB_SELECT} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?
-            .map(job_row)
-            .transpose()
+        self.one(&format!("{JOB_SELECT} WHERE id = $1"), id, job_row)
+            .await
     }
 
     async fn job_by_digest(&self, digest: &str) -> Result<Option<CiJob>> {
-        sqlx::query(&format!("{JOB_SELECT} WHERE token_digest = $1"))
-            .bind(digest)
-            .fetch_optional(self.reader())
-            .await?
-            .map(job_row)
-            .transpose()
+        self.one(
+            &format!("{JOB_SELECT} WHERE token_digest = $1"),
+            digest,
+            job_row,
+        )
+        .await
     }
 
     async fn finish_job(&self, id: i64, now: i64) -> Result<bool> {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use berth_oci::Digest;
 use sqlx::Row;
 
-use super::{lock_paths_shared, retry_deadlocks, Conn, Db, CONCURRENT_WRITERS};
+use super::{lock_paths_shared, retry_deadlocks, Conn, Db, DbRow, CONCURRENT_WRITERS};
 use crate::common::digest;
 use crate::{
     ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
@@ -99,7 +99,15 @@ async fn end_tag(conn: &mut Conn, repo: i64, tag: &str, now: i64) -> Result<bool
     Ok(done.rows_affected() > 0)
 }
 
-#[async_trait]
+fn upload_row(r: DbRow) -> Upload {
+    Upload {
+        id: r.get(0),
+        repository_path: r.get(1),
+        created_at: r.get(2),
+        updated_at: r.get(3),
+    }
+}
+
 #[async_trait]
 impl RegistryMeta for Db {
     async fn repository(&self, path: &str) -> Result<Option<Repository>> {
@@ -118,13 +126,8 @@ impl RegistryMeta for Db {
     }
 
     async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT path FROM repositories WHERE path > $1 ORDER BY path LIMIT $2",
-        )
-        .bind(last.unwrap_or(""))
-        .bind(n as i64)
-        .fetch_all(self.reader())
-        .await?)
+        let page = self.catalog_with_projects(last, n).await?;
+        Ok(page.into_iter().map(|(path, _)| path).collect())
     }
 
     async fn catalog_with_projects(
@@ -529,12 +532,7 @@ impl RegistryMeta for Db {
         .bind(id)
         .fetch_optional(self.reader())
         .await?;
-        Ok(row.map(|r| Upload {
-            id: r.get(0),
-            repository_path: r.get(1),
-            created_at: r.get(2),
-            updated_at: r.get(3),
-        }))
+        Ok(row.map(upload_row))
     }
 
     async fn touch_upload(&self, id: &str, now: i64) -> Result<()> {
@@ -561,14 +559,6 @@ impl RegistryMeta for Db {
         .bind(before)
         .fetch_all(self.reader())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Upload {
-                id: r.get(0),
-                repository_path: r.get(1),
-                created_at: r.get(2),
-                updated_at: r.get(3),
-            })
-            .collect())
+        Ok(rows.into_iter().map(upload_row).collect())
     }
 }

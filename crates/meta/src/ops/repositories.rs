@@ -72,7 +72,7 @@ fn tags_named(names: &str, dir: &str) -> String {
 
 /// The SQL of one tag page. Binds: repository id, then (offset pages) limit and
 /// offset, or (keyset pages) `last` when given, then limit.
-pub(super) fn tag_page_sql(page: &TagPage) -> String {
+pub(crate) fn tag_page_sql(page: &TagPage) -> String {
     match page {
         TagPage::Offset(_) => tags_named(
             "SELECT name FROM tags WHERE repository_id = $1 AND deleted_at IS NULL \
@@ -98,7 +98,44 @@ pub(super) fn tag_page_sql(page: &TagPage) -> String {
     }
 }
 
-repository_rows!(DbRow);
+fn repo_row(r: DbRow) -> crate::repositories::RepositoryInfo {
+    crate::repositories::RepositoryInfo {
+        id: r.get(0),
+        path: r.get(1),
+        project_id: r.get(2),
+        created_at: r.get(3),
+        status: r.get(4),
+        cleanup_status: r.get(5),
+        cleanup_started_at: r.get(6),
+        tags_count: r.get(7),
+        updated_at: r.get(8),
+    }
+}
+
+fn tag_row(r: DbRow) -> crate::repositories::TagInfo {
+    crate::repositories::TagInfo {
+        name: r.get(0),
+        digest: r.get(1),
+        media_type: r.get(2),
+        config_digest: r.get(3),
+        created_at: r.get(4),
+        pushed_at: r.get(5),
+        total_size: r.get(6),
+    }
+}
+
+/// An expiration policy from the columns of `expiration_policies` from `base` on.
+pub(super) fn policy_at(r: &DbRow, base: usize) -> ExpirationPolicy {
+    ExpirationPolicy {
+        enabled: r.get(base),
+        cadence: r.get(base + 1),
+        keep_n: r.get(base + 2),
+        older_than: r.get(base + 3),
+        name_regex: r.get(base + 4),
+        name_regex_keep: r.get(base + 5),
+        next_run_at: r.get(base + 6),
+    }
+}
 
 #[async_trait]
 impl RepositoryMeta for Db {
@@ -408,15 +445,7 @@ impl RepositoryMeta for Db {
         .bind(project_id)
         .fetch_optional(self.reader())
         .await?;
-        Ok(row.map(|r| ExpirationPolicy {
-            enabled: r.get(0),
-            cadence: r.get(1),
-            keep_n: r.get(2),
-            older_than: r.get(3),
-            name_regex: r.get(4),
-            name_regex_keep: r.get(5),
-            next_run_at: r.get(6),
-        }))
+        Ok(row.map(|r| policy_at(&r, 0)))
     }
 
     async fn set_expiration_policy(
@@ -475,10 +504,10 @@ impl RepositoryMeta for Db {
     ) -> Result<Project> {
         let mut tx = self.write_tx().await?;
         lock_paths(&mut tx).await?;
-        let project = project_in(&mut tx, project_id)
+        let project = project_in(&mut *tx, project_id)
             .await?
             .ok_or_else(|| MetaError::NotFound("Project not found".into()))?;
-        let ns = namespace_in(&mut tx, namespace_id)
+        let ns = namespace_in(&mut *tx, namespace_id)
             .await?
             .ok_or_else(|| MetaError::NotFound("Namespace not found".into()))?;
         let full_path = format!("{}/{}", ns.full_path, path);
@@ -543,7 +572,7 @@ impl RepositoryMeta for Db {
             .execute(&mut *tx)
             .await?;
         }
-        let moved = project_in(&mut tx, project_id)
+        let moved = project_in(&mut *tx, project_id)
             .await?
             .ok_or_else(|| corrupt(format!("project {project_id} vanished")))?;
         tx.commit().await?;
@@ -558,7 +587,7 @@ impl RepositoryMeta for Db {
     ) -> Result<Namespace> {
         let mut tx = self.write_tx().await?;
         lock_paths(&mut tx).await?;
-        let group = namespace_in(&mut tx, namespace_id)
+        let group = namespace_in(&mut *tx, namespace_id)
             .await?
             .filter(|n| n.kind == NamespaceKind::Group)
             .ok_or_else(|| MetaError::NotFound("Group not found".into()))?;
@@ -571,7 +600,7 @@ impl RepositoryMeta for Db {
                         "A group cannot be moved into itself".into(),
                     ));
                 }
-                let parent = namespace_in(&mut tx, parent_id)
+                let parent = namespace_in(&mut *tx, parent_id)
                     .await?
                     .filter(|p| p.kind == NamespaceKind::Group)
                     .ok_or_else(|| MetaError::NotFound("Parent group not found".into()))?;
@@ -680,24 +709,17 @@ impl RepositoryMeta for Db {
             .bind(group.id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!(
-            "{TREE}UPDATE namespaces SET full_path = $2 || substr(full_path, length($3) + 1) \
-             WHERE id IN (SELECT id FROM tree)"
-        ))
-        .bind(group.id)
-        .bind(&full_path)
-        .bind(&old)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "{TREE}UPDATE projects SET full_path = $2 || substr(full_path, length($3) + 1) \
-             WHERE namespace_id IN (SELECT id FROM tree)"
-        ))
-        .bind(group.id)
-        .bind(&full_path)
-        .bind(&old)
-        .execute(&mut *tx)
-        .await?;
+        for (table, in_tree) in [("namespaces", "id"), ("projects", "namespace_id")] {
+            sqlx::query(&format!(
+                "{TREE}UPDATE {table} SET full_path = $2 || substr(full_path, length($3) + 1) \
+                 WHERE {in_tree} IN (SELECT id FROM tree)"
+            ))
+            .bind(group.id)
+            .bind(&full_path)
+            .bind(&old)
+            .execute(&mut *tx)
+            .await?;
+        }
         if old_prefix != new_prefix {
             sqlx::query(&format!(
                 "{moved_repos}UPDATE repositories SET path = $3 || substr(path, length($2) + 1) \
@@ -709,7 +731,7 @@ impl RepositoryMeta for Db {
             .execute(&mut *tx)
             .await?;
         }
-        let moved = namespace_in(&mut tx, group.id)
+        let moved = namespace_in(&mut *tx, group.id)
             .await?
             .ok_or_else(|| corrupt(format!("group {} vanished", group.id)))?;
         tx.commit().await?;

@@ -5,9 +5,11 @@
 pub(crate) mod cleanup;
 pub(crate) mod instance;
 pub(crate) mod org;
+mod postgres_nodes;
 pub(crate) mod registry;
 pub(crate) mod repositories;
 pub(crate) mod sessions;
+mod sqlite_plans;
 
 use async_trait::async_trait;
 use sqlx::Row;

@@ -4,9 +4,9 @@
 use berth_oci::Digest;
 use sqlx::Row;
 
-use super::repositories::tag_page_sql;
 use crate::org::Window;
 use crate::repositories::{RepositoryMeta, TagInfo, TagPage};
+use crate::sqlite::repositories::tag_page_sql;
 use crate::{NewManifest, RegistryMeta, SqliteMeta};
 
 /// The plan SQLite chooses for `sql`, one detail line per step.
