@@ -1,6 +1,5 @@
-//! What the SQLite and PostgreSQL backends share: everything but the SQL dialect —
-//! column lists both read alike, parsing stored text into domain values, and the
-//! mapping of rows to structs (a macro, instantiated for each backend's row type).
+//! Pieces of the operations that do not depend on the backend's types: column lists
+//! and statements, and the parsing of stored text into domain values.
 
 use std::str::FromStr;
 
@@ -55,9 +54,6 @@ macro_rules! cleanup_queue {
          ORDER BY cleanup_started_at IS NOT NULL, cleanup_started_at, id"
     };
 }
-
-// The cleanup claim statements, the same text for both backends (SQLite reads `$n`
-// as the n-th argument, as PostgreSQL does).
 
 /// Up to `$1` repositories of the queue.
 pub(crate) const CLEANUP_QUEUE: &str = concat!(cleanup_queue!(), " LIMIT $1");
@@ -210,139 +206,3 @@ pub(crate) fn like_pattern(query: &crate::repositories::TagQuery) -> Option<Stri
 pub(crate) const LIVE_LAYERS: &str = "SELECT mb.digest FROM manifest_blobs mb \
      JOIN manifests m ON m.id = mb.manifest_id JOIN live ON live.id = m.id \
      WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest";
-
-/// Row-to-struct functions of the organisation's tables for one backend's row type.
-macro_rules! org_rows {
-    ($row:ty) => {
-        fn user_at(r: &$row, base: usize) -> Result<User> {
-            let id: i64 = r.get(base);
-            let namespace_id: Option<i64> = r.get(base + 7);
-            Ok(User {
-                id,
-                username: r.get(base + 1),
-                name: r.get(base + 2),
-                email: r.get(base + 3),
-                admin: r.get(base + 4),
-                state: parse_state(r.get(base + 5))?,
-                password_hash: r.get(base + 6),
-                namespace_id: namespace_id
-                    .ok_or_else(|| corrupt(format!("user {id} has no personal namespace")))?,
-                created_at: r.get(base + 8),
-            })
-        }
-
-        fn user_row(r: $row) -> Result<User> {
-            user_at(&r, 0)
-        }
-
-        fn namespace_row(r: $row) -> Result<Namespace> {
-            Ok(Namespace {
-                id: r.get(0),
-                kind: parse_kind(r.get(1))?,
-                name: r.get(2),
-                path: r.get(3),
-                full_path: r.get(4),
-                parent_id: r.get(5),
-                owner_id: r.get(6),
-                visibility: parse_visibility(r.get(7))?,
-                description: r.get(8),
-                created_at: r.get(9),
-            })
-        }
-
-        fn project_row(r: $row) -> Result<Project> {
-            Ok(Project {
-                id: r.get(0),
-                namespace_id: r.get(1),
-                name: r.get(2),
-                path: r.get(3),
-                full_path: r.get(4),
-                description: r.get(5),
-                visibility: parse_visibility(r.get(6))?,
-                registry_access: parse_registry_access(r.get(7))?,
-                creator_id: r.get(8),
-                created_at: r.get(9),
-            })
-        }
-
-        fn pat_row(r: $row) -> Result<PersonalToken> {
-            Ok(PersonalToken {
-                id: r.get(0),
-                user_id: r.get(1),
-                name: r.get(2),
-                description: r.get(3),
-                scopes: split_scopes(r.get(4)),
-                expires_at: r.get(5),
-                revoked: r.get(6),
-                created_at: r.get(7),
-                last_used_at: r.get(8),
-            })
-        }
-
-        fn deploy_row(r: $row) -> Result<DeployToken> {
-            Ok(DeployToken {
-                id: r.get(0),
-                source: parse_source(r.get(1), r.get(2))?,
-                name: r.get(3),
-                username: r.get(4),
-                scopes: split_scopes(r.get(5)),
-                expires_at: r.get(6),
-                revoked: r.get(7),
-                created_at: r.get(8),
-            })
-        }
-
-        fn job_row(r: $row) -> Result<CiJob> {
-            let status: &str = r.get(3);
-            Ok(CiJob {
-                id: r.get(0),
-                project_id: r.get(1),
-                user_id: r.get(2),
-                status: match status {
-                    "running" => JobStatus::Running,
-                    "finished" => JobStatus::Finished,
-                    _ => return Err(corrupt(format!("unknown job status {status:?}"))),
-                },
-                expires_at: r.get(4),
-                created_at: r.get(5),
-            })
-        }
-
-        fn collect<T>(rows: Vec<$row>, f: fn($row) -> Result<T>) -> Result<Vec<T>> {
-            rows.into_iter().map(f).collect()
-        }
-    };
-}
-pub(crate) use org_rows;
-
-/// Row-to-struct functions of repositories and tags for one backend's row type.
-macro_rules! repository_rows {
-    ($row:ty) => {
-        fn repo_row(r: $row) -> $crate::repositories::RepositoryInfo {
-            $crate::repositories::RepositoryInfo {
-                id: r.get(0),
-                path: r.get(1),
-                project_id: r.get(2),
-                created_at: r.get(3),
-                status: r.get(4),
-                cleanup_status: r.get(5),
-                cleanup_started_at: r.get(6),
-                tags_count: r.get(7),
-                updated_at: r.get(8),
-            }
-        }
-
-        fn tag_row(r: $row) -> $crate::repositories::TagInfo {
-            $crate::repositories::TagInfo {
-                name: r.get(0),
-                digest: r.get(1),
-                media_type: r.get(2),
-                config_digest: r.get(3),
-                created_at: r.get(4),
-                pushed_at: r.get(5),
-                total_size: r.get(6),
-            }
-        }
-    };
-}
-pub(crate) use repository_rows;

@@ -22,9 +22,9 @@ pub trait SessionMeta: Send + Sync {
     async fn web_session(&self, id_digest: &str, now: i64) -> Result<Option<WebSession>>;
     /// End a session; false when it did not exist.
     async fn delete_web_session(&self, id_digest: &str) -> Result<bool>;
-    /// Forget sessions expired at `now`; returns how many.
-    async fn delete_expired_web_sessions(&self, now: i64) -> Result<u64>;
     /// End every web session of `user_id` except the one whose id digest is `keep`
     /// (the session that made the change); returns how many ended.
     async fn delete_user_web_sessions(&self, user_id: i64, keep: Option<&str>) -> Result<u64>;
+    /// Forget sessions expired at `now`; returns how many.
+    async fn delete_expired_web_sessions(&self, now: i64) -> Result<u64>;
 }

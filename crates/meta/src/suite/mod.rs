@@ -5,8 +5,11 @@
 pub(crate) mod cleanup;
 pub(crate) mod instance;
 pub(crate) mod org;
+mod postgres_nodes;
 pub(crate) mod registry;
 pub(crate) mod repositories;
+pub(crate) mod sessions;
+mod sqlite_plans;
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -132,6 +135,8 @@ macro_rules! meta_suite {
             repositories::move_project_moves_its_repositories,
             repositories::move_group_moves_everything_below,
             repositories::move_group_keeps_the_nesting_limit_and_repository_paths,
+            sessions::sessions_expire_and_end,
+            sessions::a_users_sessions_end_together_but_the_kept_one,
             cleanup::a_policy_run_from_due_to_done,
             cleanup::the_worker_capacity_bounds_all_claims_together,
             instance::first_stored_secret_wins,

@@ -1,4 +1,4 @@
-//! PostgreSQL implementation of [`crate::InstanceMeta`]. The blob lock is a
+//! PostgreSQL's blob lock and upload claims (see [`crate::InstanceMeta`]). The blob lock is a
 //! session-level advisory lock, held on a connection of its own for as long as the
 //! guard lives, so every node's publishing and sweeping exclude each other. Upload
 //! claims are session-level advisory locks too, all held on one connection per node
@@ -14,33 +14,15 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection, Postgres};
 use tokio::sync::Mutex;
 
-use crate::instance::{InstanceMeta, MetaGuard, ReleaseClaim, UploadClaim};
+use crate::instance::{MetaGuard, ReleaseClaim, UploadClaim};
 use crate::{PgMeta, Result};
 
 /// Advisory lock key of the blob lock ("berthblb").
 const BLOB_LOCK: i64 = 0x6265_7274_6862_6c62;
 
-#[async_trait]
-impl InstanceMeta for PgMeta {
-    async fn instance_secret(&self, name: &str, candidate: &str, now: i64) -> Result<String> {
-        sqlx::query(
-            "INSERT INTO instance_secrets (name, value, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(candidate)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM instance_secrets WHERE name = $1")
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn blob_lock(&self, exclusive: bool) -> Result<Option<MetaGuard>> {
+impl PgMeta {
+    /// The blob lock: a session-level advisory lock on a connection of its own.
+    pub(crate) async fn take_blob_lock(&self, exclusive: bool) -> Result<Option<MetaGuard>> {
         let locks = self.locks.clone();
         // Taken in a task of its own: if the request that waits for it goes away, the
         // task still finishes and its guard, dropped there, unlocks. A lock taken on a
@@ -64,7 +46,8 @@ impl InstanceMeta for PgMeta {
         Ok(Some(Box::new(taken)))
     }
 
-    async fn claim_upload(&self, id: &str) -> Result<Option<UploadClaim>> {
+    /// An upload claim: a session-level advisory lock on this node's claims connection.
+    pub(crate) async fn take_upload_claim(&self, id: &str) -> Result<Option<UploadClaim>> {
         let key = upload_key(id);
         let claims = self.claims.clone();
         // In a task of its own, like the blob lock: a claim taken for a request that
@@ -83,38 +66,6 @@ impl InstanceMeta for PgMeta {
         .await
         .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??;
         Ok(claimed.map(|c| UploadClaim::new(Box::new(c))))
-    }
-
-    async fn record_login_failure(
-        &self,
-        keys: &[String],
-        at: i64,
-        forget_before: i64,
-    ) -> Result<()> {
-        let mut tx = crate::postgres::begin(&self.pool).await?;
-        sqlx::query("DELETE FROM login_failures WHERE at < $1")
-            .bind(forget_before)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO login_failures (key, at) SELECT k, $2 FROM unnest($1::text[]) AS k",
-        )
-        .bind(keys)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn login_failures(&self, key: &str, since: i64) -> Result<Vec<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT at FROM login_failures WHERE key = $1 AND at > $2")
-                .bind(key)
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?,
-        )
     }
 }
 

@@ -1,17 +1,14 @@
-//! SQLite implementation of [`crate::RepositoryMeta`].
+//! [`crate::RepositoryMeta`], written once for both backends (see the crate doc).
 //!
 //! Tag listings read the partial index `tags_live (repository_id, name) WHERE deleted_at
 //! IS NULL` in name order, so a page (offset or keyset) never sorts the whole tag list;
-//! the total is a separate index-only `COUNT(*)` (over `tags_repository (repository_id,
-//! deleted_at, manifest_digest)`, migration 0004). Names compare bytewise
-//! (SQLite's BINARY collation); PostgreSQL will need `COLLATE "C"` for the same order.
-//!
-//! Moves rewrite paths by prefix (`new || substr(path, length(old) + 1)`), which
-//! PostgreSQL runs unchanged, as it does `WITH RECURSIVE ... UPDATE`.
+//! the total is a column kept by triggers. Names compare bytewise (SQLite's BINARY
+//! collation, PostgreSQL's `COLLATE "C"`). Writes to a repository's tags lock its row
+//! first ([`lock_repo`]), and moves hold [`lock_paths`]; both matter with PostgreSQL
+//! only. Moves rewrite paths by prefix (`new || substr(path, length(old) + 1)`).
 
 use async_trait::async_trait;
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use crate::common::*;
@@ -19,15 +16,18 @@ use crate::org::{Namespace, NamespaceKind, Project, Window};
 use crate::repositories::{
     ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagOrder, TagPage, TagQuery,
 };
-use crate::sqlite_org::{namespace_in, project_in};
-use crate::{MetaError, Result, SqliteMeta};
+use crate::{MetaError, Result};
 
-/// Manifests reachable from live tags of repository `?1` (directly or as index
+use super::org::{namespace_in, project_in};
+use super::registry::lock_repo;
+use super::{lock_paths, retry_deadlocks, Db, DbRow};
+
+/// Manifests reachable from live tags of repository `$1` (directly or as index
 /// children), for GitLab's size: the unique layers of what is tagged.
 const LIVE_MANIFESTS: &str = "WITH RECURSIVE live(id) AS ( \
      SELECT m.id FROM manifests m JOIN tags t \
        ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
-     WHERE m.repository_id = ?1 AND t.deleted_at IS NULL \
+     WHERE m.repository_id = $1 AND t.deleted_at IS NULL \
      UNION SELECT r.child_id FROM manifest_references r JOIN live ON live.id = r.parent_id)";
 
 /// Live tags of one repository (bind: repository id) with their manifest's details.
@@ -35,27 +35,49 @@ const TAG_SELECT: &str = "SELECT t.name, t.manifest_digest, m.media_type, m.conf
      COALESCE(m.image_created_at, t.created_at), t.created_at, m.total_size \
      FROM tags t JOIN manifests m \
        ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
-     WHERE t.repository_id = ? AND t.deleted_at IS NULL";
+     WHERE t.repository_id = $1 AND t.deleted_at IS NULL";
 
 /// Kept by triggers on `tags` (migration 0008).
-const LIVE_TAG_COUNT: &str = "SELECT live_tags FROM repositories WHERE id = ?";
+const LIVE_TAG_COUNT: &str = "SELECT live_tags FROM repositories WHERE id = $1";
 
 /// A group and every group below it (bind: the group's id). `UNION` (not `UNION ALL`)
 /// so even a corrupt cycle cannot recurse forever.
 const TREE: &str = "WITH RECURSIVE tree(id) AS ( \
-         SELECT id FROM namespaces WHERE id = ? \
+         SELECT id FROM namespaces WHERE id = $1 \
          UNION SELECT c.id FROM namespaces c JOIN tree t ON c.parent_id = t.id) ";
 
-/// The SQL of one tag page. Binds: repository id, then (offset pages) the repository
-/// id again, limit and offset, or (keyset pages) `last` when given, then limit.
-fn tag_page_sql(page: &TagPage) -> String {
+/// The rows of the tags `names` lists (a `SELECT name FROM tags WHERE repository_id =
+/// $1 … LIMIT … OFFSET …` read from the index alone), in name order `dir`: only the
+/// page's rows are fetched, never every skipped one.
+fn tags_named(names: &str, dir: &str) -> String {
+    pick!(
+        sqlite: format!("{TAG_SELECT} AND t.name IN ({names}) ORDER BY t.name {dir}"),
+        // Each by its name. The lateral subquery is fenced (`OFFSET 0`) so PostgreSQL
+        // cannot flatten it into a join: on tables it has no statistics for yet (a
+        // repository just pushed), it would then scan every tag once per page row
+        // (800 ms for a page of 100 out of 10,000 tags instead of 2 ms).
+        postgres: format!(
+            "SELECT x.* FROM ({names}) page \
+             CROSS JOIN LATERAL (SELECT t.name, t.manifest_digest, m.media_type, \
+                 m.config_digest, COALESCE(m.image_created_at, t.created_at) AS created, \
+                 t.created_at, m.total_size \
+               FROM tags t JOIN manifests m \
+                 ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
+               WHERE t.repository_id = $1 AND t.name = page.name AND t.deleted_at IS NULL \
+               OFFSET 0) x \
+             ORDER BY x.name {dir}"
+        ),
+    )
+}
+
+/// The SQL of one tag page. Binds: repository id, then (offset pages) limit and
+/// offset, or (keyset pages) `last` when given, then limit.
+pub(crate) fn tag_page_sql(page: &TagPage) -> String {
     match page {
-        // Skip through the covering index first, then join only the page's rows:
-        // an OFFSET over the join would build every skipped row.
-        TagPage::Offset(_) => format!(
-            "{TAG_SELECT} AND t.name IN (SELECT name FROM tags \
-               WHERE repository_id = ? AND deleted_at IS NULL ORDER BY name LIMIT ? OFFSET ?) \
-             ORDER BY t.name"
+        TagPage::Offset(_) => tags_named(
+            "SELECT name FROM tags WHERE repository_id = $1 AND deleted_at IS NULL \
+             ORDER BY name LIMIT $2 OFFSET $3",
+            "ASC",
         ),
         TagPage::After {
             last, descending, ..
@@ -66,19 +88,57 @@ fn tag_page_sql(page: &TagPage) -> String {
                 (">", "ASC")
             };
             let after = if last.is_some() {
-                format!(" AND t.name {cmp} ?")
+                format!(" AND t.name {cmp} $2")
             } else {
                 String::new()
             };
-            format!("{TAG_SELECT}{after} ORDER BY t.name {dir} LIMIT ?")
+            let limit = if last.is_some() { "$3" } else { "$2" };
+            format!("{TAG_SELECT}{after} ORDER BY t.name {dir} LIMIT {limit}")
         }
     }
 }
 
-repository_rows!(SqliteRow);
+fn repo_row(r: DbRow) -> crate::repositories::RepositoryInfo {
+    crate::repositories::RepositoryInfo {
+        id: r.get(0),
+        path: r.get(1),
+        project_id: r.get(2),
+        created_at: r.get(3),
+        status: r.get(4),
+        cleanup_status: r.get(5),
+        cleanup_started_at: r.get(6),
+        tags_count: r.get(7),
+        updated_at: r.get(8),
+    }
+}
+
+fn tag_row(r: DbRow) -> crate::repositories::TagInfo {
+    crate::repositories::TagInfo {
+        name: r.get(0),
+        digest: r.get(1),
+        media_type: r.get(2),
+        config_digest: r.get(3),
+        created_at: r.get(4),
+        pushed_at: r.get(5),
+        total_size: r.get(6),
+    }
+}
+
+/// An expiration policy from the columns of `expiration_policies` from `base` on.
+pub(super) fn policy_at(r: &DbRow, base: usize) -> ExpirationPolicy {
+    ExpirationPolicy {
+        enabled: r.get(base),
+        cadence: r.get(base + 1),
+        keep_n: r.get(base + 2),
+        older_than: r.get(base + 3),
+        name_regex: r.get(base + 4),
+        name_regex_keep: r.get(base + 5),
+        next_run_at: r.get(base + 6),
+    }
+}
 
 #[async_trait]
-impl RepositoryMeta for SqliteMeta {
+impl RepositoryMeta for Db {
     async fn repositories_of(
         &self,
         project_ids: &[i64],
@@ -87,10 +147,14 @@ impl RepositoryMeta for SqliteMeta {
         if project_ids.is_empty() {
             return Ok((Vec::new(), 0));
         }
-        let marks = vec!["?"; project_ids.len()].join(", ");
-        let filter = format!("r.project_id IN ({marks}) AND r.status IS NULL");
+        let marks: Vec<String> = (1..=project_ids.len()).map(|i| format!("${i}")).collect();
+        let filter = format!(
+            "r.project_id IN ({}) AND r.status IS NULL",
+            marks.join(", ")
+        );
+        let (limit, offset) = (project_ids.len() + 1, project_ids.len() + 2);
         // One read transaction, so the page and the total see the same snapshot.
-        let mut tx = self.read.begin().await?;
+        let mut tx = self.read_tx().await?;
         let count_sql = format!("SELECT COUNT(*) FROM repositories r WHERE {filter}");
         let mut q = sqlx::query_scalar::<_, i64>(&count_sql);
         for id in project_ids {
@@ -101,7 +165,7 @@ impl RepositoryMeta for SqliteMeta {
             "{} ORDER BY r.path",
             repo_select(&format!(
                 "SELECT {REPO_COLS} FROM repositories r WHERE {filter} \
-                 ORDER BY r.path LIMIT ? OFFSET ?"
+                 ORDER BY r.path LIMIT ${limit} OFFSET ${offset}"
             ))
         );
         let mut q = sqlx::query(&page_sql);
@@ -119,26 +183,26 @@ impl RepositoryMeta for SqliteMeta {
 
     async fn repository_info(&self, id: i64) -> Result<Option<RepositoryInfo>> {
         Ok(sqlx::query(&repo_select(&format!(
-            "SELECT {REPO_COLS} FROM repositories WHERE id = ?"
+            "SELECT {REPO_COLS} FROM repositories WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(&self.read)
+        .fetch_optional(self.reader())
         .await?
         .map(repo_row))
     }
 
     async fn repository_size(&self, id: i64) -> Result<i64> {
         Ok(sqlx::query_scalar(&format!(
-            "{LIVE_MANIFESTS} SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN ({LIVE_LAYERS})"
+            "{LIVE_MANIFESTS} SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN ({LIVE_LAYERS})"
         ))
         .bind(id)
-        .fetch_one(&self.read)
+        .fetch_one(self.reader())
         .await?)
     }
 
     async fn repository_tags(&self, id: i64, page: TagPage) -> Result<(Vec<TagInfo>, i64)> {
         let sql = tag_page_sql(&page);
-        let mut tx = self.read.begin().await?;
+        let mut tx = self.read_tx().await?;
         // Counting 100,000 tags costs more than reading a page of them; only offset
         // pages need the total.
         let total: i64 = match page {
@@ -151,7 +215,7 @@ impl RepositoryMeta for SqliteMeta {
         };
         let q = sqlx::query(&sql).bind(id);
         let q = match &page {
-            TagPage::Offset(w) => q.bind(id).bind(w.limit.max(0)).bind(w.offset.max(0)),
+            TagPage::Offset(w) => q.bind(w.limit.max(0)).bind(w.offset.max(0)),
             TagPage::After { last, limit, .. } => match last {
                 Some(last) => q.bind(last.as_str()).bind((*limit).max(0)),
                 None => q.bind((*limit).max(0)),
@@ -164,13 +228,23 @@ impl RepositoryMeta for SqliteMeta {
 
     async fn search_tags(&self, id: i64, query: &TagQuery) -> Result<(Vec<TagInfo>, i64)> {
         let pattern = like_pattern(query);
-        let filter = if pattern.is_some() {
-            " AND name LIKE ? ESCAPE '\\'"
+        // Binds: $1 repository id, then $2 the pattern when there is one, then limit
+        // and offset.
+        let (filter, next) = if pattern.is_some() {
+            (
+                // SQLite's LIKE ignores ASCII case, as PostgreSQL's ILIKE does.
+                pick!(
+                    sqlite: " AND name LIKE $2 ESCAPE '\\'",
+                    postgres: " AND name ILIKE $2 ESCAPE '\\'",
+                ),
+                3,
+            )
         } else {
-            ""
+            ("", 2)
         };
+        let (limit, offset) = (format!("${next}"), format!("${}", next + 1));
         let dir = if query.descending { "DESC" } else { "ASC" };
-        let mut tx = self.read.begin().await?;
+        let mut tx = self.read_tx().await?;
         let total: i64 = match &pattern {
             None => sqlx::query_scalar::<_, i64>(LIVE_TAG_COUNT)
                 .bind(id)
@@ -180,7 +254,7 @@ impl RepositoryMeta for SqliteMeta {
             Some(p) => {
                 sqlx::query_scalar(&format!(
                     "SELECT COUNT(*) FROM tags \
-                     WHERE repository_id = ? AND deleted_at IS NULL{filter}"
+                     WHERE repository_id = $1 AND deleted_at IS NULL{filter}"
                 ))
                 .bind(id)
                 .bind(p)
@@ -188,52 +262,44 @@ impl RepositoryMeta for SqliteMeta {
                 .await?
             }
         };
-        let rows = match query.order {
-            // The page's names come from the index alone; only they are joined.
-            TagOrder::Name => {
-                let sql = format!(
-                    "{TAG_SELECT} AND t.name IN (SELECT name FROM tags \
-                       WHERE repository_id = ? AND deleted_at IS NULL{filter} \
-                       ORDER BY name {dir} LIMIT ? OFFSET ?) \
-                     ORDER BY t.name {dir}"
-                );
-                let q = sqlx::query(&sql).bind(id).bind(id);
-                let q = match &pattern {
-                    Some(p) => q.bind(p),
-                    None => q,
-                };
-                q.bind(query.window.limit.max(0))
-                    .bind(query.window.offset.max(0))
-                    .fetch_all(&mut *tx)
-                    .await?
-            }
+        let sql = match query.order {
+            // The page's names come from the index alone; only their rows are fetched.
+            TagOrder::Name => tags_named(
+                &format!(
+                    "SELECT name FROM tags \
+                     WHERE repository_id = $1 AND deleted_at IS NULL{filter} \
+                     ORDER BY name {dir} LIMIT {limit} OFFSET {offset}"
+                ),
+                dir,
+            ),
             TagOrder::Created => {
                 let filter = filter.replace("name", "t.name");
-                let sql = format!(
+                format!(
                     "{TAG_SELECT}{filter} \
                      ORDER BY COALESCE(m.image_created_at, t.created_at) {dir}, t.name {dir} \
-                     LIMIT ? OFFSET ?"
-                );
-                let q = sqlx::query(&sql).bind(id);
-                let q = match &pattern {
-                    Some(p) => q.bind(p),
-                    None => q,
-                };
-                q.bind(query.window.limit.max(0))
-                    .bind(query.window.offset.max(0))
-                    .fetch_all(&mut *tx)
-                    .await?
+                     LIMIT {limit} OFFSET {offset}"
+                )
             }
         };
+        let q = sqlx::query(&sql).bind(id);
+        let q = match &pattern {
+            Some(p) => q.bind(p),
+            None => q,
+        };
+        let rows = q
+            .bind(query.window.limit.max(0))
+            .bind(query.window.offset.max(0))
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((rows.into_iter().map(tag_row).collect(), total))
     }
 
     async fn repository_tag(&self, id: i64, name: &str) -> Result<Option<TagInfo>> {
-        Ok(sqlx::query(&format!("{TAG_SELECT} AND t.name = ?"))
+        Ok(sqlx::query(&format!("{TAG_SELECT} AND t.name = $2"))
             .bind(id)
             .bind(name)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reader())
             .await?
             .map(tag_row))
     }
@@ -241,7 +307,7 @@ impl RepositoryMeta for SqliteMeta {
     async fn all_tags(&self, id: i64) -> Result<Vec<TagInfo>> {
         Ok(sqlx::query(&format!("{TAG_SELECT} ORDER BY t.name"))
             .bind(id)
-            .fetch_all(&self.read)
+            .fetch_all(self.reader())
             .await?
             .into_iter()
             .map(tag_row)
@@ -250,12 +316,15 @@ impl RepositoryMeta for SqliteMeta {
 
     async fn delete_tags(&self, id: i64, names: &[String], now: i64) -> Result<u64> {
         let mut tx = self.write_tx().await?;
+        if !lock_repo(&mut tx, id).await? {
+            return Ok(0);
+        }
         let mut ended = 0;
         for name in names {
             // One prepared statement (sqlx caches it), one index probe per name.
             ended += sqlx::query(
-                "UPDATE tags SET deleted_at = ? \
-                 WHERE repository_id = ? AND name = ? AND deleted_at IS NULL",
+                "UPDATE tags SET deleted_at = $1 \
+                 WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL",
             )
             .bind(now)
             .bind(id)
@@ -272,10 +341,10 @@ impl RepositoryMeta for SqliteMeta {
         // A failed deletion may be asked for again (GitLab's API does the same).
         let done = sqlx::query(
             "UPDATE repositories SET status = 'delete_scheduled' \
-             WHERE id = ? AND (status IS NULL OR status = 'delete_failed')",
+             WHERE id = $1 AND (status IS NULL OR status = 'delete_failed')",
         )
         .bind(id)
-        .execute(&self.write)
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -285,79 +354,85 @@ impl RepositoryMeta for SqliteMeta {
             "SELECT id FROM repositories \
              WHERE status IN ('delete_scheduled', 'delete_ongoing') ORDER BY id",
         )
-        .fetch_all(&self.read)
+        .fetch_all(self.reader())
         .await?)
     }
 
     async fn delete_repository(&self, id: i64, now: i64) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        let path: Option<String> = sqlx::query_scalar("SELECT path FROM repositories WHERE id = ?")
+        retry_deadlocks(move || async move {
+            let mut tx = self.write_tx().await?;
+            let path: Option<String> = sqlx::query_scalar(concat!(
+                "SELECT path FROM repositories WHERE id = $1",
+                pick!(sqlite: "", postgres: " FOR UPDATE")
+            ))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        // Already gone: deleting is idempotent, so a retried job just finishes.
-        let Some(path) = path else {
-            return Ok(());
-        };
-        sqlx::query(
-            "UPDATE tags SET deleted_at = ? WHERE repository_id = ? AND deleted_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        // Index links first: a child may not go while a reference to it remains.
-        sqlx::query(
-            "DELETE FROM manifest_references \
-             WHERE parent_id IN (SELECT id FROM manifests WHERE repository_id = ?) \
-                OR child_id IN (SELECT id FROM manifests WHERE repository_id = ?)",
-        )
-        .bind(id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        // manifest_blobs go with their manifests (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM manifests WHERE repository_id = ?")
+            // Already gone: deleting is idempotent, so a retried job just finishes.
+            let Some(path) = path else {
+                return Ok(());
+            };
+            sqlx::query(
+                "UPDATE tags SET deleted_at = $1 WHERE repository_id = $2 AND deleted_at IS NULL",
+            )
+            .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM repository_blobs WHERE repository_id = ?")
+            // Index links first: a child may not go while a reference to it remains.
+            sqlx::query(
+                "DELETE FROM manifest_references \
+                 WHERE parent_id IN (SELECT id FROM manifests WHERE repository_id = $1) \
+                    OR child_id IN (SELECT id FROM manifests WHERE repository_id = $2)",
+            )
+            .bind(id)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM uploads WHERE repository_path = ?")
-            .bind(&path)
-            .execute(&mut *tx)
-            .await?;
-        // The tag history goes with the repository (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM repositories WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+            // manifest_blobs go with their manifests (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM manifests WHERE repository_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM uploads WHERE repository_path = $1")
+                .bind(&path)
+                .execute(&mut *tx)
+                .await?;
+            // The tag history goes with the repository (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM repositories WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn try_lease(&self, key: &str, until: i64, now: i64) -> Result<bool> {
         // One statement: insert, or take over only an expired lease. A held lease
         // makes the DO UPDATE's WHERE false, so no row changes.
         let done = sqlx::query(
-            "INSERT INTO leases (key, expires_at) VALUES (?, ?) \
+            "INSERT INTO leases (key, expires_at) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
-             WHERE leases.expires_at <= ?",
+             WHERE leases.expires_at <= $3",
         )
         .bind(key)
         .bind(until)
         .bind(now)
-        .execute(&self.write)
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn release_lease(&self, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leases WHERE key = ?")
+        sqlx::query("DELETE FROM leases WHERE key = $1")
             .bind(key)
-            .execute(&self.write)
+            .execute(self.writer())
             .await?;
         Ok(())
     }
@@ -365,20 +440,12 @@ impl RepositoryMeta for SqliteMeta {
     async fn expiration_policy(&self, project_id: i64) -> Result<Option<ExpirationPolicy>> {
         let row = sqlx::query(
             "SELECT enabled, cadence, keep_n, older_than, name_regex, name_regex_keep, \
-             next_run_at FROM expiration_policies WHERE project_id = ?",
+             next_run_at FROM expiration_policies WHERE project_id = $1",
         )
         .bind(project_id)
-        .fetch_optional(&self.read)
+        .fetch_optional(self.reader())
         .await?;
-        Ok(row.map(|r| ExpirationPolicy {
-            enabled: r.get(0),
-            cadence: r.get(1),
-            keep_n: r.get(2),
-            older_than: r.get(3),
-            name_regex: r.get(4),
-            name_regex_keep: r.get(5),
-            next_run_at: r.get(6),
-        }))
+        Ok(row.map(|r| policy_at(&r, 0)))
     }
 
     async fn set_expiration_policy(
@@ -392,7 +459,7 @@ impl RepositoryMeta for SqliteMeta {
         let done = sqlx::query(
             "INSERT INTO expiration_policies (project_id, enabled, cadence, keep_n, \
              older_than, name_regex, name_regex_keep, next_run_at, created_at, updated_at) \
-             SELECT id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM projects WHERE id = ? \
+             SELECT id, $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM projects WHERE id = $10 \
              ON CONFLICT (project_id) DO UPDATE SET enabled = excluded.enabled, \
              cadence = excluded.cadence, keep_n = excluded.keep_n, \
              older_than = excluded.older_than, name_regex = excluded.name_regex, \
@@ -409,7 +476,7 @@ impl RepositoryMeta for SqliteMeta {
         .bind(now)
         .bind(now)
         .bind(project_id)
-        .execute(&self.write)
+        .execute(self.writer())
         .await?;
         if done.rows_affected() == 0 {
             return Err(MetaError::NotFound("Project not found".into()));
@@ -421,10 +488,10 @@ impl RepositoryMeta for SqliteMeta {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM repositories r \
              JOIN tags t ON t.repository_id = r.id AND t.deleted_at IS NULL \
-             WHERE r.project_id = ?",
+             WHERE r.project_id = $1",
         )
         .bind(project_id)
-        .fetch_one(&self.read)
+        .fetch_one(self.reader())
         .await?)
     }
 
@@ -436,18 +503,19 @@ impl RepositoryMeta for SqliteMeta {
         name: &str,
     ) -> Result<Project> {
         let mut tx = self.write_tx().await?;
-        let project = project_in(&mut tx, project_id)
+        lock_paths(&mut tx).await?;
+        let project = project_in(&mut *tx, project_id)
             .await?
             .ok_or_else(|| MetaError::NotFound("Project not found".into()))?;
-        let ns = namespace_in(&mut tx, namespace_id)
+        let ns = namespace_in(&mut *tx, namespace_id)
             .await?
             .ok_or_else(|| MetaError::NotFound("Namespace not found".into()))?;
         let full_path = format!("{}/{}", ns.full_path, path);
         // Paths are unique across namespaces and projects, case-insensitively; the
         // project itself may keep its path in another case.
         let taken: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM namespaces WHERE lower(full_path) = lower(?) \
-             UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower(?) AND id <> ? \
+            "SELECT CAST(1 AS BIGINT) FROM namespaces WHERE lower(full_path) = lower($1) \
+             UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($2) AND id <> $3 \
              LIMIT 1",
         )
         .bind(&full_path)
@@ -462,21 +530,18 @@ impl RepositoryMeta for SqliteMeta {
         let old_prefix = project.full_path.to_ascii_lowercase();
         let new_prefix = full_path.to_ascii_lowercase();
         // The project's repositories: its root image and the paths below it.
-        const MINE: &str = "r.project_id = ? \
-             AND (r.path = ? OR substr(r.path, 1, length(?) + 1) = ? || '/')";
+        // Binds: $1 the project, $2 the old prefix, $3 the new one.
+        const MINE: &str = "r.project_id = $1 \
+             AND (r.path = $2 OR substr(r.path, 1, length($2) + 1) = $2 || '/')";
         if old_prefix != new_prefix {
             let clash: Option<String> = sqlx::query_scalar(&format!(
                 "SELECT o.path FROM repositories r \
-                 JOIN repositories o ON o.path = ? || substr(r.path, length(?) + 1) \
-                 WHERE {MINE} AND (o.project_id IS NULL OR o.project_id <> ?) LIMIT 1"
+                 JOIN repositories o ON o.path = $3 || substr(r.path, length($2) + 1) \
+                 WHERE {MINE} AND (o.project_id IS NULL OR o.project_id <> $1) LIMIT 1"
             ))
+            .bind(project_id)
+            .bind(&old_prefix)
             .bind(&new_prefix)
-            .bind(&old_prefix)
-            .bind(project_id)
-            .bind(&old_prefix)
-            .bind(&old_prefix)
-            .bind(&old_prefix)
-            .bind(project_id)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(clash) = clash {
@@ -486,8 +551,8 @@ impl RepositoryMeta for SqliteMeta {
             }
         }
         sqlx::query(
-            "UPDATE projects SET namespace_id = ?, path = ?, name = ?, full_path = ? \
-             WHERE id = ?",
+            "UPDATE projects SET namespace_id = $1, path = $2, name = $3, full_path = $4 \
+             WHERE id = $5",
         )
         .bind(namespace_id)
         .bind(path)
@@ -498,19 +563,16 @@ impl RepositoryMeta for SqliteMeta {
         .await?;
         if old_prefix != new_prefix {
             sqlx::query(&format!(
-                "UPDATE repositories SET path = ? || substr(path, length(?) + 1) \
+                "UPDATE repositories SET path = $3 || substr(path, length($2) + 1) \
                  WHERE id IN (SELECT r.id FROM repositories r WHERE {MINE})"
             ))
-            .bind(&new_prefix)
-            .bind(&old_prefix)
             .bind(project_id)
             .bind(&old_prefix)
-            .bind(&old_prefix)
-            .bind(&old_prefix)
+            .bind(&new_prefix)
             .execute(&mut *tx)
             .await?;
         }
-        let moved = project_in(&mut tx, project_id)
+        let moved = project_in(&mut *tx, project_id)
             .await?
             .ok_or_else(|| corrupt(format!("project {project_id} vanished")))?;
         tx.commit().await?;
@@ -524,7 +586,8 @@ impl RepositoryMeta for SqliteMeta {
         path: &str,
     ) -> Result<Namespace> {
         let mut tx = self.write_tx().await?;
-        let group = namespace_in(&mut tx, namespace_id)
+        lock_paths(&mut tx).await?;
+        let group = namespace_in(&mut *tx, namespace_id)
             .await?
             .filter(|n| n.kind == NamespaceKind::Group)
             .ok_or_else(|| MetaError::NotFound("Group not found".into()))?;
@@ -537,7 +600,7 @@ impl RepositoryMeta for SqliteMeta {
                         "A group cannot be moved into itself".into(),
                     ));
                 }
-                let parent = namespace_in(&mut tx, parent_id)
+                let parent = namespace_in(&mut *tx, parent_id)
                     .await?
                     .filter(|p| p.kind == NamespaceKind::Group)
                     .ok_or_else(|| MetaError::NotFound("Parent group not found".into()))?;
@@ -545,10 +608,10 @@ impl RepositoryMeta for SqliteMeta {
                 // the parent is one of its descendants.
                 let cycle: i64 = sqlx::query_scalar(
                     "WITH RECURSIVE up(id, parent_id) AS ( \
-                         SELECT id, parent_id FROM namespaces WHERE id = ? \
+                         SELECT id, parent_id FROM namespaces WHERE id = $1 \
                          UNION SELECT n.id, n.parent_id FROM namespaces n \
                          JOIN up ON n.id = up.parent_id) \
-                     SELECT COUNT(*) FROM up WHERE id = ?",
+                     SELECT COUNT(*) FROM up WHERE id = $2",
                 )
                 .bind(parent_id)
                 .bind(group.id)
@@ -587,10 +650,9 @@ impl RepositoryMeta for SqliteMeta {
         }
         let stray: Option<String> = sqlx::query_scalar(&format!(
             "{TREE}SELECT p.full_path FROM projects p JOIN tree t ON t.id = p.namespace_id \
-             WHERE substr(p.full_path, 1, length(?)) <> ? LIMIT 1"
+             WHERE substr(p.full_path, 1, length($2)) <> $2 LIMIT 1"
         ))
         .bind(group.id)
-        .bind(&below)
         .bind(&below)
         .fetch_optional(&mut *tx)
         .await?;
@@ -599,8 +661,8 @@ impl RepositoryMeta for SqliteMeta {
         }
 
         let taken: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM namespaces WHERE lower(full_path) = lower(?) AND id <> ? \
-             UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower(?) LIMIT 1",
+            "SELECT CAST(1 AS BIGINT) FROM namespaces WHERE lower(full_path) = lower($1) AND id <> $2 \
+             UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($3) LIMIT 1",
         )
         .bind(&full_path)
         .bind(group.id)
@@ -615,24 +677,23 @@ impl RepositoryMeta for SqliteMeta {
         // `old_prefix/`.
         let old_prefix = old.to_ascii_lowercase();
         let new_prefix = full_path.to_ascii_lowercase();
+        // Binds: $1 the group, $2 the old prefix, $3 the new one.
         let moved_repos = format!(
             "{TREE}, moved(id, path) AS ( \
                  SELECT r.id, r.path FROM repositories r \
                  JOIN projects p ON p.id = r.project_id \
                  JOIN tree t ON t.id = p.namespace_id \
-                 WHERE substr(r.path, 1, length(?) + 1) = ? || '/') "
+                 WHERE substr(r.path, 1, length($2) + 1) = $2 || '/') "
         );
         if old_prefix != new_prefix {
             let clash: Option<String> = sqlx::query_scalar(&format!(
                 "{moved_repos}SELECT o.path FROM moved mv \
-                 JOIN repositories o ON o.path = ? || substr(mv.path, length(?) + 1) \
+                 JOIN repositories o ON o.path = $3 || substr(mv.path, length($2) + 1) \
                  WHERE o.id NOT IN (SELECT id FROM moved) LIMIT 1"
             ))
             .bind(group.id)
             .bind(&old_prefix)
-            .bind(&old_prefix)
             .bind(&new_prefix)
-            .bind(&old_prefix)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(clash) = clash {
@@ -642,198 +703,38 @@ impl RepositoryMeta for SqliteMeta {
             }
         }
 
-        sqlx::query("UPDATE namespaces SET path = ?, parent_id = ? WHERE id = ?")
+        sqlx::query("UPDATE namespaces SET path = $1, parent_id = $2 WHERE id = $3")
             .bind(path)
             .bind(parent_id)
             .bind(group.id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!(
-            "{TREE}UPDATE namespaces SET full_path = ? || substr(full_path, length(?) + 1) \
-             WHERE id IN (SELECT id FROM tree)"
-        ))
-        .bind(group.id)
-        .bind(&full_path)
-        .bind(&old)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "{TREE}UPDATE projects SET full_path = ? || substr(full_path, length(?) + 1) \
-             WHERE namespace_id IN (SELECT id FROM tree)"
-        ))
-        .bind(group.id)
-        .bind(&full_path)
-        .bind(&old)
-        .execute(&mut *tx)
-        .await?;
+        for (table, in_tree) in [("namespaces", "id"), ("projects", "namespace_id")] {
+            sqlx::query(&format!(
+                "{TREE}UPDATE {table} SET full_path = $2 || substr(full_path, length($3) + 1) \
+                 WHERE {in_tree} IN (SELECT id FROM tree)"
+            ))
+            .bind(group.id)
+            .bind(&full_path)
+            .bind(&old)
+            .execute(&mut *tx)
+            .await?;
+        }
         if old_prefix != new_prefix {
             sqlx::query(&format!(
-                "{moved_repos}UPDATE repositories SET path = ? || substr(path, length(?) + 1) \
+                "{moved_repos}UPDATE repositories SET path = $3 || substr(path, length($2) + 1) \
                  WHERE id IN (SELECT id FROM moved)"
             ))
             .bind(group.id)
             .bind(&old_prefix)
-            .bind(&old_prefix)
             .bind(&new_prefix)
-            .bind(&old_prefix)
             .execute(&mut *tx)
             .await?;
         }
-        let moved = namespace_in(&mut tx, group.id)
+        let moved = namespace_in(&mut *tx, group.id)
             .await?
             .ok_or_else(|| corrupt(format!("group {} vanished", group.id)))?;
         tx.commit().await?;
         Ok(moved)
-    }
-}
-
-/// SQLite-only: the query plans below are SQLite's (PostgreSQL's are checked by the
-/// benchmark, not asserted), as is the bulk insert.
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{NewManifest, RegistryMeta};
-    use berth_oci::Digest;
-
-    /// The plan SQLite chooses for `sql`, one detail line per step.
-    async fn plan(m: &SqliteMeta, sql: &str, binds: &[&str]) -> String {
-        let explain = format!("EXPLAIN QUERY PLAN {sql}");
-        let mut q = sqlx::query(&explain);
-        for b in binds {
-            q = q.bind(*b);
-        }
-        q.fetch_all(&m.read)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>(3))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    #[tokio::test]
-    async fn hundred_thousand_tags_page_through_the_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = SqliteMeta::open(&dir.path().join("m.db")).await.unwrap();
-        let cfg = Digest::sha256_of(b"cfg");
-        m.link_blob("big", &cfg, 1, 1).await.unwrap();
-        let man = NewManifest {
-            digest: Digest::sha256_of(b"m"),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            payload: b"m".to_vec(),
-            blobs: vec![cfg.clone()],
-            children: vec![],
-            subject: None,
-            config: Some(cfg),
-            artifact_type: None,
-            image_created_at: Some(7),
-            total_size: 0,
-            annotations: None,
-        };
-        m.put_manifest("big", &man, None, 1).await.unwrap();
-        let id = m.repository("big").await.unwrap().unwrap().id;
-        let window = |offset, limit| Window { offset, limit };
-        let names = |tags: &[TagInfo]| tags.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
-        // One statement: t000000 .. t099999, each ended once before (history rows).
-        let mut tx = m.write_tx().await.unwrap();
-        for deleted_at in [Some(1i64), None] {
-            sqlx::query(
-                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 99999) \
-                 INSERT INTO tags (repository_id, name, manifest_digest, created_at, deleted_at) \
-                 SELECT ?, printf('t%06d', i), ?, 2, ? FROM n",
-            )
-            .bind(id)
-            .bind(man.digest.as_str())
-            .bind(deleted_at)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
-
-        let after = |last: &str, descending| TagPage::After {
-            last: Some(last.into()),
-            limit: 100,
-            descending,
-        };
-        let (page, total) = m
-            .repository_tags(id, after("t054321", false))
-            .await
-            .unwrap();
-        assert_eq!(total, 0);
-        let want: Vec<String> = (54322..54422).map(|i| format!("t{i:06}")).collect();
-        assert_eq!(names(&page), want);
-        assert!(page.iter().all(|t| t.created_at == 7 && t.pushed_at == 2));
-        let (page, _) = m.repository_tags(id, after("t054321", true)).await.unwrap();
-        let want: Vec<String> = (54221..54321).rev().map(|i| format!("t{i:06}")).collect();
-        assert_eq!(names(&page), want);
-        let (page, _) = m
-            .repository_tags(id, TagPage::Offset(window(99_990, 100)))
-            .await
-            .unwrap();
-        assert_eq!(page.len(), 10);
-        assert_eq!(page[0].name, "t099990");
-        assert_eq!(
-            m.repository_info(id).await.unwrap().unwrap().tags_count,
-            100_000
-        );
-
-        // Every page walks tags_live in name order: no sort of the tag list.
-        let idx = id.to_string();
-        let pages = [
-            (
-                TagPage::Offset(window(0, 100)),
-                vec![idx.as_str(), "100", "0"],
-            ),
-            (after("t1", false), vec![idx.as_str(), "t1", "100"]),
-            (after("t1", true), vec![idx.as_str(), "t1", "100"]),
-            (
-                TagPage::After {
-                    last: None,
-                    limit: 100,
-                    descending: true,
-                },
-                vec![idx.as_str(), "100"],
-            ),
-        ];
-        for (page, binds) in pages {
-            let p = plan(&m, &tag_page_sql(&page), &binds).await;
-            assert!(
-                p.contains("SEARCH t USING INDEX tags_live"),
-                "{page:?}: {p}"
-            );
-            assert!(!p.contains("TEMP B-TREE"), "{page:?}: {p}");
-            assert!(
-                p.contains("sqlite_autoindex_manifests_1 (repository_id=? AND digest=?)"),
-                "{page:?}: {p}"
-            );
-        }
-        // The total is one row's column, kept by triggers.
-        let (_, total) = m
-            .repository_tags(
-                id,
-                TagPage::Offset(Window {
-                    offset: 0,
-                    limit: 1,
-                }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(total, 100_000);
-        // Deleting a repository finds its tag history by index (the cascade's lookup).
-        let p = plan(&m, "DELETE FROM tags WHERE repository_id = ?", &[&idx]).await;
-        assert!(
-            p.contains("USING INDEX") || p.contains("USING COVERING INDEX"),
-            "{p}"
-        );
-
-        // And the whole repository goes in one transaction.
-        m.delete_repository(id, 3).await.unwrap();
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tags WHERE repository_id = ?")
-            .bind(id)
-            .fetch_one(&m.read)
-            .await
-            .unwrap();
-        assert_eq!(left, 0);
     }
 }

@@ -1,31 +1,125 @@
-//! SQLite implementation of [`crate::OrgMeta`].
+//! [`crate::OrgMeta`], written once for both backends (see the crate doc).
 //!
 //! Paths are unique case-insensitively across namespaces *and* projects (GitLab keeps
 //! both in one routes table). The per-table unique indexes cannot see across tables, so
-//! every create checks both inside its write transaction; the one-connection write pool
-//! makes check-then-insert safe. Hierarchies (ancestors, descendants) are walked with
-//! `WITH RECURSIVE`, which PostgreSQL runs unchanged.
+//! every create checks both under [`lock_paths`] (PostgreSQL's paths advisory lock;
+//! SQLite's one writer needs none), which makes check-then-insert safe.
 
 use async_trait::async_trait;
 use berth_core::{AccessLevel, RegistryAccess, Visibility};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Executor, Row};
 
 use crate::common::*;
 use crate::org::*;
-use crate::{MetaError, Result, SqliteMeta};
+use crate::{MetaError, Result};
 
-/// Not expired by `today`: a membership ends when its `expires_at` day begins, and
-/// `YYYY-MM-DD` text sorts like the dates it names.
-const LIVE_MEMBER: &str = "(m.expires_at IS NULL OR m.expires_at > ?)";
+use super::{lock_paths, Conn, Db, DbKind, DbRow};
 
-org_rows!(SqliteRow);
+// Rows of the organisation's tables as structs.
+
+fn user_at(r: &DbRow, base: usize) -> Result<User> {
+    let id: i64 = r.get(base);
+    let namespace_id: Option<i64> = r.get(base + 7);
+    Ok(User {
+        id,
+        username: r.get(base + 1),
+        name: r.get(base + 2),
+        email: r.get(base + 3),
+        admin: r.get(base + 4),
+        state: parse_state(r.get(base + 5))?,
+        password_hash: r.get(base + 6),
+        namespace_id: namespace_id
+            .ok_or_else(|| corrupt(format!("user {id} has no personal namespace")))?,
+        created_at: r.get(base + 8),
+    })
+}
+
+fn user_row(r: DbRow) -> Result<User> {
+    user_at(&r, 0)
+}
+
+fn namespace_row(r: DbRow) -> Result<Namespace> {
+    Ok(Namespace {
+        id: r.get(0),
+        kind: parse_kind(r.get(1))?,
+        name: r.get(2),
+        path: r.get(3),
+        full_path: r.get(4),
+        parent_id: r.get(5),
+        owner_id: r.get(6),
+        visibility: parse_visibility(r.get(7))?,
+        description: r.get(8),
+        created_at: r.get(9),
+    })
+}
+
+fn project_row(r: DbRow) -> Result<Project> {
+    Ok(Project {
+        id: r.get(0),
+        namespace_id: r.get(1),
+        name: r.get(2),
+        path: r.get(3),
+        full_path: r.get(4),
+        description: r.get(5),
+        visibility: parse_visibility(r.get(6))?,
+        registry_access: parse_registry_access(r.get(7))?,
+        creator_id: r.get(8),
+        created_at: r.get(9),
+    })
+}
+
+fn pat_row(r: DbRow) -> Result<PersonalToken> {
+    Ok(PersonalToken {
+        id: r.get(0),
+        user_id: r.get(1),
+        name: r.get(2),
+        description: r.get(3),
+        scopes: split_scopes(r.get(4)),
+        expires_at: r.get(5),
+        revoked: r.get(6),
+        created_at: r.get(7),
+        last_used_at: r.get(8),
+    })
+}
+
+fn deploy_row(r: DbRow) -> Result<DeployToken> {
+    Ok(DeployToken {
+        id: r.get(0),
+        source: parse_source(r.get(1), r.get(2))?,
+        name: r.get(3),
+        username: r.get(4),
+        scopes: split_scopes(r.get(5)),
+        expires_at: r.get(6),
+        revoked: r.get(7),
+        created_at: r.get(8),
+    })
+}
+
+fn job_row(r: DbRow) -> Result<CiJob> {
+    let status: &str = r.get(3);
+    Ok(CiJob {
+        id: r.get(0),
+        project_id: r.get(1),
+        user_id: r.get(2),
+        status: match status {
+            "running" => JobStatus::Running,
+            "finished" => JobStatus::Finished,
+            _ => return Err(corrupt(format!("unknown job status {status:?}"))),
+        },
+        expires_at: r.get(4),
+        created_at: r.get(5),
+    })
+}
+
+fn collect<T>(rows: Vec<DbRow>, f: fn(DbRow) -> Result<T>) -> Result<Vec<T>> {
+    rows.into_iter().map(f).collect()
+}
 
 /// Whether a namespace or a project already has this full path (case-insensitive).
-async fn path_taken(conn: &mut SqliteConnection, full_path: &str) -> Result<bool> {
+async fn path_taken(conn: &mut Conn, full_path: &str) -> Result<bool> {
     let hit: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM namespaces WHERE lower(full_path) = lower(?) \
-         UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower(?) LIMIT 1",
+        "SELECT CAST(1 AS BIGINT) FROM namespaces WHERE lower(full_path) = lower($1) \
+         UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($2) LIMIT 1",
     )
     .bind(full_path)
     .bind(full_path)
@@ -34,55 +128,50 @@ async fn path_taken(conn: &mut SqliteConnection, full_path: &str) -> Result<bool
     Ok(hit.is_some())
 }
 
-async fn user_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<User>> {
-    sqlx::query(&format!("{USER_SELECT} WHERE u.id = ?"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(user_row)
-        .transpose()
+async fn user_in<'c>(conn: impl Executor<'c, Database = DbKind>, id: i64) -> Result<Option<User>> {
+    let sql = format!("{USER_SELECT} WHERE u.id = $1");
+    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    found.map(user_row).transpose()
 }
 
-pub(crate) async fn namespace_in(
-    conn: &mut SqliteConnection,
+pub(super) async fn namespace_in<'c>(
+    conn: impl Executor<'c, Database = DbKind>,
     id: i64,
 ) -> Result<Option<Namespace>> {
-    sqlx::query(&format!("{NS_SELECT} WHERE n.id = ?"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(namespace_row)
-        .transpose()
+    let sql = format!("{NS_SELECT} WHERE n.id = $1");
+    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    found.map(namespace_row).transpose()
 }
 
-pub(crate) async fn project_in(conn: &mut SqliteConnection, id: i64) -> Result<Option<Project>> {
-    sqlx::query(&format!("{PROJECT_SELECT} WHERE p.id = ?"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(project_row)
-        .transpose()
+pub(super) async fn project_in<'c>(
+    conn: impl Executor<'c, Database = DbKind>,
+    id: i64,
+) -> Result<Option<Project>> {
+    let sql = format!("{PROJECT_SELECT} WHERE p.id = $1");
+    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    found.map(project_row).transpose()
 }
 
-async fn user_exists(conn: &mut SqliteConnection, id: i64) -> Result<bool> {
-    let hit: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
+async fn user_exists(conn: &mut Conn, id: i64) -> Result<bool> {
+    let hit: Option<i64> = sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
         .await?;
     Ok(hit.is_some())
 }
 
-async fn project_exists(conn: &mut SqliteConnection, id: i64) -> Result<bool> {
-    let hit: Option<i64> = sqlx::query_scalar("SELECT 1 FROM projects WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+async fn project_exists(conn: &mut Conn, id: i64) -> Result<bool> {
+    let hit: Option<i64> =
+        sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
     Ok(hit.is_some())
 }
 
 /// Memberships and deploy tokens belong to a project or a group (never to a user
 /// namespace, as in GitLab). `NotFound` otherwise.
-async fn check_source(conn: &mut SqliteConnection, source: Source) -> Result<()> {
+async fn check_source(conn: &mut Conn, source: Source) -> Result<()> {
     match source {
         Source::Project(id) => {
             if !project_exists(conn, id).await? {
@@ -91,7 +180,7 @@ async fn check_source(conn: &mut SqliteConnection, source: Source) -> Result<()>
         }
         Source::Namespace(id) => {
             let kind: Option<String> =
-                sqlx::query_scalar("SELECT kind FROM namespaces WHERE id = ?")
+                sqlx::query_scalar("SELECT kind FROM namespaces WHERE id = $1")
                     .bind(id)
                     .fetch_optional(conn)
                     .await?;
@@ -103,11 +192,25 @@ async fn check_source(conn: &mut SqliteConnection, source: Source) -> Result<()>
     Ok(())
 }
 
-impl SqliteMeta {
+impl Db {
+    /// The row `sql` finds with `arg` as `$1`, read by `row`.
+    async fn one<'q, T, A>(
+        &self,
+        sql: &'q str,
+        arg: A,
+        row: fn(DbRow) -> Result<T>,
+    ) -> Result<Option<T>>
+    where
+        A: 'q + Send + sqlx::Encode<'q, DbKind> + sqlx::Type<DbKind>,
+    {
+        let found = sqlx::query(sql).bind(arg).fetch_optional(self.reader());
+        found.await?.map(row).transpose()
+    }
+
     /// One page of a searchable list and the total, in one read transaction so both
     /// see the same snapshot. `from` names the table for the count, `select` is the
     /// page's SELECT … FROM, `base` a fixed condition (`" WHERE …"` or empty) and
-    /// `filter` the search condition (two `?` for the same pattern), appended to
+    /// `filter` the search condition (`$1` is the pattern), appended to
     /// `base` when searching.
     #[allow(clippy::too_many_arguments)]
     async fn search_page(
@@ -119,7 +222,7 @@ impl SqliteMeta {
         order: &str,
         search: Option<&str>,
         window: Window,
-    ) -> Result<(Vec<SqliteRow>, i64)> {
+    ) -> Result<(Vec<DbRow>, i64)> {
         let pattern = search.map(contains_pattern);
         let condition = match (&pattern, base.is_empty()) {
             (None, _) => base.to_string(),
@@ -127,17 +230,19 @@ impl SqliteMeta {
             // No fixed condition: the filter starts the WHERE clause itself.
             (Some(_), true) => filter.to_string(),
         };
-        let mut tx = self.read.begin().await?;
+        let mut tx = self.read_tx().await?;
         let count_sql = format!("SELECT COUNT(*) {from}{condition}");
         let mut q = sqlx::query_scalar::<_, i64>(&count_sql);
         if let Some(p) = &pattern {
-            q = q.bind(p).bind(p);
+            q = q.bind(p);
         }
         let total = q.fetch_one(&mut *tx).await?;
-        let page_sql = format!("{select}{condition} ORDER BY {order} LIMIT ? OFFSET ?");
+        let (limit, offset) = if pattern.is_some() { (2, 3) } else { (1, 2) };
+        let page_sql =
+            format!("{select}{condition} ORDER BY {order} LIMIT ${limit} OFFSET ${offset}");
         let mut q = sqlx::query(&page_sql);
         if let Some(p) = &pattern {
-            q = q.bind(p).bind(p);
+            q = q.bind(p);
         }
         let rows = q
             .bind(window.limit)
@@ -150,20 +255,22 @@ impl SqliteMeta {
 }
 
 #[async_trait]
-impl OrgMeta for SqliteMeta {
+impl OrgMeta for Db {
     async fn count_users(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.read)
+            .fetch_one(self.reader())
             .await?)
     }
 
     async fn create_user(&self, user: &NewUser, now: i64) -> Result<User> {
         let mut tx = self.write_tx().await?;
-        let taken: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM users WHERE lower(username) = lower(?)")
-                .bind(&user.username)
-                .fetch_optional(&mut *tx)
-                .await?;
+        lock_paths(&mut tx).await?;
+        let taken: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(1 AS BIGINT) FROM users WHERE lower(username) = lower($1)",
+        )
+        .bind(&user.username)
+        .fetch_optional(&mut *tx)
+        .await?;
         // GitLab reports a taken namespace path against the username too.
         if taken.is_some() || path_taken(&mut tx, &user.username).await? {
             return Err(MetaError::Conflict(
@@ -172,7 +279,7 @@ impl OrgMeta for SqliteMeta {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, name, email, password_hash, admin, state, created_at) \
-             VALUES (?, ?, ?, ?, ?, 'active', ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, 'active', $6) RETURNING id",
         )
         .bind(&user.username)
         .bind(&user.name)
@@ -187,7 +294,7 @@ impl OrgMeta for SqliteMeta {
         sqlx::query(
             "INSERT INTO namespaces (kind, name, path, full_path, parent_id, owner_id, \
              visibility, description, created_at) \
-             VALUES ('user', ?, ?, ?, NULL, ?, 'public', '', ?)",
+             VALUES ('user', $1, $2, $3, NULL, $4, 'public', '', $5)",
         )
         .bind(&user.name)
         .bind(&user.username)
@@ -196,7 +303,7 @@ impl OrgMeta for SqliteMeta {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let created = user_in(&mut tx, id)
+        let created = user_in(&mut *tx, id)
             .await?
             .ok_or_else(|| corrupt(format!("user {id} vanished")))?;
         tx.commit().await?;
@@ -204,26 +311,21 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn user(&self, id: i64) -> Result<Option<User>> {
-        sqlx::query(&format!("{USER_SELECT} WHERE u.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .map(user_row)
-            .transpose()
+        user_in(self.reader(), id).await
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        sqlx::query(&format!("{USER_SELECT} WHERE lower(u.username) = lower(?)"))
-            .bind(username)
-            .fetch_optional(&self.read)
-            .await?
-            .map(user_row)
-            .transpose()
+        self.one(
+            &format!("{USER_SELECT} WHERE lower(u.username) = lower($1)"),
+            username,
+            user_row,
+        )
+        .await
     }
 
     async fn users(&self, search: Option<&str>, window: Window) -> Result<(Vec<User>, i64)> {
-        let filter = " WHERE (lower(u.username) LIKE lower(?) ESCAPE '\\' \
-             OR lower(u.name) LIKE lower(?) ESCAPE '\\')";
+        let filter = " WHERE (lower(u.username) LIKE lower($1) ESCAPE '\\' \
+             OR lower(u.name) LIKE lower($1) ESCAPE '\\')";
         let rows = self
             .search_page(
                 "FROM users u",
@@ -241,9 +343,9 @@ impl OrgMeta for SqliteMeta {
     async fn update_user(&self, id: i64, update: &UserUpdate) -> Result<Option<User>> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email), \
-             password_hash = COALESCE(?, password_hash), admin = COALESCE(?, admin), \
-             state = COALESCE(?, state) WHERE id = ?",
+            "UPDATE users SET name = COALESCE($1, name), email = COALESCE($2, email), \
+             password_hash = COALESCE($3, password_hash), admin = COALESCE($4, admin), \
+             state = COALESCE($5, state) WHERE id = $6",
         )
         .bind(&update.name)
         .bind(&update.email)
@@ -258,23 +360,24 @@ impl OrgMeta for SqliteMeta {
         }
         // The personal namespace is named after its user, as GitLab keeps it.
         if let Some(name) = &update.name {
-            sqlx::query("UPDATE namespaces SET name = ? WHERE owner_id = ? AND kind = 'user'")
+            sqlx::query("UPDATE namespaces SET name = $1 WHERE owner_id = $2 AND kind = 'user'")
                 .bind(name)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
-        let user = user_in(&mut tx, id).await?;
+        let user = user_in(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(user)
     }
 
     async fn create_group(&self, group: &NewGroup, now: i64) -> Result<Namespace> {
         let mut tx = self.write_tx().await?;
+        lock_paths(&mut tx).await?;
         let full_path = match group.parent_id {
             None => group.path.clone(),
             Some(parent_id) => {
-                let parent = namespace_in(&mut tx, parent_id)
+                let parent = namespace_in(&mut *tx, parent_id)
                     .await?
                     .filter(|p| p.kind == NamespaceKind::Group)
                     .ok_or_else(|| MetaError::NotFound("Parent group not found".into()))?;
@@ -295,7 +398,7 @@ impl OrgMeta for SqliteMeta {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO namespaces (kind, name, path, full_path, parent_id, owner_id, \
              visibility, description, created_at) \
-             VALUES ('group', ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING id",
+             VALUES ('group', $1, $2, $3, $4, NULL, $5, $6, $7) RETURNING id",
         )
         .bind(&group.name)
         .bind(&group.path)
@@ -322,26 +425,21 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn namespace(&self, id: i64) -> Result<Option<Namespace>> {
-        sqlx::query(&format!("{NS_SELECT} WHERE n.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .map(namespace_row)
-            .transpose()
+        namespace_in(self.reader(), id).await
     }
 
     async fn namespace_by_path(&self, full_path: &str) -> Result<Option<Namespace>> {
-        sqlx::query(&format!("{NS_SELECT} WHERE lower(n.full_path) = lower(?)"))
-            .bind(full_path)
-            .fetch_optional(&self.read)
-            .await?
-            .map(namespace_row)
-            .transpose()
+        self.one(
+            &format!("{NS_SELECT} WHERE lower(n.full_path) = lower($1)"),
+            full_path,
+            namespace_row,
+        )
+        .await
     }
 
     async fn groups(&self, search: Option<&str>, window: Window) -> Result<(Vec<Namespace>, i64)> {
-        let filter = " AND (lower(n.name) LIKE lower(?) ESCAPE '\\' \
-             OR lower(n.full_path) LIKE lower(?) ESCAPE '\\')";
+        let filter = " AND (lower(n.name) LIKE lower($1) ESCAPE '\\' \
+             OR lower(n.full_path) LIKE lower($1) ESCAPE '\\')";
         let rows = self
             .search_page(
                 "FROM namespaces n",
@@ -358,10 +456,10 @@ impl OrgMeta for SqliteMeta {
 
     async fn subgroups(&self, id: i64) -> Result<Vec<Namespace>> {
         let rows = sqlx::query(&format!(
-            "{NS_SELECT} WHERE n.parent_id = ? AND n.kind = 'group' ORDER BY n.full_path"
+            "{NS_SELECT} WHERE n.parent_id = $1 AND n.kind = 'group' ORDER BY n.full_path"
         ))
         .bind(id)
-        .fetch_all(&self.read)
+        .fetch_all(self.reader())
         .await?;
         collect(rows, namespace_row)
     }
@@ -370,13 +468,13 @@ impl OrgMeta for SqliteMeta {
         // UNION (not UNION ALL) so even a corrupt cycle cannot recurse forever.
         let rows = sqlx::query(&format!(
             "WITH RECURSIVE below(id) AS ( \
-                 SELECT id FROM namespaces WHERE parent_id = ? \
+                 SELECT id FROM namespaces WHERE parent_id = $1 \
                  UNION SELECT c.id FROM namespaces c JOIN below b ON c.parent_id = b.id) \
              {NS_SELECT} JOIN below b ON b.id = n.id \
              WHERE n.kind = 'group' ORDER BY n.full_path"
         ))
         .bind(id)
-        .fetch_all(&self.read)
+        .fetch_all(self.reader())
         .await?;
         collect(rows, namespace_row)
     }
@@ -385,9 +483,9 @@ impl OrgMeta for SqliteMeta {
         let mut tx = self.write_tx().await?;
         // Only groups: a user namespace follows its user (see update_user).
         let done = sqlx::query(
-            "UPDATE namespaces SET name = COALESCE(?, name), \
-             visibility = COALESCE(?, visibility), description = COALESCE(?, description) \
-             WHERE id = ? AND kind = 'group'",
+            "UPDATE namespaces SET name = COALESCE($1, name), \
+             visibility = COALESCE($2, visibility), description = COALESCE($3, description) \
+             WHERE id = $4 AND kind = 'group'",
         )
         .bind(&update.name)
         .bind(update.visibility.map(Visibility::as_str))
@@ -398,14 +496,15 @@ impl OrgMeta for SqliteMeta {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        let ns = namespace_in(&mut tx, id).await?;
+        let ns = namespace_in(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(ns)
     }
 
     async fn create_project(&self, project: &NewProject, now: i64) -> Result<Project> {
         let mut tx = self.write_tx().await?;
-        let ns = namespace_in(&mut tx, project.namespace_id)
+        lock_paths(&mut tx).await?;
+        let ns = namespace_in(&mut *tx, project.namespace_id)
             .await?
             .ok_or_else(|| MetaError::NotFound("Namespace not found".into()))?;
         let full_path = format!("{}/{}", ns.full_path, project.path);
@@ -415,7 +514,7 @@ impl OrgMeta for SqliteMeta {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO projects (namespace_id, name, path, full_path, description, \
              visibility, registry_access, creator_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(project.namespace_id)
         .bind(&project.name)
@@ -444,36 +543,35 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn project(&self, id: i64) -> Result<Option<Project>> {
-        sqlx::query(&format!("{PROJECT_SELECT} WHERE p.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .map(project_row)
-            .transpose()
+        project_in(self.reader(), id).await
     }
 
     async fn project_by_path(&self, full_path: &str) -> Result<Option<Project>> {
-        sqlx::query(&format!(
-            "{PROJECT_SELECT} WHERE lower(p.full_path) = lower(?)"
-        ))
-        .bind(full_path)
-        .fetch_optional(&self.read)
-        .await?
-        .map(project_row)
-        .transpose()
+        self.one(
+            &format!("{PROJECT_SELECT} WHERE lower(p.full_path) = lower($1)"),
+            full_path,
+            project_row,
+        )
+        .await
     }
 
     async fn project_for_paths(&self, candidates: &[String]) -> Result<Option<Project>> {
         if candidates.is_empty() {
             return Ok(None);
         }
-        let marks = vec!["lower(?)"; candidates.len()].join(", ");
-        let sql = format!("{PROJECT_SELECT} WHERE lower(p.full_path) IN ({marks})");
+        // lower() of a COLLATE "C" column folds ASCII only, as to_ascii_lowercase does.
+        let lowered: Vec<String> = candidates.iter().map(|c| c.to_ascii_lowercase()).collect();
+        let marks: Vec<String> = (1..=lowered.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "{PROJECT_SELECT} WHERE lower(p.full_path) IN ({})",
+            marks.join(", ")
+        );
         let mut q = sqlx::query(&sql);
-        for c in candidates {
+        for c in &lowered {
             q = q.bind(c);
         }
-        let found = collect(q.fetch_all(&self.read).await?, project_row)?;
+        let rows = q.fetch_all(self.reader()).await?;
+        let found = collect(rows, project_row)?;
         // The caller's order decides (longest first), not the database's.
         Ok(candidates.iter().find_map(|c| {
             found
@@ -487,19 +585,19 @@ impl OrgMeta for SqliteMeta {
         let rows = if descendants {
             sqlx::query(&format!(
                 "WITH RECURSIVE tree(id) AS ( \
-                     SELECT id FROM namespaces WHERE id = ? \
+                     SELECT id FROM namespaces WHERE id = $1 \
                      UNION SELECT c.id FROM namespaces c JOIN tree t ON c.parent_id = t.id) \
                  {PROJECT_SELECT} JOIN tree t ON t.id = p.namespace_id ORDER BY p.full_path"
             ))
             .bind(namespace_id)
-            .fetch_all(&self.read)
+            .fetch_all(self.reader())
             .await?
         } else {
             sqlx::query(&format!(
-                "{PROJECT_SELECT} WHERE p.namespace_id = ? ORDER BY p.full_path"
+                "{PROJECT_SELECT} WHERE p.namespace_id = $1 ORDER BY p.full_path"
             ))
             .bind(namespace_id)
-            .fetch_all(&self.read)
+            .fetch_all(self.reader())
             .await?
         };
         collect(rows, project_row)
@@ -510,17 +608,16 @@ impl OrgMeta for SqliteMeta {
             Some(s) => {
                 let pattern = contains_pattern(s);
                 sqlx::query(&format!(
-                    "{PROJECT_SELECT} WHERE lower(p.name) LIKE lower(?) ESCAPE '\\' \
-                     OR lower(p.full_path) LIKE lower(?) ESCAPE '\\' ORDER BY p.id"
+                    "{PROJECT_SELECT} WHERE lower(p.name) LIKE lower($1) ESCAPE '\\' \
+                     OR lower(p.full_path) LIKE lower($1) ESCAPE '\\' ORDER BY p.id"
                 ))
                 .bind(&pattern)
-                .bind(&pattern)
-                .fetch_all(&self.read)
+                .fetch_all(self.reader())
                 .await?
             }
             None => {
                 sqlx::query(&format!("{PROJECT_SELECT} ORDER BY p.id"))
-                    .fetch_all(&self.read)
+                    .fetch_all(self.reader())
                     .await?
             }
         };
@@ -530,9 +627,9 @@ impl OrgMeta for SqliteMeta {
     async fn update_project(&self, id: i64, update: &ProjectUpdate) -> Result<Option<Project>> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE projects SET name = COALESCE(?, name), \
-             description = COALESCE(?, description), visibility = COALESCE(?, visibility), \
-             registry_access = COALESCE(?, registry_access) WHERE id = ?",
+            "UPDATE projects SET name = COALESCE($1, name), \
+             description = COALESCE($2, description), visibility = COALESCE($3, visibility), \
+             registry_access = COALESCE($4, registry_access) WHERE id = $5",
         )
         .bind(&update.name)
         .bind(&update.description)
@@ -544,7 +641,7 @@ impl OrgMeta for SqliteMeta {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        let p = project_in(&mut tx, id).await?;
+        let p = project_in(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(p)
     }
@@ -566,7 +663,7 @@ impl OrgMeta for SqliteMeta {
         // Replacing keeps created_at: the member has been one since then.
         sqlx::query(
             "INSERT INTO members (source_kind, source_id, user_id, access_level, expires_at, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?) \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (source_kind, source_id, user_id) DO UPDATE SET \
              access_level = excluded.access_level, expires_at = excluded.expires_at",
         )
@@ -585,12 +682,12 @@ impl OrgMeta for SqliteMeta {
     async fn remove_member(&self, source: Source, user_id: i64) -> Result<bool> {
         let (kind, id) = source_parts(source);
         let done = sqlx::query(
-            "DELETE FROM members WHERE source_kind = ? AND source_id = ? AND user_id = ?",
+            "DELETE FROM members WHERE source_kind = $1 AND source_id = $2 AND user_id = $3",
         )
         .bind(kind)
         .bind(id)
         .bind(user_id)
-        .execute(&self.write)
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -602,11 +699,11 @@ impl OrgMeta for SqliteMeta {
              n.id, u.created_at, m.access_level, m.expires_at, m.created_at \
              FROM members m JOIN users u ON u.id = m.user_id \
              LEFT JOIN namespaces n ON n.owner_id = u.id AND n.kind = 'user' \
-             WHERE m.source_kind = ? AND m.source_id = ? ORDER BY u.id",
+             WHERE m.source_kind = $1 AND m.source_id = $2 ORDER BY u.id",
         )
         .bind(kind)
         .bind(id)
-        .fetch_all(&self.read)
+        .fetch_all(self.reader())
         .await?;
         rows.iter()
             .map(|r| {
@@ -627,33 +724,31 @@ impl OrgMeta for SqliteMeta {
         project_id: i64,
         today: &str,
     ) -> Result<Option<AccessLevel>> {
-        let level: Option<i64> = sqlx::query_scalar(&format!(
+        // $1 project, $2 user, $3 today, $4 the owner's level. A membership ends
+        // when its `expires_at` day begins; `YYYY-MM-DD` text sorts like the dates.
+        let level: Option<i64> = sqlx::query_scalar(
             "WITH RECURSIVE up(id, parent_id) AS ( \
                  SELECT n.id, n.parent_id FROM namespaces n \
-                 JOIN projects p ON p.namespace_id = n.id WHERE p.id = ? \
+                 JOIN projects p ON p.namespace_id = n.id WHERE p.id = $1 \
                  UNION SELECT n.id, n.parent_id FROM namespaces n JOIN up ON n.id = up.parent_id) \
              SELECT MAX(level) FROM ( \
                  SELECT m.access_level AS level FROM members m \
-                 WHERE m.source_kind = 'project' AND m.source_id = ? AND m.user_id = ? \
-                   AND {LIVE_MEMBER} \
+                 WHERE m.source_kind = 'project' AND m.source_id = $1 AND m.user_id = $2 \
+                   AND (m.expires_at IS NULL OR m.expires_at > $3) \
                  UNION ALL \
                  SELECT m.access_level FROM members m JOIN up ON m.source_id = up.id \
-                 WHERE m.source_kind = 'namespace' AND m.user_id = ? AND {LIVE_MEMBER} \
+                 WHERE m.source_kind = 'namespace' AND m.user_id = $2 \
+                   AND (m.expires_at IS NULL OR m.expires_at > $3) \
                  UNION ALL \
-                 SELECT ? FROM projects p JOIN namespaces n ON n.id = p.namespace_id \
-                 WHERE p.id = ? AND n.kind = 'user' AND n.owner_id = ? \
-             ) AS levels"
-        ))
+                 SELECT $4 FROM projects p JOIN namespaces n ON n.id = p.namespace_id \
+                 WHERE p.id = $1 AND n.kind = 'user' AND n.owner_id = $2 \
+             ) AS levels",
+        )
         .bind(project_id)
-        .bind(project_id)
-        .bind(user_id)
-        .bind(today)
         .bind(user_id)
         .bind(today)
         .bind(AccessLevel::Owner.value())
-        .bind(project_id)
-        .bind(user_id)
-        .fetch_one(&self.read)
+        .fetch_one(self.reader())
         .await?;
         max_level(level)
     }
@@ -664,25 +759,25 @@ impl OrgMeta for SqliteMeta {
         namespace_id: i64,
         today: &str,
     ) -> Result<Option<AccessLevel>> {
-        let level: Option<i64> = sqlx::query_scalar(&format!(
+        // $1 group, $2 user, $3 today, $4 the owner's level.
+        let level: Option<i64> = sqlx::query_scalar(
             "WITH RECURSIVE up(id, parent_id) AS ( \
-                 SELECT id, parent_id FROM namespaces WHERE id = ? \
+                 SELECT id, parent_id FROM namespaces WHERE id = $1 \
                  UNION SELECT n.id, n.parent_id FROM namespaces n JOIN up ON n.id = up.parent_id) \
              SELECT MAX(level) FROM ( \
                  SELECT m.access_level AS level FROM members m JOIN up ON m.source_id = up.id \
-                 WHERE m.source_kind = 'namespace' AND m.user_id = ? AND {LIVE_MEMBER} \
+                 WHERE m.source_kind = 'namespace' AND m.user_id = $2 \
+                   AND (m.expires_at IS NULL OR m.expires_at > $3) \
                  UNION ALL \
-                 SELECT ? FROM namespaces n \
-                 WHERE n.id = ? AND n.kind = 'user' AND n.owner_id = ? \
-             ) AS levels"
-        ))
+                 SELECT $4 FROM namespaces n \
+                 WHERE n.id = $1 AND n.kind = 'user' AND n.owner_id = $2 \
+             ) AS levels",
+        )
         .bind(namespace_id)
         .bind(user_id)
         .bind(today)
         .bind(AccessLevel::Owner.value())
-        .bind(namespace_id)
-        .bind(user_id)
-        .fetch_one(&self.read)
+        .fetch_one(self.reader())
         .await?;
         max_level(level)
     }
@@ -694,7 +789,7 @@ impl OrgMeta for SqliteMeta {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO personal_access_tokens (user_id, name, description, token_digest, \
-             scopes, expires_at, revoked, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?) \
+             scopes, expires_at, revoked, created_at) VALUES ($1, $2, $3, $4, $5, $6, false, $7) \
              RETURNING id",
         )
         .bind(t.user_id)
@@ -721,34 +816,30 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn personal_token(&self, id: i64) -> Result<Option<PersonalToken>> {
-        sqlx::query(&format!("{PAT_SELECT} WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .map(pat_row)
-            .transpose()
+        self.one(&format!("{PAT_SELECT} WHERE id = $1"), id, pat_row)
+            .await
     }
 
     async fn personal_token_by_digest(&self, digest: &str) -> Result<Option<PersonalToken>> {
-        sqlx::query(&format!("{PAT_SELECT} WHERE token_digest = ?"))
-            .bind(digest)
-            .fetch_optional(&self.read)
-            .await?
-            .map(pat_row)
-            .transpose()
+        self.one(
+            &format!("{PAT_SELECT} WHERE token_digest = $1"),
+            digest,
+            pat_row,
+        )
+        .await
     }
 
     async fn personal_tokens(&self, user_id: Option<i64>) -> Result<Vec<PersonalToken>> {
         let rows = match user_id {
             Some(u) => {
-                sqlx::query(&format!("{PAT_SELECT} WHERE user_id = ? ORDER BY id"))
+                sqlx::query(&format!("{PAT_SELECT} WHERE user_id = $1 ORDER BY id"))
                     .bind(u)
-                    .fetch_all(&self.read)
+                    .fetch_all(self.reader())
                     .await?
             }
             None => {
                 sqlx::query(&format!("{PAT_SELECT} ORDER BY id"))
-                    .fetch_all(&self.read)
+                    .fetch_all(self.reader())
                     .await?
             }
         };
@@ -757,19 +848,19 @@ impl OrgMeta for SqliteMeta {
 
     async fn revoke_personal_token(&self, id: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE personal_access_tokens SET revoked = 1 WHERE id = ? AND revoked = 0",
+            "UPDATE personal_access_tokens SET revoked = true WHERE id = $1 AND NOT revoked",
         )
         .bind(id)
-        .execute(&self.write)
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn touch_personal_token(&self, id: i64, now: i64) -> Result<()> {
-        sqlx::query("UPDATE personal_access_tokens SET last_used_at = ? WHERE id = ?")
+        sqlx::query("UPDATE personal_access_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
-            .execute(&self.write)
+            .execute(self.writer())
             .await?;
         Ok(())
     }
@@ -780,7 +871,7 @@ impl OrgMeta for SqliteMeta {
         let (kind, source_id) = source_parts(t.source);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO deploy_tokens (source_kind, source_id, name, username, token_digest, \
-             scopes, expires_at, revoked, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) \
+             scopes, expires_at, revoked, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8) \
              RETURNING id",
         )
         .bind(kind)
@@ -798,7 +889,7 @@ impl OrgMeta for SqliteMeta {
             Some(u) => u.clone(),
             None => {
                 let u = format!("gitlab+deploy-token-{id}");
-                sqlx::query("UPDATE deploy_tokens SET username = ? WHERE id = ?")
+                sqlx::query("UPDATE deploy_tokens SET username = $1 WHERE id = $2")
                     .bind(&u)
                     .bind(id)
                     .execute(&mut *tx)
@@ -820,21 +911,17 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn deploy_token(&self, id: i64) -> Result<Option<DeployToken>> {
-        sqlx::query(&format!("{DEPLOY_SELECT} WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .map(deploy_row)
-            .transpose()
+        self.one(&format!("{DEPLOY_SELECT} WHERE id = $1"), id, deploy_row)
+            .await
     }
 
     async fn deploy_token_by_digest(&self, digest: &str) -> Result<Option<DeployToken>> {
-        sqlx::query(&format!("{DEPLOY_SELECT} WHERE token_digest = ?"))
-            .bind(digest)
-            .fetch_optional(&self.read)
-            .await?
-            .map(deploy_row)
-            .transpose()
+        self.one(
+            &format!("{DEPLOY_SELECT} WHERE token_digest = $1"),
+            digest,
+            deploy_row,
+        )
+        .await
     }
 
     async fn deploy_tokens(&self, source: Option<Source>) -> Result<Vec<DeployToken>> {
@@ -842,16 +929,16 @@ impl OrgMeta for SqliteMeta {
             Some(s) => {
                 let (kind, id) = source_parts(s);
                 sqlx::query(&format!(
-                    "{DEPLOY_SELECT} WHERE source_kind = ? AND source_id = ? ORDER BY id"
+                    "{DEPLOY_SELECT} WHERE source_kind = $1 AND source_id = $2 ORDER BY id"
                 ))
                 .bind(kind)
                 .bind(id)
-                .fetch_all(&self.read)
+                .fetch_all(self.reader())
                 .await?
             }
             None => {
                 sqlx::query(&format!("{DEPLOY_SELECT} ORDER BY id"))
-                    .fetch_all(&self.read)
+                    .fetch_all(self.reader())
                     .await?
             }
         };
@@ -859,10 +946,11 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn revoke_deploy_token(&self, id: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE deploy_tokens SET revoked = 1 WHERE id = ? AND revoked = 0")
-            .bind(id)
-            .execute(&self.write)
-            .await?;
+        let done =
+            sqlx::query("UPDATE deploy_tokens SET revoked = true WHERE id = $1 AND NOT revoked")
+                .bind(id)
+                .execute(self.writer())
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -874,14 +962,14 @@ impl OrgMeta for SqliteMeta {
                 let hits: i64 = sqlx::query_scalar(
                     "WITH RECURSIVE up(id, parent_id) AS ( \
                          SELECT n.id, n.parent_id FROM namespaces n \
-                         JOIN projects p ON p.namespace_id = n.id WHERE p.id = ? \
+                         JOIN projects p ON p.namespace_id = n.id WHERE p.id = $1 \
                          UNION SELECT n.id, n.parent_id FROM namespaces n \
                          JOIN up ON n.id = up.parent_id) \
-                     SELECT COUNT(*) FROM up WHERE id = ?",
+                     SELECT COUNT(*) FROM up WHERE id = $2",
                 )
                 .bind(project_id)
                 .bind(group)
-                .fetch_one(&self.read)
+                .fetch_one(self.reader())
                 .await?;
                 Ok(hits > 0)
             }
@@ -905,7 +993,7 @@ impl OrgMeta for SqliteMeta {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO ci_jobs (project_id, user_id, token_digest, status, expires_at, \
-             created_at) VALUES (?, ?, ?, 'running', ?, ?) RETURNING id",
+             created_at) VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
         )
         .bind(project_id)
         .bind(user_id)
@@ -926,31 +1014,27 @@ impl OrgMeta for SqliteMeta {
     }
 
     async fn job(&self, id: i64) -> Result<Option<CiJob>> {
-        sqlx::query(&format!("{JOB_SELECT} WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .map(job_row)
-            .transpose()
+        self.one(&format!("{JOB_SELECT} WHERE id = $1"), id, job_row)
+            .await
     }
 
     async fn job_by_digest(&self, digest: &str) -> Result<Option<CiJob>> {
-        sqlx::query(&format!("{JOB_SELECT} WHERE token_digest = ?"))
-            .bind(digest)
-            .fetch_optional(&self.read)
-            .await?
-            .map(job_row)
-            .transpose()
+        self.one(
+            &format!("{JOB_SELECT} WHERE token_digest = $1"),
+            digest,
+            job_row,
+        )
+        .await
     }
 
     async fn finish_job(&self, id: i64, now: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE ci_jobs SET status = 'finished', finished_at = ? \
-             WHERE id = ? AND status = 'running'",
+            "UPDATE ci_jobs SET status = 'finished', finished_at = $1 \
+             WHERE id = $2 AND status = 'running'",
         )
         .bind(now)
         .bind(id)
-        .execute(&self.write)
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -963,22 +1047,22 @@ impl OrgMeta for SqliteMeta {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO ci_job_deploy_credentials (job_id, deploy_token_id, token_digest) \
-             VALUES (?, ?, ?)",
+             VALUES ($1, $2, $3)",
         )
         .bind(job_id)
         .bind(deploy_token_id)
         .bind(digest)
-        .execute(&self.write)
+        .execute(self.writer())
         .await?;
         Ok(())
     }
 
     async fn job_deploy_credential(&self, digest: &str) -> Result<Option<(CiJob, i64)>> {
         let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT job_id, deploy_token_id FROM ci_job_deploy_credentials WHERE token_digest = ?",
+            "SELECT job_id, deploy_token_id FROM ci_job_deploy_credentials WHERE token_digest = $1",
         )
         .bind(digest)
-        .fetch_optional(&self.read)
+        .fetch_optional(self.reader())
         .await?;
         let Some((job_id, token_id)) = row else {
             return Ok(None);
@@ -988,21 +1072,21 @@ impl OrgMeta for SqliteMeta {
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {
         Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
                 .bind(key)
-                .fetch_optional(&self.read)
+                .fetch_optional(self.reader())
                 .await?,
         )
     }
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO settings (key, value) VALUES (?, ?) \
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
         .bind(value)
-        .execute(&self.write)
+        .execute(self.writer())
         .await?;
         Ok(())
     }

@@ -1,13 +1,14 @@
-//! PostgreSQL implementation of [`crate::SessionMeta`].
+//! [`crate::SessionMeta`], written once for both backends (see the crate doc).
 
 use async_trait::async_trait;
 use sqlx::Row;
 
+use super::Db;
 use crate::sessions::{SessionMeta, WebSession};
-use crate::{PgMeta, Result};
+use crate::Result;
 
 #[async_trait]
-impl SessionMeta for PgMeta {
+impl SessionMeta for Db {
     async fn create_web_session(&self, id_digest: &str, s: &WebSession) -> Result<()> {
         sqlx::query(
             "INSERT INTO web_sessions (id_digest, user_id, csrf_token, created_at, expires_at) \
@@ -18,7 +19,7 @@ impl SessionMeta for PgMeta {
         .bind(&s.csrf_token)
         .bind(s.created_at)
         .bind(s.expires_at)
-        .execute(&self.pool)
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -30,7 +31,7 @@ impl SessionMeta for PgMeta {
         )
         .bind(id_digest)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?
         .map(|r| WebSession {
             user_id: r.get(0),
@@ -43,29 +44,27 @@ impl SessionMeta for PgMeta {
     async fn delete_web_session(&self, id_digest: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM web_sessions WHERE id_digest = $1")
             .bind(id_digest)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_user_web_sessions(&self, user_id: i64, keep: Option<&str>) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM web_sessions WHERE user_id = $1 AND ($2 IS NULL OR id_digest <> $2)",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn delete_expired_web_sessions(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn delete_user_web_sessions(&self, user_id: i64, keep: Option<&str>) -> Result<u64> {
-        // Not `<>`: with nothing to keep (NULL) that would spare every row. The same
-        // statement on both backends (sqlx-sqlite reads `$n` as the n-th argument).
-        let done = sqlx::query(
-            "DELETE FROM web_sessions WHERE user_id = $1 AND id_digest IS DISTINCT FROM $2",
-        )
-        .bind(user_id)
-        .bind(keep)
-        .execute(&self.pool)
-        .await?;
         Ok(done.rows_affected())
     }
 }

@@ -1,7 +1,8 @@
-//! PostgreSQL implementation of [`crate::CleanupMeta`]. Claiming a repository is one
-//! conditional UPDATE, which PostgreSQL re-checks on the row it waited for, so of
-//! several nodes exactly one gets each run; claims are taken under one advisory lock,
-//! so the worker capacity holds across nodes.
+//! [`crate::CleanupMeta`], written once for both backends (see the crate doc).
+//! Claiming a repository is one conditional UPDATE: SQLite takes the write lock before
+//! it reads, and PostgreSQL re-checks the condition on the row it waited for, so of
+//! several workers (or nodes) exactly one gets each run. Claims are taken under
+//! [`lock_cleanup_claims`], so the worker capacity holds across nodes.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -11,15 +12,14 @@ use crate::common::{
     CLAIM_NEXT_CLEANUP, CLEANUP_QUEUE, FINISH_CLEANUP, HELD_CLEANUPS, RENEW_CLEANUP,
     RESET_LAPSED_CLEANUPS,
 };
-use crate::postgres::PgMeta;
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::Result;
 
-/// The advisory lock under which cleanup claims are taken ("berthcln").
-const CLAIMS_LOCK: i64 = 0x6265_7274_6863_6c6e;
+use super::repositories::policy_at;
+use super::{lock_cleanup_claims, Db};
 
 #[async_trait]
-impl CleanupMeta for PgMeta {
+impl CleanupMeta for Db {
     async fn due_policies(&self, now: i64) -> Result<Vec<(i64, ExpirationPolicy)>> {
         let rows = sqlx::query(
             "SELECT project_id, enabled, cadence, keep_n, older_than, name_regex, \
@@ -28,25 +28,9 @@ impl CleanupMeta for PgMeta {
              ORDER BY next_run_at",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    ExpirationPolicy {
-                        enabled: r.get(1),
-                        cadence: r.get(2),
-                        keep_n: r.get(3),
-                        older_than: r.get(4),
-                        name_regex: r.get(5),
-                        name_regex_keep: r.get(6),
-                        next_run_at: r.get(7),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(|r| (r.get(0), policy_at(r, 1))).collect())
     }
 
     async fn start_policy_run(
@@ -55,7 +39,7 @@ impl CleanupMeta for PgMeta {
         due_at: i64,
         next_run_at: i64,
     ) -> Result<Option<u64>> {
-        let mut tx = self.tx().await?;
+        let mut tx = self.write_tx().await?;
         // The row lock makes a second node's update wait, then find the new value.
         let moved = sqlx::query(
             "UPDATE expiration_policies SET next_run_at = $1 \
@@ -83,7 +67,7 @@ impl CleanupMeta for PgMeta {
     async fn cleanup_queue(&self, limit: i64) -> Result<Vec<RepositoryInfo>> {
         let ids: Vec<i64> = sqlx::query_scalar(CLEANUP_QUEUE)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader())
             .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -100,14 +84,10 @@ impl CleanupMeta for PgMeta {
         lease_until: i64,
         capacity: i64,
     ) -> Result<Option<CleanupClaim>> {
-        // Claims are taken one at a time across all nodes (a transaction-scoped
-        // advisory lock), so neither the queue's head nor the count of held claims
-        // can change between reading and claiming.
-        let mut tx = self.tx().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CLAIMS_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        // Claims are taken one at a time across all nodes, so neither the queue's head
+        // nor the count of held claims can change between reading and claiming.
+        let mut tx = self.write_tx().await?;
+        lock_cleanup_claims(&mut tx).await?;
         let claimed: Option<(i64, i64)> = sqlx::query_as(CLAIM_NEXT_CLEANUP)
             .bind(now)
             .bind(lease_until)
@@ -129,7 +109,7 @@ impl CleanupMeta for PgMeta {
             .bind(lease_until)
             .bind(claim.repository.id)
             .bind(claim.number)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -139,7 +119,7 @@ impl CleanupMeta for PgMeta {
             .bind(status)
             .bind(claim.repository.id)
             .bind(claim.number)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -147,11 +127,11 @@ impl CleanupMeta for PgMeta {
     async fn reset_lapsed_cleanups(&self, now: i64) -> Result<(u64, u64)> {
         let reset = sqlx::query(RESET_LAPSED_CLEANUPS)
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await?
             .rows_affected();
         let held: i64 = sqlx::query_scalar(HELD_CLEANUPS)
-            .fetch_one(&self.pool)
+            .fetch_one(self.reader())
             .await?;
         Ok((reset, held as u64))
     }
@@ -163,49 +143,90 @@ impl CleanupMeta for PgMeta {
         reason: &str,
         now: i64,
     ) -> Result<u64> {
-        let mut tx = self.tx().await?;
-        let repo: Option<(String, Option<i64>)> =
-            sqlx::query_as("SELECT path, project_id FROM repositories WHERE id = $1 FOR UPDATE")
-                .bind(repository_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let mut tx = self.write_tx().await?;
+        let repo: Option<(String, Option<i64>)> = sqlx::query_as(concat!(
+            "SELECT path, project_id FROM repositories WHERE id = $1",
+            pick!(sqlite: "", postgres: " FOR UPDATE")
+        ))
+        .bind(repository_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some((path, project_id)) = repo else {
             return Ok(0);
         };
-        // Each name once, in the order given.
-        let mut seen = std::collections::HashSet::new();
-        let names: Vec<&str> = names
-            .iter()
-            .map(String::as_str)
-            .filter(|n| seen.insert(*n))
-            .collect();
-        // One statement for the whole batch (the same as ending the tags one by one,
-        // logged in the order given): 10,000 tags take one round trip, not 20,000.
-        let ended: i64 = sqlx::query_scalar(
-            "WITH ended AS ( \
-                 UPDATE tags SET deleted_at = $1 \
-                 WHERE repository_id = $2 AND name = ANY($3) AND deleted_at IS NULL \
-                 RETURNING name, manifest_digest), \
-             logged AS ( \
-                 INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
-                     digest, reason, deleted_at) \
-                 SELECT $4, $2, $5, e.name, e.manifest_digest, $6, $1 \
-                 FROM ended e JOIN unnest($3::text[]) WITH ORDINALITY AS n(name, i) \
-                   ON n.name = e.name \
-                 WHERE $4::bigint IS NOT NULL \
-                 ORDER BY n.i \
-                 RETURNING 1) \
-             SELECT COUNT(*) FROM logged",
-        )
-        .bind(now)
-        .bind(repository_id)
-        .bind(&names)
-        .bind(project_id)
-        .bind(&path)
-        .bind(reason)
-        .fetch_one(&mut *tx)
-        .await?;
-        let ended = ended as u64;
+        // SQLite ends the tags one by one (a loop costs nothing in process);
+        // PostgreSQL in one statement, as one round trip per tag is what costs there.
+        let ended: u64 = pick!(
+            sqlite: {
+                let mut ended = 0;
+                for name in names {
+                    let digest: Option<String> = sqlx::query_scalar(
+                        "UPDATE tags SET deleted_at = $1 \
+                         WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL \
+                         RETURNING manifest_digest",
+                    )
+                    .bind(now)
+                    .bind(repository_id)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let (Some(digest), Some(project_id)) = (digest, project_id) else {
+                        continue;
+                    };
+                    ended += 1;
+                    sqlx::query(
+                        "INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
+                         digest, reason, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(project_id)
+                    .bind(repository_id)
+                    .bind(&path)
+                    .bind(name)
+                    .bind(&digest)
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ended
+            },
+            postgres: {
+                // Each name once, in the order given.
+                let mut seen = std::collections::HashSet::new();
+                let names: Vec<&str> = names
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| seen.insert(*n))
+                    .collect();
+                // One statement for the whole batch (the same as ending the tags one by one,
+                // logged in the order given): 10,000 tags take one round trip, not 20,000.
+                let ended: i64 = sqlx::query_scalar(
+                    "WITH ended AS ( \
+                         UPDATE tags SET deleted_at = $1 \
+                         WHERE repository_id = $2 AND name = ANY($3) AND deleted_at IS NULL \
+                         RETURNING name, manifest_digest), \
+                     logged AS ( \
+                         INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
+                             digest, reason, deleted_at) \
+                         SELECT $4, $2, $5, e.name, e.manifest_digest, $6, $1 \
+                         FROM ended e JOIN unnest($3::text[]) WITH ORDINALITY AS n(name, i) \
+                           ON n.name = e.name \
+                         WHERE $4::bigint IS NOT NULL \
+                         ORDER BY n.i \
+                         RETURNING 1) \
+                     SELECT COUNT(*) FROM logged",
+                )
+                .bind(now)
+                .bind(repository_id)
+                .bind(&names)
+                .bind(project_id)
+                .bind(&path)
+                .bind(reason)
+                .fetch_one(&mut *tx)
+                .await?;
+                ended as u64
+            },
+        );
         tx.commit().await?;
         Ok(ended)
     }
@@ -217,7 +238,7 @@ impl CleanupMeta for PgMeta {
         )
         .bind(project_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         Ok(rows
             .into_iter()

@@ -1,35 +1,40 @@
-//! PostgreSQL implementation of [`crate::GcMeta`].
+//! [`crate::GcMeta`], written once for both backends (see the crate doc).
 //!
-//! Several nodes run GC workers against one database. Listing due reviews claims them
-//! (`FOR UPDATE SKIP LOCKED`, then a claim with an expiry), so each node gets its own
-//! items; a review itself locks what it decides about (the repository's row for a
-//! manifest, the blob's row for a blob), so it cannot race a push.
+//! With PostgreSQL several nodes run GC workers against one database. Listing due
+//! reviews claims them there (`FOR UPDATE SKIP LOCKED`, then a claim with an expiry),
+//! so each node gets its own items; a review itself locks what it decides about (the
+//! repository's row for a manifest, the blob's row for a blob), so it cannot race a
+//! push. SQLite's single writer makes both unnecessary: it lists plainly.
 
 use async_trait::async_trait;
 use berth_oci::Digest;
-use sqlx::{PgConnection, Row};
+use sqlx::Row;
 
 use crate::common::digest;
 use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
-use crate::postgres::{lock_repo, retry_deadlocks, PgMeta};
 
-/// How long a node owns the review items it listed at most. They are reviewed at
-/// once, and a node that dies frees them sooner (its connection goes); this bounds
-/// the wait when a connection's pid is reused.
-const CLAIM_MS: i64 = 5 * 60 * 1000;
-
-/// A queue row no live node has claimed. The pids are read once per statement.
-/// Reviews re-check everything under locks, so a claim only saves duplicate work;
-/// taking over a live node's item early would be harmless, just wasteful.
-const UNCLAIMED: &str = "(claimed_by IS NULL OR claimed_until < berth_now_ms() \
-     OR claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity)))";
 use crate::Result;
 
-async fn record_pending(conn: &mut PgConnection, digest: &str, size: i64) -> Result<()> {
-    sqlx::query(
+use super::registry::lock_repo;
+use super::{retry_deadlocks, Conn, Db, CONCURRENT_WRITERS};
+
+/// Delete a blob's metadata and record its bytes as pending deletion.
+async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
+    for sql in [
+        "DELETE FROM repository_blobs WHERE digest = $1",
+        "DELETE FROM blobs WHERE digest = $1",
+    ] {
+        sqlx::query(sql).bind(digest).execute(&mut *conn).await?;
+    }
+    sqlx::query(concat!(
         "INSERT INTO gc_blob_deletions (digest, size, queued_at) \
-         VALUES ($1, $2, berth_now_ms()) ON CONFLICT (digest) DO NOTHING",
-    )
+         VALUES ($1, $2, ",
+        pick!(
+            sqlite: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+            postgres: "berth_now_ms()"
+        ),
+        ") ON CONFLICT (digest) DO NOTHING"
+    ))
     .bind(digest)
     .bind(size)
     .execute(conn)
@@ -38,7 +43,7 @@ async fn record_pending(conn: &mut PgConnection, digest: &str, size: i64) -> Res
 }
 
 /// Whether something still needs manifest `id` (of repository `repo`, with `subject`).
-async fn manifest_needed(conn: &mut PgConnection, id: i64, delete_untagged: bool) -> Result<bool> {
+async fn manifest_needed(conn: &mut Conn, id: i64, delete_untagged: bool) -> Result<bool> {
     if !delete_untagged {
         return Ok(true);
     }
@@ -58,27 +63,22 @@ async fn manifest_needed(conn: &mut PgConnection, id: i64, delete_untagged: bool
 }
 
 #[async_trait]
-impl GcMeta for PgMeta {
+impl GcMeta for Db {
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(&format!(
-            "UPDATE gc_manifest_review_queue \
-             SET claimed_until = berth_now_ms() + $3, claimed_by = pg_backend_pid() \
-             WHERE manifest_id IN ( \
-                 SELECT manifest_id FROM gc_manifest_review_queue \
-                 WHERE queued_at <= $1 AND {UNCLAIMED} \
-                 ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING manifest_id"
-        ))
-        .bind(before)
-        .bind(limit)
-        .bind(CLAIM_MS)
-        .fetch_all(&self.pool)
-        .await?)
+        let sql = pick!(
+            sqlite: "SELECT manifest_id FROM gc_manifest_review_queue WHERE queued_at <= $1 \
+                     ORDER BY queued_at LIMIT $2",
+            postgres: &super::claim_sql("gc_manifest_review_queue", "manifest_id"),
+        );
+        let q = sqlx::query_scalar(sql).bind(before).bind(limit);
+        Ok(pick!(sqlite: q, postgres: q.bind(super::CLAIM_MS))
+            .fetch_all(pick!(sqlite: self.reader(), postgres: self.writer()))
+            .await?)
     }
 
     async fn review_manifest(&self, id: i64, delete_untagged: bool) -> Result<ManifestReview> {
         retry_deadlocks(move || async move {
-            let mut tx = self.tx().await?;
+            let mut tx = self.write_tx().await?;
             // The repository's lock first, as every writer of it takes it first; then
             // look again, under the lock, whether the manifest is still there.
             let repo: Option<i64> =
@@ -120,7 +120,7 @@ impl GcMeta for PgMeta {
         let rows =
             sqlx::query("SELECT digest, size FROM gc_blob_deletions ORDER BY queued_at LIMIT $1")
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(self.reader())
                 .await?;
         rows.into_iter()
             .map(|r| {
@@ -133,10 +133,10 @@ impl GcMeta for PgMeta {
     }
 
     async fn blob_deletion_pending(&self, d: &Digest) -> Result<bool> {
-        let hit: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM gc_blob_deletions WHERE digest = $1")
+        let hit: Option<i64> =
+            sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM gc_blob_deletions WHERE digest = $1")
                 .bind(d.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
         Ok(hit.is_some())
     }
@@ -144,48 +144,45 @@ impl GcMeta for PgMeta {
     async fn clear_blob_deletion(&self, d: &Digest) -> Result<()> {
         sqlx::query("DELETE FROM gc_blob_deletions WHERE digest = $1")
             .bind(d.as_str())
-            .execute(&self.pool)
+            .execute(self.writer())
             .await?;
         Ok(())
     }
 
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>> {
-        let rows: Vec<String> = sqlx::query_scalar(&format!(
-            "UPDATE gc_blob_review_queue \
-             SET claimed_until = berth_now_ms() + $3, claimed_by = pg_backend_pid() \
-             WHERE digest IN ( \
-                 SELECT digest FROM gc_blob_review_queue \
-                 WHERE queued_at <= $1 AND {UNCLAIMED} \
-                 ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING digest"
-        ))
-        .bind(before)
-        .bind(limit)
-        .bind(CLAIM_MS)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = pick!(
+            sqlite: "SELECT digest FROM gc_blob_review_queue WHERE queued_at <= $1 \
+                     ORDER BY queued_at LIMIT $2",
+            postgres: &super::claim_sql("gc_blob_review_queue", "digest"),
+        );
+        let q = sqlx::query_scalar(sql).bind(before).bind(limit);
+        let rows: Vec<String> = pick!(sqlite: q, postgres: q.bind(super::CLAIM_MS))
+            .fetch_all(pick!(sqlite: self.reader(), postgres: self.writer()))
+            .await?;
         rows.into_iter().map(digest).collect()
     }
 
     async fn review_blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
         retry_deadlocks(move || async move {
-            let mut tx = self.tx().await?;
-            // Pushes lock the blobs their manifests reference (FOR SHARE) and links wait
-            // for this lock, so what is decided below holds until commit.
-            sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
-                .bind(d.as_str())
-                .execute(&mut *tx)
-                .await?;
-            // The queue entry too: a manifest deleted meanwhile (in any repository)
-            // queues the blob again, and that must either be seen by the check below
-            // (it committed first) or come after this review (it waits here and then
-            // queues a fresh entry). Without this lock the entry's removal at the end
-            // would wait for that transaction and then remove its new entry as well,
-            // leaving a blob nothing references and nothing will review.
-            sqlx::query("SELECT 1 FROM gc_blob_review_queue WHERE digest = $1 FOR UPDATE")
-                .bind(d.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let mut tx = self.write_tx().await?;
+            if CONCURRENT_WRITERS {
+                // Pushes lock the blobs their manifests reference (FOR SHARE) and links wait
+                // for this lock, so what is decided below holds until commit.
+                sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
+                    .bind(d.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                // The queue entry too: a manifest deleted meanwhile (in any repository)
+                // queues the blob again, and that must either be seen by the check below
+                // (it committed first) or come after this review (it waits here and then
+                // queues a fresh entry). Without this lock the entry's removal at the end
+                // would wait for that transaction and then remove its new entry as well,
+                // leaving a blob nothing references and nothing will review.
+                sqlx::query("SELECT 1 FROM gc_blob_review_queue WHERE digest = $1 FOR UPDATE")
+                    .bind(d.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let referenced: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)",
             )
@@ -198,15 +195,7 @@ impl GcMeta for PgMeta {
                 .await?;
             let removed = match size {
                 Some(size) if !referenced => {
-                    sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
-                        .bind(d.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("DELETE FROM blobs WHERE digest = $1")
-                        .bind(d.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    record_pending(&mut tx, d.as_str(), size).await?;
+                    delete_blob(&mut tx, d.as_str(), size).await?;
                     Some(BlobRecord {
                         digest: d.clone(),
                         size,
@@ -229,13 +218,13 @@ impl GcMeta for PgMeta {
         let queued: Option<i64> =
             sqlx::query_scalar("SELECT queued_at FROM gc_blob_review_queue WHERE digest = $1")
                 .bind(d.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.reader())
                 .await?;
         if queued.is_some_and(|q| q < now) {
             sqlx::query("UPDATE gc_blob_review_queue SET queued_at = $1 WHERE digest = $2")
                 .bind(now)
                 .bind(d.as_str())
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
         }
         Ok(())
@@ -243,10 +232,10 @@ impl GcMeta for PgMeta {
 
     async fn review_queue_lengths(&self) -> Result<(i64, i64)> {
         let m: i64 = sqlx::query_scalar("SELECT count(*) FROM gc_manifest_review_queue")
-            .fetch_one(&self.pool)
+            .fetch_one(self.reader())
             .await?;
         let b: i64 = sqlx::query_scalar("SELECT count(*) FROM gc_blob_review_queue")
-            .fetch_one(&self.pool)
+            .fetch_one(self.reader())
             .await?;
         Ok((m, b))
     }
@@ -257,23 +246,29 @@ impl GcMeta for PgMeta {
         older_than: i64,
         dry_run: bool,
     ) -> Result<SweepReport> {
-        let mut tx = self.tx().await?;
-        // Writers wait (readers do not) while the whole graph is marked and swept, as
-        // under SQLite's write lock. repositories first: every writer of registry
-        // content locks its repository first, so none holds a later table meanwhile.
-        sqlx::query(
-            "LOCK TABLE repositories, blobs, repository_blobs, manifests, manifest_blobs, \
-             manifest_references, tags IN EXCLUSIVE MODE",
-        )
-        .execute(&mut *tx)
-        .await?;
+        let mut tx = self.write_tx().await?;
+        if CONCURRENT_WRITERS {
+            // Writers wait (readers do not) while the whole graph is marked and swept, as
+            // under SQLite's write lock. repositories first: every writer of registry
+            // content locks its repository first, so none holds a later table meanwhile.
+            sqlx::query(
+                "LOCK TABLE repositories, blobs, repository_blobs, manifests, manifest_blobs, \
+                 manifest_references, tags IN EXCLUSIVE MODE",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         let mut report = SweepReport::default();
         if delete_untagged {
             // Mark: tagged manifests, then (repeatedly) their index children and
             // the referrers of anything marked.
-            sqlx::query("CREATE TEMP TABLE gc_live (id BIGINT PRIMARY KEY) ON COMMIT DROP")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(pick!(
+                sqlite: "CREATE TEMP TABLE IF NOT EXISTS gc_live (id INTEGER PRIMARY KEY)",
+                postgres: "CREATE TEMP TABLE gc_live (id BIGINT PRIMARY KEY) ON COMMIT DROP",
+            ))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM gc_live").execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
                  ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
@@ -296,7 +291,7 @@ impl GcMeta for PgMeta {
                      SELECT r.child_id FROM manifest_references r JOIN gc_live l ON l.id = r.parent_id \
                      UNION SELECT m.id FROM manifests m JOIN manifests s \
                        ON s.repository_id = m.repository_id AND s.digest = m.subject_digest \
-                     JOIN gc_live l ON l.id = s.id \
+                     JOIN gc_live l ON l.id = s.id WHERE true \
                      ON CONFLICT DO NOTHING",
                 )
                 .execute(&mut *tx)
@@ -329,15 +324,7 @@ impl GcMeta for PgMeta {
         .await?;
         for r in rows {
             let d: String = r.get(0);
-            sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
-                .bind(&d)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM blobs WHERE digest = $1")
-                .bind(&d)
-                .execute(&mut *tx)
-                .await?;
-            record_pending(&mut tx, &d, r.get(1)).await?;
+            delete_blob(&mut tx, &d, r.get(1)).await?;
             sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
                 .bind(&d)
                 .execute(&mut *tx)
@@ -357,7 +344,7 @@ impl GcMeta for PgMeta {
 
     async fn all_blobs(&self) -> Result<Vec<BlobRecord>> {
         let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest")
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader())
             .await?;
         rows.into_iter()
             .map(|r| {
@@ -379,13 +366,13 @@ impl GcMeta for PgMeta {
                 JOIN repositories r ON r.id = m.repository_id \
                 WHERE r.project_id = $1 AND t.deleted_at IS NULL \
                 UNION SELECT c.child_id FROM manifest_references c JOIN live ON live.id = c.parent_id) \
-             SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b WHERE b.digest IN ( \
+             SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN ( \
                 SELECT mb.digest FROM manifest_blobs mb JOIN manifests m ON m.id = mb.manifest_id \
                 JOIN live ON live.id = m.id \
                 WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest)",
         )
         .bind(project_id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.reader())
         .await?)
     }
 }

@@ -1,0 +1,306 @@
+//! PostgreSQL with several nodes: each `PgMeta` here is one node's pool on the same
+//! database. (SQLite serves one node; these have no SQLite counterpart.)
+
+use std::collections::BTreeSet;
+
+use berth_oci::Digest;
+
+use crate::testing::TestDatabase;
+use crate::{CleanupMeta, GcMeta, InstanceMeta, NewManifest, PgMeta, RegistryMeta};
+
+async fn nodes(test: &str, n: usize) -> Option<(TestDatabase, Vec<PgMeta>)> {
+    let db = TestDatabase::create(test).await?;
+    let mut metas = Vec::new();
+    for _ in 0..n {
+        metas.push(PgMeta::connect(db.url(), 4).await.unwrap());
+    }
+    Some((db, metas))
+}
+
+fn manifest(payload: &str, blobs: Vec<Digest>) -> NewManifest {
+    NewManifest {
+        digest: Digest::sha256_of(payload.as_bytes()),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        payload: payload.as_bytes().to_vec(),
+        blobs,
+        children: vec![],
+        subject: None,
+        config: None,
+        artifact_type: None,
+        image_created_at: None,
+        total_size: 0,
+        annotations: None,
+    }
+}
+
+/// A request dropped at any point while it begins a transaction, as hyper
+/// drops the handler of a client that went away, leaves its connection out
+/// of any transaction. (sqlx's own `begin` does not when the cut falls while
+/// `BEGIN` is in flight: the connection goes back to the pool inside a
+/// transaction, and its next user's statements run, and stay, in it.)
+#[tokio::test]
+async fn a_cancelled_begin_leaves_no_connection_in_a_transaction() {
+    let Some(db) = TestDatabase::create("cancelled begin").await else {
+        return;
+    };
+    // One connection, handed out without a test query, so the first poll of
+    // a `begin` already sends `BEGIN`.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect(db.url())
+        .await
+        .unwrap();
+    let observer = sqlx::PgPool::connect(db.url()).await.unwrap();
+    for steps in 1..6 {
+        {
+            let mut request = std::pin::pin!(crate::postgres::begin(&pool));
+            for _ in 0..steps {
+                if futures::poll!(request.as_mut()).is_ready() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        // The connection is back in the pool once it can be taken again.
+        drop(pool.acquire().await.unwrap());
+        let stuck: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'idle in transaction'",
+        )
+        .fetch_one(&observer)
+        .await
+        .unwrap();
+        assert_eq!(
+            stuck, 0,
+            "cut after {steps} steps: left inside a transaction"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upload_is_claimed_by_one_node_at_a_time() {
+    let Some((_db, metas)) = nodes("upload claims", 2).await else {
+        return;
+    };
+    let (a, b) = (&metas[0], &metas[1]);
+    let held = a.claim_upload("u1").await.unwrap().expect("a free upload");
+    assert!(
+        b.claim_upload("u1").await.unwrap().is_none(),
+        "held by the other node"
+    );
+    let other = b.claim_upload("u2").await.unwrap();
+    assert!(other.is_some(), "another upload is free");
+    drop(held);
+    // Released by a task of its own, at once.
+    let mut again = None;
+    for _ in 0..500 {
+        again = b.claim_upload("u1").await.unwrap();
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(again.is_some(), "a dropped claim is released");
+    assert!(a.claim_upload("u1").await.unwrap().is_none());
+    assert!(a.claim_upload("u2").await.unwrap().is_none());
+}
+
+/// A blob queued again (a manifest that referenced it deleted, in another
+/// transaction) while its review runs is either deleted by that review or
+/// left queued for the next one: never unreferenced and forgotten.
+#[tokio::test]
+async fn a_blob_queued_again_during_its_review_is_not_forgotten() {
+    let Some((_db, metas)) = nodes("requeued during review", 1).await else {
+        return;
+    };
+    let m = &metas[0];
+    let layer = Digest::sha256_of(b"requeued layer");
+    m.link_blob("g/p/app", &layer, 5, 1).await.unwrap();
+    m.put_manifest("g/p/app", &manifest("m", vec![layer.clone()]), Some("t"), 1)
+        .await
+        .unwrap();
+    // The manifest's reference goes, in a transaction still open.
+    let mut deleting = m.pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM manifest_blobs WHERE digest = $1")
+        .bind(layer.as_str())
+        .execute(&mut *deleting)
+        .await
+        .unwrap();
+    let review = tokio::spawn({
+        let (m, d) = (m.clone(), layer.clone());
+        async move { m.review_blob(&d).await.unwrap() }
+    });
+    // The review waits for the deletion's locks …
+    let mut waited = false;
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&m.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(waited, "the review never waited for the deletion");
+    // … which then commits.
+    deleting.commit().await.unwrap();
+    let removed = review.await.unwrap();
+    let queued: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM gc_blob_review_queue WHERE digest = $1")
+            .bind(layer.as_str())
+            .fetch_one(&m.pool)
+            .await
+            .unwrap();
+    assert!(
+        removed.is_some() || queued == 1,
+        "the blob was neither deleted ({removed:?}) nor left queued ({queued})"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_pushes_of_one_tag_and_blob_all_succeed() {
+    let Some((_db, metas)) = nodes("concurrent pushes", 3).await else {
+        return;
+    };
+    let layer = Digest::sha256_of(b"shared layer");
+    let mut tasks = Vec::new();
+    for (i, m) in metas.into_iter().enumerate() {
+        let layer = layer.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..20 {
+                // The same new repository, blob and tag from every node at once.
+                m.link_blob("g/p/app", &layer, 5, round).await.unwrap();
+                let man = manifest(&format!("{i}-{round}"), vec![layer.clone()]);
+                m.put_manifest("g/p/app", &man, Some("latest"), round)
+                    .await
+                    .unwrap();
+            }
+            m
+        }));
+    }
+    let mut metas = Vec::new();
+    for t in tasks {
+        metas.push(t.await.unwrap());
+    }
+    // One live row for the tag, whatever the interleaving.
+    assert_eq!(
+        metas[0].tags("g/p/app", None, 10).await.unwrap(),
+        ["latest"]
+    );
+    let live: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tags WHERE name = 'latest' AND deleted_at IS NULL",
+    )
+    .fetch_one(&metas[1].pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 1);
+    assert_eq!(metas[2].catalog(None, 10).await.unwrap(), ["g/p/app"]);
+}
+
+#[tokio::test]
+async fn each_review_and_cleanup_claim_goes_to_one_node() {
+    let Some((_db, metas)) = nodes("review claims", 2).await else {
+        return;
+    };
+    // 60 untagged manifests and 60 unreferenced blobs waiting for review.
+    for i in 0..60 {
+        let d = Digest::sha256_of(format!("blob {i}").as_bytes());
+        metas[0].link_blob("g/p/app", &d, 1, 1).await.unwrap();
+        let man = manifest(&format!("m{i}"), vec![]);
+        metas[0]
+            .put_manifest("g/p/app", &man, None, 1)
+            .await
+            .unwrap();
+    }
+    let (a, b) = (&metas[0], &metas[1]);
+    let far = i64::MAX;
+    let (mut ma, mut mb) = (Vec::new(), Vec::new());
+    // Both nodes list in small batches at the same time, as their workers do.
+    loop {
+        let (x, y) = tokio::join!(
+            a.due_manifest_reviews(far, 7),
+            b.due_manifest_reviews(far, 7)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        if x.is_empty() && y.is_empty() {
+            break;
+        }
+        ma.extend(x);
+        mb.extend(y);
+    }
+    let sa: BTreeSet<_> = ma.iter().collect();
+    let sb: BTreeSet<_> = mb.iter().collect();
+    assert!(sa.is_disjoint(&sb), "a manifest was claimed twice");
+    assert_eq!(sa.len() + sb.len(), 60);
+    assert_eq!(sa.len(), ma.len());
+    assert!(!ma.is_empty() && !mb.is_empty(), "one node got everything");
+    // Each node reviews what it claimed: every manifest is deleted once.
+    let mut deleted = 0;
+    for (node, ids) in [(a, &ma), (b, &mb)] {
+        for id in ids {
+            if node.review_manifest(*id, true).await.unwrap() == crate::ManifestReview::Deleted {
+                deleted += 1;
+            }
+        }
+    }
+    assert_eq!(deleted, 60);
+
+    let (x, y) = tokio::join!(a.due_blob_reviews(far, 100), b.due_blob_reviews(far, 100));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let sx: BTreeSet<_> = x.iter().collect();
+    assert!(
+        y.iter().all(|d| !sx.contains(d)),
+        "a blob was claimed twice"
+    );
+    assert_eq!(x.len() + y.len(), 60);
+    let (mut freed_a, mut freed_b) = (0, 0);
+    for d in &x {
+        freed_a += a.review_blob(d).await.unwrap().is_some() as usize;
+    }
+    for d in &y {
+        freed_b += b.review_blob(d).await.unwrap().is_some() as usize;
+    }
+    assert_eq!(freed_a + freed_b, 60);
+    assert_eq!(a.review_queue_lengths().await.unwrap(), (0, 0));
+
+    // A queued cleanup run is claimed by exactly one of two racing nodes, even
+    // with room for two workers; and with room for one, two nodes racing over
+    // two queued repositories get one claim between them.
+    let mut repos = Vec::new();
+    for path in ["g/p/app", "g/p/web"] {
+        let d = Digest::sha256_of(path.as_bytes());
+        a.link_blob(path, &d, 1, 1).await.unwrap();
+        repos.push(a.repository(path).await.unwrap().unwrap().id);
+    }
+    for round in 0..20 {
+        let (queued, capacity) = if round % 2 == 0 {
+            (&repos[..1], 2)
+        } else {
+            (&repos[..], 1)
+        };
+        sqlx::query(
+            "UPDATE repositories SET cleanup_status = CASE WHEN id = ANY($1) \
+               THEN 'cleanup_scheduled' ELSE 'cleanup_unscheduled' END, \
+             cleanup_lease_until = NULL",
+        )
+        .bind(queued)
+        .execute(&a.pool)
+        .await
+        .unwrap();
+        let (x, y) = tokio::join!(
+            a.claim_next_cleanup(5, 100, capacity),
+            b.claim_next_cleanup(5, 100, capacity)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(
+            x.is_some() ^ y.is_some(),
+            "round {round}: {x:?} and {y:?} with capacity {capacity}"
+        );
+    }
+}
