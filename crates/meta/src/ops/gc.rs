@@ -65,6 +65,7 @@ async fn manifest_needed(conn: &mut Conn, id: i64, delete_untagged: bool) -> Res
 #[async_trait]
 impl GcMeta for Db {
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>> {
+        // SQLite lists (one node); PostgreSQL lists and claims, a write.
         let sql = pick!(
             sqlite: "SELECT manifest_id FROM gc_manifest_review_queue WHERE queued_at <= $1 \
                      ORDER BY queued_at LIMIT $2",
