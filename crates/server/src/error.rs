@@ -203,6 +203,18 @@ impl From<StoreError> for RegistryError {
             )
             .status(StatusCode::BAD_REQUEST),
             StoreError::Io(e) if io_is_storage_full(&e) => storage_full(&e),
+            // The object store is down or failing: unlike a full disk this passes by
+            // itself, so clients are asked to come back (containers/image retries 503
+            // with a backoff, docker retries every 5xx).
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "blob storage is unavailable");
+                RegistryError::new(
+                    Code::Unknown,
+                    "the registry's blob storage is not answering; try again shortly",
+                )
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header("Retry-After", "10".to_string())
+            }
             other => RegistryError::internal(other),
         }
     }
