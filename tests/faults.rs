@@ -1010,6 +1010,27 @@ fn terminate_backends(admin: &str, name: &str) -> u64 {
     })
 }
 
+/// A fresh PostgreSQL database for the instance in `root` (and its storage, per the
+/// run's mode), whatever the run's database mode, and the admin URL to terminate its
+/// connections with; `None` (said loudly) without PostgreSQL unless it is required.
+fn postgres_for(root: &Path, what: &str) -> Option<(berth_meta::testing::TestDatabase, String)> {
+    support::prepare_storage(root);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = rt.block_on(berth_meta::testing::TestDatabase::create(what))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("berth.toml"))
+        .and_then(|mut f| writeln!(f, "[database]\nurl = \"{}\"", db.url()))
+        .expect("berth.toml");
+    let admin = std::env::var("BERTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    Some((db, admin))
+}
+
 /// A PATCH body that sends `pause_at` bytes, says so, and waits for the word to go
 /// on (the test kills the database connections in between).
 struct PausingReader {
@@ -1049,24 +1070,9 @@ impl Read for PausingReader {
 fn postgres_connections_terminated_mid_push() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    support::prepare_storage(root);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let Some(db) = rt.block_on(berth_meta::testing::TestDatabase::create(
-        "faults: PostgreSQL connections terminated",
-    )) else {
+    let Some((db, admin)) = postgres_for(root, "faults: PostgreSQL connections terminated") else {
         return;
     };
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join("berth.toml"))
-        .and_then(|mut f| writeln!(f, "[database]\nurl = \"{}\"", db.url()))
-        .expect("berth.toml");
-    let admin = std::env::var("BERTH_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let server = Server::start(root, &[]);
     create_project(root, "faults/pg");
     let pat = admin_pat(root);
@@ -1161,6 +1167,123 @@ fn postgres_connections_terminated_mid_push() {
         BTreeSet::from(["second".to_string()])
     );
     reg.must_pull(repo, "second", &second);
+    drop(server);
+}
+
+/// PostgreSQL connections terminated while a cleanup run is under way (taking three
+/// tags a turn, so it needs many turns): the run goes on and finishes on the same
+/// node, deleting exactly what the policy says, without a restart.
+#[test]
+fn postgres_connections_terminated_mid_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some((db, admin)) = postgres_for(root, "faults: PostgreSQL connections terminated") else {
+        return;
+    };
+    let server = Server::start(
+        root,
+        &[
+            (
+                "BERTH_CONTAINER_REGISTRY_EXPIRATION_POLICIES_WORKER_CAPACITY",
+                "1",
+            ),
+            (
+                "BERTH_CONTAINER_REGISTRY_CLEANUP_TAGS_SERVICE_MAX_LIST_SIZE",
+                "3",
+            ),
+        ],
+    );
+    create_project(root, "faults/pgclean");
+    let pat = admin_pat(root);
+    let repo = "faults/pgclean/app";
+    let reg = Reg::new(&server.url);
+    let get = |path: &str| {
+        let (status, v) = api(&server.url, &pat, Method::GET, path, None);
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    };
+    // One old image under many tags, and a newer one that keep_n 1 keeps.
+    let aged = |label: &str, created: &str| {
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux", "created": created,
+            "config": { "Labels": { "test": label } },
+        }))
+        .unwrap();
+        Image::of(label, config, vec![bytes_for(label, 4 * KIB)], 0)
+    };
+    let old = aged("pgclean old", "2020-01-01T00:00:00Z");
+    let new = aged(
+        "pgclean new",
+        &humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    );
+    reg.push(repo, &old, "latest");
+    let doomed: BTreeSet<String> = (0..30).map(|i| format!("gone-{i:02}")).collect();
+    for t in doomed.iter().chain([&"stays".to_string()]) {
+        reg.put_manifest(repo, t, &old).expect(201);
+    }
+    reg.push(repo, &new, "gone-new");
+    let pid = get("/projects/faults%2Fpgclean")["id"].as_i64().unwrap();
+    let (status, body) = api(
+        &server.url,
+        &pat,
+        Method::PUT,
+        &format!("/projects/{pid}"),
+        Some(json!({ "container_expiration_policy_attributes": {
+            "enabled": true, "cadence": "1d", "keep_n": 1, "older_than": "7d",
+            "name_regex": "gone-.*",
+        }})),
+    );
+    assert_eq!(status, 200, "saving the policy: {body}");
+    let (status, body) = api(
+        &server.url,
+        &pat,
+        Method::POST,
+        &format!("/projects/{pid}/registry/cleanup_run"),
+        None,
+    );
+    assert_eq!(status, 202, "starting the run: {body}");
+    // Terminate everything once the first turn has deleted something, and again
+    // once more has gone.
+    let mut deleted = 0;
+    for round in 0..2 {
+        // (A request may fail right after a termination; polling goes on.)
+        deleted = eventually(WAIT, "a cleanup turn", || {
+            let path = format!("/projects/{pid}/registry/cleanup_log");
+            let (_, log) = api(&server.url, &pat, Method::GET, &path, None);
+            let n = log.as_array().map(|a| a.len()).unwrap_or(0);
+            (n > deleted).then_some(n)
+        });
+        let killed = terminate_backends(&admin, db.name());
+        eprintln!("round {round}: {deleted} tags deleted, {killed} connections terminated");
+    }
+    assert!(
+        deleted < doomed.len(),
+        "precondition: the run had not finished"
+    );
+    let expected = BTreeSet::from([
+        "latest".to_string(),
+        "stays".to_string(),
+        "gone-new".to_string(),
+    ]);
+    // A turn cut by the termination is taken up again once its claim's lease lapses.
+    eventually(
+        WAIT * 2,
+        "the cleanup run to finish after the terminations",
+        || {
+            let r = reg
+                .try_send(repo, reg.v2(Method::GET, repo, "tags/list?n=1000"))
+                .ok()?;
+            let v: Value = serde_json::from_slice(&r.body).ok()?;
+            let tags: BTreeSet<String> = v["tags"]
+                .as_array()?
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect();
+            (r.status == 200 && tags == expected).then_some(())
+        },
+    );
+    assert_eq!(reg.tags_all_resolve(repo), expected);
+    reg.must_pull(repo, "gone-new", &new);
     drop(server);
 }
 
