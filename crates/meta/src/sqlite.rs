@@ -24,8 +24,27 @@ impl SqliteMeta {
     /// transaction that reads before it writes cannot fail to upgrade when another
     /// process (an admin command, say) wrote in between; it waits instead. The one
     /// place where SQLite write transactions begin.
+    ///
+    /// A transaction that ended badly can leave the one writer connection wedged:
+    /// when SQLite itself rolls back (a full disk, SQLITE_FULL; an I/O error) the
+    /// failed `COMMIT` and the `ROLLBACK` on drop both fail, and sqlx still counts a
+    /// transaction that no longer exists, refusing every later `BEGIN IMMEDIATE`
+    /// (InvalidSavePointStatement) until a restart. Such a connection is closed
+    /// (closing ends anything SQLite still held) and the pool opens a fresh one.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+        match self.write.begin_with("BEGIN IMMEDIATE").await {
+            Err(sqlx::Error::InvalidSavePointStatement) => {
+                use sqlx::Connection as _;
+                let conn = self.write.acquire().await?;
+                if conn.is_in_transaction() {
+                    tracing::warn!("closing the SQLite writer left inside a failed transaction");
+                    // An error closing it is beside the point: it is gone either way.
+                    let _ = conn.close().await;
+                }
+                Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            begun => Ok(begun?),
+        }
     }
 
     /// A read transaction: one snapshot for all its statements (WAL readers get one).
@@ -131,4 +150,37 @@ mod sessions;
 #[cfg(test)]
 mod tests {
     crate::suite::meta_suite!(crate::suite::open_sqlite);
+
+    /// SQLite ends a transaction by itself on a full disk (SQLITE_FULL) or an I/O
+    /// error; here it is ended behind sqlx's back with a plain `COMMIT`, which leaves
+    /// the same state: the transaction's own `COMMIT` and its `ROLLBACK` on drop both
+    /// fail. The writer must take the next transactions all the same.
+    #[tokio::test]
+    async fn a_transaction_sqlite_ended_by_itself_does_not_wedge_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = super::SqliteMeta::open(&dir.path().join("meta.db"))
+            .await
+            .unwrap();
+        let mut tx = meta.write_tx().await.unwrap();
+        sqlx::raw_sql("COMMIT").execute(&mut *tx).await.unwrap();
+        assert!(tx.commit().await.is_err());
+        for i in 0..3 {
+            let mut tx = meta.write_tx().await.unwrap();
+            sqlx::query("CREATE TABLE IF NOT EXISTS after_wedge (n INTEGER)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO after_wedge (n) VALUES (?)")
+                .bind(i)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM after_wedge")
+            .fetch_one(&meta.read)
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+    }
 }

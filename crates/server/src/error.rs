@@ -115,8 +115,53 @@ impl RegistryError {
     }
 }
 
+/// The message every refusal for lack of space carries, on /v2 and /api/v4 alike.
+/// ("no space left on device" is also the phrase docker looks for to stop retrying.)
+pub const STORAGE_FULL_MESSAGE: &str = "the registry's storage is full (no space left on \
+     device); nothing was stored. Try again once an administrator has freed space";
+
+/// Whether an I/O error means the disk (or the quota) is full.
+pub fn io_is_storage_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Whether a metadata error means the database's disk is full: SQLite's SQLITE_FULL
+/// (13, "database or disk is full"), PostgreSQL's `disk_full` (53100), or an I/O
+/// error that says so.
+pub fn meta_is_storage_full(e: &MetaError) -> bool {
+    let MetaError::Db(e) = e else {
+        return false;
+    };
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) => code == "53100" || code.parse::<i64>().is_ok_and(|c| c & 0xff == 13),
+            None => false,
+        },
+        sqlx::Error::Io(io) => io_is_storage_full(io),
+        _ => false,
+    }
+}
+
+/// A full disk is not a bug of ours: it is logged as a warning (with the error, so an
+/// operator sees which store filled up) and answered with 507 Insufficient Storage.
+/// Why 507 and not 503 with Retry-After: nothing gets better by retrying until an
+/// operator frees space. containers/image (skopeo, podman, buildah) retries only
+/// 502-504 among 5xx answers, so 507 makes it stop at once and show the status;
+/// containerd retries no 5xx; docker retries every 5xx a few times with a backoff
+/// whatever the status, and ignores Retry-After, so 503 would buy nothing there.
+fn storage_full(e: &dyn std::fmt::Display) -> RegistryError {
+    tracing::warn!(error = %e, "refused a write: storage is full");
+    RegistryError::new(Code::Unknown, STORAGE_FULL_MESSAGE).status(StatusCode::INSUFFICIENT_STORAGE)
+}
+
 impl From<MetaError> for RegistryError {
     fn from(e: MetaError) -> Self {
+        if meta_is_storage_full(&e) {
+            return storage_full(&e);
+        }
         match e {
             MetaError::BlobUnknown(d) => RegistryError::new(
                 Code::ManifestBlobUnknown,
@@ -157,6 +202,19 @@ impl From<StoreError> for RegistryError {
                 format!("reading the upload body failed: {err}; resume from the upload's Range"),
             )
             .status(StatusCode::BAD_REQUEST),
+            StoreError::Io(e) if io_is_storage_full(&e) => storage_full(&e),
+            // The object store is down or failing: unlike a full disk this passes by
+            // itself, so clients are asked to come back (containers/image retries 503
+            // with a backoff, docker retries every 5xx).
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "blob storage is unavailable");
+                RegistryError::new(
+                    Code::Unknown,
+                    "the registry's blob storage is not answering; try again shortly",
+                )
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header("Retry-After", "10".to_string())
+            }
             other => RegistryError::internal(other),
         }
     }

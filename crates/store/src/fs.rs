@@ -248,15 +248,27 @@ impl BlobStore for FsStore {
                     actual,
                 });
             }
-            let mut hasher = hasher;
-            let mut size = actual;
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-                out.write_all(&chunk)?;
-                size += chunk.len() as u64;
-            }
-            out.finish()?;
-            Ok((size, hasher))
+            let appended = move || -> std::io::Result<(u64, Hasher)> {
+                let mut hasher = hasher;
+                let mut size = actual;
+                while let Some(chunk) = rx.blocking_recv() {
+                    hasher.update(&chunk);
+                    out.write_all(&chunk)?;
+                    size += chunk.len() as u64;
+                }
+                out.finish()?;
+                Ok((size, hasher))
+            };
+            appended().map_err(|e| {
+                // A write that failed part-way (a full disk) leaves no part of this
+                // chunk in the upload: the file is cut back to where the chunk began,
+                // so the session stays at the size its client was last told and the
+                // partial bytes give their space back.
+                if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
+                    let _ = file.set_len(offset);
+                }
+                e.into()
+            })
         });
         let mut body_error = None;
         while let Some(item) = body.next().await {

@@ -36,6 +36,10 @@ pub enum StoreError {
     Body(std::io::Error),
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The storage service (S3) failed or did not answer, after the client's own
+    /// retries: a condition on the storage's side that passes, unlike a bad request.
+    #[error("blob storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -99,7 +99,7 @@ pub struct S3Store {
 }
 
 fn backend(e: object_store::Error) -> StoreError {
-    StoreError::Io(std::io::Error::other(format!("object storage: {e}")))
+    StoreError::Unavailable(format!("object storage: {e}"))
 }
 
 fn is_not_found(e: &object_store::Error) -> bool {

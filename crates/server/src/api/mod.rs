@@ -281,6 +281,13 @@ impl From<OrgError> for ApiError {
                 None => ApiError::message(StatusCode::BAD_REQUEST, m),
             },
             OrgError::NotFound(m) => ApiError::message(StatusCode::NOT_FOUND, format!("404 {m}")),
+            OrgError::Meta(e) if crate::error::meta_is_storage_full(&e) => {
+                tracing::warn!(error = %e, "refused a write: storage is full");
+                ApiError::message(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    crate::error::STORAGE_FULL_MESSAGE,
+                )
+            }
             OrgError::Meta(e) => ApiError::internal(e),
         }
     }
