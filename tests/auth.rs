@@ -2320,3 +2320,227 @@ fn ci_env_registry_is_the_configured_external_url() {
         "{ended}"
     );
 }
+
+/// `POST /jwt/auth` with a form, as the distribution token specification describes.
+fn oauth(berth: &Berth, form: &[(&str, &str)]) -> Resp {
+    send(
+        format!(
+            "POST /jwt/auth {:?}",
+            form.iter().map(|(k, _)| k).collect::<Vec<_>>()
+        ),
+        http().post(format!("{}/jwt/auth", berth.url)).form(form),
+    )
+}
+
+/// The OAuth2 grants of the token service: a password (or token) grant, a refresh
+/// token asked for with `access_type=offline` (or `offline_token=true` on GET, as
+/// docker's login does), the refresh grant, and the refusals: a bad password, a bad
+/// refresh token, and refresh tokens whose credential was revoked or changed.
+#[test]
+fn oauth2_token_endpoint_grants_and_refresh_tokens() {
+    let berth = Berth::start();
+    let project = "oauth/app";
+    berth.project(project, "private");
+    berth.user("olga", "olga-password-1");
+    member(&berth, project, "olga", "developer");
+    let repo_scope = scope(&format!("{project}/img"), "pull,push");
+    let service = "container_registry";
+
+    // A password grant: an access token with the scopes granted, no refresh token
+    // unless asked for.
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "password"),
+            ("username", "olga"),
+            ("password", "olga-password-1"),
+            ("service", service),
+            ("scope", &repo_scope),
+            ("client_id", "test"),
+        ],
+    );
+    r.expect(200);
+    let body = r.json();
+    let access = body["access_token"].as_str().expect("access_token");
+    assert_eq!(granted(access, &format!("{project}/img")), ["pull", "push"]);
+    assert!(body["expires_in"].as_i64().unwrap() > 0, "{body}");
+    assert!(body["issued_at"].is_string(), "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+
+    // access_type=offline: a refresh token, which alone gets new access tokens.
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "password"),
+            ("username", "olga"),
+            ("password", "olga-password-1"),
+            ("service", service),
+            ("scope", &repo_scope),
+            ("client_id", "test"),
+            ("access_type", "offline"),
+        ],
+    );
+    r.expect(200);
+    let refresh = r.json()["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_string();
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("service", service),
+            ("scope", &repo_scope),
+            ("client_id", "test"),
+        ],
+    );
+    r.expect(200);
+    let access = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        granted(&access, &format!("{project}/img")),
+        ["pull", "push"]
+    );
+    assert_eq!(jwt_claims(&access)["sub"], "olga");
+
+    // Refusals, in OAuth2's error format.
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "password"),
+            ("username", "olga"),
+            ("password", "wrong"),
+            ("service", service),
+        ],
+    );
+    r.expect(401);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "brt-nonsense"),
+        ],
+    );
+    r.expect(400);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    let r = oauth(&berth, &[("grant_type", "client_credentials")]);
+    r.expect(400);
+    assert_eq!(r.json()["error"], "unsupported_grant_type");
+
+    // A new password ends the refresh tokens issued under the old one.
+    berth.admin_with_stdin(&["user", "set-password", "olga"], "olga-password-2");
+    let r = oauth(
+        &berth,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    );
+    r.expect(400);
+
+    // A personal access token's refresh token, from GET with offline_token=true (docker's
+    // login), works until the token is revoked.
+    let pat_secret = pat(
+        &berth,
+        "olga",
+        "laptop",
+        "read_registry,write_registry",
+        None,
+    );
+    let r = auth_request(
+        &berth,
+        Some(("olga", &pat_secret)),
+        &format!(
+            "service={service}&scope={}&offline_token=true&client_id=docker",
+            enc(&repo_scope)
+        ),
+    );
+    r.expect(200);
+    let refresh = r.json()["refresh_token"]
+        .as_str()
+        .expect("refresh_token from GET offline_token=true")
+        .to_string();
+    let refreshed = |berth: &Berth| {
+        oauth(
+            berth,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("service", service),
+                ("scope", &repo_scope),
+            ],
+        )
+    };
+    refreshed(&berth).expect(200);
+    let listed = berth.admin(&["token", "list", "--user", "olga"]);
+    let id = listed
+        .lines()
+        .find(|l| l.split('\t').nth(2) == Some("laptop"))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("token laptop in:\n{listed}"))
+        .to_string();
+    berth.admin(&["token", "revoke", &id]);
+    refreshed(&berth).expect(400);
+
+    // A deploy token's refresh token ends when the deploy token is revoked; a CI job
+    // gets none.
+    let (user, secret) = deploy_token(
+        &berth,
+        &[
+            "--project",
+            project,
+            "--name",
+            "d",
+            "--scopes",
+            "read_registry",
+        ],
+    );
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "password"),
+            ("username", &user),
+            ("password", &secret),
+            ("service", service),
+            ("access_type", "offline"),
+            ("scope", &scope(&format!("{project}/img"), "pull")),
+        ],
+    );
+    r.expect(200);
+    let deploy_refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &deploy_refresh),
+        ],
+    );
+    r.expect(200);
+    let id = user
+        .strip_prefix("gitlab+deploy-token-")
+        .expect("default username")
+        .to_string();
+    berth.admin(&["deploy-token", "revoke", &id]);
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &deploy_refresh),
+        ],
+    );
+    r.expect(400);
+    let vars = ci_vars(&berth.ci_env(&["--project", project, "--user", "olga"]));
+    let r = oauth(
+        &berth,
+        &[
+            ("grant_type", "password"),
+            ("username", "gitlab-ci-token"),
+            ("password", &vars["CI_JOB_TOKEN"]),
+            ("service", service),
+            ("access_type", "offline"),
+        ],
+    );
+    r.expect(200);
+    assert!(
+        r.json().get("refresh_token").is_none(),
+        "no refresh token for a job"
+    );
+}

@@ -611,3 +611,41 @@ fn ctr_pulls_and_pushes_with_user() {
         "{listed}"
     );
 }
+
+/// `docker login` keeps a refresh token (its identity token) instead of the password,
+/// and pushes trade it for access tokens (OAuth2 `grant_type=refresh_token`); a new
+/// password ends it, and docker says why.
+#[test]
+fn docker_login_keeps_an_identity_token_until_the_password_changes() {
+    let Some(docker) = Dockerd::start() else {
+        return;
+    };
+    let berth = Berth::start();
+    set_up(&berth);
+    docker.login(&berth.addr, "alice", "alice-password-1");
+    let config = std::fs::read_to_string(docker.config.join("config.json")).unwrap();
+    let config: Value = serde_json::from_str(&config).unwrap();
+    let entry = &config["auths"][&berth.addr];
+    assert!(
+        entry["identitytoken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("brt-")),
+        "docker keeps an identity token: {config}"
+    );
+    let name = format!("{PROJECT}/identity");
+    let image = format!("{}/{name}:v1", berth.addr);
+    docker.build(&image, "identity token\n", false);
+    let pushed = docker.push(&image);
+    assert_eq!(pushed, registry_digest(&berth, &name, "v1"));
+
+    berth.admin_with_stdin(&["user", "set-password", "alice"], "alice-password-2");
+    let again = format!("{}/{name}:v2", berth.addr);
+    run(docker.docker().args(["tag", &image, &again]));
+    let err = docker.fails(&["push", &again]);
+    assert!(
+        err.contains("unauthorized: the refresh token is invalid, expired, or its credential was revoked; sign in again"),
+        "{err}"
+    );
+    docker.login(&berth.addr, "alice", "alice-password-2");
+    assert_eq!(docker.push(&again), pushed);
+}

@@ -59,6 +59,8 @@ pub const COPIED: &[(&str, &str)] = &[
     ("gc_blob_deletions", ""),
     // Signed-in browsers stay signed in (only digests of session ids are stored).
     ("web_sessions", ""),
+    // So do docker's identity tokens (digests only, bound to their credentials).
+    ("refresh_tokens", ""),
     // The token signing key: tokens the old node issued stay valid on the new ones.
     ("instance_secrets", ""),
 ];

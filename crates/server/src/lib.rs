@@ -46,7 +46,10 @@ pub fn router(state: Shared) -> Router {
         ));
     Router::new()
         .merge(v2)
-        .route("/jwt/auth", get(auth::token::issue))
+        .route(
+            "/jwt/auth",
+            get(auth::token::issue).post(auth::token::issue_oauth),
+        )
         .nest("/api/v4", api::router())
         .route("/metrics", get(metrics::render))
         .merge(web::router())

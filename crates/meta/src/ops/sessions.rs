@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::Db;
-use crate::sessions::{SessionMeta, WebSession};
+use crate::sessions::{RefreshToken, SessionMeta, WebSession};
 use crate::Result;
 
 #[async_trait]
@@ -62,6 +62,53 @@ impl SessionMeta for Db {
 
     async fn delete_expired_web_sessions(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(self.writer())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_refresh_token(&self, digest: &str, t: &RefreshToken) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO refresh_tokens (digest, kind, user_id, credential_id, fingerprint, \
+             client_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING id",
+        )
+        .bind(digest)
+        .bind(&t.kind)
+        .bind(t.user_id)
+        .bind(t.credential_id)
+        .bind(&t.fingerprint)
+        .bind(&t.client_id)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .fetch_one(self.writer())
+        .await?)
+    }
+
+    async fn refresh_token(&self, digest: &str, now: i64) -> Result<Option<RefreshToken>> {
+        Ok(sqlx::query(
+            "SELECT id, kind, user_id, credential_id, fingerprint, client_id, created_at, \
+             expires_at FROM refresh_tokens WHERE digest = $1 AND expires_at > $2",
+        )
+        .bind(digest)
+        .bind(now)
+        .fetch_optional(self.reader())
+        .await?
+        .map(|r| RefreshToken {
+            id: r.get(0),
+            kind: r.get(1),
+            user_id: r.get(2),
+            credential_id: r.get(3),
+            fingerprint: r.get(4),
+            client_id: r.get(5),
+            created_at: r.get(6),
+            expires_at: r.get(7),
+        }))
+    }
+
+    async fn delete_expired_refresh_tokens(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
             .bind(now)
             .execute(self.writer())
             .await?;

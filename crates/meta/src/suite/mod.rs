@@ -137,6 +137,7 @@ macro_rules! meta_suite {
             repositories::move_group_keeps_the_nesting_limit_and_repository_paths,
             sessions::sessions_expire_and_end,
             sessions::a_users_sessions_end_together_but_the_kept_one,
+            sessions::refresh_tokens_are_found_by_digest_until_they_expire,
             cleanup::a_policy_run_from_due_to_done,
             cleanup::the_worker_capacity_bounds_all_claims_together,
             instance::first_stored_secret_wins,

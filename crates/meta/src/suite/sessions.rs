@@ -72,3 +72,35 @@ pub(crate) async fn a_users_sessions_end_together_but_the_kept_one(m: &dyn TestM
     assert_eq!(m.delete_user_web_sessions(bob, None).await.unwrap(), 0);
     assert_eq!(m.web_session("b1", 50).await.unwrap(), None);
 }
+
+pub(crate) async fn refresh_tokens_are_found_by_digest_until_they_expire(m: &dyn TestMeta) {
+    let alice = user(m, "refresher").await;
+    let t = crate::RefreshToken {
+        id: 0,
+        kind: "password".into(),
+        user_id: Some(alice),
+        credential_id: None,
+        fingerprint: Some("fp".into()),
+        client_id: "docker".into(),
+        created_at: 10,
+        expires_at: 100,
+    };
+    let id = m.create_refresh_token("r1", &t).await.unwrap();
+    let stored = crate::RefreshToken { id, ..t.clone() };
+    assert_eq!(m.refresh_token("r1", 50).await.unwrap(), Some(stored));
+    assert_eq!(m.refresh_token("r1", 100).await.unwrap(), None, "expired");
+    assert_eq!(m.refresh_token("r2", 50).await.unwrap(), None, "unknown");
+    let deploy = crate::RefreshToken {
+        kind: "deploy_token".into(),
+        user_id: None,
+        credential_id: Some(7),
+        fingerprint: None,
+        expires_at: 1000,
+        ..t
+    };
+    let id2 = m.create_refresh_token("r2", &deploy).await.unwrap();
+    assert_ne!(id, id2);
+    assert_eq!(m.delete_expired_refresh_tokens(500).await.unwrap(), 1);
+    assert!(m.refresh_token("r2", 50).await.unwrap().is_some());
+    assert_eq!(m.refresh_token("r1", 50).await.unwrap(), None, "pruned");
+}

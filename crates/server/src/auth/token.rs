@@ -58,7 +58,127 @@ pub async fn issue(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    match issue_inner(&state, client, &headers, query.as_deref().unwrap_or("")).await {
+    let params = form_params(query.as_deref().unwrap_or(""));
+    let credentials = match basic_credentials(&headers) {
+        None => Credentials::None,
+        Some(Err(())) => Credentials::Malformed,
+        Some(Ok((user, secret))) => Credentials::Secret(user, secret),
+    };
+    // Docker's login asks for a refresh token (its "identity token") this way.
+    let offline = param(&params, "offline_token") == Some("true");
+    answer(&state, client, &params, credentials, offline, Format::Get).await
+}
+
+/// `POST /jwt/auth`: the OAuth2 form of the token service (the distribution token
+/// specification): `grant_type=password` with `username` and `password` (a
+/// password or any token, as with Basic auth) or `grant_type=refresh_token` with a
+/// `refresh_token` issued before; `access_type=offline` asks for a refresh token.
+pub async fn issue_oauth(
+    State(state): State<Shared>,
+    client: ClientAddr,
+    body: axum::body::Bytes,
+) -> Response {
+    let params = form_params(&String::from_utf8_lossy(&body));
+    let credentials = match param(&params, "grant_type") {
+        Some("password") => match (param(&params, "username"), param(&params, "password")) {
+            (Some(u), Some(p)) => Credentials::Secret(u.to_string(), p.to_string()),
+            _ => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "grant_type=password needs username and password",
+                )
+            }
+        },
+        Some("refresh_token") => match param(&params, "refresh_token") {
+            Some(t) => Credentials::Refresh(t.to_string()),
+            None => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "grant_type=refresh_token needs refresh_token",
+                )
+            }
+        },
+        Some(other) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                &format!("grant_type {other:?} is not supported; use password or refresh_token"),
+            )
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is missing",
+            )
+        }
+    };
+    // A refresh grant keeps its refresh token; only a sign-in gets a new one.
+    let offline = param(&params, "access_type") == Some("offline")
+        && !matches!(credentials, Credentials::Refresh(_));
+    answer(&state, client, &params, credentials, offline, Format::OAuth).await
+}
+
+/// What a token request proves its caller with.
+enum Credentials {
+    None,
+    Malformed,
+    /// A username with a password or token secret.
+    Secret(String, String),
+    /// A refresh token issued earlier.
+    Refresh(String),
+}
+
+/// Which form of the token service answers: GET (Docker token auth) or POST (OAuth2).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Get,
+    OAuth,
+}
+
+fn form_params(text: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(text.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// An OAuth2 error answer (RFC 6749 section 5.2), with the registry's `errors` list
+/// beside it, which docker reads to show the user why.
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    let registry_code = if code == "invalid_grant" {
+        "UNAUTHORIZED"
+    } else {
+        "UNSUPPORTED"
+    };
+    (
+        status,
+        axum::Json(json!({
+            "error": code,
+            "error_description": description,
+            "errors": [{ "code": registry_code, "message": description }],
+        })),
+    )
+        .into_response()
+}
+
+async fn answer(
+    state: &Shared,
+    client: ClientAddr,
+    params: &[(String, String)],
+    credentials: Credentials,
+    offline: bool,
+    format: Format,
+) -> Response {
+    match issue_inner(state, client, params, credentials, offline, format).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "issuing a registry token failed");
@@ -74,16 +194,12 @@ pub async fn issue(
 async fn issue_inner(
     state: &Shared,
     client: ClientAddr,
-    headers: &HeaderMap,
-    query: &str,
+    params: &[(String, String)],
+    credentials: Credentials,
+    offline: bool,
+    format: Format,
 ) -> Result<Response, berth_meta::MetaError> {
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let service = params
-        .iter()
-        .find(|(k, _)| k == "service")
-        .map(|(_, v)| v.as_str());
+    let service = param(params, "service");
     if service.is_some_and(|s| s != state.signer.service()) {
         return Ok(error(
             StatusCode::NOT_FOUND,
@@ -97,22 +213,37 @@ async fn issue_inner(
         .flat_map(|(_, v)| v.split(' ').map(str::to_string).collect::<Vec<_>>())
         .filter(|s| !s.is_empty())
         .collect();
+    let refused = |status: StatusCode, code: &str, message: &str| match format {
+        Format::Get => error(status, code, message),
+        Format::OAuth => oauth_error(status, "invalid_grant", message),
+    };
 
-    let principal = match basic_credentials(headers) {
-        None => Principal::Anonymous,
-        Some(Err(())) => {
+    let principal = match credentials {
+        Credentials::None => Principal::Anonymous,
+        Credentials::Malformed => {
             return Ok(error(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 UNAUTHORIZED_MESSAGE,
             ))
         }
-        Some(Ok((user, secret))) => {
+        Credentials::Refresh(secret) => match refreshed_principal(state, &secret).await? {
+            Some(p) => p,
+            None => {
+                tracing::warn!(ip = %client, "refused a refresh token: unknown, expired, or its credential was revoked or changed");
+                return Ok(refused(
+                    StatusCode::BAD_REQUEST,
+                    "UNAUTHORIZED",
+                    "the refresh token is invalid, expired, or its credential was revoked; sign in again",
+                ));
+            }
+        },
+        Credentials::Secret(user, secret) => {
             let ip = client.to_string();
             match authenticate(state.meta.as_ref(), &state.login, &ip, &user, &secret).await {
                 Ok(p) => p,
                 Err(AuthError::Invalid) => {
-                    return Ok(error(
+                    return Ok(refused(
                         StatusCode::UNAUTHORIZED,
                         "UNAUTHORIZED",
                         UNAUTHORIZED_MESSAGE,
@@ -194,16 +325,134 @@ async fn issue_inner(
     let issued_at = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued as u64),
     );
-    Ok((
-        StatusCode::OK,
-        axum::Json(json!({
-            "token": token,
-            "access_token": token,
-            "expires_in": ttl,
-            "issued_at": issued_at.to_string(),
-        })),
-    )
-        .into_response())
+    let mut body = json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": ttl,
+        "issued_at": issued_at.to_string(),
+    });
+    if format == Format::OAuth {
+        body["scope"] = json!(scopes.join(" "));
+    }
+    if offline {
+        let client_id = param(params, "client_id").unwrap_or("unknown");
+        if let Some(refresh) = new_refresh_token(state, &principal, client_id).await? {
+            body["refresh_token"] = json!(refresh);
+        }
+    }
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// How long a refresh token lasts (docker keeps it as the identity token of a
+/// login); its credential's own expiry or revocation ends it sooner.
+const REFRESH_TOKEN_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// A fingerprint of a password hash: a new password gives a new one, which ends the
+/// refresh tokens issued under the old.
+fn password_fingerprint(hash: &str) -> String {
+    super::secrets::digest(hash)
+}
+
+/// Issue a refresh token bound to the principal's credential; `None` for callers
+/// that get none (anonymous, CI jobs: their credentials live for one job).
+async fn new_refresh_token(
+    state: &Shared,
+    principal: &Principal,
+    client_id: &str,
+) -> Result<Option<String>, berth_meta::MetaError> {
+    let (kind, user_id, credential_id, fingerprint) = match principal {
+        Principal::User {
+            user,
+            via: Via::Password,
+        } => (
+            "password",
+            Some(user.id),
+            None,
+            user.password_hash.as_deref().map(password_fingerprint),
+        ),
+        Principal::User {
+            user,
+            via: Via::PersonalToken(t),
+        } => ("personal_access_token", Some(user.id), Some(t.id), None),
+        Principal::Deploy(t) => ("deploy_token", None, Some(t.id), None),
+        Principal::Anonymous | Principal::Job { .. } => return Ok(None),
+    };
+    let secret = super::secrets::generate("brt-");
+    let now = now_ms();
+    let client_id: String = client_id.chars().take(100).collect();
+    state
+        .meta
+        .create_refresh_token(
+            &super::secrets::digest(&secret),
+            &berth_meta::RefreshToken {
+                id: 0,
+                kind: kind.to_string(),
+                user_id,
+                credential_id,
+                fingerprint,
+                client_id,
+                created_at: now,
+                expires_at: now + REFRESH_TOKEN_TTL_MS,
+            },
+        )
+        .await?;
+    // Expired ones are forgotten as new ones come, as web sessions are.
+    if let Err(e) = state.meta.delete_expired_refresh_tokens(now).await {
+        tracing::warn!(error = %e, "forgetting expired refresh tokens");
+    }
+    Ok(Some(secret))
+}
+
+/// The principal a refresh token stands for, if it and its credential are still
+/// good: the user active, the token not revoked or expired, the password unchanged.
+async fn refreshed_principal(
+    state: &Shared,
+    secret: &str,
+) -> Result<Option<Principal>, berth_meta::MetaError> {
+    let meta = state.meta.as_ref();
+    let now = now_ms();
+    let Some(t) = meta
+        .refresh_token(&super::secrets::digest(secret), now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let user = match t.user_id {
+        Some(id) => match meta.user(id).await? {
+            Some(u) if u.state == berth_meta::UserState::Active => Some(u),
+            _ => return Ok(None),
+        },
+        None => None,
+    };
+    Ok(match (t.kind.as_str(), user, t.credential_id) {
+        ("password", Some(user), _) => {
+            let current = user.password_hash.as_deref().map(password_fingerprint);
+            (current.is_some() && current == t.fingerprint).then_some(Principal::User {
+                user,
+                via: Via::Password,
+            })
+        }
+        ("personal_access_token", Some(user), Some(id)) => match meta.personal_token(id).await? {
+            Some(pat)
+                if pat.user_id == user.id
+                    && !pat.revoked
+                    && !super::date_expired(pat.expires_at.as_deref(), &super::today()) =>
+            {
+                Some(Principal::User {
+                    user,
+                    via: Via::PersonalToken(pat),
+                })
+            }
+            _ => None,
+        },
+        ("deploy_token", None, Some(id)) => match meta.deploy_token(id).await? {
+            Some(d) if !d.revoked && d.expires_at.is_none_or(|e| e > now) => {
+                Some(Principal::Deploy(d))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 fn token_user(p: &Principal) -> TokenUser {
