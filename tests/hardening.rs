@@ -589,3 +589,93 @@ fn private_and_missing_look_the_same_to_outsiders() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.text().unwrap().contains("no project owns"));
 }
+
+/// The first line of the server's log with every one of `needles`, polled for a
+/// while (lines are written as requests finish).
+fn log_line(b: &Berth, needles: &[&str]) -> String {
+    support::eventually(std::time::Duration::from_secs(10), "a log line", || {
+        b.log()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .map(String::from)
+    })
+}
+
+#[test]
+fn refusals_are_logged_with_their_reason() {
+    let b = Berth::start();
+    let c = no_redirects();
+    b.project("sec/private", "private");
+    b.user("outsider", "outsider-password-1");
+    let outsider_pat = pat(&b, "outsider", "api");
+
+    // The registry: no token, then a token that does not grant the action.
+    let r = c
+        .get(format!("{}/v2/sec/private/tags/list", b.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    log_line(
+        &b,
+        &[
+            "refused",
+            "pull on repository sec/private",
+            "no bearer token",
+        ],
+    );
+    let (_, token, _) =
+        registry_token(&b, Some(("outsider", "outsider-password-1")), "sec/private");
+    let r = c
+        .get(format!("{}/v2/sec/private/tags/list", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let line = log_line(
+        &b,
+        &[
+            "refused",
+            "pull on repository sec/private",
+            "does not grant",
+        ],
+    );
+    assert!(line.contains("outsider"), "names the caller: {line}");
+    assert!(line.contains("127.0.0.1"), "names the client: {line}");
+    // The token service says why it granted less than asked.
+    log_line(
+        &b,
+        &[
+            "grants less than asked",
+            "repository:sec/private:pull,push,delete",
+        ],
+    );
+
+    // The REST API: a non-administrator at an administrators' endpoint.
+    let r = c
+        .put(format!("{}/api/v4/users/1", b.url))
+        .header("private-token", &outsider_pat)
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let line = log_line(&b, &["API request refused", "needs an administrator"]);
+    assert!(line.contains("outsider"), "names the caller: {line}");
+    let r = c
+        .get(format!("{}/api/v4/user", b.url))
+        .header("private-token", "glpat-not-a-real-token")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    log_line(&b, &["API request refused", "unknown, revoked or expired"]);
+
+    // At the default log level (the harness runs `info`), and never a secret.
+    let log = b.log();
+    for secret in [
+        "outsider-password-1",
+        outsider_pat.as_str(),
+        token.as_str(),
+        "glpat-not-a-real-token",
+    ] {
+        assert!(!log.contains(secret), "the log shows a secret");
+    }
+}

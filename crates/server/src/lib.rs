@@ -70,7 +70,14 @@ pub fn router(state: Shared) -> Router {
                         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                         .map(|c| trusted.client(c.0.ip(), req.headers()).to_string())
                         .unwrap_or_else(|| "-".into());
-                    tracing::info_span!("request", id, client, method = %req.method(), path = %req.uri().path())
+                    tracing::info_span!(
+                        "request",
+                        id,
+                        client,
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        principal = tracing::field::Empty,
+                    )
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
