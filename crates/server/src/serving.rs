@@ -294,6 +294,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Answering 503 takes a task and a socket for up to two seconds; in a flood,
+    // connections beyond these few are dropped without an answer.
+    let refusals = Arc::new(Semaphore::new(256));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = Builder::new(TokioExecutor::new());
     // Pipelined requests are answered in order; hyper reads ahead by itself.
@@ -330,7 +333,12 @@ pub async fn serve(
                     "connection refused with 503: too many open connections"
                 );
             }
-            tokio::spawn(refuse(tcp));
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(tcp).await;
+                    drop(refusing);
+                });
+            }
             continue;
         };
         let activity = Activity::new();
