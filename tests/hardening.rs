@@ -589,3 +589,297 @@ fn private_and_missing_look_the_same_to_outsiders() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.text().unwrap().contains("no project owns"));
 }
+
+/// The first line of the server's log with every one of `needles`, polled for a
+/// while (lines are written as requests finish).
+fn log_line(b: &Berth, needles: &[&str]) -> String {
+    support::eventually(std::time::Duration::from_secs(10), "a log line", || {
+        b.log()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .map(String::from)
+    })
+}
+
+#[test]
+fn refusals_are_logged_with_their_reason() {
+    let b = Berth::start();
+    let c = no_redirects();
+    b.project("sec/private", "private");
+    b.user("outsider", "outsider-password-1");
+    let outsider_pat = pat(&b, "outsider", "api");
+
+    // The registry: no token, then a token that does not grant the action.
+    let r = c
+        .get(format!("{}/v2/sec/private/tags/list", b.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    log_line(
+        &b,
+        &[
+            "refused",
+            "pull on repository sec/private",
+            "no bearer token",
+        ],
+    );
+    let (_, token, _) =
+        registry_token(&b, Some(("outsider", "outsider-password-1")), "sec/private");
+    let r = c
+        .get(format!("{}/v2/sec/private/tags/list", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let line = log_line(
+        &b,
+        &[
+            "refused",
+            "pull on repository sec/private",
+            "does not grant",
+        ],
+    );
+    assert!(line.contains("outsider"), "names the caller: {line}");
+    assert!(line.contains("127.0.0.1"), "names the client: {line}");
+    // The token service says why it granted less than asked.
+    log_line(
+        &b,
+        &[
+            "grants less than asked",
+            "repository:sec/private:pull,push,delete",
+        ],
+    );
+
+    // The REST API: a non-administrator at an administrators' endpoint.
+    let r = c
+        .put(format!("{}/api/v4/users/1", b.url))
+        .header("private-token", &outsider_pat)
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let line = log_line(&b, &["API request refused", "needs an administrator"]);
+    assert!(line.contains("outsider"), "names the caller: {line}");
+    let r = c
+        .get(format!("{}/api/v4/user", b.url))
+        .header("private-token", "glpat-not-a-real-token")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    log_line(&b, &["API request refused", "unknown, revoked or expired"]);
+
+    // At the default log level (the harness runs `info`), and never a secret.
+    let log = b.log();
+    for secret in [
+        "outsider-password-1",
+        outsider_pat.as_str(),
+        token.as_str(),
+        "glpat-not-a-real-token",
+    ] {
+        assert!(!log.contains(secret), "the log shows a secret");
+    }
+}
+
+/// Short limits, so the slow-client tests take seconds.
+const FAST_LIMITS: [(&str, &str); 3] = [
+    ("BERTH_HEADER_READ_TIMEOUT", "1s"),
+    ("BERTH_IDLE_TIMEOUT", "2s"),
+    ("BERTH_BODY_TIMEOUT", "1s"),
+];
+
+/// A raw connection to the server.
+fn raw(b: &Berth) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(&b.addr).expect("connect");
+    // Generous: the server's limits are a second or two.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s
+}
+
+/// Read until the server closes the connection; everything it sent. Fails if the
+/// connection is still open after the read timeout.
+fn read_until_closed(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the connection is still open ({e}); received so far: {:?}",
+                String::from_utf8_lossy(&all)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// One response on a raw connection (headers and a `Content-Length` body).
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 1];
+    while !all.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut buf).expect("response head"), 1, "closed early");
+        all.push(buf[0]);
+    }
+    let head = String::from_utf8_lossy(&all).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("response body");
+    head + &String::from_utf8_lossy(&body)
+}
+
+#[test]
+fn slow_and_silent_connections_are_closed() {
+    use std::io::Write;
+    let b = Berth::start_with(&[], &FAST_LIMITS);
+
+    // Connects and sends nothing.
+    let mut s = raw(&b);
+    assert_eq!(read_until_closed(&mut s), "");
+
+    // Sends half a request head and stops.
+    let mut s = raw(&b);
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nUser-Agent: slow")
+        .unwrap();
+    read_until_closed(&mut s);
+
+    // A head trickled a byte at a time is still one head that takes too long.
+    let mut s = raw(&b);
+    let mut closed = false;
+    for byte in b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if s.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !closed {
+        read_until_closed(&mut s);
+    }
+
+    // Keep-alive: a request is answered, then the idle connection is closed.
+    let mut s = raw(&b);
+    s.write_all(b"GET /-/static/berth.css HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut s).starts_with("HTTP/1.1 200"));
+    assert_eq!(read_until_closed(&mut s), "");
+
+    // The server is fine for everyone else.
+    let r = no_redirects().get(format!("{}/v2/", b.url)).send().unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn a_stalled_upload_is_cut_and_can_be_resumed() {
+    use std::io::Write;
+    let b = Berth::start_with(&[], &FAST_LIMITS);
+    b.project("up/app", "private");
+    let (_, token, _) = registry_token(&b, Some(("root", ROOT_PASSWORD)), "up/app");
+    let c = no_redirects();
+    let r = c
+        .post(format!("{}/v2/up/app/blobs/uploads/", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let upload = location(&r);
+    let upload_path = upload.trim_start_matches(&b.url).to_string();
+
+    let blob = support::random_bytes(3000);
+    let mut s = raw(&b);
+    write!(
+        s,
+        "PATCH {upload_path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        blob.len()
+    )
+    .unwrap();
+    // Part of the body, a few trickled bytes, then nothing.
+    s.write_all(&blob[..1000]).unwrap();
+    for byte in &blob[1000..1005] {
+        s.write_all(&[*byte]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    read_until_closed(&mut s);
+
+    // The upload kept what arrived; the client resumes from its Range.
+    let r = c
+        .get(format!("{}{upload_path}", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{r:?}");
+    let range = r.headers()["range"].to_str().unwrap().to_string();
+    let end: usize = range.trim_start_matches("0-").parse().unwrap();
+    let have = end + 1;
+    assert!(have >= 1000, "the bytes received were kept: Range {range}");
+    let r = c
+        .patch(format!("{}{upload_path}", b.url))
+        .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{have}-{}", blob.len() - 1))
+        .body(blob[have..].to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{r:?}");
+    let next = location(&r);
+    let digest = format!("sha256:{}", support::sha256_hex(&blob));
+    let sep = if next.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!(
+            "{}{}{sep}digest={digest}",
+            b.url,
+            next.trim_start_matches(&b.url)
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().unwrap());
+    let got = c
+        .get(format!("{}/v2/up/app/blobs/{digest}", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(
+        got.as_ref() == blob.as_slice(),
+        "the resumed blob is intact"
+    );
+}
+
+#[test]
+fn connections_beyond_the_cap_get_503() {
+    use std::io::Write;
+    let b = Berth::start_with(&[], &[("BERTH_MAX_CONNECTIONS", "2")]);
+    // Two open connections take both places.
+    let mut held: Vec<std::net::TcpStream> = (0..2).map(|_| raw(&b)).collect();
+    for s in &mut held {
+        s.write_all(b"GET /-/static/berth.css HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(read_response(s).starts_with("HTTP/1.1 200"));
+    }
+    let mut s = raw(&b);
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answer = read_until_closed(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many open connections"), "{answer}");
+    // A place comes free when a connection closes.
+    drop(held.pop());
+    support::eventually(std::time::Duration::from_secs(10), "a free place", || {
+        let r = no_redirects().get(format!("{}/v2/", b.url)).send().ok()?;
+        (r.status() == StatusCode::UNAUTHORIZED).then_some(())
+    });
+}

@@ -54,6 +54,20 @@ pub struct Config {
     /// comma-separated in `BERTH_TRUSTED_PROXIES`.
     #[serde(with = "string_list")]
     pub trusted_proxies: Vec<String>,
+    /// A client must send a whole request head within this (and its first one this
+    /// soon after connecting); `BERTH_HEADER_READ_TIMEOUT`.
+    #[serde(with = "humantime_serde_compat")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with nothing going on is closed after this;
+    /// `BERTH_IDLE_TIMEOUT`.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    /// A request body (an upload) that delivers nothing for this long is cut; the
+    /// upload keeps what it received and can be resumed; `BERTH_BODY_TIMEOUT`.
+    #[serde(with = "humantime_serde_compat")]
+    pub body_timeout: Duration,
+    /// Open connections beyond this are answered 503; `BERTH_MAX_CONNECTIONS`.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -211,6 +225,10 @@ const ENV_KEYS: &[&str] = &[
     "database.url",
     "database.max_connections",
     "trusted_proxies",
+    "header_read_timeout",
+    "idle_timeout",
+    "body_timeout",
+    "max_connections",
 ];
 
 impl Default for Config {
@@ -233,6 +251,10 @@ impl Default for Config {
             storage: StorageConfig::default(),
             database: DatabaseConfig::default(),
             trusted_proxies: Vec::new(),
+            header_read_timeout: berth_server::serving::Limits::default().header_read,
+            idle_timeout: berth_server::serving::Limits::default().idle,
+            body_timeout: berth_server::serving::Limits::default().body_inactivity,
+            max_connections: berth_server::serving::Limits::default().max_connections,
         }
     }
 }
@@ -325,6 +347,15 @@ impl Config {
         c
     }
 
+    pub fn serving_limits(&self) -> berth_server::serving::Limits {
+        berth_server::serving::Limits {
+            header_read: self.header_read_timeout,
+            idle: self.idle_timeout,
+            body_inactivity: self.body_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
     pub fn trusted_proxies(&self) -> anyhow::Result<berth_server::client_addr::TrustedProxies> {
         berth_server::client_addr::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))
@@ -409,6 +440,17 @@ impl Config {
             );
         }
         cfg.trusted_proxies()?;
+        for (name, d) in [
+            ("header_read_timeout", cfg.header_read_timeout),
+            ("idle_timeout", cfg.idle_timeout),
+            ("body_timeout", cfg.body_timeout),
+        ] {
+            anyhow::ensure!(!d.is_zero(), "{name} must be longer than zero");
+        }
+        anyhow::ensure!(
+            cfg.max_connections >= 1,
+            "max_connections must be at least 1"
+        );
         if let Some(url) = &cfg.external_url {
             anyhow::ensure!(
                 url.starts_with("http://") || url.starts_with("https://"),
@@ -554,6 +596,23 @@ mod tests {
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(format!("{e:#}").contains("10.0.0.0/40"), "{e:#}");
             jail.set_env("BERTH_TRUSTED_PROXIES", "");
+
+            assert_eq!(c.header_read_timeout, Duration::from_secs(30));
+            assert_eq!(c.max_connections, 4096);
+            jail.set_env("BERTH_HEADER_READ_TIMEOUT", "2s");
+            jail.set_env("BERTH_IDLE_TIMEOUT", "3s");
+            jail.set_env("BERTH_BODY_TIMEOUT", "4s");
+            jail.set_env("BERTH_MAX_CONNECTIONS", "5");
+            let l = Config::load(None, &Overrides::default())
+                .unwrap()
+                .serving_limits();
+            assert_eq!(l.header_read, Duration::from_secs(2));
+            assert_eq!(l.idle, Duration::from_secs(3));
+            assert_eq!(l.body_inactivity, Duration::from_secs(4));
+            assert_eq!(l.max_connections, 5);
+            jail.set_env("BERTH_IDLE_TIMEOUT", "0s");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            jail.set_env("BERTH_IDLE_TIMEOUT", "90s");
 
             jail.set_env("BERTH_EXTERNAL_URL", "registry.example.com");
             assert!(Config::load(None, &Overrides::default()).is_err());

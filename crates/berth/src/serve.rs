@@ -42,7 +42,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "berth started");
     // Tests and scripts wait for this exact line.
     println!("berth listening on http://{addr}");
-    berth_server::serve(listener, state, shutdown_signal()).await?;
+    berth_server::serve(listener, state, cfg.serving_limits(), shutdown_signal()).await?;
     tracing::info!("berth stopped");
     Ok(())
 }

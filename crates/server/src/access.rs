@@ -102,8 +102,39 @@ pub fn mount_challenge(
 
 /// Require a valid token of any kind (`GET /v2/`, `_catalog`).
 pub fn authenticated(state: &AppState, headers: &HeaderMap) -> RegistryResult<Claims> {
-    claims(state, headers)
-        .ok_or_else(|| unauthorized(state, headers, None, serde_json::Value::Null))
+    let c = claims(state, headers).ok_or_else(|| {
+        unauthorized(state, headers, None, serde_json::Value::Null)
+            .because(token_problem(state, headers))
+    })?;
+    note_claims(&c);
+    Ok(c)
+}
+
+/// Why the request's bearer token (if any) is no good, for the log.
+fn token_problem(state: &AppState, headers: &HeaderMap) -> &'static str {
+    match bearer(headers) {
+        None => "no bearer token",
+        Some(t) if state.signer.verify(t, now_ms() / 1000).is_none() => {
+            "the bearer token is invalid or expired"
+        }
+        Some(_) => "the bearer token does not grant this",
+    }
+}
+
+/// Name the token's holder on the request's log lines (kind and ids, from claims).
+fn note_claims(c: &Claims) {
+    let u = &c.user;
+    let mut who = u.kind.clone();
+    if let Some(sub) = &c.sub {
+        who.push_str(&format!(" {sub}"));
+    }
+    if let Some(id) = u.user_id {
+        who.push_str(&format!(" (user id {id})"));
+    }
+    if let Some(id) = u.token_id {
+        who.push_str(&format!(" (token/job id {id})"));
+    }
+    tracing::Span::current().record("principal", who);
 }
 
 /// The actions a client asks for when challenged for `action`: pushing clients ask for
@@ -124,22 +155,27 @@ pub async fn authorize(
 ) -> RegistryResult<()> {
     let claims = claims(state, headers);
     if let Some(c) = &claims {
+        note_claims(c);
         if c.actions_on(repository)
             .any(|a| a == action.as_str() || a == "*")
         {
             return Ok(());
         }
     }
+    let what = format!("{} on repository {repository}", action.as_str());
     // Explain refusals no token can lift, to those allowed to know the project.
     if let Some(reason) = hopeless(state, claims.as_ref(), repository).await? {
-        return Err(RegistryError::new(Code::Denied, reason).detail(json!({ "name": repository })));
+        return Err(RegistryError::new(Code::Denied, reason.clone())
+            .detail(json!({ "name": repository }))
+            .because(format!("{what}: {reason}")));
     }
     Err(unauthorized(
         state,
         headers,
         Some(format!("repository:{repository}:{}", scope_actions(action))),
         json!([{ "Type": "repository", "Name": repository, "Action": action.as_str() }]),
-    ))
+    )
+    .because(format!("{what}: {}", token_problem(state, headers))))
 }
 
 /// Why no credential could give access to `repository`, if that is so and the

@@ -81,6 +81,8 @@ pub struct RegistryError {
     pub message: String,
     pub detail: Value,
     pub headers: Vec<(&'static str, String)>,
+    /// Why a 401/403 was answered, for the log line that says so (not sent).
+    pub reason: Option<String>,
 }
 
 impl RegistryError {
@@ -91,7 +93,14 @@ impl RegistryError {
             message: message.into(),
             detail: Value::Null,
             headers: Vec::new(),
+            reason: None,
         }
+    }
+
+    /// Why the request is refused, for the operator's log (the client sees `message`).
+    pub fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     pub fn detail(mut self, detail: Value) -> Self {
@@ -222,6 +231,19 @@ impl From<StoreError> for RegistryError {
 
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
+        if matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            // The request's span names the client and the caller; this names the check.
+            let reason = self.reason.as_deref().unwrap_or(&self.message);
+            tracing::info!(
+                status = self.status.as_u16(),
+                code = self.code.as_str(),
+                reason,
+                "registry request refused"
+            );
+        }
         let body = json!({
             "errors": [{
                 "code": self.code.as_str(),

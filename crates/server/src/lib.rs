@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod org;
 mod registry;
+pub mod serving;
 pub mod state;
 pub mod web;
 
@@ -73,7 +74,14 @@ pub fn router(state: Shared) -> Router {
                         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                         .map(|c| trusted.client(c.0.ip(), req.headers()).to_string())
                         .unwrap_or_else(|| "-".into());
-                    tracing::info_span!("request", id, client, method = %req.method(), path = %req.uri().path())
+                    tracing::info_span!(
+                        "request",
+                        id,
+                        client,
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        principal = tracing::field::Empty,
+                    )
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
@@ -81,24 +89,16 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Serve until `shutdown` resolves, running background jobs alongside.
+/// Serve until `shutdown` resolves, running background jobs alongside; `limits`
+/// bound every wait on a client ([`serving`]).
 pub async fn serve(
     listener: TcpListener,
     state: Shared,
+    limits: serving::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let jobs = jobs::start(state.clone());
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Without TCP_NODELAY, small writes wait on delayed ACKs: a client sending many
-    // PATCHes lost ~40 ms on each.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = serving::serve(listener, router(state), limits, shutdown).await;
     for job in jobs {
         job.abort();
     }

@@ -95,6 +95,8 @@ pub struct ApiError {
     status: StatusCode,
     body: ApiErrorBody,
     headers: Vec<(HeaderName, String)>,
+    /// Whether the refusal was logged with its reason already ([`ApiError::because`]).
+    logged: bool,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -105,7 +107,17 @@ impl ApiError {
             status,
             body,
             headers: Vec::new(),
+            logged: false,
         }
+    }
+
+    /// Log why the request is refused (the client sees GitLab's terse message). It
+    /// is logged here rather than kept: every handler returns this type, so it stays
+    /// small.
+    pub fn because(mut self, reason: impl std::fmt::Display) -> Self {
+        tracing::info!(status = self.status.as_u16(), %reason, "API request refused");
+        self.logged = true;
+        self
     }
 
     /// `{"message": msg}` with `status`.
@@ -295,6 +307,17 @@ impl From<OrgError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if !self.logged
+            && matches!(
+                self.status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            )
+        {
+            // The request's span names the client and the caller; without a reason
+            // given, the message the client gets is the best there is.
+            let reason = serde_json::to_string(&self.body).unwrap_or_default();
+            tracing::info!(status = self.status.as_u16(), reason, "API request refused");
+        }
         let mut resp = (self.status, Json(self.body)).into_response();
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -434,14 +457,24 @@ impl FromRequestParts<Shared> for Caller {
         };
         let principal = auth::from_api_token(state.meta.as_ref(), &token, job)
             .await?
-            .ok_or_else(ApiError::unauthorized)?;
+            .ok_or_else(|| {
+                ApiError::unauthorized().because(if job {
+                    "the job token is unknown or its job is not running"
+                } else {
+                    "the token is unknown, revoked or expired, or its user is blocked"
+                })
+            })?;
+        auth::note_caller(&principal);
         let path = api_path(parts);
         let admin = match &principal {
             Principal::User { user, via } => {
                 if let Via::PersonalToken(t) = via {
                     if let Some(needed) = accepted_scopes(&parts.method, &path) {
                         if !t.scopes.iter().any(|s| needed.contains(&s.as_str())) {
-                            return Err(ApiError::insufficient_scope(needed));
+                            return Err(ApiError::insufficient_scope(needed).because(format!(
+                                "the token's scopes {:?} include none of {needed:?}",
+                                t.scopes
+                            )));
                         }
                     }
                 }
@@ -449,7 +482,8 @@ impl FromRequestParts<Shared> for Caller {
             }
             Principal::Job { .. } => {
                 if !job_token_allowed(&parts.method, &path) {
-                    return Err(ApiError::forbidden());
+                    return Err(ApiError::forbidden()
+                        .because("a CI job token may only read its own project"));
                 }
                 false
             }
@@ -467,7 +501,8 @@ impl Caller {
 
     /// 401 unless someone is signed in.
     pub fn require_user(&self) -> ApiResult<&User> {
-        self.user().ok_or_else(ApiError::unauthorized)
+        self.user()
+            .ok_or_else(|| ApiError::unauthorized().because("needs a signed-in user"))
     }
 
     /// 401 for anonymous callers, 403 for everyone but administrators.
@@ -476,7 +511,7 @@ impl Caller {
         if self.admin {
             Ok(user)
         } else {
-            Err(ApiError::forbidden())
+            Err(ApiError::forbidden().because("needs an administrator"))
         }
     }
 
@@ -562,7 +597,10 @@ impl Caller {
     ) -> ApiResult<AccessLevel> {
         match self.project_level(state, project).await? {
             Some(l) if l >= min => Ok(l),
-            _ => Err(ApiError::forbidden()),
+            has => Err(ApiError::forbidden().because(format!(
+                "needs {min:?} or higher in project {}, has {has:?}",
+                project.full_path
+            ))),
         }
     }
 
@@ -575,7 +613,10 @@ impl Caller {
     ) -> ApiResult<AccessLevel> {
         match self.namespace_level(state, ns).await? {
             Some(l) if l >= min => Ok(l),
-            _ => Err(ApiError::forbidden()),
+            has => Err(ApiError::forbidden().because(format!(
+                "needs {min:?} or higher in group {}, has {has:?}",
+                ns.full_path
+            ))),
         }
     }
 }

@@ -95,6 +95,37 @@ impl Principal {
     }
 }
 
+impl Principal {
+    /// Who this is, for the log: kind and ids, never a secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".into(),
+            Principal::User {
+                user,
+                via: Via::Password,
+            } => format!("user {} (id {}) by password", user.username, user.id),
+            Principal::User {
+                user,
+                via: Via::PersonalToken(t),
+            } => format!(
+                "user {} (id {}) by personal access token {}",
+                user.username, user.id, t.id
+            ),
+            Principal::Deploy(t) => format!("deploy token {} ({})", t.id, t.username),
+            Principal::Job { job, user } => format!(
+                "CI job {} of project {} as user {} (id {})",
+                job.id, job.project_id, user.username, user.id
+            ),
+        }
+    }
+}
+
+/// Name the caller on the current request's log lines (the `principal` field of
+/// the request span), so a refusal logged later says for whom.
+pub fn note_caller(p: &Principal) {
+    tracing::Span::current().record("principal", p.describe());
+}
+
 /// Today's date (UTC) as `YYYY-MM-DD`, for expiry dates.
 pub fn today() -> String {
     let now = std::time::SystemTime::now();

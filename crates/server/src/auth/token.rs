@@ -221,11 +221,16 @@ async fn issue_inner(
     let principal = match credentials {
         Credentials::None => Principal::Anonymous,
         Credentials::Malformed => {
+            tracing::info!(
+                status = 401,
+                reason = "malformed basic credentials",
+                "token request refused"
+            );
             return Ok(error(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 UNAUTHORIZED_MESSAGE,
-            ))
+            ));
         }
         Credentials::Refresh(secret) => match refreshed_principal(state, &secret).await? {
             Some(p) => p,
@@ -264,9 +269,16 @@ async fn issue_inner(
             }
         }
     };
+    super::note_caller(&principal);
     if (matches!(principal, Principal::Anonymous) && scopes.is_empty())
         || !principal.has_registry_ability()
     {
+        let reason = if principal.has_registry_ability() {
+            "anonymous request without a scope"
+        } else {
+            "the token has no registry scope"
+        };
+        tracing::info!(status = 403, reason, "token request refused");
         return Ok(error(StatusCode::FORBIDDEN, "DENIED", "access forbidden"));
     }
 
@@ -278,7 +290,21 @@ async fn issue_inner(
         };
         match kind {
             "repository" => {
-                if let Some(grant) = grant_repository(state, &principal, name, requested).await? {
+                let grant = grant_repository(state, &principal, name, requested).await?;
+                let granted = grant
+                    .as_ref()
+                    .map(|g| g.actions.join(","))
+                    .unwrap_or_default();
+                if grant.as_ref().map_or(0, |g| g.actions.len()) < requested.iter().count() {
+                    // Not an error to the client (it gets a token with what it may
+                    // do, and the registry refuses the rest): the reason is here.
+                    tracing::info!(
+                        scope = %scope,
+                        granted = %granted,
+                        "token grants less than asked: the caller may not do the rest"
+                    );
+                }
+                if let Some(grant) = grant {
                     access.push(grant);
                 }
             }

@@ -181,6 +181,19 @@ impl Viewer {
     /// A readable error page in the viewer's language. Anonymous viewers of pages
     /// that may exist are sent to sign in first (GitLab does the same).
     pub fn error(&self, status: StatusCode) -> Response {
+        if matches!(status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
+            // Pages answer 404 for what the viewer may not see as for what is not
+            // there; the log (not the viewer) gets to know it was a refusal or a miss.
+            tracing::info!(
+                status = status.as_u16(),
+                viewer = self
+                    .user
+                    .as_ref()
+                    .map(|u| u.username.as_str())
+                    .unwrap_or("anonymous"),
+                "page refused or not found"
+            );
+        }
         if self.user.is_none()
             && matches!(status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN)
             && !self.here.starts_with("/-/")

@@ -125,6 +125,10 @@ impl FromRequestParts<Shared> for Viewer {
             let digest = secrets::digest(&id);
             match signed_in(state, &digest).await {
                 Ok(Some((user, s))) => {
+                    tracing::Span::current().record(
+                        "principal",
+                        format!("user {} (id {}) by web session", user.username, user.id),
+                    );
                     viewer.caller = Caller {
                         admin: user.admin,
                         principal: Principal::User {
@@ -191,10 +195,15 @@ impl Viewer {
         }
         if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
             if origin.trim_end_matches('/') != self.base {
+                tracing::info!(origin, "form refused: posted from another origin");
                 return false;
             }
         }
-        token.is_some_and(|t| !self.csrf.is_empty() && same_secret(t, &self.csrf))
+        let ok = token.is_some_and(|t| !self.csrf.is_empty() && same_secret(t, &self.csrf));
+        if !ok {
+            tracing::info!("form refused: missing or wrong CSRF token");
+        }
+        ok
     }
 
     /// Add this viewer's pending cookies to `resp`.
