@@ -2544,3 +2544,90 @@ fn oauth2_token_endpoint_grants_and_refresh_tokens() {
         "no refresh token for a job"
     );
 }
+
+/// A chunked upload started with a token outlives it: the same principal finishes it
+/// with the expired token while it still may push there (checked on each request);
+/// another principal's expired token, or the same one after a demotion, is refused.
+#[test]
+fn an_upload_outlives_the_token_that_started_it() {
+    let berth = Berth::start_with(&[], &[("BERTH_TOKEN_EXPIRY", "2s")]);
+    let project = "long/app";
+    let name = format!("{project}/img");
+    berth.project(project, "private");
+    berth.user("lena", "lena-password-1");
+    berth.user("otto", "otto-password-1");
+    member(&berth, project, "lena", "developer");
+    member(&berth, project, "otto", "developer");
+    let push = [scope(&name, "pull,push")];
+    let lena = token(&berth, Some(("lena", "lena-password-1")), &push);
+    let otto = token(&berth, Some(("otto", "otto-password-1")), &push);
+
+    let data = b"0123456789abcdef".repeat(4096);
+    let (first, rest) = data.split_at(20_000);
+    let start = v2(
+        &berth,
+        Method::POST,
+        &format!("/v2/{name}/blobs/uploads/"),
+        Some(&lena),
+    );
+    start.expect(202);
+    let location = start.h("Location");
+    let patch = |body: &[u8], from: usize, token: &str| {
+        send(
+            format!("PATCH {location} at {from}"),
+            http()
+                .patch(url(&berth, &location))
+                .bearer_auth(token)
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Range", format!("{from}-{}", from + body.len() - 1))
+                .body(body.to_vec()),
+        )
+    };
+    patch(first, 0, &lena).expect(202);
+
+    // Wait until the tokens no longer pass anywhere else.
+    support::eventually(Duration::from_secs(120), "the tokens to expire", || {
+        (get(&berth, "/v2/", Some(&lena)).status == 401).then_some(())
+    });
+    v2(
+        &berth,
+        Method::GET,
+        &format!("/v2/{name}/tags/list"),
+        Some(&lena),
+    )
+    .expect(401);
+
+    // Another principal's expired token cannot take the session over.
+    patch(rest, first.len(), &otto).expect(401);
+    // Demoted, the session's own principal is stopped too.
+    member(&berth, project, "lena", "reporter");
+    patch(rest, first.len(), &lena).expect(401);
+    member(&berth, project, "lena", "developer");
+    let next = patch(rest, first.len(), &lena);
+    next.expect(202);
+    let digest = format!("sha256:{}", support::sha256_hex(&data));
+    let done = send(
+        format!("PUT {location}"),
+        http()
+            .put(format!(
+                "{}{}digest={digest}",
+                url(&berth, &next.h("Location")),
+                if next.h("Location").contains('?') {
+                    "&"
+                } else {
+                    "?"
+                }
+            ))
+            .bearer_auth(&lena),
+    );
+    done.expect(201);
+    let fresh = token(&berth, Some(("lena", "lena-password-1")), &push);
+    let blob = v2(
+        &berth,
+        Method::GET,
+        &format!("/v2/{name}/blobs/{digest}"),
+        Some(&fresh),
+    );
+    blob.expect(200);
+    assert_eq!(blob.body, data);
+}

@@ -143,6 +143,8 @@ pub struct Upload {
     pub repository_path: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The principal that started it (see the server's upload authorisation).
+    pub created_by: Option<String>,
 }
 
 /// Everything the server needs from metadata.

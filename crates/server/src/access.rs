@@ -264,6 +264,67 @@ async fn may_see_project(
         .map_err(|e| RegistryError::internal(format!("{e:?}")))
 }
 
+/// Who holds a token, as recorded on the uploads it starts: `kind:user:credential`.
+pub fn principal_key(claims: &Claims) -> String {
+    let u = &claims.user;
+    format!(
+        "{}:{}:{}",
+        u.kind,
+        u.user_id.unwrap_or(0),
+        u.token_id.unwrap_or(0)
+    )
+}
+
+/// A request on an upload session whose token did not pass [`authorize`] (`refused`)
+/// may still go on when that token has expired (within the session's lifetime), was
+/// issued to the principal that started the session, granted push here, and the
+/// principal still may push here now (checked on each request, so a revoked
+/// credential or a demoted user is stopped). A long push then never fails because
+/// its token expired mid-way.
+pub async fn authorize_expired_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    repository: &str,
+    upload: Option<&berth_meta::Upload>,
+    refused: RegistryError,
+) -> RegistryResult<()> {
+    let (Some(upload), Some(token)) = (upload, bearer(headers)) else {
+        return Err(refused);
+    };
+    let max_age = state.settings.upload_expiry.as_secs() as i64;
+    let Some(claims) = state
+        .signer
+        .verify_expired_within(token, now_ms() / 1000, max_age)
+    else {
+        return Err(refused);
+    };
+    let same_holder = upload.created_by.as_deref() == Some(principal_key(&claims).as_str());
+    let granted_push = claims
+        .actions_on(repository)
+        .any(|a| a == Action::Push.as_str() || a == "*");
+    if upload.repository_path != repository || !same_holder || !granted_push {
+        return Err(refused);
+    }
+    let principal = principal_from_claims(state, &claims).await?;
+    let still = crate::auth::still_valid(&principal, now_ms())
+        && crate::auth::token::grant_repository(
+            state,
+            &principal,
+            repository,
+            berth_core::ActionSet::parse("push"),
+        )
+        .await?
+        .is_some();
+    if !still {
+        return Err(refused);
+    }
+    tracing::debug!(
+        upload = %upload.id,
+        "upload continued with its expired token: the same principal still may push"
+    );
+    Ok(())
+}
+
 /// Rebuild the principal a token was issued to (for listings filtered per caller).
 pub async fn principal_from_claims(
     state: &AppState,

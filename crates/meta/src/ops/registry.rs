@@ -105,6 +105,7 @@ fn upload_row(r: DbRow) -> Upload {
         repository_path: r.get(1),
         created_at: r.get(2),
         updated_at: r.get(3),
+        created_by: r.get(4),
     }
 }
 
@@ -514,12 +515,14 @@ impl RegistryMeta for Db {
 
     async fn create_upload(&self, u: &Upload) -> Result<()> {
         sqlx::query(
-            "INSERT INTO uploads (id, repository_path, created_at, updated_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO uploads (id, repository_path, created_at, updated_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&u.id)
         .bind(&u.repository_path)
         .bind(u.created_at)
         .bind(u.updated_at)
+        .bind(&u.created_by)
         .execute(self.writer())
         .await?;
         Ok(())
@@ -527,7 +530,7 @@ impl RegistryMeta for Db {
 
     async fn upload(&self, id: &str) -> Result<Option<Upload>> {
         let row = sqlx::query(
-            "SELECT id, repository_path, created_at, updated_at FROM uploads WHERE id = $1",
+            "SELECT id, repository_path, created_at, updated_at, created_by FROM uploads WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.reader())
@@ -554,7 +557,8 @@ impl RegistryMeta for Db {
 
     async fn stale_uploads(&self, before: i64) -> Result<Vec<Upload>> {
         let rows = sqlx::query(
-            "SELECT id, repository_path, created_at, updated_at FROM uploads WHERE updated_at < $1",
+            "SELECT id, repository_path, created_at, updated_at, created_by FROM uploads \
+             WHERE updated_at < $1",
         )
         .bind(before)
         .fetch_all(self.reader())

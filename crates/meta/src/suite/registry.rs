@@ -111,6 +111,7 @@ pub(crate) async fn uploads_expire(m: &dyn TestMeta) {
         repository_path: "r".into(),
         created_at: 1,
         updated_at: 1,
+        created_by: Some("personal_access_token:4:9".into()),
     };
     m.create_upload(&u).await.unwrap();
     assert_eq!(m.upload("u").await.unwrap(), Some(u.clone()));

@@ -540,6 +540,7 @@ pub(crate) async fn delete_repository_removes_everything(m: &dyn TestMeta) {
         repository_path: path.into(),
         created_at: 1,
         updated_at: 1,
+        created_by: None,
     };
     m.create_upload(&upload("ua", "g/p/a")).await.unwrap();
     m.create_upload(&upload("ub", "g/p/b")).await.unwrap();

@@ -335,6 +335,26 @@ fn active(u: &User) -> bool {
     u.state == UserState::Active
 }
 
+/// Whether a principal rebuilt from an older token may still act: its user active,
+/// its token not revoked or expired, its job still running.
+pub fn still_valid(p: &Principal, now: i64) -> bool {
+    match p {
+        Principal::Anonymous => false,
+        Principal::User {
+            user,
+            via: Via::Password,
+        } => active(user),
+        Principal::User {
+            user,
+            via: Via::PersonalToken(t),
+        } => active(user) && !t.revoked && !date_expired(t.expires_at.as_deref(), &today()),
+        Principal::Deploy(t) => !t.revoked && t.expires_at.is_none_or(|e| e > now),
+        Principal::Job { job, user } => {
+            active(user) && job.status == JobStatus::Running && job.expires_at > now
+        }
+    }
+}
+
 /// The running job whose token has this digest.
 async fn job_principal(
     meta: &dyn Meta,

@@ -88,9 +88,16 @@ fn content_range(headers: &HeaderMap) -> RegistryResult<Option<(u64, u64)>> {
     Ok(Some((start, end)))
 }
 
-async fn new_upload(state: &Shared, name: &RepoName, alg: Algorithm) -> RegistryResult<String> {
+async fn new_upload(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    alg: Algorithm,
+) -> RegistryResult<String> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_ms();
+    let created_by =
+        crate::access::claims(state, headers).map(|c| crate::access::principal_key(&c));
     // Metadata first: a crash then leaves a row that expiry cleans, never stray bytes.
     state
         .meta
@@ -99,6 +106,7 @@ async fn new_upload(state: &Shared, name: &RepoName, alg: Algorithm) -> Registry
             repository_path: name.to_string(),
             created_at: now,
             updated_at: now,
+            created_by,
         })
         .await?;
     state.store.upload_create(&id).await?;
@@ -275,7 +283,7 @@ pub async fn start(
     } else if let Some(d) = query_get(&q, "digest") {
         // Monolithic upload: the body is the whole blob.
         let digest = parse_digest(&d)?;
-        let id = new_upload(state, name, digest.algorithm()).await?;
+        let id = new_upload(state, headers, name, digest.algorithm()).await?;
         let size = match append(state, headers, &id, 0, body).await {
             Ok(size) => size,
             Err(e) => {
@@ -291,7 +299,7 @@ pub async fn start(
             .map_err(|e| RegistryError::new(Code::DigestInvalid, e.to_string()))?,
         None => Algorithm::Sha256,
     };
-    let id = new_upload(state, name, alg).await?;
+    let id = new_upload(state, headers, name, alg).await?;
     session_response(state, headers, StatusCode::ACCEPTED, name, &id, 0)
 }
 
@@ -339,6 +347,29 @@ async fn try_mount(
     Ok(Some(blob_created(state, headers, name, digest)?))
 }
 
+/// The push permission for a request on upload session `id` (see
+/// [`crate::access::authorize_expired_session`]: an expired token of the session's
+/// own principal may finish it).
+async fn session_authorized(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    id: &str,
+) -> RegistryResult<()> {
+    let Err(refused) = authorize(state, headers, name.as_str(), Action::Push).await else {
+        return Ok(());
+    };
+    let upload = state.meta.upload(id).await?;
+    crate::access::authorize_expired_session(
+        state,
+        headers,
+        name.as_str(),
+        upload.as_ref(),
+        refused,
+    )
+    .await
+}
+
 /// Whether the caller's principal would be granted pull on `repository` if it asked.
 async fn may_pull(state: &Shared, headers: &HeaderMap, repository: &str) -> RegistryResult<bool> {
     let Some(claims) = crate::access::claims(state, headers) else {
@@ -360,7 +391,7 @@ pub async fn patch(
     id: &str,
     body: Body,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push).await?;
+    session_authorized(state, headers, name, id).await?;
     claimed(state, id, async {
         let size = current(state, name, id).await?;
         if let Some((start, end)) = content_range(headers)? {
@@ -394,7 +425,7 @@ pub async fn finish_upload(
     query: &str,
     body: Body,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push).await?;
+    session_authorized(state, headers, name, id).await?;
     claimed(state, id, async {
         let q = query_pairs(query);
         let digest = query_get(&q, "digest").ok_or_else(|| {
@@ -428,7 +459,7 @@ pub async fn status(
     name: &RepoName,
     id: &str,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push).await?;
+    session_authorized(state, headers, name, id).await?;
     let size = current(state, name, id).await?;
     session_response(state, headers, StatusCode::NO_CONTENT, name, id, size)
 }
@@ -439,7 +470,7 @@ pub async fn cancel(
     name: &RepoName,
     id: &str,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push).await?;
+    session_authorized(state, headers, name, id).await?;
     claimed(state, id, async {
         current(state, name, id).await?;
         discard(state, id).await?;
