@@ -348,19 +348,7 @@ fn escape(
         }
         'x' => {
             // `\x41` or `\x{10FFFF}`: the same in both.
-            let mut j = i + 2;
-            if chars.get(j).is_some_and(|&(_, c)| c == '{') {
-                while j < chars.len() && chars[j].1 != '}' {
-                    j += 1;
-                }
-                j += 1;
-            } else {
-                j += 2;
-            }
-            let j = j.min(chars.len());
-            let text: String = chars[i..j].iter().map(|&(_, c)| c).collect();
-            w.push(&text, at);
-            atom(j)
+            atom(pass_through(chars, i, 2, w))
         }
         'd' | 'D' | 's' | 'S' | 'w' | 'W' => {
             // ASCII in RE2.
@@ -382,19 +370,7 @@ fn escape(
         }
         'p' | 'P' => {
             // `\pN`, `\p{Greek}`, `\p{^Greek}`: the same in both.
-            let mut j = i + 2;
-            if chars.get(j).is_some_and(|&(_, c)| c == '{') {
-                while j < chars.len() && chars[j].1 != '}' {
-                    j += 1;
-                }
-                j += 1;
-            } else {
-                j += 1;
-            }
-            let j = j.min(chars.len());
-            let text: String = chars[i..j].iter().map(|&(_, c)| c).collect();
-            w.push(&text, at);
-            atom(j)
+            atom(pass_through(chars, i, 1, w))
         }
         'b' | 'B' if !in_class => {
             // ASCII word boundaries in RE2.
@@ -421,6 +397,24 @@ fn escape(
             at,
         )),
     }
+}
+
+/// Copy the escape at `i` as it is: its letter, then a `{…}` argument or `short`
+/// characters. The index after it.
+fn pass_through(chars: &[(usize, char)], i: usize, short: usize, w: &mut Writer) -> usize {
+    let mut j = i + 2;
+    if chars.get(j).is_some_and(|&(_, c)| c == '{') {
+        while j < chars.len() && chars[j].1 != '}' {
+            j += 1;
+        }
+        j += 1;
+    } else {
+        j += short;
+    }
+    let j = j.min(chars.len());
+    let text: String = chars[i..j].iter().map(|&(_, c)| c).collect();
+    w.push(&text, chars[i].0);
+    j
 }
 
 /// The character class at `i` (a `[`), written out; the index after it.
