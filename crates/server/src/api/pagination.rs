@@ -225,6 +225,12 @@ mod tests {
         let last = Pagination::new("u".into(), "page=9223372036854775807").unwrap();
         assert_eq!(header(&last.headers(3), "x-next-page"), "");
         assert_eq!(header(&last.headers(3), "x-prev-page"), "1");
+        // A total near i64::MAX has pages, not an overflow.
+        let huge = Pagination::new("u".into(), "per_page=100").unwrap();
+        assert_eq!(
+            header(&huge.headers(i64::MAX), "x-total-pages"),
+            (i64::MAX / 100).to_string()
+        );
         let (items, total) = Pagination::new("u".into(), "per_page=2&page=2")
             .unwrap()
             .slice(vec![1, 2, 3, 4, 5]);
