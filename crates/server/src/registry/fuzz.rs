@@ -358,6 +358,40 @@ fn fuzz_query_strings() {
     });
 }
 
+#[test]
+fn fuzz_listing_pages() {
+    let values = prop_oneof![
+        3 => (0u64..200_000).prop_map(|n| n.to_string()),
+        1 => any::<u64>().prop_map(|n| n.to_string()),
+        1 => prop::sample::select(vec!["", "-1", "+5", " 5", "1e3", "4294967296"]).prop_map(String::from),
+        1 => any::<String>(),
+    ];
+    check(
+        "tags list and catalog n/last",
+        (values, "\\PC{0,12}"),
+        |(n, last)| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("n", &n).append_pair("last", &last);
+            match super::listing::page(&q.finish()) {
+                Ok(p) => {
+                    let expected = if n.is_empty() {
+                        None
+                    } else {
+                        n.parse::<u32>().ok()
+                    };
+                    prop_assert_eq!(p.n, expected.map(|x| x.min(super::listing::MAX_PAGE)));
+                    prop_assert_eq!(p.last, Some(last).filter(|l| !l.is_empty()));
+                }
+                Err(e) => {
+                    prop_assert!(matches!(e.code, Code::PaginationNumberInvalid));
+                    prop_assert!(n.parse::<u32>().is_err());
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
 // ---- regressions found by the properties above ----------------------------------------
 
 #[test]
