@@ -457,43 +457,59 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
     )
 }
 
-/// `os/arch[/variant]` of each child of an index, from its stored payload.
+/// `os/arch[/variant]` of each child of an index, from its stored payload. Typed and
+/// borrowed: an image manifest's payload may list tens of thousands of layers, which
+/// as a serde_json::Value tree cost some 60 MB only to find it has no `manifests`.
 fn platforms(payload: &[u8]) -> Vec<(String, String, i64)> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+    use std::borrow::Cow;
+
+    #[derive(serde::Deserialize)]
+    struct Index<'a> {
+        #[serde(borrow, default)]
+        manifests: Option<Vec<Child<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Child<'a> {
+        #[serde(borrow, default)]
+        digest: Cow<'a, str>,
+        #[serde(default)]
+        size: i64,
+        #[serde(borrow, default)]
+        platform: Option<Platform<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Platform<'a> {
+        #[serde(borrow, default)]
+        os: Cow<'a, str>,
+        #[serde(borrow, default)]
+        architecture: Cow<'a, str>,
+        #[serde(borrow, default)]
+        variant: Option<Cow<'a, str>>,
+    }
+
+    let Ok(Index {
+        manifests: Some(children),
+    }) = serde_json::from_slice::<Index>(payload)
+    else {
         return Vec::new();
     };
-    v.get("manifests")
-        .and_then(|m| m.as_array())
-        .map(|children| {
-            children
-                .iter()
-                .map(|c| {
-                    let p = c.get("platform");
-                    let part = |k: &str| {
-                        p.and_then(|p| p.get(k))
-                            .and_then(|x| x.as_str())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    let mut name = format!("{}/{}", part("os"), part("architecture"));
-                    let variant = part("variant");
-                    if !variant.is_empty() {
-                        name = format!("{name}/{variant}");
-                    }
-                    if name == "/" {
-                        name = "unknown/unknown".into();
-                    }
-                    let digest = c
-                        .get("digest")
-                        .and_then(|d| d.as_str())
-                        .unwrap_or("")
-                        .to_string();
-                    let size = c.get("size").and_then(|s| s.as_i64()).unwrap_or(0);
-                    (name, digest, size)
-                })
-                .collect()
+    children
+        .into_iter()
+        .map(|c| {
+            let (os, arch, variant) = c
+                .platform
+                .map(|p| (p.os, p.architecture, p.variant.unwrap_or_default()))
+                .unwrap_or_default();
+            let mut name = format!("{os}/{arch}");
+            if !variant.is_empty() {
+                name = format!("{name}/{variant}");
+            }
+            if name == "/" {
+                name = "unknown/unknown".into();
+            }
+            (name, c.digest.into_owned(), c.size)
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 pub async fn repository(
@@ -1348,6 +1364,7 @@ mod tests {
                 |(payload, page)| {
                     let p = layer_page(&payload, page);
                     prop_assert!(p.rows.len() <= p.total && p.page <= p.pages());
+                    let _ = platforms(&payload);
                     Ok(())
                 },
             );
