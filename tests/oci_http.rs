@@ -997,6 +997,50 @@ fn blob_range_requests() {
     let r = reg.send(reg.req(Method::GET, &url).header("Range", "bytes=20-30"));
     r.expect_error(416, "RANGE_INVALID");
     assert_eq!(r.h("Content-Range"), "bytes */10");
+
+    // A last position past the end is satisfiable: what there is (RFC 9110 §14.1.2).
+    for past in [
+        "bytes=0-10",
+        "bytes=0-99999999999",
+        "bytes=0-18446744073709551615",
+    ] {
+        let r = reg.send(reg.req(Method::GET, &url).header("Range", past));
+        r.expect(206);
+        assert_eq!(r.h("Content-Range"), "bytes 0-9/10", "{past}");
+        assert_eq!(r.h("Content-Length"), "10");
+        assert_eq!(r.body, data);
+    }
+    let r = reg.send(reg.req(Method::GET, &url).header("Range", "bytes=4-"));
+    r.expect(206);
+    assert_eq!(r.body, b"456789");
+
+    // Positions are digits only; an unparsable range is refused, not misread.
+    for bad in [
+        "bytes=+1-2",
+        "bytes=1-+2",
+        "bytes=18446744073709551616-",
+        "bytes=-0",
+    ] {
+        let r = reg.send(reg.req(Method::GET, &url).header("Range", bad));
+        r.expect_error(416, "RANGE_INVALID");
+    }
+}
+
+#[test]
+fn upload_chunk_with_a_huge_content_range_is_refused() {
+    let reg = Reg::start();
+    let start = reg.start_upload("lib/huge-range");
+    let location = start.h("Location");
+    // Its length does not fit in 64 bits: no Content-Length can match it.
+    let r = reg.send(
+        reg.req(Method::PATCH, location)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Range", "0-18446744073709551615")
+            .body(b"abc".to_vec()),
+    );
+    r.expect_error(416, "RANGE_INVALID");
+    // The upload is still usable.
+    reg.patch(location, Some((0, 2)), b"abc").expect(202);
 }
 
 #[test]

@@ -339,3 +339,107 @@ fn web_ui_in_a_real_browser() {
         assert!(len > 5_000, "{f} is {len} bytes");
     }
 }
+
+/// A manifest with many layers (the 4 MiB limit holds about 38,000) shows its layers a
+/// page at a time, with how many more there are and a link to the next page; a page
+/// past the end shows the last one. Plain HTTP: no browser needed.
+#[test]
+fn tag_page_of_a_many_layer_manifest_is_paged() {
+    let berth = Berth::start();
+    berth.project("g/layers", "public");
+    let repo = "g/layers";
+    let token: Value = berth
+        .token(
+            Some(("root", ROOT_PASSWORD)),
+            &[&format!("repository:{repo}:pull,push")],
+        )
+        .json()
+        .unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let client = reqwest::blocking::Client::new();
+    let blob = |data: &[u8]| {
+        let digest = format!("sha256:{}", sha256_hex(data));
+        let r = client
+            .post(format!(
+                "{}/v2/{repo}/blobs/uploads/?digest={digest}",
+                berth.url
+            ))
+            .header("Authorization", &bearer)
+            .body(data.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        digest
+    };
+    let layers: Vec<Value> = (0..1000)
+        .map(|i| {
+            let data = format!("layer {i}");
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blob(data.as_bytes()), "size": data.len()})
+        })
+        .collect();
+    let config = b"{}";
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(config), "size": 2},
+        "layers": layers,
+    });
+    let r = client
+        .put(format!("{}/v2/{repo}/manifests/many", berth.url))
+        .header("Authorization", &bearer)
+        .header("Content-Type", OCI_MANIFEST)
+        .body(manifest.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Attribute values escape '/' as `&#x2f;`.
+    let listing = client
+        .get(format!("{}/g/layers/container_registry", berth.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .replace("&#x2f;", "/");
+    let start = listing.find("/g/layers/container_registry/").unwrap() + 29;
+    let rid: String = listing[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let page = |query: &str| {
+        let r = client
+            .get(format!(
+                "{}/g/layers/container_registry/{rid}/-/tags/many{query}",
+                berth.url
+            ))
+            .header("Accept-Language", "en")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().unwrap().replace("&#x2f;", "/")
+    };
+    let digest_of = |i: usize| layers[i]["digest"].as_str().unwrap().to_string();
+    let shown = |html: &str| {
+        (0..1000)
+            .filter(|&i| html.contains(&digest_of(i)))
+            .collect::<Vec<_>>()
+    };
+
+    let first = page("");
+    assert!(first.contains("Layers 1–100 of 1000"), "{first}");
+    assert!(first.contains("… and 900 more layers"));
+    assert!(first.contains("?layers_page=2#layers"));
+    assert_eq!(shown(&first), (0..100).collect::<Vec<_>>());
+
+    let second = page("?layers_page=2");
+    assert!(second.contains("Layers 101–200 of 1000"));
+    assert!(second.contains("<td>101</td>"));
+    assert!(second.contains("?layers_page=1#layers"));
+    assert!(second.contains("?layers_page=3#layers"));
+    assert_eq!(shown(&second), (100..200).collect::<Vec<_>>());
+
+    let past = page("?layers_page=99");
+    assert!(past.contains("Layers 901–1000 of 1000"));
+    assert!(!past.contains("more layers"));
+    assert_eq!(shown(&past), (900..1000).collect::<Vec<_>>());
+}

@@ -59,7 +59,10 @@ pub fn parse_duration(field: &'static str, text: &str) -> Result<i64, PolicyErro
             ))
         }
     };
-    Ok(n * unit_ms)
+    // A client may send any number of digits; one too large for i64 milliseconds is
+    // not a duration, not a reason to overflow.
+    n.checked_mul(unit_ms)
+        .ok_or_else(|| err(field, format!("{text:?} is too long a duration")))
 }
 
 /// The policy as the engine needs it.
@@ -188,7 +191,7 @@ pub fn evaluate(tags: &[TagFacts], rules: &Rules, now: i64) -> Vec<Step> {
     for &i in &candidates[keep..] {
         let too_new = rules
             .older_than_ms
-            .is_some_and(|age| tags[i].created_at > now - age);
+            .is_some_and(|age| tags[i].created_at > now.saturating_sub(age));
         steps[i] = Some(if too_new { Step::TooNew } else { Step::Deleted });
     }
     steps
@@ -249,22 +252,31 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
+/// The digits (and nothing else) at byte range `r` of `s`, as a number.
+fn num_in(s: &str, r: std::ops::Range<usize>) -> Option<i64> {
+    let t = s.get(r)?;
+    t.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| t.parse().ok())?
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)
+}
+
 /// An RFC 3339 time (`2026-01-02T03:04:05.678+01:00`, `…Z`) as Unix ms, honouring
 /// the offset. Image configs carry their creation time this way.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let s = s.trim();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
+    let num = |r: std::ops::Range<usize>| num_in(s, r);
     if s.len() < 19 || !matches!(s.as_bytes()[10], b'T' | b't' | b' ') {
         return None;
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -283,8 +295,15 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
                 b'-' => -1,
                 _ => return None,
             };
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            // Exactly `±hh:mm`: `parse` alone would take a sign or trailing text.
+            let b = rest.as_bytes();
+            if b.len() != 6 || b[3] != b':' {
+                return None;
+            }
+            let (oh, om) = (num_in(rest, 1..3)?, num_in(rest, 4..6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
             sign * (oh * 60 + om)
         }
     };
@@ -306,12 +325,7 @@ pub fn next_run_at(cadence: &str, from: i64) -> i64 {
     let (y, m, d) = civil_from_days(day);
     let total = y * 12 + (m - 1) + months;
     let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
-    let last = days_from_civil(
-        if nm == 12 { ny + 1 } else { ny },
-        if nm == 12 { 1 } else { nm + 1 },
-        1,
-    ) - days_from_civil(ny, nm, 1);
-    days_from_civil(ny, nm, d.min(last)) * DAY_MS + rem
+    days_from_civil(ny, nm, d.min(days_in_month(ny, nm))) * DAY_MS + rem
 }
 
 #[cfg(test)]

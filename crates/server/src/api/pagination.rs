@@ -12,7 +12,7 @@ use axum::Json;
 use berth_meta::Window;
 use serde::Serialize;
 
-use super::{ApiError, ApiResult};
+use super::{ApiError, ApiResult, Params};
 use crate::state::Shared;
 
 pub const DEFAULT_PER_PAGE: i64 = 20;
@@ -98,7 +98,8 @@ impl Pagination {
 
     /// The pagination headers for a list of `total` items.
     pub fn headers(&self, total: i64) -> Vec<(&'static str, String)> {
-        let total_pages = ((total + self.per_page - 1) / self.per_page).max(1);
+        // Saturating: `total` is a count, but this must not be what overflows.
+        let total_pages = (total.saturating_add(self.per_page - 1) / self.per_page).max(1);
         // Lazily: `page` may be i64::MAX, whose successor does not exist.
         let next = (self.page < total_pages).then(|| self.page + 1);
         let prev = (self.page > 1).then(|| (self.page - 1).min(total_pages));
@@ -132,6 +133,35 @@ impl Pagination {
             }
         }
         resp
+    }
+}
+
+/// GitLab's keyset pagination of a repository's tags (`pagination=keyset`): ordered
+/// by name only, `sort` `asc` or `desc`, starting after the tag named `last`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyset {
+    pub descending: bool,
+    pub last: Option<String>,
+}
+
+impl Keyset {
+    /// Whether the request asks for keyset pagination at all.
+    pub fn requested(params: &Params) -> ApiResult<bool> {
+        Ok(params.string("pagination")?.as_deref() == Some("keyset"))
+    }
+
+    /// The keyset parameters of a request that asked for them.
+    pub fn from_params(params: &Params) -> ApiResult<Keyset> {
+        if params.string("order_by")?.is_some_and(|o| o != "name") {
+            return Err(ApiError::param("order_by does not have a valid value"));
+        }
+        let descending = match params.string("sort")?.as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(_) => return Err(ApiError::param("sort does not have a valid value")),
+        };
+        let last = params.string("last")?.filter(|l| !l.is_empty());
+        Ok(Keyset { descending, last })
     }
 }
 
@@ -195,6 +225,12 @@ mod tests {
         let last = Pagination::new("u".into(), "page=9223372036854775807").unwrap();
         assert_eq!(header(&last.headers(3), "x-next-page"), "");
         assert_eq!(header(&last.headers(3), "x-prev-page"), "1");
+        // A total near i64::MAX has pages, not an overflow.
+        let huge = Pagination::new("u".into(), "per_page=100").unwrap();
+        assert_eq!(
+            header(&huge.headers(i64::MAX), "x-total-pages"),
+            (i64::MAX / 100).to_string()
+        );
         let (items, total) = Pagination::new("u".into(), "per_page=2&page=2")
             .unwrap()
             .slice(vec![1, 2, 3, 4, 5]);

@@ -303,4 +303,307 @@ mod tests {
         assert!(Params::parse("", "application/json", b"[1]").is_err());
         assert!(Params::parse("", "application/json", b"{bad").is_err());
     }
+
+    /// Fuzz properties of every REST parameter reader: the query/body merge, the typed
+    /// accessors, offset pagination (and its `Link` round trip), the keyset and
+    /// bulk-delete parameters and the cleanup-policy attributes.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::api::pagination::{Keyset, Pagination, MAX_PER_PAGE};
+        use crate::registry::fuzz::check;
+
+        const KEYS: [&str; 16] = [
+            "page",
+            "per_page",
+            "pagination",
+            "last",
+            "sort",
+            "order_by",
+            "search",
+            "name",
+            "enabled",
+            "keep_n",
+            "older_than",
+            "cadence",
+            "name_regex",
+            "name_regex_keep",
+            "name_regex_delete",
+            "x[]",
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => prop::sample::select(vec![
+                    "", "1", "0", "-1", "true", "True", " yes ", "off", "maybe", "asc", "desc",
+                    "keyset", "name", ".*", "(", "v.+", "7d", "90d", "1month", "null", "[]", "{}",
+                    "9223372036854775807", "9223372036854775808", "-9223372036854775808", "1e3",
+                    "2026-01-02", "2026-13-45", "2026-02-30T00:00:00Z", "+5",
+                ]).prop_map(String::from),
+                2 => any::<i64>().prop_map(|n| n.to_string()),
+                2 => "[a-zA-Z0-9 %+.*()\\[\\]|-]{0,12}",
+                1 => any::<String>(),
+            ]
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => prop::sample::select(KEYS.to_vec()).prop_map(String::from),
+                1 => "[a-z_\\[\\]]{0,8}",
+                1 => any::<String>(),
+            ]
+        }
+
+        fn query() -> impl Strategy<Value = String> {
+            prop::collection::vec((key(), value()), 0..6).prop_map(|kv| {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                for (k, v) in kv {
+                    q.append_pair(&k, &v);
+                }
+                q.finish()
+            })
+        }
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                value().prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(2, 12, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(key(), inner, 0..4)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A request: query, Content-Type and body, from near-valid to garbage.
+        fn request() -> impl Strategy<Value = (String, String, Vec<u8>)> {
+            let body = prop_oneof![
+                3 => prop::collection::btree_map(key(), json(), 0..6)
+                    .prop_map(|m| serde_json::to_vec(&m).unwrap()),
+                1 => json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+                2 => query().prop_map(String::into_bytes),
+                1 => prop::collection::vec(any::<u8>(), 0..64),
+                1 => (1usize..2000).prop_map(|n| format!("{}1{}", "[".repeat(n), "]".repeat(n)).into_bytes()),
+            ];
+            let content_type = prop::sample::select(vec![
+                "",
+                "application/json",
+                "application/json; charset=utf-8",
+                "application/x-www-form-urlencoded",
+                "APPLICATION/X-WWW-FORM-URLENCODED; x=y",
+                "text/plain",
+                "multipart/form-data",
+            ])
+            .prop_map(String::from);
+            (query(), content_type, body)
+        }
+
+        /// Every refusal is Grape's `{"error": …}` or GitLab's `{"message": …}`, a 400.
+        fn refusal_shape(e: &ApiError) -> Result<(), TestCaseError> {
+            prop_assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+            let body = e.body_json();
+            prop_assert!(
+                body.get("error").is_some() || body.get("message").is_some(),
+                "{}",
+                body
+            );
+            Ok(())
+        }
+
+        #[test]
+        fn fuzz_params_and_accessors() {
+            check("REST params", (request(), key()), |((q, ct, body), k)| {
+                let p = match Params::parse(&q, &ct, &body) {
+                    Ok(p) => p,
+                    Err(e) => return refusal_shape(&e),
+                };
+                for key in KEYS.iter().copied().chain([k.as_str()]) {
+                    let results = [
+                        p.string(key).map(|_| ()),
+                        p.required_string(key).map(|_| ()),
+                        p.int(key).map(|_| ()),
+                        p.bool(key).map(|_| ()),
+                        p.list(key).map(|_| ()),
+                        p.choice::<berth_core::Visibility>(key).map(|_| ()),
+                        p.date(key).map(|_| ()),
+                        p.nested(key).map(|_| ()),
+                    ];
+                    for r in &results {
+                        if let Err(e) = r {
+                            refusal_shape(e)?;
+                        }
+                    }
+                    if let Ok(Some(dates)) = p.date(key) {
+                        prop_assert_eq!(dates.len(), 10);
+                    }
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn fuzz_typed_values_round_trip() {
+            let spellings = prop_oneof![
+                Just(("true", true)),
+                Just(("T", true)),
+                Just((" yes", true)),
+                Just(("1", true)),
+                Just(("On", true)),
+                Just(("false", false)),
+                Just(("F", false)),
+                Just(("no ", false)),
+                Just(("0", false)),
+                Just(("OFF", false)),
+            ];
+            let input = (any::<i64>(), spellings, any::<bool>(), "\\PC{0,20}");
+            check(
+                "REST typed values",
+                input,
+                |(n, (spelled, b), as_json, text)| {
+                    let p = if as_json {
+                        let body = serde_json::json!({"n": n, "b": spelled, "s": text, "jb": b});
+                        Params::parse("", "application/json", body.to_string().as_bytes())
+                    } else {
+                        let mut q = form_urlencoded::Serializer::new(String::new());
+                        q.append_pair("n", &n.to_string());
+                        q.append_pair("b", spelled);
+                        q.append_pair("s", &text);
+                        q.append_pair("jb", &b.to_string());
+                        Params::parse(&q.finish(), "", b"")
+                    }
+                    .unwrap();
+                    prop_assert_eq!(p.int("n").unwrap(), Some(n));
+                    prop_assert_eq!(p.bool("b").unwrap(), Some(b));
+                    prop_assert_eq!(p.bool("jb").unwrap(), Some(b));
+                    prop_assert_eq!(p.string("s").unwrap(), Some(text.clone()));
+                    Ok(())
+                },
+            );
+        }
+
+        #[test]
+        fn fuzz_pagination_bounds_and_links_round_trip() {
+            let pages = prop_oneof![
+                3 => (0i64..30).prop_map(|n| n.to_string()),
+                1 => any::<i64>().prop_map(|n| n.to_string()),
+                1 => value(),
+            ];
+            let totals = prop_oneof![0i64..500, any::<i64>()];
+            check(
+                "pagination",
+                (query(), pages.clone(), pages, totals),
+                |(rest, page, per_page, total)| {
+                    let mut q = form_urlencoded::Serializer::new(rest.clone());
+                    q.append_pair("page", &page)
+                        .append_pair("per_page", &per_page);
+                    let p = match Pagination::new("http://h/api/v4/x".into(), &q.finish()) {
+                        Ok(p) => p,
+                        Err(e) => return refusal_shape(&e),
+                    };
+                    prop_assert!(p.page >= 1);
+                    prop_assert!((1..=MAX_PER_PAGE).contains(&p.per_page));
+                    let w = p.window();
+                    prop_assert!(w.offset >= 0 && w.limit == p.per_page);
+                    let total = total.max(0);
+                    let headers = p.headers(total);
+                    let get = |n: &str| {
+                        headers
+                            .iter()
+                            .find(|(k, _)| *k == n)
+                            .map(|(_, v)| v.clone())
+                            .unwrap()
+                    };
+                    let pages: i64 = get("x-total-pages").parse().unwrap();
+                    prop_assert!(pages >= 1);
+                    // Every link parses back to the page it names, with the same
+                    // per_page and the other parameters unchanged.
+                    let link = get("link");
+                    for part in link.split(", ") {
+                        let url = part.trim_start_matches('<').split('>').next().unwrap();
+                        let query = url.split_once('?').map(|x| x.1).unwrap_or("");
+                        let back = Pagination::new("http://h/api/v4/x".into(), query).unwrap();
+                        prop_assert_eq!(back.per_page, p.per_page);
+                        let others: Vec<(String, String)> =
+                            form_urlencoded::parse(query.as_bytes())
+                                .into_owned()
+                                .filter(|(k, _)| k != "page" && k != "per_page")
+                                .collect();
+                        let sent: Vec<(String, String)> = form_urlencoded::parse(rest.as_bytes())
+                            .into_owned()
+                            .filter(|(k, _)| k != "page" && k != "per_page")
+                            .collect();
+                        prop_assert_eq!(others, sent);
+                        if part.ends_with("rel=\"next\"") {
+                            prop_assert_eq!(back.page, p.page + 1);
+                            prop_assert!(back.page <= pages);
+                        }
+                        if part.ends_with("rel=\"last\"") {
+                            prop_assert_eq!(back.page, pages);
+                        }
+                    }
+                    Ok(())
+                },
+            );
+        }
+
+        #[test]
+        fn fuzz_keyset_and_bulk_delete_parameters() {
+            check("keyset and bulk delete", request(), |(q, ct, body)| {
+                let Ok(p) = Params::parse(&q, &ct, &body) else {
+                    return Ok(());
+                };
+                if let Err(e) = Keyset::requested(&p) {
+                    refusal_shape(&e)?;
+                }
+                match Keyset::from_params(&p) {
+                    Ok(k) => {
+                        prop_assert!(k.last.as_deref() != Some(""));
+                        let sort = p.string("sort").unwrap();
+                        prop_assert_eq!(k.descending, sort.as_deref() == Some("desc"));
+                    }
+                    Err(e) => refusal_shape(&e)?,
+                }
+                if let Err(e) = crate::api::registry::bulk_rules(&p) {
+                    refusal_shape(&e)?;
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn fuzz_cleanup_policy_attributes() {
+            check("cleanup policy attributes", request(), |(q, ct, body)| {
+                let Ok(p) = Params::parse(&q, &ct, &body) else {
+                    return Ok(());
+                };
+                let attrs = match p.nested("container_expiration_policy_attributes") {
+                    Ok(Some(a)) => a,
+                    _ => p,
+                };
+                match crate::api::policy::apply(crate::cleanup::default_policy(), &attrs) {
+                    Ok(saved) => {
+                        // What is saved is a policy the engine can run.
+                        berth_core::cleanup::validate_policy_values(
+                            &saved.cadence,
+                            saved.keep_n,
+                            saved.older_than.as_deref(),
+                        )
+                        .unwrap();
+                        crate::cleanup::rules_of(&saved).unwrap();
+                        prop_assert_eq!(saved.enabled, saved.next_run_at.is_some());
+                    }
+                    Err(e) => refusal_shape(&e)?,
+                }
+                Ok(())
+            });
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! per hour).
 
 use super::entities::timestamp;
+use super::pagination::Keyset;
 use super::schemas::{
     BulkDeleteParams, IdOrPath, InvalidRefusedOrMissing, PageParams, RefusedOrMissing, Repository,
     RepositoryListParams, RepositoryParams, Tag, TagDetails, TagListParams,
@@ -381,19 +382,11 @@ async fn list_tags(
 ) -> ApiResult<Response> {
     let (p, _) = readable(&state, &caller, &id).await?;
     let r = repository_of(&state, &p, &rid).await?;
-    if params.string("pagination")?.as_deref() == Some("keyset") {
+    if Keyset::requested(&params)? {
         if caller.user().is_none() {
             return Err(ApiError::unauthorized());
         }
-        if params.string("order_by")?.is_some_and(|o| o != "name") {
-            return Err(ApiError::param("order_by does not have a valid value"));
-        }
-        let descending = match params.string("sort")?.as_deref() {
-            None | Some("asc") => false,
-            Some("desc") => true,
-            Some(_) => return Err(ApiError::param("sort does not have a valid value")),
-        };
-        let last = params.string("last")?.filter(|l| !l.is_empty());
+        let Keyset { descending, last } = Keyset::from_params(&params)?;
         let limit = pg.per_page;
         let (tags, _) = state
             .meta

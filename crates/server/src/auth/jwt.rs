@@ -57,6 +57,12 @@ impl Claims {
             .flat_map(|a| a.actions.iter().map(String::as_str))
     }
 
+    /// Whether `now` (Unix seconds) is within the token's lifetime, with the leeway.
+    /// Saturating: `exp` and `nbf` are whatever the token says.
+    fn current(&self, now: i64) -> bool {
+        self.exp.saturating_add(LEEWAY_SECS) >= now && self.nbf.saturating_sub(LEEWAY_SECS) <= now
+    }
+
     pub fn has_catalog(&self) -> bool {
         self.access.iter().any(|a| {
             a.kind == "registry" && a.name == "catalog" && a.actions.iter().any(|x| x == "*")
@@ -172,8 +178,7 @@ impl Signer {
     pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
         if let Ok(cache) = self.verified.lock() {
             if let Some(c) = cache.get(token) {
-                return (c.exp + LEEWAY_SECS >= now && c.nbf - LEEWAY_SECS <= now)
-                    .then(|| c.clone());
+                return c.current(now).then(|| c.clone());
             }
         }
         let mut v = Validation::new(Algorithm::ES256);
@@ -187,13 +192,12 @@ impl Signer {
         if data.header.kid.as_deref() != Some(self.kid.as_str()) {
             return None;
         }
-        let c = &data.claims;
-        if c.exp + LEEWAY_SECS < now || c.nbf - LEEWAY_SECS > now {
+        if !data.claims.current(now) {
             return None;
         }
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_CACHE_MAX {
-                cache.retain(|_, c| c.exp + LEEWAY_SECS >= now);
+                cache.retain(|_, c| c.exp.saturating_add(LEEWAY_SECS) >= now);
                 if cache.len() >= VERIFIED_CACHE_MAX {
                     cache.clear();
                 }
@@ -291,6 +295,175 @@ mod tests {
             t.split('.').nth(1).unwrap()
         );
         assert!(s.verify(&none, now).is_none());
+    }
+
+    mod fuzz {
+        use std::sync::LazyLock;
+
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use base64::Engine;
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::claims;
+        use crate::registry::fuzz::{cases, check, check_n};
+
+        const NOW: i64 = 1_800_000_000;
+
+        /// One key for every case: generating one costs more than a check.
+        static KEY: LazyLock<(Signer, String)> = LazyLock::new(|| {
+            let pem = Signer::generate_pem().unwrap();
+            let public = p256::SecretKey::from_pkcs8_pem(&pem)
+                .unwrap()
+                .public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap();
+            (
+                Signer::from_pem(&pem, "berth", "container_registry").unwrap(),
+                public,
+            )
+        });
+
+        fn valid_token() -> String {
+            KEY.0.sign(&claims(NOW, "container_registry")).unwrap()
+        }
+
+        /// Tokens a hostile or broken client may send: garbage, a valid token cut
+        /// short or with a byte changed, a header naming another algorithm (with the
+        /// public key as an HMAC secret: the classic confusion), huge headers.
+        fn hostile_token() -> impl Strategy<Value = String> {
+            let valid = valid_token();
+            let (a, b) = (valid.clone(), valid.clone());
+            let part = "[A-Za-z0-9_=+/-]{0,60}";
+            prop_oneof![
+                2 => any::<String>(),
+                2 => (part, part, part).prop_map(|(x, y, z)| format!("{x}.{y}.{z}")),
+                2 => (0..valid.len()).prop_map(move |n| a[..n].to_string()),
+                2 => (0..valid.len(), any::<u8>()).prop_map(move |(i, c)| {
+                    let mut bytes = b.clone().into_bytes();
+                    bytes[i] = b"ABCxyz019_-."[c as usize % 12];
+                    String::from_utf8(bytes).unwrap()
+                }),
+                2 => (
+                    prop::sample::select(vec![
+                        "none", "None", "HS256", "HS384", "HS512", "RS256", "ES384", "PS256",
+                        "EdDSA", "es256", "", "ES256",
+                    ]),
+                    any::<bool>(),
+                    "[A-Za-z0-9_-]{0,90}",
+                )
+                    .prop_map(|(alg, hmac, sig)| {
+                        let header = serde_json::json!({"alg": alg, "typ": "JWT", "kid": KEY.0.kid()});
+                        let payload = serde_json::to_vec(&claims(NOW, "container_registry")).unwrap();
+                        let signing_input = format!(
+                            "{}.{}",
+                            B64.encode(serde_json::to_vec(&header).unwrap()),
+                            B64.encode(payload)
+                        );
+                        let sig = if hmac {
+                            use sha2::Sha256;
+                            // HMAC-SHA256 keyed with the public key's PEM.
+                            let key = KEY.1.as_bytes();
+                            let mut k = [0u8; 64];
+                            k[..key.len().min(64)].copy_from_slice(&key[..key.len().min(64)]);
+                            if key.len() > 64 {
+                                k[..32].copy_from_slice(&Sha256::digest(key));
+                                k[32..].fill(0);
+                            }
+                            let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+                            let inner = Sha256::digest([pad(0x36), signing_input.as_bytes().to_vec()].concat());
+                            let outer = Sha256::digest([pad(0x5c), inner.to_vec()].concat());
+                            B64.encode(outer)
+                        } else {
+                            sig
+                        };
+                        format!("{signing_input}.{sig}")
+                    }),
+                1 => (0usize..200_000, any::<bool>()).prop_map(|(n, many)| {
+                    let header = if many {
+                        let fields: serde_json::Map<String, serde_json::Value> = (0..n / 20)
+                            .map(|i| (format!("f{i}"), serde_json::json!(i)))
+                            .collect();
+                        serde_json::Value::Object(fields)
+                    } else {
+                        serde_json::json!({"alg": "ES256", "kid": "K".repeat(n)})
+                    };
+                    let v = valid_token();
+                    let rest = v.split_once('.').unwrap().1.to_string();
+                    format!("{}.{rest}", B64.encode(serde_json::to_vec(&header).unwrap()))
+                }),
+            ]
+        }
+
+        #[test]
+        fn fuzz_hostile_tokens_are_refused() {
+            check("hostile JWT", hostile_token(), |t| {
+                let valid = valid_token();
+                let verified = KEY.0.verify(&t, NOW);
+                // ECDSA signatures are not unique, so only the token as signed
+                // is known to verify; everything else here must not.
+                if t != valid {
+                    prop_assert!(verified.is_none(), "accepted {}", t);
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn fuzz_lifetimes_never_overflow() {
+            let t = prop_oneof![any::<i64>(), (NOW - 1000)..(NOW + 1000)];
+            let few = (cases() / 4).max(64);
+            check_n(
+                "JWT lifetime",
+                few,
+                (t.clone(), t.clone(), t),
+                |(exp, nbf, now)| {
+                    let mut c = claims(NOW, "container_registry");
+                    c.exp = exp;
+                    c.nbf = nbf;
+                    let token = KEY.0.sign(&c).unwrap();
+                    // jsonwebtoken reads `exp` and `nbf` as unsigned: a negative one is
+                    // a malformed token (we never sign one).
+                    let reference = exp >= 0
+                        && nbf >= 0
+                        && i128::from(exp) + 60 >= i128::from(now)
+                        && i128::from(nbf) - 60 <= i128::from(now);
+                    // Twice: the second answer comes from the cache of verified tokens.
+                    for _ in 0..2 {
+                        let got = KEY.0.verify(&token, now);
+                        prop_assert_eq!(got.is_some(), reference);
+                        if let Some(g) = got {
+                            prop_assert_eq!(
+                                serde_json::to_value(&g).unwrap(),
+                                serde_json::to_value(&c).unwrap()
+                            );
+                        }
+                    }
+                    Ok(())
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_with_extreme_times_is_checked_without_overflow() {
+        // `fuzz_lifetimes_never_overflow` catches this: exp + leeway overflowed i64.
+        let s = Signer::from_pem(
+            &Signer::generate_pem().unwrap(),
+            "berth",
+            "container_registry",
+        )
+        .unwrap();
+        let mut c = claims(0, "container_registry");
+        c.exp = i64::MAX;
+        c.nbf = 0;
+        let t = s.sign(&c).unwrap();
+        assert!(s.verify(&t, 0).is_some());
+        assert!(s.verify(&t, i64::MAX).is_some());
+        assert!(s.verify(&t, i64::MIN).is_none());
+        c.nbf = -1;
+        let t = s.sign(&c).unwrap();
+        assert!(s.verify(&t, 0).is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::response::Response;
 use berth_oci::{Digest, RepoName};
 use berth_store::ByteRange;
 
-use super::{empty, finish};
+use super::{digits, empty, finish};
 use crate::access::{authorize, Action};
 use crate::error::{Code, RegistryError, RegistryResult};
 use crate::state::{now_ms, Shared};
@@ -18,7 +18,7 @@ fn blob_unknown(d: &Digest) -> RegistryError {
 
 /// Parse a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against `size`.
 /// `Ok(None)`: no usable Range header (serve everything); `Err`: unsatisfiable.
-fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>, ()> {
+pub(super) fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>, ()> {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return Ok(None);
     };
@@ -26,19 +26,19 @@ fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>, ()>
         return Ok(None); // multipart ranges: serve the whole blob, as allowed
     }
     let (a, b) = spec.split_once('-').ok_or(())?;
+    let num = |t: &str| digits(t).ok_or(());
+    // A last position past the end means "to the end" (RFC 9110 §14.1.2): 206 with
+    // what there is, not 416.
     let (start, end) = match (a.trim(), b.trim()) {
         ("", n) => {
-            let n: u64 = n.parse().map_err(|_| ())?;
+            let n = num(n)?;
             if n == 0 {
                 return Err(());
             }
             (size.saturating_sub(n), size.checked_sub(1).ok_or(())?)
         }
-        (s, "") => (s.parse().map_err(|_| ())?, size.checked_sub(1).ok_or(())?),
-        (s, e) => {
-            let e: u64 = e.parse().map_err(|_| ())?;
-            (s.parse().map_err(|_| ())?, e.min(size.saturating_sub(1)))
-        }
+        (s, "") => (num(s)?, size.checked_sub(1).ok_or(())?),
+        (s, e) => (num(s)?, num(e)?.min(size.saturating_sub(1))),
     };
     if start >= size || start > end {
         return Err(());

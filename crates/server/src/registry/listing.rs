@@ -18,14 +18,14 @@ use crate::state::Shared;
 
 /// Without `n`, a tags list returns everything; a catalog returns at most this.
 const CATALOG_DEFAULT: u32 = 1000;
-const MAX_PAGE: u32 = 100_000;
+pub(super) const MAX_PAGE: u32 = 100_000;
 
-struct Page {
-    n: Option<u32>,
-    last: Option<String>,
+pub(super) struct Page {
+    pub(super) n: Option<u32>,
+    pub(super) last: Option<String>,
 }
 
-fn page(query: &str) -> RegistryResult<Page> {
+pub(super) fn page(query: &str) -> RegistryResult<Page> {
     let q = query_pairs(query);
     let n = match query_get(&q, "n") {
         None => None,

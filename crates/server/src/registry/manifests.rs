@@ -12,12 +12,12 @@ use crate::access::{authorize, Action};
 use crate::error::{Code, RegistryError, RegistryResult};
 use crate::state::{now_ms, Shared};
 
-enum Reference {
+pub(super) enum Reference {
     Tag(Tag),
     Digest(Digest),
 }
 
-fn parse_reference(text: &str) -> RegistryResult<Reference> {
+pub(super) fn parse_reference(text: &str) -> RegistryResult<Reference> {
     if text.contains(':') {
         return parse_digest(text).map(Reference::Digest);
     }

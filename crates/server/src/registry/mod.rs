@@ -3,6 +3,8 @@
 //! has its own module.
 
 mod blobs;
+#[cfg(test)]
+pub(crate) mod fuzz;
 mod listing;
 mod manifests;
 mod referrers;
@@ -84,6 +86,15 @@ pub(crate) fn parse_digest(text: &str) -> RegistryResult<Digest> {
         RegistryError::new(Code::DigestInvalid, e.to_string())
             .detail(serde_json::json!({ "digest": text }))
     })
+}
+
+/// A decimal number of digits only, as HTTP writes byte positions: `u64::from_str`
+/// would also take a leading `+`.
+pub(crate) fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// `Range` header value for an upload holding `size` bytes (`0-0` when empty).

@@ -9,7 +9,7 @@ use berth_meta::Upload;
 use berth_oci::{Algorithm, Digest, Hasher, RepoName};
 use futures::TryStreamExt;
 
-use super::{empty, finish, parse_digest, query_get, query_pairs, range_header};
+use super::{digits, empty, finish, parse_digest, query_get, query_pairs, range_header};
 use crate::access::{authorize, Action};
 use crate::error::{Code, RegistryError, RegistryResult};
 use crate::state::{now_ms, Shared};
@@ -73,19 +73,27 @@ fn content_range(headers: &HeaderMap) -> RegistryResult<Option<(u64, u64)>> {
         return Ok(None);
     };
     let bad = || RegistryError::new(Code::RangeInvalid, "Content-Range must be <start>-<end>");
-    let text = raw.to_str().map_err(|_| bad())?.trim();
+    let text = raw.to_str().map_err(|_| bad())?;
+    parse_content_range(text).map(Some).ok_or_else(bad)
+}
+
+/// The `(start, end)` of a Content-Range value, both inclusive, `end >= start`.
+pub(super) fn parse_content_range(text: &str) -> Option<(u64, u64)> {
+    let text = text.trim();
     let text = text
         .strip_prefix("bytes=")
         .or_else(|| text.strip_prefix("bytes "))
         .unwrap_or(text);
     let text = text.split('/').next().unwrap_or(text);
-    let (a, b) = text.split_once('-').ok_or_else(bad)?;
-    let start: u64 = a.trim().parse().map_err(|_| bad())?;
-    let end: u64 = b.trim().parse().map_err(|_| bad())?;
-    if end < start {
-        return Err(bad());
-    }
-    Ok(Some((start, end)))
+    let (a, b) = text.split_once('-')?;
+    let (start, end) = (digits(a.trim())?, digits(b.trim())?);
+    (end >= start).then_some((start, end))
+}
+
+/// Bytes in the inclusive range `start..=end`; `None` when that is more than a u64
+/// holds (`0-18446744073709551615`), which no Content-Length can match.
+pub(super) fn range_len(start: u64, end: u64) -> Option<u64> {
+    end.checked_sub(start)?.checked_add(1)
 }
 
 async fn new_upload(
@@ -396,7 +404,8 @@ pub async fn patch(
         let size = current(state, name, id).await?;
         if let Some((start, end)) = content_range(headers)? {
             let out_of_order = start != size;
-            let length_mismatch = content_length(headers).is_some_and(|l| l != end - start + 1);
+            let length_mismatch =
+                content_length(headers).is_some_and(|l| Some(l) != range_len(start, end));
             if out_of_order || length_mismatch {
                 return Err(RegistryError::new(
                     Code::RangeInvalid,

@@ -587,7 +587,7 @@ pub async fn dispatch(
         Route::GroupRegistry(g) => pages::group_registry(&state, &viewer, &g, query).await,
         Route::ProjectRegistry(p) => pages::project_registry(&state, &viewer, &p, query).await,
         Route::Repository(p, id) => pages::repository(&state, &viewer, &p, &id, query).await,
-        Route::Tag(p, id, tag) => pages::tag(&state, &viewer, &p, &id, &tag).await,
+        Route::Tag(p, id, tag) => pages::tag(&state, &viewer, &p, &id, &tag, query).await,
         Route::Settings(p) => pages::settings(&state, &viewer, &p, None).await,
         Route::SettingsPreview(p) => pages::settings_preview(&state, &viewer, &p, query).await,
         Route::DeleteRepository(..) | Route::DeleteTags(..) => {

@@ -145,9 +145,13 @@ pub fn human_size(bytes: i64) -> String {
     }
 }
 
+/// The last millisecond of year 9999: humantime formats no later time (it fails, and
+/// `to_string` would panic), and an image config may claim any `created` time.
+const LAST_FORMATTABLE_MS: i64 = 253_402_300_799_999;
+
 /// `2026-11-27 23:19 UTC`.
 pub fn when(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST_FORMATTABLE_MS) as u64);
     let s = humantime::format_rfc3339_seconds(t).to_string();
     format!("{} {} UTC", &s[..10], &s[11..16])
 }
@@ -453,43 +457,59 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
     )
 }
 
-/// `os/arch[/variant]` of each child of an index, from its stored payload.
+/// `os/arch[/variant]` of each child of an index, from its stored payload. Typed and
+/// borrowed: an image manifest's payload may list tens of thousands of layers, which
+/// as a serde_json::Value tree cost some 60 MB only to find it has no `manifests`.
 fn platforms(payload: &[u8]) -> Vec<(String, String, i64)> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+    use std::borrow::Cow;
+
+    #[derive(serde::Deserialize)]
+    struct Index<'a> {
+        #[serde(borrow, default)]
+        manifests: Option<Vec<Child<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Child<'a> {
+        #[serde(borrow, default)]
+        digest: Cow<'a, str>,
+        #[serde(default)]
+        size: i64,
+        #[serde(borrow, default)]
+        platform: Option<Platform<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Platform<'a> {
+        #[serde(borrow, default)]
+        os: Cow<'a, str>,
+        #[serde(borrow, default)]
+        architecture: Cow<'a, str>,
+        #[serde(borrow, default)]
+        variant: Option<Cow<'a, str>>,
+    }
+
+    let Ok(Index {
+        manifests: Some(children),
+    }) = serde_json::from_slice::<Index>(payload)
+    else {
         return Vec::new();
     };
-    v.get("manifests")
-        .and_then(|m| m.as_array())
-        .map(|children| {
-            children
-                .iter()
-                .map(|c| {
-                    let p = c.get("platform");
-                    let part = |k: &str| {
-                        p.and_then(|p| p.get(k))
-                            .and_then(|x| x.as_str())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    let mut name = format!("{}/{}", part("os"), part("architecture"));
-                    let variant = part("variant");
-                    if !variant.is_empty() {
-                        name = format!("{name}/{variant}");
-                    }
-                    if name == "/" {
-                        name = "unknown/unknown".into();
-                    }
-                    let digest = c
-                        .get("digest")
-                        .and_then(|d| d.as_str())
-                        .unwrap_or("")
-                        .to_string();
-                    let size = c.get("size").and_then(|s| s.as_i64()).unwrap_or(0);
-                    (name, digest, size)
-                })
-                .collect()
+    children
+        .into_iter()
+        .map(|c| {
+            let (os, arch, variant) = c
+                .platform
+                .map(|p| (p.os, p.architecture, p.variant.unwrap_or_default()))
+                .unwrap_or_default();
+            let mut name = format!("{os}/{arch}");
+            if !variant.is_empty() {
+                name = format!("{name}/{variant}");
+            }
+            if name == "/" {
+                name = "unknown/unknown".into();
+            }
+            (name, c.digest.into_owned(), c.size)
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 pub async fn repository(
@@ -591,7 +611,126 @@ pub async fn repository(
     resp
 }
 
-pub async fn tag(state: &Shared, viewer: &Viewer, path: &str, rid: &str, name: &str) -> Response {
+/// Layers shown on one page of a tag's page. A manifest may list tens of thousands
+/// (the 4 MiB limit holds about 38,000): rendering them all made a 6.6 MB page and
+/// took the server's memory from 19 MB to nearly 500 MB.
+pub const LAYERS_PER_PAGE: usize = 100;
+
+/// One layer of a stored manifest, borrowed from its payload.
+#[derive(Debug, serde::Deserialize)]
+struct LayerRow<'a> {
+    #[serde(borrow, default, rename = "mediaType")]
+    media_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    digest: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    size: i64,
+}
+
+/// One page of a manifest's layers: the rows of page `page` (1-based) and how many
+/// layers there are in all.
+#[derive(Debug)]
+struct LayerPage<'a> {
+    rows: Vec<LayerRow<'a>>,
+    /// The page shown: the one asked for, or the last one when that is past the end.
+    page: usize,
+    /// Index of the first row among all layers.
+    first: usize,
+    total: usize,
+}
+
+impl LayerPage<'_> {
+    fn pages(&self) -> usize {
+        self.total.div_ceil(LAYERS_PER_PAGE).max(1)
+    }
+}
+
+/// `?layers_page=` of a tag page: a page number from 1, anything else is page 1.
+fn layers_page_param(query: &str) -> usize {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "layers_page")
+        .and_then(|(_, v)| crate::registry::digits(v.trim()))
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX).max(1))
+        .unwrap_or(1)
+}
+
+/// Page `page` of the layers of a stored manifest payload. Only that page's rows are
+/// kept, borrowed from the payload: the rest are counted and dropped as they are
+/// read, so a page costs the same for 10 layers as for 38,000. A payload that is
+/// not an image manifest has no layers.
+fn layer_page(payload: &[u8], page: usize) -> LayerPage<'_> {
+    use serde::de::{Deserializer as _, SeqAccess, Visitor};
+
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow, default)]
+        layers: Option<&'a serde_json::value::RawValue>,
+    }
+
+    /// Counts every element, keeps those in `skip..skip + LAYERS_PER_PAGE`.
+    struct Window {
+        skip: usize,
+    }
+    impl<'de> Visitor<'de> for Window {
+        type Value = (Vec<LayerRow<'de>>, usize);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of descriptors")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut rows = Vec::new();
+            let mut total = 0;
+            while let Some(row) = seq.next_element::<LayerRow<'de>>()? {
+                if total >= self.skip && rows.len() < LAYERS_PER_PAGE {
+                    rows.push(row);
+                }
+                total += 1;
+            }
+            Ok((rows, total))
+        }
+    }
+
+    let read = |skip: usize| -> Option<(Vec<LayerRow<'_>>, usize)> {
+        let top: Top = serde_json::from_slice(payload).ok()?;
+        let raw = top.layers?;
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        de.deserialize_seq(Window { skip }).ok()
+    };
+    let skip = |page: usize| (page - 1).saturating_mul(LAYERS_PER_PAGE);
+    let Some((rows, total)) = read(skip(page)) else {
+        return LayerPage {
+            rows: Vec::new(),
+            page: 1,
+            first: 0,
+            total: 0,
+        };
+    };
+    let last = total.div_ceil(LAYERS_PER_PAGE).max(1);
+    if page <= last {
+        return LayerPage {
+            rows,
+            page,
+            first: skip(page),
+            total,
+        };
+    }
+    // Past the end (an old link, a hand-edited URL): the last page.
+    let rows = read(skip(last)).map(|(rows, _)| rows).unwrap_or_default();
+    LayerPage {
+        rows,
+        page: last,
+        first: skip(last),
+        total,
+    }
+}
+
+pub async fn tag(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    rid: &str,
+    name: &str,
+    query: &str,
+) -> Response {
     let (p, actions) = match registry_project(state, viewer, path).await {
         Ok(x) => x,
         Err(resp) => return resp,
@@ -617,22 +756,40 @@ pub async fn tag(state: &Shared, viewer: &Viewer, path: &str, rid: &str, name: &
         Ok(None) => return viewer.error(StatusCode::NOT_FOUND),
         Err(e) => return fail(viewer, e.into()),
     };
-    let json: serde_json::Value = serde_json::from_slice(&manifest.payload).unwrap_or_default();
-    let layers: Vec<Value> = json
-        .get("layers")
-        .and_then(|l| l.as_array())
-        .map(|ls| {
-            ls.iter()
-                .map(|l| {
-                    context! {
-                        digest => l.get("digest").and_then(|d| d.as_str()).unwrap_or(""),
-                        media_type => l.get("mediaType").and_then(|d| d.as_str()).unwrap_or(""),
-                        size => human_size(l.get("size").and_then(|s| s.as_i64()).unwrap_or(0)),
-                    }
-                })
-                .collect()
+    let requested = layers_page_param(query);
+    let page = layer_page(&manifest.payload, requested);
+    let here = format!(
+        "{}/container_registry/{}/-/tags/{}",
+        project_url(&p),
+        r.id,
+        tag.name
+    );
+    let layer_url = |n: usize| format!("{here}?layers_page={n}#layers");
+    let (first, pages, total) = (page.first, page.pages(), page.total);
+    let layers: Vec<Value> = page
+        .rows
+        .iter()
+        .map(|l| {
+            context! {
+                digest => l.digest.as_ref(),
+                media_type => l.media_type.as_ref(),
+                size => human_size(l.size),
+            }
         })
-        .unwrap_or_default();
+        .collect();
+    let layer_list = context! {
+        page => page.page,
+        pages => pages,
+        total => total,
+        from => first + 1,
+        to => first + page.rows.len(),
+        more => total - (first + page.rows.len()),
+        prev_url => (page.page > 1).then(|| layer_url(page.page - 1)),
+        next_url => (page.page < pages).then(|| layer_url(page.page + 1)),
+        first_url => (page.page > 2).then(|| layer_url(1)),
+        last_url => (page.page + 1 < pages).then(|| layer_url(pages)),
+    };
+    drop(page);
     let plats: Vec<Value> = platforms(&manifest.payload)
         .into_iter()
         .map(|(n, d, s)| context! { name => n, digest => d, size => human_size(s) })
@@ -675,6 +832,7 @@ pub async fn tag(state: &Shared, viewer: &Viewer, path: &str, rid: &str, name: &
                 pushed => when(tag.pushed_at),
             },
             layers => layers,
+            layer_list => layer_list,
             platforms => plats,
             referrers => referrers,
             can_delete_tag => actions.push,
@@ -1017,5 +1175,199 @@ mod tests {
             {"digest":"sha256:c","size":30}]}"#;
         let names: Vec<String> = platforms(index).into_iter().map(|p| p.0).collect();
         assert_eq!(names, ["linux/amd64", "linux/arm64/v8", "unknown/unknown"]);
+    }
+
+    fn manifest_with_layers(n: usize) -> Vec<u8> {
+        let layers: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": berth_oci::Digest::sha256_of(&i.to_le_bytes()),
+                    "size": i,
+                    "annotations": {"n": i.to_string()},
+                })
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": "x", "digest": berth_oci::Digest::sha256_of(b""), "size": 0},
+            "layers": layers,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn layers_are_shown_a_page_at_a_time() {
+        let payload = manifest_with_layers(250);
+        let p = layer_page(&payload, 1);
+        assert_eq!((p.page, p.first, p.total, p.pages()), (1, 0, 250, 3));
+        assert_eq!(p.rows.len(), LAYERS_PER_PAGE);
+        assert_eq!(p.rows[0].size, 0);
+        let p = layer_page(&payload, 3);
+        assert_eq!((p.page, p.first, p.rows.len()), (3, 200, 50));
+        assert_eq!(p.rows[0].size, 200);
+        // Past the end: the last page.
+        let p = layer_page(&payload, 99);
+        assert_eq!((p.page, p.first, p.rows.len()), (3, 200, 50));
+        // An index, or anything else, has no layers.
+        let none = layer_page(br#"{"manifests":[]}"#, 1);
+        assert_eq!((none.total, none.pages(), none.rows.len()), (0, 1, 0));
+        assert_eq!(layer_page(b"garbage", 2).total, 0);
+        assert_eq!(layers_page_param("layers_page=3&x=1"), 3);
+        for bad in [
+            "",
+            "layers_page=0",
+            "layers_page=-2",
+            "layers_page=x",
+            "layers_page=%2B2",
+        ] {
+            assert_eq!(layers_page_param(bad), 1, "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_past_year_9999_are_shown_not_panicked_on() {
+        // An image config may claim `created` 9999-12-31T23:59:59-23:59, past what
+        // humantime formats: the repository and tag pages must still render.
+        assert_eq!(when(i64::MAX), "9999-12-31 23:59 UTC");
+        assert_eq!(when(253_402_300_800_000), "9999-12-31 23:59 UTC");
+        assert_eq!(when(i64::MIN), "1970-01-01 00:00 UTC");
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::registry::fuzz::{cases, check, check_n};
+
+        const SORTS: [&str; 3] = ["name", "created", "updated"];
+        const FILTERS: [&str; 3] = ["all", "tagged", "empty"];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                2 => prop::sample::select(vec![
+                    "name", "created", "updated", "asc", "desc", "all", "tagged", "empty", "10",
+                    "20", "50", "100", "7", "-1", "0", "99999999999999999999", "repository_deleted",
+                    "<script>", " app ",
+                ]).prop_map(String::from),
+                1 => any::<i64>().prop_map(|n| n.to_string()),
+                1 => any::<String>(),
+            ]
+        }
+
+        fn query() -> impl Strategy<Value = String> {
+            let key = prop_oneof![
+                4 => prop::sample::select(vec![
+                    "search", "sort", "order", "filter", "page", "per_page", "notice", "count",
+                    "layers_page",
+                ]).prop_map(String::from),
+                1 => any::<String>(),
+            ];
+            prop_oneof![
+                4 => prop::collection::vec((key, value()), 0..8).prop_map(|kv| {
+                    let mut q = form_urlencoded::Serializer::new(String::new());
+                    for (k, v) in kv {
+                        q.append_pair(&k, &v);
+                    }
+                    q.finish()
+                }),
+                1 => any::<String>(),
+            ]
+        }
+
+        #[test]
+        fn fuzz_list_state_is_bounded_and_round_trips() {
+            check("UI list state", (query(), any::<i64>()), |(q, total)| {
+                let s = ListState::parse(&q, &SORTS, &FILTERS);
+                prop_assert!(SORTS.contains(&s.sort.as_str()));
+                prop_assert!(s.order == "asc" || s.order == "desc");
+                prop_assert!(FILTERS.contains(&s.filter.as_str()));
+                prop_assert!((1..=1_000_000).contains(&s.page));
+                prop_assert!(PER_PAGE_CHOICES.contains(&s.per_page));
+                prop_assert!(s.search.chars().count() <= 200);
+                let w = s.window();
+                prop_assert!(w.offset >= 0);
+                let here = "/g/p/container_registry";
+                let _ = s.context(here, total.clamp(0, i64::MAX / 2));
+                // The state survives its own URL.
+                let url = s.url(here, s.page);
+                let again = ListState::parse(url.split_once('?').unwrap().1, &SORTS, &FILTERS);
+                prop_assert_eq!(
+                    (
+                        &again.search,
+                        &again.sort,
+                        &again.order,
+                        &again.filter,
+                        again.page,
+                        again.per_page
+                    ),
+                    (&s.search, &s.sort, &s.order, &s.filter, s.page, s.per_page)
+                );
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn fuzz_times_and_sizes_render() {
+            check("UI times and sizes", any::<i64>(), |n| {
+                let w = when(n);
+                prop_assert!(w.ends_with(" UTC") && w.len() == 20, "{}", w);
+                let h = human_size(n);
+                prop_assert!(!h.is_empty());
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn fuzz_layer_pages() {
+            // Large manifests cost milliseconds each: fewer cases.
+            let few = (cases() / 8).max(32);
+            let input = (
+                0usize..1200,
+                prop_oneof![0usize..20, any::<usize>()],
+                query(),
+            );
+            check_n("UI layer pages", few, input, |(n, page, q)| {
+                let payload = manifest_with_layers(n);
+                let p = layer_page(&payload, page.max(1));
+                prop_assert_eq!(p.total, n);
+                prop_assert!(p.page >= 1 && p.page <= p.pages());
+                prop_assert_eq!(p.first, (p.page - 1) * LAYERS_PER_PAGE);
+                prop_assert_eq!(p.rows.len(), n.saturating_sub(p.first).min(LAYERS_PER_PAGE));
+                for (i, row) in p.rows.iter().enumerate() {
+                    prop_assert_eq!(row.size as usize, p.first + i);
+                }
+                let _ = layers_page_param(&q);
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn fuzz_layer_page_of_arbitrary_payloads() {
+            let payloads = prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..200),
+                any::<String>().prop_map(String::into_bytes),
+                (any::<String>(), any::<i64>(), 0usize..4).prop_map(|(s, n, shape)| {
+                    let layer = match shape {
+                        0 => serde_json::json!({"digest": s, "size": n}),
+                        1 => serde_json::json!({"mediaType": n, "digest": [s]}),
+                        2 => serde_json::json!(s),
+                        _ => serde_json::json!({"size": s}),
+                    };
+                    serde_json::to_vec(&serde_json::json!({"layers": [layer.clone(), layer]}))
+                        .unwrap()
+                }),
+            ];
+            check(
+                "UI layer page, arbitrary payload",
+                (payloads, 1usize..5),
+                |(payload, page)| {
+                    let p = layer_page(&payload, page);
+                    prop_assert!(p.rows.len() <= p.total && p.page <= p.pages());
+                    let _ = platforms(&payload);
+                    Ok(())
+                },
+            );
+        }
     }
 }
