@@ -2550,7 +2550,7 @@ fn oauth2_token_endpoint_grants_and_refresh_tokens() {
 /// another principal's expired token, or the same one after a demotion, is refused.
 #[test]
 fn an_upload_outlives_the_token_that_started_it() {
-    let berth = Berth::start_with(&[], &[("BERTH_TOKEN_EXPIRY", "2s")]);
+    let berth = Berth::start_with(&[], &[("BERTH_TOKEN_EXPIRY", "3s")]);
     let project = "long/app";
     let name = format!("{project}/img");
     berth.project(project, "private");
@@ -2560,7 +2560,6 @@ fn an_upload_outlives_the_token_that_started_it() {
     member(&berth, project, "otto", "developer");
     let push = [scope(&name, "pull,push")];
     let lena = token(&berth, Some(("lena", "lena-password-1")), &push);
-    let otto = token(&berth, Some(("otto", "otto-password-1")), &push);
 
     let data = b"0123456789abcdef".repeat(4096);
     let (first, rest) = data.split_at(20_000);
@@ -2584,10 +2583,13 @@ fn an_upload_outlives_the_token_that_started_it() {
         )
     };
     patch(first, 0, &lena).expect(202);
+    let otto = token(&berth, Some(("otto", "otto-password-1")), &push);
 
     // Wait until the tokens no longer pass anywhere else.
     support::eventually(Duration::from_secs(120), "the tokens to expire", || {
-        (get(&berth, "/v2/", Some(&lena)).status == 401).then_some(())
+        (get(&berth, "/v2/", Some(&lena)).status == 401
+            && get(&berth, "/v2/", Some(&otto)).status == 401)
+            .then_some(())
     });
     v2(
         &berth,

@@ -60,7 +60,14 @@ impl Claims {
     /// Whether `now` (Unix seconds) is within the token's lifetime, with the leeway.
     /// Saturating: `exp` and `nbf` are whatever the token says.
     fn current(&self, now: i64) -> bool {
-        self.exp.saturating_add(LEEWAY_SECS) >= now && self.nbf.saturating_sub(LEEWAY_SECS) <= now
+        self.exp.saturating_add(self.leeway()) >= now && self.nbf.saturating_sub(LEEWAY_SECS) <= now
+    }
+
+    /// How long past `exp` the token is still taken: [`LEEWAY_SECS`] for clocks that
+    /// differ, but never more than the token's own lifetime, so a short lifetime
+    /// (a few seconds, in tests) means what it says.
+    fn leeway(&self) -> i64 {
+        LEEWAY_SECS.min(self.exp.saturating_sub(self.iat).max(0))
     }
 
     pub fn has_catalog(&self) -> bool {
@@ -174,37 +181,40 @@ impl Signer {
     }
 
     /// Check signature, algorithm, issuer, audience and lifetime (60 s leeway, as
-    /// distribution allows). `now` is Unix seconds.
+    /// distribution allows, bounded by the token's lifetime). `now` is Unix seconds.
     pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
         if let Ok(cache) = self.verified.lock() {
             if let Some(c) = cache.get(token) {
                 return c.current(now).then(|| c.clone());
             }
         }
-        let mut v = Validation::new(Algorithm::ES256);
-        v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.service]);
-        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
-        // Lifetime is checked below against the `now` we were given.
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok()?;
-        if data.header.kid.as_deref() != Some(self.kid.as_str()) {
-            return None;
-        }
-        if !data.claims.current(now) {
+        let claims = self.decode(token)?;
+        if !claims.current(now) {
             return None;
         }
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_CACHE_MAX {
-                cache.retain(|_, c| c.exp.saturating_add(LEEWAY_SECS) >= now);
+                cache.retain(|_, c| c.exp.saturating_add(c.leeway()) >= now);
                 if cache.len() >= VERIFIED_CACHE_MAX {
                     cache.clear();
                 }
             }
-            cache.insert(token.to_string(), data.claims.clone());
+            cache.insert(token.to_string(), claims.clone());
         }
-        Some(data.claims)
+        Some(claims)
+    }
+
+    /// The claims of a token signed by this key for this issuer and audience,
+    /// whatever its lifetime says (the callers check it).
+    fn decode(&self, token: &str) -> Option<Claims> {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.service]);
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok()?;
+        (data.header.kid.as_deref() == Some(self.kid.as_str())).then_some(data.claims)
     }
 
     /// Verify a token as [`Signer::verify`] does, except that it may have expired up
@@ -214,17 +224,7 @@ impl Signer {
         if let Some(c) = self.verify(token, now) {
             return Some(c);
         }
-        let mut v = Validation::new(Algorithm::ES256);
-        v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.service]);
-        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok()?;
-        if data.header.kid.as_deref() != Some(self.kid.as_str()) {
-            return None;
-        }
-        let c = data.claims;
+        let c = self.decode(token)?;
         (c.exp.saturating_add(max_age) >= now && c.nbf.saturating_sub(LEEWAY_SECS) <= now)
             .then_some(c)
     }
