@@ -360,6 +360,42 @@ fn skopeo_push_small(berth: &Berth, tmp: &Path, name: &str, tag: &str) -> Writte
 // skopeo
 // ---------------------------------------------------------------------------
 
+/// A push slower than its tokens live: tokens last 2 s, the link carries 1 MiB/s and
+/// the layer is 6 MiB, so the upload outlives the token that started it, and the
+/// push still succeeds with the digest written.
+#[test]
+fn skopeo_pushes_through_a_slow_link_outliving_its_tokens() {
+    if !support::tool("skopeo") {
+        return;
+    }
+    let berth = Berth::start_with(&[], &[("BERTH_TOKEN_EXPIRY", "2s")]);
+    berth.project(PROJECT, "private");
+    let slow = support::throttle::Throttle::start(&berth.addr, 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("slow-layout");
+    let written = write_layout(
+        &dir,
+        "v1",
+        &[Image {
+            arch: "amd64",
+            layers: vec![random_layer("data/big.bin", 6 * 1024)],
+        }],
+        false,
+    );
+    let name = "group/project/slow";
+    run(skopeo(tmp.path()).args([
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &root_creds(),
+        &format!("oci:{}:v1", dir.display()),
+        &format!("docker://{}/{name}:v1", slow.addr),
+    ]));
+    let (_, digest, _) = get_manifest(&berth, name, "v1", ACCEPT_ALL_MANIFESTS);
+    assert_eq!(digest, written.tagged.digest);
+}
+
 /// With `storage.s3.redirect_blobs`, blob GETs are answered with a redirect to a
 /// pre-signed URL of the object (HEAD is still answered by Berth), and skopeo pulls
 /// through it, from the S3 server.

@@ -649,3 +649,40 @@ fn docker_login_keeps_an_identity_token_until_the_password_changes() {
     docker.login(&berth.addr, "alice", "alice-password-2");
     assert_eq!(docker.push(&again), pushed);
 }
+
+/// A docker push slower than its tokens live (tokens last 2 s, the link carries
+/// 1 MiB/s, the layer is 6 MiB): it succeeds with the digest the registry serves.
+#[test]
+fn docker_pushes_through_a_slow_link_outliving_its_tokens() {
+    let Some(docker) = Dockerd::start() else {
+        return;
+    };
+    let berth = Berth::start_with(&[], &[("BERTH_TOKEN_EXPIRY", "2s")]);
+    set_up(&berth);
+    let slow = support::throttle::Throttle::start(&berth.addr, 1024 * 1024);
+    docker.login(&slow.addr, "alice", "alice-password-1");
+    let name = format!("{PROJECT}/slow");
+    let image = format!("{}/{name}:v1", slow.addr);
+    let ctx = tempfile::tempdir_in(docker.dir.path()).expect("context dir");
+    let noise = support::random_bytes(6 * 1024 * 1024);
+    std::fs::write(ctx.path().join("noise.bin"), &noise).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY noise.bin /noise.bin\n",
+    )
+    .unwrap();
+    let out = docker
+        .docker()
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-t", &image])
+        .arg(ctx.path())
+        .output()
+        .expect("docker build");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = docker.push(&image);
+    assert_eq!(pushed, registry_digest(&berth, &name, "v1"));
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use berth_meta::testing::TestDatabase;
 
 mod proxy;
+pub mod throttle;
 
 /// Whether the end-to-end tests run on PostgreSQL metadata
 /// (`BERTH_TEST_DATABASE=postgres`; `scripts/test` runs them once in each mode).

@@ -60,14 +60,7 @@ impl Claims {
     /// Whether `now` (Unix seconds) is within the token's lifetime, with the leeway.
     /// Saturating: `exp` and `nbf` are whatever the token says.
     fn current(&self, now: i64) -> bool {
-        self.exp.saturating_add(self.leeway()) >= now && self.nbf.saturating_sub(LEEWAY_SECS) <= now
-    }
-
-    /// How long past `exp` the token is still taken: [`LEEWAY_SECS`] for clocks that
-    /// differ, but never more than the token's own lifetime, so a short lifetime
-    /// (a few seconds, in tests) means what it says.
-    fn leeway(&self) -> i64 {
-        LEEWAY_SECS.min(self.exp.saturating_sub(self.iat).max(0))
+        self.exp.saturating_add(LEEWAY_SECS) >= now && self.nbf.saturating_sub(LEEWAY_SECS) <= now
     }
 
     pub fn has_catalog(&self) -> bool {
@@ -87,7 +80,10 @@ pub enum KeyError {
 /// token (all of them do) costs one signature check, not one per request.
 const VERIFIED_CACHE_MAX: usize = 10_000;
 
-/// Clock skew tolerated on `exp` and `nbf`, as distribution allows.
+/// Clock skew tolerated on `exp` and `nbf`, as distribution allows. It also covers
+/// clients' own rule: docker and containers/image take a token's `expires_in` as at
+/// least 60 s and keep using it that long, so a shorter `token_expiry` must not
+/// refuse them sooner.
 const LEEWAY_SECS: i64 = 60;
 
 pub struct Signer {
@@ -181,7 +177,7 @@ impl Signer {
     }
 
     /// Check signature, algorithm, issuer, audience and lifetime (60 s leeway, as
-    /// distribution allows, bounded by the token's lifetime). `now` is Unix seconds.
+    /// distribution allows). `now` is Unix seconds.
     pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
         if let Ok(cache) = self.verified.lock() {
             if let Some(c) = cache.get(token) {
@@ -194,7 +190,7 @@ impl Signer {
         }
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_CACHE_MAX {
-                cache.retain(|_, c| c.exp.saturating_add(c.leeway()) >= now);
+                cache.retain(|_, c| c.exp.saturating_add(LEEWAY_SECS) >= now);
                 if cache.len() >= VERIFIED_CACHE_MAX {
                     cache.clear();
                 }
