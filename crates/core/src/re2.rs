@@ -584,24 +584,21 @@ fn group_open(chars: &[(usize, char)], i: usize, w: &mut Writer) -> Result<usize
 /// as GitLab anchors cleanup patterns. Errors point into the RE2 pattern.
 pub fn compile(pattern: &str, anchored: bool) -> Result<regex::Regex, Re2Error> {
     let t = translate(pattern)?;
+    // The pattern alone first: it must stand on its own, so that a stray `)` cannot
+    // close the anchoring group and escape it (`a)|(b`), and errors point at it.
+    if let Err(e) = regex_syntax::Parser::new().parse(&t.pattern) {
+        let (message, at) = match &e {
+            regex_syntax::Error::Parse(e) => (e.kind().to_string(), e.span().start.offset),
+            regex_syntax::Error::Translate(e) => (e.kind().to_string(), e.span().start.offset),
+            _ => (e.to_string(), 0),
+        };
+        return Err(err(Re2ErrorKind::Syntax, message, t.original_offset(at)));
+    }
     let text = if anchored {
         format!(r"\A(?:{})\z", t.pattern)
     } else {
         t.pattern.clone()
     };
-    let shift = if anchored { 5 } else { 0 };
-    if let Err(e) = regex_syntax::Parser::new().parse(&text) {
-        let (message, at) = match &e {
-            regex_syntax::Error::Parse(e) => (e.kind().to_string(), e.span().start.offset),
-            regex_syntax::Error::Translate(e) => (e.kind().to_string(), e.span().start.offset),
-            _ => (e.to_string(), shift),
-        };
-        return Err(err(
-            Re2ErrorKind::Syntax,
-            message,
-            t.original_offset(at.saturating_sub(shift)),
-        ));
-    }
     regex::Regex::new(&text).map_err(|e| {
         let message = match e {
             regex::Error::CompiledTooBig(limit) => {
@@ -717,6 +714,14 @@ mod tests {
             let e = translate(pattern).expect_err(pattern);
             assert_eq!(e.offset, at, "{pattern:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_stray_parenthesis_cannot_escape_the_anchors() {
+        assert!(compile("a)|(b", true).is_err());
+        assert!(compile("(a", true).is_err());
+        let re = compile("a|b", true).unwrap();
+        assert!(re.is_match("a") && !re.is_match("ab"));
     }
 
     #[test]

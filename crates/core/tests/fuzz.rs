@@ -222,7 +222,8 @@ fn fuzz_policy_rules_and_evaluation() {
             };
             let delete = delete.unwrap();
             // Anchored at both ends: a match covers the whole name.
-            let plain = Regex::new(&delete).unwrap();
+            // (Read as RE2: the pattern in the `regex` crate's syntax.)
+            let plain = Regex::new(&berth_core::re2::translate(&delete).unwrap().pattern).unwrap();
             let steps = evaluate(&tags, &rules, now);
             prop_assert_eq!(steps.len(), tags.len());
             let mut kept_newest = 0;
@@ -257,7 +258,8 @@ fn fuzz_compile_is_anchored() {
         (regex_text(), "[a-z0-9.]{0,8}"),
         |(pattern, name)| {
             if let Ok(re) = compile("name_regex", &pattern) {
-                let whole = Regex::new(&format!("^(?:{pattern})$")).unwrap();
+                let rust = berth_core::re2::translate(&pattern).unwrap().pattern;
+                let whole = Regex::new(&format!("^(?:{rust})$")).unwrap();
                 prop_assert_eq!(re.is_match(&name), whole.is_match(&name));
             }
             Ok(())
