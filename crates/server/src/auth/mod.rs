@@ -389,8 +389,12 @@ async fn personal_token_principal(
         Some(user) if active(&user) => {
             // Recorded at most once a minute: a write per API call would cost every
             // request a transaction for a value nobody needs to the millisecond.
+            // A failed write (a full disk, say) must not fail the request it serves:
+            // the time is a convenience, the sign-in is not.
             if t.last_used_at.is_none_or(|at| now - at > 60_000) {
-                meta.touch_personal_token(t.id, now).await?;
+                if let Err(e) = meta.touch_personal_token(t.id, now).await {
+                    tracing::warn!(error = %e, token = t.id, "recording when a token was last used");
+                }
             }
             Some(Principal::User {
                 user,
