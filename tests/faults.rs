@@ -644,6 +644,8 @@ fn full_disk_fails_clearly_and_writes_resume_when_space_returns() {
     let filler = data.join("filler");
     create_project(root, "faults/disk");
     let pat = admin_pat(root);
+    // Never used before the disk fills: its first use would record when it was used.
+    let unused_pat = admin_pat(root);
     let repo = "faults/disk/app";
     let reg = Reg::new(&server.url);
     let base = Image::unique("disk base", 2, 64 * KIB);
@@ -713,6 +715,10 @@ fn full_disk_fails_clearly_and_writes_resume_when_space_returns() {
                 .is_some_and(|m| m.contains("storage is full")),
         "a REST write on a full disk: {status} {body}"
     );
+
+    // Reads still work, even with a token whose last-used time cannot be written.
+    let (status, body) = api(&server.url, &unused_pat, Method::GET, "/projects", None);
+    assert_eq!(status, 200, "a REST read on a full disk: {body}");
 
     // Space again: every kind of write works, without a restart.
     std::fs::remove_file(&filler).unwrap();
