@@ -29,7 +29,29 @@ use crate::auth::today;
 use crate::state::{now_ms, AppState, Shared};
 
 pub fn routes() -> Router<Shared> {
-    project::routes().merge(group::routes())
+    Router::new()
+        .route(
+            "/projects/{id}/members",
+            get(project::list).post(project::add),
+        )
+        .route("/projects/{id}/members/all", get(project::all))
+        .route(
+            "/projects/{id}/members/all/{user_id}",
+            get(project::all_one),
+        )
+        .route(
+            "/projects/{id}/members/{user_id}",
+            get(project::one)
+                .put(project::update)
+                .delete(project::remove),
+        )
+        .route("/groups/{id}/members", get(group::list).post(group::add))
+        .route("/groups/{id}/members/all", get(group::all))
+        .route("/groups/{id}/members/all/{user_id}", get(group::all_one))
+        .route(
+            "/groups/{id}/members/{user_id}",
+            get(group::one).put(group::update).delete(group::remove),
+        )
 }
 
 /// What members belong to.
@@ -564,17 +586,6 @@ macro_rules! member_routes {
                 Path((id, user)): Path<(String, String)>,
             ) -> ApiResult<Response> {
                 super::remove(&s, &c, $kind, &id, &user).await
-            }
-
-            pub(super) fn routes() -> Router<Shared> {
-                Router::new()
-                    .route(concat!("/", $plural, "/{id}/members"), get(list).post(add))
-                    .route(concat!("/", $plural, "/{id}/members/all"), get(all))
-                    .route(concat!("/", $plural, "/{id}/members/all/{user_id}"), get(all_one))
-                    .route(
-                        concat!("/", $plural, "/{id}/members/{user_id}"),
-                        get(one).put(update).delete(remove),
-                    )
             }
         }
     };

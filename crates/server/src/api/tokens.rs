@@ -43,8 +43,22 @@ pub fn routes() -> Router<Shared> {
             get(show_personal).delete(revoke_personal),
         )
         .route("/personal_access_tokens/{id}/rotate", post(rotate_personal))
-        .merge(project::routes())
-        .merge(group::routes())
+        .route(
+            "/projects/{id}/deploy_tokens",
+            get(project::list).post(project::create),
+        )
+        .route(
+            "/projects/{id}/deploy_tokens/{token_id}",
+            get(project::show).delete(project::delete),
+        )
+        .route(
+            "/groups/{id}/deploy_tokens",
+            get(group::list).post(group::create),
+        )
+        .route(
+            "/groups/{id}/deploy_tokens/{token_id}",
+            get(group::show).delete(group::delete),
+        )
         .route("/deploy_tokens", get(deploy_list_all))
 }
 
@@ -745,15 +759,6 @@ macro_rules! deploy_token_routes {
                 Path((id, t)): Path<(String, String)>,
             ) -> ApiResult<Response> {
                 deploy_delete(&s, &c, $kind, &id, &t).await
-            }
-
-            pub(super) fn routes() -> Router<Shared> {
-                Router::new()
-                    .route(concat!("/", $plural, "/{id}/deploy_tokens"), get(list).post(create))
-                    .route(
-                        concat!("/", $plural, "/{id}/deploy_tokens/{token_id}"),
-                        get(show).delete(delete),
-                    )
             }
         }
     };
