@@ -111,8 +111,13 @@ fn route_text() -> impl Strategy<Value = (Kind, String, String)> {
 #[test]
 fn fuzz_routes_round_trip() {
     check("routes", route_text(), |(kind, name, last)| {
-        // Reference strings never contain '/': the router splits them off the end.
-        prop_assume!(!last.contains('/') && !last.is_empty());
+        // Reference strings never contain '/' (the router splits them off the end)
+        // and are never empty. Mapped rather than assumed: rejecting that many
+        // inputs makes proptest give up on long runs.
+        let last = match last.replace('/', "_") {
+            l if l.is_empty() => "x".to_string(),
+            l => l,
+        };
         let path = match kind {
             Kind::Tags => format!("{name}/tags/list"),
             Kind::Manifest => format!("{name}/manifests/{last}"),
