@@ -859,6 +859,58 @@ fn a_stalled_upload_is_cut_and_can_be_resumed() {
     );
 }
 
+/// A body that never falls silent but trickles a byte at a time is cut too: it must
+/// average `body_min_rate` over each `body_timeout` span. The upload keeps what came.
+#[test]
+fn a_trickling_upload_is_cut() {
+    use std::io::Write;
+    let b = Berth::start_with(&[], &[("BERTH_BODY_TIMEOUT", "2s")]);
+    b.project("drip/app", "private");
+    let (_, token, _) = registry_token(&b, Some(("root", ROOT_PASSWORD)), "drip/app");
+    let c = no_redirects();
+    let r = c
+        .post(format!("{}/v2/drip/app/blobs/uploads/", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let upload_path = location(&r).trim_start_matches(&b.url).to_string();
+    let mut s = raw(&b);
+    write!(
+        s,
+        "PATCH {upload_path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+    )
+    .unwrap();
+    // A byte every 100 ms, up to 100 of them: never two seconds of silence.
+    let mut writer = s.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if writer.write_all(b"x").is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    read_until_closed(&mut s);
+    trickle.join().unwrap();
+    let r = c
+        .get(format!("{}{upload_path}", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{r:?}");
+    let range = r.headers()["range"].to_str().unwrap().to_string();
+    let have: usize = range.trim_start_matches("0-").parse::<usize>().unwrap() + 1;
+    assert!(
+        have < 100,
+        "cut while it trickled, with what arrived kept: Range {range}"
+    );
+    support::eventually(std::time::Duration::from_secs(20), "the log line", || {
+        b.log().contains("request body too slow").then_some(())
+    });
+}
+
 #[test]
 fn connections_beyond_the_cap_get_503() {
     use std::io::Write;

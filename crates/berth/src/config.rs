@@ -66,6 +66,10 @@ pub struct Config {
     /// upload keeps what it received and can be resumed; `BERTH_BODY_TIMEOUT`.
     #[serde(with = "humantime_serde_compat")]
     pub body_timeout: Duration,
+    /// A request body must average at least this many bytes a second over each
+    /// `body_timeout` span, or it is cut like a stalled one (0: no minimum);
+    /// `BERTH_BODY_MIN_RATE`.
+    pub body_min_rate: u64,
     /// Open connections beyond this are answered 503; `BERTH_MAX_CONNECTIONS`.
     pub max_connections: usize,
 }
@@ -228,6 +232,7 @@ const ENV_KEYS: &[&str] = &[
     "header_read_timeout",
     "idle_timeout",
     "body_timeout",
+    "body_min_rate",
     "max_connections",
 ];
 
@@ -254,6 +259,7 @@ impl Default for Config {
             header_read_timeout: berth_server::serving::Limits::default().header_read,
             idle_timeout: berth_server::serving::Limits::default().idle,
             body_timeout: berth_server::serving::Limits::default().body_inactivity,
+            body_min_rate: berth_server::serving::Limits::default().body_min_rate,
             max_connections: berth_server::serving::Limits::default().max_connections,
         }
     }
@@ -352,6 +358,7 @@ impl Config {
             header_read: self.header_read_timeout,
             idle: self.idle_timeout,
             body_inactivity: self.body_timeout,
+            body_min_rate: self.body_min_rate,
             max_connections: self.max_connections,
         }
     }
@@ -602,6 +609,7 @@ mod tests {
             jail.set_env("BERTH_HEADER_READ_TIMEOUT", "2s");
             jail.set_env("BERTH_IDLE_TIMEOUT", "3s");
             jail.set_env("BERTH_BODY_TIMEOUT", "4s");
+            jail.set_env("BERTH_BODY_MIN_RATE", "10");
             jail.set_env("BERTH_MAX_CONNECTIONS", "5");
             let l = Config::load(None, &Overrides::default())
                 .unwrap()
@@ -609,6 +617,7 @@ mod tests {
             assert_eq!(l.header_read, Duration::from_secs(2));
             assert_eq!(l.idle, Duration::from_secs(3));
             assert_eq!(l.body_inactivity, Duration::from_secs(4));
+            assert_eq!(l.body_min_rate, 10);
             assert_eq!(l.max_connections, 5);
             jail.set_env("BERTH_IDLE_TIMEOUT", "0s");
             assert!(Config::load(None, &Overrides::default()).is_err());

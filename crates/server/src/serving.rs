@@ -9,9 +9,11 @@
 //!   the connection's start): closed;
 //! - nothing sent or received for `idle` between requests (or while a response
 //!   waits on a client that does not read it): closed;
-//! - a request body that delivers nothing for `body_inactivity`: the handler gets a
-//!   read error, as if the client had disconnected (an upload keeps the bytes it
-//!   received and can be resumed from its `Range`), and the connection is closed;
+//! - a request body that delivers nothing for `body_inactivity`, or less than
+//!   `body_min_rate` bytes a second over a whole such span (a byte-a-second
+//!   trickle): the handler gets a read error, as if the client had disconnected
+//!   (an upload keeps the bytes it received and can be resumed from its `Range`),
+//!   and the connection is closed;
 //! - beyond `max_connections` open connections, a new one is answered 503 at once
 //!   and closed.
 //!
@@ -43,6 +45,9 @@ pub struct Limits {
     pub header_read: Duration,
     pub idle: Duration,
     pub body_inactivity: Duration,
+    /// Bytes a second a request body must average over each `body_inactivity` span
+    /// (0: no minimum).
+    pub body_min_rate: u64,
     pub max_connections: usize,
 }
 
@@ -51,7 +56,9 @@ impl Default for Limits {
     /// nginx's and hyper's default), 90 s idle (longer than the keep-alive of
     /// docker's and containerd's HTTP clients, so they close first), 60 s without
     /// a byte of body (a client that stalls that long has lost its network;
-    /// it resumes the upload), 4096 connections (far beyond what a registry sees
+    /// it resumes the upload), at least 1 KiB a second over each such minute (a
+    /// dial-up modem does seven; a trickle slower than that only holds a socket),
+    /// 4096 connections (far beyond what a registry sees
     /// from real clients, well below a default `ulimit -n` of 65536 or the
     /// memory of a small machine).
     fn default() -> Self {
@@ -59,6 +66,7 @@ impl Default for Limits {
             header_read: Duration::from_secs(30),
             idle: Duration::from_secs(90),
             body_inactivity: Duration::from_secs(60),
+            body_min_rate: 1024,
             max_connections: 4096,
         }
     }
@@ -211,10 +219,15 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// A request body that fails when the client sends nothing for a while.
+/// A request body that fails when the client sends nothing for a while, or too
+/// little over a while.
 struct StallGuard {
     inner: Incoming,
     limit: Duration,
+    min_rate: u64,
+    /// Where the current span of `limit` began (at the handler's first read: the
+    /// time before it is not the client's), and the bytes received in it.
+    span: Option<(Instant, u64)>,
     /// Running while the handler waits on the client (not while it is busy
     /// elsewhere and not polling).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -225,6 +238,34 @@ struct StallGuard {
 #[error("the client sent no request body for {0:?}")]
 struct BodyStalled(Duration);
 
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent {0} bytes of request body in {1:?}, under the minimum rate")]
+struct BodyTooSlow(u64, Duration);
+
+impl StallGuard {
+    /// Count `n` bytes received; an error when a whole span went by below the rate.
+    fn count(&mut self, n: u64) -> Option<Box<dyn std::error::Error + Send + Sync>> {
+        let (started, received) = self.span.get_or_insert_with(|| (Instant::now(), 0));
+        *received += n;
+        let elapsed = started.elapsed();
+        if elapsed < self.limit {
+            return None;
+        }
+        let (received, minimum) = (*received, self.min_rate * elapsed.as_secs());
+        self.span = Some((Instant::now(), 0));
+        if received >= minimum {
+            return None;
+        }
+        self.activity.stalled.store(1, Ordering::Relaxed);
+        tracing::info!(
+            received,
+            ?elapsed,
+            "request body too slow: the connection is closed"
+        );
+        Some(Box::new(BodyTooSlow(received, elapsed)))
+    }
+}
+
 impl http_body::Body for StallGuard {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -233,9 +274,18 @@ impl http_body::Body for StallGuard {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.span.is_none() {
+            self.span = Some((Instant::now(), 0));
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 self.timer = None;
+                if let Some(Ok(frame)) = &r {
+                    let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if let Some(e) = self.count(n) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
                 Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
@@ -358,6 +408,8 @@ pub async fn serve(
                         Body::new(StallGuard {
                             inner,
                             limit: limits.body_inactivity,
+                            min_rate: limits.body_min_rate,
+                            span: None,
                             timer: None,
                             activity: activity.clone(),
                         })
