@@ -31,25 +31,45 @@ impl SqliteMeta {
     /// transaction that no longer exists, refusing every later `BEGIN IMMEDIATE`
     /// (InvalidSavePointStatement) until a restart. Such a connection is closed
     /// (closing ends anything SQLite still held) and the pool opens a fresh one.
+    ///
+    /// It begins in a task of its own, as `postgres::begin` does and for the same
+    /// reason: sqlx 0.8's `BEGIN` is not safe to cancel. A request dropped while its
+    /// `BEGIN` waits (a client that hung up) would hand the connection back while
+    /// the worker still runs the `BEGIN`, leaving it inside a transaction nobody
+    /// ends: later single statements then write into it unseen by readers, and the
+    /// writer is lost. A spawned task runs to the end, and drops (rolls back) the
+    /// transaction itself when its caller is gone.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        match self.write.begin_with("BEGIN IMMEDIATE").await {
-            Err(sqlx::Error::InvalidSavePointStatement) => {
-                use sqlx::Connection as _;
-                let conn = self.write.acquire().await?;
-                if conn.is_in_transaction() {
-                    tracing::warn!("closing the SQLite writer left inside a failed transaction");
-                    // An error closing it is beside the point: it is gone either way.
-                    let _ = conn.close().await;
+        let pool = self.write.clone();
+        tokio::spawn(async move {
+            match pool.begin_with("BEGIN IMMEDIATE").await {
+                Err(sqlx::Error::InvalidSavePointStatement) => {
+                    use sqlx::Connection as _;
+                    let conn = pool.acquire().await?;
+                    if conn.is_in_transaction() {
+                        tracing::warn!(
+                            "closing the SQLite writer left inside a failed transaction"
+                        );
+                        // An error closing it is beside the point: it is gone either way.
+                        let _ = conn.close().await;
+                    }
+                    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
                 }
-                Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+                begun => Ok(begun?),
             }
-            begun => Ok(begun?),
-        }
+        })
+        .await
+        .map_err(|e| crate::MetaError::Db(sqlx::Error::Io(std::io::Error::other(e))))?
     }
 
     /// A read transaction: one snapshot for all its statements (WAL readers get one).
+    /// Begun in a task of its own, like [`SqliteMeta::write_tx`]: a reader left inside
+    /// a cancelled `BEGIN` would serve an old snapshot from then on.
     pub(crate) async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.read.begin().await?)
+        let pool = self.read.clone();
+        Ok(tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??)
     }
 
     /// The pool single reading statements run on.
