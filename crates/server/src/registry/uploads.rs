@@ -320,26 +320,17 @@ async fn try_mount(
     digest: &Digest,
     from: Option<String>,
 ) -> RegistryResult<Option<Response>> {
-    let Some(from) = from.and_then(|f| RepoName::parse(&f).ok()) else {
-        return Ok(None);
+    let from = match from {
+        Some(from) => match named_mount_source(state, headers, name, &from).await? {
+            Some(from) => from,
+            None => return Ok(None),
+        },
+        // Chosen among repositories the caller may read, whatever its token names.
+        None => match automatic_mount_source(state, headers, name, digest).await? {
+            Some(from) => from,
+            None => return Ok(None),
+        },
     };
-    if authorize(state, headers, from.as_str(), Action::Pull)
-        .await
-        .is_err()
-    {
-        // The token does not cover the source. When a token for it would be granted,
-        // say so, as the reference registry does, so the client asks for one and the
-        // mount succeeds; otherwise fall back to an upload, revealing nothing.
-        if may_pull(state, headers, from.as_str()).await? {
-            return Err(crate::access::mount_challenge(
-                state,
-                headers,
-                name.as_str(),
-                from.as_str(),
-            ));
-        }
-        return Ok(None);
-    }
     let _publishing = publishing(state).await?;
     let Some(size) = state.meta.repository_blob(from.as_str(), digest).await? else {
         return Ok(None);
@@ -353,6 +344,67 @@ async fn try_mount(
         .link_blob(name.as_str(), digest, size, now_ms())
         .await?;
     Ok(Some(blob_created(state, headers, name, digest)?))
+}
+
+/// The `from` of a mount, if the request's token may pull from it.
+async fn named_mount_source(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    from: &str,
+) -> RegistryResult<Option<RepoName>> {
+    let Ok(from) = RepoName::parse(from) else {
+        return Ok(None);
+    };
+    if authorize(state, headers, from.as_str(), Action::Pull)
+        .await
+        .is_ok()
+    {
+        return Ok(Some(from));
+    }
+    // The token does not cover the source. When a token for it would be granted, say
+    // so, as the reference registry does, so the client asks for one and the mount
+    // succeeds; otherwise fall back to an upload, revealing nothing.
+    if may_pull(state, headers, from.as_str()).await? {
+        return Err(crate::access::mount_challenge(
+            state,
+            headers,
+            name.as_str(),
+            from.as_str(),
+        ));
+    }
+    Ok(None)
+}
+
+/// How many repositories holding a blob a mount without `from` looks at.
+const AUTOMATIC_MOUNT_CANDIDATES: u32 = 20;
+
+/// A repository to mount `digest` from when the client named none (the OCI
+/// distribution spec's automatic content discovery): one the caller may pull from
+/// that holds the blob, looking first in the target's own top-level namespace. A
+/// blob held only where the caller may not read stays unseen: the client gets an
+/// ordinary upload session, as for a blob that does not exist.
+async fn automatic_mount_source(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    digest: &Digest,
+) -> RegistryResult<Option<RepoName>> {
+    let namespace = name.as_str().split('/').next().unwrap_or_default();
+    let candidates = state
+        .meta
+        .repositories_with_blob(digest, &format!("{namespace}/"), AUTOMATIC_MOUNT_CANDIDATES)
+        .await?;
+    for candidate in candidates {
+        if candidate == name.as_str() {
+            // Already reachable here: "mounting" it just answers 201.
+            return Ok(RepoName::parse(&candidate).ok());
+        }
+        if may_pull(state, headers, &candidate).await? {
+            return Ok(RepoName::parse(&candidate).ok());
+        }
+    }
+    Ok(None)
 }
 
 /// The push permission for a request on upload session `id` (see
