@@ -1561,6 +1561,21 @@ fn projects_do_not_share_blobs_through_the_registry() {
         404
     );
 
+    // A mount's first challenge, to a request with no token, names the source's
+    // scope too (as the reference registry's does), for clients that ask once.
+    let r = v2(
+        &berth,
+        Method::POST,
+        &format!("/v2/b/mine/blobs/uploads/?mount={layer}&from=a/secret"),
+        None,
+    );
+    assert_eq!(r.status, 401);
+    let challenge = r.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.contains("scope=\"repository:b/mine:pull,push repository:a/secret:pull\""),
+        "{challenge}"
+    );
+
     // Someone who may read both repositories can mount.
     let both = token(
         &berth,

@@ -281,8 +281,10 @@ pub async fn start(
     query: &str,
     body: Body,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push).await?;
     let q = query_pairs(query);
+    if let Err(refused) = authorize(state, headers, name.as_str(), Action::Push).await {
+        return Err(mount_source_challenge(state, headers, name, &q, refused));
+    }
     if let Some(mount) = query_get(&q, "mount") {
         let digest = parse_digest(&mount)?;
         if let Some(resp) = try_mount(state, headers, name, &digest, query_get(&q, "from")).await? {
@@ -309,6 +311,30 @@ pub async fn start(
     };
     let id = new_upload(state, headers, name, alg).await?;
     session_response(state, headers, StatusCode::ACCEPTED, name, &id, 0)
+}
+
+/// A mount's first challenge names its source too, as the reference registry's does:
+/// some clients (the OCI conformance suite's) fetch one token with the challenge's
+/// scopes and retry once, so a source named only in a second challenge would never
+/// be asked for.
+fn mount_source_challenge(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    q: &[(String, String)],
+    refused: RegistryError,
+) -> RegistryError {
+    let from = query_get(q, "from").and_then(|f| RepoName::parse(&f).ok());
+    match from {
+        Some(from)
+            if refused.status == StatusCode::UNAUTHORIZED && query_get(q, "mount").is_some() =>
+        {
+            let reason = refused.reason.unwrap_or(refused.message);
+            crate::access::mount_challenge(state, headers, name.as_str(), from.as_str())
+                .because(reason)
+        }
+        _ => refused,
+    }
 }
 
 /// Link a blob from another repository the caller may read. `None` means "not
