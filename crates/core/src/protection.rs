@@ -387,15 +387,6 @@ impl RuleSet {
         }
     }
 
-    /// The rule that keeps cleanup (which acts for nobody) from deleting this tag:
-    /// any tag rule that matches it, or a repository rule with a delete level.
-    pub fn keeps_from_cleanup(&self, path: &str, tag: &str) -> Option<i64> {
-        if let Some((r, _)) = self.tags.iter().find(|(_, re)| tag_matches(re, tag)) {
-            return Some(r.id);
-        }
-        self.repository(path, Op::Delete).map(|p| p.rule_id)
-    }
-
     /// Whether any tag rule matches `tag` (for the UI's badge): `Some(true)` when an
     /// immutable one does.
     pub fn tag_badge(&self, tag: &str) -> Option<bool> {
@@ -612,11 +603,17 @@ mod tests {
             repo_rule(3, "g/p/keep", Some(L::Maintainer), None),
             repo_rule(4, "g/p/safe", None, Some(L::Owner)),
         ]);
-        assert_eq!(set.keeps_from_cleanup("g/p", "v1"), Some(1));
-        assert_eq!(set.keeps_from_cleanup("g/p", "stable"), Some(2));
-        assert_eq!(set.keeps_from_cleanup("g/p", "dev"), None);
-        assert_eq!(set.keeps_from_cleanup("g/p/keep", "dev"), None);
-        assert_eq!(set.keeps_from_cleanup("g/p/safe", "dev"), Some(4));
+        // Cleanup acts for nobody: whatever needs a level to delete stays.
+        let kept = |path: &str, tag: &str| {
+            set.check_tag(path, tag, Op::Delete, true, Standing::NOBODY)
+                .err()
+                .map(|r| r.protection.rule_id)
+        };
+        assert_eq!(kept("g/p", "v1"), Some(1));
+        assert_eq!(kept("g/p", "stable"), Some(2));
+        assert_eq!(kept("g/p", "dev"), None);
+        assert_eq!(kept("g/p/keep", "dev"), None);
+        assert_eq!(kept("g/p/safe", "dev"), Some(4));
         assert_eq!(set.tag_badge("v1"), Some(true));
         assert_eq!(set.tag_badge("stable"), Some(false));
         assert_eq!(set.tag_badge("dev"), None);

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{PathItem, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{cleanup, groups, members, projects, registry, settings, tokens, users};
+use super::{cleanup, groups, members, projects, protection, registry, settings, tokens, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,6 +61,14 @@ use super::{cleanup, groups, members, projects, registry, settings, tokens, user
         cleanup::preview,
         cleanup::log,
         cleanup::run_now,
+        protection::list_repository_rules,
+        protection::create_repository_rule,
+        protection::update_repository_rule,
+        protection::delete_repository_rule,
+        protection::list_tag_rules,
+        protection::create_tag_rule,
+        protection::update_tag_rule,
+        protection::delete_tag_rule,
         settings::show,
         settings::update,
         members::project::list,

@@ -867,7 +867,11 @@ pub async fn delete_tags(
         return viewer.redirect(&back);
     }
     match api::registry::delete_tags(state, &viewer.caller, path, rid, &names).await {
-        Ok(n) => viewer.redirect(&format!("{back}?notice=tags_deleted&count={n}")),
+        Ok(d) if d.protected > 0 => viewer.redirect(&format!(
+            "{back}?notice=tags_deleted_some_protected&count={}&protected={}",
+            d.deleted, d.protected
+        )),
+        Ok(d) => viewer.redirect(&format!("{back}?notice=tags_deleted&count={}", d.deleted)),
         Err(e) => fail(viewer, e),
     }
 }
