@@ -583,8 +583,8 @@ fn protection_matrix() {
             .iter()
             .find(|x| x["path"] == REPO)
             .unwrap()["keep"];
-        for pi in 1..4 {
-            let cell = format!("{}-cleanup-{role}", PROTECTIONS[pi]);
+        for (pi, p) in PROTECTIONS.iter().enumerate().skip(1) {
+            let cell = format!("{p}-cleanup-{role}");
             let entry = keep
                 .as_array()
                 .unwrap()
