@@ -299,18 +299,88 @@ async fn create_repository_rule(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let (p, who) = maintained(&state, &caller, &id).await?;
-    let pattern = params.required_string("repository_path_pattern")?;
-    let push = level_param(&params, "minimum_access_level_for_push")?.flatten();
-    let delete = level_param(&params, "minimum_access_level_for_delete")?.flatten();
-    let fields = repository_fields(&p, &pattern, push, delete)?;
-    within_reach(who, &[push, delete])?;
-    let rule = state
-        .meta
-        .create_protection_rule(p.id, RuleKind::Repository, &fields, None, now_ms())
-        .await
-        .map_err(meta_refusal)?;
+    let rule = create_rule(&state, &caller, &id, RuleKind::Repository, &params).await?;
     Ok((StatusCode::CREATED, Json(repository_json(&rule))).into_response())
+}
+
+/// Create a rule of `kind` from request parameters (the REST API and the web UI).
+pub(crate) async fn create_rule(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kind: RuleKind,
+    params: &Params,
+) -> ApiResult<ProtectionRule> {
+    let (p, who) = maintained(state, caller, id).await?;
+    let push = level_param(params, "minimum_access_level_for_push")?.flatten();
+    let delete = level_param(params, "minimum_access_level_for_delete")?.flatten();
+    let (fields, max) = match kind {
+        RuleKind::Repository => {
+            let pattern = params.required_string("repository_path_pattern")?;
+            (repository_fields(&p, &pattern, push, delete)?, None)
+        }
+        RuleKind::Tag => {
+            let pattern = params.required_string("tag_name_pattern")?;
+            let immutable = params.bool("immutable")?.unwrap_or(false);
+            (
+                tag_fields(&pattern, push, delete, immutable)?,
+                Some(MAX_TAG_RULES),
+            )
+        }
+    };
+    within_reach(who, &[push, delete])?;
+    state
+        .meta
+        .create_protection_rule(p.id, kind, &fields, max, now_ms())
+        .await
+        .map_err(meta_refusal)
+}
+
+/// Change a rule of `kind` from request parameters; what is not sent stays.
+pub(crate) async fn update_rule(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kind: RuleKind,
+    rule: &str,
+    params: &Params,
+) -> ApiResult<ProtectionRule> {
+    let (p, who) = maintained(state, caller, id).await?;
+    let old = find_rule(state, &p, kind, rule_id(rule)?).await?;
+    within_reach(who, &[old.push, old.delete])?;
+    let push = level_param(params, "minimum_access_level_for_push")?.unwrap_or(old.push);
+    let delete = level_param(params, "minimum_access_level_for_delete")?.unwrap_or(old.delete);
+    let fields = match kind {
+        RuleKind::Repository => {
+            let pattern = params
+                .string("repository_path_pattern")?
+                .unwrap_or_else(|| old.pattern.clone());
+            repository_fields(&p, &pattern, push, delete)?
+        }
+        RuleKind::Tag => {
+            if old.immutable {
+                return Err(unprocessable(
+                    "Immutable tag rules cannot be updated; delete it and create another",
+                ));
+            }
+            if params.bool("immutable")? == Some(true) {
+                return Err(unprocessable(
+                    "A protected tag rule cannot become immutable; create an immutable rule instead",
+                ));
+            }
+            let pattern = params
+                .string("tag_name_pattern")?
+                .unwrap_or_else(|| old.pattern.clone());
+            tag_fields(&pattern, push, delete, false)?
+        }
+    };
+    within_reach(who, &[push, delete])?;
+    state
+        .meta
+        .update_protection_rule(p.id, kind, old.id, &fields)
+        .await
+        .map_err(meta_refusal)?
+        .ok_or_else(|| ApiError::not_found("Protection rule"))
 }
 
 #[utoipa::path(
@@ -335,22 +405,7 @@ async fn update_repository_rule(
     Path((id, rule)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Response> {
-    let (p, who) = maintained(&state, &caller, &id).await?;
-    let old = find_rule(&state, &p, RuleKind::Repository, rule_id(&rule)?).await?;
-    within_reach(who, &[old.push, old.delete])?;
-    let pattern = params
-        .string("repository_path_pattern")?
-        .unwrap_or_else(|| old.pattern.clone());
-    let push = level_param(&params, "minimum_access_level_for_push")?.unwrap_or(old.push);
-    let delete = level_param(&params, "minimum_access_level_for_delete")?.unwrap_or(old.delete);
-    let fields = repository_fields(&p, &pattern, push, delete)?;
-    within_reach(who, &[push, delete])?;
-    let rule = state
-        .meta
-        .update_protection_rule(p.id, RuleKind::Repository, old.id, &fields)
-        .await
-        .map_err(meta_refusal)?
-        .ok_or_else(|| ApiError::not_found("Protection rule"))?;
+    let rule = update_rule(&state, &caller, &id, RuleKind::Repository, &rule, &params).await?;
     Ok(Json(repository_json(&rule)).into_response())
 }
 
@@ -376,7 +431,8 @@ async fn delete_repository_rule(
     delete_rule(&state, &caller, &id, RuleKind::Repository, &rule).await
 }
 
-async fn delete_rule(
+/// Delete a rule of `kind` (the REST API and the web UI).
+pub(crate) async fn delete_rule(
     state: &AppState,
     caller: &Caller,
     id: &str,
@@ -436,18 +492,7 @@ async fn create_tag_rule(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let (p, who) = maintained(&state, &caller, &id).await?;
-    let pattern = params.required_string("tag_name_pattern")?;
-    let push = level_param(&params, "minimum_access_level_for_push")?.flatten();
-    let delete = level_param(&params, "minimum_access_level_for_delete")?.flatten();
-    let immutable = params.bool("immutable")?.unwrap_or(false);
-    let fields = tag_fields(&pattern, push, delete, immutable)?;
-    within_reach(who, &[push, delete])?;
-    let rule = state
-        .meta
-        .create_protection_rule(p.id, RuleKind::Tag, &fields, Some(MAX_TAG_RULES), now_ms())
-        .await
-        .map_err(meta_refusal)?;
+    let rule = create_rule(&state, &caller, &id, RuleKind::Tag, &params).await?;
     Ok((StatusCode::CREATED, Json(tag_json(&rule))).into_response())
 }
 
@@ -473,32 +518,7 @@ async fn update_tag_rule(
     Path((id, rule)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Response> {
-    let (p, who) = maintained(&state, &caller, &id).await?;
-    let old = find_rule(&state, &p, RuleKind::Tag, rule_id(&rule)?).await?;
-    within_reach(who, &[old.push, old.delete])?;
-    if old.immutable {
-        return Err(unprocessable(
-            "Immutable tag rules cannot be updated; delete it and create another",
-        ));
-    }
-    if params.bool("immutable")? == Some(true) {
-        return Err(unprocessable(
-            "A protected tag rule cannot become immutable; create an immutable rule instead",
-        ));
-    }
-    let pattern = params
-        .string("tag_name_pattern")?
-        .unwrap_or_else(|| old.pattern.clone());
-    let push = level_param(&params, "minimum_access_level_for_push")?.unwrap_or(old.push);
-    let delete = level_param(&params, "minimum_access_level_for_delete")?.unwrap_or(old.delete);
-    let fields = tag_fields(&pattern, push, delete, false)?;
-    within_reach(who, &[push, delete])?;
-    let rule = state
-        .meta
-        .update_protection_rule(p.id, RuleKind::Tag, old.id, &fields)
-        .await
-        .map_err(meta_refusal)?
-        .ok_or_else(|| ApiError::not_found("Protection rule"))?;
+    let rule = update_rule(&state, &caller, &id, RuleKind::Tag, &rule, &params).await?;
     Ok(Json(tag_json(&rule)).into_response())
 }
 
@@ -522,4 +542,54 @@ async fn delete_tag_rule(
     Path((id, rule)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     delete_rule(&state, &caller, &id, RuleKind::Tag, &rule).await
+}
+
+/// How many live tags of `p` a rule pattern of `kind` covers now (the web UI's
+/// "matches N existing tags"); `None` when the pattern is not valid.
+pub(crate) async fn matching_tags(
+    state: &AppState,
+    p: &Project,
+    kind: RuleKind,
+    pattern: &str,
+) -> ApiResult<Option<i64>> {
+    let (repos, _) = state
+        .meta
+        .repositories_of(
+            &[p.id],
+            berth_meta::Window {
+                offset: 0,
+                limit: i64::MAX,
+            },
+        )
+        .await?;
+    match kind {
+        RuleKind::Repository => {
+            let Ok(full) = check_repository_pattern(pattern, &p.full_path) else {
+                return Ok(None);
+            };
+            Ok(Some(
+                repos
+                    .iter()
+                    .filter(|r| berth_core::protection::repository_matches(&full, &r.path))
+                    .map(|r| r.tags_count)
+                    .sum(),
+            ))
+        }
+        RuleKind::Tag => {
+            let Ok(re) = compile_tag_pattern(pattern) else {
+                return Ok(None);
+            };
+            let mut n = 0;
+            for r in &repos {
+                n += state
+                    .meta
+                    .all_tags(r.id)
+                    .await?
+                    .iter()
+                    .filter(|t| re.is_match(&t.name))
+                    .count() as i64;
+            }
+            Ok(Some(n))
+        }
+    }
 }
