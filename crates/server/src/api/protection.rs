@@ -27,21 +27,146 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route(
             "/projects/{id}/registry/protection/repository/rules",
-            get(list_repository_rules).post(create_repository_rule),
+            get(repository::list).post(repository::create),
         )
         .route(
             "/projects/{id}/registry/protection/repository/rules/{protection_rule_id}",
-            patch(update_repository_rule).delete(delete_repository_rule),
+            patch(repository::update).delete(repository::delete),
         )
         .route(
             "/projects/{id}/registry/protection/tag/rules",
-            get(list_tag_rules).post(create_tag_rule),
+            get(tag::list).post(tag::create),
         )
         .route(
             "/projects/{id}/registry/protection/tag/rules/{protection_rule_id}",
-            patch(update_tag_rule).delete(delete_tag_rule),
+            patch(tag::update).delete(tag::delete),
         )
 }
+
+/// The four handlers of one kind of rule (list, create, update, delete), each a thin
+/// call of the shared function; `$json` renders a rule as GitLab does for the kind.
+macro_rules! rule_routes {
+    ($module:ident, $kind:expr, $word:literal, $title:literal, $body:ty, $out:ty, $json:path, $what:literal, $invalid:literal) => {
+        pub(crate) mod $module {
+            use super::*;
+
+            #[utoipa::path(
+                get,
+                path = concat!("/projects/{id}/registry/protection/", $word, "/rules"),
+                operation_id = concat!("list", $title, "ProtectionRules"),
+                tag = "registry",
+                params(("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path")),
+                responses(
+                    (status = 200, description = concat!("The project's ", $what, " rules"), body = [$out]),
+                    RefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn list(
+                State(state): State<Shared>,
+                caller: Caller,
+                Path(id): Path<String>,
+            ) -> ApiResult<Response> {
+                let (p, _) = maintained(&state, &caller, &id).await?;
+                let rules = state.meta.protection_rules(p.id, $kind).await?;
+                Ok(Json(rules.iter().map($json).collect::<Vec<_>>()).into_response())
+            }
+
+            #[utoipa::path(
+                post,
+                path = concat!("/projects/{id}/registry/protection/", $word, "/rules"),
+                operation_id = concat!("create", $title, "ProtectionRule"),
+                tag = "registry",
+                params(("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path")),
+                request_body = $body,
+                responses(
+                    (status = 201, description = "The new rule", body = $out),
+                    InvalidRefusedOrMissing,
+                    (status = 422, description = $invalid, body = super::super::ApiErrorBody),
+                )
+            )]
+            pub(crate) async fn create(
+                State(state): State<Shared>,
+                caller: Caller,
+                Path(id): Path<String>,
+                params: Params,
+            ) -> ApiResult<Response> {
+                let rule = create_rule(&state, &caller, &id, $kind, &params).await?;
+                Ok((StatusCode::CREATED, Json($json(&rule))).into_response())
+            }
+
+            #[utoipa::path(
+                patch,
+                path = concat!("/projects/{id}/registry/protection/", $word, "/rules/{protection_rule_id}"),
+                operation_id = concat!("update", $title, "ProtectionRule"),
+                tag = "registry",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+                    ("protection_rule_id" = i64, Path, description = "The rule's id"),
+                ),
+                request_body = $body,
+                responses(
+                    (status = 200, description = "The changed rule", body = $out),
+                    InvalidRefusedOrMissing,
+                    (status = 422, description = $invalid, body = super::super::ApiErrorBody),
+                )
+            )]
+            pub(crate) async fn update(
+                State(state): State<Shared>,
+                caller: Caller,
+                Path((id, rule)): Path<(String, String)>,
+                params: Params,
+            ) -> ApiResult<Response> {
+                let rule = update_rule(&state, &caller, &id, $kind, &rule, &params).await?;
+                Ok(Json($json(&rule)).into_response())
+            }
+
+            #[utoipa::path(
+                delete,
+                path = concat!("/projects/{id}/registry/protection/", $word, "/rules/{protection_rule_id}"),
+                operation_id = concat!("delete", $title, "ProtectionRule"),
+                tag = "registry",
+                params(
+                    ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+                    ("protection_rule_id" = i64, Path, description = "The rule's id"),
+                ),
+                responses(
+                    (status = 204, description = "Deleted"),
+                    RefusedOrMissing,
+                )
+            )]
+            pub(crate) async fn delete(
+                State(state): State<Shared>,
+                caller: Caller,
+                Path((id, rule)): Path<(String, String)>,
+            ) -> ApiResult<Response> {
+                delete_rule(&state, &caller, &id, $kind, &rule).await
+            }
+        }
+    };
+}
+
+rule_routes!(
+    repository,
+    RuleKind::Repository,
+    "repository",
+    "Repository",
+    RepositoryRuleBody,
+    RepositoryRule,
+    repository_json,
+    "protected container repository",
+    "The rule is invalid or already exists"
+);
+rule_routes!(
+    tag,
+    RuleKind::Tag,
+    "tag",
+    "Tag",
+    TagRuleBody,
+    TagRule,
+    tag_json,
+    "protected and immutable container tag",
+    "The rule is invalid or already exists, the project has 5 tag rules, or an immutable rule was to change"
+);
 
 /// A minimum level: `maintainer`, `owner` or `admin`; `null` when not set.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -256,53 +381,6 @@ fn tag_fields(
     })
 }
 
-#[utoipa::path(
-    get,
-    path = "/projects/{id}/registry/protection/repository/rules",
-    operation_id = "listRepositoryProtectionRules",
-    tag = "registry",
-    params(("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path")),
-    responses(
-        (status = 200, description = "The project's protected container repository rules", body = [RepositoryRule]),
-        RefusedOrMissing,
-    )
-)]
-async fn list_repository_rules(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let (p, _) = maintained(&state, &caller, &id).await?;
-    let rules = state
-        .meta
-        .protection_rules(p.id, RuleKind::Repository)
-        .await?;
-    Ok(Json(rules.iter().map(repository_json).collect::<Vec<_>>()).into_response())
-}
-
-#[utoipa::path(
-    post,
-    path = "/projects/{id}/registry/protection/repository/rules",
-    operation_id = "createRepositoryProtectionRule",
-    tag = "registry",
-    params(("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path")),
-    request_body = RepositoryRuleBody,
-    responses(
-        (status = 201, description = "The new rule", body = RepositoryRule),
-        InvalidRefusedOrMissing,
-        (status = 422, description = "The rule is invalid or already exists", body = super::ApiErrorBody),
-    )
-)]
-async fn create_repository_rule(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    params: Params,
-) -> ApiResult<Response> {
-    let rule = create_rule(&state, &caller, &id, RuleKind::Repository, &params).await?;
-    Ok((StatusCode::CREATED, Json(repository_json(&rule))).into_response())
-}
-
 /// Create a rule of `kind` from request parameters (the REST API and the web UI).
 pub(crate) async fn create_rule(
     state: &AppState,
@@ -383,54 +461,6 @@ pub(crate) async fn update_rule(
         .ok_or_else(|| ApiError::not_found("Protection rule"))
 }
 
-#[utoipa::path(
-    patch,
-    path = "/projects/{id}/registry/protection/repository/rules/{protection_rule_id}",
-    operation_id = "updateRepositoryProtectionRule",
-    tag = "registry",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("protection_rule_id" = i64, Path, description = "The rule's id"),
-    ),
-    request_body = RepositoryRuleBody,
-    responses(
-        (status = 200, description = "The changed rule", body = RepositoryRule),
-        InvalidRefusedOrMissing,
-        (status = 422, description = "The rule would be invalid or a duplicate", body = super::ApiErrorBody),
-    )
-)]
-async fn update_repository_rule(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path((id, rule)): Path<(String, String)>,
-    params: Params,
-) -> ApiResult<Response> {
-    let rule = update_rule(&state, &caller, &id, RuleKind::Repository, &rule, &params).await?;
-    Ok(Json(repository_json(&rule)).into_response())
-}
-
-#[utoipa::path(
-    delete,
-    path = "/projects/{id}/registry/protection/repository/rules/{protection_rule_id}",
-    operation_id = "deleteRepositoryProtectionRule",
-    tag = "registry",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("protection_rule_id" = i64, Path, description = "The rule's id"),
-    ),
-    responses(
-        (status = 204, description = "Deleted"),
-        RefusedOrMissing,
-    )
-)]
-async fn delete_repository_rule(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path((id, rule)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    delete_rule(&state, &caller, &id, RuleKind::Repository, &rule).await
-}
-
 /// Delete a rule of `kind` (the REST API and the web UI).
 pub(crate) async fn delete_rule(
     state: &AppState,
@@ -450,98 +480,6 @@ pub(crate) async fn delete_rule(
         return Err(ApiError::not_found("Protection rule"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[utoipa::path(
-    get,
-    path = "/projects/{id}/registry/protection/tag/rules",
-    operation_id = "listTagProtectionRules",
-    tag = "registry",
-    params(("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path")),
-    responses(
-        (status = 200, description = "The project's protected and immutable container tag rules", body = [TagRule]),
-        RefusedOrMissing,
-    )
-)]
-async fn list_tag_rules(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let (p, _) = maintained(&state, &caller, &id).await?;
-    let rules = state.meta.protection_rules(p.id, RuleKind::Tag).await?;
-    Ok(Json(rules.iter().map(tag_json).collect::<Vec<_>>()).into_response())
-}
-
-#[utoipa::path(
-    post,
-    path = "/projects/{id}/registry/protection/tag/rules",
-    operation_id = "createTagProtectionRule",
-    tag = "registry",
-    params(("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path")),
-    request_body = TagRuleBody,
-    responses(
-        (status = 201, description = "The new rule", body = TagRule),
-        InvalidRefusedOrMissing,
-        (status = 422, description = "The rule is invalid, already exists, or the project has 5 tag rules", body = super::ApiErrorBody),
-    )
-)]
-async fn create_tag_rule(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    params: Params,
-) -> ApiResult<Response> {
-    let rule = create_rule(&state, &caller, &id, RuleKind::Tag, &params).await?;
-    Ok((StatusCode::CREATED, Json(tag_json(&rule))).into_response())
-}
-
-#[utoipa::path(
-    patch,
-    path = "/projects/{id}/registry/protection/tag/rules/{protection_rule_id}",
-    operation_id = "updateTagProtectionRule",
-    tag = "registry",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("protection_rule_id" = i64, Path, description = "The rule's id"),
-    ),
-    request_body = TagRuleBody,
-    responses(
-        (status = 200, description = "The changed rule", body = TagRule),
-        InvalidRefusedOrMissing,
-        (status = 422, description = "The rule would be invalid or a duplicate; immutable rules cannot be changed", body = super::ApiErrorBody),
-    )
-)]
-async fn update_tag_rule(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path((id, rule)): Path<(String, String)>,
-    params: Params,
-) -> ApiResult<Response> {
-    let rule = update_rule(&state, &caller, &id, RuleKind::Tag, &rule, &params).await?;
-    Ok(Json(tag_json(&rule)).into_response())
-}
-
-#[utoipa::path(
-    delete,
-    path = "/projects/{id}/registry/protection/tag/rules/{protection_rule_id}",
-    operation_id = "deleteTagProtectionRule",
-    tag = "registry",
-    params(
-        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
-        ("protection_rule_id" = i64, Path, description = "The rule's id"),
-    ),
-    responses(
-        (status = 204, description = "Deleted"),
-        RefusedOrMissing,
-    )
-)]
-async fn delete_tag_rule(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path((id, rule)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    delete_rule(&state, &caller, &id, RuleKind::Tag, &rule).await
 }
 
 /// How many live tags of `p` a rule pattern of `kind` covers now (the web UI's

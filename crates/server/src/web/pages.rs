@@ -1133,22 +1133,17 @@ pub async fn protection_matches(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
+    let params = match Params::parse(query, "", b"") {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e),
     };
+    let get = |k: &str| params.string(k).ok().flatten().unwrap_or_default();
     let kind = if get("kind") == "repository" {
         RuleKind::Repository
     } else {
         RuleKind::Tag
     };
-    match api::protection::matching_tags(state, &p, kind, get("pattern")).await {
+    match api::protection::matching_tags(state, &p, kind, &get("pattern")).await {
         Ok(n) => axum::response::IntoResponse::into_response(axum::Json(
             serde_json::json!({ "matches": n }),
         )),
