@@ -97,6 +97,10 @@ try {
       return [tr.getAttribute("data-tag"), b ? b.textContent.trim() : ""];
     })));
   out.dev_delete_buttons = await d.$$eval("[data-test=delete-tag]", (els) => els.map((e) => e.value));
+  await d.goto(repoUrl + "/-/tags/v1");
+  out.dev_tag_page_delete_v1 = (await d.$$("[data-test=delete-this-tag]")).length;
+  await d.goto(repoUrl + "/-/tags/v2");
+  out.dev_tag_page_delete_v2 = (await d.$$("[data-test=delete-this-tag]")).length;
   await m.goto(repoUrl);
   out.maint_delete_buttons = await m.$$eval("[data-test=delete-tag]", (els) => els.map((e) => e.value));
   out.maint_checkboxes = await m.$$eval("input[name=tags]", (els) => els.map((e) => e.value));

@@ -129,7 +129,14 @@ pub(crate) async fn check_v2(
             Op::Push
         }
         V2Change::DeleteTag(t) => {
-            tags.push((t.to_string(), true));
+            // A tag that does not exist is not protected: the answer is that it is unknown.
+            if meta
+                .manifest(repository, ManifestRef::Tag(t))
+                .await?
+                .is_some()
+            {
+                tags.push((t.to_string(), true));
+            }
             Op::Delete
         }
         V2Change::DeleteManifest(digest) => {

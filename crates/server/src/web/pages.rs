@@ -774,6 +774,25 @@ fn layer_page(payload: &[u8], page: usize) -> LayerPage<'_> {
     }
 }
 
+/// Whether protection rules let the viewer delete tag `name` of the repository at
+/// `path` (the viewer's role is only looked up when a rule exists).
+async fn tag_deletable(
+    state: &AppState,
+    viewer: &Viewer,
+    p: &Project,
+    path: &str,
+    name: &str,
+) -> Result<bool, ApiError> {
+    let guard = Guard::load(state.meta.as_ref(), path).await?;
+    if !guard.matters(path, &[(name, true)], ProtectionOp::Delete) {
+        return Ok(true);
+    }
+    let who = standing(state.meta.as_ref(), &viewer.caller.principal, p.id).await?;
+    Ok(guard
+        .check(path, &[(name, true)], ProtectionOp::Delete, who)
+        .is_ok())
+}
+
 pub async fn tag(
     state: &Shared,
     viewer: &Viewer,
@@ -797,6 +816,10 @@ pub async fn tag(
     };
     let Ok(digest) = berth_oci::Digest::parse(&tag.digest) else {
         return viewer.error(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let deletable = match tag_deletable(state, viewer, &p, &r.path, &tag.name).await {
+        Ok(d) => actions.push && d,
+        Err(e) => return fail(viewer, e),
     };
     let manifest = match state
         .meta
@@ -886,7 +909,7 @@ pub async fn tag(
             layer_list => layer_list,
             platforms => plats,
             referrers => referrers,
-            can_delete_tag => actions.push,
+            can_delete_tag => deletable,
             delete_tags_url => format!("{repo_url}/delete_tags"),
         },
     )
