@@ -530,7 +530,10 @@ fn protection_rules_in_a_real_browser() {
         json!({ "dev1": "", "rel-1": "immutable", "v1": "protected", "v2": "" })
     );
     assert_eq!(r["dev_delete_buttons"], json!(["dev1", "v2"]));
-    assert_eq!(r["dev_tag_page_delete_v1"], 0, "v1 is protected from developers");
+    assert_eq!(
+        r["dev_tag_page_delete_v1"], 0,
+        "v1 is protected from developers"
+    );
     assert_eq!(r["dev_tag_page_delete_v2"], 1);
     assert_eq!(r["maint_delete_buttons"], json!(["dev1", "v1", "v2"]));
     assert_eq!(r["maint_checkboxes"], json!(["dev1", "v1", "v2"]));

@@ -289,12 +289,18 @@ impl RuleSet {
     /// Compile stored rules; a stored tag pattern that no longer compiles (it was
     /// checked when saved) protects every tag rather than none.
     pub fn new(rules: Vec<Rule>) -> RuleSet {
+        RuleSet::new_with(rules, |p| compile_tag_pattern(p).ok())
+    }
+
+    /// [`RuleSet::new`] with tag patterns compiled by `compile` (a caller that checks
+    /// rules on every request keeps the compiled patterns).
+    pub fn new_with(rules: Vec<Rule>, mut compile: impl FnMut(&str) -> Option<Regex>) -> RuleSet {
         let mut set = RuleSet::default();
         for r in rules {
             match r.kind {
                 RuleKind::Repository => set.repositories.push(r),
                 RuleKind::Tag => {
-                    let re = compile_tag_pattern(&r.pattern).ok();
+                    let re = compile(&r.pattern);
                     set.tags.push((r, re));
                 }
             }

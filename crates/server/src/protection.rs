@@ -5,10 +5,39 @@
 //! when a rule matches, so unprotected pushes pay one indexed query, and manifest
 //! reads pay nothing.
 
-use berth_core::protection::{Op, Refusal, RuleSet, Standing};
+use std::collections::HashMap;
+
+use berth_core::protection::{compile_tag_pattern, Op, Refusal, RuleSet, Standing};
 use berth_meta::{Meta, MetaError};
+use regex::Regex;
 
 use crate::auth::Principal;
+
+/// Compiled tag patterns by pattern text: rules are read on every push and delete,
+/// and compiling their patterns each time cost more than the rest of the check. A
+/// pattern is immutable text, so a compiled one never goes stale; the map is emptied
+/// when it grows past [`COMPILED_MAX`] (patterns of deleted rules).
+static COMPILED: std::sync::Mutex<Option<HashMap<String, Option<Regex>>>> =
+    std::sync::Mutex::new(None);
+const COMPILED_MAX: usize = 10_000;
+
+fn compiled(pattern: &str) -> Option<Regex> {
+    let mut guard = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(re) = map.get(pattern) {
+        return re.clone();
+    }
+    if map.len() >= COMPILED_MAX {
+        map.clear();
+    }
+    let re = compile_tag_pattern(pattern).ok();
+    map.insert(pattern.to_string(), re.clone());
+    re
+}
+
+fn rule_set(rules: &[berth_meta::ProtectionRule]) -> RuleSet {
+    RuleSet::new_with(rules.iter().map(|r| r.rule()).collect(), compiled)
+}
 
 /// The rules of the project that owns a repository.
 pub struct Guard {
@@ -23,20 +52,7 @@ impl Guard {
         let rules = meta.protection_rules_of_repository(path).await?;
         Ok(Guard {
             project_id: rules.first().map(|r| r.project_id),
-            rules: RuleSet::new(rules.iter().map(|r| r.rule()).collect()),
-        })
-    }
-
-    /// The rules of project `project_id`, both kinds.
-    pub async fn of_project(meta: &dyn Meta, project_id: i64) -> Result<Guard, MetaError> {
-        use berth_core::protection::RuleKind;
-        let mut rules = meta
-            .protection_rules(project_id, RuleKind::Repository)
-            .await?;
-        rules.extend(meta.protection_rules(project_id, RuleKind::Tag).await?);
-        Ok(Guard {
-            project_id: Some(project_id),
-            rules: RuleSet::new(rules.iter().map(|r| r.rule()).collect()),
+            rules: rule_set(&rules),
         })
     }
 
@@ -118,7 +134,8 @@ pub(crate) async fn check_v2(
     let mut tags: Vec<(String, bool)> = Vec::new();
     let op = match change {
         V2Change::Push { tag, digest } => {
-            if let Some(t) = tag {
+            // Whether the tag exists matters only when a tag rule names it.
+            if let Some(t) = tag.filter(|t| guard.rules.tag(t, Op::Push, true).is_some()) {
                 match meta.manifest(repository, ManifestRef::Tag(t)).await? {
                     // Pushing what the tag already holds changes nothing.
                     Some(m) if &m.digest == digest => {}
