@@ -443,3 +443,107 @@ fn tag_page_of_a_many_layer_manifest_is_paged() {
     assert!(!past.contains("more layers"));
     assert_eq!(shown(&past), (900..1000).collect::<Vec<_>>());
 }
+
+/// Protection rules in the browser (issue 17): a maintainer manages repository and
+/// tag rules in the project settings, with the live "matches N existing tags" count;
+/// the repository page shows "protected" / "immutable" badges and no delete control
+/// where the viewer lacks the level; both languages.
+#[test]
+fn protection_rules_in_a_real_browser() {
+    if !browser_tools() {
+        return;
+    }
+    let berth = Berth::start();
+    let tmp = tempfile::tempdir().unwrap();
+    berth.project("team/prot", "private");
+    for (user, role) in [("maint", "maintainer"), ("dev", "developer")] {
+        berth.user(user, &format!("{user}-password-1"));
+        berth.admin(&[
+            "member",
+            "add",
+            "--project",
+            "team/prot",
+            "--user",
+            user,
+            "--role",
+            role,
+        ]);
+    }
+    for tag in ["v1", "v2", "dev1", "rel-1"] {
+        push(&berth, tmp.path(), "team/prot/img", tag, &["amd64"]);
+    }
+    let pat = berth.admin(&[
+        "token", "create", "--user", "root", "--name", "t", "--scopes", "api",
+    ]);
+    let repos: Value = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/api/v4/projects/team%2Fprot/registry/repositories",
+            berth.url
+        ))
+        .header("PRIVATE-TOKEN", pat)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let rid = repos[0]["id"].as_i64().unwrap();
+
+    let r = node(
+        "protection.mjs",
+        &berth,
+        &[
+            ("PROJECT", "team/prot"),
+            (
+                "REPOSITORY_URL",
+                &format!("/team/prot/container_registry/{rid}"),
+            ),
+            ("MAINT_PASSWORD", "maint-password-1"),
+            ("DEV_PASSWORD", "dev-password-1"),
+        ],
+    );
+    eprintln!("browser saw: {r:#}");
+    assert_eq!(
+        r["sections"],
+        json!([
+            "Protected container repositories",
+            "Protected container tags"
+        ])
+    );
+    // The count follows the pattern as it is typed.
+    assert_eq!(r["live_tag_count"], "matches 2 existing tags");
+    assert_eq!(r["live_invalid"], "not a valid pattern");
+    assert_eq!(r["live_repository_count"], "matches 4 existing tags");
+    assert_eq!(r["saved_notice"], "Settings saved.");
+    assert_eq!(r["tag_rule_matches"], json!(["matches 2 existing tags"]));
+    assert_eq!(r["immutable_badges"], 1);
+    // A maintainer may not set an owner-level rule.
+    assert!(
+        r["owner_rule_error"].as_str().unwrap().contains("403"),
+        "{}",
+        r["owner_rule_error"]
+    );
+    assert_eq!(r["repository_rules"], json!(["team/prot/*"]));
+    assert_eq!(r["edited_matches"], "matches 1 existing tags");
+    assert_eq!(r["repository_rules_after_delete"], 0);
+    // Badges, and delete controls only where the viewer has the level.
+    assert_eq!(
+        r["badges"],
+        json!({ "dev1": "", "rel-1": "immutable", "v1": "protected", "v2": "" })
+    );
+    assert_eq!(r["dev_delete_buttons"], json!(["dev1", "v2"]));
+    assert_eq!(
+        r["dev_tag_page_delete_v1"], 0,
+        "v1 is protected from developers"
+    );
+    assert_eq!(r["dev_tag_page_delete_v2"], 1);
+    assert_eq!(r["maint_delete_buttons"], json!(["dev1", "v1", "v2"]));
+    assert_eq!(r["maint_checkboxes"], json!(["dev1", "v1", "v2"]));
+    assert_eq!(
+        r["maint_delete_repository"], 0,
+        "the repository holds an immutable tag"
+    );
+    assert_eq!(
+        r["zh_sections"],
+        json!(["受保护的容器仓库", "受保护的容器标签"])
+    );
+    assert_eq!(r["zh_badges"], json!(["不可变", "受保护"]));
+}

@@ -172,4 +172,34 @@
       pending = setTimeout(refresh, 50);
     });
   }
+  // Live "matches N existing tags" next to each protection rule pattern.
+  var matches = document.getElementById("matches-text");
+  if (matches) {
+    var murl = matches.getAttribute("data-matches-url");
+    document.querySelectorAll("[data-matches]").forEach(function (input) {
+      var out = input.form && input.form.querySelector("[data-matches-out]");
+      if (!out) return;
+      var timer = null;
+      var mseq = 0;
+      function count() {
+        var q = new URLSearchParams();
+        q.set("kind", input.getAttribute("data-matches"));
+        q.set("pattern", input.value);
+        var mine = ++mseq;
+        if (input.value === "") { out.textContent = ""; return; }
+        fetch(murl + "?" + q.toString(), { credentials: "same-origin" })
+          .then(function (r) { return r.json(); })
+          .then(function (j) {
+            if (mine !== mseq) return;
+            out.textContent = j.matches === null
+              ? matches.getAttribute("data-invalid")
+              : matches.getAttribute("data-text").replace("{n}", j.matches);
+          });
+      }
+      input.addEventListener("input", function () {
+        clearTimeout(timer);
+        timer = setTimeout(count, 200);
+      });
+    });
+  }
 })();

@@ -132,6 +132,9 @@ pub enum Step {
     TooNew,
     /// Step 9: deleted.
     Deleted,
+    /// Would be deleted, but protection rule `n` keeps it (cleanup never deletes a
+    /// protected or immutable tag).
+    Protected(i64),
 }
 
 impl Step {
@@ -144,6 +147,15 @@ impl Step {
             Step::KeptNewest => "keep_n",
             Step::TooNew => "older_than",
             Step::Deleted => "delete",
+            Step::Protected(_) => "protected",
+        }
+    }
+
+    /// What decided, for people: the step's name, or `protected by rule N`.
+    pub fn describe(self) -> String {
+        match self {
+            Step::Protected(n) => format!("protected by rule {n}"),
+            other => other.as_str().to_string(),
         }
     }
 

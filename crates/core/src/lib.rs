@@ -9,6 +9,7 @@
 pub mod access;
 pub mod cleanup;
 pub mod paths;
+pub mod protection;
 pub mod re2;
 
 pub use access::{

@@ -54,6 +54,7 @@ pub const COPIED: &[(&str, &str)] = &[
     ("expiration_policies", ""),
     ("leases", ""),
     ("cleanup_log", ""),
+    ("registry_protection_rules", ""),
     ("gc_blob_review_queue", ""),
     ("gc_manifest_review_queue", ""),
     ("gc_blob_deletions", ""),

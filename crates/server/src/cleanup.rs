@@ -3,6 +3,7 @@
 //! transaction). Used by bulk tag deletion, cleanup policies and the preview.
 
 use berth_core::cleanup::{evaluate, Rules, Step, TagFacts};
+use berth_core::protection::{Op, Standing};
 use berth_meta::{Meta, MetaError, TagInfo};
 
 /// Tags ended per transaction, so readers never wait long behind a big run.
@@ -23,8 +24,20 @@ impl Plan {
     }
 }
 
-/// Decide every live tag of repository `id` under `rules` at time `now`.
+/// Decide every live tag of repository `id` under `rules` at time `now`, as a
+/// cleanup run does: protected and immutable tags stay ([`Step::Protected`]).
 pub async fn plan(meta: &dyn Meta, id: i64, rules: &Rules, now: i64) -> Result<Plan, MetaError> {
+    plan_as(meta, id, rules, now, Standing::NOBODY).await
+}
+
+/// [`plan`] for someone: the tags protection rules forbid `who` to delete stay.
+pub async fn plan_as(
+    meta: &dyn Meta,
+    id: i64,
+    rules: &Rules,
+    now: i64,
+    who: Standing,
+) -> Result<Plan, MetaError> {
     let tags = meta.all_tags(id).await?;
     let facts: Vec<TagFacts> = tags
         .iter()
@@ -36,7 +49,21 @@ pub async fn plan(meta: &dyn Meta, id: i64, rules: &Rules, now: i64) -> Result<P
             created_at: t.created_at,
         })
         .collect();
-    let steps = evaluate(&facts, rules, now);
+    let mut steps = evaluate(&facts, rules, now);
+    if let Some(repo) = meta.repository_info(id).await? {
+        let guard = crate::protection::Guard::load(meta, &repo.path).await?;
+        if !guard.is_empty() {
+            for (t, step) in tags.iter().zip(steps.iter_mut()) {
+                if !step.deletes() {
+                    continue;
+                }
+                let one = [(t.name.as_str(), true)];
+                if let Err(refused) = guard.check(&repo.path, &one, Op::Delete, who) {
+                    *step = Step::Protected(refused.protection.rule_id);
+                }
+            }
+        }
+    }
     Ok(Plan { tags, steps })
 }
 
@@ -95,6 +122,8 @@ pub struct Outcome {
     pub deleted: u64,
     /// False when a limit stopped the turn before every doomed tag was deleted.
     pub finished: bool,
+    /// Tags the rules select that protection rules kept.
+    pub protected: usize,
 }
 
 /// One turn of `rules` over a repository: delete at most `limits.max_list_size` of the
@@ -106,11 +135,41 @@ pub async fn run_turn(
     rules: &Rules,
     limits: Limits,
     reason: &str,
+    progress: impl FnMut(u64, usize),
+) -> Result<Outcome, MetaError> {
+    run_turn_as(
+        meta,
+        repository_id,
+        rules,
+        limits,
+        reason,
+        Standing::NOBODY,
+        progress,
+    )
+    .await
+}
+
+/// [`run_turn`] on behalf of `who` (a bulk deletion): protected tags `who` may
+/// delete go too.
+pub async fn run_turn_as(
+    meta: &dyn Meta,
+    repository_id: i64,
+    rules: &Rules,
+    limits: Limits,
+    reason: &str,
+    who: Standing,
     mut progress: impl FnMut(u64, usize),
 ) -> Result<Outcome, MetaError> {
     let started = std::time::Instant::now();
     let deadline = std::time::Duration::from_secs(limits.delete_timeout_secs);
-    let plan = plan(meta, repository_id, rules, crate::state::now_ms()).await?;
+    let plan = plan_as(meta, repository_id, rules, crate::state::now_ms(), who).await?;
+    let mut protected = 0;
+    for (t, step) in plan.tags.iter().zip(&plan.steps) {
+        if let Step::Protected(_) = step {
+            protected += 1;
+            tracing::info!(repository_id, tag = %t.name, reason, "cleanup kept the tag: {}", step.describe());
+        }
+    }
     let doomed: Vec<String> = plan.doomed().map(|t| t.name.clone()).collect();
     let turn: Vec<String> = doomed.iter().take(limits.max_list_size).cloned().collect();
     let mut deleted = 0;
@@ -129,5 +188,6 @@ pub async fn run_turn(
         doomed: doomed.len(),
         deleted,
         finished: !stopped && turn.len() == doomed.len(),
+        protected,
     })
 }

@@ -12,7 +12,7 @@ fn window(offset: i64, limit: i64) -> Window {
     Window { offset, limit }
 }
 
-async fn group(m: &dyn TestMeta, path: &str, parent_id: Option<i64>) -> Namespace {
+pub(super) async fn group(m: &dyn TestMeta, path: &str, parent_id: Option<i64>) -> Namespace {
     m.create_group(
         &NewGroup {
             name: path.to_uppercase(),
@@ -27,7 +27,7 @@ async fn group(m: &dyn TestMeta, path: &str, parent_id: Option<i64>) -> Namespac
     .unwrap()
 }
 
-async fn project(m: &dyn TestMeta, namespace_id: i64, path: &str) -> Project {
+pub(super) async fn project(m: &dyn TestMeta, namespace_id: i64, path: &str) -> Project {
     m.create_project(
         &NewProject {
             namespace_id,
@@ -50,7 +50,7 @@ fn blob(name: &str) -> Digest {
 
 /// A manifest over `layers` (linked into `repo` with their sizes) and an optional
 /// config, pushed with `tag` at `now`.
-async fn push(
+pub(super) async fn push(
     m: &dyn TestMeta,
     repo: &str,
     payload: &str,

@@ -123,7 +123,7 @@ pub(crate) async fn preview_of(
                 name: t.name.clone(),
                 digest: t.digest.clone(),
                 created_at: timestamp(t.created_at),
-                step: step.as_str().to_string(),
+                step: step.describe(),
             };
             if step.deletes() {
                 delete.push(entry);

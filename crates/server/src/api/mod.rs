@@ -16,6 +16,7 @@ pub mod pagination;
 pub mod params;
 pub(crate) mod policy;
 mod projects;
+pub(crate) mod protection;
 pub(crate) mod registry;
 pub mod schemas;
 mod settings;
@@ -54,6 +55,7 @@ pub fn router() -> Router<Shared> {
         .merge(registry::routes())
         .merge(settings::routes())
         .merge(cleanup::routes())
+        .merge(protection::routes())
         .merge(members::routes())
         .merge(tokens::routes())
         .fallback(|| async { ApiError::message(StatusCode::NOT_FOUND, "404 Not Found") })

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{PathItem, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{cleanup, groups, members, projects, registry, settings, tokens, users};
+use super::{cleanup, groups, members, projects, protection, registry, settings, tokens, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,6 +61,14 @@ use super::{cleanup, groups, members, projects, registry, settings, tokens, user
         cleanup::preview,
         cleanup::log,
         cleanup::run_now,
+        protection::repository::list,
+        protection::repository::create,
+        protection::repository::update,
+        protection::repository::delete,
+        protection::tag::list,
+        protection::tag::create,
+        protection::tag::update,
+        protection::tag::delete,
         settings::show,
         settings::update,
         members::project::list,

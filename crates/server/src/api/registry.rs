@@ -6,14 +6,16 @@
 use super::entities::timestamp;
 use super::pagination::Keyset;
 use super::schemas::{
-    BulkDeleteParams, IdOrPath, InvalidRefusedOrMissing, PageParams, RefusedOrMissing, Repository,
-    RepositoryListParams, RepositoryParams, Tag, TagDetails, TagListParams,
+    BulkDeleteAccepted, BulkDeleteParams, IdOrPath, InvalidRefusedOrMissing, PageParams,
+    RefusedOrMissing, Repository, RepositoryListParams, RepositoryParams, Tag, TagDetails,
+    TagListParams,
 };
 use super::{
     find_group, find_project, numeric_id, ApiError, ApiResult, Caller, Pagination, Params, Path,
     View,
 };
 use crate::auth::credential_for;
+use crate::protection::{standing, Guard};
 use crate::state::{now_ms, AppState, Shared};
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
@@ -21,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use berth_core::cleanup::Rules;
+use berth_core::protection::Op;
 use berth_core::{allowed_actions, ActionSet, ProjectFacts};
 use berth_meta::{Project, RepositoryInfo, TagInfo, TagPage};
 
@@ -323,7 +326,7 @@ async fn show_repository(
         ("repository_id" = i64, Path, description = "The repository's id"),
     ),
     responses(
-        (status = 202, description = "Scheduled for deletion"),
+        (status = 202, description = "Scheduled for deletion (refused with 403 while it holds a tag a protection rule forbids the caller to delete)"),
         RefusedOrMissing,
     )
 )]
@@ -349,6 +352,16 @@ pub(crate) async fn schedule_repository_delete(
         return Err(ApiError::forbidden());
     }
     let r = repository_of(state, &p, rid).await?;
+    // As GitLab: not while it holds a tag (or is itself) protected from the caller.
+    let guard = Guard::load(state.meta.as_ref(), &r.path).await?;
+    if !guard.is_empty() {
+        let who = standing(state.meta.as_ref(), &caller.principal, p.id).await?;
+        let tags = state.meta.all_tags(r.id).await?;
+        let tags: Vec<(&str, bool)> = tags.iter().map(|t| (t.name.as_str(), true)).collect();
+        guard
+            .check(&r.path, &tags, Op::Delete, who)
+            .map_err(protected)?;
+    }
     // The repository disappears from listings now; a background job removes it.
     state.meta.schedule_repository_delete(r.id).await?;
     state.jobs.wake();
@@ -476,23 +489,44 @@ async fn delete_tag(
     caller: Caller,
     Path((id, rid, tag)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    if delete_tags(&state, &caller, &id, &rid, &[tag]).await? == 0 {
+    if delete_tags(&state, &caller, &id, &rid, &[tag])
+        .await?
+        .deleted
+        == 0
+    {
         return Err(ApiError::not_found("Tag"));
     }
     Ok(StatusCode::OK.into_response())
 }
 
-/// Delete the named tags of repository `rid` of project `id` (the manifests stay);
-/// returns how many existed. One tag is a developer action in GitLab
-/// (destroy_container_image); several at once are a bulk deletion (maintainers).
-/// The REST API and the web UI both delete tags through here.
+/// What a tag deletion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagDeletion {
+    /// Tags that existed and were deleted.
+    pub deleted: u64,
+    /// Tags of a bulk deletion left alone because a protection rule forbids the
+    /// caller to delete them.
+    pub protected: u64,
+}
+
+/// A protection rule's refusal, as GitLab answers it on the REST API.
+pub(crate) fn protected(r: berth_core::protection::Refusal) -> ApiError {
+    ApiError::message(StatusCode::FORBIDDEN, format!("403 Forbidden - {r}"))
+        .because(format!("protection rule {}", r.protection.rule_id))
+}
+
+/// Delete the named tags of repository `rid` of project `id` (the manifests stay).
+/// One tag is a developer action in GitLab (destroy_container_image), refused when a
+/// protection rule forbids it; several at once are a bulk deletion (maintainers),
+/// which skips the protected ones and says how many. The REST API and the web UI
+/// both delete tags through here.
 pub(crate) async fn delete_tags(
     state: &AppState,
     caller: &Caller,
     id: &str,
     rid: &str,
     names: &[String],
-) -> ApiResult<u64> {
+) -> ApiResult<TagDeletion> {
     let (p, actions) = readable(state, caller, id).await?;
     let allowed = if names.len() > 1 {
         actions.delete
@@ -503,7 +537,27 @@ pub(crate) async fn delete_tags(
         return Err(ApiError::forbidden());
     }
     let r = repository_of(state, &p, rid).await?;
-    Ok(state.meta.delete_tags(r.id, names, now_ms()).await?)
+    let guard = Guard::load(state.meta.as_ref(), &r.path).await?;
+    let mut allowed: Vec<String> = names.to_vec();
+    if !guard.is_empty() {
+        let who = standing(state.meta.as_ref(), &caller.principal, p.id).await?;
+        if let [one] = names {
+            guard
+                .check(&r.path, &[(one.as_str(), true)], Op::Delete, who)
+                .map_err(protected)?;
+        } else {
+            allowed.retain(|n| {
+                guard
+                    .check(&r.path, &[(n.as_str(), true)], Op::Delete, who)
+                    .is_ok()
+            });
+        }
+    }
+    let deleted = state.meta.delete_tags(r.id, &allowed, now_ms()).await?;
+    Ok(TagDeletion {
+        deleted,
+        protected: (names.len() - allowed.len()) as u64,
+    })
 }
 
 const BULK_ALREADY: &str = "This request has already been made. You can run this at most once an hour for a given container repository";
@@ -550,7 +604,7 @@ pub fn bulk_rules(params: &Params) -> ApiResult<Rules> {
         BulkDeleteParams,
     ),
     responses(
-        (status = 202, description = "Deletion started"),
+        (status = 202, description = "Deletion started; the body says how many protected tags it leaves", body = BulkDeleteAccepted),
         InvalidRefusedOrMissing,
     )
 )]
@@ -572,6 +626,14 @@ async fn bulk_delete(
     if interval > 0 && !state.meta.try_lease(&key, now + interval, now).await? {
         return Err(ApiError::message(StatusCode::BAD_REQUEST, BULK_ALREADY));
     }
+    // Protected tags the caller may not delete stay; the answer says how many.
+    let who = standing(state.meta.as_ref(), &caller.principal, p.id).await?;
+    let planned = crate::cleanup::plan_as(state.meta.as_ref(), r.id, &rules, now, who).await?;
+    let skipped = planned
+        .steps
+        .iter()
+        .filter(|s| matches!(s, berth_core::cleanup::Step::Protected(_)))
+        .count();
     let meta = state.meta.clone();
     tokio::spawn(async move {
         // Bulk deletion removes everything the rules select, in one go.
@@ -580,21 +642,28 @@ async fn bulk_delete(
             delete_timeout_secs: u64::MAX / 2,
             max_list_size: usize::MAX,
         };
-        let result = crate::cleanup::run_turn(
+        let result = crate::cleanup::run_turn_as(
             meta.as_ref(),
             r.id,
             &rules,
             limits,
             "bulk_delete",
+            who,
             |_, _| {},
         )
         .await;
         match result {
             Ok(o) => {
-                tracing::info!(repository = %r.path, deleted = o.deleted, "bulk tag deletion done")
+                tracing::info!(repository = %r.path, deleted = o.deleted, protected = o.protected, "bulk tag deletion done")
             }
             Err(e) => tracing::error!(repository = %r.path, error = %e, "bulk tag deletion failed"),
         }
     });
-    Ok(StatusCode::ACCEPTED.into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BulkDeleteAccepted {
+            protected_tags_skipped: skipped as u64,
+        }),
+    )
+        .into_response())
 }

@@ -544,8 +544,17 @@ pub struct CleanupPreviewTag {
     #[schema(format = DateTime)]
     pub created_at: String,
     /// `latest`, `name_regex`, `name_regex_keep`, `no_manifest`, `keep_n`,
-    /// `older_than` or `delete`.
+    /// `older_than`, `delete`, or `protected by rule N` (a protected or immutable
+    /// tag, which cleanup never deletes).
     pub step: String,
+}
+
+/// The answer to a bulk tag deletion (beyond GitLab, whose answer is empty).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BulkDeleteAccepted {
+    /// Tags the rules select that stay because a protection rule forbids the caller
+    /// to delete them (immutable tags always).
+    pub protected_tags_skipped: u64,
 }
 
 /// What a cleanup run would do to one repository.

@@ -10,6 +10,7 @@ use berth_oci::{Digest, RepoName, Tag};
 use super::{empty, finish, parse_digest};
 use crate::access::{authorize, Action};
 use crate::error::{Code, RegistryError, RegistryResult};
+use crate::protection::{check_v2, V2Change};
 use crate::state::{now_ms, Shared};
 
 pub(super) enum Reference {
@@ -150,6 +151,11 @@ pub async fn put(
             .as_ref()
             .and_then(|a| serde_json::to_string(a).ok()),
     };
+    let change = V2Change::Push {
+        tag: tag.as_ref().map(|t| t.as_str()),
+        digest: &digest,
+    };
+    check_v2(state, headers, name.as_str(), change).await?;
     state
         .meta
         .put_manifest(
@@ -206,7 +212,13 @@ pub async fn delete(
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Delete).await?;
     let now = now_ms();
-    let found = match lookup_reference(reference)? {
+    let r = lookup_reference(reference)?;
+    let change = match &r {
+        Reference::Tag(t) => V2Change::DeleteTag(t.as_str()),
+        Reference::Digest(d) => V2Change::DeleteManifest(d),
+    };
+    check_v2(state, headers, name.as_str(), change).await?;
+    let found = match r {
         // OCI 1.1: deleting by tag removes only the tag.
         Reference::Tag(t) => {
             state

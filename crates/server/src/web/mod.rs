@@ -492,6 +492,7 @@ enum Route {
     Tag(String, String, String),
     Settings(String),
     SettingsPreview(String),
+    SettingsMatches(String),
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -507,6 +508,9 @@ fn route(path: &str) -> Option<Route> {
     }
     if let Some(p) = path.strip_suffix("/-/settings/packages_and_registries/preview") {
         return Some(Route::SettingsPreview(p.to_string()));
+    }
+    if let Some(p) = path.strip_suffix("/-/settings/packages_and_registries/protection_matches") {
+        return Some(Route::SettingsMatches(p.to_string()));
     }
     let segs: Vec<&str> = path.split('/').collect();
     // The last `container_registry` segment that has a valid suffix after it.
@@ -590,6 +594,7 @@ pub async fn dispatch(
         Route::Tag(p, id, tag) => pages::tag(&state, &viewer, &p, &id, &tag, query).await,
         Route::Settings(p) => pages::settings(&state, &viewer, &p, None).await,
         Route::SettingsPreview(p) => pages::settings_preview(&state, &viewer, &p, query).await,
+        Route::SettingsMatches(p) => pages::protection_matches(&state, &viewer, &p, query).await,
         Route::DeleteRepository(..) | Route::DeleteTags(..) => {
             viewer.error(StatusCode::METHOD_NOT_ALLOWED)
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use berth_core::protection::{Op as ProtectionOp, RuleKind, Standing};
 use berth_core::{AccessLevel, ActionSet, RegistryAccess};
 use berth_meta::{
     ExpirationPolicy, ManifestRef, Project, ProjectUpdate, RepositoryInfo, TagOrder, TagQuery,
@@ -19,6 +20,7 @@ use serde::Serialize;
 use super::i18n::Lang;
 use super::{field, policy_errors, Viewer};
 use crate::api::{self, ApiError, Caller, Params};
+use crate::protection::{standing, Guard};
 use crate::state::{now_ms, AppState, Shared};
 
 const PER_PAGE_CHOICES: [i64; 4] = [10, 20, 50, 100];
@@ -34,6 +36,8 @@ struct ListState {
     per_page: i64,
     notice: Option<String>,
     count: Option<i64>,
+    /// Tags a bulk deletion left because protection rules keep them.
+    protected: Option<i64>,
 }
 
 impl ListState {
@@ -47,6 +51,7 @@ impl ListState {
             per_page: 20,
             notice: None,
             count: None,
+            protected: None,
         };
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             match k.as_ref() {
@@ -70,6 +75,7 @@ impl ListState {
                     )
                 }
                 "count" => s.count = v.parse().ok(),
+                "protected" => s.protected = v.parse().ok(),
                 _ => {}
             }
         }
@@ -125,6 +131,7 @@ impl ListState {
             last_url => (self.page + 1 < pages).then(|| self.url(path, pages)),
             notice => self.notice.clone(),
             count => self.count,
+            protected => self.protected,
         }
     }
 }
@@ -545,6 +552,43 @@ pub async fn repository(
     };
     let host = registry_host(viewer);
     let here = format!("{}/container_registry/{}", project_url(&p), r.id);
+    // Protection: a badge on protected and immutable tags, and no delete control
+    // where the viewer lacks the level.
+    let guard = match Guard::load(state.meta.as_ref(), &r.path).await {
+        Ok(g) => g,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let who = if guard.is_empty() {
+        Standing::NOBODY
+    } else {
+        match standing(state.meta.as_ref(), &viewer.caller.principal, p.id).await {
+            Ok(w) => w,
+            Err(e) => return fail(viewer, e.into()),
+        }
+    };
+    let may_delete = |name: &str| {
+        guard
+            .check(&r.path, &[(name, true)], ProtectionOp::Delete, who)
+            .is_ok()
+    };
+    let repository_deletable = guard.is_empty()
+        || match state.meta.all_tags(r.id).await {
+            Ok(all) => {
+                let all: Vec<(&str, bool)> = all.iter().map(|t| (t.name.as_str(), true)).collect();
+                guard
+                    .check(&r.path, &all, ProtectionOp::Delete, who)
+                    .is_ok()
+            }
+            Err(e) => return fail(viewer, e.into()),
+        };
+    let repository_protected = guard
+        .rules
+        .repository(&r.path, ProtectionOp::Push)
+        .is_some()
+        || guard
+            .rules
+            .repository(&r.path, ProtectionOp::Delete)
+            .is_some();
     let mut rows = Vec::with_capacity(tags.len());
     for tag in &tags {
         let multi = berth_oci::media::is_index(&tag.media_type);
@@ -570,6 +614,12 @@ pub async fn repository(
             multi_arch => multi,
             platforms => plats,
             url => format!("{here}/-/tags/{}", tag.name),
+            protection => match guard.rules.tag_badge(&tag.name) {
+                Some(true) => "immutable",
+                Some(false) => "protected",
+                None => "",
+            },
+            can_delete => actions.push && may_delete(&tag.name),
         });
     }
     let name = api::registry::repository_name(&r, &p);
@@ -598,7 +648,8 @@ pub async fn repository(
             tags => rows,
             can_delete_tag => actions.push,
             can_bulk_delete => actions.delete,
-            can_delete_repository => actions.delete,
+            can_delete_repository => actions.delete && repository_deletable,
+            repository_protected => repository_protected,
             delete_tags_url => format!("{here}/delete_tags"),
             delete_repository_url => format!("{here}/delete"),
         },
@@ -723,6 +774,25 @@ fn layer_page(payload: &[u8], page: usize) -> LayerPage<'_> {
     }
 }
 
+/// Whether protection rules let the viewer delete tag `name` of the repository at
+/// `path` (the viewer's role is only looked up when a rule exists).
+async fn tag_deletable(
+    state: &AppState,
+    viewer: &Viewer,
+    p: &Project,
+    path: &str,
+    name: &str,
+) -> Result<bool, ApiError> {
+    let guard = Guard::load(state.meta.as_ref(), path).await?;
+    if !guard.matters(path, &[(name, true)], ProtectionOp::Delete) {
+        return Ok(true);
+    }
+    let who = standing(state.meta.as_ref(), &viewer.caller.principal, p.id).await?;
+    Ok(guard
+        .check(path, &[(name, true)], ProtectionOp::Delete, who)
+        .is_ok())
+}
+
 pub async fn tag(
     state: &Shared,
     viewer: &Viewer,
@@ -746,6 +816,10 @@ pub async fn tag(
     };
     let Ok(digest) = berth_oci::Digest::parse(&tag.digest) else {
         return viewer.error(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let deletable = match tag_deletable(state, viewer, &p, &r.path, &tag.name).await {
+        Ok(d) => actions.push && d,
+        Err(e) => return fail(viewer, e),
     };
     let manifest = match state
         .meta
@@ -835,7 +909,7 @@ pub async fn tag(
             layer_list => layer_list,
             platforms => plats,
             referrers => referrers,
-            can_delete_tag => actions.push,
+            can_delete_tag => deletable,
             delete_tags_url => format!("{repo_url}/delete_tags"),
         },
     )
@@ -867,7 +941,11 @@ pub async fn delete_tags(
         return viewer.redirect(&back);
     }
     match api::registry::delete_tags(state, &viewer.caller, path, rid, &names).await {
-        Ok(n) => viewer.redirect(&format!("{back}?notice=tags_deleted&count={n}")),
+        Ok(d) if d.protected > 0 => viewer.redirect(&format!(
+            "{back}?notice=tags_deleted_some_protected&count={}&protected={}",
+            d.deleted, d.protected
+        )),
+        Ok(d) => viewer.redirect(&format!("{back}?notice=tags_deleted&count={}", d.deleted)),
         Err(e) => fail(viewer, e),
     }
 }
@@ -983,6 +1061,10 @@ pub async fn settings(
         Err(e) => return fail(viewer, e.into()),
     };
     let preview = preview_context(state, viewer.lang, &p, &Params::default()).await;
+    let (repository_rules, tag_rules) = match protection_rules_context(state, &p).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e),
+    };
     let (status, values, errors) = match submitted {
         Some((values, errors)) => (StatusCode::BAD_REQUEST, values, errors),
         None => (StatusCode::OK, policy_values(&saved), Vec::new()),
@@ -1026,9 +1108,135 @@ pub async fn settings(
             log => log,
             settings_url => url.clone(),
             preview_url => format!("{url}/preview"),
+            matches_url => format!("{url}/protection_matches"),
+            repository_rules => repository_rules,
+            tag_rules => tag_rules,
             notice => notice,
         },
     )
+}
+
+/// The project's protection rules for the settings page, each with how many
+/// existing tags it covers.
+async fn protection_rules_context(
+    state: &AppState,
+    p: &Project,
+) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let mut out = (Vec::new(), Vec::new());
+    for kind in [RuleKind::Repository, RuleKind::Tag] {
+        for r in state.meta.protection_rules(p.id, kind).await? {
+            let matches = api::protection::matching_tags(state, p, kind, &r.pattern).await?;
+            let row = context! {
+                id => r.id,
+                pattern => r.pattern.clone(),
+                push => r.push.map(|l| l.as_str()).unwrap_or(""),
+                delete => r.delete.map(|l| l.as_str()).unwrap_or(""),
+                immutable => r.immutable,
+                matches => matches.unwrap_or(0),
+            };
+            match kind {
+                RuleKind::Repository => out.0.push(row),
+                RuleKind::Tag => out.1.push(row),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `GET …/-/settings/packages_and_registries/protection_matches?kind=&pattern=`:
+/// how many existing tags a rule pattern would cover (`null` when it is invalid),
+/// for the settings page's live count.
+pub async fn protection_matches(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    query: &str,
+) -> Response {
+    let p = match maintained_project(state, viewer, path).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let params = match Params::parse(query, "", b"") {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e),
+    };
+    let get = |k: &str| params.string(k).ok().flatten().unwrap_or_default();
+    let kind = if get("kind") == "repository" {
+        RuleKind::Repository
+    } else {
+        RuleKind::Tag
+    };
+    match api::protection::matching_tags(state, &p, kind, &get("pattern")).await {
+        Ok(n) => axum::response::IntoResponse::into_response(axum::Json(
+            serde_json::json!({ "matches": n }),
+        )),
+        Err(e) => fail(viewer, e),
+    }
+}
+
+/// A protection rule form of the settings page: add, change (`id` given) or delete.
+async fn save_protection_rule(
+    state: &Shared,
+    viewer: &Viewer,
+    p: &Project,
+    path: &str,
+    form: &str,
+    fields: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    let kind = if form.starts_with("repository") {
+        RuleKind::Repository
+    } else {
+        RuleKind::Tag
+    };
+    let back = format!("/{path}/-/settings/packages_and_registries");
+    let mut params = match Params::parse("", "application/x-www-form-urlencoded", body) {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e),
+    };
+    // An immutable rule has no levels, whatever the (hidden) selects still say.
+    if field(fields, "immutable") == Some("true") {
+        params.set("minimum_access_level_for_push", "");
+        params.set("minimum_access_level_for_delete", "");
+    }
+    let id = field(fields, "id").filter(|i| !i.is_empty());
+    let caller = &viewer.caller;
+    let result = match (form.ends_with("_delete"), id) {
+        (true, Some(id)) => api::protection::delete_rule(state, caller, path, kind, id)
+            .await
+            .map(|_| ()),
+        (true, None) => return viewer.error(StatusCode::BAD_REQUEST),
+        (false, Some(id)) => api::protection::update_rule(state, caller, path, kind, id, &params)
+            .await
+            .map(|_| ()),
+        (false, None) => api::protection::create_rule(state, caller, path, kind, &params)
+            .await
+            .map(|_| ()),
+    };
+    let anchor = format!("protection-{}", kind.as_str());
+    match result {
+        Ok(()) => viewer.redirect(&format!("{back}?notice=rules_saved#{anchor}")),
+        Err(e) if e.status().is_client_error() && e.status() != StatusCode::NOT_FOUND => {
+            let why = e
+                .problems()
+                .into_iter()
+                .map(|(_, m)| m)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let saved = match api::policy::current(state, p).await {
+                Ok(x) => x,
+                Err(e) => return fail(viewer, e),
+            };
+            settings(
+                state,
+                viewer,
+                path,
+                Some((policy_values(&saved), vec![(Some(anchor), why)])),
+            )
+            .await
+        }
+        Err(e) => fail(viewer, e),
+    }
 }
 
 pub async fn settings_preview(
@@ -1066,6 +1274,9 @@ pub async fn save_settings(
     };
     let back = format!("/{path}/-/settings/packages_and_registries");
     match field(fields, "form") {
+        Some(
+            form @ ("repository_rule" | "repository_rule_delete" | "tag_rule" | "tag_rule_delete"),
+        ) => save_protection_rule(state, viewer, &p, path, form, fields, body).await,
         Some("visibility") => {
             let Some(access) = field(fields, "container_registry_access_level")
                 .and_then(|a| a.parse::<RegistryAccess>().ok())
