@@ -53,6 +53,7 @@ pub const COPIED: &[(&str, &str)] = &[
     ("settings", ""),
     ("expiration_policies", ""),
     ("leases", ""),
+    ("cleanup_runs", ""),
     ("cleanup_log", ""),
     ("gc_blob_review_queue", ""),
     ("gc_manifest_review_queue", ""),
