@@ -68,7 +68,8 @@ pub trait GcMeta: Send + Sync {
 
     /// Offline GC: delete every manifest nothing reachable needs (with
     /// `delete_untagged`, untagged manifests too, except index children and referrers
-    /// of kept manifests, and manifests a tag left since `older_than`), then every blob no remaining manifest references and that
+    /// of kept manifests, and manifests a tag left at or after `tags_left_since`: the
+    /// undo window), then every blob no remaining manifest references and that
     /// was created before `older_than` (so in-flight pushes keep theirs; manifests
     /// younger than that are kept too, with what they reference). One transaction;
     /// removed blobs are recorded as pending deletions; `dry_run` rolls it back.
@@ -76,6 +77,7 @@ pub trait GcMeta: Send + Sync {
         &self,
         delete_untagged: bool,
         older_than: i64,
+        tags_left_since: i64,
         dry_run: bool,
     ) -> Result<SweepReport>;
     /// Every blob the metadata knows, with its size.

@@ -3,7 +3,7 @@
 //! transaction). Used by bulk tag deletion, cleanup policies and the preview.
 
 use berth_core::cleanup::{evaluate, Rules, Step, TagFacts};
-use berth_meta::{Meta, MetaError, TagInfo};
+use berth_meta::{Actor, Meta, MetaError, TagInfo};
 
 /// Tags ended per transaction, so readers never wait long behind a big run.
 pub const DELETE_BATCH: usize = 100;
@@ -33,7 +33,9 @@ pub async fn plan(meta: &dyn Meta, id: i64, rules: &Rules, now: i64) -> Result<P
             // Live tags always point at a manifest of the repository (the listing
             // joins them); a dangling one would not be listed at all.
             has_manifest: !t.digest.is_empty(),
-            created_at: t.created_at,
+            // The tag's push time, as GitLab's registry orders and ages tags: an
+            // image's `created` is 1970 or 1980 in reproducible builds.
+            created_at: t.pushed_at,
         })
         .collect();
     let steps = evaluate(&facts, rules, now);
@@ -87,6 +89,16 @@ impl Default for Limits {
     }
 }
 
+/// Which cleanup run a turn belongs to, and who runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunBy<'a> {
+    /// `policy`, `bulk_delete` or `command` (the cleanup log's reason).
+    pub reason: &'a str,
+    /// The run's id; `None`: the policy run the repository was scheduled by.
+    pub run: Option<i64>,
+    pub actor: &'a Actor,
+}
+
 /// What one turn over one repository did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -99,13 +111,13 @@ pub struct Outcome {
 
 /// One turn of `rules` over a repository: delete at most `limits.max_list_size` of the
 /// doomed tags, in batches, until `limits.delete_timeout_secs` has passed. Every
-/// deletion is logged with `reason`. `progress` is told after each batch.
+/// deletion is logged with `by`'s reason and run. `progress` is told after each batch.
 pub async fn run_turn(
     meta: &dyn Meta,
     repository_id: i64,
     rules: &Rules,
     limits: Limits,
-    reason: &str,
+    by: RunBy<'_>,
     mut progress: impl FnMut(u64, usize),
 ) -> Result<Outcome, MetaError> {
     let started = std::time::Instant::now();
@@ -121,7 +133,14 @@ pub async fn run_turn(
             break;
         }
         deleted += meta
-            .delete_tags_logged(repository_id, batch, reason, crate::state::now_ms())
+            .delete_tags_logged(
+                repository_id,
+                batch,
+                by.reason,
+                by.run,
+                by.actor,
+                crate::state::now_ms(),
+            )
             .await?;
         progress(deleted, doomed.len());
     }

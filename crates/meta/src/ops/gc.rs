@@ -293,6 +293,7 @@ impl GcMeta for Db {
         &self,
         delete_untagged: bool,
         older_than: i64,
+        tags_left_since: i64,
         dry_run: bool,
     ) -> Result<SweepReport> {
         let mut tx = self.write_tx().await?;
@@ -340,7 +341,7 @@ impl GcMeta for Db {
                  ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
                  WHERE t.deleted_at IS NOT NULL AND t.deleted_at >= $1 ON CONFLICT DO NOTHING",
             )
-            .bind(older_than)
+            .bind(tags_left_since)
             .execute(&mut *tx)
             .await?;
             loop {

@@ -236,9 +236,9 @@ pub(crate) async fn gc_keeps_a_manifest_a_tag_left_within_the_window(m: &dyn Tes
     // The offline sweep keeps the window too.
     m.put_manifest("g/p", &one, Some("b"), 1).await.unwrap();
     assert!(m.delete_tag("g/p", "b", 50).await.unwrap());
-    let r = m.sweep(true, 40, true).await.unwrap();
+    let r = m.sweep(true, 40, 40, true).await.unwrap();
     assert_eq!(r.manifests_deleted, 0);
-    let r = m.sweep(true, now + 10, true).await.unwrap();
+    let r = m.sweep(true, now + 10, now + 10, true).await.unwrap();
     assert_eq!(r.manifests_deleted, 1);
 }
 

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{PathItem, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{cleanup, groups, members, projects, registry, settings, tokens, users};
+use super::{cleanup, groups, history, members, projects, registry, settings, tokens, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,6 +61,10 @@ use super::{cleanup, groups, members, projects, registry, settings, tokens, user
         cleanup::preview,
         cleanup::log,
         cleanup::run_now,
+        history::tag_history,
+        history::deleted_tags,
+        history::restore_tag,
+        history::restore_run,
         settings::show,
         settings::update,
         members::project::list,

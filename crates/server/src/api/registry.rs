@@ -107,7 +107,7 @@ fn tag(view: &View, repo_path: &str, t: &TagInfo) -> Tag {
     }
 }
 
-fn tag_details(view: &View, repo_path: &str, t: &TagInfo) -> TagDetails {
+pub(crate) fn tag_details(view: &View, repo_path: &str, t: &TagInfo) -> TagDetails {
     let Tag {
         name,
         path,
@@ -127,6 +127,7 @@ fn tag_details(view: &View, repo_path: &str, t: &TagInfo) -> TagDetails {
         revision,
         digest: t.digest.clone(),
         created_at: timestamp(t.created_at),
+        pushed_at: timestamp(t.pushed_at),
         total_size: t.total_size,
     }
 }
@@ -503,7 +504,11 @@ pub(crate) async fn delete_tags(
         return Err(ApiError::forbidden());
     }
     let r = repository_of(state, &p, rid).await?;
-    Ok(state.meta.delete_tags(r.id, names, now_ms()).await?)
+    let actor = crate::auth::actor_of(&caller.principal);
+    Ok(state
+        .meta
+        .delete_tags_by(r.id, names, now_ms(), &actor)
+        .await?)
 }
 
 const BULK_ALREADY: &str = "This request has already been made. You can run this at most once an hour for a given container repository";
@@ -572,6 +577,12 @@ async fn bulk_delete(
     if interval > 0 && !state.meta.try_lease(&key, now + interval, now).await? {
         return Err(ApiError::message(StatusCode::BAD_REQUEST, BULK_ALREADY));
     }
+    // One cleanup run, so the whole deletion can be undone in one call.
+    let actor = crate::auth::actor_of(&caller.principal);
+    let run = state
+        .meta
+        .start_cleanup_run(p.id, "bulk_delete", &actor, now)
+        .await?;
     let meta = state.meta.clone();
     tokio::spawn(async move {
         // Bulk deletion removes everything the rules select, in one go.
@@ -585,7 +596,11 @@ async fn bulk_delete(
             r.id,
             &rules,
             limits,
-            "bulk_delete",
+            crate::cleanup::RunBy {
+                reason: "bulk_delete",
+                run: Some(run),
+                actor: &actor,
+            },
             |_, _| {},
         )
         .await;

@@ -152,11 +152,12 @@ pub async fn put(
     };
     state
         .meta
-        .put_manifest(
+        .put_manifest_by(
             name.as_str(),
             &record,
             tag.as_ref().map(|t| t.as_str()),
             now_ms(),
+            &crate::access::actor(state, headers),
         )
         .await?;
 
@@ -206,15 +207,21 @@ pub async fn delete(
 ) -> RegistryResult<Response> {
     authorize(state, headers, name.as_str(), Action::Delete).await?;
     let now = now_ms();
+    let actor = crate::access::actor(state, headers);
     let found = match lookup_reference(reference)? {
         // OCI 1.1: deleting by tag removes only the tag.
         Reference::Tag(t) => {
             state
                 .meta
-                .delete_tag(name.as_str(), t.as_str(), now)
+                .delete_tag_by(name.as_str(), t.as_str(), now, &actor)
                 .await?
         }
-        Reference::Digest(d) => state.meta.delete_manifest(name.as_str(), &d, now).await?,
+        Reference::Digest(d) => {
+            state
+                .meta
+                .delete_manifest_by(name.as_str(), &d, now, &actor)
+                .await?
+        }
     };
     if !found {
         return Err(manifest_unknown(reference));
