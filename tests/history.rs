@@ -549,10 +549,12 @@ fn a_cleanup_run_of_a_thousand_tags_is_undone_with_one_call() {
 /// never a tag pointing at a missing manifest.
 #[test]
 fn restore_racing_gc_never_leaves_a_dangling_tag() {
-    let berth = Berth::start_with(&[], &[("BERTH_GC_REVIEW_DELAY", "400ms")]);
+    // Long enough that an image's blobs outlive the push of its manifest (a blob
+    // nothing references yet is garbage after the delay), on PostgreSQL too.
+    let berth = Berth::start_with(&[], &[("BERTH_GC_REVIEW_DELAY", "2s")]);
     let ctx = Ctx::new(&berth, "race/proj");
     const THREADS: usize = 4;
-    const ROUNDS: usize = 30;
+    const ROUNDS: usize = 20;
     let outcomes = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -573,9 +575,9 @@ fn restore_racing_gc_never_leaves_a_dangling_tag() {
                     let id = *rid.get_or_insert_with(|| ctx.repo_id(&repo));
                     ctx.delete_tag(id, &tag);
                     // Not a wait for anything: restores are spread over the window's
-                    // end (400 ms) and GC's rounds (200 ms apart), so some meet the
-                    // review of their manifest.
-                    let jitter = rand::rng().random_range(0..900);
+                    // end (2 s) and GC's rounds (1 s apart), so some meet the review
+                    // of their manifest.
+                    let jitter = rand::rng().random_range(1500..3000);
                     std::thread::sleep(Duration::from_millis(jitter));
                     let (status, body) = ctx.restore(id, &tag, &[]);
                     let (now, digest) = ctx.manifest(&token, Method::GET, &repo, &tag);
