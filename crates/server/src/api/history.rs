@@ -13,13 +13,13 @@ use super::schemas::{
     RestoreTagParams, TagActor, TagDetails, TagHistoryEvent,
 };
 use super::{numeric_id, ApiError, ApiResult, Caller, Pagination, Params, Path, View};
-use crate::state::{now_ms, Shared};
+use crate::state::{now_ms, AppState, Shared};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_meta::{Actor, Restore};
+use berth_meta::{Actor, RepositoryInfo, Restore, RunRestore, TagInfo};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -156,22 +156,38 @@ async fn restore_tag(
     Path((id, rid, tag)): Path<(String, String, String)>,
     params: Params,
 ) -> ApiResult<Response> {
-    let (p, actions) = readable(&state, &caller, &id).await?;
+    let digest = params.string("digest")?;
+    let force = params.bool("force")?.unwrap_or(false);
+    let (r, t) = restore(&state, &caller, &id, &rid, &tag, digest, force).await?;
+    Ok((StatusCode::CREATED, Json(tag_details(&view, &r.path, &t))).into_response())
+}
+
+/// Restore tag `tag` of repository `rid` of project `id` (whoever may push there);
+/// the REST API and the web UI both restore through here. Returns the repository and
+/// the tag as it is now.
+pub(crate) async fn restore(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    rid: &str,
+    tag: &str,
+    digest: Option<String>,
+    force: bool,
+) -> ApiResult<(RepositoryInfo, TagInfo)> {
+    let (p, actions) = readable(state, caller, id).await?;
     if !actions.push {
         return Err(ApiError::forbidden());
     }
-    let r = repository_of(&state, &p, &rid).await?;
-    let digest = params.string("digest")?;
+    let r = repository_of(state, &p, rid).await?;
     if let Some(d) = &digest {
         if d.parse::<berth_oci::Digest>().is_err() {
             return Err(ApiError::param("digest is invalid"));
         }
     }
-    let force = params.bool("force")?.unwrap_or(false);
     let who = crate::auth::actor_of(&caller.principal);
     let outcome = state
         .meta
-        .restore_tag(r.id, &tag, digest.as_deref(), force, &who, now_ms())
+        .restore_tag(r.id, tag, digest.as_deref(), force, &who, now_ms())
         .await?;
     match outcome {
         Restore::Restored(_) | Restore::Unchanged(_) => {}
@@ -201,10 +217,10 @@ async fn restore_tag(
     }
     let t = state
         .meta
-        .repository_tag(r.id, &tag)
+        .repository_tag(r.id, tag)
         .await?
         .ok_or_else(|| ApiError::not_found("Tag"))?;
-    Ok((StatusCode::CREATED, Json(tag_details(&view, &r.path, &t))).into_response())
+    Ok((r, t))
 }
 
 #[utoipa::path(
@@ -226,12 +242,33 @@ async fn restore_run(
     caller: Caller,
     Path((id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (p, actions) = readable(&state, &caller, &id).await?;
+    let (run, done) = undo_run(&state, &caller, &id, &run_id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CleanupRunRestore {
+            run_id: run,
+            restored: done.restored,
+            gone: done.gone,
+            skipped: done.skipped,
+        }),
+    )
+        .into_response())
+}
+
+/// Undo cleanup run `run_id` of project `id` (maintainers); the REST API and the web
+/// UI both undo through here.
+pub(crate) async fn undo_run(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    run_id: &str,
+) -> ApiResult<(i64, RunRestore)> {
+    let (p, actions) = readable(state, caller, id).await?;
     if !actions.delete {
         return Err(ApiError::forbidden());
     }
     let not_found = || ApiError::not_found("Cleanup run");
-    let run = numeric_id(&run_id).ok_or_else(not_found)?;
+    let run = numeric_id(run_id).ok_or_else(not_found)?;
     match state.meta.cleanup_run(run).await? {
         Some(r) if r.project_id == p.id => {}
         _ => return Err(not_found()),
@@ -246,14 +283,5 @@ async fn restore_run(
         skipped = done.skipped,
         "cleanup run undone"
     );
-    Ok((
-        StatusCode::CREATED,
-        Json(CleanupRunRestore {
-            run_id: run,
-            restored: done.restored,
-            gone: done.gone,
-            skipped: done.skipped,
-        }),
-    )
-        .into_response())
+    Ok((run, done))
 }
