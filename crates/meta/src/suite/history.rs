@@ -53,7 +53,8 @@ pub(crate) async fn every_change_of_a_tag_is_recorded_with_its_actor(m: &dyn Tes
         Restore::Restored(two.digest.to_string())
     );
     let h = m.tag_history(id, "v1", 100).await.unwrap();
-    let seen: Vec<(&str, &str, Option<&str>, i64, Option<&str>)> = h
+    type Seen<'a> = (&'a str, &'a str, Option<&'a str>, i64, Option<&'a str>);
+    let seen: Vec<Seen> = h
         .iter()
         .map(|e| {
             (
