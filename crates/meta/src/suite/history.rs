@@ -6,19 +6,7 @@ use super::TestMeta;
 use crate::{Actor, ManifestRef, ManifestReview, NewManifest, Restore, RunRestore, Window};
 
 fn manifest(payload: &str, layer: &Digest) -> NewManifest {
-    NewManifest {
-        digest: Digest::sha256_of(payload.as_bytes()),
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-        payload: payload.as_bytes().to_vec(),
-        blobs: vec![layer.clone()],
-        children: vec![],
-        subject: None,
-        config: None,
-        artifact_type: None,
-        image_created_at: None,
-        total_size: 1,
-        annotations: None,
-    }
+    super::registry::manifest(payload, vec![layer.clone()], vec![])
 }
 
 fn alice() -> Actor {
@@ -267,24 +255,8 @@ pub(crate) async fn a_cleanup_run_is_undone_with_counts(m: &dyn TestMeta) {
     assert_eq!(h[0].action, "deleted");
     assert_eq!(h[0].cleanup_run_id, Some(run));
     // Since the run: `a` of app pushed again, `b` of app restored by hand.
-    let man = m
-        .manifest("g/p/app", ManifestRef::Digest(&Digest::sha256_of(b"m")))
-        .await
-        .unwrap()
-        .unwrap();
-    let again = NewManifest {
-        digest: man.digest.clone(),
-        media_type: man.media_type.clone(),
-        payload: man.payload.clone(),
-        blobs: vec![Digest::sha256_of(b"l")],
-        children: vec![],
-        subject: None,
-        config: None,
-        artifact_type: None,
-        image_created_at: None,
-        total_size: 1,
-        annotations: None,
-    };
+    // The manifest every tag of `project_with_tags` points at.
+    let again = manifest("m", &Digest::sha256_of(b"l"));
     m.put_manifest("g/p/app", &again, Some("a"), 7)
         .await
         .unwrap();
