@@ -712,3 +712,60 @@ fn a_policy_over_1980_images_deletes_by_push_time() {
     });
     assert_eq!(tags, BTreeSet::from(["p5".to_string()]));
 }
+
+// ---------------------------------------------------------------------------
+// 5. `berth tag history|restore` for administrators
+// ---------------------------------------------------------------------------
+
+#[test]
+fn berth_tag_history_and_restore_from_the_shell() {
+    let berth = Berth::start();
+    let ctx = Ctx::new(&berth, "cli/proj");
+    let repo = "cli/proj/app";
+    let token = ctx.bearer(repo);
+    let image = Image::new("2024-01-01T00:00:00Z", vec![random_layer(1024)]);
+    ctx.push(&token, repo, &image, "v1");
+    let rid = ctx.repo_id(repo);
+    ctx.delete_tag(rid, "v1");
+
+    let out = berth.tag_cmd(&["history", repo, "v1"]);
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0][1..3], ["deleted", image.digest.as_str()], "{out}");
+    assert_eq!(lines[0][4], "root (personal_access_token)", "{out}");
+    assert_eq!(lines[1][1..3], ["pushed", image.digest.as_str()], "{out}");
+    assert_eq!(lines[1][4], "root (user)", "{out}");
+
+    let out = berth.tag_cmd(&["restore", repo, "v1"]);
+    assert!(
+        out.contains(&format!("restored on {}", image.digest)),
+        "{out}"
+    );
+    assert_eq!(ctx.manifest(&token, Method::HEAD, repo, "v1").0, 200);
+    let out = berth.tag_cmd(&["history", repo, "v1"]);
+    assert!(
+        out.lines().next().unwrap().contains("\trestored\t"),
+        "{out}"
+    );
+    assert!(out.lines().next().unwrap().contains("\tcommand\t"), "{out}");
+
+    // A bulk deletion is a cleanup run; the shell undoes it by its id.
+    let (status, body) = ctx.call(ctx.api(
+        Method::DELETE,
+        &format!(
+            "/projects/{}/registry/repositories/{rid}/tags?name_regex_delete=v.%2A",
+            ctx.pid
+        ),
+    ));
+    assert_eq!(status, 202, "{body}");
+    let run = eventually(WAIT, "the bulk deletion", || {
+        let log = ctx.get(&format!("/projects/{}/registry/cleanup_log", ctx.pid));
+        log.as_array()?.first()?["cleanup_run_id"].as_i64()
+    });
+    let out = berth.tag_cmd(&["restore", "--run", &run.to_string()]);
+    assert!(
+        out.contains(&format!("cleanup run {run}: 1 restored, 0 gone, 0 skipped")),
+        "{out}"
+    );
+    assert_eq!(ctx.manifest(&token, Method::HEAD, repo, "v1").0, 200);
+}

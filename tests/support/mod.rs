@@ -235,6 +235,11 @@ impl Berth {
         self.berth_cmd("admin", args, stdin)
     }
 
+    /// Run `berth tag ARGS` on this server's data directory; returns stdout.
+    pub fn tag_cmd(&self, args: &[&str]) -> String {
+        self.berth_cmd("tag", args, "")
+    }
+
     /// Run `berth ci-env ARGS` on this server's data directory; returns stdout.
     pub fn ci_env(&self, args: &[&str]) -> String {
         self.berth_cmd("ci-env", args, "")
