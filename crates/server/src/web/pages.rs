@@ -190,6 +190,21 @@ async fn registry_project(
     Ok((p, actions))
 }
 
+/// [`registry_project`] and repository `rid` of it (404 when it is another
+/// project's, unknown, or being deleted).
+async fn registry_repository(
+    state: &AppState,
+    viewer: &Viewer,
+    path: &str,
+    rid: &str,
+) -> Result<(Project, ActionSet, RepositoryInfo), Response> {
+    let (p, actions) = registry_project(state, viewer, path).await?;
+    let r = api::registry::repository_of(state, &p, rid)
+        .await
+        .map_err(|e| fail(viewer, e))?;
+    Ok((p, actions, r))
+}
+
 async fn is_maintainer(state: &AppState, caller: &Caller, p: &Project) -> bool {
     matches!(caller.project_level(state, p).await, Ok(Some(l)) if l >= AccessLevel::Maintainer)
 }
@@ -520,13 +535,9 @@ pub async fn repository(
     query: &str,
 ) -> Response {
     let started = Instant::now();
-    let (p, actions) = match registry_project(state, viewer, path).await {
+    let (p, actions, r) = match registry_repository(state, viewer, path, rid).await {
         Ok(x) => x,
         Err(resp) => return resp,
-    };
-    let r = match api::registry::repository_of(state, &p, rid).await {
-        Ok(r) => r,
-        Err(e) => return fail(viewer, e),
     };
     let s = ListState::parse(query, &["name", "created"], &[]);
     let q = TagQuery {
@@ -732,13 +743,9 @@ pub async fn tag(
     name: &str,
     query: &str,
 ) -> Response {
-    let (p, actions) = match registry_project(state, viewer, path).await {
+    let (p, actions, r) = match registry_repository(state, viewer, path, rid).await {
         Ok(x) => x,
         Err(resp) => return resp,
-    };
-    let r = match api::registry::repository_of(state, &p, rid).await {
-        Ok(r) => r,
-        Err(e) => return fail(viewer, e),
     };
     let tag = match state.meta.repository_tag(r.id, name).await {
         Ok(Some(t)) => t,
@@ -880,13 +887,9 @@ pub async fn deleted_tags(
     rid: &str,
     query: &str,
 ) -> Response {
-    let (p, actions) = match registry_project(state, viewer, path).await {
+    let (p, actions, r) = match registry_repository(state, viewer, path, rid).await {
         Ok(x) => x,
         Err(resp) => return resp,
-    };
-    let r = match api::registry::repository_of(state, &p, rid).await {
-        Ok(r) => r,
-        Err(e) => return fail(viewer, e),
     };
     let s = ListState::parse(query, &["name"], &[]);
     let (tags, total) = match state.meta.deleted_tags(r.id, s.window()).await {
