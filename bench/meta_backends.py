@@ -10,8 +10,8 @@ under N tags (default 10,000) over the registry API, then measures:
   (`GET /api/v4/projects/:id/registry/repositories/:rid/tags?page=..&per_page=100`);
   medians and p99 over --samples requests, in milliseconds;
 - `berth cleanup --project ... --dry-run` (plans the run: reads every tag; median of
-  --cleanup-samples) and one real `berth cleanup` that deletes all but 10 tags (the
-  image is dated 2020, so `older_than` 7d keeps nothing back).
+  --cleanup-samples) and one real `berth cleanup` that deletes all but 10 tags (no
+  `older_than`: tags are aged by push time, and all were pushed just now).
 
 Prints a table; --json writes the numbers. Standard library only, plus the `psql` client
 for PostgreSQL.
@@ -159,7 +159,7 @@ def bench_backend(a, label, database_url):
             c, f"/api/v4/projects/{pid}/registry/repositories/{rid}/tags?page={page}&per_page=100",
             ph, a.samples)
         policy = {"container_expiration_policy_attributes": {
-            "enabled": True, "cadence": "1d", "keep_n": 10, "older_than": "7d",
+            "enabled": True, "cadence": "1d", "keep_n": 10, "older_than": None,
             "name_regex": ".*"}}
         request(c, "PUT", f"/api/v4/projects/{pid}", body=json.dumps(policy),
                 headers={**ph, "Content-Type": "application/json"})

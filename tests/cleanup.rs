@@ -1,7 +1,10 @@
 //! End-to-end tests of cleanup policies (MISSION.md §5, the seed's "清理策略" section):
 //! the real `berth` binary, real HTTP. Images are pushed through the registry API with
-//! configs whose `created` time is chosen by the test, so every tag has a controlled
-//! creation date; policies are saved through `PUT /projects/:id`
+//! configs whose `created` time is chosen by the test; policies order and age tags by
+//! their push time (as GitLab does), which no client can choose, so each tag pushed
+//! with such an image is then said to have been pushed at that same time
+//! ([`support::Berth::set_push_time`]), and every tag has a controlled date;
+//! policies are saved through `PUT /projects/:id`
 //! (`container_expiration_policy_attributes`), limits through
 //! `PUT /application/settings` or `BERTH_*` variables, runs are started with Berth's
 //! `POST /projects/:id/registry/cleanup_run` (or `berth cleanup`) and observed through
@@ -49,6 +52,9 @@ struct Ctx {
     pat: String,
     /// Registry bearer tokens by repository, with the time they were fetched.
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// The config `created` time of each image built by [`Ctx::image`], by manifest
+    /// digest: a tag pushed with one is said to have been pushed then.
+    created: Mutex<HashMap<String, SystemTime>>,
 }
 
 fn root_pat(berth: &Berth) -> String {
@@ -79,6 +85,7 @@ impl Ctx {
             http,
             pat,
             tokens: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashMap::new()),
         }
     }
 
@@ -318,10 +325,24 @@ impl Ctx {
         }))
         .unwrap();
         let digest = format!("sha256:{}", sha256_hex(&manifest));
+        self.created.lock().unwrap().insert(digest.clone(), created);
         (manifest, digest)
     }
 
+    /// Push a manifest under `reference`; a tag of an image built by [`Ctx::image`]
+    /// counts as pushed when that image was created.
     fn put_manifest(&self, repo: &str, reference: &str, manifest: &[u8]) {
+        self.put_manifest_now(repo, reference, manifest);
+        let digest = format!("sha256:{}", sha256_hex(manifest));
+        let created = self.created.lock().unwrap().get(&digest).copied();
+        if let Some(at) = created {
+            let ms = at.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+            assert_eq!(self.berth.set_push_time(repo, reference, ms), 1);
+        }
+    }
+
+    /// Push a manifest under `reference`, pushed now.
+    fn put_manifest_now(&self, repo: &str, reference: &str, manifest: &[u8]) {
         let (status, body) = self.call(
             self.v2(Method::PUT, repo, &format!("manifests/{reference}"))
                 .header("Content-Type", OCI_MANIFEST)
@@ -1315,12 +1336,15 @@ fn large_repository_is_cleaned_in_one_run() {
             let (ctx, old) = (&ctx, &old);
             s.spawn(move || {
                 for i in (t..large).step_by(threads) {
-                    ctx.put_manifest(repo, &format!("old-{i:05}"), old);
+                    ctx.put_manifest_now(repo, &format!("old-{i:05}"), old);
                 }
             });
         }
     });
     eprintln!("pushed {large} tags in {:?}", pushing.elapsed());
+    // Pushed long ago, all at once (one statement, not one per tag).
+    let old_ms = ago(100, 0).duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert_eq!(ctx.berth.set_push_time(repo, "old-%", old_ms), large as u64);
     let rid = ctx.repo_id(pid, repo);
     assert_eq!(ctx.repository(rid)["tags_count"], large as i64 + 11);
 
@@ -1461,10 +1485,12 @@ fn the_seeds_api_example_is_accepted() {
     assert_eq!(saved["name_regex"], "v.+", "{saved}");
 }
 
-/// Tags are ordered by the image config's `created` instant, whatever UTC offset it
-/// is written with (RFC 3339 allows any).
+/// The image config's `created` instant is read whatever UTC offset it is written
+/// with (RFC 3339 allows any) and reported as the tag's `created_at`; tags are ordered
+/// by push time all the same: `east`, pushed last, is the newest though its image is
+/// older.
 #[test]
-fn creation_times_with_utc_offsets_order_tags() {
+fn creation_times_with_utc_offsets_are_read_and_push_time_orders() {
     let ctx = Ctx::start();
     let pid = ctx.project("tz/proj");
     let repo = "tz/proj/app";
@@ -1496,12 +1522,12 @@ fn creation_times_with_utc_offsets_order_tags() {
     assert_eq!(status, 200, "{body}");
     let (delete, keep) = preview_of(&body, rid);
     assert_eq!(
-        keep.get("utc").map(String::as_str),
+        keep.get("east").map(String::as_str),
         Some("keep_n"),
-        "the newest tag is `utc` (east was created at {east_text}): {body}"
+        "the newest push is `east` (though created at {east_text}): {body}"
     );
     assert_eq!(
-        delete.get("east").map(String::as_str),
+        delete.get("utc").map(String::as_str),
         Some("delete"),
         "{body}"
     );

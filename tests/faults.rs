@@ -1277,7 +1277,8 @@ fn postgres_connections_terminated_mid_cleanup() {
         assert_eq!(status, 200, "GET {path}: {v}");
         v
     };
-    // One old image under many tags, and a newer one that keep_n 1 keeps.
+    // One old image under many tags, and a newer one, pushed last, that keep_n 1
+    // keeps (tags are ordered by push time).
     let aged = |label: &str, created: &str| {
         let config = serde_json::to_vec(&json!({
             "architecture": "amd64", "os": "linux", "created": created,
@@ -1304,7 +1305,7 @@ fn postgres_connections_terminated_mid_cleanup() {
         Method::PUT,
         &format!("/projects/{pid}"),
         Some(json!({ "container_expiration_policy_attributes": {
-            "enabled": true, "cadence": "1d", "keep_n": 1, "older_than": "7d",
+            "enabled": true, "cadence": "1d", "keep_n": 1, "older_than": null,
             "name_regex": "gone-.*",
         }})),
     );

@@ -1129,13 +1129,16 @@ fn referrers_kept_with_subject() {
 // 4. Untagged manifests kept; postponement
 // ---------------------------------------------------------------------------
 
-/// With delete_untagged off (the default): an untagged manifest and its blobs stay;
-/// a blob uploaded but never referenced is collected after the delay; a blob that
-/// keeps being read (HEAD/GET) or mounted is not collected while that goes on, and
-/// is collected one delay after it stops.
+/// With delete_untagged off (`BERTH_GC_DELETE_UNTAGGED=false`; on by default, as in
+/// GitLab): an untagged manifest and its blobs stay; a blob uploaded but never
+/// referenced is collected after the delay; a blob that keeps being read (HEAD/GET)
+/// or mounted is not collected while that goes on, and is collected one delay after
+/// it stops.
 #[test]
-fn untagged_kept_by_default() {
-    let berth = Berth::start_with(&[], short_review());
+fn untagged_kept_when_delete_untagged_is_off() {
+    let mut envs = short_review().to_vec();
+    envs.push(("BERTH_GC_DELETE_UNTAGGED", "false"));
+    let berth = Berth::start_with(&[], &envs);
     berth.project("gc/keep", "private");
     let reg = Reg::new(&berth.url);
     let data = berth.data_dir();
@@ -1339,11 +1342,15 @@ fn plant_orphan(data_dir: &Path, label: &str, age: Duration) -> (String, PathBuf
     (d, path)
 }
 
+/// Untagged manifests are deleted by default (as GitLab's online GC does); this turns
+/// that off, for `berth gc` without `-m`.
+const KEEP_UNTAGGED: &[(&str, &str)] = &[("BERTH_GC_DELETE_UNTAGGED", "false")];
+
 /// `berth gc` (the server running, online GC out of the way with the default 24h
 /// delay): orphan files old enough are removed and counted, young ones kept; a blob
 /// whose file was removed by hand is reported and makes the command fail;
-/// `--dry-run` changes nothing; `-m` deletes untagged manifests but keeps index
-/// children and referrers of kept manifests.
+/// `--dry-run` changes nothing; `-m` (or the default `gc.delete_untagged`) deletes
+/// untagged manifests but keeps index children and referrers of kept manifests.
 #[test]
 fn offline_gc_finds_orphans_and_missing() {
     if support::skip_on_s3("plants orphan files with chosen modification times") {
@@ -1379,7 +1386,7 @@ fn offline_gc_finds_orphans_and_missing() {
     let everything: BTreeSet<String> = blob_files(&data);
 
     // Dry run: reports, deletes nothing, and still fails on the missing bytes.
-    let (ok, out) = gc(&data, &["--dry-run", "--grace", "0s"], &[]);
+    let (ok, out) = gc(&data, &["--dry-run", "--grace", "0s"], KEEP_UNTAGGED);
     assert!(!ok, "missing bytes must make berth gc fail:\n{out}");
     assert!(out.contains("(dry run)"), "{out}");
     assert_eq!(gc_count(&out, "manifests deleted"), 0, "{out}");
@@ -1396,7 +1403,7 @@ fn offline_gc_finds_orphans_and_missing() {
 
     // Default grace (1h): only the old orphan goes; the stray blob and the young
     // orphan may belong to a push in flight.
-    let (ok, out) = gc(&data, &[], &[]);
+    let (ok, out) = gc(&data, &[], KEEP_UNTAGGED);
     assert!(!ok, "missing bytes must make berth gc fail:\n{out}");
     assert_eq!(gc_count(&out, "blobs deleted"), 0, "{out}");
     assert_eq!(gc_count(&out, "orphaned files deleted"), 1, "{out}");
@@ -1410,7 +1417,7 @@ fn offline_gc_finds_orphans_and_missing() {
     reg.blob(Method::HEAD, repo, &stray_d).expect(200);
 
     // No grace: the stray blob and the young orphan go too.
-    let (ok, out) = gc(&data, &["--grace", "0s"], &[]);
+    let (ok, out) = gc(&data, &["--grace", "0s"], KEEP_UNTAGGED);
     assert!(!ok, "{out}");
     assert_eq!(gc_count(&out, "blobs deleted"), 1, "{out}");
     assert_eq!(gc_count(&out, "orphaned files deleted"), 1, "{out}");

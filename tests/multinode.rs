@@ -709,6 +709,10 @@ fn two_nodes_run_cleanup_and_gc_on_the_same_stores() {
                 .unwrap();
                 let tag = format!("t{t}");
                 reg.put_manifest(&nodes[(k + 1) % 2], &repo, &tag, &manifest);
+                // Pushed when its image says it was built (policies go by push time).
+                let pushed = SystemTime::now() - Duration::from_secs(30 * 86400 + t as u64 * 60);
+                let pushed_ms = pushed.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+                assert_eq!(berth.set_push_time(&repo, &tag, pushed_ms), 1);
                 images.insert(
                     (repo.clone(), tag),
                     PushedImage {

@@ -1153,8 +1153,9 @@ fn bulk_delete_rules_rate_limit_and_validation() {
             &[tag],
         );
     }
-    // keep_n=5 keeps the five newest by the image's creation time, whatever the
-    // names and the push order: b(8) f(7) d(6) g(5) h(4) stay, a(3) e(2) c(1) go.
+    // keep_n=5 keeps the five most recently pushed, whatever the names and the order
+    // the test pushes them in: each tag is said to have been pushed on day `d` (as
+    // its image says it was built), b(8) f(7) d(6) g(5) h(4) stay, a(3) e(2) c(1) go.
     for (tag, d) in [
         ("a", 3),
         ("b", 8),
@@ -1167,6 +1168,8 @@ fn bulk_delete_rules_rate_limit_and_validation() {
         ("latest", 0),
     ] {
         reg.push("bulk/app/keepn", &Image::simple(tag, &day(d)), &[tag]);
+        let pushed_ms = (1_600_000_000 + d * DAY) * 1000;
+        assert_eq!(berth.set_push_time("bulk/app/keepn", tag, pushed_ms), 1);
     }
     // name_regex_keep='stable.*' (anchored: `xstable` goes).
     for (i, tag) in ["stable", "stable-1", "xstable", "v1", "dev", "latest"]
@@ -1179,7 +1182,7 @@ fn bulk_delete_rules_rate_limit_and_validation() {
             &[tag],
         );
     }
-    // older_than='1d': images created ten days ago go, those created now stay.
+    // older_than='1d': tags pushed ten days ago go, those pushed now stay.
     let ten_days_ago = rfc3339(now - 10 * DAY);
     let just_now = rfc3339(now);
     for (tag, created) in [
@@ -1194,6 +1197,10 @@ fn bulk_delete_rules_rate_limit_and_validation() {
             &Image::simple(&format!("older-{tag}"), created),
             &[tag],
         );
+        if created == &ten_days_ago {
+            let pushed_ms = (now - 10 * DAY) * 1000;
+            assert_eq!(berth.set_push_time("bulk/app/older", tag, pushed_ms), 1);
+        }
     }
     reg.push(
         "bulk/app/bad",

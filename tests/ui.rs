@@ -547,3 +547,124 @@ fn protection_rules_in_a_real_browser() {
     );
     assert_eq!(r["zh_badges"], json!(["不可变", "受保护"]));
 }
+
+/// Tag history in the browser: the repository page's "Recently deleted" tab restores a
+/// deleted tag, the tag's page shows its history, and the cleanup log's "Restore this
+/// run" (after a confirmation) puts back what a bulk deletion removed; in English and
+/// Chinese.
+#[test]
+fn recently_deleted_history_and_restore_run_in_a_browser() {
+    if !browser_tools() {
+        return;
+    }
+    let berth = Berth::start();
+    let tmp = tempfile::tempdir().unwrap();
+    berth.project("team/app", "private");
+    for tag in ["v1", "v2", "v3", "keep"] {
+        push(&berth, tmp.path(), "team/app/web", tag, &["amd64"]);
+    }
+    let pat = berth.admin(&[
+        "token", "create", "--user", "root", "--name", "ui", "--scopes", "api",
+    ]);
+    let http = reqwest::blocking::Client::new();
+    let api = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{}/api/v4{path}", berth.url))
+            .header("PRIVATE-TOKEN", &pat)
+    };
+    let repos: Value = api(
+        reqwest::Method::GET,
+        "/projects/team%2Fapp/registry/repositories",
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    let rid = repos[0]["id"].as_i64().unwrap();
+    // v1 deleted by hand; v2 and v3 by a bulk deletion (a cleanup run).
+    let resp = api(
+        reqwest::Method::DELETE,
+        &format!("/projects/team%2Fapp/registry/repositories/{rid}/tags/v1"),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = api(
+        reqwest::Method::DELETE,
+        &format!(
+            "/projects/team%2Fapp/registry/repositories/{rid}/tags?name_regex_delete=v%5B23%5D"
+        ),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(resp.status(), 202);
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        "the bulk deletion",
+        || {
+            let log: Value = api(
+                reqwest::Method::GET,
+                "/projects/team%2Fapp/registry/cleanup_log",
+            )
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+            (log.as_array()?.len() == 2).then_some(())
+        },
+    );
+
+    let repo_path = format!("/team/app/container_registry/{rid}");
+    let settings = format!("{}/team/app/-/settings/packages_and_registries", berth.url);
+    let r = node(
+        "history.mjs",
+        &berth,
+        &[
+            ("REPO_PATH", repo_path.as_str()),
+            ("SETTINGS_URL", settings.as_str()),
+        ],
+    );
+    eprintln!("browser saw: {r:#}");
+    assert!(r["error"].is_null(), "{}", r["error"]);
+    assert_eq!(strings(&r["tabs"]), ["Tags", "Recently deleted"]);
+    assert_eq!(strings(&r["deleted_before"]), ["v1", "v2", "v3"]);
+    assert_eq!(r["restore_notice"], "Tag restored.");
+    assert_eq!(strings(&r["deleted_after"]), ["v2", "v3"]);
+    assert_eq!(strings(&r["history"]), ["Restored", "Deleted", "Pushed"]);
+    let actors = strings(&r["history_actors"]);
+    assert_eq!(
+        actors[0], "root (user)",
+        "restored in the browser: {actors:?}"
+    );
+    assert_eq!(actors[1], "root (personal_access_token)", "{actors:?}");
+    let runs = strings(&r["runs"]);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].starts_with("Run #"), "{runs:?}");
+    assert!(
+        r["run_confirm_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Put back every tag cleanup run #"),
+        "{}",
+        r["run_confirm_text"]
+    );
+    assert!(
+        !r["url_after_cancel"].as_str().unwrap().contains("notice="),
+        "cancel must not restore"
+    );
+    assert!(
+        r["run_notice"]
+            .as_str()
+            .unwrap()
+            .contains(": 2 tags restored, 0 gone, 0 skipped"),
+        "{}",
+        r["run_notice"]
+    );
+    assert_eq!(strings(&r["deleted_after_run"]), Vec::<String>::new());
+    assert_eq!(r["empty_text"], "No recently deleted tags.");
+    let mut left = list_tags(&berth, tmp.path(), "team/app/web");
+    left.sort();
+    assert_eq!(left, ["keep", "v1", "v2", "v3"], "skopeo list-tags");
+    assert_eq!(strings(&r["zh_tabs"]), ["标签", "最近删除"]);
+    assert_eq!(r["zh_history_title"], "历史");
+    assert_eq!(strings(&r["zh_history"]), ["恢复", "删除", "推送"]);
+}

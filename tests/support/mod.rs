@@ -235,6 +235,11 @@ impl Berth {
         self.berth_cmd("admin", args, stdin)
     }
 
+    /// Run `berth tag ARGS` on this server's data directory; returns stdout.
+    pub fn tag_cmd(&self, args: &[&str]) -> String {
+        self.berth_cmd("tag", args, "")
+    }
+
     /// Run `berth ci-env ARGS` on this server's data directory; returns stdout.
     pub fn ci_env(&self, args: &[&str]) -> String {
         self.berth_cmd("ci-env", args, "")
@@ -335,6 +340,56 @@ impl Berth {
             all.push_str(&self.node_log(i));
         }
         all
+    }
+
+    /// Say that tags of `repository` whose names are `LIKE names` were pushed at
+    /// `at_ms` (Unix ms): what no client can choose, and what cleanup policies age and
+    /// order tags by. Written straight into the server's metadata database (the SQLite
+    /// file, or the PostgreSQL database of this run), as if the pushes had happened
+    /// then. Returns how many tags it changed.
+    pub fn set_push_time(&self, repository: &str, names: &str, at_ms: i64) -> u64 {
+        use sqlx::Connection;
+        const SQL: &str = "UPDATE tags SET created_at = $1 WHERE deleted_at IS NULL \
+             AND name LIKE $2 AND repository_id = (SELECT id FROM repositories WHERE path = $3)";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            match &self.database {
+                Some(db) => {
+                    let mut c = sqlx::PgConnection::connect(db.url())
+                        .await
+                        .expect("connect");
+                    sqlx::query(SQL)
+                        .bind(at_ms)
+                        .bind(names)
+                        .bind(repository)
+                        .execute(&mut c)
+                        .await
+                        .expect("set push time")
+                        .rows_affected()
+                }
+                None => {
+                    let url = format!("sqlite://{}", self.data_dir().join("berth.db").display());
+                    let mut c = sqlx::SqliteConnection::connect(&url)
+                        .await
+                        .expect("connect");
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut c)
+                        .await
+                        .expect("busy timeout");
+                    sqlx::query(SQL)
+                        .bind(at_ms)
+                        .bind(names)
+                        .bind(repository)
+                        .execute(&mut c)
+                        .await
+                        .expect("set push time")
+                        .rows_affected()
+                }
+            }
+        })
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use berth_meta::{Meta, Window};
-use berth_server::cleanup::{plan, rules_of, run_turn, Limits};
+use berth_server::cleanup::{plan, rules_of, run_turn, Limits, RunBy};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -51,6 +51,17 @@ pub async fn run(cfg: Config, args: CleanupArgs) -> anyhow::Result<()> {
         println!("{} has no repositories", project.full_path);
         return Ok(());
     }
+    // One cleanup run for the whole command, so it can be undone in one call.
+    let actor = berth_meta::Actor::system("command");
+    let run = if args.dry_run {
+        None
+    } else {
+        let id = meta
+            .start_cleanup_run(project.id, "command", &actor, berth_server::state::now_ms())
+            .await?;
+        println!("cleanup run {id}");
+        Some(id)
+    };
     let style = ProgressStyle::with_template("{prefix:30!} [{bar:30}] {pos}/{len} tags {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -80,7 +91,13 @@ pub async fn run(cfg: Config, args: CleanupArgs) -> anyhow::Result<()> {
             delete_timeout_secs: u64::MAX / 2,
             max_list_size: usize::MAX,
         };
-        let outcome = run_turn(meta, repo.id, &rules, limits, "command", |done, _| {
+        let by = RunBy {
+            reason: "command",
+            run,
+            actor: &actor,
+            who: berth_core::protection::Standing::NOBODY,
+        };
+        let outcome = run_turn(meta, repo.id, &rules, limits, by, |done, _| {
             bar.set_position(done)
         })
         .await?;

@@ -45,6 +45,8 @@ pub struct Config {
     pub container_registry_cleanup_tags_service_max_list_size: usize,
     /// Garbage collection (`[gc]` in berth.toml, `BERTH_GC_*` in the environment).
     pub gc: GcConfig,
+    /// Tag history (`[tag_history]`, `BERTH_TAG_HISTORY_*`).
+    pub tag_history: TagHistoryConfig,
     /// Where blob bytes live (`[storage]`, `BERTH_STORAGE_KIND`, `BERTH_S3_*`).
     pub storage: StorageConfig,
     /// Metadata database (`[database]` in berth.toml, `BERTH_DATABASE_*`).
@@ -179,7 +181,9 @@ pub struct GcConfig {
     /// (`BERTH_GC_REVIEW_DELAY`, e.g. `24h` or `2s`).
     #[serde(with = "humantime_serde_compat")]
     pub review_delay: Duration,
-    /// Also delete untagged manifests (GitLab's `-m`; `BERTH_GC_DELETE_UNTAGGED`).
+    /// Also delete untagged manifests that no index or subject references, as
+    /// GitLab's online GC does (the default; `BERTH_GC_DELETE_UNTAGGED=false` keeps
+    /// them). A manifest a tag left is kept at least `review_delay`: the undo window.
     pub delete_untagged: bool,
 }
 
@@ -187,7 +191,24 @@ impl Default for GcConfig {
     fn default() -> Self {
         GcConfig {
             review_delay: Duration::from_secs(24 * 3600),
-            delete_untagged: false,
+            delete_untagged: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagHistoryConfig {
+    /// How long tag changes are kept (`BERTH_TAG_HISTORY_RETENTION`, e.g. `14d`);
+    /// never less than `gc.review_delay`.
+    #[serde(with = "humantime_serde_compat")]
+    pub retention: Duration,
+}
+
+impl Default for TagHistoryConfig {
+    fn default() -> Self {
+        TagHistoryConfig {
+            retention: Duration::from_secs(14 * 24 * 3600),
         }
     }
 }
@@ -217,6 +238,7 @@ const ENV_KEYS: &[&str] = &[
     "container_registry_cleanup_tags_service_max_list_size",
     "gc.review_delay",
     "gc.delete_untagged",
+    "tag_history.retention",
     "storage.kind",
     "storage.s3.bucket",
     "storage.s3.endpoint",
@@ -253,6 +275,7 @@ impl Default for Config {
             container_registry_delete_tags_service_timeout: 250,
             container_registry_cleanup_tags_service_max_list_size: 200,
             gc: GcConfig::default(),
+            tag_history: TagHistoryConfig::default(),
             storage: StorageConfig::default(),
             database: DatabaseConfig::default(),
             trusted_proxies: Vec::new(),
@@ -398,7 +421,9 @@ impl Config {
                         // `BERTH_GC_REVIEW_DELAY` sets `gc.review_delay`, `BERTH_S3_BUCKET`
                         // `storage.s3.bucket`, `BERTH_STORAGE_KIND` `storage.kind`.
                         let k = k.as_str().to_ascii_lowercase();
-                        if let Some(rest) = k.strip_prefix("gc_") {
+                        if let Some(rest) = k.strip_prefix("tag_history_") {
+                            format!("tag_history.{rest}").into()
+                        } else if let Some(rest) = k.strip_prefix("gc_") {
                             format!("gc.{rest}").into()
                         } else if let Some(rest) = k.strip_prefix("s3_") {
                             format!("storage.s3.{rest}").into()
@@ -541,7 +566,8 @@ mod tests {
             assert_eq!(c.listen, "127.0.0.1:7000");
             assert_eq!(c.data_dir, PathBuf::from("/y"));
             assert_eq!(c.gc.review_delay, Duration::from_secs(2));
-            assert!(!c.gc.delete_untagged);
+            assert!(c.gc.delete_untagged, "GitLab's online GC is the default");
+            assert_eq!(c.tag_history.retention, Duration::from_secs(14 * 24 * 3600));
 
             let flags = Overrides {
                 listen: Some("127.0.0.1:8000".into()),

@@ -21,8 +21,9 @@ pub struct GcArgs {
     /// Report what would be freed without deleting anything.
     #[arg(long)]
     dry_run: bool,
-    /// Also delete untagged manifests (children of tagged indexes and referrers of
-    /// kept manifests stay).
+    /// Also delete untagged manifests (children of tagged indexes, referrers of kept
+    /// manifests and manifests a tag left within `gc.review_delay` stay); the default
+    /// already does unless `gc.delete_untagged` is off.
     #[arg(long, short = 'm')]
     delete_untagged: bool,
     /// Leave blobs and files younger than this alone, so pushes in flight keep theirs.
@@ -56,6 +57,8 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
         .sweep(
             args.delete_untagged || cfg.gc.delete_untagged,
             cutoff,
+            // A tag deleted within the review delay can still be restored.
+            now - cfg.gc.review_delay.as_millis() as i64,
             args.dry_run,
         )
         .await?;

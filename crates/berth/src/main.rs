@@ -9,6 +9,7 @@ mod config;
 mod gc;
 mod migrate;
 mod serve;
+mod tag;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,9 @@ enum Command {
     /// metadata in one transaction, compared table by table with the source. Run it
     /// again after an interruption to continue; `--verify` compares both sides.
     Migrate(migrate::MigrateArgs),
+    /// A tag's history, and restoring deleted tags or a whole cleanup run, within the
+    /// undo window (`gc.review_delay`). For administrators; works while the server runs.
+    Tag(tag::TagArgs),
     /// Print the effective configuration (after all layers) as TOML.
     Config(CommonArgs),
 }
@@ -200,6 +204,10 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => {
             let cfg = args.common.load()?;
             runtime()?.block_on(migrate::run(cfg, args))
+        }
+        Command::Tag(args) => {
+            let cfg = args.common.load()?;
+            runtime()?.block_on(tag::run(cfg, args))
         }
         Command::Config(args) => {
             let cfg = args.load()?;

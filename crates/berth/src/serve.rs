@@ -27,6 +27,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cleanup: cfg.cleanup_limits(),
             gc_review_delay: cfg.gc.review_delay,
             gc_delete_untagged: cfg.gc.delete_untagged,
+            tag_history_retention: cfg.tag_history.retention,
             trusted_proxies: cfg.trusted_proxies()?,
         },
         uploads: Default::default(),

@@ -3,8 +3,10 @@
 //!
 //! The steps, in order (GitLab's): take all tags; drop `latest`; keep only names
 //! matching `name_regex`; drop names matching `name_regex_keep`; drop tags without a
-//! manifest; sort by creation date, newest first; drop the newest `keep_n`; drop
-//! those newer than `older_than`; delete the rest.
+//! manifest; sort by date, newest first (ties by name, so runs are repeatable); drop
+//! the newest `keep_n`; drop those not older than `older_than`; delete the rest. The
+//! date is the tag's push time, as GitLab's registry uses (see [`TagFacts`]), never
+//! the image config's `created` (1970 or 1980 in reproducible builds).
 
 use regex::Regex;
 
@@ -111,7 +113,8 @@ impl Rules {
 pub struct TagFacts {
     pub name: String,
     pub has_manifest: bool,
-    /// Unix ms.
+    /// The date tags are ordered and aged by (Unix ms, full precision): the tag's push
+    /// time, as GitLab's registry uses (`updated_at || created_at` of the tag).
     pub created_at: i64,
 }
 
@@ -201,9 +204,11 @@ pub fn evaluate(tags: &[TagFacts], rules: &Rules, now: i64) -> Vec<Step> {
         steps[i] = Some(Step::KeptNewest);
     }
     for &i in &candidates[keep..] {
+        // GitLab deletes only tags strictly older than the cut-off (`created_at <
+        // older_than.ago`); one pushed exactly then stays.
         let too_new = rules
             .older_than_ms
-            .is_some_and(|age| tags[i].created_at > now.saturating_sub(age));
+            .is_some_and(|age| tags[i].created_at >= now.saturating_sub(age));
         steps[i] = Some(if too_new { Step::TooNew } else { Step::Deleted });
     }
     steps
@@ -424,8 +429,9 @@ mod tests {
         assert_eq!(steps[6], Step::KeptNewest); // release-2
                                                 // keep_n larger than the candidates keeps all.
         assert!(deleted(&t, &rules(".*", None, Some(100), None)).is_empty());
-        // older_than alone: only tags older than 100 days.
-        assert_eq!(deleted(&t, &rules(".*", None, None, Some("100d"))).len(), 5);
+        // older_than alone: only tags older than 100 days (main, exactly 100 days
+        // old, is not older: GitLab compares strictly).
+        assert_eq!(deleted(&t, &rules(".*", None, None, Some("100d"))).len(), 4);
     }
 
     #[test]

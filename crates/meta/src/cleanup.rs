@@ -17,6 +17,8 @@ pub struct CleanupLogEntry {
     /// `policy`, `bulk_delete` or `command`.
     pub reason: String,
     pub deleted_at: i64,
+    /// The cleanup run (policy run, bulk deletion, command) that deleted it.
+    pub run_id: Option<i64>,
 }
 
 /// One worker's hold on a repository's cleanup turn. `number` counts the repository's
@@ -69,11 +71,15 @@ pub trait CleanupMeta: Send + Sync {
     /// how many claims are still held.
     async fn reset_lapsed_cleanups(&self, now: i64) -> Result<(u64, u64)>;
     /// End these tags and log each one removed, in one transaction; returns how many ended.
+    /// They belong to cleanup run `run`, or (`None`) to the policy run the repository
+    /// was scheduled by; `actor` is who runs it.
     async fn delete_tags_logged(
         &self,
         repository_id: i64,
         names: &[String],
         reason: &str,
+        run: Option<i64>,
+        actor: &crate::Actor,
         now: i64,
     ) -> Result<u64>;
     /// The project's most recent cleanup deletions, newest first.

@@ -36,11 +36,14 @@ pub trait GcMeta: Send + Sync {
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>>;
     /// Review one manifest in one transaction: delete it when nothing references it
     /// (no live tag, no index lists it, not a referrer of a present subject) and
-    /// untagged manifests may go; drop it from the queue either way.
+    /// untagged manifests may go; drop it from the queue either way. A manifest that
+    /// a tag left at or after `keep_since` (now less the review delay) is kept for a
+    /// restore and queued again for when that window ends.
     async fn review_manifest(
         &self,
         manifest_id: i64,
         delete_untagged: bool,
+        keep_since: i64,
     ) -> Result<ManifestReview>;
     /// Blobs whose metadata is gone and whose bytes still await deletion (a crash may
     /// have interrupted it).
@@ -65,7 +68,8 @@ pub trait GcMeta: Send + Sync {
 
     /// Offline GC: delete every manifest nothing reachable needs (with
     /// `delete_untagged`, untagged manifests too, except index children and referrers
-    /// of kept manifests), then every blob no remaining manifest references and that
+    /// of kept manifests, and manifests a tag left at or after `tags_left_since`: the
+    /// undo window), then every blob no remaining manifest references and that
     /// was created before `older_than` (so in-flight pushes keep theirs; manifests
     /// younger than that are kept too, with what they reference). One transaction;
     /// removed blobs are recorded as pending deletions; `dry_run` rolls it back.
@@ -73,6 +77,7 @@ pub trait GcMeta: Send + Sync {
         &self,
         delete_untagged: bool,
         older_than: i64,
+        tags_left_since: i64,
         dry_run: bool,
     ) -> Result<SweepReport>;
     /// Every blob the metadata knows, with its size.

@@ -35,6 +35,7 @@
 pub mod cleanup;
 mod common;
 pub mod gc;
+pub mod history;
 pub mod instance;
 pub mod org;
 mod postgres;
@@ -54,6 +55,7 @@ use berth_oci::Digest;
 
 pub use cleanup::*;
 pub use gc::*;
+pub use history::*;
 pub use instance::*;
 pub use org::*;
 pub use postgres::{PgMeta, DEFAULT_MAX_CONNECTIONS};
@@ -156,6 +158,7 @@ pub trait Meta:
     + RepositoryMeta
     + CleanupMeta
     + GcMeta
+    + HistoryMeta
     + SessionMeta
     + InstanceMeta
     + ProtectionMeta
@@ -168,6 +171,7 @@ impl<
             + RepositoryMeta
             + CleanupMeta
             + GcMeta
+            + HistoryMeta
             + SessionMeta
             + InstanceMeta
             + ProtectionMeta
@@ -216,6 +220,18 @@ pub trait RegistryMeta: Send + Sync {
         manifest: &NewManifest,
         tag: Option<&str>,
         now: i64,
+    ) -> Result<()> {
+        self.put_manifest_by(repository, manifest, tag, now, &Actor::default())
+            .await
+    }
+    /// [`RegistryMeta::put_manifest`], recording `actor` in the tag's history.
+    async fn put_manifest_by(
+        &self,
+        repository: &str,
+        manifest: &NewManifest,
+        tag: Option<&str>,
+        now: i64,
+        actor: &Actor,
     ) -> Result<()>;
     async fn manifest(
         &self,
@@ -224,9 +240,31 @@ pub trait RegistryMeta: Send + Sync {
     ) -> Result<Option<StoredManifest>>;
     /// Delete a manifest and every tag on it. Returns whether it existed. Refused with
     /// `ManifestReferenced` while an index in the repository lists it.
-    async fn delete_manifest(&self, repository: &str, digest: &Digest, now: i64) -> Result<bool>;
+    async fn delete_manifest(&self, repository: &str, digest: &Digest, now: i64) -> Result<bool> {
+        self.delete_manifest_by(repository, digest, now, &Actor::default())
+            .await
+    }
+    /// [`RegistryMeta::delete_manifest`], recording `actor` in its tags' history.
+    async fn delete_manifest_by(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<bool>;
     /// Delete one tag (the manifest stays). Returns whether it existed.
-    async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool>;
+    async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool> {
+        self.delete_tag_by(repository, tag, now, &Actor::default())
+            .await
+    }
+    /// [`RegistryMeta::delete_tag`], recording `actor` in the tag's history.
+    async fn delete_tag_by(
+        &self,
+        repository: &str,
+        tag: &str,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<bool>;
     /// Live tags in lexical order, strictly after `last`, at most `n`.
     async fn tags(&self, repository: &str, last: Option<&str>, n: u32) -> Result<Vec<String>>;
     /// Manifests of `repository` whose subject is `subject`.

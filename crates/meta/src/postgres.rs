@@ -173,6 +173,8 @@ pub(super) fn claim_sql(queue: &str, key: &str) -> String {
 mod cleanup;
 #[path = "ops/gc.rs"]
 mod gc;
+#[path = "ops/history.rs"]
+mod history;
 #[path = "ops/instance.rs"]
 mod instance;
 #[path = "ops/org.rs"]

@@ -31,7 +31,8 @@ pub struct TagInfo {
     pub config_digest: Option<String>,
     /// When the image was created (its config's `created`), else when the tag was pushed.
     pub created_at: i64,
-    /// When this tag last moved to its manifest.
+    /// When this tag was pushed (last moved to its manifest, or restored): what
+    /// cleanup policies order and age tags by, as GitLab does.
     pub pushed_at: i64,
     pub total_size: i64,
 }
@@ -131,7 +132,18 @@ pub trait RepositoryMeta: Send + Sync {
     /// Every live tag (for the cleanup engine).
     async fn all_tags(&self, id: i64) -> Result<Vec<TagInfo>>;
     /// End these tags (manifests stay) in one transaction; returns how many ended.
-    async fn delete_tags(&self, id: i64, names: &[String], now: i64) -> Result<u64>;
+    async fn delete_tags(&self, id: i64, names: &[String], now: i64) -> Result<u64> {
+        self.delete_tags_by(id, names, now, &crate::Actor::default())
+            .await
+    }
+    /// [`RepositoryMeta::delete_tags`], recording `actor` in the tags' history.
+    async fn delete_tags_by(
+        &self,
+        id: i64,
+        names: &[String],
+        now: i64,
+        actor: &crate::Actor,
+    ) -> Result<u64>;
 
     /// Hide a repository and queue it for deletion. False if it is unknown or already queued.
     async fn schedule_repository_delete(&self, id: i64) -> Result<bool>;

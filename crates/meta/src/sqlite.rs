@@ -156,6 +156,8 @@ const CONCURRENT_WRITERS: bool = false;
 mod cleanup;
 #[path = "ops/gc.rs"]
 mod gc;
+#[path = "ops/history.rs"]
+mod history;
 #[path = "ops/instance.rs"]
 mod instance;
 #[path = "ops/org.rs"]

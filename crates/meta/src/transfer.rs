@@ -53,6 +53,7 @@ pub const COPIED: &[(&str, &str)] = &[
     ("settings", ""),
     ("expiration_policies", ""),
     ("leases", ""),
+    ("cleanup_runs", ""),
     ("cleanup_log", ""),
     ("registry_protection_rules", ""),
     ("gc_blob_review_queue", ""),

@@ -32,6 +32,23 @@ pub fn claims(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
     state.signer.verify(bearer(headers)?, now_ms() / 1000)
 }
 
+/// Who sends a registry request, as tag history records it: the token's principal
+/// kind, user (or deploy token) id and subject.
+pub fn actor(state: &AppState, headers: &HeaderMap) -> berth_meta::Actor {
+    match claims(state, headers) {
+        Some(c) => {
+            let u = &c.user;
+            let id = if u.kind == "deploy_token" {
+                u.token_id
+            } else {
+                u.user_id
+            };
+            berth_meta::Actor::new(&u.kind, id, c.sub.as_deref())
+        }
+        None => berth_meta::Actor::system("anonymous"),
+    }
+}
+
 fn challenge(
     state: &AppState,
     headers: &HeaderMap,

@@ -4,7 +4,7 @@
 
 use berth_core::cleanup::{evaluate, Rules, Step, TagFacts};
 use berth_core::protection::{Op, Standing};
-use berth_meta::{Meta, MetaError, TagInfo};
+use berth_meta::{Actor, Meta, MetaError, TagInfo};
 
 /// Tags ended per transaction, so readers never wait long behind a big run.
 pub const DELETE_BATCH: usize = 100;
@@ -46,7 +46,9 @@ pub async fn plan_as(
             // Live tags always point at a manifest of the repository (the listing
             // joins them); a dangling one would not be listed at all.
             has_manifest: !t.digest.is_empty(),
-            created_at: t.created_at,
+            // The tag's push time, as GitLab's registry orders and ages tags: an
+            // image's `created` is 1970 or 1980 in reproducible builds.
+            created_at: t.pushed_at,
         })
         .collect();
     let mut steps = evaluate(&facts, rules, now);
@@ -114,6 +116,20 @@ impl Default for Limits {
     }
 }
 
+/// Which cleanup run a turn belongs to, and who runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunBy<'a> {
+    /// `policy`, `bulk_delete` or `command` (the cleanup log's reason).
+    pub reason: &'a str,
+    /// The run's id; `None`: the policy run the repository was scheduled by.
+    pub run: Option<i64>,
+    pub actor: &'a Actor,
+    /// Whose standing protection rules are checked against: [`Standing::NOBODY`]
+    /// for policies and `berth cleanup` (every protected tag stays), the caller's
+    /// for a bulk deletion (protected tags they may delete go too).
+    pub who: Standing,
+}
+
 /// What one turn over one repository did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -128,46 +144,23 @@ pub struct Outcome {
 
 /// One turn of `rules` over a repository: delete at most `limits.max_list_size` of the
 /// doomed tags, in batches, until `limits.delete_timeout_secs` has passed. Every
-/// deletion is logged with `reason`. `progress` is told after each batch.
+/// deletion is logged with `by`'s reason and run. `progress` is told after each batch.
 pub async fn run_turn(
     meta: &dyn Meta,
     repository_id: i64,
     rules: &Rules,
     limits: Limits,
-    reason: &str,
-    progress: impl FnMut(u64, usize),
-) -> Result<Outcome, MetaError> {
-    run_turn_as(
-        meta,
-        repository_id,
-        rules,
-        limits,
-        reason,
-        Standing::NOBODY,
-        progress,
-    )
-    .await
-}
-
-/// [`run_turn`] on behalf of `who` (a bulk deletion): protected tags `who` may
-/// delete go too.
-pub async fn run_turn_as(
-    meta: &dyn Meta,
-    repository_id: i64,
-    rules: &Rules,
-    limits: Limits,
-    reason: &str,
-    who: Standing,
+    by: RunBy<'_>,
     mut progress: impl FnMut(u64, usize),
 ) -> Result<Outcome, MetaError> {
     let started = std::time::Instant::now();
     let deadline = std::time::Duration::from_secs(limits.delete_timeout_secs);
-    let plan = plan_as(meta, repository_id, rules, crate::state::now_ms(), who).await?;
+    let plan = plan_as(meta, repository_id, rules, crate::state::now_ms(), by.who).await?;
     let mut protected = 0;
     for (t, step) in plan.tags.iter().zip(&plan.steps) {
         if let Step::Protected(_) = step {
             protected += 1;
-            tracing::info!(repository_id, tag = %t.name, reason, "cleanup kept the tag: {}", step.describe());
+            tracing::info!(repository_id, tag = %t.name, reason = by.reason, "cleanup kept the tag: {}", step.describe());
         }
     }
     let doomed: Vec<String> = plan.doomed().map(|t| t.name.clone()).collect();
@@ -180,7 +173,14 @@ pub async fn run_turn_as(
             break;
         }
         deleted += meta
-            .delete_tags_logged(repository_id, batch, reason, crate::state::now_ms())
+            .delete_tags_logged(
+                repository_id,
+                batch,
+                by.reason,
+                by.run,
+                by.actor,
+                crate::state::now_ms(),
+            )
             .await?;
         progress(deleted, doomed.len());
     }

@@ -114,7 +114,11 @@ pub async fn review_due(
             break;
         }
         for id in ids {
-            if meta.review_manifest(id, delete_untagged).await? == ManifestReview::Deleted {
+            // A tag that left a manifest after `due_before` keeps it: the undo window.
+            let review = meta
+                .review_manifest(id, delete_untagged, due_before)
+                .await?;
+            if review == ManifestReview::Deleted {
                 stats.manifests_deleted += 1;
             }
         }

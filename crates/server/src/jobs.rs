@@ -223,12 +223,18 @@ async fn cleanup_repository(
             return Ok(());
         }
     };
+    let policy_actor = berth_meta::Actor::system("cleanup_policy");
     let turn = crate::cleanup::run_turn(
         state.meta.as_ref(),
         repo.id,
         &rules,
         limits,
-        "policy",
+        crate::cleanup::RunBy {
+            reason: "policy",
+            run: None,
+            actor: &policy_actor,
+            who: berth_core::protection::Standing::NOBODY,
+        },
         |_, _| {},
     );
     let renew = async {
@@ -291,14 +297,42 @@ async fn collect_garbage(state: Arc<AppState>) {
         )
         .await
         {
-            Ok(s) if s != crate::gc::GcStats::default() => tracing::info!(
-                manifests = s.manifests_deleted,
-                blobs = s.blobs_deleted,
-                bytes = s.bytes_freed,
-                "garbage collected"
-            ),
-            Ok(_) => {}
+            Ok(s) => {
+                metrics::counter!("berth_gc_manifests_deleted_total")
+                    .increment(s.manifests_deleted);
+                metrics::counter!("berth_gc_blobs_deleted_total").increment(s.blobs_deleted);
+                metrics::counter!("berth_gc_bytes_freed_total").increment(s.bytes_freed);
+                if s != crate::gc::GcStats::default() {
+                    tracing::info!(
+                        manifests = s.manifests_deleted,
+                        blobs = s.blobs_deleted,
+                        bytes = s.bytes_freed,
+                        "garbage collected"
+                    )
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "garbage collection round failed; will retry"),
+        }
+        match state.meta.review_queue_lengths().await {
+            Ok((manifests, blobs)) => {
+                metrics::gauge!("berth_gc_review_queue_depth", "queue" => "manifests")
+                    .set(manifests as f64);
+                metrics::gauge!("berth_gc_review_queue_depth", "queue" => "blobs")
+                    .set(blobs as f64);
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the review queues' lengths failed"),
+        }
+        // Tag history past its retention goes; never within the undo window, which
+        // garbage collection reads from the same rows.
+        let keep = state.settings.tag_history_retention.max(delay);
+        match state
+            .meta
+            .prune_tag_history(now_ms() - keep.as_millis() as i64)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "tag history pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning tag history failed; will retry"),
         }
         tokio::time::sleep(every).await;
     }

@@ -38,6 +38,22 @@ pub fn install() -> Option<PrometheusHandle> {
         "berth_upload_duration_seconds",
         "from upload start to published blob"
     );
+    metrics::describe_counter!(
+        "berth_gc_manifests_deleted_total",
+        "manifests deleted by online garbage collection"
+    );
+    metrics::describe_counter!(
+        "berth_gc_blobs_deleted_total",
+        "blobs deleted by online garbage collection"
+    );
+    metrics::describe_counter!(
+        "berth_gc_bytes_freed_total",
+        "blob bytes freed by online garbage collection"
+    );
+    metrics::describe_gauge!(
+        "berth_gc_review_queue_depth",
+        "items waiting in the garbage collection review queues"
+    );
     Some(handle)
 }
 

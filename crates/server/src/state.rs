@@ -33,8 +33,11 @@ pub struct Settings {
     /// How long an item that lost its last reference waits before garbage collection
     /// reviews it.
     pub gc_review_delay: Duration,
-    /// Whether garbage collection also deletes untagged manifests (GitLab's `-m`).
+    /// Whether garbage collection also deletes untagged manifests (GitLab's online GC
+    /// does; the default).
     pub gc_delete_untagged: bool,
+    /// How long tag history is kept (at least `gc_review_delay`, the undo window).
+    pub tag_history_retention: Duration,
     /// Reverse proxies whose `X-Forwarded-For` names the client (none by default).
     pub trusted_proxies: crate::client_addr::TrustedProxies,
 }

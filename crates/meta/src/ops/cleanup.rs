@@ -13,7 +13,7 @@ use crate::common::{
     RESET_LAPSED_CLEANUPS,
 };
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
-use crate::Result;
+use crate::{Actor, Result};
 
 use super::repositories::policy_at;
 use super::{lock_cleanup_claims, Db};
@@ -53,11 +53,21 @@ impl CleanupMeta for Db {
         if moved.rows_affected() == 0 {
             return Ok(None);
         }
+        // The run gets an id, which the tags it deletes carry, so it can be undone.
+        let run: i64 = sqlx::query_scalar(
+            "INSERT INTO cleanup_runs (project_id, reason, started_at, actor_kind) \
+             VALUES ($1, 'policy', $2, 'cleanup_policy') RETURNING id",
+        )
+        .bind(project_id)
+        .bind(due_at)
+        .fetch_one(&mut *tx)
+        .await?;
         let marked = sqlx::query(
-            "UPDATE repositories SET cleanup_status = 'cleanup_scheduled' \
+            "UPDATE repositories SET cleanup_status = 'cleanup_scheduled', cleanup_run_id = $2 \
              WHERE project_id = $1 AND status IS NULL AND cleanup_status = 'cleanup_unscheduled'",
         )
         .bind(project_id)
+        .bind(run)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -141,34 +151,37 @@ impl CleanupMeta for Db {
         repository_id: i64,
         names: &[String],
         reason: &str,
+        run: Option<i64>,
+        actor: &Actor,
         now: i64,
     ) -> Result<u64> {
         let mut tx = self.write_tx().await?;
-        let repo: Option<(String, Option<i64>)> = sqlx::query_as(concat!(
-            "SELECT path, project_id FROM repositories WHERE id = $1",
+        let repo: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(concat!(
+            "SELECT path, project_id, cleanup_run_id FROM repositories WHERE id = $1",
             pick!(sqlite: "", postgres: " FOR UPDATE")
         ))
         .bind(repository_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((path, project_id)) = repo else {
+        let Some((path, project_id, policy_run)) = repo else {
             return Ok(0);
         };
+        let run = run.or(policy_run);
         // SQLite ends the tags one by one (a loop costs nothing in process);
         // PostgreSQL in one statement, as one round trip per tag is what costs there.
         let ended: u64 = pick!(
             sqlite: {
                 let mut ended = 0;
                 for name in names {
-                    let digest: Option<String> = sqlx::query_scalar(
-                        "UPDATE tags SET deleted_at = $1 \
-                         WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL \
-                         RETURNING manifest_digest",
+                    let digest = super::registry::end_tag(
+                        &mut tx,
+                        repository_id,
+                        name,
+                        now,
+                        "cleanup",
+                        actor,
+                        run,
                     )
-                    .bind(now)
-                    .bind(repository_id)
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
                     .await?;
                     let (Some(digest), Some(project_id)) = (digest, project_id) else {
                         continue;
@@ -176,7 +189,7 @@ impl CleanupMeta for Db {
                     ended += 1;
                     sqlx::query(
                         "INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
-                         digest, reason, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                         digest, reason, deleted_at, run_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     )
                     .bind(project_id)
                     .bind(repository_id)
@@ -185,6 +198,7 @@ impl CleanupMeta for Db {
                     .bind(&digest)
                     .bind(reason)
                     .bind(now)
+                    .bind(run)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -202,13 +216,15 @@ impl CleanupMeta for Db {
                 // logged in the order given): 10,000 tags take one round trip, not 20,000.
                 let ended: i64 = sqlx::query_scalar(
                     "WITH ended AS ( \
-                         UPDATE tags SET deleted_at = $1 \
+                         UPDATE tags SET deleted_at = $1, end_reason = 'cleanup', \
+                             deleted_by_kind = $7, deleted_by_id = $8, deleted_by_name = $9, \
+                             cleanup_run_id = $10 \
                          WHERE repository_id = $2 AND name = ANY($3) AND deleted_at IS NULL \
                          RETURNING name, manifest_digest), \
                      logged AS ( \
                          INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
-                             digest, reason, deleted_at) \
-                         SELECT $4, $2, $5, e.name, e.manifest_digest, $6, $1 \
+                             digest, reason, deleted_at, run_id) \
+                         SELECT $4, $2, $5, e.name, e.manifest_digest, $6, $1, $10 \
                          FROM ended e JOIN unnest($3::text[]) WITH ORDINALITY AS n(name, i) \
                            ON n.name = e.name \
                          WHERE $4::bigint IS NOT NULL \
@@ -222,6 +238,10 @@ impl CleanupMeta for Db {
                 .bind(project_id)
                 .bind(&path)
                 .bind(reason)
+                .bind(actor.kind_column())
+                .bind(actor.id)
+                .bind(&actor.username)
+                .bind(run)
                 .fetch_one(&mut *tx)
                 .await?;
                 ended as u64
@@ -233,8 +253,8 @@ impl CleanupMeta for Db {
 
     async fn cleanup_log(&self, project_id: i64, limit: i64) -> Result<Vec<CleanupLogEntry>> {
         let rows = sqlx::query(
-            "SELECT project_id, repository_id, repository_path, tag, digest, reason, deleted_at \
-             FROM cleanup_log WHERE project_id = $1 ORDER BY deleted_at DESC, id DESC LIMIT $2",
+            "SELECT project_id, repository_id, repository_path, tag, digest, reason, deleted_at, \
+             run_id FROM cleanup_log WHERE project_id = $1 ORDER BY deleted_at DESC, id DESC LIMIT $2",
         )
         .bind(project_id)
         .bind(limit)
@@ -250,6 +270,7 @@ impl CleanupMeta for Db {
                 digest: r.get(4),
                 reason: r.get(5),
                 deleted_at: r.get(6),
+                run_id: r.get(7),
             })
             .collect())
     }

@@ -42,10 +42,18 @@ async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
     Ok(())
 }
 
-/// Whether something still needs manifest `id` (of repository `repo`, with `subject`).
-async fn manifest_needed(conn: &mut Conn, id: i64, delete_untagged: bool) -> Result<bool> {
+/// Whether something still needs manifest `id`: `Some(None)` when a live tag, an
+/// index or a present subject does (or untagged manifests are kept), `Some(Some(at))`
+/// when only a tag that left it at `at` (at or after `keep_since`) does, so the
+/// undo window lasts; `None` when nothing does.
+async fn manifest_needed(
+    conn: &mut Conn,
+    id: i64,
+    delete_untagged: bool,
+    keep_since: i64,
+) -> Result<Option<Option<i64>>> {
     if !delete_untagged {
-        return Ok(true);
+        return Ok(Some(None));
     }
     let needed: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM tags t JOIN manifests m \
@@ -59,7 +67,21 @@ async fn manifest_needed(conn: &mut Conn, id: i64, delete_untagged: bool) -> Res
     .bind(id)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(needed)
+    if needed {
+        return Ok(Some(None));
+    }
+    // In this query, under the repository's lock, not in a node's memory: every node
+    // keeps the window, whatever its clock and queue said.
+    let left: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(MAX(t.deleted_at) AS BIGINT) FROM tags t JOIN manifests m \
+           ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+         WHERE m.id = $1 AND t.deleted_at IS NOT NULL AND t.deleted_at >= $2",
+    )
+    .bind(id)
+    .bind(keep_since)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(left.map(Some))
 }
 
 #[async_trait]
@@ -77,7 +99,12 @@ impl GcMeta for Db {
             .await?)
     }
 
-    async fn review_manifest(&self, id: i64, delete_untagged: bool) -> Result<ManifestReview> {
+    async fn review_manifest(
+        &self,
+        id: i64,
+        delete_untagged: bool,
+        keep_since: i64,
+    ) -> Result<ManifestReview> {
         retry_deadlocks(move || async move {
             let mut tx = self.write_tx().await?;
             // The repository's lock first, as every writer of it takes it first; then
@@ -94,9 +121,30 @@ impl GcMeta for Db {
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
+            let needed = if exists.is_some() {
+                manifest_needed(&mut tx, id, delete_untagged, keep_since).await?
+            } else {
+                None
+            };
             let outcome = if exists.is_none() {
                 ManifestReview::Gone
-            } else if manifest_needed(&mut tx, id, delete_untagged).await? {
+            } else if let Some(Some(left_at)) = needed {
+                // Within a tag's undo window: review it again when the window ends
+                // (a review is due once its queued_at is a review delay old).
+                sqlx::query(pick!(
+                    sqlite: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
+                             event = 'tag_history' WHERE manifest_id = $2",
+                    postgres: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
+                               event = 'tag_history', claimed_until = NULL, claimed_by = NULL \
+                               WHERE manifest_id = $2",
+                ))
+                .bind(left_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(ManifestReview::Kept);
+            } else if needed.is_some() {
                 ManifestReview::Kept
             } else {
                 // Cascades remove its blob links and child references; triggers queue
@@ -245,6 +293,7 @@ impl GcMeta for Db {
         &self,
         delete_untagged: bool,
         older_than: i64,
+        tags_left_since: i64,
         dry_run: bool,
     ) -> Result<SweepReport> {
         let mut tx = self.write_tx().await?;
@@ -284,6 +333,15 @@ impl GcMeta for Db {
                  ON CONFLICT DO NOTHING",
             )
             .bind(older_than)
+            .execute(&mut *tx)
+            .await?;
+            // A tag left them within the undo window: they may be restored.
+            sqlx::query(
+                "INSERT INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
+                 ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                 WHERE t.deleted_at IS NOT NULL AND t.deleted_at >= $1 ON CONFLICT DO NOTHING",
+            )
+            .bind(tags_left_since)
             .execute(&mut *tx)
             .await?;
             loop {

@@ -8,7 +8,7 @@ use sqlx::Row;
 use super::{lock_paths_shared, retry_deadlocks, Conn, Db, DbRow, CONCURRENT_WRITERS};
 use crate::common::digest;
 use crate::{
-    ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
+    Actor, ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
     StoredManifest, Upload,
 };
 
@@ -86,17 +86,65 @@ async fn locked_repo_id(conn: &mut Conn, path: &str) -> Result<Option<i64>> {
     .await?)
 }
 
-/// End the live row of a tag, if any.
-async fn end_tag(conn: &mut Conn, repo: i64, tag: &str, now: i64) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE tags SET deleted_at = $1 WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL",
+/// End the live row of a tag, if any: `reason` is `moved`, `deleted` or `cleanup`
+/// (then `run` is the cleanup run), `actor` who did it. Returns the digest it had.
+pub(super) async fn end_tag(
+    conn: &mut Conn,
+    repo: i64,
+    tag: &str,
+    now: i64,
+    reason: &str,
+    actor: &Actor,
+    run: Option<i64>,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE tags SET deleted_at = $1, end_reason = $4, deleted_by_kind = $5, \
+         deleted_by_id = $6, deleted_by_name = $7, cleanup_run_id = $8 \
+         WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL \
+         RETURNING manifest_digest",
     )
     .bind(now)
     .bind(repo)
     .bind(tag)
+    .bind(reason)
+    .bind(actor.kind_column())
+    .bind(actor.id)
+    .bind(&actor.username)
+    .bind(run)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Start a live row of a tag (none must be live): `action` is `push` or `restore`;
+/// `previous` the digest it moved from.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn start_tag(
+    conn: &mut Conn,
+    repo: i64,
+    tag: &str,
+    digest: &str,
+    previous: Option<&str>,
+    action: &str,
+    actor: &Actor,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tags (repository_id, name, manifest_digest, created_at, created_action, \
+         created_by_kind, created_by_id, created_by_name, previous_digest) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(repo)
+    .bind(tag)
+    .bind(digest)
+    .bind(now)
+    .bind(action)
+    .bind(actor.kind_column())
+    .bind(actor.id)
+    .bind(&actor.username)
+    .bind(previous)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(())
 }
 
 fn upload_row(r: DbRow) -> Upload {
@@ -242,12 +290,13 @@ impl RegistryMeta for Db {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn put_manifest(
+    async fn put_manifest_by(
         &self,
         repository: &str,
         m: &NewManifest,
         tag: Option<&str>,
         now: i64,
+        actor: &Actor,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let repo = ensure_repo(&mut tx, repository, now).await?;
@@ -358,16 +407,20 @@ impl RegistryMeta for Db {
             .fetch_optional(&mut *tx)
             .await?;
             if current.as_deref() != Some(m.digest.as_str()) {
-                end_tag(&mut tx, repo, tag, now).await?;
-                sqlx::query(
-                    "INSERT INTO tags (repository_id, name, manifest_digest, created_at) \
-                     VALUES ($1, $2, $3, $4)",
+                if current.is_some() {
+                    end_tag(&mut tx, repo, tag, now, "moved", actor, None).await?;
+                }
+                let previous = current.as_deref();
+                start_tag(
+                    &mut tx,
+                    repo,
+                    tag,
+                    m.digest.as_str(),
+                    previous,
+                    "push",
+                    actor,
+                    now,
                 )
-                .bind(repo)
-                .bind(tag)
-                .bind(m.digest.as_str())
-                .bind(now)
-                .execute(&mut *tx)
                 .await?;
             }
         }
@@ -416,7 +469,13 @@ impl RegistryMeta for Db {
         .transpose()
     }
 
-    async fn delete_manifest(&self, repository: &str, d: &Digest, now: i64) -> Result<bool> {
+    async fn delete_manifest_by(
+        &self,
+        repository: &str,
+        d: &Digest,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<bool> {
         retry_deadlocks(move || async move {
             let mut tx = self.write_tx().await?;
             let Some(repo) = locked_repo_id(&mut tx, repository).await? else {
@@ -436,12 +495,16 @@ impl RegistryMeta for Db {
                 return Err(MetaError::ManifestReferenced(digest(parent)?));
             }
             sqlx::query(
-                "UPDATE tags SET deleted_at = $1 \
+                "UPDATE tags SET deleted_at = $1, end_reason = 'deleted', deleted_by_kind = $4, \
+                 deleted_by_id = $5, deleted_by_name = $6 \
                  WHERE repository_id = $2 AND manifest_digest = $3 AND deleted_at IS NULL",
             )
             .bind(now)
             .bind(repo)
             .bind(d.as_str())
+            .bind(actor.kind_column())
+            .bind(actor.id)
+            .bind(&actor.username)
             .execute(&mut *tx)
             .await?;
             let done =
@@ -456,14 +519,20 @@ impl RegistryMeta for Db {
         .await
     }
 
-    async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool> {
+    async fn delete_tag_by(
+        &self,
+        repository: &str,
+        tag: &str,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let Some(repo) = locked_repo_id(&mut tx, repository).await? else {
             return Ok(false);
         };
-        let ended = end_tag(&mut tx, repo, tag, now).await?;
+        let ended = end_tag(&mut tx, repo, tag, now, "deleted", actor, None).await?;
         tx.commit().await?;
-        Ok(ended)
+        Ok(ended.is_some())
     }
 
     async fn tags(&self, repository: &str, last: Option<&str>, n: u32) -> Result<Vec<String>> {

@@ -19,7 +19,7 @@ use crate::repositories::{
 use crate::{MetaError, Result};
 
 use super::org::{namespace_in, project_in};
-use super::registry::lock_repo;
+use super::registry::{end_tag, lock_repo};
 use super::{lock_paths, retry_deadlocks, Db, DbRow};
 
 /// Manifests reachable from live tags of repository `$1` (directly or as index
@@ -314,7 +314,13 @@ impl RepositoryMeta for Db {
             .collect())
     }
 
-    async fn delete_tags(&self, id: i64, names: &[String], now: i64) -> Result<u64> {
+    async fn delete_tags_by(
+        &self,
+        id: i64,
+        names: &[String],
+        now: i64,
+        actor: &crate::Actor,
+    ) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         if !lock_repo(&mut tx, id).await? {
             return Ok(0);
@@ -322,16 +328,12 @@ impl RepositoryMeta for Db {
         let mut ended = 0;
         for name in names {
             // One prepared statement (sqlx caches it), one index probe per name.
-            ended += sqlx::query(
-                "UPDATE tags SET deleted_at = $1 \
-                 WHERE repository_id = $2 AND name = $3 AND deleted_at IS NULL",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            if end_tag(&mut tx, id, name, now, "deleted", actor, None)
+                .await?
+                .is_some()
+            {
+                ended += 1;
+            }
         }
         tx.commit().await?;
         Ok(ended)

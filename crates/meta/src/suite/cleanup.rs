@@ -7,7 +7,7 @@ use super::TestMeta;
 use crate::{CleanupClaim, ExpirationPolicy, NewManifest, NewProject};
 
 /// Project g/p with tags a, b and c in each of `repositories`; returns its id.
-async fn project_with_tags(m: &dyn TestMeta, repositories: &[&str]) -> i64 {
+pub(crate) async fn project_with_tags(m: &dyn TestMeta, repositories: &[&str]) -> i64 {
     let g = m
         .create_group(
             &crate::NewGroup {
@@ -101,6 +101,8 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
             rid,
             &["b".into(), "a".into(), "zz".into(), "a".into()],
             "policy",
+            None,
+            &crate::Actor::system("cleanup_policy"),
             160,
         )
         .await
@@ -112,6 +114,9 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     assert_eq!(tags, vec!["a", "b"]);
     assert_eq!(log[0].repository_path, "g/p/app");
     assert_eq!(log[0].reason, "policy");
+    // The policy run the repository was scheduled by deleted them.
+    assert!(log[0].run_id.is_some());
+    assert_eq!(log[0].run_id, log[1].run_id);
     // A claim is held until its lease lapses, and renewing moves the lease on.
     assert_eq!(m.reset_lapsed_cleanups(1_000).await.unwrap(), (0, 1));
     assert!(m.renew_cleanup(&first, 2_000).await.unwrap());

@@ -3,6 +3,7 @@
 //! backend, so SQLite and PostgreSQL are held to exactly the same behaviour.
 
 pub(crate) mod cleanup;
+pub(crate) mod history;
 pub(crate) mod instance;
 pub(crate) mod org;
 mod postgres_nodes;
@@ -141,6 +142,11 @@ macro_rules! meta_suite {
             sessions::refresh_tokens_are_found_by_digest_until_they_expire,
             cleanup::a_policy_run_from_due_to_done,
             cleanup::the_worker_capacity_bounds_all_claims_together,
+            history::every_change_of_a_tag_is_recorded_with_its_actor,
+            history::restore_puts_a_tag_back_or_says_why_not,
+            history::gc_keeps_a_manifest_a_tag_left_within_the_window,
+            history::a_cleanup_run_is_undone_with_counts,
+            history::history_is_pruned_after_the_retention,
             instance::first_stored_secret_wins,
             instance::blob_lock_shared_excludes_exclusive,
             instance::login_failures_are_counted_by_key_and_pruned,

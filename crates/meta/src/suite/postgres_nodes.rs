@@ -244,7 +244,9 @@ async fn each_review_and_cleanup_claim_goes_to_one_node() {
     let mut deleted = 0;
     for (node, ids) in [(a, &ma), (b, &mb)] {
         for id in ids {
-            if node.review_manifest(*id, true).await.unwrap() == crate::ManifestReview::Deleted {
+            if node.review_manifest(*id, true, i64::MAX).await.unwrap()
+                == crate::ManifestReview::Deleted
+            {
                 deleted += 1;
             }
         }

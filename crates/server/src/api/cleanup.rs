@@ -123,6 +123,7 @@ pub(crate) async fn preview_of(
                 name: t.name.clone(),
                 digest: t.digest.clone(),
                 created_at: timestamp(t.created_at),
+                pushed_at: timestamp(t.pushed_at),
                 step: step.describe(),
             };
             if step.deletes() {
@@ -222,6 +223,7 @@ async fn log(
             digest: e.digest,
             reason: e.reason,
             deleted_at: timestamp(e.deleted_at),
+            cleanup_run_id: e.run_id,
         })
         .collect();
     Ok(Json(entries).into_response())

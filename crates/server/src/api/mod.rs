@@ -10,6 +10,7 @@
 pub(crate) mod cleanup;
 mod entities;
 mod groups;
+pub(crate) mod history;
 mod members;
 pub mod openapi;
 pub mod pagination;
@@ -56,6 +57,7 @@ pub fn router() -> Router<Shared> {
         .merge(settings::routes())
         .merge(cleanup::routes())
         .merge(protection::routes())
+        .merge(history::routes())
         .merge(members::routes())
         .merge(tokens::routes())
         .fallback(|| async { ApiError::message(StatusCode::NOT_FOUND, "404 Not Found") })

@@ -15,7 +15,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{PathItem, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{cleanup, groups, members, projects, protection, registry, settings, tokens, users};
+use super::{
+    cleanup, groups, history, members, projects, protection, registry, settings, tokens, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -69,6 +71,10 @@ use super::{cleanup, groups, members, projects, protection, registry, settings, 
         protection::tag::create,
         protection::tag::update,
         protection::tag::delete,
+        history::tag_history,
+        history::deleted_tags,
+        history::restore_tag,
+        history::restore_run,
         settings::show,
         settings::update,
         members::project::list,

@@ -110,7 +110,7 @@ fn tag(view: &View, repo_path: &str, t: &TagInfo) -> Tag {
     }
 }
 
-fn tag_details(view: &View, repo_path: &str, t: &TagInfo) -> TagDetails {
+pub(crate) fn tag_details(view: &View, repo_path: &str, t: &TagInfo) -> TagDetails {
     let Tag {
         name,
         path,
@@ -130,6 +130,7 @@ fn tag_details(view: &View, repo_path: &str, t: &TagInfo) -> TagDetails {
         revision,
         digest: t.digest.clone(),
         created_at: timestamp(t.created_at),
+        pushed_at: timestamp(t.pushed_at),
         total_size: t.total_size,
     }
 }
@@ -553,7 +554,11 @@ pub(crate) async fn delete_tags(
             });
         }
     }
-    let deleted = state.meta.delete_tags(r.id, &allowed, now_ms()).await?;
+    let actor = crate::auth::actor_of(&caller.principal);
+    let deleted = state
+        .meta
+        .delete_tags_by(r.id, &allowed, now_ms(), &actor)
+        .await?;
     Ok(TagDeletion {
         deleted,
         protected: (names.len() - allowed.len()) as u64,
@@ -634,6 +639,12 @@ async fn bulk_delete(
         .iter()
         .filter(|s| matches!(s, berth_core::cleanup::Step::Protected(_)))
         .count();
+    // One cleanup run, so the whole deletion can be undone in one call.
+    let actor = crate::auth::actor_of(&caller.principal);
+    let run = state
+        .meta
+        .start_cleanup_run(p.id, "bulk_delete", &actor, now)
+        .await?;
     let meta = state.meta.clone();
     tokio::spawn(async move {
         // Bulk deletion removes everything the rules select, in one go.
@@ -642,13 +653,17 @@ async fn bulk_delete(
             delete_timeout_secs: u64::MAX / 2,
             max_list_size: usize::MAX,
         };
-        let result = crate::cleanup::run_turn_as(
+        let result = crate::cleanup::run_turn(
             meta.as_ref(),
             r.id,
             &rules,
             limits,
-            "bulk_delete",
-            who,
+            crate::cleanup::RunBy {
+                reason: "bulk_delete",
+                run: Some(run),
+                actor: &actor,
+                who,
+            },
             |_, _| {},
         )
         .await;

@@ -486,8 +486,14 @@ pub struct TagDetails {
     #[schema(required = true)]
     pub short_revision: Option<String>,
     pub digest: String,
+    /// When the image was built (its config's `created`; the push time when it has
+    /// none). Reproducible builds set it to 1970 or 1980.
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// When the tag was pushed (or restored): what cleanup policies order and age
+    /// tags by (Berth's field).
+    #[schema(format = DateTime)]
+    pub pushed_at: String,
     pub total_size: i64,
 }
 
@@ -541,8 +547,12 @@ pub struct ApplicationSettings {
 pub struct CleanupPreviewTag {
     pub name: String,
     pub digest: String,
+    /// The image's build time (its config's `created`).
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// The tag's push time, by which `keep_n` and `older_than` decide.
+    #[schema(format = DateTime)]
+    pub pushed_at: String,
     /// `latest`, `name_regex`, `name_regex_keep`, `no_manifest`, `keep_n`,
     /// `older_than`, `delete`, or `protected by rule N` (a protected or immutable
     /// tag, which cleanup never deletes).
@@ -584,6 +594,78 @@ pub struct CleanupLogEntry {
     pub reason: String,
     #[schema(format = DateTime)]
     pub deleted_at: String,
+    /// The cleanup run that deleted it (`POST /projects/:id/registry/cleanup_runs/:run_id/restore`
+    /// undoes the run).
+    #[schema(required = true)]
+    pub cleanup_run_id: Option<i64>,
+}
+
+/// Who changed a tag: `kind` is the credential (`user`, `personal_access_token`,
+/// `deploy_token`, `build`, `anonymous`) or Berth itself (`cleanup_policy`, `command`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TagActor {
+    pub kind: String,
+    #[schema(required = true)]
+    pub id: Option<i64>,
+    #[schema(required = true)]
+    pub username: Option<String>,
+}
+
+/// One change of a tag (Berth's extension).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TagHistoryEvent {
+    /// `pushed` (new, or moved from `previous_digest`), `deleted` or `restored`.
+    pub action: String,
+    pub digest: String,
+    #[schema(required = true)]
+    pub previous_digest: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// `null` for changes recorded before Berth kept who made them.
+    #[schema(required = true)]
+    pub actor: Option<TagActor>,
+    /// The cleanup run that deleted the tag, when one did.
+    #[schema(required = true)]
+    pub cleanup_run_id: Option<i64>,
+}
+
+/// A deleted tag that can still be restored (Berth's extension).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeletedTag {
+    pub name: String,
+    pub digest: String,
+    #[schema(format = DateTime)]
+    pub deleted_at: String,
+    #[schema(required = true)]
+    pub deleted_by: Option<TagActor>,
+    #[schema(required = true)]
+    pub cleanup_run_id: Option<i64>,
+    /// Until when garbage collection keeps its manifest for sure (the deletion plus
+    /// the review delay); later only while something else keeps it.
+    #[schema(format = DateTime)]
+    pub restorable_until: String,
+}
+
+/// What undoing a cleanup run did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CleanupRunRestore {
+    pub run_id: i64,
+    pub restored: u64,
+    /// Their manifests are gone (garbage collected).
+    pub gone: u64,
+    /// Pushed again or restored since the run deleted them: left as they are.
+    pub skipped: u64,
+}
+
+/// Restoring a tag.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RestoreTagParams {
+    /// The digest to put the tag back on (default: the one it had before its last
+    /// deletion); one the tag had.
+    pub digest: Option<String>,
+    /// Move the tag back even when it now points at another digest.
+    pub force: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------

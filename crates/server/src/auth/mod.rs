@@ -28,6 +28,25 @@ pub enum Principal {
     Job { job: CiJob, user: User },
 }
 
+/// Who a principal is, as tag history records it: the token kind (GitLab's
+/// `auth_type`, `user` for a password), the user's id and name (a deploy token's).
+pub fn actor_of(p: &Principal) -> berth_meta::Actor {
+    use berth_meta::Actor;
+    match p {
+        Principal::Anonymous => Actor::system("anonymous"),
+        Principal::User { user, via } => Actor::new(
+            match via {
+                Via::Password => "user",
+                Via::PersonalToken(_) => "personal_access_token",
+            },
+            Some(user.id),
+            Some(&user.username),
+        ),
+        Principal::Deploy(t) => Actor::new("deploy_token", Some(t.id), Some(&t.username)),
+        Principal::Job { user, .. } => Actor::new("build", Some(user.id), Some(&user.username)),
+    }
+}
+
 impl Principal {
     /// GitLab's `auth_type` claim.
     pub fn auth_type(&self) -> &'static str {

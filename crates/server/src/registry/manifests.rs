@@ -158,11 +158,12 @@ pub async fn put(
     check_v2(state, headers, name.as_str(), change).await?;
     state
         .meta
-        .put_manifest(
+        .put_manifest_by(
             name.as_str(),
             &record,
             tag.as_ref().map(|t| t.as_str()),
             now_ms(),
+            &crate::access::actor(state, headers),
         )
         .await?;
 
@@ -218,15 +219,21 @@ pub async fn delete(
         Reference::Digest(d) => V2Change::DeleteManifest(d),
     };
     check_v2(state, headers, name.as_str(), change).await?;
+    let actor = crate::access::actor(state, headers);
     let found = match r {
         // OCI 1.1: deleting by tag removes only the tag.
         Reference::Tag(t) => {
             state
                 .meta
-                .delete_tag(name.as_str(), t.as_str(), now)
+                .delete_tag_by(name.as_str(), t.as_str(), now, &actor)
                 .await?
         }
-        Reference::Digest(d) => state.meta.delete_manifest(name.as_str(), &d, now).await?,
+        Reference::Digest(d) => {
+            state
+                .meta
+                .delete_manifest_by(name.as_str(), &d, now, &actor)
+                .await?
+        }
     };
     if !found {
         return Err(manifest_unknown(reference));

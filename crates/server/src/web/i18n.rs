@@ -179,6 +179,9 @@ mod tests {
             "reason_policy",
             "reason_bulk_delete",
             "reason_command",
+            "action_pushed",
+            "action_deleted",
+            "action_restored",
         ];
         missing.extend(
             built

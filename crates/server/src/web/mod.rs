@@ -32,7 +32,7 @@ use crate::state::{now_ms, Shared};
 use session::{set_cookie, LANG_COOKIE, SESSION_COOKIE, SESSION_TTL_MS};
 
 /// Every template, by the name pages render it with.
-pub(crate) const TEMPLATES: [(&str, &str); 10] = [
+pub(crate) const TEMPLATES: [(&str, &str); 11] = [
     (
         "base.html",
         include_str!("../../../../web/templates/base.html"),
@@ -64,6 +64,10 @@ pub(crate) const TEMPLATES: [(&str, &str); 10] = [
     (
         "tag.html",
         include_str!("../../../../web/templates/tag.html"),
+    ),
+    (
+        "deleted.html",
+        include_str!("../../../../web/templates/deleted.html"),
     ),
     (
         "settings.html",
@@ -489,7 +493,10 @@ enum Route {
     Repository(String, String),
     DeleteRepository(String, String),
     DeleteTags(String, String),
+    DeletedTags(String, String),
+    RestoreTag(String, String),
     Tag(String, String, String),
+    RestoreRun(String),
     Settings(String),
     SettingsPreview(String),
     SettingsMatches(String),
@@ -512,6 +519,9 @@ fn route(path: &str) -> Option<Route> {
     if let Some(p) = path.strip_suffix("/-/settings/packages_and_registries/protection_matches") {
         return Some(Route::SettingsMatches(p.to_string()));
     }
+    if let Some(p) = path.strip_suffix("/-/settings/packages_and_registries/restore_run") {
+        return Some(Route::RestoreRun(p.to_string()));
+    }
     let segs: Vec<&str> = path.split('/').collect();
     // The last `container_registry` segment that has a valid suffix after it.
     for i in (1..segs.len()).rev() {
@@ -526,6 +536,8 @@ fn route(path: &str) -> Option<Route> {
             [id] if numeric(id) => Some(Route::Repository(project, id.to_string())),
             [id, "delete"] if numeric(id) => Some(Route::DeleteRepository(project, id.to_string())),
             [id, "delete_tags"] if numeric(id) => Some(Route::DeleteTags(project, id.to_string())),
+            [id, "deleted"] if numeric(id) => Some(Route::DeletedTags(project, id.to_string())),
+            [id, "restore"] if numeric(id) => Some(Route::RestoreTag(project, id.to_string())),
             [id, "-", "tags", tag] if numeric(id) && !tag.is_empty() => {
                 Some(Route::Tag(project, id.to_string(), tag.to_string()))
             }
@@ -583,6 +595,8 @@ pub async fn dispatch(
             }
             Route::DeleteTags(p, id) => pages::delete_tags(&state, &viewer, &p, &id, &fields).await,
             Route::Settings(p) => pages::save_settings(&state, &viewer, &p, &fields, &body).await,
+            Route::RestoreTag(p, id) => pages::restore_tag(&state, &viewer, &p, &id, &fields).await,
+            Route::RestoreRun(p) => pages::restore_run(&state, &viewer, &p, &fields).await,
             _ => viewer.error(StatusCode::METHOD_NOT_ALLOWED),
         };
     }
@@ -595,9 +609,11 @@ pub async fn dispatch(
         Route::Settings(p) => pages::settings(&state, &viewer, &p, None).await,
         Route::SettingsPreview(p) => pages::settings_preview(&state, &viewer, &p, query).await,
         Route::SettingsMatches(p) => pages::protection_matches(&state, &viewer, &p, query).await,
-        Route::DeleteRepository(..) | Route::DeleteTags(..) => {
-            viewer.error(StatusCode::METHOD_NOT_ALLOWED)
-        }
+        Route::DeletedTags(p, id) => pages::deleted_tags(&state, &viewer, &p, &id, query).await,
+        Route::DeleteRepository(..)
+        | Route::DeleteTags(..)
+        | Route::RestoreTag(..)
+        | Route::RestoreRun(..) => viewer.error(StatusCode::METHOD_NOT_ALLOWED),
     }
 }
 

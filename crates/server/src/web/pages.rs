@@ -197,6 +197,21 @@ async fn registry_project(
     Ok((p, actions))
 }
 
+/// [`registry_project`] and repository `rid` of it (404 when it is another
+/// project's, unknown, or being deleted).
+async fn registry_repository(
+    state: &AppState,
+    viewer: &Viewer,
+    path: &str,
+    rid: &str,
+) -> Result<(Project, ActionSet, RepositoryInfo), Response> {
+    let (p, actions) = registry_project(state, viewer, path).await?;
+    let r = api::registry::repository_of(state, &p, rid)
+        .await
+        .map_err(|e| fail(viewer, e))?;
+    Ok((p, actions, r))
+}
+
 async fn is_maintainer(state: &AppState, caller: &Caller, p: &Project) -> bool {
     matches!(caller.project_level(state, p).await, Ok(Some(l)) if l >= AccessLevel::Maintainer)
 }
@@ -527,13 +542,9 @@ pub async fn repository(
     query: &str,
 ) -> Response {
     let started = Instant::now();
-    let (p, actions) = match registry_project(state, viewer, path).await {
+    let (p, actions, r) = match registry_repository(state, viewer, path, rid).await {
         Ok(x) => x,
         Err(resp) => return resp,
-    };
-    let r = match api::registry::repository_of(state, &p, rid).await {
-        Ok(r) => r,
-        Err(e) => return fail(viewer, e),
     };
     let s = ListState::parse(query, &["name", "created"], &[]);
     let q = TagQuery {
@@ -652,6 +663,7 @@ pub async fn repository(
             repository_protected => repository_protected,
             delete_tags_url => format!("{here}/delete_tags"),
             delete_repository_url => format!("{here}/delete"),
+            deleted_url => format!("{here}/deleted"),
         },
     );
     // Server time of the page, for `bench/ui_page.sh` and browsers' dev tools.
@@ -801,13 +813,9 @@ pub async fn tag(
     name: &str,
     query: &str,
 ) -> Response {
-    let (p, actions) = match registry_project(state, viewer, path).await {
+    let (p, actions, r) = match registry_repository(state, viewer, path, rid).await {
         Ok(x) => x,
         Err(resp) => return resp,
-    };
-    let r = match api::registry::repository_of(state, &p, rid).await {
-        Ok(r) => r,
-        Err(e) => return fail(viewer, e),
     };
     let tag = match state.meta.repository_tag(r.id, name).await {
         Ok(Some(t)) => t,
@@ -881,6 +889,23 @@ pub async fn tag(
             .collect(),
         Err(e) => return fail(viewer, e.into()),
     };
+    let history: Vec<Value> = match state.meta.tag_history(r.id, &tag.name, 100).await {
+        Ok(events) => events
+            .into_iter()
+            .map(|e| {
+                context! {
+                    action => e.action,
+                    digest => short_digest(&e.digest),
+                    full_digest => e.digest,
+                    previous => e.previous_digest.as_deref().map(short_digest),
+                    when => when(e.at),
+                    actor => actor_text(e.actor.as_ref()),
+                    run => e.cleanup_run_id,
+                }
+            })
+            .collect(),
+        Err(e) => return fail(viewer, e.into()),
+    };
     let host = registry_host(viewer);
     let repo_url = format!("{}/container_registry/{}", project_url(&p), r.id);
     viewer.render(
@@ -909,10 +934,121 @@ pub async fn tag(
             layer_list => layer_list,
             platforms => plats,
             referrers => referrers,
+            history => history,
             can_delete_tag => deletable,
             delete_tags_url => format!("{repo_url}/delete_tags"),
         },
     )
+}
+
+/// Who changed a tag, for a page: the user's name and the credential kind.
+fn actor_text(a: Option<&berth_meta::Actor>) -> String {
+    match a {
+        Some(a) => match &a.username {
+            Some(u) => format!("{u} ({})", a.kind),
+            None => a.kind.clone(),
+        },
+        None => "—".into(),
+    }
+}
+
+/// The "Recently deleted" tab of a repository: tags deleted whose manifests are still
+/// there, each with a Restore button for those who may push.
+pub async fn deleted_tags(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    rid: &str,
+    query: &str,
+) -> Response {
+    let (p, actions, r) = match registry_repository(state, viewer, path, rid).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let s = ListState::parse(query, &["name"], &[]);
+    let (tags, total) = match state.meta.deleted_tags(r.id, s.window()).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let window = state.settings.gc_review_delay.as_millis() as i64;
+    let here = format!("{}/container_registry/{}", project_url(&p), r.id);
+    let rows: Vec<Value> = tags
+        .into_iter()
+        .map(|t| {
+            context! {
+                name => t.name,
+                digest => t.digest.clone(),
+                short_digest => short_digest(&t.digest),
+                deleted => when(t.deleted_at),
+                deleted_by => actor_text(t.deleted_by.as_ref()),
+                run => t.cleanup_run_id,
+                until => when(t.deleted_at.saturating_add(window)),
+            }
+        })
+        .collect();
+    let name = api::registry::repository_name(&r, &p);
+    viewer.render(
+        StatusCode::OK,
+        "deleted.html",
+        context! {
+            title => format!("{} · {}", r.path, viewer.lang.text("tab_recently_deleted")),
+            project => context! {
+                full_path => p.full_path.clone(),
+                registry_url => format!("{}/container_registry", project_url(&p)),
+            },
+            repository => context! {
+                name => if name.is_empty() { r.path.clone() } else { name },
+                url => here.clone(),
+            },
+            list => s.context(&format!("{here}/deleted"), total),
+            tags => rows,
+            can_restore => actions.push,
+            restore_url => format!("{here}/restore"),
+            deleted_url => format!("{here}/deleted"),
+        },
+    )
+}
+
+pub async fn restore_tag(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    rid: &str,
+    fields: &[(String, String)],
+) -> Response {
+    let back = format!("/{path}/container_registry/{rid}/deleted");
+    let Some(tag) = field(fields, "tag").filter(|t| !t.is_empty()) else {
+        return viewer.redirect(&back);
+    };
+    let digest = field(fields, "digest")
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    match api::history::restore(state, &viewer.caller, path, rid, tag, digest, false).await {
+        Ok(_) => {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("notice", "tag_restored");
+            q.append_pair("tag", tag);
+            viewer.redirect(&format!("{back}?{}", q.finish()))
+        }
+        Err(e) => fail(viewer, e),
+    }
+}
+
+pub async fn restore_run(
+    state: &Shared,
+    viewer: &Viewer,
+    path: &str,
+    fields: &[(String, String)],
+) -> Response {
+    let back = format!("/{path}/-/settings/packages_and_registries");
+    let run = field(fields, "run_id").unwrap_or("");
+    match api::history::undo_run(state, &viewer.caller, path, run).await {
+        Ok((run, done)) => viewer.redirect(&format!(
+            "{back}?notice=run_restored&run={run}&restored={}&gone={}&skipped={}#log",
+            done.restored, done.gone, done.skipped
+        )),
+        Err(e) => fail(viewer, e),
+    }
 }
 
 pub async fn delete_repository(state: &Shared, viewer: &Viewer, path: &str, rid: &str) -> Response {
@@ -1045,21 +1181,38 @@ pub async fn settings(
         Ok(x) => x,
         Err(e) => return fail(viewer, e),
     };
-    let log: Vec<Value> = match state.meta.cleanup_log(p.id, 100).await {
-        Ok(entries) => entries
-            .into_iter()
-            .map(|e| {
-                context! {
-                    repository => e.repository_path,
-                    tag => e.tag,
-                    digest => short_digest(&e.digest),
-                    reason => e.reason,
-                    deleted => when(e.deleted_at),
-                }
-            })
-            .collect(),
+    let entries = match state.meta.cleanup_log(p.id, 100).await {
+        Ok(entries) => entries,
         Err(e) => return fail(viewer, e.into()),
     };
+    // The runs the log shows, newest first, each undoable in one click.
+    let mut runs: Vec<(i64, String, i64, u64)> = Vec::new();
+    for e in &entries {
+        let Some(id) = e.run_id else { continue };
+        match runs.iter_mut().find(|r| r.0 == id) {
+            Some(r) => r.3 += 1,
+            None => runs.push((id, e.reason.clone(), e.deleted_at, 1)),
+        }
+    }
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .map(|(id, reason, at, shown)| {
+            context! { id => id, reason => reason, deleted => when(at), shown => shown }
+        })
+        .collect();
+    let log: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            context! {
+                repository => e.repository_path,
+                tag => e.tag,
+                digest => short_digest(&e.digest),
+                reason => e.reason,
+                deleted => when(e.deleted_at),
+                run => e.run_id,
+            }
+        })
+        .collect();
     let preview = preview_context(state, viewer.lang, &p, &Params::default()).await;
     let (repository_rules, tag_rules) = match protection_rules_context(state, &p).await {
         Ok(x) => x,
@@ -1073,7 +1226,7 @@ pub async fn settings(
         .iter()
         .map(|(f, m)| (f.clone().unwrap_or_else(|| "form".into()), m.clone()))
         .collect();
-    let notice = form_urlencoded::parse(
+    let query: Vec<(String, String)> = form_urlencoded::parse(
         viewer
             .here
             .split_once('?')
@@ -1081,8 +1234,22 @@ pub async fn settings(
             .unwrap_or("")
             .as_bytes(),
     )
-    .find(|(k, _)| k == "notice")
-    .map(|(_, v)| v.into_owned());
+    .into_owned()
+    .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let notice = param("notice");
+    let count = |name: &str| param(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let run_restored = context! {
+        run => count("run"),
+        restored => count("restored"),
+        gone => count("gone"),
+        skipped => count("skipped"),
+    };
     let url = format!("{}/-/settings/packages_and_registries", project_url(&p));
     viewer.render(
         status,
@@ -1106,6 +1273,9 @@ pub async fn settings(
             older_thans => OLDER_THAN.to_vec(),
             preview => preview,
             log => log,
+            runs => runs,
+            run_restored => run_restored,
+            restore_run_url => format!("{url}/restore_run"),
             settings_url => url.clone(),
             preview_url => format!("{url}/preview"),
             matches_url => format!("{url}/protection_matches"),
