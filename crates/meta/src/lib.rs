@@ -39,6 +39,7 @@ pub mod instance;
 pub mod org;
 mod postgres;
 mod postgres_locks;
+pub mod proxy;
 pub mod repositories;
 pub mod sessions;
 mod sqlite;
@@ -56,6 +57,7 @@ pub use gc::*;
 pub use instance::*;
 pub use org::*;
 pub use postgres::{PgMeta, DEFAULT_MAX_CONNECTIONS};
+pub use proxy::*;
 pub use repositories::*;
 pub use sessions::*;
 pub use sqlite::SqliteMeta;
@@ -156,6 +158,7 @@ pub trait Meta:
     + GcMeta
     + SessionMeta
     + InstanceMeta
+    + ProxyMeta
     + 'static
 {
 }
@@ -167,6 +170,7 @@ impl<
             + GcMeta
             + SessionMeta
             + InstanceMeta
+            + ProxyMeta
             + 'static,
     > Meta for T
 {

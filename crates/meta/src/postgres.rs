@@ -177,6 +177,8 @@ mod gc;
 mod instance;
 #[path = "ops/org.rs"]
 mod org;
+#[path = "ops/proxy.rs"]
+mod proxy;
 #[path = "ops/registry.rs"]
 mod registry;
 #[path = "ops/repositories.rs"]

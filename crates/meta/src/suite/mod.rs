@@ -6,6 +6,7 @@ pub(crate) mod cleanup;
 pub(crate) mod instance;
 pub(crate) mod org;
 mod postgres_nodes;
+pub(crate) mod proxy;
 pub(crate) mod registry;
 pub(crate) mod repositories;
 pub(crate) mod sessions;
@@ -143,6 +144,7 @@ macro_rules! meta_suite {
             instance::first_stored_secret_wins,
             instance::blob_lock_shared_excludes_exclusive,
             instance::login_failures_are_counted_by_key_and_pruned,
+            proxy::proxy_cache_settings_manifests_blobs_and_purges,
         );
     };
     (@tests $open:path; $($module:ident :: $name:ident),* $(,)?) => {
