@@ -15,6 +15,7 @@ pub mod instance;
 pub mod jobs;
 pub mod metrics;
 pub mod org;
+pub mod proxy;
 mod registry;
 pub mod serving;
 pub mod state;

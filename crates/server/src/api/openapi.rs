@@ -15,7 +15,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{PathItem, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{cleanup, groups, members, projects, registry, settings, tokens, users};
+use super::{
+    cleanup, dependency_proxy, groups, members, projects, registry, settings, tokens, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -95,6 +97,9 @@ use super::{cleanup, groups, members, projects, registry, settings, tokens, user
         tokens::group::show,
         tokens::group::delete,
         tokens::deploy_list_all,
+        dependency_proxy::show,
+        dependency_proxy::update,
+        dependency_proxy::purge,
     ),
     modifiers(&Security, &PageHeaders),
     security((), ("private_token" = []), ("bearer" = []), ("job_token" = [])),
