@@ -1,0 +1,363 @@
+//! End-to-end tests of the dependency proxy: a second Berth on loopback is the
+//! upstream (token auth, a private project `library/…`), the proxy reaches it over
+//! plain http (allowed explicitly) with the upstream's credentials, and real clients
+//! pull through `<proxy>/<group>/dependency_proxy/containers/<image>`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{eventually, run, sha256_hex, tool, Berth, Storage, ROOT_PASSWORD};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Uncompressed layers: podman and docker take them, and a test need not gzip 64 MiB.
+const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+fn skopeo(tmp: &Path) -> Command {
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("--insecure-policy").arg("--tmpdir").arg(tmp);
+    cmd
+}
+
+fn root_creds() -> String {
+    format!("root:{ROOT_PASSWORD}")
+}
+
+/// A one-layer image layout at `dir` tagged `tag` whose layer holds `file` of `data`;
+/// returns (manifest digest, layer digest).
+fn write_image(dir: &Path, tag: &str, file: &str, data: &[u8]) -> (String, String) {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = sha256_hex(bytes);
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let layer = support::tar_layer(file, data);
+    let (layer_digest, layer_size) = put(&layer);
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Env": ["PATH=/usr/bin:/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let (config_digest, config_size) = put(&config);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size },
+        "layers": [{ "mediaType": OCI_LAYER, "digest": layer_digest, "size": layer_size }],
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let (manifest_digest, manifest_size) = put(&manifest);
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size,
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    (manifest_digest, layer_digest)
+}
+
+/// Push an image to the upstream as `library/<image>:<tag>`.
+fn push_upstream(up: &Berth, tmp: &Path, image: &str, tag: &str, data: &[u8]) -> (String, String) {
+    let dir = tmp.join(format!("src-{image}-{tag}-{}", sha256_hex(data)));
+    let digests = write_image(&dir, tag, "payload.bin", data);
+    run(skopeo(tmp).args([
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &root_creds(),
+        &format!("oci:{}:{tag}", dir.display()),
+        &format!("docker://{}/library/{image}:{tag}", up.addr),
+    ]));
+    let _ = digests;
+    // skopeo may compress the layer on the way: take the digests the upstream holds.
+    let out = run(skopeo(tmp).args([
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &root_creds(),
+        &format!("docker://{}/library/{image}:{tag}", up.addr),
+    ]));
+    let v: Value = serde_json::from_str(&out).expect("skopeo inspect prints JSON");
+    (
+        v["Digest"].as_str().unwrap().to_string(),
+        v["Layers"][0].as_str().unwrap().to_string(),
+    )
+}
+
+/// The upstream: a Berth whose `library` group holds private projects.
+fn start_upstream() -> Berth {
+    let up = Berth::start();
+    up.project("library/alpine", "private");
+    up.project("library/big", "private");
+    up
+}
+
+/// The proxy in front of `up`, with group `grp` (project `grp/app`), a reporter
+/// `rita` in it and an outsider `otto`.
+fn start_proxy(up: &Berth) -> Berth {
+    let upstream = format!("http://{}", up.addr);
+    let proxy = Berth::start_with(
+        &[],
+        &[
+            ("BERTH_DEPENDENCY_PROXY_UPSTREAM_URL", upstream.as_str()),
+            ("BERTH_DEPENDENCY_PROXY_ALLOW_INSECURE_UPSTREAMS", "true"),
+            ("BERTH_DEPENDENCY_PROXY_UPSTREAM_USERNAME", "root"),
+            ("BERTH_DEPENDENCY_PROXY_UPSTREAM_PASSWORD", ROOT_PASSWORD),
+            ("BERTH_DEPENDENCY_PROXY_MANIFEST_REVALIDATE", "1s"),
+            ("BERTH_DEPENDENCY_PROXY_TTL_INTERVAL", "1s"),
+            ("BERTH_DEPENDENCY_PROXY_TTL_UNIT", "1s"),
+        ],
+    );
+    proxy.project("grp/app", "private");
+    proxy.user("rita", "rita-password-1234");
+    proxy.user("otto", "otto-password-1234");
+    proxy.admin(&[
+        "member", "add", "--group", "grp", "--user", "rita", "--role", "reporter",
+    ]);
+    proxy
+}
+
+fn proxied(proxy: &Berth, image: &str, tag: &str) -> String {
+    format!(
+        "docker://{}/grp/dependency_proxy/containers/{image}:{tag}",
+        proxy.addr
+    )
+}
+
+/// The digest of `image:tag` through the proxy, as skopeo sees it.
+fn inspect_digest(proxy: &Berth, tmp: &Path, image: &str, tag: &str) -> String {
+    let out = run(skopeo(tmp).args([
+        "inspect",
+        "--no-tags",
+        "--tls-verify=false",
+        "--creds",
+        "rita:rita-password-1234",
+        &proxied(proxy, image, tag),
+    ]));
+    let v: Value = serde_json::from_str(&out).expect("skopeo inspect prints JSON");
+    v["Digest"].as_str().expect("Digest").to_string()
+}
+
+/// Pull through the proxy with skopeo into a layout; returns its directory.
+fn skopeo_pull(proxy: &Berth, tmp: &Path, image: &str, tag: &str, creds: &str) -> PathBuf {
+    let dir = tmp.join(format!("pulled-{image}-{tag}-{}", uuid_ish()));
+    run(skopeo(tmp).args([
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        creds,
+        &proxied(proxy, image, tag),
+        &format!("oci:{}:{tag}", dir.display()),
+    ]));
+    dir
+}
+
+fn uuid_ish() -> String {
+    sha256_hex(&support::random_bytes(16))[..12].to_string()
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// A registry token of `user` for the proxy path of `image`.
+fn proxy_token(proxy: &Berth, user: &str, password: &str, image: &str) -> (Value, String) {
+    let scope = format!("repository:grp/dependency_proxy/containers/{image}:pull");
+    let resp = proxy.token(Some((user, password)), &[&scope]);
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().unwrap();
+    let token = body["token"].as_str().unwrap().to_string();
+    (body, token)
+}
+
+/// Successful upstream GETs of `digest`'s blob, from the upstream's request log.
+fn upstream_blob_gets(up: &Berth, image: &str, digest: &str) -> usize {
+    let path = format!("path=/v2/library/{image}/blobs/{digest}");
+    up.log()
+        .lines()
+        .filter(|l| l.contains(&path) && l.contains("method=GET") && l.contains("status=200"))
+        .count()
+}
+
+fn api(proxy: &Berth, method: reqwest::Method, path: &str, token: &str) -> (u16, Value) {
+    let resp = http()
+        .request(method, format!("{}/api/v4{path}", proxy.url))
+        .header("PRIVATE-TOKEN", token)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_purges() {
+    if !tool("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let up = start_upstream();
+    let proxy = start_proxy(&up);
+    let storage = Storage::of(&proxy.data_dir());
+
+    // Pull through: the image arrives whole and with the upstream's digests.
+    let (v1, v1_layer) = push_upstream(&up, tmp, "alpine", "3.20", b"first alpine");
+    let dir = skopeo_pull(&proxy, tmp, "alpine", "3.20", "rita:rita-password-1234");
+    assert!(dir.join("index.json").exists());
+    assert_eq!(inspect_digest(&proxy, tmp, "alpine", "3.20"), v1);
+    assert!(
+        storage.has_blob(&v1_layer),
+        "the layer is cached in the proxy's store"
+    );
+
+    // A non-member gets no grant and is refused, as the registry refuses.
+    let (_, token) = proxy_token(&proxy, "otto", "otto-password-1234", "alpine");
+    let resp = http()
+        .get(format!(
+            "{}/v2/grp/dependency_proxy/containers/alpine/manifests/3.20",
+            proxy.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("repository:grp/dependency_proxy/containers/alpine:pull"));
+    let out = skopeo(tmp)
+        .args([
+            "inspect",
+            "--no-tags",
+            "--tls-verify=false",
+            "--creds",
+            "otto:otto-password-1234",
+            &proxied(&proxy, "alpine", "3.20"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a non-member may not pull");
+
+    // The tag moves upstream: after revalidation the proxy serves the new digest.
+    let (v2, v2_layer) = push_upstream(&up, tmp, "alpine", "3.20", b"second alpine");
+    assert_ne!(v1, v2);
+    eventually(
+        Duration::from_secs(30),
+        "the moved tag through the proxy",
+        || (inspect_digest(&proxy, tmp, "alpine", "3.20") == v2).then_some(()),
+    );
+
+    // Ten concurrent pulls of one uncached 64 MiB blob: one upstream GET.
+    let big = support::random_bytes(64 << 20);
+    let (_, big_layer) = push_upstream(&up, tmp, "big", "v1", &big);
+    let (_, token) = proxy_token(&proxy, "rita", "rita-password-1234", "big");
+    let url = format!(
+        "{}/v2/grp/dependency_proxy/containers/big/blobs/{big_layer}",
+        proxy.url
+    );
+    let pulls: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, token) = (url.clone(), token.clone());
+            std::thread::spawn(move || {
+                let resp = http().get(url).bearer_auth(token).send().unwrap();
+                assert_eq!(resp.status(), 200);
+                sha256_hex(&resp.bytes().unwrap())
+            })
+        })
+        .collect();
+    for p in pulls {
+        assert_eq!(format!("sha256:{}", p.join().unwrap()), big_layer);
+    }
+    assert_eq!(
+        upstream_blob_gets(&up, "big", &big_layer),
+        1,
+        "ten concurrent pulls of an uncached blob make one upstream GET"
+    );
+    assert!(storage.has_blob(&big_layer));
+
+    // The purge API (owner: root) empties the group's cache and frees the bytes.
+    let root = proxy.admin(&[
+        "token", "create", "--user", "root", "--name", "purge", "--scopes", "api",
+    ]);
+    let (status, settings) = api(
+        &proxy,
+        reqwest::Method::GET,
+        "/groups/grp/dependency_proxy/settings",
+        &root,
+    );
+    assert_eq!(status, 200, "{settings}");
+    assert!(settings["size"].as_i64().unwrap() > 64 << 20, "{settings}");
+    assert_eq!(settings["enabled"], true);
+    let (status, purged) = api(
+        &proxy,
+        reqwest::Method::DELETE,
+        "/groups/grp/dependency_proxy/cache",
+        &root,
+    );
+    assert_eq!(status, 202, "{purged}");
+    assert!(
+        purged["bytes_freed"].as_u64().unwrap() > 64 << 20,
+        "{purged}"
+    );
+    assert!(
+        !storage.has_blob(&big_layer),
+        "the purge freed the big blob's bytes"
+    );
+    let (_, settings) = api(
+        &proxy,
+        reqwest::Method::GET,
+        "/groups/grp/dependency_proxy/settings",
+        &root,
+    );
+    assert_eq!(
+        (settings["blobs_count"].clone(), settings["size"].clone()),
+        (json!(0), json!(0))
+    );
+
+    // Cached again, then the upstream stops: the proxy serves its copy.
+    skopeo_pull(&proxy, tmp, "alpine", "3.20", "rita:rita-password-1234");
+    let cached_layers = vec![v2_layer.clone()];
+    assert!(storage.has_blob(&v2_layer));
+    drop(up);
+    // Past the revalidation interval, so the proxy asks the (gone) upstream first.
+    std::thread::sleep(Duration::from_millis(1100));
+    skopeo_pull(&proxy, tmp, "alpine", "3.20", "rita:rita-password-1234");
+    assert_eq!(inspect_digest(&proxy, tmp, "alpine", "3.20"), v2);
+
+    // The TTL policy (a TTL "day" is 1 s here) removes what was not pulled since.
+    let (status, settings) = api(
+        &proxy,
+        reqwest::Method::PUT,
+        "/groups/grp/dependency_proxy/settings?ttl_policy_enabled=true&ttl_days=1",
+        &root,
+    );
+    assert_eq!(status, 200, "{settings}");
+    eventually(
+        Duration::from_secs(30),
+        "the TTL policy to empty the cache",
+        || {
+            let gone = cached_layers.iter().all(|d| !storage.has_blob(d));
+            let (_, s) = api(
+                &proxy,
+                reqwest::Method::GET,
+                "/groups/grp/dependency_proxy/settings",
+                &root,
+            );
+            (gone && s["size"] == 0 && s["manifests_count"] == 0).then_some(())
+        },
+    );
+}
