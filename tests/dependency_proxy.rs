@@ -27,9 +27,8 @@ fn root_creds() -> String {
     format!("root:{ROOT_PASSWORD}")
 }
 
-/// A one-layer image layout at `dir` tagged `tag` whose layer holds `file` of `data`;
-/// returns (manifest digest, layer digest).
-fn write_image(dir: &Path, tag: &str, file: &str, data: &[u8]) -> (String, String) {
+/// A one-layer image layout at `dir` tagged `tag` whose layer holds `file` of `data`.
+fn write_image(dir: &Path, tag: &str, file: &str, data: &[u8]) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let put = |bytes: &[u8]| -> (String, usize) {
@@ -63,13 +62,13 @@ fn write_image(dir: &Path, tag: &str, file: &str, data: &[u8]) -> (String, Strin
         }],
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    (manifest_digest, layer_digest)
 }
 
-/// Push an image to the upstream as `library/<image>:<tag>`.
+/// Push an image to the upstream as `library/<image>:<tag>`; returns the digests of
+/// its manifest and layer there.
 fn push_upstream(up: &Berth, tmp: &Path, image: &str, tag: &str, data: &[u8]) -> (String, String) {
     let dir = tmp.join(format!("src-{image}-{tag}-{}", sha256_hex(data)));
-    let digests = write_image(&dir, tag, "payload.bin", data);
+    write_image(&dir, tag, "payload.bin", data);
     run(skopeo(tmp).args([
         "copy",
         "--preserve-digests",
@@ -79,7 +78,6 @@ fn push_upstream(up: &Berth, tmp: &Path, image: &str, tag: &str, data: &[u8]) ->
         &format!("oci:{}:{tag}", dir.display()),
         &format!("docker://{}/library/{image}:{tag}", up.addr),
     ]));
-    let _ = digests;
     // skopeo may compress the layer on the way: take the digests the upstream holds.
     let out = run(skopeo(tmp).args([
         "inspect",
@@ -330,7 +328,7 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
 
     // Cached again, then the upstream stops: the proxy serves its copy.
     skopeo_pull(&proxy, tmp, "alpine", "3.20", "rita:rita-password-1234");
-    let cached_layers = vec![v2_layer.clone()];
+    let cached_layers = [v2_layer.clone()];
     assert!(storage.has_blob(&v2_layer));
     drop(up);
     // Past the revalidation interval, so the proxy asks the (gone) upstream first.

@@ -390,7 +390,7 @@ pub fn dependency_proxy_may_pull(cred: &Credential) -> bool {
             scopes,
         } => reporter(*admin, *role) && reads(scopes),
         Credential::DeployToken { covers, scopes } => {
-            *covers && scopes.iter().any(|s| *s == Scope::ReadRegistry)
+            *covers && scopes.contains(&Scope::ReadRegistry)
         }
         Credential::JobToken {
             own_project,

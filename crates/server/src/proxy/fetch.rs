@@ -137,16 +137,16 @@ pub async fn join(
                 body: tail(file, rx),
             }),
             // Finished and cleaned up meanwhile: it is in the store now.
-            Err(_) => match {
+            Err(_) => {
                 let now = rx.borrow().clone();
-                now
-            } {
-                Progress::Done { size } => from_store(state, digest, size).await,
-                Progress::Failed(f) => Err(f),
-                _ => Err(Failure::Other(
-                    "the spool file of the fetch vanished".into(),
-                )),
-            },
+                match now {
+                    Progress::Done { size } => from_store(state, digest, size).await,
+                    Progress::Failed(f) => Err(f),
+                    _ => Err(Failure::Other(
+                        "the spool file of the fetch vanished".into(),
+                    )),
+                }
+            }
         },
     }
 }

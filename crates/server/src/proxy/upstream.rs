@@ -381,8 +381,10 @@ mod tests {
 
     #[test]
     fn targets() {
-        let mut cfg = ProxyConfig::default();
-        cfg.extra_upstreams = vec!["ghcr.io".into(), "mirror.test=http://127.0.0.1:9".into()];
+        let cfg = ProxyConfig {
+            extra_upstreams: vec!["ghcr.io".into(), "mirror.test=http://127.0.0.1:9".into()],
+            ..Default::default()
+        };
         let t = target(&cfg, "alpine");
         assert_eq!(t.image, "library/alpine");
         assert_eq!(t.upstream.base, "https://registry-1.docker.io");
