@@ -359,3 +359,85 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
         },
     );
 }
+
+/// `berth ci-env` prints what a CI script needs to pull through the group's proxy
+/// with the job's own token: the script logs docker in and pulls
+/// `$CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX/alpine:…`; podman pulls too.
+#[test]
+fn ci_env_lets_a_docker_script_pull_through_the_proxy_and_podman_pulls_too() {
+    let up = start_upstream();
+    let proxy = start_proxy(&up);
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    if !tool("skopeo") {
+        return;
+    }
+    let (digest, _) = push_upstream(&up, tmp, "alpine", "3.20", b"alpine for ci");
+
+    let env = proxy.ci_env(&[
+        "--project",
+        "grp/app",
+        "--user",
+        "rita",
+        "--registry",
+        &proxy.addr,
+    ]);
+    let prefix = format!("{}/grp/dependency_proxy/containers", proxy.addr);
+    for line in [
+        format!("export CI_DEPENDENCY_PROXY_SERVER='{}'", proxy.addr),
+        format!("export CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX='{prefix}'"),
+        format!("export CI_DEPENDENCY_PROXY_DIRECT_GROUP_IMAGE_PREFIX='{prefix}'"),
+        "export CI_DEPENDENCY_PROXY_USER='gitlab-ci-token'".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} in:\n{env}");
+    }
+    assert!(
+        env.contains("export CI_DEPENDENCY_PROXY_PASSWORD="),
+        "{env}"
+    );
+
+    if let Some(docker) = support::dockerd::Dockerd::start() {
+        let script = tmp.join("job.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "set -eu\n{env}\n\
+                 echo \"$CI_DEPENDENCY_PROXY_PASSWORD\" | docker login -u \"$CI_DEPENDENCY_PROXY_USER\" --password-stdin \"$CI_DEPENDENCY_PROXY_SERVER\"\n\
+                 docker pull \"$CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX/alpine:3.20\"\n\
+                 docker image inspect --format '{{{{json .RepoDigests}}}}' \"$CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX/alpine:3.20\"\n"
+            ),
+        )
+        .unwrap();
+        let out = run(Command::new("sh")
+            .arg(&script)
+            .env("DOCKER_HOST", &docker.host)
+            .env("DOCKER_CONFIG", &docker.config));
+        assert!(out.contains(&format!("{prefix}/alpine@{digest}")), "{out}");
+    }
+
+    if tool("podman") {
+        let dir = tmp.join("podman");
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        std::fs::write(dir.join("auth.json"), "{}").unwrap();
+        let info = support::podman(&dir).arg("info").output().unwrap();
+        if !info.status.success() {
+            eprintln!("SKIPPED: podman cannot run here");
+            return;
+        }
+        run(support::podman(&dir).args([
+            "pull",
+            "--tls-verify=false",
+            "--creds",
+            "rita:rita-password-1234",
+            &format!("{prefix}/alpine:3.20"),
+        ]));
+        let digest_seen = run(support::podman(&dir).args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Digest}}",
+            &format!("{prefix}/alpine:3.20"),
+        ]));
+        assert_eq!(digest_seen.trim(), digest);
+    }
+}
