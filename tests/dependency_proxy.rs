@@ -441,3 +441,72 @@ fn ci_env_lets_a_docker_script_pull_through_the_proxy_and_podman_pulls_too() {
         assert_eq!(digest_seen.trim(), digest);
     }
 }
+
+/// The group's Dependency Proxy page in a real browser: the prefix to pull with (and
+/// its copy button), what the cache holds, the TTL settings, the page in Chinese, and
+/// the owner's purge with its confirmation.
+#[test]
+fn dependency_proxy_page_in_a_real_browser() {
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui");
+    if !(tool("chromium") && tool("node") && tool("skopeo")) {
+        return;
+    }
+    if !ui.join("node_modules/playwright-core").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tests/ui/node_modules is missing: run `npm ci` in tests/ui"
+        );
+        eprintln!("SKIPPED: tests/ui/node_modules is missing");
+        return;
+    }
+    let up = start_upstream();
+    let proxy = start_proxy(&up);
+    let tmp = tempfile::tempdir().unwrap();
+    push_upstream(&up, tmp.path(), "alpine", "3.20", b"alpine for the page");
+    skopeo_pull(
+        &proxy,
+        tmp.path(),
+        "alpine",
+        "3.20",
+        "rita:rita-password-1234",
+    );
+
+    let out = run(Command::new("node")
+        .arg(ui.join("dependency_proxy.mjs"))
+        .current_dir(&ui)
+        .env("BERTH_URL", &proxy.url)
+        .env("BERTH_USER", "root")
+        .env("BERTH_PASSWORD", ROOT_PASSWORD)
+        .env("BERTH_GROUP", "grp"));
+    let seen: Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect(&out);
+    let prefix = format!("{}/grp/dependency_proxy/containers", proxy.addr);
+    assert_eq!(seen["h1"], "Dependency Proxy");
+    assert_eq!(seen["prefix"], prefix.as_str());
+    assert_eq!(seen["copy_text"], prefix.as_str());
+    assert_eq!(
+        seen["pull_example"],
+        format!("docker pull {prefix}/alpine:latest").as_str()
+    );
+    // A manifest, its config and its layer.
+    let summary = seen["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("Contains 3 cached items using "),
+        "{seen}"
+    );
+    assert_eq!(seen["saved_notice"], "Settings saved.");
+    assert_eq!(
+        (seen["ttl_days"].clone(), seen["ttl_checked"].clone()),
+        (json!("30"), json!(true))
+    );
+    assert_eq!(seen["zh_h1"], "依赖代理");
+    assert!(
+        seen["zh_summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("包含 3 个缓存项"),
+        "{seen}"
+    );
+    assert!(!seen["confirm_text"].as_str().unwrap().is_empty());
+    assert_eq!(seen["purged_notice"], "The cache was cleared.");
+    assert_eq!(seen["summary_after"], "Contains 0 cached items using 0 B.");
+}
