@@ -36,7 +36,7 @@ pub async fn show(state: &Shared, viewer: &Viewer, path: &str) -> Response {
         Err(e) => return viewer.error(e.status()),
     };
     // Pulling needs Reporter; so does seeing the proxy, as in GitLab.
-    if !level.is_some_and(|l| l >= AccessLevel::Reporter) {
+    if level.is_none_or(|l| l < AccessLevel::Reporter) {
         return viewer.error(StatusCode::NOT_FOUND);
     }
     let (settings, usage) = match (
