@@ -67,6 +67,19 @@ fn write_image(dir: &Path, tag: &str, file: &str, data: &[u8]) {
 /// Push an image to the upstream as `library/<image>:<tag>`; returns the digests of
 /// its manifest and layer there.
 fn push_upstream(up: &Berth, tmp: &Path, image: &str, tag: &str, data: &[u8]) -> (String, String) {
+    push_upstream_to(up, tmp, &format!("library/{image}"), tag, data)
+}
+
+/// Push an image to the upstream as `<repository>:<tag>`; returns the digests of its
+/// manifest and layer there.
+fn push_upstream_to(
+    up: &Berth,
+    tmp: &Path,
+    repository: &str,
+    tag: &str,
+    data: &[u8],
+) -> (String, String) {
+    let image = repository.replace('/', "-");
     let dir = tmp.join(format!("src-{image}-{tag}-{}", sha256_hex(data)));
     write_image(&dir, tag, "payload.bin", data);
     run(skopeo(tmp).args([
@@ -76,7 +89,7 @@ fn push_upstream(up: &Berth, tmp: &Path, image: &str, tag: &str, data: &[u8]) ->
         "--dest-creds",
         &root_creds(),
         &format!("oci:{}:{tag}", dir.display()),
-        &format!("docker://{}/library/{image}:{tag}", up.addr),
+        &format!("docker://{}/{repository}:{tag}", up.addr),
     ]));
     // skopeo may compress the layer on the way: take the digests the upstream holds.
     let out = run(skopeo(tmp).args([
@@ -84,7 +97,7 @@ fn push_upstream(up: &Berth, tmp: &Path, image: &str, tag: &str, data: &[u8]) ->
         "--tls-verify=false",
         "--creds",
         &root_creds(),
-        &format!("docker://{}/library/{image}:{tag}", up.addr),
+        &format!("docker://{}/{repository}:{tag}", up.addr),
     ]));
     let v: Value = serde_json::from_str(&out).expect("skopeo inspect prints JSON");
     (
@@ -98,6 +111,7 @@ fn start_upstream() -> Berth {
     let up = Berth::start();
     up.project("library/alpine", "private");
     up.project("library/big", "private");
+    up.project("oss/tool", "public");
     up
 }
 
@@ -105,6 +119,8 @@ fn start_upstream() -> Berth {
 /// `rita` in it and an outsider `otto`.
 fn start_proxy(up: &Berth) -> Berth {
     let upstream = format!("http://{}", up.addr);
+    // A second upstream by host name, reached at the same loopback registry.
+    let extra = format!("mirror.test={upstream}");
     let proxy = Berth::start_with(
         &[],
         &[
@@ -115,6 +131,7 @@ fn start_proxy(up: &Berth) -> Berth {
             ("BERTH_DEPENDENCY_PROXY_MANIFEST_REVALIDATE", "1s"),
             ("BERTH_DEPENDENCY_PROXY_TTL_INTERVAL", "1s"),
             ("BERTH_DEPENDENCY_PROXY_TTL_UNIT", "1s"),
+            ("BERTH_DEPENDENCY_PROXY_EXTRA_UPSTREAMS", extra.as_str()),
         ],
     );
     proxy.project("grp/app", "private");
@@ -220,6 +237,14 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
     assert!(
         storage.has_blob(&v1_layer),
         "the layer is cached in the proxy's store"
+    );
+
+    // An allowed extra upstream, named by its host as the image's first segment
+    // (anonymous there: a public project), with no `library/` added.
+    let (tool_digest, _) = push_upstream_to(&up, tmp, "oss/tool", "1", b"a public tool");
+    assert_eq!(
+        inspect_digest(&proxy, tmp, "mirror.test/oss/tool", "1"),
+        tool_digest
     );
 
     // A non-member gets no grant and is refused, as the registry refuses.
