@@ -325,6 +325,18 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
     assert_eq!(status, 200, "{settings}");
     assert!(settings["size"].as_i64().unwrap() > 64 << 20, "{settings}");
     assert_eq!(settings["enabled"], true);
+    // The group's usage counts the cached bytes.
+    let (status, group) = api(
+        &proxy,
+        reqwest::Method::GET,
+        "/groups/grp?statistics=true",
+        &root,
+    );
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(
+        group["statistics"]["dependency_proxy_size"],
+        settings["size"]
+    );
     let (status, purged) = api(
         &proxy,
         reqwest::Method::DELETE,
@@ -346,6 +358,13 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
         "/groups/grp/dependency_proxy/settings",
         &root,
     );
+    let (_, group) = api(
+        &proxy,
+        reqwest::Method::GET,
+        "/groups/grp?statistics=true",
+        &root,
+    );
+    assert_eq!(group["statistics"]["dependency_proxy_size"], 0);
     assert_eq!(
         (settings["blobs_count"].clone(), settings["size"].clone()),
         (json!(0), json!(0))
