@@ -12,7 +12,7 @@ use berth_meta::{GroupUpdate, Namespace, Source, Window};
 use super::schemas::{
     ApiErrorBody, CreateGroup, Group, GroupListParams, IdOrPath, InvalidOrRefused,
     InvalidRefusedOrMissing, MessageError, MessageValue, PageParams, Project as ProjectBody,
-    ProjectListParams, RefusedOrMissing, TransferGroup, UpdateGroup,
+    ProjectListParams, TransferGroup, UpdateGroup,
 };
 use super::{
     find_group, projects, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params, Path,
