@@ -5,6 +5,7 @@ use berth_oci::Digest;
 use sqlx::Row;
 
 use super::gc::delete_blob;
+use super::registry::record_blob;
 use super::{Db, CONCURRENT_WRITERS};
 use crate::common::digest;
 use crate::gc::BlobRecord;
@@ -162,21 +163,7 @@ impl ProxyMeta for Db {
 
     async fn link_proxy_blob(&self, ns: i64, d: &Digest, size: u64, now: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        if CONCURRENT_WRITERS {
-            // Wait out a GC review removing this blob, as a push's link does.
-            sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR KEY SHARE")
-                .bind(d.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(d.as_str())
-        .bind(size as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        record_blob(&mut tx, d, size, now).await?;
         sqlx::query(
             "INSERT INTO dependency_proxy_blobs (namespace_id, digest, size, created_at, read_at) \
              VALUES ($1, $2, $3, $4, $4) \

@@ -2,12 +2,12 @@
 //! scopes on `<group>/dependency_proxy/containers/…`, which belong to a group, not
 //! to a project. The rule itself is `berth_core::dependency_proxy_may_pull`.
 
-use berth_core::{dependency_proxy_may_pull, ActionSet, Credential, Scope};
+use berth_core::{dependency_proxy_may_pull, ActionSet, Credential};
 use berth_meta::{Meta, MetaError, Namespace, NamespaceKind, Source};
 use serde_json::json;
 
 use crate::auth::jwt::ResourceAccess;
-use crate::auth::{Principal, Via};
+use crate::auth::{parse_scopes, Principal, Via};
 use crate::state::AppState;
 
 /// What the token service grants `principal` of `requested` on the proxy path
@@ -43,10 +43,6 @@ pub async fn grant(
     }))
 }
 
-fn scopes(list: &[String]) -> Vec<Scope> {
-    list.iter().filter_map(|s| s.parse().ok()).collect()
-}
-
 /// The credential's facts for a group (see `dependency_proxy_may_pull`).
 async fn credential(
     meta: &dyn Meta,
@@ -69,14 +65,14 @@ async fn credential(
         } => Credential::PersonalToken {
             admin: user.admin,
             role: meta.group_role(user.id, group.id, &today).await?,
-            scopes: scopes(&t.scopes),
+            scopes: parse_scopes(&t.scopes),
         },
         Principal::Deploy(t) => Credential::DeployToken {
             covers: match t.source {
                 Source::Namespace(id) => is_at_or_above(meta, id, group).await?,
                 Source::Project(_) => false,
             },
-            scopes: scopes(&t.scopes),
+            scopes: parse_scopes(&t.scopes),
         },
         Principal::Job { job, user } => {
             let project = meta.project(job.project_id).await?;
