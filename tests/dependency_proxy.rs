@@ -310,7 +310,12 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
         1,
         "ten concurrent pulls of an uncached blob make one upstream GET"
     );
-    assert!(storage.has_blob(&big_layer));
+    // The last bytes reach the clients as the fetch verifies and publishes them.
+    eventually(
+        Duration::from_secs(60),
+        "the big blob to be published",
+        || storage.has_blob(&big_layer).then_some(()),
+    );
 
     // The purge API (owner: root) empties the group's cache and frees the bytes.
     let root = proxy.admin(&[

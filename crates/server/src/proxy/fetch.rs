@@ -164,8 +164,10 @@ async fn from_store(state: &Shared, digest: &Digest, size: u64) -> Result<Joined
 }
 
 /// Read the spool file behind the fetch: what is written, then wait for more. The
-/// stream ends only once the fetch is verified and published, and fails if the
-/// fetch does.
+/// stream ends once the fetch is verified and published, and fails if the fetch
+/// does; but with the length announced, the client has every byte when the last one
+/// is sent (it verifies the digest itself, as registry clients do), while the cache
+/// keeps the blob only once verified.
 fn tail(file: tokio::fs::File, rx: watch::Receiver<Progress>) -> ByteStream {
     const CHUNK: usize = 256 * 1024;
     let stream = futures::stream::unfold(
