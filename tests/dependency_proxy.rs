@@ -152,12 +152,16 @@ fn proxied(proxy: &Berth, image: &str, tag: &str) -> String {
 
 /// The digest of `image:tag` through the proxy, as skopeo sees it.
 fn inspect_digest(proxy: &Berth, tmp: &Path, image: &str, tag: &str) -> String {
+    inspect_digest_as(proxy, tmp, image, tag, "rita:rita-password-1234")
+}
+
+fn inspect_digest_as(proxy: &Berth, tmp: &Path, image: &str, tag: &str, creds: &str) -> String {
     let out = run(skopeo(tmp).args([
         "inspect",
         "--no-tags",
         "--tls-verify=false",
         "--creds",
-        "rita:rita-password-1234",
+        creds,
         &proxied(proxy, image, tag),
     ]));
     let v: Value = serde_json::from_str(&out).expect("skopeo inspect prints JSON");
@@ -239,6 +243,58 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
         "the layer is cached in the proxy's store"
     );
 
+    // A personal access token with read_registry and a group deploy token pull too.
+    let pat = proxy.admin(&[
+        "token",
+        "create",
+        "--user",
+        "rita",
+        "--name",
+        "pull",
+        "--scopes",
+        "read_registry",
+    ]);
+    let by_pat = inspect_digest_as(&proxy, tmp, "alpine", "3.20", &format!("rita:{pat}"));
+    assert_eq!(by_pat, v1);
+    let deploy = proxy.admin(&[
+        "deploy-token",
+        "create",
+        "--group",
+        "grp",
+        "--name",
+        "ci",
+        "--scopes",
+        "read_registry",
+    ]);
+    let (deploy_user, deploy_secret) = deploy.split_once('\n').unwrap();
+    let by_deploy = inspect_digest_as(
+        &proxy,
+        tmp,
+        "alpine",
+        "3.20",
+        &format!("{deploy_user}:{deploy_secret}"),
+    );
+    assert_eq!(by_deploy, v1);
+
+    // What the upstream does not have: its answer, in the OCI error format.
+    let (_, token) = proxy_token(&proxy, "rita", "rita-password-1234", "alpine");
+    let resp = http()
+        .get(format!(
+            "{}/v2/grp/dependency_proxy/containers/alpine/manifests/no-such-tag",
+            proxy.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let err: Value = resp.json().unwrap();
+    assert_eq!(err["errors"][0]["code"], "MANIFEST_UNKNOWN", "{err}");
+    let message = err["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("upstream registry answered 404"),
+        "{message}"
+    );
+
     // An allowed extra upstream, named by its host as the image's first segment
     // (anonymous there: a public project), with no `library/` added.
     let (tool_digest, _) = push_upstream_to(&up, tmp, "oss/tool", "1", b"a public tool");
@@ -283,6 +339,11 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
         "the moved tag through the proxy",
         || (inspect_digest(&proxy, tmp, "alpine", "3.20") == v2).then_some(()),
     );
+
+    // Tags are revalidated with a HEAD (which Docker Hub does not count).
+    assert!(up.log().lines().any(|l| l.contains("method=HEAD")
+        && l.contains("path=/v2/library/alpine/manifests/3.20")
+        && l.contains("status=200")));
 
     // Ten concurrent pulls of one uncached 64 MiB blob: one upstream GET.
     let big = support::random_bytes(64 << 20);
