@@ -468,6 +468,27 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
             (gone && s["size"] == 0 && s["manifests_count"] == 0).then_some(())
         },
     );
+
+    // A group that turned its proxy off refuses pulls, saying why.
+    let (status, _) = api(
+        &proxy,
+        reqwest::Method::PUT,
+        "/groups/grp/dependency_proxy/settings?enabled=false",
+        &root,
+    );
+    assert_eq!(status, 200);
+    let (_, token) = proxy_token(&proxy, "rita", "rita-password-1234", "alpine");
+    let resp = http()
+        .get(format!(
+            "{}/v2/grp/dependency_proxy/containers/alpine/manifests/3.20",
+            proxy.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let err: Value = resp.json().unwrap();
+    assert_eq!(err["errors"][0]["code"], "DENIED", "{err}");
 }
 
 /// `berth ci-env` prints what a CI script needs to pull through the group's proxy
