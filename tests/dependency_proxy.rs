@@ -212,6 +212,23 @@ fn upstream_blob_gets(up: &Berth, image: &str, digest: &str) -> usize {
         .count()
 }
 
+/// `GET` a manifest through the proxy with a registry token.
+fn get_manifest(
+    proxy: &Berth,
+    token: &str,
+    image: &str,
+    reference: &str,
+) -> reqwest::blocking::Response {
+    http()
+        .get(format!(
+            "{}/v2/grp/dependency_proxy/containers/{image}/manifests/{reference}",
+            proxy.url
+        ))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+}
+
 fn api(proxy: &Berth, method: reqwest::Method, path: &str, token: &str) -> (u16, Value) {
     let resp = http()
         .request(method, format!("{}/api/v4{path}", proxy.url))
@@ -278,14 +295,7 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
 
     // What the upstream does not have: its answer, in the OCI error format.
     let (_, token) = proxy_token(&proxy, "rita", "rita-password-1234", "alpine");
-    let resp = http()
-        .get(format!(
-            "{}/v2/grp/dependency_proxy/containers/alpine/manifests/no-such-tag",
-            proxy.url
-        ))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let resp = get_manifest(&proxy, &token, "alpine", "no-such-tag");
     assert_eq!(resp.status(), 404);
     let err: Value = resp.json().unwrap();
     assert_eq!(err["errors"][0]["code"], "MANIFEST_UNKNOWN", "{err}");
@@ -305,14 +315,7 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
 
     // A non-member gets no grant and is refused, as the registry refuses.
     let (_, token) = proxy_token(&proxy, "otto", "otto-password-1234", "alpine");
-    let resp = http()
-        .get(format!(
-            "{}/v2/grp/dependency_proxy/containers/alpine/manifests/3.20",
-            proxy.url
-        ))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let resp = get_manifest(&proxy, &token, "alpine", "3.20");
     assert_eq!(resp.status(), 401);
     assert!(resp.headers()["www-authenticate"]
         .to_str()
@@ -478,14 +481,7 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
     );
     assert_eq!(status, 200);
     let (_, token) = proxy_token(&proxy, "rita", "rita-password-1234", "alpine");
-    let resp = http()
-        .get(format!(
-            "{}/v2/grp/dependency_proxy/containers/alpine/manifests/3.20",
-            proxy.url
-        ))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let resp = get_manifest(&proxy, &token, "alpine", "3.20");
     assert_eq!(resp.status(), 403);
     let err: Value = resp.json().unwrap();
     assert_eq!(err["errors"][0]["code"], "DENIED", "{err}");
