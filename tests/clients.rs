@@ -12,7 +12,7 @@ use std::process::Command;
 
 use rand::RngCore;
 use serde_json::{json, Value};
-use support::{run, sha256_file, sha256_hex, Berth, ROOT_PASSWORD};
+use support::{podman, run, sha256_file, sha256_hex, Berth, ROOT_PASSWORD};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -862,22 +862,6 @@ fn skopeo_delete() {
 // ---------------------------------------------------------------------------
 // podman
 // ---------------------------------------------------------------------------
-
-/// podman on a private vfs store under `dir`, leaving the machine's store alone, with
-/// its registry credentials (`podman login`) in `dir/auth.json`.
-fn podman(dir: &Path) -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("runroot"))
-        .arg("--tmpdir")
-        .arg(dir.join("tmp"))
-        .args(["--storage-driver", "vfs", "--events-backend", "none"])
-        .env("TMPDIR", dir.join("tmp"))
-        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"));
-    cmd
-}
 
 #[test]
 fn podman_push_pull() {

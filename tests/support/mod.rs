@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_meta::testing::TestDatabase;
 
+pub mod dockerd;
 mod proxy;
 pub mod throttle;
 
@@ -897,4 +898,20 @@ impl Storage {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// podman on a private vfs store under `dir`, leaving the machine's store alone, with
+/// its registry credentials (`podman login`) in `dir/auth.json`.
+pub fn podman(dir: &Path) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("runroot"))
+        .arg("--tmpdir")
+        .arg(dir.join("tmp"))
+        .args(["--storage-driver", "vfs", "--events-backend", "none"])
+        .env("TMPDIR", dir.join("tmp"))
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"));
+    cmd
 }

@@ -146,8 +146,35 @@ pub async fn run(cfg: Config, args: CiEnvArgs) -> anyhow::Result<()> {
         ),
         ("CI_REGISTRY_USER", "gitlab-ci-token".to_string()),
         ("CI_REGISTRY_PASSWORD", secret.clone()),
-        ("CI_JOB_TOKEN", secret),
+        ("CI_JOB_TOKEN", secret.clone()),
     ];
+    let secret_for_proxy = secret;
+    // GitLab's dependency proxy variables: the job token signs in, and the prefixes
+    // name the project's top-level group and its own group.
+    let top = project.full_path.split('/').next().unwrap_or_default();
+    let own = project
+        .full_path
+        .rsplit_once('/')
+        .map_or(top, |(group, _)| group);
+    vars.extend([
+        ("CI_DEPENDENCY_PROXY_SERVER", host.clone()),
+        (
+            "CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX",
+            format!(
+                "{host}/{}/dependency_proxy/containers",
+                top.to_ascii_lowercase()
+            ),
+        ),
+        (
+            "CI_DEPENDENCY_PROXY_DIRECT_GROUP_IMAGE_PREFIX",
+            format!(
+                "{host}/{}/dependency_proxy/containers",
+                own.to_ascii_lowercase()
+            ),
+        ),
+        ("CI_DEPENDENCY_PROXY_USER", "gitlab-ci-token".to_string()),
+        ("CI_DEPENDENCY_PROXY_PASSWORD", secret_for_proxy),
+    ]);
     // GitLab hands a deploy token named gitlab-deploy-token to jobs as CI_DEPLOY_USER /
     // CI_DEPLOY_PASSWORD. Its secret is stored hashed, so the job gets a secret of its
     // own that acts as that deploy token until the job ends.

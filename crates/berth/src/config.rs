@@ -74,6 +74,58 @@ pub struct Config {
     pub body_min_rate: u64,
     /// Open connections beyond this are answered 503; `BERTH_MAX_CONNECTIONS`.
     pub max_connections: usize,
+    /// The dependency proxy (`[dependency_proxy]`, `BERTH_DEPENDENCY_PROXY_*`).
+    pub dependency_proxy: DependencyProxyConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DependencyProxyConfig {
+    /// The instance switch (each group has its own too).
+    pub enabled: bool,
+    /// The default upstream: Docker Hub.
+    pub upstream_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_password: Option<String>,
+    /// Registry hosts an image may name first (`…/containers/ghcr.io/org/img`), each
+    /// reached at `https://<host>`, or `host=url` to reach it elsewhere. A list in
+    /// berth.toml, comma-separated in the environment.
+    #[serde(with = "string_list")]
+    pub extra_upstreams: Vec<String>,
+    /// Allow plain `http://` upstreams.
+    pub allow_insecure_upstreams: bool,
+    /// A manifest pulled by tag is checked upstream at most this often.
+    #[serde(with = "humantime_serde_compat")]
+    pub manifest_revalidate: Duration,
+    /// Connecting to an upstream, and any pause in its answer, are cut after this.
+    #[serde(with = "humantime_serde_compat")]
+    pub upstream_timeout: Duration,
+    /// How often the groups' TTL policies run.
+    #[serde(with = "humantime_serde_compat")]
+    pub ttl_interval: Duration,
+    /// The length of a TTL day (a day; shorter only to test TTL policies).
+    #[serde(with = "humantime_serde_compat")]
+    pub ttl_unit: Duration,
+}
+
+impl Default for DependencyProxyConfig {
+    fn default() -> Self {
+        let d = berth_server::proxy::ProxyConfig::default();
+        DependencyProxyConfig {
+            enabled: d.enabled,
+            upstream_url: d.upstream_url,
+            upstream_username: None,
+            upstream_password: None,
+            extra_upstreams: Vec::new(),
+            allow_insecure_upstreams: false,
+            manifest_revalidate: d.manifest_revalidate,
+            upstream_timeout: d.timeout,
+            ttl_interval: d.ttl_interval,
+            ttl_unit: d.ttl_unit,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -256,6 +308,16 @@ const ENV_KEYS: &[&str] = &[
     "body_timeout",
     "body_min_rate",
     "max_connections",
+    "dependency_proxy.enabled",
+    "dependency_proxy.upstream_url",
+    "dependency_proxy.upstream_username",
+    "dependency_proxy.upstream_password",
+    "dependency_proxy.extra_upstreams",
+    "dependency_proxy.allow_insecure_upstreams",
+    "dependency_proxy.manifest_revalidate",
+    "dependency_proxy.upstream_timeout",
+    "dependency_proxy.ttl_interval",
+    "dependency_proxy.ttl_unit",
 ];
 
 impl Default for Config {
@@ -284,6 +346,7 @@ impl Default for Config {
             body_timeout: berth_server::serving::Limits::default().body_inactivity,
             body_min_rate: berth_server::serving::Limits::default().body_min_rate,
             max_connections: berth_server::serving::Limits::default().max_connections,
+            dependency_proxy: DependencyProxyConfig::default(),
         }
     }
 }
@@ -368,6 +431,9 @@ impl Config {
     /// The effective configuration for display, with secrets masked.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
+        if c.dependency_proxy.upstream_password.is_some() {
+            c.dependency_proxy.upstream_password = Some("********".into());
+        }
         if c.storage.s3.secret_access_key.is_some() {
             c.storage.s3.secret_access_key = Some("********".into());
         }
@@ -393,6 +459,23 @@ impl Config {
 
     /// Where the token signing key was kept before it moved into the database; a file
     /// found there is adopted by the first start.
+    pub fn proxy_config(&self) -> berth_server::proxy::ProxyConfig {
+        let p = &self.dependency_proxy;
+        berth_server::proxy::ProxyConfig {
+            enabled: p.enabled,
+            upstream_url: p.upstream_url.clone(),
+            upstream_username: p.upstream_username.clone(),
+            upstream_password: p.upstream_password.clone(),
+            extra_upstreams: p.extra_upstreams.clone(),
+            allow_insecure_upstreams: p.allow_insecure_upstreams,
+            manifest_revalidate: p.manifest_revalidate,
+            timeout: p.upstream_timeout,
+            spool_dir: self.data_dir.join("proxy-spool"),
+            ttl_interval: p.ttl_interval,
+            ttl_unit: p.ttl_unit,
+        }
+    }
+
     pub fn signing_key_path(&self) -> PathBuf {
         self.data_dir.join("jwt-signing-key.pem")
     }
@@ -429,6 +512,8 @@ impl Config {
                             format!("storage.s3.{rest}").into()
                         } else if let Some(rest) = k.strip_prefix("storage_") {
                             format!("storage.{rest}").into()
+                        } else if let Some(rest) = k.strip_prefix("dependency_proxy_") {
+                            format!("dependency_proxy.{rest}").into()
                         } else if let Some(rest) = k.strip_prefix("database_") {
                             format!("database.{rest}").into()
                         } else {
@@ -472,6 +557,13 @@ impl Config {
             );
         }
         cfg.trusted_proxies()?;
+        cfg.proxy_config()
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::ensure!(
+            !cfg.dependency_proxy.upstream_timeout.is_zero(),
+            "dependency_proxy.upstream_timeout must be longer than zero"
+        );
         for (name, d) in [
             ("header_read_timeout", cfg.header_read_timeout),
             ("idle_timeout", cfg.idle_timeout),

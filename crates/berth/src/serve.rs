@@ -35,6 +35,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         login: Default::default(),
         jobs: Default::default(),
         metrics: berth_server::metrics::install(),
+        proxy: berth_server::proxy::Proxy::new(cfg.proxy_config())
+            .map_err(|e| anyhow::anyhow!("dependency_proxy: {e}"))?,
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await

@@ -365,6 +365,41 @@ pub fn allowed_actions(facts: ProjectFacts, cred: &Credential) -> ActionSet {
     }
 }
 
+/// Whether a caller may pull through a group's dependency proxy, as GitLab decides:
+/// at least Reporter in the group (inherited memberships count; administrators may),
+/// by password or a token that may read the registry; a deploy token of the group (or
+/// of one above it) with `read_registry`; a CI job of a project in the group. Nobody
+/// anonymous. Read the credential's fields for the group: `role` is the group role,
+/// `covers` whether the deploy token reaches the group, `own_project` whether the
+/// job's project is in the group.
+pub fn dependency_proxy_may_pull(cred: &Credential) -> bool {
+    let reporter = |admin: bool, role: Option<AccessLevel>| {
+        admin || role.is_some_and(|r| r >= AccessLevel::Reporter)
+    };
+    let reads = |scopes: &[Scope]| {
+        scopes
+            .iter()
+            .any(|s| matches!(s, Scope::Api | Scope::ReadRegistry | Scope::WriteRegistry))
+    };
+    match cred {
+        Credential::Anonymous => false,
+        Credential::Password { admin, role } => reporter(*admin, *role),
+        Credential::PersonalToken {
+            admin,
+            role,
+            scopes,
+        } => reporter(*admin, *role) && reads(scopes),
+        Credential::DeployToken { covers, scopes } => {
+            *covers && scopes.contains(&Scope::ReadRegistry)
+        }
+        Credential::JobToken {
+            own_project,
+            admin,
+            role,
+        } => *own_project || reporter(*admin, *role),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,5 +556,42 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![Action::Pull]
         );
+    }
+
+    #[test]
+    fn dependency_proxy_pulls() {
+        use AccessLevel::*;
+        let pw = |role| Credential::Password { admin: false, role };
+        assert!(!dependency_proxy_may_pull(&Credential::Anonymous));
+        assert!(!dependency_proxy_may_pull(&pw(None)));
+        assert!(!dependency_proxy_may_pull(&pw(Some(Guest))));
+        assert!(dependency_proxy_may_pull(&pw(Some(Reporter))));
+        let pat = |scopes: Vec<Scope>| Credential::PersonalToken {
+            admin: false,
+            role: Some(Developer),
+            scopes,
+        };
+        assert!(dependency_proxy_may_pull(&pat(vec![Scope::ReadRegistry])));
+        assert!(!dependency_proxy_may_pull(&pat(vec![Scope::ReadApi])));
+        let deploy = |covers, scopes| Credential::DeployToken { covers, scopes };
+        assert!(dependency_proxy_may_pull(&deploy(
+            true,
+            vec![Scope::ReadRegistry]
+        )));
+        assert!(!dependency_proxy_may_pull(&deploy(
+            false,
+            vec![Scope::ReadRegistry]
+        )));
+        assert!(!dependency_proxy_may_pull(&deploy(
+            true,
+            vec![Scope::WriteRegistry]
+        )));
+        let job = |own_project| Credential::JobToken {
+            own_project,
+            admin: false,
+            role: None,
+        };
+        assert!(dependency_proxy_may_pull(&job(true)));
+        assert!(!dependency_proxy_may_pull(&job(false)));
     }
 }

@@ -13,6 +13,6 @@ pub mod protection;
 pub mod re2;
 
 pub use access::{
-    allowed_actions, AccessLevel, Action, ActionSet, Credential, ProjectFacts, RegistryAccess,
-    Scope, Visibility,
+    allowed_actions, dependency_proxy_may_pull, AccessLevel, Action, ActionSet, Credential,
+    ProjectFacts, RegistryAccess, Scope, Visibility,
 };

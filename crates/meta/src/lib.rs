@@ -41,6 +41,7 @@ pub mod org;
 mod postgres;
 mod postgres_locks;
 pub mod protection;
+pub mod proxy;
 pub mod repositories;
 pub mod sessions;
 mod sqlite;
@@ -60,6 +61,7 @@ pub use instance::*;
 pub use org::*;
 pub use postgres::{PgMeta, DEFAULT_MAX_CONNECTIONS};
 pub use protection::*;
+pub use proxy::*;
 pub use repositories::*;
 pub use sessions::*;
 pub use sqlite::SqliteMeta;
@@ -162,6 +164,7 @@ pub trait Meta:
     + SessionMeta
     + InstanceMeta
     + ProtectionMeta
+    + ProxyMeta
     + 'static
 {
 }
@@ -175,6 +178,7 @@ impl<
             + SessionMeta
             + InstanceMeta
             + ProtectionMeta
+            + ProxyMeta
             + 'static,
     > Meta for T
 {

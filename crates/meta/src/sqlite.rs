@@ -164,6 +164,8 @@ mod instance;
 mod org;
 #[path = "ops/protection.rs"]
 mod protection;
+#[path = "ops/proxy.rs"]
+mod proxy;
 #[path = "ops/registry.rs"]
 mod registry;
 #[path = "ops/repositories.rs"]

@@ -65,6 +65,10 @@ pub const COPIED: &[(&str, &str)] = &[
     ("refresh_tokens", ""),
     // The token signing key: tokens the old node issued stay valid on the new ones.
     ("instance_secrets", ""),
+    // The dependency proxy's cache (its blobs move with the other blobs).
+    ("dependency_proxy_settings", ""),
+    ("dependency_proxy_manifests", ""),
+    ("dependency_proxy_blobs", ""),
 ];
 
 /// Tables left behind, and why.

@@ -212,6 +212,10 @@ async fn hopeless(
     claims: Option<&Claims>,
     repository: &str,
 ) -> RegistryResult<Option<String>> {
+    // A dependency proxy path belongs to a group: a token is all that can help.
+    if crate::proxy::split_name(repository).is_some() {
+        return Ok(None);
+    }
     let project = state
         .meta
         .project_for_paths(&project_candidates(repository))

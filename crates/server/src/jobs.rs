@@ -33,6 +33,7 @@ pub fn start(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(expire_uploads(state.clone())),
         tokio::spawn(delete_repositories(state.clone())),
         tokio::spawn(run_cleanup_policies(state.clone())),
+        tokio::spawn(crate::proxy::cache::run_ttl_policies(state.clone())),
         tokio::spawn(collect_garbage(state)),
     ]
 }

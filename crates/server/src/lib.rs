@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod org;
 pub mod protection;
+pub mod proxy;
 mod registry;
 pub mod serving;
 pub mod state;

@@ -51,6 +51,8 @@ pub struct AppState {
     pub login: crate::auth::LoginGuard,
     pub jobs: crate::jobs::Jobs,
     pub metrics: Option<PrometheusHandle>,
+    /// The dependency proxy: its settings, upstream client and fetches in progress.
+    pub proxy: crate::proxy::Proxy,
 }
 
 pub type Shared = Arc<AppState>;

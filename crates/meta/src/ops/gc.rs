@@ -19,7 +19,7 @@ use super::registry::lock_repo;
 use super::{retry_deadlocks, Conn, Db, CONCURRENT_WRITERS};
 
 /// Delete a blob's metadata and record its bytes as pending deletion.
-async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
+pub(super) async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
     for sql in [
         "DELETE FROM repository_blobs WHERE digest = $1",
         "DELETE FROM blobs WHERE digest = $1",
@@ -232,8 +232,10 @@ impl GcMeta for Db {
                     .execute(&mut *tx)
                     .await?;
             }
+            // A group's dependency proxy cache holding the blob references it too.
             let referenced: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1)",
+                "SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1) \
+                     OR EXISTS (SELECT 1 FROM dependency_proxy_blobs WHERE digest = $1)",
             )
             .bind(d.as_str())
             .fetch_one(&mut *tx)
@@ -376,7 +378,8 @@ impl GcMeta for Db {
         }
         let rows = sqlx::query(
             "SELECT digest, size FROM blobs b WHERE created_at < $1 \
-             AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = b.digest)",
+             AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = b.digest) \
+             AND NOT EXISTS (SELECT 1 FROM dependency_proxy_blobs pb WHERE pb.digest = b.digest)",
         )
         .bind(older_than)
         .fetch_all(&mut *tx)

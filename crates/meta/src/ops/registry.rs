@@ -75,6 +75,28 @@ async fn ensure_repo(conn: &mut Conn, path: &str, now: i64) -> Result<i64> {
     }
 }
 
+/// Record a verified blob in `blobs` (when new), for a link to it in the same
+/// transaction: a repository's, or a dependency proxy cache's.
+pub(super) async fn record_blob(conn: &mut Conn, d: &Digest, size: u64, now: i64) -> Result<()> {
+    if CONCURRENT_WRITERS {
+        // Wait out a GC review that is removing this blob, so it is recorded anew
+        // below instead of the link failing its foreign key.
+        sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR KEY SHARE")
+            .bind(d.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(d.as_str())
+    .bind(size as i64)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The id of an existing repository, locked for the transaction (PostgreSQL).
 async fn locked_repo_id(conn: &mut Conn, path: &str) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(concat!(
@@ -197,22 +219,7 @@ impl RegistryMeta for Db {
     async fn link_blob(&self, repository: &str, d: &Digest, size: u64, now: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let repo = ensure_repo(&mut tx, repository, now).await?;
-        if CONCURRENT_WRITERS {
-            // Wait out a GC review that is removing this blob, so it is recorded anew
-            // below instead of the link failing its foreign key.
-            sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR KEY SHARE")
-                .bind(d.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(d.as_str())
-        .bind(size as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        record_blob(&mut tx, d, size, now).await?;
         sqlx::query(
             "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",

@@ -8,6 +8,7 @@ pub(crate) mod instance;
 pub(crate) mod org;
 mod postgres_nodes;
 pub(crate) mod protection;
+pub(crate) mod proxy;
 pub(crate) mod registry;
 pub(crate) mod repositories;
 pub(crate) mod sessions;
@@ -151,6 +152,7 @@ macro_rules! meta_suite {
             instance::blob_lock_shared_excludes_exclusive,
             instance::login_failures_are_counted_by_key_and_pruned,
             protection::rules_are_saved_limited_and_found_by_repository,
+            proxy::proxy_cache_settings_manifests_blobs_and_purges,
         );
     };
     (@tests $open:path; $($module:ident :: $name:ident),* $(,)?) => {

@@ -42,7 +42,7 @@ fn new_group(path: &str, parent_id: Option<i64>) -> NewGroup {
     }
 }
 
-async fn group(m: &dyn TestMeta, path: &str, parent_id: Option<i64>) -> Namespace {
+pub(crate) async fn group(m: &dyn TestMeta, path: &str, parent_id: Option<i64>) -> Namespace {
     m.create_group(&new_group(path, parent_id), 2)
         .await
         .unwrap()

@@ -140,6 +140,7 @@ impl View {
             full_path: g.full_path.clone(),
             parent_id: g.parent_id,
             created_at: timestamp(g.created_at),
+            statistics: None,
         })
     }
 

@@ -12,7 +12,7 @@ use berth_meta::{GroupUpdate, Namespace, Source, Window};
 use super::schemas::{
     ApiErrorBody, CreateGroup, Group, GroupListParams, IdOrPath, InvalidOrRefused,
     InvalidRefusedOrMissing, MessageError, MessageValue, PageParams, Project as ProjectBody,
-    ProjectListParams, RefusedOrMissing, TransferGroup, UpdateGroup,
+    ProjectListParams, TransferGroup, UpdateGroup,
 };
 use super::{
     find_group, projects, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params, Path,
@@ -168,10 +168,11 @@ async fn list(
     tag = "groups",
     params(
         ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+        ("statistics" = Option<bool>, Query, description = "Include storage statistics (dependency_proxy_size; Reporter or higher)"),
     ),
     responses(
         (status = 200, description = "The group", body = Group),
-        RefusedOrMissing,
+        InvalidRefusedOrMissing,
     )
 )]
 async fn show(
@@ -179,9 +180,19 @@ async fn show(
     caller: Caller,
     mut view: View,
     Path(id): Path<String>,
+    params: Params,
 ) -> ApiResult<Response> {
     let g = find_group(&state, &caller, &id).await?;
-    Ok(Json(view.group(&g).await?).into_response())
+    let mut body = view.group(&g).await?;
+    if params.bool("statistics")? == Some(true) {
+        caller
+            .require_group_level(&state, &g, AccessLevel::Reporter)
+            .await?;
+        body.statistics = Some(super::schemas::GroupStatistics {
+            dependency_proxy_size: state.meta.proxy_usage_below(g.id).await?,
+        });
+    }
+    Ok(Json(body).into_response())
 }
 
 /// GitLab's answer when a group cannot be saved: 400 with the model errors written

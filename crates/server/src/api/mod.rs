@@ -8,6 +8,7 @@
 //! authorise, call `crate::org` or the metadata store, render with `entities`.
 
 pub(crate) mod cleanup;
+mod dependency_proxy;
 mod entities;
 mod groups;
 pub(crate) mod history;
@@ -60,6 +61,7 @@ pub fn router() -> Router<Shared> {
         .merge(history::routes())
         .merge(members::routes())
         .merge(tokens::routes())
+        .merge(dependency_proxy::routes())
         .fallback(|| async { ApiError::message(StatusCode::NOT_FOUND, "404 Not Found") })
         .method_not_allowed_fallback(|| async {
             ApiError::message(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed")

@@ -16,7 +16,8 @@ use utoipa::openapi::{PathItem, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cleanup, groups, history, members, projects, protection, registry, settings, tokens, users,
+    cleanup, dependency_proxy, groups, history, members, projects, protection, registry, settings,
+    tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -109,6 +110,9 @@ use super::{
         tokens::group::show,
         tokens::group::delete,
         tokens::deploy_list_all,
+        dependency_proxy::show,
+        dependency_proxy::update,
+        dependency_proxy::purge,
     ),
     modifiers(&Security, &PageHeaders),
     security((), ("private_token" = []), ("bearer" = []), ("job_token" = [])),

@@ -300,6 +300,17 @@ pub struct Group {
     pub parent_id: Option<i64>,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Only with `statistics=true` (Reporter or higher in the group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub statistics: Option<GroupStatistics>,
+}
+
+/// Storage figures of a group (GitLab's root storage statistics, proxy part).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GroupStatistics {
+    /// Bytes the dependency proxy caches of this group and the groups below it.
+    pub dependency_proxy_size: i64,
 }
 
 /// The namespace a project is in.

@@ -151,7 +151,7 @@ pub fn today() -> String {
     humantime::format_rfc3339_seconds(now).to_string()[..10].to_string()
 }
 
-fn parse_scopes(list: &[String]) -> Vec<Scope> {
+pub(crate) fn parse_scopes(list: &[String]) -> Vec<Scope> {
     list.iter().filter_map(|s| s.parse().ok()).collect()
 }
 

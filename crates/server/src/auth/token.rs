@@ -513,6 +513,10 @@ pub(crate) async fn grant_repository(
     if RepoName::parse(name).is_err() {
         return Ok(None);
     }
+    // A group's dependency proxy: the group decides, not a project.
+    if let Some((group, _)) = crate::proxy::split_name(name) {
+        return crate::proxy::grant(state, principal, name, group, requested).await;
+    }
     let Some(project) = state
         .meta
         .project_for_paths(&project_candidates(name))

@@ -11,7 +11,7 @@ use crate::access::{authorize, Action};
 use crate::error::{Code, RegistryError, RegistryResult};
 use crate::state::{now_ms, Shared};
 
-fn blob_unknown(d: &Digest) -> RegistryError {
+pub(crate) fn blob_unknown(d: &Digest) -> RegistryError {
     RegistryError::new(Code::BlobUnknown, "blob unknown to registry")
         .detail(serde_json::json!({ "digest": d }))
 }
@@ -67,6 +67,18 @@ pub async fn get(
     // A client that just saw this blob may be about to reference it in a manifest:
     // keep garbage collection off it for another review delay.
     state.meta.postpone_blob_review(digest, now_ms()).await?;
+    serve(state, headers, digest, size, with_body).await
+}
+
+/// Answer a blob GET or HEAD from the store (with ranges, or a redirect to object
+/// storage), once the caller may read it and its size is known.
+pub(crate) async fn serve(
+    state: &Shared,
+    headers: &HeaderMap,
+    digest: &Digest,
+    size: u64,
+    with_body: bool,
+) -> RegistryResult<Response> {
     let base = Response::builder()
         .header("Docker-Content-Digest", digest.as_str())
         .header("Accept-Ranges", "bytes")

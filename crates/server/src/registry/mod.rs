@@ -2,7 +2,7 @@
 //! are parsed here by their fixed suffixes rather than by the router; each resource
 //! has its own module.
 
-mod blobs;
+pub(crate) mod blobs;
 #[cfg(test)]
 pub(crate) mod fuzz;
 mod listing;
@@ -115,6 +115,17 @@ pub async fn dispatch(State(state): State<Shared>, req: Request) -> Response {
     let rest = path
         .strip_prefix("/v2/")
         .or(if path == "/v2" { Some("") } else { None });
+    if let Some(route) = rest.and_then(crate::proxy::parse_route) {
+        let method = req.method().clone();
+        let label = format!("dependency_proxy_{}", method.as_str().to_ascii_lowercase());
+        let headers = req.headers().clone();
+        let mut resp = crate::proxy::dispatch(&state, route, &method, &headers)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+        resp.extensions_mut()
+            .insert(crate::metrics::RouteLabel(label));
+        return resp;
+    }
     let Some(route) = rest.and_then(parse_route) else {
         return RegistryError::new(Code::NameUnknown, "no such registry endpoint")
             .status(StatusCode::NOT_FOUND)

@@ -8,6 +8,7 @@
 //! `registry_actions`, the shared delete and policy functions), so a button that is
 //! not shown is also refused when its form is posted anyway.
 
+mod dependency_proxy;
 mod i18n;
 mod pages;
 mod policy_errors;
@@ -32,7 +33,11 @@ use crate::state::{now_ms, Shared};
 use session::{set_cookie, LANG_COOKIE, SESSION_COOKIE, SESSION_TTL_MS};
 
 /// Every template, by the name pages render it with.
-pub(crate) const TEMPLATES: [(&str, &str); 11] = [
+pub(crate) const TEMPLATES: [(&str, &str); 12] = [
+    (
+        "dependency_proxy.html",
+        include_str!("../../../../web/templates/dependency_proxy.html"),
+    ),
     (
         "base.html",
         include_str!("../../../../web/templates/base.html"),
@@ -489,6 +494,7 @@ async fn sign_out(
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     GroupRegistry(String),
+    DependencyProxy(String),
     ProjectRegistry(String),
     Repository(String, String),
     DeleteRepository(String, String),
@@ -506,6 +512,9 @@ fn route(path: &str) -> Option<Route> {
     let decoded: String = percent_decode(path)?;
     let path = decoded.trim_end_matches('/');
     if let Some(rest) = path.strip_prefix("/groups/") {
+        if let Some(group) = rest.strip_suffix("/-/dependency_proxy") {
+            return (!group.is_empty()).then(|| Route::DependencyProxy(group.to_string()));
+        }
         let group = rest.strip_suffix("/-/container_registries")?;
         return (!group.is_empty()).then(|| Route::GroupRegistry(group.to_string()));
     }
@@ -597,12 +606,14 @@ pub async fn dispatch(
             Route::Settings(p) => pages::save_settings(&state, &viewer, &p, &fields, &body).await,
             Route::RestoreTag(p, id) => pages::restore_tag(&state, &viewer, &p, &id, &fields).await,
             Route::RestoreRun(p) => pages::restore_run(&state, &viewer, &p, &fields).await,
+            Route::DependencyProxy(g) => dependency_proxy::save(&state, &viewer, &g, &fields).await,
             _ => viewer.error(StatusCode::METHOD_NOT_ALLOWED),
         };
     }
     let query = uri.query().unwrap_or("");
     match r {
         Route::GroupRegistry(g) => pages::group_registry(&state, &viewer, &g, query).await,
+        Route::DependencyProxy(g) => dependency_proxy::show(&state, &viewer, &g).await,
         Route::ProjectRegistry(p) => pages::project_registry(&state, &viewer, &p, query).await,
         Route::Repository(p, id) => pages::repository(&state, &viewer, &p, &id, query).await,
         Route::Tag(p, id, tag) => pages::tag(&state, &viewer, &p, &id, &tag, query).await,
@@ -644,6 +655,10 @@ mod tests {
         assert_eq!(
             route("/g/container_registry/container_registry"),
             Some(Route::ProjectRegistry(s("g/container_registry")))
+        );
+        assert_eq!(
+            route("/groups/g/sub/-/dependency_proxy"),
+            Some(Route::DependencyProxy(s("g/sub")))
         );
         assert_eq!(
             route("/groups/g/sub/-/container_registries"),
