@@ -204,6 +204,7 @@ try {
   // Sign out ends the server-side session.
   const cookies = await ctx.cookies();
   const session = cookies.find((c) => c.name === "berth_session");
+  await page.click("[data-test=user-menu] summary");
   await navigate(page, () => page.click("[data-test=sign-out]"));
   await page.goto(settings);
   out.after_sign_out_settings_url_has_sign_in = page.url().includes("/users/sign_in");

@@ -240,6 +240,20 @@ async fn create(
     mut view: View,
     params: Params,
 ) -> ApiResult<Response> {
+    let group = create_group(&state, &caller, &params)
+        .await
+        .map_err(failed_to_save)?;
+    Ok((StatusCode::CREATED, Json(view.group(&group).await?)).into_response())
+}
+
+/// Create a group the caller owns (the REST API and the new-group page); a subgroup
+/// needs maintainer or more in its parent. Refusals name their field; the REST API
+/// words them as GitLab's "Failed to save group".
+pub(crate) async fn create_group(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> ApiResult<Namespace> {
     let user = caller.require_user()?.clone();
     let name = params.required_string("name")?;
     let path = params.required_string("path")?;
@@ -249,13 +263,13 @@ async fn create(
     let description = params.string("description")?.unwrap_or_default();
     let parent = match params.int("parent_id")? {
         Some(id) => {
-            let parent = find_group(&state, &caller, &id.to_string()).await?;
+            let parent = find_group(state, caller, &id.to_string()).await?;
             // GitLab's default "roles allowed to create subgroups": maintainers.
             caller
-                .require_group_level(&state, &parent, AccessLevel::Maintainer)
+                .require_group_level(state, &parent, AccessLevel::Maintainer)
                 .await?;
             if let Some(e) = visibility_problem(visibility, parent.visibility) {
-                return Err(failed_to_save(e));
+                return Err(e);
             }
             Some(parent)
         }
@@ -270,7 +284,7 @@ async fn create(
         &description,
     )
     .await
-    .map_err(|e: OrgError| failed_to_save(e.into()))?;
+    .map_err(|e: OrgError| ApiError::from(e))?;
     state
         .meta
         .set_member(
@@ -281,7 +295,7 @@ async fn create(
             now_ms(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(view.group(&group).await?)).into_response())
+    Ok(group)
 }
 
 #[utoipa::path(

@@ -280,6 +280,21 @@ async fn create(
     mut view: View,
     params: Params,
 ) -> ApiResult<Response> {
+    let project = create_project(&state, &caller, &params).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view.project(&project, &caller).await?),
+    )
+        .into_response())
+}
+
+/// Create a project the caller owns (the REST API and the new-project page): in
+/// their own namespace, or in a group where they are maintainer or more.
+pub(crate) async fn create_project(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> ApiResult<Project> {
     let user = caller.require_user()?.clone();
     let non_blank = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let name = non_blank(params.string("name")?);
@@ -300,9 +315,9 @@ async fn create(
     let visibility = params
         .choice::<Visibility>("visibility")?
         .unwrap_or(Visibility::Private);
-    let access = registry_access(&params)?.unwrap_or(RegistryAccess::Enabled);
+    let access = registry_access(params)?.unwrap_or(RegistryAccess::Enabled);
     let description = params.string("description")?.unwrap_or_default();
-    let ns = target_namespace(&state, &caller, &params).await?;
+    let ns = target_namespace(state, caller, params).await?;
     if let Some(e) = visibility_problem(visibility, &ns) {
         return Err(e);
     }
@@ -326,11 +341,7 @@ async fn create(
         now_ms(),
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(view.project(&project, &caller).await?),
-    )
-        .into_response())
+    Ok(project)
 }
 
 #[utoipa::path(

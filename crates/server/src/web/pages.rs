@@ -162,7 +162,7 @@ fn short_digest(digest: &str) -> String {
 }
 
 /// `host[:port]` of the registry, for image paths and commands.
-fn registry_host(viewer: &Viewer) -> String {
+pub(crate) fn registry_host(viewer: &Viewer) -> String {
     let b = viewer.base.as_str();
     b.split_once("://").map(|(_, h)| h).unwrap_or(b).to_string()
 }
