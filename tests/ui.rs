@@ -648,4 +648,57 @@ fn self_service_in_a_real_browser() {
     );
     assert_eq!(r["this_session_after"], "/-/user_settings/profile");
     assert_eq!(r["old_session_after"], "/users/sign_in");
+
+    // axe-core over every page type, in both languages: no critical or serious
+    // violation.
+    // [screenshot name (new pages only), path] of every page type.
+    let pages = json!([
+        ["", "/"],
+        ["project-overview", "/team/app"],
+        ["group-overview", "/groups/team"],
+        ["user-namespace", "/alice"],
+        ["", "/team/app/container_registry"],
+        ["", "/groups/team/-/container_registries"],
+        // The first image of the project, and its tag v1 (found by the script).
+        ["", "{repository}"],
+        ["", "{repository}/-/tags/v1"],
+        ["", "/team/app/-/settings/packages_and_registries"],
+        ["project-members", "/team/app/-/project_members"],
+        ["group-members", "/groups/team/-/group_members"],
+        ["deploy-tokens", "/team/app/-/settings/repository"],
+        ["", "/groups/team/-/settings/repository"],
+        ["profile", "/-/user_settings/profile"],
+        ["password", "/-/user_settings/password/edit"],
+        ["access-tokens", "/-/user_settings/personal_access_tokens"],
+        ["new-group", "/groups/new"],
+        ["new-project", "/projects/new"],
+        ["admin", "/admin"],
+        ["admin-users", "/admin/users"],
+    ]);
+    // With BERTH_SCREENSHOTS=1 the new pages are kept under docs/screenshots/.
+    let shots = if std::env::var_os("BERTH_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+    } else {
+        tmp.path().join("screenshots")
+    };
+    let axe = node(
+        "axe.mjs",
+        &berth,
+        &[
+            ("AXE_PAGES", &pages.to_string()),
+            ("SCREENSHOT_DIR", shots.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(strings(&axe["files"]).len(), 2 * 14);
+    let bad: Vec<&Value> = axe["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["violations"].as_array().unwrap().is_empty())
+        .collect();
+    assert_eq!(axe["pages"], 2 * (3 + 20 + 1));
+    assert!(
+        bad.is_empty(),
+        "critical or serious accessibility violations: {bad:#?}"
+    );
 }

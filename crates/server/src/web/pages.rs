@@ -366,6 +366,17 @@ pub async fn project_registry(
     let here = format!("{}/container_registry", project_url(&p));
     let host = registry_host(viewer);
     let image = format!("{host}/{}", p.full_path.to_ascii_lowercase());
+    let storage = match state.meta.project_registry_size(p.id).await {
+        Ok(n) => n,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let nav = super::nav::context(
+        state,
+        viewer,
+        &super::nav::Place::Project(p.clone()),
+        "registry",
+    )
+    .await;
     viewer.render(
         StatusCode::OK,
         "registry.html",
@@ -393,6 +404,8 @@ pub async fn project_registry(
                 push => format!("docker push {image}"),
             },
             can_push => actions.push,
+            nav => nav,
+            storage_total => human_size(storage),
         },
     )
 }
@@ -439,6 +452,21 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         }
     }
     let here = format!("/groups/{}/-/container_registries", g.full_path);
+    // Deduplicated per project, as GitLab sums a group's registry.
+    let mut storage = 0;
+    for id in &ids {
+        match state.meta.project_registry_size(*id).await {
+            Ok(n) => storage += n,
+            Err(e) => return fail(viewer, e.into()),
+        }
+    }
+    let nav = super::nav::context(
+        state,
+        viewer,
+        &super::nav::Place::Group(g.clone()),
+        "registry",
+    )
+    .await;
     viewer.render(
         StatusCode::OK,
         "registry.html",
@@ -453,6 +481,8 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
             repositories => rows,
             cli => Value::from(()),
             can_push => false,
+            nav => nav,
+            storage_total => human_size(storage),
         },
     )
 }
