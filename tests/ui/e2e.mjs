@@ -171,7 +171,7 @@ try {
   const english = async () =>
     page.evaluate((allowedList) => {
       const allow = new Set(allowedList);
-      const skip = "code, .mono, .path, .tag-name, a.strong, .chip, td.nowrap, .num, .who, .brand, .platforms, .badge.accent, script, style, dialog, [data-test=repository-location], .preview-repo .mono, td:nth-child(2), h1, .crumbs a, .crumbs [aria-current]";
+      const skip = "code, .mono, .path, .tag-name, a.strong, .chip, td.nowrap, .num, .who, .brand, .platforms, .badge.accent, script, style, dialog, [data-test=repository-location], .preview-repo .mono, td:nth-child(2), h1, .crumbs a, .crumbs [aria-current], .menu-name, .sidebar-title";
       const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
       const words = [];
       for (let n = walker.nextNode(); n; n = walker.nextNode()) {

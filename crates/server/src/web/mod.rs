@@ -434,7 +434,8 @@ fn sign_in_form(
     error: Option<String>,
     redirect_to: &str,
 ) -> Response {
-    sign_in_with(viewer, status, username, error, redirect_to, context! {})
+    let extra = context! { signup => false, notice => Value::from(()) };
+    sign_in_with(viewer, status, username, error, redirect_to, extra)
 }
 
 fn sign_in_with(
