@@ -526,6 +526,7 @@ fn self_service_in_a_real_browser() {
             "Overview",
             "Container Registry",
             "Members",
+            "General settings",
             "Repository settings",
             "Packages & Registries"
         ]
@@ -648,6 +649,26 @@ fn self_service_in_a_real_browser() {
     );
     assert_eq!(r["this_session_after"], "/-/user_settings/profile");
     assert_eq!(r["old_session_after"], "/users/sign_in");
+    // General settings, and a path change that names the image paths it moves.
+    assert_eq!(r["edit_notice"], "Settings saved.");
+    assert_eq!(r["edit_description"], "Small tools");
+    assert_eq!(r["edit_visibility"], "internal");
+    assert_eq!(
+        strings(&r["move_images"]),
+        ["alice/tools/app", "alice/toolbox/app"]
+    );
+    assert_eq!(r["after_move_url"], "/alice/toolbox/edit");
+    let (ok, out) = skopeo_try(
+        tmp.path(),
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--authfile",
+            auth_s,
+            &format!("docker://{}/alice/toolbox/app:v1", berth.addr),
+        ],
+    );
+    assert!(ok, "the image moved with its project: {out}");
 
     // axe-core over every page type, in both languages: no critical or serious
     // violation.
@@ -655,6 +676,7 @@ fn self_service_in_a_real_browser() {
     let pages = json!([
         ["", "/"],
         ["project-overview", "/team/app"],
+        ["project-settings", "/team/app/edit"],
         ["group-overview", "/groups/team"],
         ["user-namespace", "/alice"],
         ["", "/team/app/container_registry"],
@@ -689,14 +711,14 @@ fn self_service_in_a_real_browser() {
             ("SCREENSHOT_DIR", shots.to_str().unwrap()),
         ],
     );
-    assert_eq!(strings(&axe["files"]).len(), 2 * 14);
+    assert_eq!(strings(&axe["files"]).len(), 2 * 15);
     let bad: Vec<&Value> = axe["results"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| !r["violations"].as_array().unwrap().is_empty())
         .collect();
-    assert_eq!(axe["pages"], 2 * (3 + 20 + 1));
+    assert_eq!(axe["pages"], 2 * (3 + 21 + 1));
     assert!(
         bad.is_empty(),
         "critical or serious accessibility violations: {bad:#?}"

@@ -214,6 +214,21 @@ try {
     await old.goto(base + "/-/user_settings/profile");
     out.old_session_after = new URL(old.url()).pathname;
     await other.close();
+
+    // General settings: description and visibility; then the path, after a
+    // confirmation naming the image paths that change.
+    await page.goto(base + "/alice/tools/edit");
+    await page.fill("[data-test=edit-description]", "Small tools");
+    await page.check("[data-test=visibility-internal]");
+    await navigate(page, () => page.click("[data-test=edit-save]"));
+    out.edit_notice = await text(page, "[data-test=notice]");
+    out.edit_description = await page.inputValue("[data-test=edit-description]");
+    out.edit_visibility = await page.$eval("[name=visibility]:checked", (e) => e.value);
+    await page.fill("[data-test=edit-path]", "toolbox");
+    await navigate(page, () => page.click("[data-test=edit-path-submit]"));
+    out.move_images = await all(page, "[data-test=moved-images] tbody tr td");
+    await navigate(page, () => page.click("[data-test=move-confirm-button]"));
+    out.after_move_url = new URL(page.url()).pathname;
   }
 } finally {
   await browser.close();

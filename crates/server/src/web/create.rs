@@ -20,7 +20,10 @@ const VISIBILITIES: [&str; 3] = ["private", "internal", "public"];
 
 /// Namespaces the viewer may create in: their own, then groups where they are
 /// maintainer or more (GitLab's default for projects and subgroups), by path.
-async fn namespaces(state: &Shared, viewer: &Viewer) -> Result<Vec<(i64, String)>, Response> {
+pub(crate) async fn namespaces(
+    state: &Shared,
+    viewer: &Viewer,
+) -> Result<Vec<(i64, String)>, Response> {
     let Some(user) = viewer.user.as_ref() else {
         return Ok(Vec::new());
     };

@@ -17,6 +17,7 @@ mod admin;
 mod create;
 mod deploy_tokens;
 mod forms;
+mod general;
 mod i18n;
 mod members;
 mod nav;
@@ -149,6 +150,10 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
     (
         "admin_users.html",
         include_str!("../../../../web/templates/admin_users.html"),
+    ),
+    (
+        "project_edit.html",
+        include_str!("../../../../web/templates/project_edit.html"),
     ),
     (
         "sign_up.html",
@@ -640,6 +645,8 @@ enum Route {
     RepositorySettings(Kind, String),
     RevokeDeployToken(Kind, String, String),
     GroupOverview(String),
+    /// `/<project>/edit`: general settings (else the overview of a project "edit").
+    EditProject(String),
     /// `/<path>`: a project, a group or a user namespace.
     Overview(String),
 }
@@ -714,6 +721,11 @@ fn route(path: &str) -> Option<Route> {
             return r;
         }
     }
+    if let Some(p) = path.strip_suffix("/edit") {
+        if p.contains('/') && !p.contains("/-/") {
+            return Some(Route::EditProject(p.to_string()));
+        }
+    }
     let plain = !path.is_empty()
         && !path.contains("/-/")
         && !path
@@ -763,6 +775,7 @@ pub async fn dispatch(
         };
         return match r {
             Route::Members(k, p) => members::add(&state, &viewer, k, &p, &form).await,
+            Route::EditProject(p) => general::save(&state, &viewer, &p, &form).await,
             Route::Member(k, p, id) => members::change(&state, &viewer, k, &p, &id, &form).await,
             Route::RepositorySettings(k, p) => {
                 deploy_tokens::create(&state, &viewer, k, &p, &form).await
@@ -806,6 +819,15 @@ pub async fn dispatch(
             deploy_tokens::show(&state, &mut viewer, k, &p, &headers).await
         }
         Route::GroupOverview(g) => overview::group(&state, &viewer, &g).await,
+        Route::EditProject(p) => {
+            // A project may itself be called "edit": its overview then.
+            let whole = format!("{p}/edit");
+            if matches!(state.meta.project_by_path(&whole).await, Ok(Some(_))) {
+                overview::any(&state, &viewer, &whole).await
+            } else {
+                general::show(&state, &viewer, &p).await
+            }
+        }
         Route::Overview(p) => overview::any(&state, &viewer, &p).await,
         Route::DeleteRepository(..)
         | Route::DeleteTags(..)
@@ -875,6 +897,7 @@ mod tests {
         );
         assert_eq!(route("/groups/g/s"), Some(Route::GroupOverview(s("g/s"))));
         assert_eq!(route("/g/p/-/nothing"), None);
+        assert_eq!(route("/g/p/edit"), Some(Route::EditProject(s("g/p"))));
         assert_eq!(
             route("/g/p/container_registry/1/-/tags/a%2Bb"),
             Some(Route::Tag(s("g/p"), s("1"), s("a+b")))

@@ -59,7 +59,7 @@ pub async fn context(state: &Shared, viewer: &Viewer, place: &Place, current: &s
                 overview_url => base.clone(),
                 registry_url => registry.then(|| format!("{base}/container_registry")),
                 members_url => format!("{base}/-/project_members"),
-                general_url => Value::from(()),
+                general_url => maintainer.then(|| format!("{base}/edit")),
                 repository_url => maintainer.then(|| format!("{base}/-/settings/repository")),
                 registry_settings_url => maintainer.then(|| format!("{base}/-/settings/packages_and_registries")),
             }
