@@ -280,7 +280,7 @@ fn web_ui_in_a_real_browser() {
     assert_eq!(r["regex_error_status"], 400);
     assert_eq!(r["policy_saved_notice"], "Settings saved.");
     assert_eq!(r["saved_delete_regex"], "v.*");
-    assert_eq!(r["saved_preview_total"], "1 tags would be deleted now.");
+    assert_eq!(r["saved_preview_total"], "1 tag would be deleted now.");
     assert_eq!(strings(&r["saved_preview_tags"]), ["v3"]);
     // The preview follows the form as it is edited, before saving.
     assert_eq!(r["live_preview_total"], "2 tags would be deleted now.");

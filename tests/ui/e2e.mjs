@@ -166,8 +166,8 @@ try {
   out.zh_h1 = await text(page, "h1");
   out.zh_crumb = await text(page, ".crumbs span:nth-of-type(2)");
   // Visible text outside names, paths and commands must not be English.
-  const allowed = new Set(["Berth", "English", "docker", "podman", "Manifest", "SBOM", "latest", "RE2",
-    "pattern", "read_registry", "write_registry", "main", "release", "image", "tag", "UTC", "KiB", "MiB", "CLI", "berth", "cleanup", "API"]);
+  const allowed = new Set(["Berth", "English", "docker", "podman", "SBOM", "latest", "RE2",
+    "read_registry", "write_registry", "main", "release", "image", "tag", "UTC", "KiB", "MiB", "CLI", "berth", "cleanup", "API"]);
   const english = async () =>
     page.evaluate((allowedList) => {
       const allow = new Set(allowedList);

@@ -212,10 +212,19 @@ fn environment() -> &'static Environment<'static> {
         let mut env = Environment::new();
         // Printing something undefined is an error (caught by tests), not a blank.
         env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
-        // `"{n} tags" | fill(n=3)`: placeholders of translated texts.
+        // `"{n} tags" | fill(n=3)`: placeholders of translated texts; with
+        // `one=t.<key>_one`, that text when n is 1 ("1 tag", not "1 tags").
         env.add_filter("fill", |text: String, kwargs: minijinja::value::Kwargs| {
-            let mut out = text;
+            let n: Option<Value> = kwargs.get("n")?;
+            let one: Option<String> = kwargs.get("one")?;
+            let mut out = match (one, n.and_then(|n| i64::try_from(n).ok())) {
+                (Some(one), Some(1)) => one,
+                _ => text,
+            };
             for key in kwargs.args() {
+                if key == "one" {
+                    continue;
+                }
                 let v: Value = kwargs.get(key)?;
                 out = out.replace(&format!("{{{key}}}"), &v.to_string());
             }
