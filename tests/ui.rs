@@ -278,6 +278,19 @@ fn web_ui_in_a_real_browser() {
         "Invalid pattern: an opening parenthesis is never closed (at character 2)."
     );
     assert_eq!(r["regex_error_status"], 400);
+    assert!(
+        r["keep_regex_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid pattern: "),
+        "{}",
+        r["keep_regex_error"]
+    );
+    assert_eq!(r["focus_after_error"], "name_regex_keep");
+    assert_eq!(
+        r["preview_after_error"], true,
+        "the preview follows the form"
+    );
     assert_eq!(r["policy_saved_notice"], "Settings saved.");
     assert_eq!(r["saved_delete_regex"], "v.*");
     assert_eq!(r["saved_preview_total"], "1 tag would be deleted now.");
@@ -658,6 +671,10 @@ fn self_service_in_a_real_browser() {
         ["alice/tools/app", "alice/toolbox/app"]
     );
     assert_eq!(r["after_move_url"], "/alice/toolbox/edit");
+    assert_eq!(
+        r["bob_select_all"], true,
+        "developers may delete tags in bulk"
+    );
     let (ok, out) = skopeo_try(
         tmp.path(),
         &[

@@ -127,12 +127,18 @@ try {
   await page.selectOption("[data-test=policy-keep-n]", "");
   await page.selectOption("[data-test=policy-older-than]", "");
   await page.fill("[data-test=policy-delete-regex]", "v(");
+  await page.fill("[data-test=policy-keep-regex]", "a[");
   const [bad] = await Promise.all([
     page.waitForNavigation(),
     page.click("[data-test=save-policy]"),
   ]);
   out.regex_error_status = bad.status();
   out.regex_error = await text(page, "[data-test=error-name_regex]");
+  // Every bad field has its error, focus is on the first, the preview is of the input.
+  out.keep_regex_error = await text(page, "[data-test=error-name_regex_keep]");
+  out.focus_after_error = await page.evaluate(() => document.activeElement && document.activeElement.name);
+  out.preview_after_error = (await page.$("[data-test=preview-error]")) !== null;
+  await page.fill("[data-test=policy-keep-regex]", "");
   await page.fill("[data-test=policy-delete-regex]", "v.*");
   await navigate(page, () => page.click("[data-test=save-policy]"));
   out.policy_saved_notice = await text(page, "[data-test=notice]");

@@ -229,6 +229,14 @@ try {
     out.move_images = await all(page, "[data-test=moved-images] tbody tr td");
     await navigate(page, () => page.click("[data-test=move-confirm-button]"));
     out.after_move_url = new URL(page.url()).pathname;
+
+    // Bob, a developer, may select tags to delete, as the server lets him.
+    const bobCtx = await browser.newContext({ locale: "en-US" });
+    const bob = await signIn(bobCtx, "bob", process.env.BOB_PASSWORD);
+    await bob.goto(base + "/team/app/container_registry");
+    await navigate(bob, () => bob.click("[data-test=repositories] tbody tr a.strong"));
+    out.bob_select_all = (await bob.$("[data-test=select-all]")) !== null;
+    await bobCtx.close();
   }
 } finally {
   await browser.close();

@@ -175,4 +175,8 @@
       pending = setTimeout(refresh, 50);
     });
   }
+  // A refused form: focus goes to its first field in error, so keyboard and screen
+  // reader users land where the problem is.
+  var invalid = document.querySelector('main [aria-invalid="true"]');
+  if (invalid) invalid.focus();
 })();

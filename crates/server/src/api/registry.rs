@@ -494,12 +494,10 @@ pub(crate) async fn delete_tags(
     names: &[String],
 ) -> ApiResult<u64> {
     let (p, actions) = readable(state, caller, id).await?;
-    let allowed = if names.len() > 1 {
-        actions.delete
-    } else {
-        actions.push
-    };
-    if !allowed {
+    // Deleting named tags, one or several, is GitLab's `destroy_container_image`:
+    // developers may (its GraphQL `destroyContainerRepositoryTags`); the regex bulk
+    // delete of the REST API stays with maintainers.
+    if !actions.push {
         return Err(ApiError::forbidden());
     }
     let r = repository_of(state, &p, rid).await?;

@@ -627,7 +627,7 @@ pub async fn repository(
             base_url => here.clone(),
             tags => rows,
             can_delete_tag => actions.push,
-            can_bulk_delete => actions.delete,
+            can_bulk_delete => actions.push,
             can_delete_repository => actions.delete,
             delete_tags_url => format!("{here}/delete_tags"),
             delete_repository_url => format!("{here}/delete"),
@@ -968,6 +968,7 @@ async fn preview_context(state: &AppState, lang: Lang, p: &Project, params: &Par
                             name => t.name.clone(), step => t.step.clone(),
                         }).collect::<Vec<_>>(),
                         delete_count => r.delete.len(),
+                        more => r.delete.len().saturating_sub(200),
                         keep_count => r.keep.len(),
                     }
                 })
@@ -1012,7 +1013,24 @@ pub async fn settings(
             .collect(),
         Err(e) => return fail(viewer, e.into()),
     };
-    let preview = preview_context(state, viewer.lang, &p, &Params::default()).await;
+    // After a refused save the preview shows the policy as typed, like the form.
+    let mut typed = Params::default();
+    if let Some((values, _)) = &submitted {
+        for key in [
+            "cadence",
+            "keep_n",
+            "older_than",
+            "name_regex",
+            "name_regex_keep",
+        ] {
+            if let Ok(v) = values.get_attr(key) {
+                if let Some(text) = v.as_str() {
+                    typed.set(key, text);
+                }
+            }
+        }
+    }
+    let preview = preview_context(state, viewer.lang, &p, &typed).await;
     let (status, values, errors) = match submitted {
         Some((values, errors)) => (StatusCode::BAD_REQUEST, values, errors),
         None => (StatusCode::OK, policy_values(&saved), Vec::new()),
@@ -1154,7 +1172,20 @@ pub async fn save_settings(
                             );
                             (f, why)
                         })
-                        .collect();
+                        .collect::<Vec<Problem>>();
+                    // The policy check stops at its first problem; the other pattern
+                    // is checked too, so every bad field shows its error at once.
+                    let mut problems = problems;
+                    for f in ["name_regex", "name_regex_keep"] {
+                        let value = field(fields, f).unwrap_or("");
+                        if problems.iter().any(|(p, _)| p.as_deref() == Some(f)) || value.is_empty()
+                        {
+                            continue;
+                        }
+                        if let Some(why) = policy_errors::regex_problem(viewer.lang, value) {
+                            problems.push((Some(f.to_string()), why));
+                        }
+                    }
                     settings(state, viewer, path, Some((values, problems))).await
                 }
             }
