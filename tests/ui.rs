@@ -694,6 +694,7 @@ fn self_service_in_a_real_browser() {
         ["", "/"],
         ["project-overview", "/team/app"],
         ["project-settings", "/team/app/edit"],
+        ["group-settings", "/groups/team/-/edit"],
         ["group-overview", "/groups/team"],
         ["user-namespace", "/alice"],
         ["", "/team/app/container_registry"],
@@ -728,14 +729,14 @@ fn self_service_in_a_real_browser() {
             ("SCREENSHOT_DIR", shots.to_str().unwrap()),
         ],
     );
-    assert_eq!(strings(&axe["files"]).len(), 2 * 15);
+    assert_eq!(strings(&axe["files"]).len(), 2 * 16);
     let bad: Vec<&Value> = axe["results"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| !r["violations"].as_array().unwrap().is_empty())
         .collect();
-    assert_eq!(axe["pages"], 2 * (3 + 21 + 1));
+    assert_eq!(axe["pages"], 2 * (3 + 22 + 1));
     assert!(
         bad.is_empty(),
         "critical or serious accessibility violations: {bad:#?}"

@@ -230,6 +230,18 @@ try {
     await navigate(page, () => page.click("[data-test=move-confirm-button]"));
     out.after_move_url = new URL(page.url()).pathname;
 
+    // Group settings: the description is saved; a path change lists the image paths
+    // it would move (and is cancelled here).
+    await page.goto(base + "/groups/team/-/edit");
+    await page.fill("[data-test=edit-description]", "The team");
+    await navigate(page, () => page.click("[data-test=edit-save]"));
+    out.group_edit_notice = await text(page, "[data-test=notice]");
+    await page.fill("[data-test=edit-path]", "crew");
+    await navigate(page, () => page.click("[data-test=edit-path-submit]"));
+    out.group_move_images = await all(page, "[data-test=moved-images] tbody tr td");
+    await navigate(page, () => page.click("[data-test=move-confirm] a.button"));
+    out.group_after_cancel = new URL(page.url()).pathname;
+
     // Bob, a developer, may select tags to delete, as the server lets him.
     const bobCtx = await browser.newContext({ locale: "en-US" });
     const bob = await signIn(bobCtx, "bob", process.env.BOB_PASSWORD);

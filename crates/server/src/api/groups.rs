@@ -319,19 +319,32 @@ async fn update(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let g = find_group(&state, &caller, &id).await?;
+    let g = update_group(&state, &caller, &id, &params).await?;
+    Ok(Json(view.group(&g).await?).into_response())
+}
+
+/// Change a group's name, description, visibility or path (the REST API and the
+/// group settings page): maintainers, and owners for the path, which moves every
+/// project and image below it.
+pub(crate) async fn update_group(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &Params,
+) -> ApiResult<Namespace> {
+    let g = find_group(state, caller, id).await?;
     caller
-        .require_group_level(&state, &g, AccessLevel::Maintainer)
+        .require_group_level(state, &g, AccessLevel::Maintainer)
         .await?;
     let new_path = params
         .string("path")?
         .filter(|path| *path != g.path && !path.is_empty());
     if let Some(path) = &new_path {
         caller
-            .require_group_level(&state, &g, AccessLevel::Owner)
+            .require_group_level(state, &g, AccessLevel::Owner)
             .await?;
         crate::org::check_path("path", path)?;
-        if refuse_move(&state, &g).await? {
+        if refuse_move(state, &g).await? {
             return Err(ApiError::message(
                 StatusCode::BAD_REQUEST,
                 "Cannot update the path because there are projects under this group that contain Docker images in their Container Registry. Please remove the images from your projects first and try again.",
@@ -344,7 +357,7 @@ async fn update(
     }
     let visibility = params.choice::<Visibility>("visibility")?;
     if let Some(v) = visibility {
-        check_new_visibility(&state, &g, v).await?;
+        check_new_visibility(state, &g, v).await?;
     }
     let update = GroupUpdate {
         name,
@@ -360,7 +373,7 @@ async fn update(
         // Every group, project and container repository below moves with it.
         g = state.meta.move_group(g.id, None, &path).await?;
     }
-    Ok(Json(view.group(&g).await?).into_response())
+    Ok(g)
 }
 
 /// Whether GitLab's refusal applies: the instance refuses to move groups with

@@ -194,3 +194,151 @@ pub async fn save(state: &Shared, viewer: &Viewer, path: &str, form: &Posted) ->
         Err(e) => page(state, viewer, &p, level, e.status(), field_errors(&e), None).await,
     }
 }
+
+/// A group's general settings (`/groups/<group>/-/edit`): name, description,
+/// visibility (maintainers, as the REST API allows), and the path (owners), after a
+/// confirmation naming every image path below it that changes.
+pub mod group {
+    use super::*;
+    use crate::api::{find_group, groups};
+    use berth_meta::Namespace;
+
+    pub fn edit_url(path: &str) -> String {
+        format!("/groups/{path}/-/edit")
+    }
+
+    async fn editable(
+        state: &Shared,
+        viewer: &Viewer,
+        path: &str,
+    ) -> Result<(Namespace, AccessLevel), Response> {
+        let g = find_group(state, &viewer.caller, path)
+            .await
+            .map_err(|e| viewer.error(e.status()))?;
+        match nav::level(state, viewer, &Place::Group(g.clone())).await {
+            Some(l) if l >= AccessLevel::Maintainer => Ok((g, l)),
+            _ => Err(viewer.error(StatusCode::NOT_FOUND)),
+        }
+    }
+
+    /// Image paths below the group now, and under `new_full_path`.
+    async fn moved_images(state: &Shared, g: &Namespace, new_full_path: &str) -> Vec<Value> {
+        let ids: Vec<i64> = match state.meta.projects_in(g.id, true).await {
+            Ok(p) => p.iter().map(|p| p.id).collect(),
+            Err(_) => Vec::new(),
+        };
+        let all = Window {
+            offset: 0,
+            limit: i64::MAX,
+        };
+        let repos = match state.meta.repositories_of(&ids, all).await {
+            Ok((r, _)) => r,
+            Err(_) => Vec::new(),
+        };
+        let old = g.full_path.to_ascii_lowercase();
+        repos
+            .iter()
+            .map(|r| {
+                let rest = r.path.strip_prefix(&old).unwrap_or("");
+                context! { from => r.path.clone(), to => format!("{}{rest}", new_full_path.to_ascii_lowercase()) }
+            })
+            .collect()
+    }
+
+    async fn page(
+        state: &Shared,
+        viewer: &Viewer,
+        g: &Namespace,
+        level: AccessLevel,
+        status: StatusCode,
+        errors: BTreeMap<String, String>,
+        confirm: Option<Value>,
+    ) -> Response {
+        let nav = nav::context(state, viewer, &Place::Group(g.clone()), "general").await;
+        let parent = g.full_path.rsplit_once('/').map(|(p, _)| p.to_string());
+        viewer.render(
+            status,
+            "group_edit.html",
+            context! {
+                title => format!("{} · {}", viewer.lang.text("settings_general"), g.name),
+                nav => nav,
+                group => context! {
+                    name => g.name.clone(),
+                    path => g.path.clone(),
+                    parent => parent,
+                    full_path => g.full_path.clone(),
+                    description => g.description.clone(),
+                    visibility => g.visibility.as_str(),
+                },
+                action => edit_url(&g.full_path),
+                visibilities => VISIBILITIES.to_vec(),
+                owner => level >= AccessLevel::Owner,
+                errors => errors,
+                confirm => confirm,
+                notice => viewer.here.split_once("notice=").map(|(_, n)| n.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>()),
+            },
+        )
+    }
+
+    pub async fn show(state: &Shared, viewer: &Viewer, path: &str) -> Response {
+        match editable(state, viewer, path).await {
+            Ok((g, level)) => {
+                page(
+                    state,
+                    viewer,
+                    &g,
+                    level,
+                    StatusCode::OK,
+                    BTreeMap::new(),
+                    None,
+                )
+                .await
+            }
+            Err(r) => r,
+        }
+    }
+
+    pub async fn save(state: &Shared, viewer: &Viewer, path: &str, form: &Posted) -> Response {
+        let (g, level) = match editable(state, viewer, path).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        let mut params = Params::default();
+        if form.get("form") == "path" {
+            let new_path = form.get("path").trim();
+            if form.get("confirm") != "yes" {
+                let new_full = match g.full_path.rsplit_once('/') {
+                    Some((parent, _)) => format!("{parent}/{new_path}"),
+                    None => new_path.to_string(),
+                };
+                let confirm = context! {
+                    form => "path",
+                    path => new_path,
+                    namespace => "",
+                    new_full_path => new_full.clone(),
+                    images => moved_images(state, &g, &new_full).await,
+                };
+                return page(
+                    state,
+                    viewer,
+                    &g,
+                    level,
+                    StatusCode::OK,
+                    BTreeMap::new(),
+                    Some(confirm),
+                )
+                .await;
+            }
+            params.set("path", new_path);
+        } else {
+            params = form.params.clone();
+            params.set("name", form.get("name"));
+            params.set("description", form.get("description"));
+        }
+        match groups::update_group(state, &viewer.caller, &g.id.to_string(), &params).await {
+            Ok(saved) => viewer.redirect(&format!("{}?notice=saved", edit_url(&saved.full_path))),
+            Err(e) if e.status() == StatusCode::FORBIDDEN => viewer.error(StatusCode::NOT_FOUND),
+            Err(e) => page(state, viewer, &g, level, e.status(), field_errors(&e), None).await,
+        }
+    }
+}

@@ -156,6 +156,10 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../../web/templates/project_edit.html"),
     ),
     (
+        "group_edit.html",
+        include_str!("../../../../web/templates/group_edit.html"),
+    ),
+    (
         "sign_up.html",
         include_str!("../../../../web/templates/sign_up.html"),
     ),
@@ -656,6 +660,8 @@ enum Route {
     GroupOverview(String),
     /// `/<project>/edit`: general settings (else the overview of a project "edit").
     EditProject(String),
+    /// `/groups/<group>/-/edit`.
+    EditGroup(String),
     /// `/<path>`: a project, a group or a user namespace.
     Overview(String),
 }
@@ -678,6 +684,7 @@ fn owned_route(kind: Kind, rest: &str) -> Option<Route> {
         [m] if *m == members => Some(Route::Members(kind, o)),
         [m, id] if *m == members && numeric(id) => Some(Route::Member(kind, o, id.to_string())),
         ["settings", "repository"] => Some(Route::RepositorySettings(kind, o)),
+        ["edit"] if kind == Kind::Group => Some(Route::EditGroup(o)),
         ["settings", "repository", "deploy_token", id, "revoke"] if numeric(id) => {
             Some(Route::RevokeDeployToken(kind, o, id.to_string()))
         }
@@ -785,6 +792,7 @@ pub async fn dispatch(
         return match r {
             Route::Members(k, p) => members::add(&state, &viewer, k, &p, &form).await,
             Route::EditProject(p) => general::save(&state, &viewer, &p, &form).await,
+            Route::EditGroup(g) => general::group::save(&state, &viewer, &g, &form).await,
             Route::Member(k, p, id) => members::change(&state, &viewer, k, &p, &id, &form).await,
             Route::RepositorySettings(k, p) => {
                 deploy_tokens::create(&state, &viewer, k, &p, &form).await
@@ -828,6 +836,7 @@ pub async fn dispatch(
             deploy_tokens::show(&state, &mut viewer, k, &p, &headers).await
         }
         Route::GroupOverview(g) => overview::group(&state, &viewer, &g).await,
+        Route::EditGroup(g) => general::group::show(&state, &viewer, &g).await,
         Route::EditProject(p) => {
             // A project may itself be called "edit": its overview then.
             let whole = format!("{p}/edit");
@@ -907,6 +916,10 @@ mod tests {
         assert_eq!(route("/groups/g/s"), Some(Route::GroupOverview(s("g/s"))));
         assert_eq!(route("/g/p/-/nothing"), None);
         assert_eq!(route("/g/p/edit"), Some(Route::EditProject(s("g/p"))));
+        assert_eq!(
+            route("/groups/g/s/-/edit"),
+            Some(Route::EditGroup(s("g/s")))
+        );
         assert_eq!(
             route("/g/p/container_registry/1/-/tags/a%2Bb"),
             Some(Route::Tag(s("g/p"), s("1"), s("a+b")))

@@ -74,7 +74,7 @@ pub async fn context(state: &Shared, viewer: &Viewer, place: &Place, current: &s
                 overview_url => base.clone(),
                 registry_url => format!("{base}/-/container_registries"),
                 members_url => format!("{base}/-/group_members"),
-                general_url => Value::from(()),
+                general_url => maintainer.then(|| format!("{base}/-/edit")),
                 repository_url => maintainer.then(|| format!("{base}/-/settings/repository")),
                 registry_settings_url => Value::from(()),
             }
