@@ -22,14 +22,6 @@ use crate::state::{now_ms, Shared};
 /// Scopes offered on the tokens page (GitLab's, those that matter to a registry).
 pub const PAGE_SCOPES: [&str; 4] = ["api", "read_api", "read_registry", "write_registry"];
 
-fn notice(viewer: &Viewer) -> Option<String> {
-    viewer.here.split_once("notice=").map(|(_, n)| {
-        n.chars()
-            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-            .collect()
-    })
-}
-
 fn profile_page(
     viewer: &Viewer,
     status: StatusCode,
@@ -46,7 +38,7 @@ fn profile_page(
             name => name,
             email => email,
             errors => errors,
-            notice => notice(viewer),
+            notice => viewer.notice(),
         },
     )
 }
@@ -108,7 +100,7 @@ fn password_page(
             title => viewer.lang.text("password_title"),
             section => "password",
             errors => errors,
-            notice => notice(viewer),
+            notice => viewer.notice(),
         },
     )
 }
@@ -255,7 +247,7 @@ async fn tokens_page(
             active => active.iter().map(|t| token_row(viewer, t, &today)).collect::<Vec<_>>(),
             inactive => inactive.iter().map(|t| token_row(viewer, t, &today)).collect::<Vec<_>>(),
             errors => errors,
-            notice => notice(viewer),
+            notice => viewer.notice(),
         },
     )
 }

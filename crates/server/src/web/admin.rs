@@ -28,14 +28,6 @@ fn admin_only(viewer: &Viewer) -> Result<(), Response> {
     }
 }
 
-fn notice(viewer: &Viewer) -> Option<String> {
-    viewer.here.split_once("notice=").map(|(_, n)| {
-        n.chars()
-            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-            .collect()
-    })
-}
-
 fn internal(viewer: &Viewer, e: impl Into<ApiError>) -> Response {
     viewer.error(e.into().status())
 }
@@ -134,7 +126,7 @@ async fn dashboard_page(
             blob_reviews => blob_reviews,
             cleanup_queue => cleanup_queue,
             errors => errors,
-            notice => notice(viewer),
+            notice => viewer.notice(),
         },
     )
 }
@@ -258,7 +250,7 @@ async fn users_page(
             users => rows,
             errors => errors,
             input => input,
-            notice => notice(viewer),
+            notice => viewer.notice(),
         },
     )
 }

@@ -35,6 +35,15 @@ impl Posted {
 }
 
 impl Viewer {
+    /// The `notice=` a page was redirected to after a form (letters and `_` only).
+    pub(crate) fn notice(&self) -> Option<String> {
+        self.here.split_once("notice=").map(|(_, n)| {
+            n.chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect()
+        })
+    }
+
     /// The signed-in user, or (for anonymous viewers) a redirect to sign in.
     pub(crate) fn signed_in(&self) -> Result<&User, Response> {
         self.user.as_ref().ok_or_else(|| {

@@ -39,22 +39,29 @@ async fn editable(
     }
 }
 
-/// Image paths of the project now, and what they become under `new_prefix`.
-async fn moved_images(state: &Shared, p: &Project, new_prefix: &str) -> Vec<Value> {
+/// Image paths of `projects` now, and what they become when `old_prefix` (a project
+/// or group path) becomes `new_prefix`.
+async fn moved_images(
+    state: &Shared,
+    projects: &[i64],
+    old_prefix: &str,
+    new_prefix: &str,
+) -> Vec<Value> {
     let all = Window {
         offset: 0,
         limit: i64::MAX,
     };
-    let repos = match state.meta.repositories_of(&[p.id], all).await {
+    let repos = match state.meta.repositories_of(projects, all).await {
         Ok((r, _)) => r,
         Err(_) => Vec::new(),
     };
-    let old_prefix = p.full_path.to_ascii_lowercase();
+    let old = old_prefix.to_ascii_lowercase();
+    let new = new_prefix.to_ascii_lowercase();
     repos
         .iter()
         .map(|r| {
-            let rest = r.path.strip_prefix(&old_prefix).unwrap_or("");
-            context! { from => r.path.clone(), to => format!("{}{rest}", new_prefix.to_ascii_lowercase()) }
+            let rest = r.path.strip_prefix(&old).unwrap_or("");
+            context! { from => r.path.clone(), to => format!("{new}{rest}") }
         })
         .collect()
 }
@@ -106,7 +113,7 @@ async fn page(
             namespaces => namespaces,
             errors => errors,
             confirm => confirm,
-            notice => viewer.here.split_once("notice=").map(|(_, n)| n.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>()),
+            notice => viewer.notice(),
         },
     )
 }
@@ -157,7 +164,7 @@ pub async fn save(state: &Shared, viewer: &Viewer, path: &str, form: &Posted) ->
                 path => form.get("path"),
                 namespace => form.get("namespace"),
                 new_full_path => prefix.clone(),
-                images => moved_images(state, &p, &prefix).await,
+                images => moved_images(state, &[p.id], &p.full_path, &prefix).await,
             };
             return page(
                 state,
@@ -222,27 +229,12 @@ pub mod group {
     }
 
     /// Image paths below the group now, and under `new_full_path`.
-    async fn moved_images(state: &Shared, g: &Namespace, new_full_path: &str) -> Vec<Value> {
+    async fn images_below(state: &Shared, g: &Namespace, new_full_path: &str) -> Vec<Value> {
         let ids: Vec<i64> = match state.meta.projects_in(g.id, true).await {
             Ok(p) => p.iter().map(|p| p.id).collect(),
             Err(_) => Vec::new(),
         };
-        let all = Window {
-            offset: 0,
-            limit: i64::MAX,
-        };
-        let repos = match state.meta.repositories_of(&ids, all).await {
-            Ok((r, _)) => r,
-            Err(_) => Vec::new(),
-        };
-        let old = g.full_path.to_ascii_lowercase();
-        repos
-            .iter()
-            .map(|r| {
-                let rest = r.path.strip_prefix(&old).unwrap_or("");
-                context! { from => r.path.clone(), to => format!("{}{rest}", new_full_path.to_ascii_lowercase()) }
-            })
-            .collect()
+        moved_images(state, &ids, &g.full_path, new_full_path).await
     }
 
     async fn page(
@@ -275,7 +267,7 @@ pub mod group {
                 owner => level >= AccessLevel::Owner,
                 errors => errors,
                 confirm => confirm,
-                notice => viewer.here.split_once("notice=").map(|(_, n)| n.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>()),
+                notice => viewer.notice(),
             },
         )
     }
@@ -316,7 +308,7 @@ pub mod group {
                     path => new_path,
                     namespace => "",
                     new_full_path => new_full.clone(),
-                    images => moved_images(state, &g, &new_full).await,
+                    images => images_below(state, &g, &new_full).await,
                 };
                 return page(
                     state,

@@ -121,7 +121,7 @@ pub async fn page(
             action => here,
             errors => errors,
             input => input,
-            notice => viewer.here.split_once("notice=").map(|(_, n)| n.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>()),
+            notice => viewer.notice(),
         },
     )
 }

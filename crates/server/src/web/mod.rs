@@ -160,6 +160,10 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../../web/templates/group_edit.html"),
     ),
     (
+        "move_confirm.html",
+        include_str!("../../../../web/templates/move_confirm.html"),
+    ),
+    (
         "sign_up.html",
         include_str!("../../../../web/templates/sign_up.html"),
     ),
