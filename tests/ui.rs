@@ -339,7 +339,7 @@ fn web_ui_in_a_real_browser() {
         &[("SCREENSHOT_DIR", out_dir.to_str().unwrap())],
     );
     let files = strings(&shots["files"]);
-    assert_eq!(files.len(), 18, "{files:?}");
+    assert_eq!(files.len(), 22, "{files:?}");
     assert_eq!(
         shots["overflow"],
         json!([]),
