@@ -231,6 +231,10 @@ fn web_ui_in_a_real_browser() {
     );
     assert_eq!(r["shared_rows"], r["reloaded_rows"]);
     assert_eq!(strings(&r["searched_rows"]), ["team/app/web"]);
+    assert_eq!(
+        strings(&r["group_rows_by_name"]),
+        ["team/app/api", "team/app/multi", "team/app", "team/app/web"]
+    );
     // Tags: sorted and searchable, multi-arch shown with platforms.
     assert_eq!(strings(&r["tags_desc"]), ["v3", "v2", "v1", "latest"]);
     assert_eq!(strings(&r["tags_searched"]), ["v1"]);

@@ -53,6 +53,11 @@ try {
   await page.fill("[data-test=search]", "web");
   await navigate(page, () => page.press("[data-test=search]", "Enter"));
   out.searched_rows = await rows(page, "[data-test=repositories] tbody tr", "data-repository");
+  // A group's list sorts by the names it shows, not by full paths.
+  const searchedUrl = page.url();
+  await page.goto(base + "/groups/team/-/container_registries?sort=name&order=asc");
+  out.group_rows_by_name = await rows(page, "[data-test=repositories] tbody tr", "data-repository");
+  await page.goto(searchedUrl);
 
   // Repository page: sort, search, multi-arch, details.
   await navigate(page, () => page.click("[data-test=repositories] tbody tr a.strong"));

@@ -248,7 +248,11 @@ async fn repo_row(
 
 /// Filter, sort and page repositories by a list state (a project has few enough
 /// repositories to do this in memory; tags, which may be many, page in the database).
-fn arrange(mut repos: Vec<RepositoryInfo>, s: &ListState) -> (Vec<RepositoryInfo>, i64) {
+fn arrange(
+    mut repos: Vec<RepositoryInfo>,
+    s: &ListState,
+    name: impl Fn(&RepositoryInfo) -> String,
+) -> (Vec<RepositoryInfo>, i64) {
     let needle = s.search.to_lowercase();
     repos.retain(|r| {
         (needle.is_empty() || r.path.to_lowercase().contains(&needle))
@@ -261,7 +265,8 @@ fn arrange(mut repos: Vec<RepositoryInfo>, s: &ListState) -> (Vec<RepositoryInfo
     match s.sort.as_str() {
         "created" => repos.sort_by(|a, b| (a.created_at, &a.path).cmp(&(b.created_at, &b.path))),
         "updated" => repos.sort_by(|a, b| (a.updated_at, &a.path).cmp(&(b.updated_at, &b.path))),
-        _ => repos.sort_by(|a, b| a.path.cmp(&b.path)),
+        // By the name the list shows (a group lists images of several projects).
+        _ => repos.sort_by_cached_key(|r| (name(r), r.path.clone())),
     }
     if s.descending() {
         repos.reverse();
@@ -355,7 +360,7 @@ pub async fn project_registry(
         Err(e) => return fail(viewer, e.into()),
     };
     let any = !repos.is_empty();
-    let (page, total) = arrange(repos, &s);
+    let (page, total) = arrange(repos, &s, |r| r.path.clone());
     let mut rows = Vec::with_capacity(page.len());
     for r in &page {
         match repo_row(state, viewer, r, &p, actions.delete).await {
@@ -441,7 +446,18 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         Err(e) => return fail(viewer, e.into()),
     };
     let any = !repos.is_empty();
-    let (page, total) = arrange(repos, &s);
+    let shown_name = |r: &RepositoryInfo| match r.project_id.and_then(|id| projects.get(&id)) {
+        Some((p, _)) => {
+            let n = api::registry::repository_name(r, p);
+            if n.is_empty() {
+                r.path.clone()
+            } else {
+                n
+            }
+        }
+        None => r.path.clone(),
+    };
+    let (page, total) = arrange(repos, &s, shown_name);
     let mut rows = Vec::with_capacity(page.len());
     for r in &page {
         if let Some((p, a)) = r.project_id.and_then(|id| projects.get(&id)) {
