@@ -134,6 +134,17 @@ pub async fn any(state: &Shared, viewer: &Viewer, path: &str) -> Response {
             Err(e) => viewer.error(e.status()),
         },
         NamespaceKind::User => {
+            // As the REST API's user look-up: a blocked user is not there, except
+            // for administrators.
+            let owner = match ns.owner_id {
+                Some(id) => state.meta.user(id).await.ok().flatten(),
+                None => None,
+            };
+            let visible = owner
+                .is_some_and(|u| u.state == berth_meta::UserState::Active || viewer.caller.admin);
+            if !visible {
+                return viewer.error(StatusCode::NOT_FOUND);
+            }
             let projects = match readable_projects(state, viewer, &ns).await {
                 Ok(p) => p,
                 Err(r) => return r,
