@@ -485,11 +485,13 @@ fn self_service_in_a_real_browser() {
     }
     let berth = Berth::start();
     let tmp = tempfile::tempdir().unwrap();
+    let alice_first_pw = "chosen-by-root-1";
     let alice_pw = "alice-password-1";
     let bob_pw = "bob-password-1";
     let envs = |phase: &'static str| {
         vec![
             ("PHASE", phase),
+            ("ALICE_FIRST_PASSWORD", alice_first_pw),
             ("ALICE_PASSWORD", alice_pw),
             ("BOB_PASSWORD", bob_pw),
         ]
@@ -520,6 +522,13 @@ fn self_service_in_a_real_browser() {
         r["signed_up_notice"],
         "Account created. Sign in with your new username and password."
     );
+    // Root chose alice's password: her first sign-in asks for her own, the next not.
+    assert_eq!(r["first_sign_in_url"], "/-/user_settings/password/edit");
+    assert_eq!(
+        r["first_sign_in_notice"],
+        "Set a password of your own before you go on: the one you signed in with was chosen by an administrator or generated."
+    );
+    assert_eq!(r["second_sign_in_url"], "/");
     assert_eq!(r["signed_in_as"], "alice");
     assert_eq!(r["profile_url"], "/-/user_settings/profile");
     assert_eq!(r["profile_notice"], "Profile saved.");

@@ -61,7 +61,7 @@ try {
     await root.fill("[data-test=new-password]", "short");
     await navigate(root, () => root.click("[data-test=create-user]"));
     out.short_password_error = await text(root, "[data-test=error-password]");
-    await root.fill("[data-test=new-password]", process.env.ALICE_PASSWORD);
+    await root.fill("[data-test=new-password]", process.env.ALICE_FIRST_PASSWORD);
     await navigate(root, () => root.click("[data-test=create-user]"));
     out.user_created_notice = await text(root, "[data-test=notice]");
     out.admin_users = await all(root, "[data-test=users] tbody tr", "data-user");
@@ -87,7 +87,19 @@ try {
     out.signed_up_notice = await text(su, "[data-test=notice]");
     await anon.close();
 
-    const page = await signIn(ctx, "alice", process.env.ALICE_PASSWORD);
+    // The password root chose is replaced by alice's own at her first sign-in.
+    const page = await signIn(ctx, "alice", process.env.ALICE_FIRST_PASSWORD);
+    out.first_sign_in_url = new URL(page.url()).pathname;
+    out.first_sign_in_notice = await text(page, "[data-test=notice]");
+    await page.fill("[data-test=current_password]", process.env.ALICE_FIRST_PASSWORD);
+    await page.fill("[data-test=new_password]", process.env.ALICE_PASSWORD);
+    await page.fill("[data-test=password_confirmation]", process.env.ALICE_PASSWORD);
+    await navigate(page, () => page.click("[data-test=password-save]"));
+    const again = await browser.newContext({ locale: "en-US" });
+    const second = await signIn(again, "alice", process.env.ALICE_PASSWORD);
+    out.second_sign_in_url = new URL(second.url()).pathname;
+    await again.close();
+    await page.goto(base + "/");
     out.signed_in_as = await text(page, "[data-test=username]");
 
     // The user menu leads to the account pages.

@@ -202,7 +202,7 @@ async fn new_user(state: &AppState, params: &Params, by_admin: bool) -> ApiResul
         None => None,
     };
     let admin = by_admin && params.bool("admin")?.unwrap_or(false);
-    org::create_user(
+    let user = org::create_user(
         state.meta.as_ref(),
         &username,
         &name,
@@ -211,7 +211,26 @@ async fn new_user(state: &AppState, params: &Params, by_admin: bool) -> ApiResul
         admin,
     )
     .await
-    .map_err(user_conflict)
+    .map_err(user_conflict)?;
+    if random {
+        // Nobody knows a generated password: whoever resets it must choose their own.
+        return require_password_change(state, &user).await;
+    }
+    Ok(user)
+}
+
+/// The user is asked to set a password of their own at the next sign-in (GitLab's
+/// rule for a password an administrator chose or that was generated).
+pub(crate) async fn require_password_change(state: &AppState, user: &User) -> ApiResult<User> {
+    let update = UserUpdate {
+        password_change_required: Some(true),
+        ..Default::default()
+    };
+    state
+        .meta
+        .update_user(user.id, &update)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User"))
 }
 
 #[utoipa::path(
@@ -277,6 +296,7 @@ pub(crate) async fn update_user(
             None
         },
         state: None,
+        password_change_required: None,
     };
     let user = state
         .meta
@@ -384,6 +404,7 @@ pub(crate) async fn change_own_password(
 ) -> ApiResult<()> {
     let update = UserUpdate {
         password_hash: Some(password_hash(password)?),
+        password_change_required: Some(false),
         ..Default::default()
     };
     state

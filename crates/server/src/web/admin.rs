@@ -286,6 +286,12 @@ pub async fn create_user(
     match users::create_user(&state, &viewer.caller, &form.params).await {
         Ok(u) => {
             tracing::info!(username = %u.username, "user created in the admin area");
+            // A password the administrator chose is changed at the first sign-in.
+            if u.password_hash.is_some() {
+                if let Err(e) = users::require_password_change(&state, &u).await {
+                    return viewer.error(e.status());
+                }
+            }
             viewer.redirect("/admin/users?notice=user_created")
         }
         Err(e) => {
@@ -345,9 +351,10 @@ pub async fn change_user(
         }
         "password" => {
             params.set("password", form.get("password"));
-            users::update_user(&state, &user, &params, true)
-                .await
-                .map(|_| ())
+            match users::update_user(&state, &user, &params, true).await {
+                Ok(u) => users::require_password_change(&state, &u).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
         }
         _ => Err(ApiError::param("action does not have a valid value")),
     };

@@ -606,7 +606,13 @@ async fn sign_in(
         let _ = state.meta.delete_web_session(old).await;
     }
     tracing::info!(username = %user.username, "signed in to the web UI");
-    let mut resp = Redirect::to(&back).into_response();
+    // A password someone else chose: first a password of one's own.
+    let to = if user.password_change_required {
+        "/-/user_settings/password/edit?notice=password_required".to_string()
+    } else {
+        back
+    };
+    let mut resp = Redirect::to(&to).into_response();
     if let Ok(v) = header::HeaderValue::from_str(&set_cookie(
         SESSION_COOKIE,
         &id,
