@@ -231,6 +231,10 @@ fn web_ui_in_a_real_browser() {
     );
     assert_eq!(r["shared_rows"], r["reloaded_rows"]);
     assert_eq!(strings(&r["searched_rows"]), ["team/app/web"]);
+    assert_eq!(
+        strings(&r["group_rows_by_name"]),
+        ["team/app/api", "team/app/multi", "team/app", "team/app/web"]
+    );
     // Tags: sorted and searchable, multi-arch shown with platforms.
     assert_eq!(strings(&r["tags_desc"]), ["v3", "v2", "v1", "latest"]);
     assert_eq!(strings(&r["tags_searched"]), ["v1"]);
@@ -278,9 +282,22 @@ fn web_ui_in_a_real_browser() {
         "Invalid pattern: an opening parenthesis is never closed (at character 2)."
     );
     assert_eq!(r["regex_error_status"], 400);
+    assert!(
+        r["keep_regex_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid pattern: "),
+        "{}",
+        r["keep_regex_error"]
+    );
+    assert_eq!(r["focus_after_error"], "name_regex_keep");
+    assert_eq!(
+        r["preview_after_error"], true,
+        "the preview follows the form"
+    );
     assert_eq!(r["policy_saved_notice"], "Settings saved.");
     assert_eq!(r["saved_delete_regex"], "v.*");
-    assert_eq!(r["saved_preview_total"], "1 tags would be deleted now.");
+    assert_eq!(r["saved_preview_total"], "1 tag would be deleted now.");
     assert_eq!(strings(&r["saved_preview_tags"]), ["v3"]);
     // The preview follows the form as it is edited, before saving.
     assert_eq!(r["live_preview_total"], "2 tags would be deleted now.");
@@ -326,7 +343,7 @@ fn web_ui_in_a_real_browser() {
         &[("SCREENSHOT_DIR", out_dir.to_str().unwrap())],
     );
     let files = strings(&shots["files"]);
-    assert_eq!(files.len(), 18, "{files:?}");
+    assert_eq!(files.len(), 22, "{files:?}");
     assert_eq!(
         shots["overflow"],
         json!([]),
@@ -667,4 +684,299 @@ fn recently_deleted_history_and_restore_run_in_a_browser() {
     assert_eq!(strings(&r["zh_tabs"]), ["标签", "最近删除"]);
     assert_eq!(r["zh_history_title"], "历史");
     assert_eq!(strings(&r["zh_history"]), ["恢复", "删除", "推送"]);
+}
+
+/// Skopeo with `args`, its success and what it printed (stdout, then stderr).
+fn skopeo_try(tmp: &Path, args: &[&str]) -> (bool, String) {
+    let out = skopeo(tmp).args(args).output().expect("skopeo runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Issue 15's proof: a team runs Berth from the browser. Root makes the accounts;
+/// alice creates a group and a project, adds bob as developer, creates a personal
+/// access token that `skopeo login` and a push accept (also to her personal
+/// namespace, alice/tools/app) and a deploy token that pulls until she revokes it;
+/// bob sees the members but no management; changing a password signs out another
+/// browser.
+#[test]
+fn self_service_in_a_real_browser() {
+    if !browser_tools() {
+        return;
+    }
+    let berth = Berth::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice_first_pw = "chosen-by-root-1";
+    let alice_pw = "alice-password-1";
+    let bob_pw = "bob-password-1";
+    let envs = |phase: &'static str| {
+        vec![
+            ("PHASE", phase),
+            ("ALICE_FIRST_PASSWORD", alice_first_pw),
+            ("ALICE_PASSWORD", alice_pw),
+            ("BOB_PASSWORD", bob_pw),
+        ]
+    };
+
+    let r = node("self_service.mjs", &berth, &envs("setup"));
+    eprintln!("browser saw: {r:#}");
+    // Root's admin area: alice created (a short password refused first), sign-up on
+    // (off, it is not there), and bob registers (a taken username refused first).
+    assert_eq!(r["sign_up_status_before"], 404);
+    assert_eq!(r["admin_url"], "/admin");
+    assert_eq!(
+        r["short_password_error"],
+        "Password is too short (minimum is 8 characters)"
+    );
+    assert_eq!(r["user_created_notice"], "User created.");
+    assert_eq!(strings(&r["admin_users"]), ["root", "alice"]);
+    assert_eq!(r["settings_notice"], "Settings saved.");
+    assert!(
+        r["taken_username_error"]
+            .as_str()
+            .unwrap()
+            .contains("already been taken"),
+        "{}",
+        r["taken_username_error"]
+    );
+    assert_eq!(
+        r["signed_up_notice"],
+        "Account created. Sign in with your new username and password."
+    );
+    // Root chose alice's password: her first sign-in asks for her own, the next not.
+    assert_eq!(r["first_sign_in_url"], "/-/user_settings/password/edit");
+    assert_eq!(
+        r["first_sign_in_notice"],
+        "Set a password of your own before you go on: the one you signed in with was chosen by an administrator or generated."
+    );
+    assert_eq!(r["second_sign_in_url"], "/");
+    assert_eq!(r["signed_in_as"], "alice");
+    assert_eq!(r["profile_url"], "/-/user_settings/profile");
+    assert_eq!(r["profile_notice"], "Profile saved.");
+    assert_eq!(r["profile_name"], "Alice Liddell");
+    // The API's path rule, next to the field, with what was typed kept.
+    let path_error = r["group_path_error"].as_str().unwrap();
+    assert!(path_error.starts_with("Path "), "{path_error}");
+    assert!(
+        path_error.contains("start"),
+        "the path message says why: {path_error}"
+    );
+    assert_eq!(r["group_path_kept"], "-team");
+    assert_eq!(r["group_url"], "/groups/team");
+    assert_eq!(r["group_title"], "Team");
+    assert_eq!(r["project_namespace_choice"], "team/");
+    assert_eq!(r["project_url"], "/team/app");
+    assert_eq!(r["project_image"], format!("{}/team/app", berth.addr));
+    assert_eq!(
+        strings(&r["sidebar"]),
+        [
+            "Overview",
+            "Container Registry",
+            "Members",
+            "General settings",
+            "Repository settings",
+            "Packages & Registries"
+        ]
+    );
+    assert_eq!(r["personal_project_url"], "/alice/tools");
+    // Members: an unknown user is refused next to the field; bob joins as developer.
+    assert_eq!(r["unknown_member_error"], "No user with this username.");
+    assert_eq!(r["member_notice"], "Member added.");
+    assert_eq!(strings(&r["members"]), ["alice", "bob"]);
+    assert_eq!(r["bob_role"], "30");
+    assert_eq!(r["alice_source"], "Direct member");
+
+    // The token: GitLab's default (30 days) and maximum (a year) expiry, shown once.
+    let pat = r["pat"].as_str().unwrap().to_string();
+    assert!(pat.starts_with("glpat-"), "{pat}");
+    assert_eq!(
+        r["pat_login"],
+        format!(
+            "echo {pat} | docker login {} -u alice --password-stdin",
+            berth.addr
+        )
+    );
+    assert_eq!(strings(&r["pat_rows"]), ["laptop"]);
+    assert_eq!(r["pat_shown_after_reload"], false);
+    assert!(r["pat_default_expiry"].as_str().unwrap() < r["pat_max_expiry"].as_str().unwrap());
+
+    // The token works for `skopeo login` and a push, to the group's project and to
+    // alice's personal namespace.
+    let auth = tmp.path().join("auth.json");
+    let auth_s = auth.to_str().unwrap();
+    let (ok, out) = skopeo_try(
+        tmp.path(),
+        &[
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            auth_s,
+            "-u",
+            "alice",
+            "-p",
+            &pat,
+            &berth.addr,
+        ],
+    );
+    assert!(ok, "skopeo login with the browser's token: {out}");
+    for name in ["team/app/web", "alice/tools/app"] {
+        let dir = tmp.path().join(name.replace('/', "-"));
+        layout(&dir, "v1", &["amd64"], name);
+        let (ok, out) = skopeo_try(
+            tmp.path(),
+            &[
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-authfile",
+                auth_s,
+                &format!("oci:{}:v1", dir.display()),
+                &format!("docker://{}/{name}:v1", berth.addr),
+            ],
+        );
+        assert!(ok, "push {name} with the browser's token: {out}");
+    }
+
+    // The deploy token pulls.
+    let deploy_user = r["deploy_username"].as_str().unwrap().to_string();
+    assert!(
+        deploy_user.starts_with("gitlab+deploy-token-"),
+        "{deploy_user}"
+    );
+    assert_eq!(strings(&r["deploy_rows"]), ["puller"]);
+    let deploy_creds = format!("{deploy_user}:{}", r["deploy_token"].as_str().unwrap());
+    let pull = |tag: &str| {
+        skopeo_try(
+            tmp.path(),
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                "--src-creds",
+                &deploy_creds,
+                &format!("docker://{}/team/app/web:v1", berth.addr),
+                &format!("oci:{}:{tag}", tmp.path().join("pulled").display()),
+            ],
+        )
+    };
+    let (ok, out) = pull("first");
+    assert!(ok, "pull with the deploy token: {out}");
+
+    // Bob, a developer: members listed, nothing to manage, settings and admin hidden.
+    assert_eq!(strings(&r["bob_sees_members"]), ["alice", "bob"]);
+    assert_eq!(r["bob_add_forms"], 0);
+    assert_eq!(r["bob_role_selects"], 0);
+    assert_eq!(
+        strings(&r["bob_remove_buttons"]),
+        ["remove-bob"],
+        "bob may only leave"
+    );
+    assert_eq!(
+        strings(&r["bob_sidebar"]),
+        ["Overview", "Container Registry", "Members"]
+    );
+    assert_eq!(r["bob_repository_settings_status"], 404);
+    assert_eq!(r["bob_forged_role_status"], 403);
+    assert_eq!(r["bob_admin_status"], 404);
+
+    // Revoked in the browser, the deploy token no longer pulls; a new password signs
+    // out alice's other browser but not the one that changed it.
+    let r = node("self_service.mjs", &berth, &envs("revoke"));
+    eprintln!("browser saw: {r:#}");
+    assert_eq!(r["deploy_revoked_notice"], "Deploy token revoked.");
+    assert_eq!(r["deploy_rows_after"], json!([]));
+    let (ok, out) = pull("second");
+    assert!(!ok, "a revoked deploy token must not pull: {out}");
+    assert_eq!(r["old_session_before"], "/-/user_settings/profile");
+    assert_eq!(
+        r["wrong_current_error"],
+        "The current password is not correct."
+    );
+    assert_eq!(
+        r["password_notice"],
+        "Password changed. Other sessions were signed out."
+    );
+    assert_eq!(r["this_session_after"], "/-/user_settings/profile");
+    assert_eq!(r["old_session_after"], "/users/sign_in");
+    // General settings, and a path change that names the image paths it moves.
+    assert_eq!(r["edit_notice"], "Settings saved.");
+    assert_eq!(r["edit_description"], "Small tools");
+    assert_eq!(r["edit_visibility"], "internal");
+    assert_eq!(
+        strings(&r["move_images"]),
+        ["alice/tools/app", "alice/toolbox/app"]
+    );
+    assert_eq!(r["after_move_url"], "/alice/toolbox/edit");
+    assert_eq!(
+        r["bob_select_all"], true,
+        "developers may delete tags in bulk"
+    );
+    let (ok, out) = skopeo_try(
+        tmp.path(),
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--authfile",
+            auth_s,
+            &format!("docker://{}/alice/toolbox/app:v1", berth.addr),
+        ],
+    );
+    assert!(ok, "the image moved with its project: {out}");
+
+    // axe-core over every page type, in both languages: no critical or serious
+    // violation.
+    // [screenshot name (new pages only), path] of every page type.
+    let pages = json!([
+        ["", "/"],
+        ["project-overview", "/team/app"],
+        ["project-settings", "/team/app/edit"],
+        ["group-settings", "/groups/team/-/edit"],
+        ["group-overview", "/groups/team"],
+        ["user-namespace", "/alice"],
+        ["", "/team/app/container_registry"],
+        ["", "/groups/team/-/container_registries"],
+        // The first image of the project, and its tag v1 (found by the script).
+        ["", "{repository}"],
+        ["", "{repository}/-/tags/v1"],
+        ["", "/team/app/-/settings/packages_and_registries"],
+        ["project-members", "/team/app/-/project_members"],
+        ["group-members", "/groups/team/-/group_members"],
+        ["deploy-tokens", "/team/app/-/settings/repository"],
+        ["", "/groups/team/-/settings/repository"],
+        ["profile", "/-/user_settings/profile"],
+        ["password", "/-/user_settings/password/edit"],
+        ["access-tokens", "/-/user_settings/personal_access_tokens"],
+        ["new-group", "/groups/new"],
+        ["new-project", "/projects/new"],
+        ["admin", "/admin"],
+        ["admin-users", "/admin/users"],
+    ]);
+    // With BERTH_SCREENSHOTS=1 the new pages are kept under docs/screenshots/.
+    let shots = if std::env::var_os("BERTH_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+    } else {
+        tmp.path().join("screenshots")
+    };
+    let axe = node(
+        "axe.mjs",
+        &berth,
+        &[
+            ("AXE_PAGES", &pages.to_string()),
+            ("SCREENSHOT_DIR", shots.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(strings(&axe["files"]).len(), 2 * 16);
+    let bad: Vec<&Value> = axe["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["violations"].as_array().unwrap().is_empty())
+        .collect();
+    assert_eq!(axe["pages"], 2 * (3 + 22 + 1));
+    assert!(
+        bad.is_empty(),
+        "critical or serious accessibility violations: {bad:#?}"
+    );
 }

@@ -53,6 +53,11 @@ try {
   await page.fill("[data-test=search]", "web");
   await navigate(page, () => page.press("[data-test=search]", "Enter"));
   out.searched_rows = await rows(page, "[data-test=repositories] tbody tr", "data-repository");
+  // A group's list sorts by the names it shows, not by full paths.
+  const searchedUrl = page.url();
+  await page.goto(base + "/groups/team/-/container_registries?sort=name&order=asc");
+  out.group_rows_by_name = await rows(page, "[data-test=repositories] tbody tr", "data-repository");
+  await page.goto(searchedUrl);
 
   // Repository page: sort, search, multi-arch, details.
   await navigate(page, () => page.click("[data-test=repositories] tbody tr a.strong"));
@@ -127,12 +132,18 @@ try {
   await page.selectOption("[data-test=policy-keep-n]", "");
   await page.selectOption("[data-test=policy-older-than]", "");
   await page.fill("[data-test=policy-delete-regex]", "v(");
+  await page.fill("[data-test=policy-keep-regex]", "a[");
   const [bad] = await Promise.all([
     page.waitForNavigation(),
     page.click("[data-test=save-policy]"),
   ]);
   out.regex_error_status = bad.status();
   out.regex_error = await text(page, "[data-test=error-name_regex]");
+  // Every bad field has its error, focus is on the first, the preview is of the input.
+  out.keep_regex_error = await text(page, "[data-test=error-name_regex_keep]");
+  out.focus_after_error = await page.evaluate(() => document.activeElement && document.activeElement.name);
+  out.preview_after_error = (await page.$("[data-test=preview-error]")) !== null;
+  await page.fill("[data-test=policy-keep-regex]", "");
   await page.fill("[data-test=policy-delete-regex]", "v.*");
   await navigate(page, () => page.click("[data-test=save-policy]"));
   out.policy_saved_notice = await text(page, "[data-test=notice]");
@@ -166,12 +177,12 @@ try {
   out.zh_h1 = await text(page, "h1");
   out.zh_crumb = await text(page, ".crumbs span:nth-of-type(2)");
   // Visible text outside names, paths and commands must not be English.
-  const allowed = new Set(["Berth", "English", "docker", "podman", "Manifest", "SBOM", "latest", "RE2",
-    "pattern", "read_registry", "write_registry", "main", "release", "image", "tag", "UTC", "KiB", "MiB", "CLI", "berth", "cleanup", "API"]);
+  const allowed = new Set(["Berth", "English", "docker", "podman", "SBOM", "latest", "RE2",
+    "read_registry", "write_registry", "main", "release", "image", "tag", "UTC", "KiB", "MiB", "CLI", "berth", "cleanup", "API"]);
   const english = async () =>
     page.evaluate((allowedList) => {
       const allow = new Set(allowedList);
-      const skip = "code, .mono, .path, .tag-name, a.strong, .chip, td.nowrap, .num, .who, .brand, .platforms, .badge.accent, script, style, dialog, [data-test=repository-location], .preview-repo .mono, td:nth-child(2), h1, .crumbs a, .crumbs [aria-current]";
+      const skip = "code, .mono, .path, .tag-name, a.strong, .chip, td.nowrap, .num, .who, .brand, .platforms, .badge.accent, script, style, dialog, [data-test=repository-location], .preview-repo .mono, td:nth-child(2), h1, .crumbs a, .crumbs [aria-current], .menu-name, .sidebar-title";
       const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
       const words = [];
       for (let n = walker.nextNode(); n; n = walker.nextNode()) {
@@ -204,6 +215,7 @@ try {
   // Sign out ends the server-side session.
   const cookies = await ctx.cookies();
   const session = cookies.find((c) => c.name === "berth_session");
+  await page.click("[data-test=user-menu] summary");
   await navigate(page, () => page.click("[data-test=sign-out]"));
   await page.goto(settings);
   out.after_sign_out_settings_url_has_sign_in = page.url().includes("/users/sign_in");

@@ -50,6 +50,7 @@ try {
     await page.goto(base + "/team/app/container_registry?search=multi");
     await Promise.all([page.waitForNavigation(), page.click("[data-test=repositories] tbody tr a.strong")]);
     await Promise.all([page.waitForNavigation(), page.click("[data-test=tags] tbody tr a.tag-name")]);
+    const tagUrl = new URL(page.url()).pathname;
     await shot(page, "tag", lang);
     await page.goto(base + "/team/app/-/settings/packages_and_registries");
     await shot(page, "settings", lang);
@@ -59,11 +60,12 @@ try {
       ["narrow-project-registry", "/team/app/container_registry"],
       ["narrow-repository", repositoryUrl],
       ["narrow-settings", "/team/app/-/settings/packages_and_registries"],
+      ["narrow-tag", tagUrl],
     ]) {
       await page.goto(base + url);
       const wide = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
       if (wide) overflow.push(`${name}-${lang}`);
-      if (name === "narrow-repository") await shot(page, name, lang);
+      if (name !== "narrow-project-registry") await shot(page, name, lang);
     }
     await ctx.close();
   }

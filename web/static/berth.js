@@ -64,6 +64,9 @@
     if (!message) return;
     if (form.hasAttribute("data-confirm-count")) {
       var n = form.querySelectorAll('input[name="tags"]:checked').length;
+      if (n === 1 && form.hasAttribute("data-confirm-one-count")) {
+        message = form.getAttribute("data-confirm-one-count");
+      }
       message = message.replace("{count}", String(n));
     }
     e.preventDefault();
@@ -202,4 +205,8 @@
       });
     });
   }
+  // A refused form: focus goes to its first field in error, so keyboard and screen
+  // reader users land where the problem is.
+  var invalid = document.querySelector('main [aria-invalid="true"]');
+  if (invalid) invalid.focus();
 })();

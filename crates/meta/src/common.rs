@@ -18,10 +18,10 @@ pub(crate) const MAX_ANCESTORS: usize = 20;
 
 /// A user with its personal namespace's id (the namespace is found by owner).
 pub(crate) const USER_SELECT: &str = "SELECT u.id, u.username, u.name, u.email, u.admin, u.state, \
-     u.password_hash, n.id, u.created_at \
+     u.password_hash, n.id, u.created_at, u.password_change_required \
      FROM users u LEFT JOIN namespaces n ON n.owner_id = u.id AND n.kind = 'user'";
 
-pub(crate) const USER_COLS: usize = 9;
+pub(crate) const USER_COLS: usize = 10;
 
 pub(crate) const NS_SELECT: &str =
     "SELECT n.id, n.kind, n.name, n.path, n.full_path, n.parent_id, \

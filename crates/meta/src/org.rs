@@ -34,6 +34,9 @@ pub struct User {
     /// The user's personal namespace (`/<username>`).
     pub namespace_id: i64,
     pub created_at: i64,
+    /// Someone else chose the password (an administrator, or it was generated): the
+    /// user is asked to set their own at the next sign-in.
+    pub password_change_required: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +55,7 @@ pub struct UserUpdate {
     pub password_hash: Option<String>,
     pub admin: Option<bool>,
     pub state: Option<UserState>,
+    pub password_change_required: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,3 +20,16 @@ pub async fn set_cleanup_limits(meta: &dyn Meta, limits: Limits) -> Result<(), M
     let json = serde_json::to_string(&limits).map_err(|e| MetaError::Corrupt(e.to_string()))?;
     meta.set_setting(CLEANUP_LIMITS_KEY, &json).await
 }
+
+const SIGNUP_KEY: &str = "signup_enabled";
+
+/// Whether anyone may create an account at `/users/sign_up` (off unless an
+/// administrator turned it on, as GitLab recommends for private instances).
+pub async fn signup_enabled(meta: &dyn Meta) -> Result<bool, MetaError> {
+    Ok(meta.setting(SIGNUP_KEY).await?.as_deref() == Some("true"))
+}
+
+pub async fn set_signup_enabled(meta: &dyn Meta, on: bool) -> Result<(), MetaError> {
+    meta.set_setting(SIGNUP_KEY, if on { "true" } else { "false" })
+        .await
+}

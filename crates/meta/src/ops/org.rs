@@ -31,6 +31,7 @@ fn user_at(r: &DbRow, base: usize) -> Result<User> {
         namespace_id: namespace_id
             .ok_or_else(|| corrupt(format!("user {id} has no personal namespace")))?,
         created_at: r.get(base + 8),
+        password_change_required: r.get(base + 9),
     })
 }
 
@@ -345,13 +346,15 @@ impl OrgMeta for Db {
         let done = sqlx::query(
             "UPDATE users SET name = COALESCE($1, name), email = COALESCE($2, email), \
              password_hash = COALESCE($3, password_hash), admin = COALESCE($4, admin), \
-             state = COALESCE($5, state) WHERE id = $6",
+             state = COALESCE($5, state), \
+             password_change_required = COALESCE($6, password_change_required) WHERE id = $7",
         )
         .bind(&update.name)
         .bind(&update.email)
         .bind(&update.password_hash)
         .bind(update.admin)
         .bind(update.state.map(UserState::as_str))
+        .bind(update.password_change_required)
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -696,7 +699,8 @@ impl OrgMeta for Db {
         let (kind, id) = source_parts(source);
         let rows = sqlx::query(
             "SELECT u.id, u.username, u.name, u.email, u.admin, u.state, u.password_hash, \
-             n.id, u.created_at, m.access_level, m.expires_at, m.created_at \
+             n.id, u.created_at, u.password_change_required, m.access_level, m.expires_at, \
+             m.created_at \
              FROM members m JOIN users u ON u.id = m.user_id \
              LEFT JOIN namespaces n ON n.owner_id = u.id AND n.kind = 'user' \
              WHERE m.source_kind = $1 AND m.source_id = $2 ORDER BY u.id",

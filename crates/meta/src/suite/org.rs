@@ -180,6 +180,7 @@ pub(crate) async fn update_user_changes_only_given_fields(m: &dyn TestMeta) {
         .unwrap();
     assert_eq!(got.name, "Carol C");
     assert_eq!(got.state, UserState::Blocked);
+    assert!(!got.password_change_required, "off unless asked for");
     assert_eq!(got.email.as_deref(), Some("c@example.com"));
     assert_eq!(got.password_hash.as_deref(), Some("h1"));
     assert!(!got.admin);
@@ -197,6 +198,7 @@ pub(crate) async fn update_user_changes_only_given_fields(m: &dyn TestMeta) {
                 password_hash: Some("h2".into()),
                 admin: Some(true),
                 state: Some(UserState::Active),
+                password_change_required: Some(true),
                 ..Default::default()
             },
         )
@@ -208,6 +210,7 @@ pub(crate) async fn update_user_changes_only_given_fields(m: &dyn TestMeta) {
     assert_eq!(got.password_hash.as_deref(), Some("h2"));
     assert!(got.admin);
     assert_eq!(got.state, UserState::Active);
+    assert!(got.password_change_required);
     assert_eq!(m.user(u.id).await.unwrap(), Some(got));
     assert_eq!(
         m.update_user(999, &UserUpdate::default()).await.unwrap(),

@@ -251,6 +251,20 @@ async fn create(
     mut view: View,
     params: Params,
 ) -> ApiResult<Response> {
+    let group = create_group(&state, &caller, &params)
+        .await
+        .map_err(failed_to_save)?;
+    Ok((StatusCode::CREATED, Json(view.group(&group).await?)).into_response())
+}
+
+/// Create a group the caller owns (the REST API and the new-group page); a subgroup
+/// needs maintainer or more in its parent. Refusals name their field; the REST API
+/// words them as GitLab's "Failed to save group".
+pub(crate) async fn create_group(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> ApiResult<Namespace> {
     let user = caller.require_user()?.clone();
     let name = params.required_string("name")?;
     let path = params.required_string("path")?;
@@ -260,13 +274,13 @@ async fn create(
     let description = params.string("description")?.unwrap_or_default();
     let parent = match params.int("parent_id")? {
         Some(id) => {
-            let parent = find_group(&state, &caller, &id.to_string()).await?;
+            let parent = find_group(state, caller, &id.to_string()).await?;
             // GitLab's default "roles allowed to create subgroups": maintainers.
             caller
-                .require_group_level(&state, &parent, AccessLevel::Maintainer)
+                .require_group_level(state, &parent, AccessLevel::Maintainer)
                 .await?;
             if let Some(e) = visibility_problem(visibility, parent.visibility) {
-                return Err(failed_to_save(e));
+                return Err(e);
             }
             Some(parent)
         }
@@ -281,7 +295,7 @@ async fn create(
         &description,
     )
     .await
-    .map_err(|e: OrgError| failed_to_save(e.into()))?;
+    .map_err(|e: OrgError| ApiError::from(e))?;
     state
         .meta
         .set_member(
@@ -292,7 +306,7 @@ async fn create(
             now_ms(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(view.group(&group).await?)).into_response())
+    Ok(group)
 }
 
 #[utoipa::path(
@@ -316,19 +330,32 @@ async fn update(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let g = find_group(&state, &caller, &id).await?;
+    let g = update_group(&state, &caller, &id, &params).await?;
+    Ok(Json(view.group(&g).await?).into_response())
+}
+
+/// Change a group's name, description, visibility or path (the REST API and the
+/// group settings page): maintainers, and owners for the path, which moves every
+/// project and image below it.
+pub(crate) async fn update_group(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &Params,
+) -> ApiResult<Namespace> {
+    let g = find_group(state, caller, id).await?;
     caller
-        .require_group_level(&state, &g, AccessLevel::Maintainer)
+        .require_group_level(state, &g, AccessLevel::Maintainer)
         .await?;
     let new_path = params
         .string("path")?
         .filter(|path| *path != g.path && !path.is_empty());
     if let Some(path) = &new_path {
         caller
-            .require_group_level(&state, &g, AccessLevel::Owner)
+            .require_group_level(state, &g, AccessLevel::Owner)
             .await?;
         crate::org::check_path("path", path)?;
-        if refuse_move(&state, &g).await? {
+        if refuse_move(state, &g).await? {
             return Err(ApiError::message(
                 StatusCode::BAD_REQUEST,
                 "Cannot update the path because there are projects under this group that contain Docker images in their Container Registry. Please remove the images from your projects first and try again.",
@@ -341,7 +368,7 @@ async fn update(
     }
     let visibility = params.choice::<Visibility>("visibility")?;
     if let Some(v) = visibility {
-        check_new_visibility(&state, &g, v).await?;
+        check_new_visibility(state, &g, v).await?;
     }
     let update = GroupUpdate {
         name,
@@ -357,7 +384,7 @@ async fn update(
         // Every group, project and container repository below moves with it.
         g = state.meta.move_group(g.id, None, &path).await?;
     }
-    Ok(Json(view.group(&g).await?).into_response())
+    Ok(g)
 }
 
 /// Whether GitLab's refusal applies: the instance refuses to move groups with

@@ -55,13 +55,18 @@ pub fn routes() -> Router<Shared> {
 }
 
 /// What members belong to.
-enum Target {
+pub(crate) enum Target {
     Project(Project),
     Group(Namespace),
 }
 
 impl Target {
-    async fn load(state: &AppState, caller: &Caller, kind: Kind, id: &str) -> ApiResult<Target> {
+    pub(crate) async fn load(
+        state: &AppState,
+        caller: &Caller,
+        kind: Kind,
+        id: &str,
+    ) -> ApiResult<Target> {
         Ok(match kind {
             Kind::Project => Target::Project(find_project(state, caller, id).await?),
             Kind::Group => Target::Group(find_group(state, caller, id).await?),
@@ -75,7 +80,7 @@ impl Target {
         }
     }
 
-    async fn caller_level(
+    pub(crate) async fn caller_level(
         &self,
         state: &AppState,
         caller: &Caller,
@@ -205,14 +210,47 @@ async fn check_manage(
     existing: Option<AccessLevel>,
 ) -> ApiResult<()> {
     let mine = target.caller_level(state, caller).await?;
+    if manage_allowed(mine, new, existing) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+/// Whether someone with level `mine` may give `new` to (or take it from) a member
+/// who now has `existing`: maintainers manage up to Maintainer, owners everything.
+pub(crate) fn manage_allowed(
+    mine: Option<AccessLevel>,
+    new: Option<AccessLevel>,
+    existing: Option<AccessLevel>,
+) -> bool {
     let Some(mine) = mine.filter(|l| *l >= AccessLevel::Maintainer) else {
-        return Err(ApiError::forbidden());
+        return false;
     };
     let touches_owner = new == Some(AccessLevel::Owner) || existing == Some(AccessLevel::Owner);
-    if touches_owner && mine < AccessLevel::Owner {
-        return Err(ApiError::forbidden());
+    !(touches_owner && mine < AccessLevel::Owner)
+}
+
+/// Direct members (source `None`) and memberships inherited from above (with the
+/// full path they come from), each user once, as the members page lists them.
+pub(crate) async fn members_with_source(
+    state: &AppState,
+    target: &Target,
+) -> ApiResult<Vec<(Member, Option<String>)>> {
+    let mut out: Vec<(Member, Option<String>)> = direct_members(state, target)
+        .await?
+        .into_iter()
+        .map(|m| (m, None))
+        .collect();
+    // Each user once: their direct membership, else the highest inherited one.
+    let mut inherited = inherited_members(state, target).await?;
+    inherited.sort_by_key(|(m, _)| std::cmp::Reverse(m.access_level));
+    for (m, from) in inherited {
+        if !out.iter().any(|(o, _)| o.user.id == m.user.id) {
+            out.push((m, Some(from)));
+        }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// A direct role below an inherited one is refused, as GitLab validates.
@@ -290,14 +328,14 @@ async fn one(
     Ok(Json(view.member(&member)).into_response())
 }
 
-async fn add(
+/// Add an existing user as a direct member (the REST API and the members page).
+pub(crate) async fn add_member(
     state: &AppState,
     caller: &Caller,
     kind: Kind,
     id: &str,
-    view: &View,
     params: &Params,
-) -> ApiResult<Response> {
+) -> ApiResult<Member> {
     let target = Target::load(state, caller, kind, id).await?;
     let level = parse_level(params)?;
     let user = match (params.string("user_id")?, params.string("username")?) {
@@ -334,19 +372,18 @@ async fn add(
             now_ms(),
         )
         .await?;
-    let member = direct_member(state, &target, &user.id.to_string()).await?;
-    Ok((StatusCode::CREATED, Json(view.member(&member))).into_response())
+    direct_member(state, &target, &user.id.to_string()).await
 }
 
-async fn update(
+/// Change a direct member's role or expiry (the REST API and the members page).
+pub(crate) async fn update_member(
     state: &AppState,
     caller: &Caller,
     kind: Kind,
     id: &str,
     user_id: &str,
-    view: &View,
     params: &Params,
-) -> ApiResult<Response> {
+) -> ApiResult<Member> {
     let target = Target::load(state, caller, kind, id).await?;
     let current = direct_member(state, &target, user_id).await?;
     let level = parse_level(params)?;
@@ -374,17 +411,17 @@ async fn update(
             now_ms(),
         )
         .await?;
-    let member = direct_member(state, &target, user_id).await?;
-    Ok(Json(view.member(&member)).into_response())
+    direct_member(state, &target, user_id).await
 }
 
-async fn remove(
+/// Remove a direct member, or leave (the REST API and the members page).
+pub(crate) async fn remove_member(
     state: &AppState,
     caller: &Caller,
     kind: Kind,
     id: &str,
     user_id: &str,
-) -> ApiResult<Response> {
+) -> ApiResult<()> {
     let target = Target::load(state, caller, kind, id).await?;
     let current = direct_member(state, &target, user_id).await?;
     let leaving = caller.user().is_some_and(|u| u.id == current.user.id);
@@ -408,7 +445,7 @@ async fn remove(
         .meta
         .remove_member(target.source(), current.user.id)
         .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 /// The route adapters, written once and expanded for projects and for groups so the
@@ -538,7 +575,8 @@ macro_rules! member_routes {
                 Path(id): Path<String>,
                 p: Params,
             ) -> ApiResult<Response> {
-                super::add(&s, &c, $kind, &id, &v, &p).await
+                let m = super::add_member(&s, &c, $kind, &id, &p).await?;
+                Ok((StatusCode::CREATED, Json(v.member(&m))).into_response())
             }
 
             #[utoipa::path(
@@ -563,7 +601,8 @@ macro_rules! member_routes {
                 Path((id, user)): Path<(String, String)>,
                 p: Params,
             ) -> ApiResult<Response> {
-                super::update(&s, &c, $kind, &id, &user, &v, &p).await
+                let m = super::update_member(&s, &c, $kind, &id, &user, &p).await?;
+                Ok(Json(v.member(&m)).into_response())
             }
 
             #[utoipa::path(
@@ -585,7 +624,8 @@ macro_rules! member_routes {
                 c: Caller,
                 Path((id, user)): Path<(String, String)>,
             ) -> ApiResult<Response> {
-                super::remove(&s, &c, $kind, &id, &user).await
+                super::remove_member(&s, &c, $kind, &id, &user).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
             }
         }
     };

@@ -10,20 +10,20 @@
 pub(crate) mod cleanup;
 mod dependency_proxy;
 mod entities;
-mod groups;
+pub(crate) mod groups;
 pub(crate) mod history;
-mod members;
+pub(crate) mod members;
 pub mod openapi;
 pub mod pagination;
 pub mod params;
 pub(crate) mod policy;
-mod projects;
+pub(crate) mod projects;
 pub(crate) mod protection;
 pub(crate) mod registry;
 pub mod schemas;
-mod settings;
-mod tokens;
-mod users;
+pub(crate) mod settings;
+pub(crate) mod tokens;
+pub(crate) mod users;
 
 use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
@@ -639,7 +639,7 @@ fn numeric_id(id: &str) -> Option<i64> {
 
 /// What a resource that exists for projects and for groups alike (members, deploy
 /// tokens) belongs to; one implementation serves both, told which it is for.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Project,
     Group,

@@ -280,6 +280,21 @@ async fn create(
     mut view: View,
     params: Params,
 ) -> ApiResult<Response> {
+    let project = create_project(&state, &caller, &params).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view.project(&project, &caller).await?),
+    )
+        .into_response())
+}
+
+/// Create a project the caller owns (the REST API and the new-project page): in
+/// their own namespace, or in a group where they are maintainer or more.
+pub(crate) async fn create_project(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> ApiResult<Project> {
     let user = caller.require_user()?.clone();
     let non_blank = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let name = non_blank(params.string("name")?);
@@ -300,9 +315,9 @@ async fn create(
     let visibility = params
         .choice::<Visibility>("visibility")?
         .unwrap_or(Visibility::Private);
-    let access = registry_access(&params)?.unwrap_or(RegistryAccess::Enabled);
+    let access = registry_access(params)?.unwrap_or(RegistryAccess::Enabled);
     let description = params.string("description")?.unwrap_or_default();
-    let ns = target_namespace(&state, &caller, &params).await?;
+    let ns = target_namespace(state, caller, params).await?;
     if let Some(e) = visibility_problem(visibility, &ns) {
         return Err(e);
     }
@@ -326,11 +341,7 @@ async fn create(
         now_ms(),
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(view.project(&project, &caller).await?),
-    )
-        .into_response())
+    Ok(project)
 }
 
 #[utoipa::path(
@@ -354,9 +365,21 @@ async fn update(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let p = find_project(&state, &caller, &id).await?;
+    let p = update_project(&state, &caller, &id, &params).await?;
+    Ok(Json(view.project(&p, &caller).await?).into_response())
+}
+
+/// Change a project's settings, path included (the REST API and the general settings
+/// page): maintainers, and owners for the path, which moves its registry along.
+pub(crate) async fn update_project(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &Params,
+) -> ApiResult<Project> {
+    let p = find_project(state, caller, id).await?;
     caller
-        .require_project_level(&state, &p, AccessLevel::Maintainer)
+        .require_project_level(state, &p, AccessLevel::Maintainer)
         .await?;
     let name = params.string("name")?;
     if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
@@ -372,7 +395,7 @@ async fn update(
     }
     let policy = match params.nested("container_expiration_policy_attributes")? {
         Some(attrs) => Some(super::policy::apply(
-            super::policy::current(&state, &p).await?,
+            super::policy::current(state, &p).await?,
             &attrs,
         )?),
         None => None,
@@ -383,10 +406,10 @@ async fn update(
     if let Some(path) = &new_path {
         // Renaming the path moves the project's registry with it.
         caller
-            .require_project_level(&state, &p, AccessLevel::Owner)
+            .require_project_level(state, &p, AccessLevel::Owner)
             .await?;
         org::check_path("path", path)?;
-        if refuse_move(&state, &p).await? {
+        if refuse_move(state, &p).await? {
             return Err(ApiError::message(
                 StatusCode::BAD_REQUEST,
                 "Cannot rename project because it contains container registry tags!",
@@ -397,7 +420,7 @@ async fn update(
         name: name.clone(),
         description: params.string("description")?,
         visibility,
-        registry_access: registry_access(&params)?,
+        registry_access: registry_access(params)?,
     };
     if let Some(policy) = &policy {
         state
@@ -416,7 +439,7 @@ async fn update(
             .move_project(p.id, p.namespace_id, &path, &p.name)
             .await?;
     }
-    Ok(Json(view.project(&p, &caller).await?).into_response())
+    Ok(p)
 }
 
 /// Whether GitLab's refusal applies: the instance refuses moves of projects whose
@@ -459,20 +482,31 @@ async fn transfer(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let p = find_project(&state, &caller, &id).await?;
+    let moved = transfer_project(&state, &caller, &id, &params).await?;
+    Ok(Json(view.project(&moved, &caller).await?).into_response())
+}
+
+/// Move a project into another namespace (`namespace`), its repositories with it, in
+/// one transaction (owners; the REST API and the general settings page).
+pub(crate) async fn transfer_project(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &Params,
+) -> ApiResult<Project> {
+    let p = find_project(state, caller, id).await?;
     caller
-        .require_project_level(&state, &p, AccessLevel::Owner)
+        .require_project_level(state, &p, AccessLevel::Owner)
         .await?;
     let target = params.required_string("namespace")?;
     let mut target_params = Params::default();
     target_params.set("namespace_id", &target);
-    let ns = target_namespace(&state, &caller, &target_params).await?;
-    check_transfer(&state, &p).await?;
-    let moved = state
+    let ns = target_namespace(state, caller, &target_params).await?;
+    check_transfer(state, &p).await?;
+    Ok(state
         .meta
         .move_project(p.id, ns.id, &p.path, &p.name)
-        .await?;
-    Ok(Json(view.project(&moved, &caller).await?).into_response())
+        .await?)
 }
 
 #[cfg(test)]

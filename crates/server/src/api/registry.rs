@@ -517,10 +517,9 @@ pub(crate) fn protected(r: berth_core::protection::Refusal) -> ApiError {
 }
 
 /// Delete the named tags of repository `rid` of project `id` (the manifests stay).
-/// One tag is a developer action in GitLab (destroy_container_image), refused when a
-/// protection rule forbids it; several at once are a bulk deletion (maintainers),
-/// which skips the protected ones and says how many. The REST API and the web UI
-/// both delete tags through here.
+/// A tag a protection rule keeps from the caller is refused when it is the only one
+/// named, and skipped (and counted) among several. The REST API and the web UI both
+/// delete tags through here.
 pub(crate) async fn delete_tags(
     state: &AppState,
     caller: &Caller,
@@ -529,12 +528,10 @@ pub(crate) async fn delete_tags(
     names: &[String],
 ) -> ApiResult<TagDeletion> {
     let (p, actions) = readable(state, caller, id).await?;
-    let allowed = if names.len() > 1 {
-        actions.delete
-    } else {
-        actions.push
-    };
-    if !allowed {
+    // Deleting named tags, one or several, is GitLab's `destroy_container_image`:
+    // developers may (its GraphQL `destroyContainerRepositoryTags`); the regex bulk
+    // delete of the REST API stays with maintainers.
+    if !actions.push {
         return Err(ApiError::forbidden());
     }
     let r = repository_of(state, &p, rid).await?;

@@ -551,6 +551,8 @@ pub struct ApplicationSettings {
     pub container_registry_cleanup_tags_service_max_list_size: u64,
     /// Minutes a registry token lasts.
     pub container_registry_token_expire_delay: u64,
+    /// Whether anyone may create an account at `/users/sign_up`.
+    pub signup_enabled: bool,
 }
 
 /// A tag in a cleanup preview, with the step of the policy that decided it.
@@ -865,6 +867,8 @@ pub struct UpdateApplicationSettings {
     pub container_registry_delete_tags_service_timeout: Option<i64>,
     #[schema(minimum = 1)]
     pub container_registry_cleanup_tags_service_max_list_size: Option<i64>,
+    /// Whether anyone may create an account at `/users/sign_up` (off by default).
+    pub signup_enabled: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------

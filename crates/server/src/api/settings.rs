@@ -15,14 +15,16 @@ pub fn routes() -> Router<Shared> {
     Router::new().route("/application/settings", get(show).put(update))
 }
 
-fn render(state: &AppState, limits: Limits) -> Response {
-    Json(ApplicationSettings {
+async fn render(state: &AppState, limits: Limits) -> ApiResult<Response> {
+    let signup_enabled = instance::signup_enabled(state.meta.as_ref()).await?;
+    Ok(Json(ApplicationSettings {
         container_registry_expiration_policies_worker_capacity: limits.worker_capacity as u64,
         container_registry_delete_tags_service_timeout: limits.delete_timeout_secs,
         container_registry_cleanup_tags_service_max_list_size: limits.max_list_size as u64,
         container_registry_token_expire_delay: state.settings.token_ttl.as_secs() / 60,
+        signup_enabled,
     })
-    .into_response()
+    .into_response())
 }
 
 #[utoipa::path(
@@ -38,7 +40,7 @@ fn render(state: &AppState, limits: Limits) -> Response {
 async fn show(State(state): State<Shared>, caller: Caller) -> ApiResult<Response> {
     caller.require_admin()?;
     let limits = instance::cleanup_limits(state.meta.as_ref(), state.settings.cleanup).await?;
-    Ok(render(&state, limits))
+    render(&state, limits).await
 }
 
 /// A setting that must be a whole number of at least 1.
@@ -67,24 +69,37 @@ async fn update(
     caller: Caller,
     params: Params,
 ) -> ApiResult<Response> {
+    let limits = update_settings(&state, &caller, &params).await?;
+    render(&state, limits).await
+}
+
+/// Change the instance settings (administrators; the REST API and the admin area).
+pub(crate) async fn update_settings(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> ApiResult<Limits> {
     caller.require_admin()?;
     let mut limits = instance::cleanup_limits(state.meta.as_ref(), state.settings.cleanup).await?;
     if let Some(n) = positive(
-        &params,
+        params,
         "container_registry_expiration_policies_worker_capacity",
     )? {
         limits.worker_capacity = n as usize;
     }
-    if let Some(n) = positive(&params, "container_registry_delete_tags_service_timeout")? {
+    if let Some(n) = positive(params, "container_registry_delete_tags_service_timeout")? {
         limits.delete_timeout_secs = n as u64;
     }
     if let Some(n) = positive(
-        &params,
+        params,
         "container_registry_cleanup_tags_service_max_list_size",
     )? {
         limits.max_list_size = n as usize;
     }
+    if let Some(on) = params.bool("signup_enabled")? {
+        instance::set_signup_enabled(state.meta.as_ref(), on).await?;
+    }
     instance::set_cleanup_limits(state.meta.as_ref(), limits).await?;
     state.jobs.wake();
-    Ok(render(&state, limits))
+    Ok(limits)
 }

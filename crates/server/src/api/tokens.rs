@@ -83,11 +83,10 @@ fn days_from_now(days: u64) -> String {
 
 async fn create_personal(
     state: &AppState,
-    view: &View,
     user_id: i64,
     params: &Params,
     allowed: fn(&str) -> bool,
-) -> ApiResult<Response> {
+) -> ApiResult<(PersonalToken, String)> {
     let name = params.required_string("name")?;
     let scopes = params
         .list("scopes")?
@@ -103,7 +102,7 @@ async fn create_personal(
         return Err(ApiError::validation("expires_at", "must be in the future"));
     }
     let description = params.string("description")?.unwrap_or_default();
-    let (token, secret) = org::create_personal_token(
+    Ok(org::create_personal_token(
         state.meta.as_ref(),
         user_id,
         &name,
@@ -111,12 +110,43 @@ async fn create_personal(
         expires_at.as_deref(),
         &description,
     )
-    .await?;
-    Ok((
+    .await?)
+}
+
+fn created_personal(view: &View, (token, secret): (PersonalToken, String)) -> Response {
+    (
         StatusCode::CREATED,
         Json(view.personal_token(&token, Some(&secret))),
     )
-        .into_response())
+        .into_response()
+}
+
+/// GitLab's default lifetime of a token made in the browser, in days.
+pub(crate) const PAT_DEFAULT_DAYS: u64 = 30;
+/// GitLab's longest lifetime of a token a user makes for themself, in days.
+pub(crate) const PAT_MAX_DAYS: u64 = 365;
+
+/// The default and the latest expiry date of a new token of one's own.
+pub(crate) fn own_token_expiry_range() -> (String, String) {
+    (days_from_now(PAT_DEFAULT_DAYS), days_from_now(PAT_MAX_DAYS))
+}
+
+/// A token the caller creates for themself (the REST API and the tokens page), at
+/// most [`PAT_MAX_DAYS`] ahead, as GitLab limits them.
+pub(crate) async fn create_own_personal(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> ApiResult<(PersonalToken, String)> {
+    let user = caller.require_user()?;
+    let (_, max) = own_token_expiry_range();
+    if params.date("expires_at")?.is_some_and(|d| d > max) {
+        return Err(ApiError::validation(
+            "expires_at",
+            format!("must be before {}", days_from_now(PAT_MAX_DAYS + 1)),
+        ));
+    }
+    create_personal(state, user.id, params, self_service_scope).await
 }
 
 #[utoipa::path(
@@ -142,7 +172,8 @@ async fn create_for_user(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let user = find_user(&state, &user_id).await?;
-    create_personal(&state, &view, user.id, &params, |s| PAT_SCOPES.contains(&s)).await
+    let created = create_personal(&state, user.id, &params, |s| PAT_SCOPES.contains(&s)).await?;
+    Ok(created_personal(&view, created))
 }
 
 #[utoipa::path(
@@ -162,8 +193,8 @@ async fn create_for_self(
     view: View,
     params: Params,
 ) -> ApiResult<Response> {
-    let user = caller.require_user()?;
-    create_personal(&state, &view, user.id, &params, self_service_scope).await
+    let created = create_own_personal(&state, &caller, &params).await?;
+    Ok(created_personal(&view, created))
 }
 
 #[utoipa::path(
@@ -322,8 +353,18 @@ async fn revoke_personal(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    revoke_personal_token(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revoke token `id`: the caller's own, or anyone's for an administrator.
+pub(crate) async fn revoke_personal_token(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<()> {
     let me = caller.require_user()?;
-    let token = match numeric_id(&id) {
+    let token = match numeric_id(id) {
         Some(n) => state.meta.personal_token(n).await?,
         None => None,
     }
@@ -335,7 +376,7 @@ async fn revoke_personal(
             "400 Bad request",
         ));
     }
-    revoke(&state, &token).await
+    revoke(state, &token).await.map(|_| ())
 }
 
 /// Revoke `old` and create its successor with the same name, description and
@@ -489,7 +530,7 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
 }
 
 /// Where a deploy token belongs, with the caller's right to manage it there.
-async fn deploy_source(
+pub(crate) async fn deploy_source(
     state: &AppState,
     caller: &Caller,
     kind: Kind,
@@ -544,9 +585,21 @@ async fn deploy_list(
     view: &View,
     params: &Params,
 ) -> ApiResult<Response> {
+    let tokens = deploy_tokens_of(state, caller, kind, id, params).await?;
+    Ok(respond_deploy(pg, view, tokens))
+}
+
+/// The live deploy tokens of a project or group the caller may see them of.
+pub(crate) async fn deploy_tokens_of(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    params: &Params,
+) -> ApiResult<Vec<DeployToken>> {
     let source = deploy_source(state, caller, kind, id, false).await?;
     let tokens = state.meta.deploy_tokens(Some(source)).await?;
-    Ok(respond_deploy(pg, view, filter_deploy(tokens, params)?))
+    filter_deploy(tokens, params)
 }
 
 async fn deploy_create(
@@ -557,6 +610,22 @@ async fn deploy_create(
     view: &View,
     params: &Params,
 ) -> ApiResult<Response> {
+    let (token, secret) = create_deploy_token(state, caller, kind, id, params).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view.deploy_token(&token, Some(&secret))),
+    )
+        .into_response())
+}
+
+/// Create a deploy token of a project or group (the REST API and the settings page).
+pub(crate) async fn create_deploy_token(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    params: &Params,
+) -> ApiResult<(DeployToken, String)> {
     let source = deploy_source(state, caller, kind, id, true).await?;
     let name = params.required_string("name")?;
     let scopes = params
@@ -578,7 +647,7 @@ async fn deploy_create(
         None => None,
     };
     let username = params.string("username")?;
-    let (token, secret) = org::create_deploy_token(
+    Ok(org::create_deploy_token(
         state.meta.as_ref(),
         source,
         &name,
@@ -586,12 +655,7 @@ async fn deploy_create(
         &scopes,
         expires_at,
     )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(view.deploy_token(&token, Some(&secret))),
-    )
-        .into_response())
+    .await?)
 }
 
 /// A live deploy token of `source`, or GitLab's 404.
@@ -627,10 +691,22 @@ async fn deploy_delete(
     id: &str,
     token_id: &str,
 ) -> ApiResult<Response> {
+    revoke_deploy_token(state, caller, kind, id, token_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revoke a deploy token of a project or group (the REST API and the settings page).
+pub(crate) async fn revoke_deploy_token(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    token_id: &str,
+) -> ApiResult<()> {
     let source = deploy_source(state, caller, kind, id, true).await?;
     let t = deploy_token_of(state, source, token_id).await?;
     state.meta.revoke_deploy_token(t.id).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 #[utoipa::path(

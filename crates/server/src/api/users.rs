@@ -15,7 +15,7 @@ use super::schemas::{
 use super::{find_user, ApiError, ApiResult, Caller, Pagination, Params, Path, View};
 use crate::auth::secrets;
 use crate::org::{self, OrgError};
-use crate::state::Shared;
+use crate::state::{AppState, Shared};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -168,18 +168,40 @@ async fn create(
     view: View,
     params: Params,
 ) -> ApiResult<Response> {
+    let user = create_user(&state, &caller, &params).await?;
+    Ok((StatusCode::CREATED, Json(view.user(&user, true))).into_response())
+}
+
+/// Create a user (administrators; the REST API and the admin area).
+pub(crate) async fn create_user(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> ApiResult<User> {
     caller.require_admin()?;
+    new_user(state, params, true).await
+}
+
+/// Create one's own account at `/users/sign_up` (when an administrator allows it):
+/// never an administrator, and a password is required.
+pub(crate) async fn sign_up(state: &AppState, params: &Params) -> ApiResult<User> {
+    params.required_string("password")?;
+    new_user(state, params, false).await
+}
+
+async fn new_user(state: &AppState, params: &Params, by_admin: bool) -> ApiResult<User> {
     let username = params.required_string("username")?;
     let name = params.required_string("name")?;
     let email = params.string("email")?.filter(|e| !e.trim().is_empty());
-    let random = params.bool("force_random_password")? == Some(true)
-        || params.bool("reset_password")? == Some(true);
+    let random = by_admin
+        && (params.bool("force_random_password")? == Some(true)
+            || params.bool("reset_password")? == Some(true));
     let password = match params.string("password")? {
         Some(p) => Some(p),
         None if random => Some(secrets::generate_password()),
         None => None,
     };
-    let admin = params.bool("admin")?.unwrap_or(false);
+    let admin = by_admin && params.bool("admin")?.unwrap_or(false);
     let user = org::create_user(
         state.meta.as_ref(),
         &username,
@@ -190,7 +212,25 @@ async fn create(
     )
     .await
     .map_err(user_conflict)?;
-    Ok((StatusCode::CREATED, Json(view.user(&user, true))).into_response())
+    if random {
+        // Nobody knows a generated password: whoever resets it must choose their own.
+        return require_password_change(state, &user).await;
+    }
+    Ok(user)
+}
+
+/// The user is asked to set a password of their own at the next sign-in (GitLab's
+/// rule for a password an administrator chose or that was generated).
+pub(crate) async fn require_password_change(state: &AppState, user: &User) -> ApiResult<User> {
+    let update = UserUpdate {
+        password_change_required: Some(true),
+        ..Default::default()
+    };
+    state
+        .meta
+        .update_user(user.id, &update)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User"))
 }
 
 #[utoipa::path(
@@ -216,6 +256,19 @@ async fn update(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let user = find_user(&state, &id).await?;
+    let user = update_user(&state, &user, &params, true).await?;
+    Ok(Json(view.user(&user, true)).into_response())
+}
+
+/// Change a user's name, e-mail, password and (when `as_admin`) admin flag: the REST
+/// API's administrators, the admin area, and a user's own profile (`as_admin` false:
+/// only name and e-mail are read). A new password ends the user's web sessions.
+pub(crate) async fn update_user(
+    state: &AppState,
+    user: &User,
+    params: &Params,
+    as_admin: bool,
+) -> ApiResult<User> {
     if let Some(username) = params.string("username")? {
         if username != user.username {
             return Err(ApiError::message(
@@ -224,14 +277,8 @@ async fn update(
             ));
         }
     }
-    let password_hash = match params.string("password")? {
-        Some(p) if p.len() < 8 => {
-            return Err(ApiError::validation(
-                "password",
-                "is too short (minimum is 8 characters)",
-            ))
-        }
-        Some(p) => Some(secrets::hash_password(&p).map_err(ApiError::internal)?),
+    let password_hash = match params.string("password")?.filter(|_| as_admin) {
+        Some(p) => Some(password_hash(&p)?),
         None => None,
     };
     let name = params.string("name")?;
@@ -243,8 +290,13 @@ async fn update(
         name,
         email: params.string("email")?,
         password_hash,
-        admin: params.bool("admin")?,
+        admin: if as_admin {
+            params.bool("admin")?
+        } else {
+            None
+        },
         state: None,
+        password_change_required: None,
     };
     let user = state
         .meta
@@ -254,17 +306,17 @@ async fn update(
     if new_password {
         // Whoever knew the old password may be signed in with it: a new password
         // is often set precisely to shut them out.
-        end_web_sessions(&state, &user, "password changed").await?;
+        end_web_sessions(state, &user, "password changed").await?;
     }
-    Ok(Json(view.user(&user, true)).into_response())
+    Ok(user)
 }
 
-async fn set_state(
-    state: &Shared,
+pub(crate) async fn set_state(
+    state: &AppState,
     caller: &Caller,
     id: &str,
     to: UserState,
-) -> ApiResult<Response> {
+) -> ApiResult<()> {
     caller.require_admin()?;
     let user = find_user(state, id).await?;
     state
@@ -283,8 +335,7 @@ async fn set_state(
         // later does not bring back browsers signed in before the block.
         end_web_sessions(state, &user, "blocked").await?;
     }
-    // GitLab answers both with 201 and a bare `true`.
-    Ok((StatusCode::CREATED, Json(true)).into_response())
+    Ok(())
 }
 
 #[utoipa::path(
@@ -305,7 +356,9 @@ async fn block(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    set_state(&state, &caller, &id, UserState::Blocked).await
+    set_state(&state, &caller, &id, UserState::Blocked).await?;
+    // GitLab answers both with 201 and a bare `true`.
+    Ok((StatusCode::CREATED, Json(true)).into_response())
 }
 
 #[utoipa::path(
@@ -326,12 +379,47 @@ async fn unblock(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    set_state(&state, &caller, &id, UserState::Active).await
+    set_state(&state, &caller, &id, UserState::Active).await?;
+    Ok((StatusCode::CREATED, Json(true)).into_response())
+}
+
+/// The stored hash of a new password, refused when too short.
+fn password_hash(password: &str) -> ApiResult<String> {
+    if password.len() < 8 {
+        return Err(ApiError::validation(
+            "password",
+            "is too short (minimum is 8 characters)",
+        ));
+    }
+    secrets::hash_password(password).map_err(ApiError::internal)
+}
+
+/// A user's own new password (the password page): every other web session of theirs
+/// ends, the one that changed it (`keep`, a session digest) stays.
+pub(crate) async fn change_own_password(
+    state: &AppState,
+    user: &User,
+    password: &str,
+    keep: Option<&str>,
+) -> ApiResult<()> {
+    let update = UserUpdate {
+        password_hash: Some(password_hash(password)?),
+        password_change_required: Some(false),
+        ..Default::default()
+    };
+    state
+        .meta
+        .update_user(user.id, &update)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User"))?;
+    let ended = state.meta.delete_user_web_sessions(user.id, keep).await?;
+    tracing::info!(username = %user.username, ended, "password changed by its user; other web sessions ended");
+    Ok(())
 }
 
 /// End every web session of `user` (an administrator acted on the account, so no
 /// session of theirs made the change and none is kept).
-async fn end_web_sessions(state: &Shared, user: &User, why: &str) -> ApiResult<()> {
+async fn end_web_sessions(state: &AppState, user: &User, why: &str) -> ApiResult<()> {
     let ended = state.meta.delete_user_web_sessions(user.id, None).await?;
     tracing::info!(username = %user.username, user_id = user.id, ended, why, "ended web sessions");
     Ok(())

@@ -8,8 +8,21 @@
 //! `registry_actions`, the shared delete and policy functions), so a button that is
 //! not shown is also refused when its form is posted anyway.
 
+// A page's early answer (sign in first, 404, a refused form) is a whole Response,
+// returned once per request: boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
+mod account;
+mod admin;
+mod create;
 mod dependency_proxy;
+mod deploy_tokens;
+mod forms;
+mod general;
 mod i18n;
+mod members;
+mod nav;
+mod overview;
 mod pages;
 mod policy_errors;
 mod session;
@@ -28,12 +41,13 @@ use minijinja::{context, Environment, Value};
 pub use i18n::Lang;
 pub use session::Viewer;
 
+use crate::api::Kind;
 use crate::auth::secrets;
 use crate::state::{now_ms, Shared};
 use session::{set_cookie, LANG_COOKIE, SESSION_COOKIE, SESSION_TTL_MS};
 
 /// Every template, by the name pages render it with.
-pub(crate) const TEMPLATES: [(&str, &str); 12] = [
+pub(crate) const TEMPLATES: &[(&str, &str)] = &[
     (
         "dependency_proxy.html",
         include_str!("../../../../web/templates/dependency_proxy.html"),
@@ -82,6 +96,86 @@ pub(crate) const TEMPLATES: [(&str, &str); 12] = [
         "preview.html",
         include_str!("../../../../web/templates/preview.html"),
     ),
+    (
+        "account_nav.html",
+        include_str!("../../../../web/templates/account_nav.html"),
+    ),
+    (
+        "account_profile.html",
+        include_str!("../../../../web/templates/account_profile.html"),
+    ),
+    (
+        "account_password.html",
+        include_str!("../../../../web/templates/account_password.html"),
+    ),
+    (
+        "account_tokens.html",
+        include_str!("../../../../web/templates/account_tokens.html"),
+    ),
+    (
+        "new_group.html",
+        include_str!("../../../../web/templates/new_group.html"),
+    ),
+    (
+        "new_project.html",
+        include_str!("../../../../web/templates/new_project.html"),
+    ),
+    (
+        "sidebar.html",
+        include_str!("../../../../web/templates/sidebar.html"),
+    ),
+    (
+        "crumbs.html",
+        include_str!("../../../../web/templates/crumbs.html"),
+    ),
+    (
+        "members.html",
+        include_str!("../../../../web/templates/members.html"),
+    ),
+    (
+        "deploy_tokens.html",
+        include_str!("../../../../web/templates/deploy_tokens.html"),
+    ),
+    (
+        "project.html",
+        include_str!("../../../../web/templates/project.html"),
+    ),
+    (
+        "group.html",
+        include_str!("../../../../web/templates/group.html"),
+    ),
+    (
+        "user.html",
+        include_str!("../../../../web/templates/user.html"),
+    ),
+    (
+        "admin_nav.html",
+        include_str!("../../../../web/templates/admin_nav.html"),
+    ),
+    (
+        "admin.html",
+        include_str!("../../../../web/templates/admin.html"),
+    ),
+    (
+        "admin_users.html",
+        include_str!("../../../../web/templates/admin_users.html"),
+    ),
+    (
+        "project_edit.html",
+        include_str!("../../../../web/templates/project_edit.html"),
+    ),
+    (
+        "group_edit.html",
+        include_str!("../../../../web/templates/group_edit.html"),
+    ),
+    (
+        "move_confirm.html",
+        include_str!("../../../../web/templates/move_confirm.html"),
+    ),
+    (
+        "sign_up.html",
+        include_str!("../../../../web/templates/sign_up.html"),
+    ),
 ];
 
 const CSS: &str = include_str!("../../../../web/static/berth.css");
@@ -93,6 +187,39 @@ pub fn router() -> Router<Shared> {
         .route("/users/sign_in", get(sign_in_page).post(sign_in))
         .route("/users/sign_out", post(sign_out))
         .route("/-/lang", get(switch_language))
+        .route(
+            "/-/user_settings/profile",
+            get(account::profile).post(account::save_profile),
+        )
+        .route("/-/user_settings/password/edit", get(account::password))
+        .route("/-/user_settings/password", post(account::change_password))
+        .route(
+            "/-/user_settings/personal_access_tokens",
+            get(account::personal_tokens).post(account::create_token),
+        )
+        .route(
+            "/-/user_settings/personal_access_tokens/{id}/revoke",
+            post(account::revoke_token),
+        )
+        .route(
+            "/groups/new",
+            get(create::new_group).post(create::create_group),
+        )
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/application_settings", post(admin::save_settings))
+        .route(
+            "/admin/users",
+            get(admin::user_list).post(admin::create_user),
+        )
+        .route("/admin/users/{id}", post(admin::change_user))
+        .route(
+            "/users/sign_up",
+            get(admin::sign_up_page).post(admin::sign_up),
+        )
+        .route(
+            "/projects/new",
+            get(create::new_project).post(create::create_project),
+        )
         .route("/-/static/{file}", get(asset))
 }
 
@@ -102,10 +229,19 @@ fn environment() -> &'static Environment<'static> {
         let mut env = Environment::new();
         // Printing something undefined is an error (caught by tests), not a blank.
         env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
-        // `"{n} tags" | fill(n=3)`: placeholders of translated texts.
+        // `"{n} tags" | fill(n=3)`: placeholders of translated texts; with
+        // `one=t.<key>_one`, that text when n is 1 ("1 tag", not "1 tags").
         env.add_filter("fill", |text: String, kwargs: minijinja::value::Kwargs| {
-            let mut out = text;
+            let n: Option<Value> = kwargs.get("n")?;
+            let one: Option<String> = kwargs.get("one")?;
+            let mut out = match (one, n.and_then(|n| i64::try_from(n).ok())) {
+                (Some(one), Some(1)) => one,
+                _ => text,
+            };
             for key in kwargs.args() {
+                if key == "one" {
+                    continue;
+                }
                 let v: Value = kwargs.get(key)?;
                 out = out.replace(&format!("{{{key}}}"), &v.to_string());
             }
@@ -319,6 +455,7 @@ async fn switch_language(viewer: Viewer, Query(q): Query<LangQuery>) -> Response
 #[derive(serde::Deserialize)]
 struct SignInQuery {
     redirect_to: Option<String>,
+    notice: Option<String>,
 }
 
 fn sign_in_form(
@@ -328,6 +465,18 @@ fn sign_in_form(
     error: Option<String>,
     redirect_to: &str,
 ) -> Response {
+    let extra = context! { signup => false, notice => Value::from(()) };
+    sign_in_with(viewer, status, username, error, redirect_to, extra)
+}
+
+fn sign_in_with(
+    viewer: &Viewer,
+    status: StatusCode,
+    username: &str,
+    error: Option<String>,
+    redirect_to: &str,
+    extra: Value,
+) -> Response {
     viewer.render(
         status,
         "sign_in.html",
@@ -336,16 +485,32 @@ fn sign_in_form(
             username => username,
             error => error,
             redirect_to => redirect_to,
+            ..extra
         },
     )
 }
 
-async fn sign_in_page(viewer: Viewer, Query(q): Query<SignInQuery>) -> Response {
+async fn sign_in_page(
+    State(state): State<Shared>,
+    viewer: Viewer,
+    Query(q): Query<SignInQuery>,
+) -> Response {
     let back = local_path(q.redirect_to.as_deref());
     if viewer.user.is_some() {
         return viewer.redirect(&back);
     }
-    sign_in_form(&viewer, StatusCode::OK, "", None, &back)
+    let signup = crate::instance::signup_enabled(state.meta.as_ref())
+        .await
+        .unwrap_or(false);
+    let notice = (q.notice.as_deref() == Some("signed_up")).then_some("signed_up");
+    sign_in_with(
+        &viewer,
+        StatusCode::OK,
+        "",
+        None,
+        &back,
+        context! { signup => signup, notice => notice },
+    )
 }
 
 /// Username and password only (tokens are for clients, not browsers), behind the same
@@ -450,7 +615,13 @@ async fn sign_in(
         let _ = state.meta.delete_web_session(old).await;
     }
     tracing::info!(username = %user.username, "signed in to the web UI");
-    let mut resp = Redirect::to(&back).into_response();
+    // A password someone else chose: first a password of one's own.
+    let to = if user.password_change_required {
+        "/-/user_settings/password/edit?notice=password_required".to_string()
+    } else {
+        back
+    };
+    let mut resp = Redirect::to(&to).into_response();
     if let Ok(v) = header::HeaderValue::from_str(&set_cookie(
         SESSION_COOKIE,
         &id,
@@ -506,6 +677,43 @@ enum Route {
     Settings(String),
     SettingsPreview(String),
     SettingsMatches(String),
+    Members(Kind, String),
+    Member(Kind, String, String),
+    RepositorySettings(Kind, String),
+    RevokeDeployToken(Kind, String, String),
+    GroupOverview(String),
+    /// `/<project>/edit`: general settings (else the overview of a project "edit").
+    EditProject(String),
+    /// `/groups/<group>/-/edit`.
+    EditGroup(String),
+    /// `/<path>`: a project, a group or a user namespace.
+    Overview(String),
+}
+
+/// `<owner>/-/<what>[/<id>[/<verb>]]` for members and deploy tokens, of a project
+/// (`rest` after `/`) or a group (`rest` after `/groups/`).
+fn owned_route(kind: Kind, rest: &str) -> Option<Route> {
+    let (owner, tail) = rest.split_once("/-/")?;
+    if owner.is_empty() {
+        return None;
+    }
+    let o = owner.to_string();
+    let members = match kind {
+        Kind::Project => "project_members",
+        Kind::Group => "group_members",
+    };
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let segs: Vec<&str> = tail.split('/').collect();
+    match segs.as_slice() {
+        [m] if *m == members => Some(Route::Members(kind, o)),
+        [m, id] if *m == members && numeric(id) => Some(Route::Member(kind, o, id.to_string())),
+        ["settings", "repository"] => Some(Route::RepositorySettings(kind, o)),
+        ["edit"] if kind == Kind::Group => Some(Route::EditGroup(o)),
+        ["settings", "repository", "deploy_token", id, "revoke"] if numeric(id) => {
+            Some(Route::RevokeDeployToken(kind, o, id.to_string()))
+        }
+        _ => None,
+    }
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -515,10 +723,18 @@ fn route(path: &str) -> Option<Route> {
         if let Some(group) = rest.strip_suffix("/-/dependency_proxy") {
             return (!group.is_empty()).then(|| Route::DependencyProxy(group.to_string()));
         }
-        let group = rest.strip_suffix("/-/container_registries")?;
-        return (!group.is_empty()).then(|| Route::GroupRegistry(group.to_string()));
+        if let Some(group) = rest.strip_suffix("/-/container_registries") {
+            return (!group.is_empty()).then(|| Route::GroupRegistry(group.to_string()));
+        }
+        if rest.contains("/-/") {
+            return owned_route(Kind::Group, rest);
+        }
+        return (!rest.is_empty()).then(|| Route::GroupOverview(rest.to_string()));
     }
     let path = path.strip_prefix('/')?;
+    if let Some(r) = owned_route(Kind::Project, path) {
+        return Some(r);
+    }
     if let Some(p) = path.strip_suffix("/-/settings/packages_and_registries") {
         return Some(Route::Settings(p.to_string()));
     }
@@ -556,7 +772,17 @@ fn route(path: &str) -> Option<Route> {
             return r;
         }
     }
-    None
+    if let Some(p) = path.strip_suffix("/edit") {
+        if p.contains('/') && !p.contains("/-/") {
+            return Some(Route::EditProject(p.to_string()));
+        }
+    }
+    let plain = !path.is_empty()
+        && !path.contains("/-/")
+        && !path
+            .split('/')
+            .any(|s| s.is_empty() || s == "container_registry");
+    plain.then(|| Route::Overview(path.to_string()))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -579,7 +805,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// Everything below `/` that no fixed route took: GitLab-shaped pages, else 404.
 pub async fn dispatch(
     State(state): State<Shared>,
-    viewer: Viewer,
+    mut viewer: Viewer,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -594,19 +820,37 @@ pub async fn dispatch(
         if method != Method::POST {
             return viewer.error(StatusCode::METHOD_NOT_ALLOWED);
         }
-        let fields = form_fields(&body);
-        if !viewer.csrf_ok(&method, &headers, field(&fields, "csrf_token")) {
-            return viewer.error(StatusCode::FORBIDDEN);
-        }
+        let form = match viewer.posted(&method, &headers, &body) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
         return match r {
+            Route::Members(k, p) => members::add(&state, &viewer, k, &p, &form).await,
+            Route::EditProject(p) => general::save(&state, &viewer, &p, &form).await,
+            Route::EditGroup(g) => general::group::save(&state, &viewer, &g, &form).await,
+            Route::Member(k, p, id) => members::change(&state, &viewer, k, &p, &id, &form).await,
+            Route::RepositorySettings(k, p) => {
+                deploy_tokens::create(&state, &viewer, k, &p, &form).await
+            }
+            Route::RevokeDeployToken(k, p, id) => {
+                deploy_tokens::revoke(&state, &viewer, k, &p, &id).await
+            }
             Route::DeleteRepository(p, id) => {
                 pages::delete_repository(&state, &viewer, &p, &id).await
             }
-            Route::DeleteTags(p, id) => pages::delete_tags(&state, &viewer, &p, &id, &fields).await,
-            Route::Settings(p) => pages::save_settings(&state, &viewer, &p, &fields, &body).await,
-            Route::RestoreTag(p, id) => pages::restore_tag(&state, &viewer, &p, &id, &fields).await,
-            Route::RestoreRun(p) => pages::restore_run(&state, &viewer, &p, &fields).await,
-            Route::DependencyProxy(g) => dependency_proxy::save(&state, &viewer, &g, &fields).await,
+            Route::DeleteTags(p, id) => {
+                pages::delete_tags(&state, &viewer, &p, &id, &form.fields).await
+            }
+            Route::Settings(p) => {
+                pages::save_settings(&state, &viewer, &p, &form.fields, &body).await
+            }
+            Route::RestoreTag(p, id) => {
+                pages::restore_tag(&state, &viewer, &p, &id, &form.fields).await
+            }
+            Route::RestoreRun(p) => pages::restore_run(&state, &viewer, &p, &form.fields).await,
+            Route::DependencyProxy(g) => {
+                dependency_proxy::save(&state, &viewer, &g, &form.fields).await
+            }
             _ => viewer.error(StatusCode::METHOD_NOT_ALLOWED),
         };
     }
@@ -621,10 +865,39 @@ pub async fn dispatch(
         Route::SettingsPreview(p) => pages::settings_preview(&state, &viewer, &p, query).await,
         Route::SettingsMatches(p) => pages::protection_matches(&state, &viewer, &p, query).await,
         Route::DeletedTags(p, id) => pages::deleted_tags(&state, &viewer, &p, &id, query).await,
+        Route::Members(k, p) => {
+            members::page(
+                &state,
+                &viewer,
+                k,
+                &p,
+                StatusCode::OK,
+                Default::default(),
+                Value::from(()),
+            )
+            .await
+        }
+        Route::RepositorySettings(k, p) => {
+            deploy_tokens::show(&state, &mut viewer, k, &p, &headers).await
+        }
+        Route::GroupOverview(g) => overview::group(&state, &viewer, &g).await,
+        Route::EditGroup(g) => general::group::show(&state, &viewer, &g).await,
+        Route::EditProject(p) => {
+            // A project may itself be called "edit": its overview then.
+            let whole = format!("{p}/edit");
+            if matches!(state.meta.project_by_path(&whole).await, Ok(Some(_))) {
+                overview::any(&state, &viewer, &whole).await
+            } else {
+                general::show(&state, &viewer, &p).await
+            }
+        }
+        Route::Overview(p) => overview::any(&state, &viewer, &p).await,
         Route::DeleteRepository(..)
         | Route::DeleteTags(..)
         | Route::RestoreTag(..)
-        | Route::RestoreRun(..) => viewer.error(StatusCode::METHOD_NOT_ALLOWED),
+        | Route::RestoreRun(..)
+        | Route::Member(..)
+        | Route::RevokeDeployToken(..) => viewer.error(StatusCode::METHOD_NOT_ALLOWED),
     }
 }
 
@@ -674,7 +947,30 @@ mod tests {
         );
         assert_eq!(route("/container_registry"), None);
         assert_eq!(route("/g/p/container_registry/abc"), None);
-        assert_eq!(route("/g/p"), None);
+        assert_eq!(route("/g/p"), Some(Route::Overview(s("g/p"))));
+        assert_eq!(
+            route("/g/p/-/project_members"),
+            Some(Route::Members(Kind::Project, s("g/p")))
+        );
+        assert_eq!(
+            route("/g/p/-/project_members/7"),
+            Some(Route::Member(Kind::Project, s("g/p"), s("7")))
+        );
+        assert_eq!(
+            route("/groups/g/s/-/group_members"),
+            Some(Route::Members(Kind::Group, s("g/s")))
+        );
+        assert_eq!(
+            route("/groups/g/-/settings/repository/deploy_token/3/revoke"),
+            Some(Route::RevokeDeployToken(Kind::Group, s("g"), s("3")))
+        );
+        assert_eq!(route("/groups/g/s"), Some(Route::GroupOverview(s("g/s"))));
+        assert_eq!(route("/g/p/-/nothing"), None);
+        assert_eq!(route("/g/p/edit"), Some(Route::EditProject(s("g/p"))));
+        assert_eq!(
+            route("/groups/g/s/-/edit"),
+            Some(Route::EditGroup(s("g/s")))
+        );
         assert_eq!(
             route("/g/p/container_registry/1/-/tags/a%2Bb"),
             Some(Route::Tag(s("g/p"), s("1"), s("a+b")))

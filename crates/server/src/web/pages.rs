@@ -169,7 +169,7 @@ fn short_digest(digest: &str) -> String {
 }
 
 /// `host[:port]` of the registry, for image paths and commands.
-fn registry_host(viewer: &Viewer) -> String {
+pub(crate) fn registry_host(viewer: &Viewer) -> String {
     let b = viewer.base.as_str();
     b.split_once("://").map(|(_, h)| h).unwrap_or(b).to_string()
 }
@@ -270,7 +270,11 @@ async fn repo_row(
 
 /// Filter, sort and page repositories by a list state (a project has few enough
 /// repositories to do this in memory; tags, which may be many, page in the database).
-fn arrange(mut repos: Vec<RepositoryInfo>, s: &ListState) -> (Vec<RepositoryInfo>, i64) {
+fn arrange(
+    mut repos: Vec<RepositoryInfo>,
+    s: &ListState,
+    name: impl Fn(&RepositoryInfo) -> String,
+) -> (Vec<RepositoryInfo>, i64) {
     let needle = s.search.to_lowercase();
     repos.retain(|r| {
         (needle.is_empty() || r.path.to_lowercase().contains(&needle))
@@ -283,7 +287,8 @@ fn arrange(mut repos: Vec<RepositoryInfo>, s: &ListState) -> (Vec<RepositoryInfo
     match s.sort.as_str() {
         "created" => repos.sort_by(|a, b| (a.created_at, &a.path).cmp(&(b.created_at, &b.path))),
         "updated" => repos.sort_by(|a, b| (a.updated_at, &a.path).cmp(&(b.updated_at, &b.path))),
-        _ => repos.sort_by(|a, b| a.path.cmp(&b.path)),
+        // By the name the list shows (a group lists images of several projects).
+        _ => repos.sort_by_cached_key(|r| (name(r), r.path.clone())),
     }
     if s.descending() {
         repos.reverse();
@@ -377,7 +382,7 @@ pub async fn project_registry(
         Err(e) => return fail(viewer, e.into()),
     };
     let any = !repos.is_empty();
-    let (page, total) = arrange(repos, &s);
+    let (page, total) = arrange(repos, &s, |r| r.path.clone());
     let mut rows = Vec::with_capacity(page.len());
     for r in &page {
         match repo_row(state, viewer, r, &p, actions.delete).await {
@@ -388,6 +393,17 @@ pub async fn project_registry(
     let here = format!("{}/container_registry", project_url(&p));
     let host = registry_host(viewer);
     let image = format!("{host}/{}", p.full_path.to_ascii_lowercase());
+    let storage = match state.meta.project_registry_size(p.id).await {
+        Ok(n) => n,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let nav = super::nav::context(
+        state,
+        viewer,
+        &super::nav::Place::Project(p.clone()),
+        "registry",
+    )
+    .await;
     viewer.render(
         StatusCode::OK,
         "registry.html",
@@ -415,6 +431,8 @@ pub async fn project_registry(
                 push => format!("docker push {image}"),
             },
             can_push => actions.push,
+            nav => nav,
+            storage_total => human_size(storage),
         },
     )
 }
@@ -450,7 +468,18 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         Err(e) => return fail(viewer, e.into()),
     };
     let any = !repos.is_empty();
-    let (page, total) = arrange(repos, &s);
+    let shown_name = |r: &RepositoryInfo| match r.project_id.and_then(|id| projects.get(&id)) {
+        Some((p, _)) => {
+            let n = api::registry::repository_name(r, p);
+            if n.is_empty() {
+                r.path.clone()
+            } else {
+                n
+            }
+        }
+        None => r.path.clone(),
+    };
+    let (page, total) = arrange(repos, &s, shown_name);
     let mut rows = Vec::with_capacity(page.len());
     for r in &page {
         if let Some((p, a)) = r.project_id.and_then(|id| projects.get(&id)) {
@@ -461,6 +490,21 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         }
     }
     let here = format!("/groups/{}/-/container_registries", g.full_path);
+    // Deduplicated per project, as GitLab sums a group's registry.
+    let mut storage = 0;
+    for id in &ids {
+        match state.meta.project_registry_size(*id).await {
+            Ok(n) => storage += n,
+            Err(e) => return fail(viewer, e.into()),
+        }
+    }
+    let nav = super::nav::context(
+        state,
+        viewer,
+        &super::nav::Place::Group(g.clone()),
+        "registry",
+    )
+    .await;
     viewer.render(
         StatusCode::OK,
         "registry.html",
@@ -475,6 +519,8 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
             repositories => rows,
             cli => Value::from(()),
             can_push => false,
+            nav => nav,
+            storage_total => human_size(storage),
         },
     )
 }
@@ -658,7 +704,7 @@ pub async fn repository(
             base_url => here.clone(),
             tags => rows,
             can_delete_tag => actions.push,
-            can_bulk_delete => actions.delete,
+            can_bulk_delete => actions.push,
             can_delete_repository => actions.delete && repository_deletable,
             repository_protected => repository_protected,
             delete_tags_url => format!("{here}/delete_tags"),
@@ -672,6 +718,24 @@ pub async fn repository(
         resp.headers_mut().insert("server-timing", v);
     }
     resp
+}
+
+/// Bytes of an image manifest's config and layers, read typed and borrowed; `None`
+/// for what is not an image manifest.
+fn image_size(payload: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Sized {
+        #[serde(default)]
+        size: i64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Image {
+        config: Sized,
+        #[serde(default)]
+        layers: Vec<Sized>,
+    }
+    let m: Image = serde_json::from_slice(payload).ok()?;
+    Some(m.config.size + m.layers.iter().map(|l| l.size).sum::<i64>())
 }
 
 /// Layers shown on one page of a tag's page. A manifest may list tens of thousands
@@ -872,10 +936,21 @@ pub async fn tag(
         last_url => (page.page + 1 < pages).then(|| layer_url(pages)),
     };
     drop(page);
-    let plats: Vec<Value> = platforms(&manifest.payload)
-        .into_iter()
-        .map(|(n, d, s)| context! { name => n, digest => d, size => human_size(s) })
-        .collect();
+    // Each platform's image size (config and layers), not its manifest's own bytes.
+    let mut plats: Vec<Value> = Vec::new();
+    for (n, d, s) in platforms(&manifest.payload) {
+        let mut size = s;
+        if let Ok(child) = berth_oci::Digest::parse(&d) {
+            if let Ok(Some(m)) = state
+                .meta
+                .manifest(&r.path, ManifestRef::Digest(&child))
+                .await
+            {
+                size = image_size(&m.payload).unwrap_or(s);
+            }
+        }
+        plats.push(context! { name => n, digest => d, size => human_size(size) });
+    }
     let referrers: Vec<Value> = match state.meta.referrers(&r.path, &digest, None).await {
         Ok(list) => list
             .into_iter()
@@ -1152,6 +1227,7 @@ async fn preview_context(state: &AppState, lang: Lang, p: &Project, params: &Par
                             name => t.name.clone(), step => t.step.clone(),
                         }).collect::<Vec<_>>(),
                         delete_count => r.delete.len(),
+                        more => r.delete.len().saturating_sub(200),
                         keep_count => r.keep.len(),
                     }
                 })
@@ -1213,7 +1289,24 @@ pub async fn settings(
             }
         })
         .collect();
-    let preview = preview_context(state, viewer.lang, &p, &Params::default()).await;
+    // After a refused save the preview shows the policy as typed, like the form.
+    let mut typed = Params::default();
+    if let Some((values, _)) = &submitted {
+        for key in [
+            "cadence",
+            "keep_n",
+            "older_than",
+            "name_regex",
+            "name_regex_keep",
+        ] {
+            if let Ok(v) = values.get_attr(key) {
+                if let Some(text) = v.as_str() {
+                    typed.set(key, text);
+                }
+            }
+        }
+    }
+    let preview = preview_context(state, viewer.lang, &p, &typed).await;
     let (repository_rules, tag_rules) = match protection_rules_context(state, &p).await {
         Ok(x) => x,
         Err(e) => return fail(viewer, e),
@@ -1505,7 +1598,20 @@ pub async fn save_settings(
                             );
                             (f, why)
                         })
-                        .collect();
+                        .collect::<Vec<Problem>>();
+                    // The policy check stops at its first problem; the other pattern
+                    // is checked too, so every bad field shows its error at once.
+                    let mut problems = problems;
+                    for f in ["name_regex", "name_regex_keep"] {
+                        let value = field(fields, f).unwrap_or("");
+                        if problems.iter().any(|(p, _)| p.as_deref() == Some(f)) || value.is_empty()
+                        {
+                            continue;
+                        }
+                        if let Some(why) = policy_errors::regex_problem(viewer.lang, value) {
+                            problems.push((Some(f.to_string()), why));
+                        }
+                    }
                     settings(state, viewer, path, Some((values, problems))).await
                 }
             }
@@ -1546,6 +1652,13 @@ mod tests {
             ),
             ("name", "asc", 20, 1)
         );
+    }
+
+    #[test]
+    fn image_sizes_add_config_and_layers() {
+        let m = br#"{"config":{"size":10},"layers":[{"size":100},{"size":1000}]}"#;
+        assert_eq!(image_size(m), Some(1110));
+        assert_eq!(image_size(br#"{"manifests":[]}"#), None);
     }
 
     #[test]

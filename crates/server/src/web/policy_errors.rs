@@ -19,7 +19,7 @@ pub fn field_problem(lang: Lang, field: &str, value: &str) -> String {
 }
 
 /// Why `pattern` is not a valid RE2 pattern, in `lang`; `None` when it is one.
-fn regex_problem(lang: Lang, pattern: &str) -> Option<String> {
+pub fn regex_problem(lang: Lang, pattern: &str) -> Option<String> {
     use berth_core::re2::{self, Re2ErrorKind as K};
     let (key, at) = match re2::translate(pattern) {
         // What RE2 itself refuses, found while reading it as RE2.

@@ -1,0 +1,437 @@
+//! The admin area (`/admin`, administrators only; 404 for everyone else, as for a
+//! page that is not there): users (create, block and unblock, make admin), instance
+//! settings (sign-up, cleanup throttling), storage per project, background work.
+//! Also sign-up at `/users/sign_up`, when an administrator turned it on.
+//! Every change goes through the REST API's functions.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use berth_meta::{UserState, Window};
+use minijinja::{context, Value};
+
+use super::forms::{field_errors, Posted};
+use super::pages::{human_size, when};
+use super::Viewer;
+use crate::api::{settings, users, ApiError, Params};
+use crate::instance;
+use crate::state::Shared;
+
+/// The viewer, if an administrator; the 404 page otherwise.
+fn admin_only(viewer: &Viewer) -> Result<(), Response> {
+    match &viewer.user {
+        Some(u) if u.admin => Ok(()),
+        _ => Err(viewer.error(StatusCode::NOT_FOUND)),
+    }
+}
+
+fn internal(viewer: &Viewer, e: impl Into<ApiError>) -> Response {
+    viewer.error(e.into().status())
+}
+
+/// The dashboard: settings, storage and background work.
+pub async fn dashboard(State(state): State<Shared>, viewer: Viewer) -> Response {
+    if let Err(r) = admin_only(&viewer) {
+        return r;
+    }
+    dashboard_page(&state, &viewer, StatusCode::OK, BTreeMap::new(), None).await
+}
+
+async fn dashboard_page(
+    state: &Shared,
+    viewer: &Viewer,
+    status: StatusCode,
+    errors: BTreeMap<String, String>,
+    input: Option<Value>,
+) -> Response {
+    let meta = state.meta.as_ref();
+    let limits = match instance::cleanup_limits(meta, state.settings.cleanup).await {
+        Ok(l) => l,
+        Err(e) => return internal(viewer, e),
+    };
+    let signup = match instance::signup_enabled(meta).await {
+        Ok(s) => s,
+        Err(e) => return internal(viewer, e),
+    };
+    let projects = match meta.projects(None).await {
+        Ok(p) => p,
+        Err(e) => return internal(viewer, e),
+    };
+    let mut sizes = Vec::with_capacity(projects.len());
+    for p in &projects {
+        match meta.project_registry_size(p.id).await {
+            Ok(s) => sizes.push((p.full_path.clone(), s)),
+            Err(e) => return internal(viewer, e),
+        }
+    }
+    sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let max = sizes.iter().map(|s| s.1).max().unwrap_or(0).max(1);
+    let total: i64 = sizes.iter().map(|s| s.1).sum();
+    let storage: Vec<Value> = sizes
+        .iter()
+        .map(|(path, size)| {
+            context! {
+                path => path.clone(),
+                url => format!("/{path}"),
+                size => human_size(*size),
+                percent => (*size as f64 * 100.0 / max as f64).round() as i64,
+            }
+        })
+        .collect();
+    let (manifest_reviews, blob_reviews) = match meta.review_queue_lengths().await {
+        Ok(x) => x,
+        Err(e) => return internal(viewer, e),
+    };
+    let cleanup_queue = match meta.cleanup_queue(1000).await {
+        Ok(q) => q.len(),
+        Err(e) => return internal(viewer, e),
+    };
+    let (users, users_total) = match meta
+        .users(
+            None,
+            Window {
+                offset: 0,
+                limit: 1,
+            },
+        )
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => return internal(viewer, e),
+    };
+    drop(users);
+    let input = input.unwrap_or_else(|| {
+        context! {
+            signup_enabled => signup,
+            worker_capacity => limits.worker_capacity.to_string(),
+            delete_timeout => limits.delete_timeout_secs.to_string(),
+            max_list_size => limits.max_list_size.to_string(),
+        }
+    });
+    viewer.render(
+        status,
+        "admin.html",
+        context! {
+            title => viewer.lang.text("admin_area"),
+            section => "dashboard",
+            counts => context! { users => users_total, projects => projects.len() },
+            input => input,
+            token_minutes => state.settings.token_ttl.as_secs() / 60,
+            storage => storage,
+            storage_total => human_size(total),
+            manifest_reviews => manifest_reviews,
+            blob_reviews => blob_reviews,
+            cleanup_queue => cleanup_queue,
+            errors => errors,
+            notice => viewer.notice(),
+        },
+    )
+}
+
+pub async fn save_settings(
+    State(state): State<Shared>,
+    viewer: Viewer,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = admin_only(&viewer) {
+        return r;
+    }
+    let form: Posted = match viewer.posted(&method, &headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let mut params = Params::default();
+    params.set(
+        "signup_enabled",
+        if form.get("signup_enabled") == "true" {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    for (field, key) in [
+        (
+            "worker_capacity",
+            "container_registry_expiration_policies_worker_capacity",
+        ),
+        (
+            "delete_timeout",
+            "container_registry_delete_tags_service_timeout",
+        ),
+        (
+            "max_list_size",
+            "container_registry_cleanup_tags_service_max_list_size",
+        ),
+    ] {
+        params.set(key, form.get(field).trim());
+    }
+    match settings::update_settings(&state, &viewer.caller, &params).await {
+        Ok(_) => viewer.redirect("/admin?notice=settings_saved"),
+        Err(e) => {
+            // The API names its parameters; the page's fields are shorter.
+            let errors = field_errors(&e)
+                .into_iter()
+                .map(|(k, v)| {
+                    let k = match k.as_str() {
+                        "container_registry_expiration_policies_worker_capacity" => {
+                            "worker_capacity".to_string()
+                        }
+                        "container_registry_delete_tags_service_timeout" => {
+                            "delete_timeout".to_string()
+                        }
+                        "container_registry_cleanup_tags_service_max_list_size" => {
+                            "max_list_size".to_string()
+                        }
+                        _ => k,
+                    };
+                    (k, v)
+                })
+                .collect();
+            let input = context! {
+                signup_enabled => form.get("signup_enabled") == "true",
+                worker_capacity => form.get("worker_capacity"),
+                delete_timeout => form.get("delete_timeout"),
+                max_list_size => form.get("max_list_size"),
+            };
+            dashboard_page(&state, &viewer, e.status(), errors, Some(input)).await
+        }
+    }
+}
+
+async fn users_page(
+    state: &Shared,
+    viewer: &Viewer,
+    status: StatusCode,
+    errors: BTreeMap<String, String>,
+    input: Value,
+) -> Response {
+    let (list, _) = match state
+        .meta
+        .users(
+            None,
+            Window {
+                offset: 0,
+                limit: 1000,
+            },
+        )
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => return internal(viewer, e),
+    };
+    let me = viewer.user.as_ref().map(|u| u.id);
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|u| {
+            context! {
+                id => u.id,
+                username => u.username.clone(),
+                name => u.name.clone(),
+                email => u.email.clone(),
+                admin => u.admin,
+                blocked => u.state == UserState::Blocked,
+                created => when(u.created_at),
+                is_me => me == Some(u.id),
+                url => format!("/admin/users/{}", u.id),
+            }
+        })
+        .collect();
+    viewer.render(
+        status,
+        "admin_users.html",
+        context! {
+            title => viewer.lang.text("admin_users"),
+            section => "users",
+            users => rows,
+            errors => errors,
+            input => input,
+            notice => viewer.notice(),
+        },
+    )
+}
+
+pub async fn user_list(State(state): State<Shared>, viewer: Viewer) -> Response {
+    if let Err(r) = admin_only(&viewer) {
+        return r;
+    }
+    users_page(
+        &state,
+        &viewer,
+        StatusCode::OK,
+        BTreeMap::new(),
+        Value::from(()),
+    )
+    .await
+}
+
+pub async fn create_user(
+    State(state): State<Shared>,
+    viewer: Viewer,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = admin_only(&viewer) {
+        return r;
+    }
+    let form = match viewer.posted(&method, &headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match users::create_user(&state, &viewer.caller, &form.params).await {
+        Ok(u) => {
+            tracing::info!(username = %u.username, "user created in the admin area");
+            // A password the administrator chose is changed at the first sign-in.
+            if u.password_hash.is_some() {
+                if let Err(e) = users::require_password_change(&state, &u).await {
+                    return viewer.error(e.status());
+                }
+            }
+            viewer.redirect("/admin/users?notice=user_created")
+        }
+        Err(e) => {
+            let mut errors = field_errors(&e);
+            if e.status() == StatusCode::CONFLICT {
+                if let Some(m) = errors.remove("form") {
+                    errors.insert("username".into(), m);
+                }
+            }
+            let input = context! {
+                username => form.get("username"),
+                name => form.get("name"),
+                email => form.get("email"),
+                admin => form.get("admin") == "true",
+            };
+            users_page(&state, &viewer, e.status(), errors, input).await
+        }
+    }
+}
+
+/// Block, unblock, make admin or not, set a password (`action=…`).
+pub async fn change_user(
+    State(state): State<Shared>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = admin_only(&viewer) {
+        return r;
+    }
+    let form = match viewer.posted(&method, &headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let user = match crate::api::find_user(&state, &id).await {
+        Ok(u) => u,
+        Err(e) => return viewer.error(e.status()),
+    };
+    let mut params = Params::default();
+    let result = match form.get("action") {
+        "block" => users::set_state(&state, &viewer.caller, &id, UserState::Blocked).await,
+        "unblock" => users::set_state(&state, &viewer.caller, &id, UserState::Active).await,
+        "make_admin" | "revoke_admin" => {
+            params.set(
+                "admin",
+                if form.get("action") == "make_admin" {
+                    "true"
+                } else {
+                    "false"
+                },
+            );
+            users::update_user(&state, &user, &params, true)
+                .await
+                .map(|_| ())
+        }
+        "password" => {
+            params.set("password", form.get("password"));
+            match users::update_user(&state, &user, &params, true).await {
+                Ok(u) => users::require_password_change(&state, &u).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        }
+        _ => Err(ApiError::param("action does not have a valid value")),
+    };
+    match result {
+        Ok(()) => viewer.redirect("/admin/users?notice=user_updated"),
+        Err(e) => {
+            let mut errors = field_errors(&e);
+            errors.insert("user".into(), user.username.clone());
+            users_page(&state, &viewer, e.status(), errors, Value::from(())).await
+        }
+    }
+}
+
+/// `/users/sign_up`: 404 unless an administrator turned sign-up on.
+pub async fn sign_up_page(State(state): State<Shared>, viewer: Viewer) -> Response {
+    match instance::signup_enabled(state.meta.as_ref()).await {
+        Ok(true) => {}
+        Ok(false) => return viewer.error_page(StatusCode::NOT_FOUND),
+        Err(e) => return internal(&viewer, e),
+    }
+    if viewer.user.is_some() {
+        return viewer.redirect("/");
+    }
+    sign_up_form(&viewer, StatusCode::OK, BTreeMap::new(), Value::from(()))
+}
+
+fn sign_up_form(
+    viewer: &Viewer,
+    status: StatusCode,
+    errors: BTreeMap<String, String>,
+    input: Value,
+) -> Response {
+    viewer.render(
+        status,
+        "sign_up.html",
+        context! {
+            title => viewer.lang.text("sign_up_title"),
+            errors => errors,
+            input => input,
+        },
+    )
+}
+
+pub async fn sign_up(
+    State(state): State<Shared>,
+    viewer: Viewer,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match instance::signup_enabled(state.meta.as_ref()).await {
+        Ok(true) => {}
+        Ok(false) => return viewer.error_page(StatusCode::NOT_FOUND),
+        Err(e) => return internal(&viewer, e),
+    }
+    let form = match viewer.posted(&method, &headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match users::sign_up(&state, &form.params).await {
+        Ok(u) => {
+            tracing::info!(username = %u.username, "signed up");
+            viewer.redirect("/users/sign_in?notice=signed_up")
+        }
+        Err(e) => {
+            let mut errors = field_errors(&e);
+            if e.status() == StatusCode::CONFLICT {
+                if let Some(m) = errors.remove("form") {
+                    errors.insert("username".into(), m);
+                }
+            }
+            let input = context! {
+                username => form.get("username"),
+                name => form.get("name"),
+                email => form.get("email"),
+            };
+            sign_up_form(&viewer, e.status(), errors, input)
+        }
+    }
+}
