@@ -39,7 +39,7 @@ impl TestMeta for SqliteMeta {
     async fn sql_exec(&self, sql: &str, id: i64) {
         sqlx::query(sql)
             .bind(id)
-            .execute(&self.write)
+            .execute(self.writer())
             .await
             .unwrap();
     }
@@ -57,7 +57,11 @@ impl TestMeta for PgMeta {
     }
 
     async fn sql_exec(&self, sql: &str, id: i64) {
-        sqlx::query(sql).bind(id).execute(&self.pool).await.unwrap();
+        sqlx::query(sql)
+            .bind(id)
+            .execute(self.writer())
+            .await
+            .unwrap();
     }
 }
 
@@ -104,6 +108,7 @@ macro_rules! meta_suite {
             registry::manifest_needs_reachable_blobs_and_tags_move,
             registry::index_children_and_referrers,
             registry::uploads_expire,
+            registry::manifest_lookups_follow_every_write,
             org::user_gets_personal_namespace,
             org::username_conflicts_ignore_case,
             org::update_user_changes_only_given_fields,
