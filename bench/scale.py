@@ -26,7 +26,7 @@ Measured, per backend (sqlite, postgres):
 - offline `berth gc -m --grace 0s` with the server stopped: wall time and peak RSS
   (`wait4`'s ru_maxrss of that process alone).
 
-`--small` divides every count by 100 (a quick check that it all works). Standard library
+`--small` divides every count by 100 (a quick check that it all works), `--divide N` by N. Standard library
 only, plus the `sqlite3` and `psql` clients. Figures are printed as a Markdown table;
 --json writes them. Nothing here asserts a time.
 """
@@ -394,6 +394,9 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--berth", default="target/release/berth")
     ap.add_argument("--small", action="store_true", help="every count divided by 100")
+    ap.add_argument("--divide", type=int, default=1,
+                    help="every count divided by this (--small is --divide 100); creating "
+                         "a million blob files is what takes longest on a slow disk")
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--workdir", default=None, help="parent of the data dirs (the disk used)")
@@ -401,7 +404,7 @@ def main():
     ap.add_argument("--json")
     a = ap.parse_args()
     a.berth = os.path.abspath(a.berth)
-    div = 100 if a.small else 1
+    div = 100 if a.small else a.divide
     a.projects, a.repos, a.cleanup_tags = 1000 // div, 100_000 // div, 100_000 // div
 
     results = {}

@@ -250,8 +250,9 @@ impl Drop for Bump<'_> {
     }
 }
 
-/// A write transaction; ending it (commit, rollback or drop) invalidates the cache.
-/// It dereferences to the connection, so `&mut *tx` is an executor as with a plain
+/// A write transaction; committing it (or rolling it back) invalidates the cache when
+/// done. Dropped without either, it rolls back and changed nothing anyone could see,
+/// so there is nothing to invalidate. It dereferences to the connection, so `&mut *tx` is an executor as with a plain
 /// `sqlx::Transaction`.
 pub(crate) struct WriteTx<DB: sqlx::Database> {
     tx: sqlx::Transaction<'static, DB>,

@@ -184,19 +184,7 @@ mod tests {
     crate::suite::meta_suite!(crate::suite::open_sqlite);
 
     fn manifest(payload: &str) -> crate::NewManifest {
-        crate::NewManifest {
-            digest: berth_oci::Digest::sha256_of(payload.as_bytes()),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            payload: payload.as_bytes().to_vec(),
-            blobs: vec![],
-            children: vec![],
-            subject: None,
-            config: None,
-            artifact_type: None,
-            image_created_at: None,
-            total_size: 0,
-            annotations: None,
-        }
+        crate::suite::registry::manifest(payload, vec![], vec![])
     }
 
     /// Two processes on one database (a `berth` command beside the server): a tag

@@ -285,8 +285,7 @@ impl BlobStore for FsStore {
             match item {
                 Ok(chunk) => {
                     // The hasher never stops early; the writer may (its result says why).
-                    if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err()
-                    {
+                    if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err() {
                         break;
                     }
                 }

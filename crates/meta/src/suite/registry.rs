@@ -5,7 +5,7 @@ use berth_oci::Digest;
 use super::TestMeta;
 use crate::{ManifestRef, MetaError, NewManifest, Upload};
 
-fn manifest(payload: &str, blobs: Vec<Digest>, children: Vec<Digest>) -> NewManifest {
+pub(crate) fn manifest(payload: &str, blobs: Vec<Digest>, children: Vec<Digest>) -> NewManifest {
     NewManifest {
         digest: Digest::sha256_of(payload.as_bytes()),
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
