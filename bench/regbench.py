@@ -37,7 +37,8 @@ import time
 import urllib.parse
 
 MIB = 1024 * 1024
-LIMIT_KEYS = ("sha256", "copy_fsync", "copy_direct", "loop_put", "loop_get")
+LIMIT_KEYS = ("sha256", "copy_fsync", "copy_direct", "loop_put", "loop_get",
+              "static_rps", "static_p99")
 CHUNK = 8 * MIB
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -617,6 +618,47 @@ class Suite:
         self.verify_blob(repo, digest, size)
         return size / MIB / dt
 
+    def chunked_upload_per_process(self, repo, path):
+        """Chunked upload as a client that runs one process, hence one new connection,
+        per 8 MiB PATCH: `curl` reading its chunk from the file (--range is for GETs;
+        the chunk is cut with dd into a pipe). Each PATCH pays a new TCP connection and
+        the server's whole per-request cost."""
+        digest, size = refresh_blob(path)
+        os.sync()
+        reg = self.reg
+        t0 = time.perf_counter()
+        loc, _ = reg.start_upload(repo)
+        auth = reg.bearer_header(reg.path_of(loc))
+        reg.close()
+        off = 0
+        while off < size:
+            n = min(CHUNK, size - off)
+            url = reg.abs_url(loc, reg.path_of(loc))
+            dd = subprocess.Popen(["dd", f"if={path}", "bs=8M", f"skip={off // CHUNK}",
+                                   "count=1", "status=none"], stdout=subprocess.PIPE)
+            p = subprocess.run(
+                ["curl", "-sS", "--http1.1", "-X", "PATCH", "--data-binary", "@-",
+                 "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
+                 "-H", f"Content-Range: {off}-{off + n - 1}", *curl_headers(auth),
+                 "-D", "-", "-o", "/dev/null", "--max-time", str(self.a.timeout), url],
+                stdin=dd.stdout, capture_output=True, text=True)
+            dd.stdout.close()
+            dd.wait()
+            head = p.stdout
+            status = re.search(r"^HTTP/\S+ (\d+)", head, re.M)
+            if p.returncode != 0 or not status or status.group(1) != "202":
+                raise BenchError(f"PATCH at offset {off}: {head[:300]} {p.stderr[:300]}")
+            new = re.search(r"^location:\s*(\S+)", head, re.M | re.I)
+            if not new:
+                raise BenchError("PATCH response has no Location")
+            loc = reg.abs_url(new.group(1), reg.path_of(loc))
+            off += n
+        reg.expect(201, "PUT", reg.path_of(with_query(loc, "digest", digest)),
+                   what="final PUT")
+        dt = time.perf_counter() - t0
+        self.verify_blob(repo, digest, size)
+        return size / MIB / dt
+
     def verify_blob(self, repo, digest, size):
         resp, _ = self.reg.expect(200, "HEAD", f"/v2/{repo}/blobs/{digest}", what="HEAD blob")
         cl = resp.getheader("Content-Length")
@@ -671,6 +713,20 @@ class Suite:
                             f"dd {sz} conv=fsync beside each chunked run",
                             median(disk), "MiB/s", "higher", runs=disk)
             self.guarded(f"upload_chunked_{tag}", chunked)
+
+        size_mib = os.path.getsize(a.small) // MIB
+
+        def per_process():
+            rates = []
+            self.warm_auth(self.repo_chunked)
+            for i in range(a.runs):
+                rates.append(self.chunked_upload_per_process(self.repo_chunked, a.small))
+                log(f"chunked {size_mib} MiB, a curl per PATCH, run {i + 1}: "
+                    f"{rates[-1]:.1f} MiB/s")
+            self.metric("upload_chunked_newconn_small",
+                        f"chunked upload {size_mib} MiB, one curl process and connection "
+                        "per 8 MiB PATCH", median(rates), "MiB/s", "higher", runs=rates)
+        self.guarded("upload_chunked_newconn_small", per_process)
 
     def run_blob_get(self):
         if not self.last_large:
@@ -1009,6 +1065,109 @@ def synced_copy_rate(path, workdir=None, direct=False):
     return rate
 
 
+def free_port():
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def wrk_run(url, threads, conns, duration, headers=()):
+    """wrk against url: (req/s, p99 ms, p50 ms, raw output); non-2xx is an error."""
+    cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency",
+           "--timeout", "5s", *headers, url]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    out = p.stdout
+    if p.returncode != 0:
+        raise BenchError(f"wrk failed (rc {p.returncode}): {p.stderr.strip()}")
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
+    p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    if not rps or not p99:
+        raise BenchError(f"cannot parse wrk output:\n{out}")
+    if non2xx and int(non2xx.group(1)) > 0:
+        raise BenchError(f"wrk saw {non2xx.group(1)} non-2xx responses:\n{out}")
+    return (float(rps.group(1)), parse_wrk_time(p99.group(1)),
+            parse_wrk_time(p50.group(1)) if p50 else None, out)
+
+
+def static_ceiling(workdir, size, threads, conns, duration, runs):
+    """The request rate of nginx serving one static file of `size` bytes (the
+    benchmark manifest's size) to wrk with the suite's settings: what a registry's
+    manifest GET could reach at best on this machine. nginx runs as one master and
+    `auto` workers (one per CPU), access log off, as a minimal static server."""
+    nginx = next((p for p in ("/usr/sbin/nginx", "/usr/bin/nginx") if os.access(p, os.X_OK)),
+                 None)
+    if not nginx:
+        log("nginx not found (apt-get install nginx-light): no static-file ceiling")
+        return None
+    root = os.path.join(workdir, "nginx")
+    os.makedirs(os.path.join(root, "www"), exist_ok=True)
+    with open(os.path.join(root, "www", "manifest"), "wb") as f:
+        f.write((b"{" + b"x" * max(size - 2, 0) + b"}")[:size])
+    port = free_port()
+    conf = os.path.join(root, "nginx.conf")
+    with open(conf, "w") as f:
+        # Run as root, nginx would hand its workers to `nobody`, who cannot read a
+        # private work dir: keep them as the user running the benchmark.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        f.write(f"""{user}daemon off;
+worker_processes auto;
+pid {root}/nginx.pid;
+error_log {root}/error.log error;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp;
+    scgi_temp_path {root}/tmp;
+    default_type application/vnd.oci.image.manifest.v1+json;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root}/www;
+    }}
+}}
+""")
+    os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
+    proc = subprocess.Popen([nginx, "-c", conf, "-p", root], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/manifest"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/manifest")
+                r = c.getresponse()
+                body = r.read()
+                c.close()
+                if r.status == 200 and len(body) == size:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise BenchError(f"nginx did not start: {err.strip()}")
+            time.sleep(0.05)
+        rps, p99 = [], []
+        for _ in range(runs):
+            r, p, _, _ = wrk_run(url, threads, conns, duration,
+                                 ("-H", f"Accept: {OCI_MANIFEST}"))
+            rps.append(r)
+            p99.append(p)
+        return rps, p99
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def cmd_limits(a):
     size = os.path.getsize(a.file)
     # Warm the page cache so sha256 measures the CPU, as the registries see it.
@@ -1049,8 +1208,24 @@ def cmd_limits(a):
                      "value": median(get), "unit": "MiB/s", "runs": get},
         "cpus": os.cpu_count(),
     }
+    if a.static_wrk_duration > 0:
+        size = len(small_image()[4])
+        try:
+            st = static_ceiling(a.workdir, size, a.wrk_threads, a.wrk_conns,
+                                a.static_wrk_duration, a.runs)
+        except BenchError as e:
+            log(f"static-file ceiling not measured: {e}")
+            st = None
+        if st:
+            note = (f"{size} B file, wrk {a.wrk_conns} conns, {a.wrk_threads} threads, "
+                    f"{a.static_wrk_duration}s")
+            res["static_rps"] = {"name": f"nginx static file ({note})", "value": median(st[0]),
+                                 "unit": "req/s", "runs": st[0]}
+            res["static_p99"] = {"name": "nginx static file: p99 latency",
+                                 "value": median(st[1]), "unit": "ms", "runs": st[1]}
     for k in LIMIT_KEYS:
-        log(f"{res[k]['name']}: {res[k]['value']:.1f} MiB/s")
+        if k in res:
+            log(f"{res[k]['name']}: {res[k]['value']:.1f} {res[k]['unit']}")
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
 
@@ -1060,6 +1235,7 @@ def cmd_limits(a):
 # --------------------------------------------------------------------------- #
 
 ORDER = ["upload_single_small", "upload_single_large", "upload_chunked_small",
+         "upload_chunked_newconn_small",
          "disk_after_chunked_small", "upload_chunked_large", "disk_after_chunked_large",
          "blob_get_large", "manifest_get_rps", "manifest_get_p99",
          "manifest_get_p50", "manifest_get_anon_rps", "manifest_get_anon_p99",
@@ -1159,6 +1335,24 @@ def cmd_report(a):
         out.append(table(["limit", "unit", "value"],
                          [[lim[k]["name"], lim[k]["unit"], fmt(lim[k]["value"])]
                           for k in LIMIT_KEYS if k in lim]))
+        ratios = []
+        for r in results:
+            got = {k: m["value"] for k, m in r.get("metrics", {}).items()}
+            for key, lim_key, what in (
+                    ("manifest_get_rps", "static_rps", "manifest GET (token) / nginx static"),
+                    ("manifest_get_anon_rps", "static_rps",
+                     "manifest GET (anonymous) / nginx static"),
+                    ("upload_single_small", "sha256", "single-request upload / openssl sha256"),
+                    ("upload_chunked_small", "copy_fsync", "chunked upload / synced copy"),
+                    ("upload_chunked_newconn_small", "copy_fsync",
+                     "chunked upload, a curl per PATCH / synced copy")):
+                if got.get(key) and lim.get(lim_key, {}).get("value"):
+                    ratios.append([r["label"], what,
+                                   f"{100 * got[key] / lim[lim_key]['value']:.0f} %"])
+        if ratios:
+            out.append("")
+            out.append("Against the ceilings of the same run:")
+            out.append(table(["registry", "ratio", "value"], ratios))
     errs = [(r["label"], k, e) for r in results for k, e in r["errors"].items()]
     if errs:
         out.append("")
@@ -1224,6 +1418,11 @@ def main():
     l.add_argument("--workdir", required=True)
     l.add_argument("--runs", type=int, default=3)
     l.add_argument("--out", required=True)
+    l.add_argument("--static-wrk-duration", type=int, default=10,
+                   help="seconds of wrk against nginx serving a manifest-sized file "
+                        "(0: skip the static-file ceiling)")
+    l.add_argument("--wrk-threads", type=int, default=2)
+    l.add_argument("--wrk-conns", type=int, default=10)
 
     r = sub.add_parser("report")
     r.add_argument("results", nargs="+")

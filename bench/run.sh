@@ -193,7 +193,8 @@ head -c "$((LARGE_MIB * 1024 * 1024))" /dev/urandom >"$LARGE"
 
 # ---------------------------------------------------------------- physical limits
 echo "== physical limits"
-"$PY" "$REGBENCH" limits --file "$LARGE" --workdir "$WORK" --runs 3 --out "$OUT_DIR/limits.json"
+"$PY" "$REGBENCH" limits --file "$LARGE" --workdir "$WORK" --runs 3 \
+  --static-wrk-duration "$WRK_S" --out "$OUT_DIR/limits.json"
 
 # ---------------------------------------------------------------- per-registry suite
 RESULTS=()

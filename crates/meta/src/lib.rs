@@ -32,6 +32,7 @@
 // Each file of `ops/` is deliberately a module of both backends (see above).
 #![allow(clippy::duplicate_mod)]
 
+mod cache;
 pub mod cleanup;
 mod common;
 pub mod gc;
@@ -90,6 +91,8 @@ pub enum MetaError {
 
 pub type Result<T> = std::result::Result<T, MetaError>;
 
+pub use cache::MAX_AGE as MANIFEST_CACHE_MAX_AGE;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
     pub id: i64,
@@ -124,7 +127,8 @@ pub struct NewManifest {
 pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
-    pub payload: Vec<u8>,
+    /// Shared, so a cached manifest is served without copying it.
+    pub payload: bytes::Bytes,
 }
 
 /// How a manifest is asked for.

@@ -22,6 +22,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
+use crate::cache::{ContentCache, WriteTx, Writer};
 use crate::{MetaError, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -41,13 +42,16 @@ pub struct PgMeta {
     pub(crate) locks: PgPool,
     /// The connection that holds this node's upload claims (see `postgres_locks`).
     pub(crate) claims: std::sync::Arc<crate::postgres_locks::UploadClaims>,
+    /// Manifest lookups, invalidated by this node's writes and by `NOTIFY
+    /// berth_content` from everyone's (see `cache`).
+    pub(crate) cache: std::sync::Arc<ContentCache>,
 }
 
 impl PgMeta {
     /// A write transaction (READ COMMITTED; the locks of the module comment make it
     /// act alone where it must).
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        begin(&self.pool).await
+    pub(crate) async fn write_tx(&self) -> Result<WriteTx<sqlx::Postgres>> {
+        Ok(WriteTx::new(begin(&self.pool).await?, self.cache.clone()))
     }
 
     /// The pool single reading statements run on.
@@ -55,9 +59,24 @@ impl PgMeta {
         &self.pool
     }
 
-    /// The pool single writing statements run on.
-    fn writer(&self) -> &PgPool {
-        &self.pool
+    /// The pool single writing statements run on; each statement invalidates the
+    /// manifest cache when it has run.
+    pub(crate) fn writer(&self) -> Writer<'_, sqlx::Postgres> {
+        Writer {
+            pool: &self.pool,
+            cache: &self.cache,
+        }
+    }
+
+    /// The cache's stamp, starting this node's listener on first use: the cache is
+    /// only used while the listener is connected.
+    pub(crate) fn cache_stamp(&self) -> Option<crate::cache::Stamp> {
+        if self.cache.needs_listener() {
+            let cache = self.cache.clone();
+            let pool = self.pool.clone();
+            tokio::spawn(listen_for_changes(pool, cache));
+        }
+        self.cache.stamp()
     }
 
     /// A read-only transaction whose statements all see one snapshot (a page and
@@ -89,6 +108,7 @@ impl PgMeta {
             pool,
             locks,
             claims,
+            cache: ContentCache::postgres(),
         })
     }
 
@@ -201,6 +221,39 @@ pub(crate) async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sq
     Ok(tokio::spawn(async move { pool.begin().await })
         .await
         .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??)
+}
+
+/// Follow `NOTIFY berth_content` (sent by triggers on repositories, manifests and
+/// tags when a transaction that changed them commits, whoever ran it) for as long as
+/// the process lives, bumping the cache's generation on each; reconnect after a
+/// second when the connection is lost (the cache is off meanwhile).
+async fn listen_for_changes(pool: PgPool, cache: std::sync::Arc<ContentCache>) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut listener) => {
+                if let Err(e) = listener.listen("berth_content").await {
+                    tracing::warn!("manifest cache off: LISTEN berth_content failed: {e}");
+                } else {
+                    cache.listening(true);
+                    loop {
+                        // `try_recv` reports a lost connection as `None` instead of
+                        // reconnecting silently (a silent reconnect could miss changes).
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => cache.changed_elsewhere(),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!("manifest cache off: change listener: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    cache.listening(false);
+                }
+            }
+            Err(e) => tracing::warn!("manifest cache off: cannot listen for changes: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Run `op` (one transaction) again when PostgreSQL aborted it to break a deadlock.

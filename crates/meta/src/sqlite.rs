@@ -9,6 +9,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 
+use crate::cache::{ContentCache, WriteTx, Writer};
 use crate::instance::{MetaGuard, UploadClaim};
 use crate::Result;
 
@@ -17,6 +18,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteMeta {
     pub(crate) read: SqlitePool,
     pub(crate) write: SqlitePool,
+    /// Manifest lookups, invalidated by every write (see `cache`).
+    pub(crate) cache: std::sync::Arc<ContentCache>,
 }
 
 impl SqliteMeta {
@@ -39,9 +42,9 @@ impl SqliteMeta {
     /// ends: later single statements then write into it unseen by readers, and the
     /// writer is lost. A spawned task runs to the end, and drops (rolls back) the
     /// transaction itself when its caller is gone.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pub(crate) async fn write_tx(&self) -> Result<WriteTx<sqlx::Sqlite>> {
         let pool = self.write.clone();
-        tokio::spawn(async move {
+        let tx: Result<_> = tokio::spawn(async move {
             match pool.begin_with("BEGIN IMMEDIATE").await {
                 Err(sqlx::Error::InvalidSavePointStatement) => {
                     use sqlx::Connection as _;
@@ -59,7 +62,8 @@ impl SqliteMeta {
             }
         })
         .await
-        .map_err(|e| crate::MetaError::Db(sqlx::Error::Io(std::io::Error::other(e))))?
+        .map_err(|e| crate::MetaError::Db(sqlx::Error::Io(std::io::Error::other(e))))?;
+        Ok(WriteTx::new(tx?, self.cache.clone()))
     }
 
     /// A read transaction: one snapshot for all its statements (WAL readers get one).
@@ -77,9 +81,13 @@ impl SqliteMeta {
         &self.read
     }
 
-    /// The pool single writing statements run on (the one writer connection).
-    fn writer(&self) -> &SqlitePool {
-        &self.write
+    /// The pool single writing statements run on (the one writer connection); each
+    /// statement invalidates the manifest cache when it has run.
+    pub(crate) fn writer(&self) -> Writer<'_, sqlx::Sqlite> {
+        Writer {
+            pool: &self.write,
+            cache: &self.cache,
+        }
     }
 
     async fn take_blob_lock(&self, _exclusive: bool) -> Result<Option<MetaGuard>> {
@@ -109,7 +117,11 @@ impl SqliteMeta {
             .max_connections(8)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteMeta { read, write })
+        Ok(SqliteMeta {
+            read,
+            write,
+            cache: ContentCache::sqlite(path),
+        })
     }
 }
 
@@ -176,6 +188,63 @@ mod sessions;
 #[cfg(test)]
 mod tests {
     crate::suite::meta_suite!(crate::suite::open_sqlite);
+
+    fn manifest(payload: &str) -> crate::NewManifest {
+        crate::suite::registry::manifest(payload, vec![], vec![])
+    }
+
+    /// Two processes on one database (a `berth` command beside the server): a tag
+    /// moved or deleted by one is seen by the other's next lookup, though the other
+    /// had it cached. And the cache is really used: a write that bypasses this
+    /// crate (raw SQL on the pool) is not seen until something else changes.
+    #[tokio::test]
+    async fn a_tag_moved_by_another_process_is_seen_at_once() {
+        use crate::{ManifestRef, RegistryMeta};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let server = super::SqliteMeta::open(&path).await.unwrap();
+        let command = super::SqliteMeta::open(&path).await.unwrap();
+        let (one, two) = (manifest("one"), manifest("two"));
+        server
+            .put_manifest("p/r", &one, Some("t"), 1)
+            .await
+            .unwrap();
+        async fn tag(m: &super::SqliteMeta) -> Option<berth_oci::Digest> {
+            m.manifest("p/r", ManifestRef::Tag("t"))
+                .await
+                .unwrap()
+                .map(|x| x.digest)
+        }
+        assert_eq!(tag(&server).await, Some(one.digest.clone()));
+
+        command
+            .put_manifest("p/r", &two, Some("t"), 2)
+            .await
+            .unwrap();
+        assert_eq!(tag(&server).await, Some(two.digest.clone()), "moved");
+        assert!(command.delete_tag("p/r", "t", 3).await.unwrap());
+        assert_eq!(tag(&server).await, None, "deleted");
+
+        command
+            .put_manifest("p/r", &one, Some("t"), 4)
+            .await
+            .unwrap();
+        assert_eq!(tag(&server).await, Some(one.digest.clone()));
+        sqlx::query("UPDATE tags SET deleted_at = 5 WHERE deleted_at IS NULL")
+            .execute(&command.write)
+            .await
+            .unwrap();
+        assert_eq!(
+            tag(&server).await,
+            Some(one.digest.clone()),
+            "a write past the cache's hooks is not seen: the lookup was cached"
+        );
+        command
+            .link_blob("p/other", &one.digest, 1, 6)
+            .await
+            .unwrap();
+        assert_eq!(tag(&server).await, None, "any later write invalidates");
+    }
 
     /// SQLite ends a transaction by itself on a full disk (SQLITE_FULL) or an I/O
     /// error; here it is ended behind sqlx's back with a plain `COMMIT`, which leaves

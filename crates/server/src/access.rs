@@ -28,7 +28,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The verified claims of the request's bearer token, if it has a valid one.
-pub fn claims(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
+pub fn claims(state: &AppState, headers: &HeaderMap) -> Option<std::sync::Arc<Claims>> {
     state.signer.verify(bearer(headers)?, now_ms() / 1000)
 }
 
@@ -118,7 +118,10 @@ pub fn mount_challenge(
 }
 
 /// Require a valid token of any kind (`GET /v2/`, `_catalog`).
-pub fn authenticated(state: &AppState, headers: &HeaderMap) -> RegistryResult<Claims> {
+pub fn authenticated(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> RegistryResult<std::sync::Arc<Claims>> {
     let c = claims(state, headers).ok_or_else(|| {
         let refused = unauthorized(state, headers, None, serde_json::Value::Null)
             .because(token_problem(state, headers));
@@ -147,6 +150,11 @@ fn token_problem(state: &AppState, headers: &HeaderMap) -> &'static str {
 
 /// Name the token's holder on the request's log lines (kind and ids, from claims).
 fn note_claims(c: &Claims) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        // Nothing would show it (the request span is off at this log level).
+        return;
+    }
     let u = &c.user;
     let mut who = u.kind.clone();
     if let Some(sub) = &c.sub {
@@ -158,7 +166,7 @@ fn note_claims(c: &Claims) {
     if let Some(id) = u.token_id {
         who.push_str(&format!(" (token/job id {id})"));
     }
-    tracing::Span::current().record("principal", who);
+    span.record("principal", who);
 }
 
 /// The actions a client asks for when challenged for `action`: pushing clients ask for
@@ -188,7 +196,7 @@ pub async fn authorize(
     }
     let what = format!("{} on repository {repository}", action.as_str());
     // Explain refusals no token can lift, to those allowed to know the project.
-    if let Some(reason) = hopeless(state, claims.as_ref(), repository).await? {
+    if let Some(reason) = hopeless(state, claims.as_deref(), repository).await? {
         return Err(RegistryError::new(Code::Denied, reason.clone())
             .detail(json!({ "name": repository }))
             .because(format!("{what}: {reason}")));

@@ -64,26 +64,33 @@ pub fn router(state: Shared) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &Request<_>| {
-                    let id = req
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    // Every line of the request names the client (behind trusted
-                    // proxies, the address they forwarded), as sign-in limits see it.
-                    let client = req
-                        .extensions()
-                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                        .map(|c| trusted.client(c.0.ip(), req.headers()).to_string())
-                        .unwrap_or_else(|| "-".into());
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "request",
-                        id,
-                        client,
+                        id = tracing::field::Empty,
+                        client = tracing::field::Empty,
                         method = %req.method(),
                         path = %req.uri().path(),
                         principal = tracing::field::Empty,
-                    )
+                    );
+                    // Filled in only when the span is on: at the usual log levels
+                    // (warn and above) no request pays for formatting them.
+                    if !span.is_disabled() {
+                        let id = req
+                            .headers()
+                            .get(&REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        // Every line of the request names the client (behind trusted
+                        // proxies, the address they forwarded), as sign-in limits see it.
+                        let client = req
+                            .extensions()
+                            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                            .map(|c| trusted.client(c.0.ip(), req.headers()).to_string())
+                            .unwrap_or_else(|| "-".into());
+                        span.record("id", id);
+                        span.record("client", client.as_str());
+                    }
+                    span
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )

@@ -12,8 +12,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::state::Shared;
 
 /// Set by handlers on their response so metrics group by endpoint, not by path.
-#[derive(Clone)]
-pub struct RouteLabel(pub String);
+/// Static, like the other labels of a request's metrics: recording them allocates
+/// nothing (this runs on every request).
+#[derive(Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
 
 /// Install the process-wide recorder. Call once; later calls return `None`.
 pub fn install() -> Option<PrometheusHandle> {
@@ -64,18 +66,53 @@ fn length(h: &axum::http::HeaderMap) -> u64 {
         .unwrap_or(0)
 }
 
+/// A label value for a method or status: static for the usual ones.
+fn label(known: Option<&'static str>, other: impl FnOnce() -> String) -> metrics::SharedString {
+    match known {
+        Some(s) => metrics::SharedString::const_str(s),
+        None => other().into(),
+    }
+}
+
+fn method_label(m: &axum::http::Method) -> metrics::SharedString {
+    use axum::http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::POST,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .into_iter()
+    .zip(["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"])
+    .find_map(|(k, s)| (k == *m).then_some(s));
+    label(known, || m.as_str().to_string())
+}
+
+fn status_label(s: axum::http::StatusCode) -> metrics::SharedString {
+    const KNOWN: [&str; 16] = [
+        "200", "201", "202", "204", "206", "302", "304", "307", "400", "401", "403", "404", "405",
+        "409", "416", "500",
+    ];
+    let text = s.as_str();
+    label(KNOWN.iter().find(|k| **k == text).copied(), || {
+        text.to_string()
+    })
+}
+
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let received = length(req.headers());
     let resp = next.run(req).await;
     let route = resp
         .extensions()
         .get::<RouteLabel>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| "other".to_string());
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("berth_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .map_or("other", |r| r.0);
+    let status = status_label(resp.status());
+    metrics::counter!("berth_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("berth_http_request_duration_seconds", "route" => route)
         .record(start.elapsed().as_secs_f64());

@@ -236,10 +236,22 @@ impl BlobStore for FsStore {
         hasher: Hasher,
     ) -> Result<(u64, Hasher)> {
         let path = self.upload_path(id)?;
-        // Receiving runs here; hashing and writing run on a blocking thread, so the
-        // two overlap. The channel is short so memory stays bounded.
+        // Receiving runs here; hashing and writing each run on a blocking thread of
+        // their own, so the three overlap: a direct write waits for the disk, and
+        // hashing in between writes would leave the CPU idle meanwhile, making an
+        // upload as slow as hashing and writing one after the other. Chunks are shared
+        // (reference-counted), not copied. The channels are short so memory stays
+        // bounded.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Hasher)> {
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let hashing = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            while let Some(chunk) = hash_rx.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
             let (mut out, actual) = crate::direct::Appender::open(&path)
                 .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
             if actual != offset {
@@ -248,16 +260,14 @@ impl BlobStore for FsStore {
                     actual,
                 });
             }
-            let appended = move || -> std::io::Result<(u64, Hasher)> {
-                let mut hasher = hasher;
+            let appended = move || -> std::io::Result<u64> {
                 let mut size = actual;
                 while let Some(chunk) = rx.blocking_recv() {
-                    hasher.update(&chunk);
                     out.write_all(&chunk)?;
                     size += chunk.len() as u64;
                 }
                 out.finish()?;
-                Ok((size, hasher))
+                Ok(size)
             };
             appended().map_err(|e| {
                 // A write that failed part-way (a full disk) leaves no part of this
@@ -274,8 +284,9 @@ impl BlobStore for FsStore {
         while let Some(item) = body.next().await {
             match item {
                 Ok(chunk) => {
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer stopped; its result says why
+                    // The hasher never stops early; the writer may (its result says why).
+                    if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err() {
+                        break;
                     }
                 }
                 Err(e) => {
@@ -285,12 +296,17 @@ impl BlobStore for FsStore {
             }
         }
         drop(tx);
+        drop(hash_tx);
         let written = writer
             .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        let hasher = hashing
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        let size = written?;
         match body_error {
             Some(e) => Err(StoreError::Body(e)),
-            None => Ok(written),
+            None => Ok((size, hasher)),
         }
     }
 

@@ -440,6 +440,15 @@ impl RegistryMeta for Db {
         repository: &str,
         reference: ManifestRef<'_>,
     ) -> Result<Option<StoredManifest>> {
+        let key = match reference {
+            ManifestRef::Digest(d) => d.as_str(),
+            ManifestRef::Tag(t) => t,
+        };
+        if let Some(hit) = self.cache.get(repository, key) {
+            return Ok(Some(hit));
+        }
+        // Taken before reading: a write that commits meanwhile leaves it stale.
+        let stamp = pick!(sqlite: self.cache.stamp(), postgres: self.cache_stamp());
         let row = match reference {
             ManifestRef::Digest(d) => {
                 sqlx::query(
@@ -466,14 +475,18 @@ impl RegistryMeta for Db {
                 .await?
             }
         };
-        row.map(|r| {
-            Ok(StoredManifest {
-                digest: digest(r.get(0))?,
-                media_type: r.get(1),
-                payload: r.get(2),
-            })
-        })
-        .transpose()
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let found = StoredManifest {
+            digest: digest(r.get(0))?,
+            media_type: r.get(1),
+            payload: r.get::<Vec<u8>, _>(2).into(),
+        };
+        if let Some(stamp) = stamp {
+            self.cache.put(repository, key, stamp, &found);
+        }
+        Ok(Some(found))
     }
 
     async fn delete_manifest_by(

@@ -42,7 +42,7 @@ impl TestMeta for SqliteMeta {
     async fn sql_exec(&self, sql: &str, id: i64) {
         sqlx::query(sql)
             .bind(id)
-            .execute(&self.write)
+            .execute(self.writer())
             .await
             .unwrap();
     }
@@ -60,7 +60,11 @@ impl TestMeta for PgMeta {
     }
 
     async fn sql_exec(&self, sql: &str, id: i64) {
-        sqlx::query(sql).bind(id).execute(&self.pool).await.unwrap();
+        sqlx::query(sql)
+            .bind(id)
+            .execute(self.writer())
+            .await
+            .unwrap();
     }
 }
 
@@ -107,6 +111,7 @@ macro_rules! meta_suite {
             registry::manifest_needs_reachable_blobs_and_tags_move,
             registry::index_children_and_referrers,
             registry::uploads_expire,
+            registry::manifest_lookups_follow_every_write,
             org::user_gets_personal_namespace,
             org::username_conflicts_ignore_case,
             org::update_user_changes_only_given_fields,

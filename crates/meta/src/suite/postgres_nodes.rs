@@ -306,3 +306,63 @@ async fn each_review_and_cleanup_claim_goes_to_one_node() {
         );
     }
 }
+
+/// A tag moved or deleted on one node is seen by another that had it cached within
+/// the documented bound (the `NOTIFY` delivery; `MANIFEST_CACHE_MAX_AGE` at worst),
+/// polled here with that deadline.
+#[tokio::test]
+async fn a_tag_moved_on_one_node_is_seen_on_another_within_the_bound() {
+    use crate::ManifestRef;
+    let Some((_db, nodes)) = nodes("manifest cache across nodes", 2).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (one, two) = (manifest("node one", vec![]), manifest("node two", vec![]));
+    b.put_manifest("p/r", &one, Some("t"), 1).await.unwrap();
+    async fn tag(m: &PgMeta) -> Option<Digest> {
+        m.manifest("p/r", ManifestRef::Tag("t"))
+            .await
+            .unwrap()
+            .map(|x| x.digest)
+    }
+    // Until node A listens, its lookups are not cached: wait for the listener, so
+    // that the lookups below are served from its cache.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.cache_stamp().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(tag(a).await, Some(one.digest.clone()));
+    assert_eq!(tag(a).await, Some(one.digest.clone()));
+
+    let seen_within_bound = |want: Option<Digest>| async move {
+        let deadline = std::time::Instant::now() + crate::MANIFEST_CACHE_MAX_AGE;
+        loop {
+            if tag(a).await == want {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    b.put_manifest("p/r", &two, Some("t"), 2).await.unwrap();
+    assert!(seen_within_bound(Some(two.digest.clone())).await, "moved");
+    assert!(b.delete_tag("p/r", "t", 3).await.unwrap());
+    assert!(seen_within_bound(None).await, "deleted");
+
+    // A change by something that is no Berth at all (raw SQL on the database)
+    // reaches the cache the same way: the triggers notify.
+    b.put_manifest("p/r", &one, Some("t"), 4).await.unwrap();
+    assert!(seen_within_bound(Some(one.digest.clone())).await);
+    let raw = sqlx::PgPool::connect(_db.url()).await.unwrap();
+    sqlx::query("UPDATE tags SET deleted_at = 5 WHERE deleted_at IS NULL")
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(seen_within_bound(None).await, "raw SQL");
+}

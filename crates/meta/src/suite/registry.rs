@@ -121,3 +121,54 @@ pub(crate) async fn uploads_expire(m: &dyn TestMeta) {
     m.delete_upload("u").await.unwrap();
     assert_eq!(m.upload("u").await.unwrap(), None);
 }
+
+/// Manifest lookups are cached; every kind of write is seen by the next lookup,
+/// including writes through paths that know nothing of the cache (raw SQL on the
+/// writer, a repository deletion).
+pub(crate) async fn manifest_lookups_follow_every_write(m: &dyn TestMeta) {
+    let layer = Digest::sha256_of(b"cached layer");
+    m.link_blob("c/r", &layer, 5, 1).await.unwrap();
+    let one = manifest("cached one", vec![layer.clone()], vec![]);
+    let two = manifest("cached two", vec![layer.clone()], vec![]);
+    m.put_manifest("c/r", &one, Some("t"), 2).await.unwrap();
+    let digest_of_tag = || async {
+        m.manifest("c/r", ManifestRef::Tag("t"))
+            .await
+            .unwrap()
+            .map(|x| x.digest)
+    };
+    // Twice: the second may come from the cache.
+    assert_eq!(digest_of_tag().await, Some(one.digest.clone()));
+    assert_eq!(digest_of_tag().await, Some(one.digest.clone()));
+    m.put_manifest("c/r", &two, Some("t"), 3).await.unwrap();
+    assert_eq!(digest_of_tag().await, Some(two.digest.clone()));
+    assert!(m.delete_tag("c/r", "t", 4).await.unwrap());
+    assert_eq!(digest_of_tag().await, None);
+
+    m.put_manifest("c/r", &one, Some("t"), 5).await.unwrap();
+    assert_eq!(digest_of_tag().await, Some(one.digest.clone()));
+    m.sql_exec(
+        "UPDATE tags SET deleted_at = $1 WHERE name = 't' AND deleted_at IS NULL",
+        6,
+    )
+    .await;
+    assert_eq!(
+        digest_of_tag().await,
+        None,
+        "a raw write through the writer"
+    );
+
+    m.put_manifest("c/r", &one, Some("t"), 7).await.unwrap();
+    let by_digest = || async {
+        m.manifest("c/r", ManifestRef::Digest(&one.digest))
+            .await
+            .unwrap()
+            .is_some()
+    };
+    assert!(by_digest().await);
+    assert_eq!(digest_of_tag().await, Some(one.digest.clone()));
+    let repo = m.repository("c/r").await.unwrap().unwrap();
+    m.delete_repository(repo.id, 8).await.unwrap();
+    assert_eq!(digest_of_tag().await, None, "repository deleted");
+    assert!(!by_digest().await, "repository deleted");
+}

@@ -4,7 +4,7 @@
 //! installation signs and verifies with the same key.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
@@ -92,7 +92,7 @@ pub struct Signer {
     kid: String,
     issuer: String,
     service: String,
-    verified: Mutex<HashMap<String, Claims>>,
+    verified: Mutex<HashMap<String, Arc<Claims>>>,
 }
 
 /// libtrust key id: base32 of the first 30 bytes of SHA-256 over the DER
@@ -178,13 +178,13 @@ impl Signer {
 
     /// Check signature, algorithm, issuer, audience and lifetime (60 s leeway, as
     /// distribution allows). `now` is Unix seconds.
-    pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
+    pub fn verify(&self, token: &str, now: i64) -> Option<Arc<Claims>> {
         if let Ok(cache) = self.verified.lock() {
             if let Some(c) = cache.get(token) {
                 return c.current(now).then(|| c.clone());
             }
         }
-        let claims = self.decode(token)?;
+        let claims = Arc::new(self.decode(token)?);
         if !claims.current(now) {
             return None;
         }
@@ -216,13 +216,18 @@ impl Signer {
     /// Verify a token as [`Signer::verify`] does, except that it may have expired up
     /// to `max_age` seconds ago: for upload sessions, which outlive tokens (the
     /// caller re-checks the holder's permission).
-    pub fn verify_expired_within(&self, token: &str, now: i64, max_age: i64) -> Option<Claims> {
+    pub fn verify_expired_within(
+        &self,
+        token: &str,
+        now: i64,
+        max_age: i64,
+    ) -> Option<Arc<Claims>> {
         if let Some(c) = self.verify(token, now) {
             return Some(c);
         }
         let c = self.decode(token)?;
         (c.exp.saturating_add(max_age) >= now && c.nbf.saturating_sub(LEEWAY_SECS) <= now)
-            .then_some(c)
+            .then(|| Arc::new(c))
     }
 }
 

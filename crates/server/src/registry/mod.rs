@@ -32,18 +32,30 @@ enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// A stable label for metrics and logs.
-    pub fn label(&self, method: &Method) -> String {
-        let kind = match self {
-            Route::Base => "base",
-            Route::Catalog => "catalog",
-            Route::Tags(_) => "tags",
-            Route::Manifest(..) => "manifest",
-            Route::Blob(..) => "blob",
-            Route::UploadStart(_) | Route::Upload(..) => "upload",
-            Route::Referrers(..) => "referrers",
-        };
-        format!("{kind}_{}", method.as_str().to_ascii_lowercase())
+    /// A stable label for metrics and logs (static: it is made on every request).
+    pub fn label(&self, method: &Method) -> &'static str {
+        macro_rules! by_method {
+            ($kind:literal) => {
+                match *method {
+                    Method::GET => concat!($kind, "_get"),
+                    Method::HEAD => concat!($kind, "_head"),
+                    Method::PUT => concat!($kind, "_put"),
+                    Method::POST => concat!($kind, "_post"),
+                    Method::PATCH => concat!($kind, "_patch"),
+                    Method::DELETE => concat!($kind, "_delete"),
+                    _ => concat!($kind, "_other"),
+                }
+            };
+        }
+        match self {
+            Route::Base => by_method!("base"),
+            Route::Catalog => by_method!("catalog"),
+            Route::Tags(_) => by_method!("tags"),
+            Route::Manifest(..) => by_method!("manifest"),
+            Route::Blob(..) => by_method!("blob"),
+            Route::UploadStart(_) | Route::Upload(..) => by_method!("upload"),
+            Route::Referrers(..) => by_method!("referrers"),
+        }
     }
 }
 
@@ -117,7 +129,11 @@ pub async fn dispatch(State(state): State<Shared>, req: Request) -> Response {
         .or(if path == "/v2" { Some("") } else { None });
     if let Some(route) = rest.and_then(crate::proxy::parse_route) {
         let method = req.method().clone();
-        let label = format!("dependency_proxy_{}", method.as_str().to_ascii_lowercase());
+        let label = match method {
+            Method::HEAD => "dependency_proxy_head",
+            Method::GET => "dependency_proxy_get",
+            _ => "dependency_proxy_other",
+        };
         let headers = req.headers().clone();
         let mut resp = crate::proxy::dispatch(&state, route, &method, &headers)
             .await

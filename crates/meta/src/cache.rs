@@ -1,0 +1,369 @@
+//! The per-process cache of manifest lookups (`RegistryMeta::manifest`), which lets a
+//! manifest GET by tag or digest skip the database.
+//!
+//! Correctness rests on one generation number per process, not on knowing which
+//! writes matter: every write this crate makes — each write transaction when it ends
+//! ([`WriteTx`]) and each single statement on the writer ([`Writer`]) — bumps it, and
+//! an entry is served only while the generation it was read under is still current.
+//! A write path added later goes through `write_tx()` / `writer()` like every other,
+//! so it invalidates the cache without knowing the cache exists. The bump comes
+//! after the commit, so a lookup that raced with a write is stored under a
+//! generation that is already stale.
+//!
+//! Writes by other processes are seen as follows:
+//!
+//! - SQLite (other `berth` commands on the same data dir): every write also appends
+//!   a byte to `<database>-changes`, and an entry is only served while that file's
+//!   length is what it was when the entry was read (one `stat` per hit). A command
+//!   that wrote has appended before it exits.
+//! - PostgreSQL (other nodes, other commands): triggers on `repositories`,
+//!   `manifests` and `tags` send `NOTIFY berth_content` (delivered at commit); each
+//!   node listens and bumps its generation on every notification. While the listener
+//!   is not connected the cache is not used at all. The bound on serving a tag moved
+//!   elsewhere is therefore the notification's delivery (milliseconds on a LAN), and
+//!   [`MAX_AGE`] bounds it whatever happens to the listener.
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt as _, StreamExt as _};
+
+use crate::StoredManifest;
+
+/// No entry is served longer than this after it was read from the database.
+pub const MAX_AGE: Duration = Duration::from_secs(5);
+/// Manifests larger than this are not cached (the big ones are rare and costly to hold).
+const MAX_PAYLOAD: usize = 64 * 1024;
+/// Payload bytes held at most; the cache is emptied when it would grow beyond.
+const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// The change file is truncated when it reaches this length (a change all the same).
+const CHANGES_MAX_LEN: u64 = 1024 * 1024;
+
+struct Entry {
+    manifest: StoredManifest,
+    stamp: Stamp,
+    read_at: Instant,
+}
+
+/// What an entry was read under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    generation: u64,
+    /// SQLite: the change file's length.
+    changes: u64,
+}
+
+/// How this process learns of writes made by others.
+enum External {
+    /// SQLite: the change file next to the database.
+    ChangeFile(PathBuf),
+    /// PostgreSQL: whether this node's `LISTEN berth_content` connection is up.
+    Notify {
+        listening: AtomicBool,
+        started: AtomicBool,
+    },
+}
+
+pub(crate) struct ContentCache {
+    generation: AtomicU64,
+    external: External,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// Keyed by `repository\ntag` or `repository\ndigest` (no name holds a newline).
+    map: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for ContentCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentCache")
+            .field("generation", &self.generation.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContentCache {
+    /// For SQLite at `database` (the change file is `<database>-changes`).
+    pub(crate) fn sqlite(database: &std::path::Path) -> Arc<Self> {
+        let mut changes = database.as_os_str().to_owned();
+        changes.push("-changes");
+        Arc::new(ContentCache {
+            generation: AtomicU64::new(0),
+            external: External::ChangeFile(PathBuf::from(changes)),
+            entries: Mutex::default(),
+        })
+    }
+
+    /// For PostgreSQL: unusable until [`ContentCache::listening`] says otherwise.
+    pub(crate) fn postgres() -> Arc<Self> {
+        Arc::new(ContentCache {
+            generation: AtomicU64::new(0),
+            external: External::Notify {
+                listening: AtomicBool::new(false),
+                started: AtomicBool::new(false),
+            },
+            entries: Mutex::default(),
+        })
+    }
+
+    /// The current stamp, or `None` when the cache may not be used now.
+    pub(crate) fn stamp(&self) -> Option<Stamp> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let changes = match &self.external {
+            External::ChangeFile(path) => match std::fs::metadata(path) {
+                Ok(m) => m.len(),
+                // Not there yet: nobody has written since it was last truncated away.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => u64::MAX,
+                Err(_) => return None,
+            },
+            External::Notify { listening, .. } => {
+                if !listening.load(Ordering::Acquire) {
+                    return None;
+                }
+                0
+            }
+        };
+        Some(Stamp {
+            generation,
+            changes,
+        })
+    }
+
+    /// PostgreSQL: whether the listener must still be started (true once).
+    pub(crate) fn needs_listener(&self) -> bool {
+        match &self.external {
+            External::Notify { started, .. } => !started.swap(true, Ordering::AcqRel),
+            External::ChangeFile(_) => false,
+        }
+    }
+
+    /// PostgreSQL: the listener connected (`true`) or lost its connection (`false`).
+    /// Either way anything may have changed unseen, so the generation moves on.
+    pub(crate) fn listening(&self, up: bool) {
+        if let External::Notify { listening, .. } = &self.external {
+            if !up {
+                listening.store(false, Ordering::Release);
+            }
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            if up {
+                listening.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Something else (a notification) says the content changed.
+    pub(crate) fn changed_elsewhere(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// This process wrote (committed, or gave up on) something: every entry is stale.
+    fn wrote(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let External::ChangeFile(path) = &self.external {
+            // Other processes learn of it by the file's length. If the file cannot be
+            // written they cannot: their cache then waits for MAX_AGE, which is why the
+            // failure is logged.
+            let appended = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| {
+                    f.write_all(b".")?;
+                    if f.metadata()?.len() >= CHANGES_MAX_LEN {
+                        f.set_len(0)?;
+                    }
+                    Ok(())
+                });
+            if let Err(e) = appended {
+                tracing::warn!(
+                    "could not record a metadata change in {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, repository: &str, key: &str) -> Option<StoredManifest> {
+        let stamp = self.stamp()?;
+        let entries = self.entries.lock().ok()?;
+        let e = entries.map.get(&entry_key(repository, key))?;
+        (e.stamp == stamp && e.read_at.elapsed() < MAX_AGE).then(|| e.manifest.clone())
+    }
+
+    pub(crate) fn put(&self, repository: &str, key: &str, stamp: Stamp, manifest: &StoredManifest) {
+        let size = manifest.payload.len() + repository.len() + key.len();
+        if manifest.payload.len() > MAX_PAYLOAD {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.bytes + size > MAX_BYTES {
+            entries.map.clear();
+            entries.bytes = 0;
+        }
+        let old = entries.map.insert(
+            entry_key(repository, key),
+            Entry {
+                manifest: manifest.clone(),
+                stamp,
+                read_at: Instant::now(),
+            },
+        );
+        entries.bytes += size;
+        if let Some(old) = old {
+            entries.bytes = entries
+                .bytes
+                .saturating_sub(old.manifest.payload.len() + repository.len() + key.len());
+        }
+    }
+
+    fn bump_on_drop(&self) -> Bump<'_> {
+        Bump(self)
+    }
+}
+
+fn entry_key(repository: &str, key: &str) -> String {
+    let mut k = String::with_capacity(repository.len() + key.len() + 1);
+    k.push_str(repository);
+    k.push('\n');
+    k.push_str(key);
+    k
+}
+
+/// Bumps the generation when dropped: after the statement or transaction it
+/// accompanies has finished (or was abandoned, which is harmless to count).
+struct Bump<'a>(&'a ContentCache);
+
+impl Drop for Bump<'_> {
+    fn drop(&mut self) {
+        self.0.wrote();
+    }
+}
+
+/// A write transaction; committing it (or rolling it back) invalidates the cache when
+/// done. Dropped without either, it rolls back and changed nothing anyone could see,
+/// so there is nothing to invalidate. It dereferences to the connection, so `&mut *tx` is an executor as with a plain
+/// `sqlx::Transaction`.
+pub(crate) struct WriteTx<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    cache: Arc<ContentCache>,
+}
+
+impl<DB: sqlx::Database> WriteTx<DB> {
+    pub(crate) fn new(tx: sqlx::Transaction<'static, DB>, cache: Arc<ContentCache>) -> Self {
+        WriteTx { tx, cache }
+    }
+
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, cache } = self;
+        let _bump = cache.bump_on_drop();
+        tx.commit().await
+    }
+
+    #[allow(dead_code)] // not every backend's copy of `ops/` rolls back explicitly
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, cache } = self;
+        let _bump = cache.bump_on_drop();
+        tx.rollback().await
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
+/// The writer pool as an executor whose statements invalidate the cache when they
+/// have run (single statements commit on their own).
+pub(crate) struct Writer<'c, DB: sqlx::Database> {
+    pub(crate) pool: &'c sqlx::Pool<DB>,
+    pub(crate) cache: &'c ContentCache,
+}
+
+impl<DB: sqlx::Database> std::fmt::Debug for Writer<'_, DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl<'c, DB: sqlx::Database> sqlx::Executor<'c> for Writer<'c, DB>
+where
+    &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+{
+    type Database = DB;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<sqlx::Either<DB::QueryResult, DB::Row>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, DB>,
+    {
+        let bump = self.cache.bump_on_drop();
+        self.pool
+            .fetch_many(query)
+            .map(move |step| {
+                let _ = &bump;
+                step
+            })
+            .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<DB::Row>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, DB>,
+    {
+        let bump = self.cache.bump_on_drop();
+        let run = self.pool.fetch_optional(query);
+        async move {
+            let row = run.await;
+            drop(bump);
+            row
+        }
+        .boxed()
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [DB::TypeInfo],
+    ) -> BoxFuture<'e, Result<DB::Statement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.pool.prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.pool.describe(sql)
+    }
+}
