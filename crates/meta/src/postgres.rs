@@ -47,7 +47,7 @@ impl PgMeta {
     /// A write transaction (READ COMMITTED; the locks of the module comment make it
     /// act alone where it must).
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        begin(&self.pool).await
+        crate::common::begin(&self.pool).await
     }
 
     /// The pool single reading statements run on.
@@ -63,7 +63,7 @@ impl PgMeta {
     /// A read-only transaction whose statements all see one snapshot (a page and
     /// its total, say); READ COMMITTED would give each statement its own.
     pub(crate) async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = crate::common::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
@@ -169,33 +169,7 @@ pub(super) fn claim_sql(queue: &str, key: &str) -> String {
     )
 }
 
-#[path = "ops/cleanup.rs"]
-mod cleanup;
-#[path = "ops/gc.rs"]
-mod gc;
-#[path = "ops/instance.rs"]
-mod instance;
-#[path = "ops/org.rs"]
-mod org;
-#[path = "ops/registry.rs"]
-mod registry;
-#[path = "ops/repositories.rs"]
-mod repositories;
-#[path = "ops/sessions.rs"]
-mod sessions;
-
-/// Begin a transaction on `pool`, in a task of its own. sqlx 0.8's PostgreSQL `BEGIN`
-/// is not safe to cancel: a request dropped while its `BEGIN` is in flight (a client
-/// that went away, a browser that aborted a fetch) hands the connection back to the
-/// pool inside a transaction nobody ends, and whoever takes that connection next runs
-/// in it. A spawned task always runs to the end; when its caller is gone the finished
-/// transaction is dropped there, which rolls it back.
-pub(crate) async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let pool = pool.clone();
-    Ok(tokio::spawn(async move { pool.begin().await })
-        .await
-        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??)
-}
+ops_modules!();
 
 /// Run `op` (one transaction) again when PostgreSQL aborted it to break a deadlock.
 /// Deleting manifests queues their blobs for review, one row per digest shared by
