@@ -9,9 +9,9 @@
 //!
 //! Every operation is written once, in `ops/` (one file per trait), and compiled twice:
 //! `sqlite.rs` and `postgres.rs` each include the same files as modules of their own
-//! (`ops_modules!()`: `#[path = "ops/…"] mod …;`), after declaring the few names the bodies use —
-//! `Db` (the backend struct), `Conn`, `DbRow`, `write_tx` / `read_tx` / `reader` /
-//! `writer`, the lock hooks (`lock_paths`, `lock_cleanup_claims`, `retry_deadlocks`,
+//! (`ops_modules!()`, `#[path = "ops/…"] mod …;`), after declaring the names the
+//! bodies use — `Db` (the backend struct), `Conn`, `DbRow`, `write_tx` / `read_tx` /
+//! `reader` / `writer`, the lock hooks (`lock_paths`, `lock_cleanup_claims`, `retry_deadlocks`,
 //! `CONCURRENT_WRITERS`: real on PostgreSQL, no-ops under SQLite's single writer) and
 //! `pick!(sqlite: …, postgres: …)`, which keeps one side. Each copy is plain,
 //! concrete sqlx code, so it compiles to what a hand-written backend would, and a
