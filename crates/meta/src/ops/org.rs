@@ -275,23 +275,15 @@ impl Db {
             [b, f] => format!(" WHERE {b} AND {f}"),
         };
         let mut tx = self.read_tx().await?;
+        // `$1`, the pattern, is bound (NULL when not searching) even where unread.
         let count_sql = format!("SELECT COUNT(*) FROM ({select}{condition}) AS matched");
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        let (limit, offset) = match &pattern {
-            Some(p) => {
-                count = count.bind(p);
-                (2, 3)
-            }
-            None => (1, 2),
-        };
-        let total = count.fetch_one(&mut *tx).await?;
-        let page_sql = format!("{select}{condition} ORDER BY 1 LIMIT ${limit} OFFSET ${offset}");
-        let page = sqlx::query(&page_sql);
-        let page = match &pattern {
-            Some(p) => page.bind(p),
-            None => page,
-        };
-        let rows = page
+        let total: i64 = sqlx::query_scalar(&count_sql)
+            .bind(&pattern)
+            .fetch_one(&mut *tx)
+            .await?;
+        let page_sql = format!("{select}{condition} ORDER BY 1 LIMIT $2 OFFSET $3");
+        let rows = sqlx::query(&page_sql)
+            .bind(&pattern)
             .bind(window.limit)
             .bind(window.offset.max(0))
             .fetch_all(&mut *tx)
