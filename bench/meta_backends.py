@@ -19,20 +19,13 @@ for PostgreSQL.
     bench/meta_backends.py [--berth target/release/berth] [--tags 10000]
         [--pg-url postgres://postgres@127.0.0.1:5432/postgres] [--backends sqlite,postgres]
 """
-import argparse, base64, hashlib, http.client, json, os, shutil, socket, statistics
+import argparse, base64, hashlib, http.client, json, os, shutil, statistics
 import subprocess, sys, tempfile, threading, time, urllib.parse
 
-PASSWORD = "bench-root-password"
+from benchlib import PASSWORD, free_port
+
 PROJECT = "bench/meta"
 REPO = PROJECT + "/many"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def psql(admin_url, sql):

@@ -1548,6 +1548,33 @@ fn projects_do_not_share_blobs_through_the_registry() {
     );
     r.expect_error(400, "MANIFEST_BLOB_UNKNOWN");
     assert!(root_tags(&berth, "b/mine").is_empty());
+    // Nor does a mount that names no source (automatic content discovery) find it.
+    let r = v2(
+        &berth,
+        Method::POST,
+        &format!("/v2/b/mine/blobs/uploads/?mount={layer}"),
+        Some(&t),
+    );
+    r.expect(202);
+    assert_eq!(
+        get(&berth, &format!("/v2/b/mine/blobs/{layer}"), Some(&t)).status,
+        404
+    );
+
+    // A mount's first challenge, to a request with no token, names the source's
+    // scope too (as the reference registry's does), for clients that ask once.
+    let r = v2(
+        &berth,
+        Method::POST,
+        &format!("/v2/b/mine/blobs/uploads/?mount={layer}&from=a/secret"),
+        None,
+    );
+    assert_eq!(r.status, 401);
+    let challenge = r.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.contains("scope=\"repository:b/mine:pull,push repository:a/secret:pull\""),
+        "{challenge}"
+    );
 
     // Someone who may read both repositories can mount.
     let both = token(
@@ -1565,6 +1592,32 @@ fn projects_do_not_share_blobs_through_the_registry() {
     assert_eq!(
         get(&berth, &format!("/v2/b/mine/blobs/{layer}"), Some(&both)).body,
         secret.layer
+    );
+
+    // A mount that names no source finds the blob in a repository the caller may
+    // read, even with a token that names only the target (OCI_AUTOMATIC_CROSSMOUNT).
+    let config = digest_of(&secret.config);
+    let only_target = token(&berth, Some(ROOT), &[scope("b/mine/app", "pull,push")]);
+    let r = v2(
+        &berth,
+        Method::POST,
+        &format!("/v2/b/mine/app/blobs/uploads/?mount={config}"),
+        Some(&only_target),
+    );
+    r.expect(201);
+    let location = r.header("location").unwrap_or_default();
+    assert!(
+        location.ends_with(&format!("/v2/b/mine/app/blobs/{config}")),
+        "{location}"
+    );
+    assert_eq!(
+        get(
+            &berth,
+            &format!("/v2/b/mine/app/blobs/{config}"),
+            Some(&only_target)
+        )
+        .body,
+        secret.config
     );
 }
 

@@ -609,6 +609,10 @@ fn refusals_are_logged_with_their_reason() {
     b.user("outsider", "outsider-password-1");
     let outsider_pat = pat(&b, "outsider", "api");
 
+    // Every client's first request, `GET /v2/` with no credentials, is the start
+    // of a token exchange, not a refusal to report.
+    let r = c.get(format!("{}/v2/", b.url)).send().unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // The registry: no token, then a token that does not grant the action.
     let r = c
         .get(format!("{}/v2/sec/private/tags/list", b.url))
@@ -623,6 +627,12 @@ fn refusals_are_logged_with_their_reason() {
             "no bearer token",
         ],
     );
+    let refusals = b
+        .log()
+        .lines()
+        .filter(|l| l.contains("registry request refused"))
+        .count();
+    assert_eq!(refusals, 1, "only the repository request is a refusal");
     let (_, token, _) =
         registry_token(&b, Some(("outsider", "outsider-password-1")), "sec/private");
     let r = c

@@ -212,6 +212,15 @@ pub trait RegistryMeta: Send + Sync {
     async fn repository_blob(&self, repository: &str, digest: &Digest) -> Result<Option<u64>>;
     /// Size of a blob anywhere in the registry.
     async fn blob(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Up to `limit` repositories that may reach a blob, those sharing the first
+    /// `prefix.len()` characters of their path with `prefix` (the pushing repository's
+    /// project) first: the candidates for a mount without a named source.
+    async fn repositories_with_blob(
+        &self,
+        digest: &Digest,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>>;
     /// Stop `repository` reaching a blob. Returns whether it could.
     async fn unlink_blob(&self, repository: &str, digest: &Digest) -> Result<bool>;
 

@@ -103,8 +103,15 @@ pub fn mount_challenge(
 /// Require a valid token of any kind (`GET /v2/`, `_catalog`).
 pub fn authenticated(state: &AppState, headers: &HeaderMap) -> RegistryResult<Claims> {
     let c = claims(state, headers).ok_or_else(|| {
-        unauthorized(state, headers, None, serde_json::Value::Null)
-            .because(token_problem(state, headers))
+        let refused = unauthorized(state, headers, None, serde_json::Value::Null)
+            .because(token_problem(state, headers));
+        // Every client's first request (`GET /v2/` with no credentials) asks where to
+        // get a token; that is no refusal worth an operator's attention.
+        if headers.contains_key(axum::http::header::AUTHORIZATION) {
+            refused
+        } else {
+            refused.routine()
+        }
     })?;
     note_claims(&c);
     Ok(c)

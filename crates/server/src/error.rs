@@ -83,6 +83,9 @@ pub struct RegistryError {
     pub headers: Vec<(&'static str, String)>,
     /// Why a 401/403 was answered, for the log line that says so (not sent).
     pub reason: Option<String>,
+    /// The challenge that starts every client's token exchange (a request with no
+    /// credentials): logged at debug, not as a refusal.
+    pub routine: bool,
 }
 
 impl RegistryError {
@@ -94,7 +97,14 @@ impl RegistryError {
             detail: Value::Null,
             headers: Vec::new(),
             reason: None,
+            routine: false,
         }
+    }
+
+    /// Mark the first-leg challenge of a token exchange (see [`RegistryError::routine`]).
+    pub fn routine(mut self) -> Self {
+        self.routine = true;
+        self
     }
 
     /// Why the request is refused, for the operator's log (the client sees `message`).
@@ -237,12 +247,16 @@ impl IntoResponse for RegistryError {
         ) {
             // The request's span names the client and the caller; this names the check.
             let reason = self.reason.as_deref().unwrap_or(&self.message);
-            tracing::info!(
-                status = self.status.as_u16(),
-                code = self.code.as_str(),
-                reason,
-                "registry request refused"
-            );
+            if self.routine {
+                tracing::debug!(reason, "credentials asked for");
+            } else {
+                tracing::info!(
+                    status = self.status.as_u16(),
+                    code = self.code.as_str(),
+                    reason,
+                    "registry request refused"
+                );
+            }
         }
         let body = json!({
             "errors": [{

@@ -111,7 +111,9 @@ pub fn check_date(field: &str, date: &str) -> OrgResult<String> {
     };
     let d = date.get(..10).unwrap_or(date);
     let parts: Vec<&str> = d.split('-').collect();
-    if parts.len() != 3 || parts[0].len() != 4 || parts[1].len() != 2 || parts[2].len() != 2 {
+    // Digits only: `u32::from_str` would also take a sign ("+202-01-01").
+    let digits = |p: &str, len: usize| p.len() == len && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() != 3 || !digits(parts[0], 4) || !digits(parts[1], 2) || !digits(parts[2], 2) {
         return Err(bad());
     }
     let y: u32 = parts[0].parse().map_err(|_| bad())?;
@@ -398,6 +400,9 @@ mod tests {
             "26-01-01",
             "tomorrow",
             "2026-1-01",
+            "+202-01-01",
+            "2026-+1-01",
+            "2026-01-+1",
         ] {
             assert!(check_date("x", bad).is_err(), "{bad}");
         }

@@ -205,6 +205,26 @@ impl RegistryMeta for Db {
         Ok(size.map(|s| s as u64))
     }
 
+    async fn repositories_with_blob(
+        &self,
+        d: &Digest,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.path FROM repository_blobs rb \
+             JOIN repositories r ON r.id = rb.repository_id \
+             WHERE rb.digest = $1 \
+             ORDER BY CASE WHEN substr(r.path, 1, length($2)) = $2 THEN 0 ELSE 1 END, r.path \
+             LIMIT $3",
+        )
+        .bind(d.as_str())
+        .bind(prefix)
+        .bind(i64::from(limit))
+        .fetch_all(self.reader())
+        .await?)
+    }
+
     async fn blob(&self, d: &Digest) -> Result<Option<u64>> {
         let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
             .bind(d.as_str())

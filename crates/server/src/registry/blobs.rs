@@ -19,7 +19,12 @@ fn blob_unknown(d: &Digest) -> RegistryError {
 /// Parse a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against `size`.
 /// `Ok(None)`: no usable Range header (serve everything); `Err`: unsatisfiable.
 pub(super) fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>, ()> {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    // The range unit is case-insensitive (RFC 9110 §14.1).
+    let Some(spec) = header.map(str::trim).and_then(|h| {
+        h.get(..6)
+            .filter(|u| u.eq_ignore_ascii_case("bytes="))
+            .and_then(|_| h.get(6..))
+    }) else {
         return Ok(None);
     };
     if spec.contains(',') {
@@ -145,6 +150,8 @@ mod tests {
     fn ranges() {
         assert_eq!(parse_range(None, 10), Ok(None));
         assert_eq!(parse_range(Some("bytes=0-4"), 10), r(0, 4));
+        assert_eq!(parse_range(Some("Bytes=0-4"), 10), r(0, 4));
+        assert_eq!(parse_range(Some("items=0-4"), 10), Ok(None));
         assert_eq!(parse_range(Some("bytes=5-"), 10), r(5, 9));
         assert_eq!(parse_range(Some("bytes=-3"), 10), r(7, 9));
         assert_eq!(parse_range(Some("bytes=8-100"), 10), r(8, 9));

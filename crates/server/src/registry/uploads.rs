@@ -281,8 +281,10 @@ pub async fn start(
     query: &str,
     body: Body,
 ) -> RegistryResult<Response> {
-    authorize(state, headers, name.as_str(), Action::Push).await?;
     let q = query_pairs(query);
+    if let Err(refused) = authorize(state, headers, name.as_str(), Action::Push).await {
+        return Err(mount_source_challenge(state, headers, name, &q, refused));
+    }
     if let Some(mount) = query_get(&q, "mount") {
         let digest = parse_digest(&mount)?;
         if let Some(resp) = try_mount(state, headers, name, &digest, query_get(&q, "from")).await? {
@@ -311,6 +313,30 @@ pub async fn start(
     session_response(state, headers, StatusCode::ACCEPTED, name, &id, 0)
 }
 
+/// A mount's first challenge names its source too, as the reference registry's does:
+/// some clients (the OCI conformance suite's) fetch one token with the challenge's
+/// scopes and retry once, so a source named only in a second challenge would never
+/// be asked for.
+fn mount_source_challenge(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    q: &[(String, String)],
+    refused: RegistryError,
+) -> RegistryError {
+    let from = query_get(q, "from").and_then(|f| RepoName::parse(&f).ok());
+    match from {
+        Some(from)
+            if refused.status == StatusCode::UNAUTHORIZED && query_get(q, "mount").is_some() =>
+        {
+            let reason = refused.reason.unwrap_or(refused.message);
+            crate::access::mount_challenge(state, headers, name.as_str(), from.as_str())
+                .because(reason)
+        }
+        _ => refused,
+    }
+}
+
 /// Link a blob from another repository the caller may read. `None` means "not
 /// mountable": the caller falls back to an ordinary upload session, as the spec says.
 async fn try_mount(
@@ -320,26 +346,17 @@ async fn try_mount(
     digest: &Digest,
     from: Option<String>,
 ) -> RegistryResult<Option<Response>> {
-    let Some(from) = from.and_then(|f| RepoName::parse(&f).ok()) else {
-        return Ok(None);
+    let from = match from {
+        Some(from) => match named_mount_source(state, headers, name, &from).await? {
+            Some(from) => from,
+            None => return Ok(None),
+        },
+        // Chosen among repositories the caller may read, whatever its token names.
+        None => match automatic_mount_source(state, headers, name, digest).await? {
+            Some(from) => from,
+            None => return Ok(None),
+        },
     };
-    if authorize(state, headers, from.as_str(), Action::Pull)
-        .await
-        .is_err()
-    {
-        // The token does not cover the source. When a token for it would be granted,
-        // say so, as the reference registry does, so the client asks for one and the
-        // mount succeeds; otherwise fall back to an upload, revealing nothing.
-        if may_pull(state, headers, from.as_str()).await? {
-            return Err(crate::access::mount_challenge(
-                state,
-                headers,
-                name.as_str(),
-                from.as_str(),
-            ));
-        }
-        return Ok(None);
-    }
     let _publishing = publishing(state).await?;
     let Some(size) = state.meta.repository_blob(from.as_str(), digest).await? else {
         return Ok(None);
@@ -353,6 +370,67 @@ async fn try_mount(
         .link_blob(name.as_str(), digest, size, now_ms())
         .await?;
     Ok(Some(blob_created(state, headers, name, digest)?))
+}
+
+/// The `from` of a mount, if the request's token may pull from it.
+async fn named_mount_source(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    from: &str,
+) -> RegistryResult<Option<RepoName>> {
+    let Ok(from) = RepoName::parse(from) else {
+        return Ok(None);
+    };
+    if authorize(state, headers, from.as_str(), Action::Pull)
+        .await
+        .is_ok()
+    {
+        return Ok(Some(from));
+    }
+    // The token does not cover the source. When a token for it would be granted, say
+    // so, as the reference registry does, so the client asks for one and the mount
+    // succeeds; otherwise fall back to an upload, revealing nothing.
+    if may_pull(state, headers, from.as_str()).await? {
+        return Err(crate::access::mount_challenge(
+            state,
+            headers,
+            name.as_str(),
+            from.as_str(),
+        ));
+    }
+    Ok(None)
+}
+
+/// How many repositories holding a blob a mount without `from` looks at.
+const AUTOMATIC_MOUNT_CANDIDATES: u32 = 20;
+
+/// A repository to mount `digest` from when the client named none (the OCI
+/// distribution spec's automatic content discovery): one the caller may pull from
+/// that holds the blob, looking first in the target's own top-level namespace. A
+/// blob held only where the caller may not read stays unseen: the client gets an
+/// ordinary upload session, as for a blob that does not exist.
+async fn automatic_mount_source(
+    state: &Shared,
+    headers: &HeaderMap,
+    name: &RepoName,
+    digest: &Digest,
+) -> RegistryResult<Option<RepoName>> {
+    let namespace = name.as_str().split('/').next().unwrap_or_default();
+    let candidates = state
+        .meta
+        .repositories_with_blob(digest, &format!("{namespace}/"), AUTOMATIC_MOUNT_CANDIDATES)
+        .await?;
+    for candidate in candidates {
+        if candidate == name.as_str() {
+            // Already reachable here: "mounting" it just answers 201.
+            return Ok(RepoName::parse(&candidate).ok());
+        }
+        if may_pull(state, headers, &candidate).await? {
+            return Ok(RepoName::parse(&candidate).ok());
+        }
+    }
+    Ok(None)
 }
 
 /// The push permission for a request on upload session `id` (see
