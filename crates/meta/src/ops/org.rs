@@ -172,39 +172,24 @@ pub(super) fn written<T>(found: Option<T>, id: i64) -> Result<T> {
 }
 
 async fn user_in<'c>(conn: impl Executor<'c, Database = DbKind>, id: i64) -> Result<Option<User>> {
-    one(
-        conn,
-        &format!("{USER_SELECT} WHERE u.id = $1"),
-        id,
-        user_row,
-    )
-    .await
+    let sql = format!("{USER_SELECT} WHERE u.id = $1");
+    one(conn, &sql, id, user_row).await
 }
 
 pub(super) async fn namespace_in<'c>(
     conn: impl Executor<'c, Database = DbKind>,
     id: i64,
 ) -> Result<Option<Namespace>> {
-    one(
-        conn,
-        &format!("{NS_SELECT} WHERE n.id = $1"),
-        id,
-        namespace_row,
-    )
-    .await
+    let sql = format!("{NS_SELECT} WHERE n.id = $1");
+    one(conn, &sql, id, namespace_row).await
 }
 
 pub(super) async fn project_in<'c>(
     conn: impl Executor<'c, Database = DbKind>,
     id: i64,
 ) -> Result<Option<Project>> {
-    one(
-        conn,
-        &format!("{PROJECT_SELECT} WHERE p.id = $1"),
-        id,
-        project_row,
-    )
-    .await
+    let sql = format!("{PROJECT_SELECT} WHERE p.id = $1");
+    one(conn, &sql, id, project_row).await
 }
 
 /// `NotFound("<what> not found")` unless `table` has a row with id `id`.
@@ -222,19 +207,9 @@ async fn require(conn: &mut Conn, table: &str, what: &str, id: i64) -> Result<()
 /// namespace, as in GitLab). `NotFound` otherwise.
 async fn check_source(conn: &mut Conn, source: Source) -> Result<()> {
     match source {
-        Source::Project(id) => require(conn, "projects", "Project", id).await?,
-        Source::Namespace(id) => {
-            let kind: Option<String> =
-                sqlx::query_scalar("SELECT kind FROM namespaces WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(conn)
-                    .await?;
-            if kind.as_deref() != Some("group") {
-                return Err(MetaError::NotFound("Group not found".into()));
-            }
-        }
+        Source::Project(id) => require(conn, "projects", "Project", id).await,
+        Source::Namespace(id) => group_in(conn, id, "Group not found").await.map(drop),
     }
-    Ok(())
 }
 
 impl Db {
@@ -352,13 +327,8 @@ impl OrgMeta for Db {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        one(
-            self.reader(),
-            &format!("{USER_SELECT} WHERE lower(u.username) = lower($1)"),
-            username,
-            user_row,
-        )
-        .await
+        let sql = format!("{USER_SELECT} WHERE lower(u.username) = lower($1)");
+        one(self.reader(), &sql, username, user_row).await
     }
 
     async fn users(&self, search: Option<&str>, window: Window) -> Result<(Vec<User>, i64)> {
@@ -435,13 +405,8 @@ impl OrgMeta for Db {
     }
 
     async fn namespace_by_path(&self, full_path: &str) -> Result<Option<Namespace>> {
-        one(
-            self.reader(),
-            &format!("{NS_SELECT} WHERE lower(n.full_path) = lower($1)"),
-            full_path,
-            namespace_row,
-        )
-        .await
+        let sql = format!("{NS_SELECT} WHERE lower(n.full_path) = lower($1)");
+        one(self.reader(), &sql, full_path, namespace_row).await
     }
 
     async fn groups(&self, search: Option<&str>, window: Window) -> Result<(Vec<Namespace>, i64)> {
@@ -523,13 +488,8 @@ impl OrgMeta for Db {
     }
 
     async fn project_by_path(&self, full_path: &str) -> Result<Option<Project>> {
-        one(
-            self.reader(),
-            &format!("{PROJECT_SELECT} WHERE lower(p.full_path) = lower($1)"),
-            full_path,
-            project_row,
-        )
-        .await
+        let sql = format!("{PROJECT_SELECT} WHERE lower(p.full_path) = lower($1)");
+        one(self.reader(), &sql, full_path, project_row).await
     }
 
     async fn project_for_paths(&self, candidates: &[String]) -> Result<Option<Project>> {
@@ -764,23 +724,13 @@ impl OrgMeta for Db {
     }
 
     async fn personal_token(&self, id: i64) -> Result<Option<PersonalToken>> {
-        one(
-            self.reader(),
-            &format!("{PAT_SELECT} WHERE id = $1"),
-            id,
-            pat_row,
-        )
-        .await
+        let sql = format!("{PAT_SELECT} WHERE id = $1");
+        one(self.reader(), &sql, id, pat_row).await
     }
 
     async fn personal_token_by_digest(&self, digest: &str) -> Result<Option<PersonalToken>> {
-        one(
-            self.reader(),
-            &format!("{PAT_SELECT} WHERE token_digest = $1"),
-            digest,
-            pat_row,
-        )
-        .await
+        let sql = format!("{PAT_SELECT} WHERE token_digest = $1");
+        one(self.reader(), &sql, digest, pat_row).await
     }
 
     async fn personal_tokens(&self, user_id: Option<i64>) -> Result<Vec<PersonalToken>> {
@@ -844,23 +794,13 @@ impl OrgMeta for Db {
     }
 
     async fn deploy_token(&self, id: i64) -> Result<Option<DeployToken>> {
-        one(
-            self.reader(),
-            &format!("{DEPLOY_SELECT} WHERE id = $1"),
-            id,
-            deploy_row,
-        )
-        .await
+        let sql = format!("{DEPLOY_SELECT} WHERE id = $1");
+        one(self.reader(), &sql, id, deploy_row).await
     }
 
     async fn deploy_token_by_digest(&self, digest: &str) -> Result<Option<DeployToken>> {
-        one(
-            self.reader(),
-            &format!("{DEPLOY_SELECT} WHERE token_digest = $1"),
-            digest,
-            deploy_row,
-        )
-        .await
+        let sql = format!("{DEPLOY_SELECT} WHERE token_digest = $1");
+        one(self.reader(), &sql, digest, deploy_row).await
     }
 
     async fn deploy_tokens(&self, source: Option<Source>) -> Result<Vec<DeployToken>> {
@@ -944,23 +884,13 @@ impl OrgMeta for Db {
     }
 
     async fn job(&self, id: i64) -> Result<Option<CiJob>> {
-        one(
-            self.reader(),
-            &format!("{JOB_SELECT} WHERE id = $1"),
-            id,
-            job_row,
-        )
-        .await
+        let sql = format!("{JOB_SELECT} WHERE id = $1");
+        one(self.reader(), &sql, id, job_row).await
     }
 
     async fn job_by_digest(&self, digest: &str) -> Result<Option<CiJob>> {
-        one(
-            self.reader(),
-            &format!("{JOB_SELECT} WHERE token_digest = $1"),
-            digest,
-            job_row,
-        )
-        .await
+        let sql = format!("{JOB_SELECT} WHERE token_digest = $1");
+        one(self.reader(), &sql, digest, job_row).await
     }
 
     async fn finish_job(&self, id: i64, now: i64) -> Result<bool> {
