@@ -375,10 +375,12 @@ pub async fn principal_from_ids(
         }),
         ("personal_access_token", Some(user), Some(id)) => {
             let token = meta.personal_token(id).await?;
-            token.filter(|t| t.user_id == user.id).map(|t| Principal::User {
-                user,
-                via: Via::PersonalToken(t),
-            })
+            token
+                .filter(|t| t.user_id == user.id)
+                .map(|t| Principal::User {
+                    user,
+                    via: Via::PersonalToken(t),
+                })
         }
         ("deploy_token", _, Some(id)) => meta.deploy_token(id).await?.map(Principal::Deploy),
         ("build", Some(user), Some(id)) => {
