@@ -9,6 +9,22 @@ use berth_oci::Digest;
 use crate::org::*;
 use crate::{MetaError, Result};
 
+/// Begin a transaction on `pool`, in a task of its own. sqlx 0.8's `BEGIN` is not safe
+/// to cancel: a request dropped while its `BEGIN` is in flight (a client that went
+/// away, a browser that aborted a fetch) hands the connection back to the pool inside
+/// a transaction nobody ends, and whoever takes that connection next runs in it (under
+/// SQLite, a reader serving an old snapshot from then on). A spawned task always runs
+/// to the end; when its caller is gone the finished transaction is dropped there,
+/// which rolls it back.
+pub(crate) async fn begin<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<sqlx::Transaction<'static, DB>> {
+    let pool = pool.clone();
+    Ok(tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??)
+}
+
 pub(crate) fn digest(text: String) -> Result<Digest> {
     Digest::parse(&text).map_err(|e| MetaError::Corrupt(e.to_string()))
 }
@@ -42,56 +58,6 @@ pub(crate) const DEPLOY_SELECT: &str =
 
 pub(crate) const JOB_SELECT: &str =
     "SELECT id, project_id, user_id, status, expires_at, created_at FROM ci_jobs";
-
-/// Repositories waiting for a cleanup worker (scheduled or unfinished), in the order
-/// workers take them: least recently started first (never cleaned before, then by the
-/// start of their current or last run). A macro, so that the statements below can
-/// embed it.
-macro_rules! cleanup_queue {
-    () => {
-        "SELECT id FROM repositories \
-         WHERE cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished') AND status IS NULL \
-         ORDER BY cleanup_started_at IS NOT NULL, cleanup_started_at, id"
-    };
-}
-
-/// Up to `$1` repositories of the queue.
-pub(crate) const CLEANUP_QUEUE: &str = concat!(cleanup_queue!(), " LIMIT $1");
-
-/// Claim the queue's head at `$1` (now) until `$2`, if fewer than `$3` live claims are
-/// held; returns the repository's id and the claim's number.
-pub(crate) const CLAIM_NEXT_CLEANUP: &str = concat!(
-    "UPDATE repositories SET \
-       cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
-                                 THEN $1 ELSE COALESCE(cleanup_started_at, $1) END, \
-       cleanup_status = 'cleanup_ongoing', cleanup_lease_until = $2, \
-       cleanup_claim = COALESCE(cleanup_claim, 0) + 1 \
-     WHERE id = (",
-    cleanup_queue!(),
-    " LIMIT 1) \
-       AND (SELECT COUNT(*) FROM repositories \
-            WHERE cleanup_status = 'cleanup_ongoing' AND cleanup_lease_until >= $1) < $3 \
-     RETURNING id, cleanup_claim"
-);
-
-/// Move claim number `$3` of repository `$2` on to `$1`, if it is still held.
-pub(crate) const RENEW_CLEANUP: &str = "UPDATE repositories SET cleanup_lease_until = $1 \
-     WHERE id = $2 AND cleanup_claim = $3 AND cleanup_status = 'cleanup_ongoing'";
-
-/// Hand back, as unfinished, every claim whose lease lapsed before `$1`.
-pub(crate) const RESET_LAPSED_CLEANUPS: &str =
-    "UPDATE repositories SET cleanup_status = 'cleanup_unfinished', cleanup_lease_until = NULL \
-     WHERE cleanup_status = 'cleanup_ongoing' \
-       AND (cleanup_lease_until IS NULL OR cleanup_lease_until < $1)";
-
-/// How many cleanup claims are held.
-pub(crate) const HELD_CLEANUPS: &str =
-    "SELECT COUNT(*) FROM repositories WHERE cleanup_status = 'cleanup_ongoing'";
-
-/// End claim number `$3` of repository `$2` with status `$1`, if it is still held.
-pub(crate) const FINISH_CLEANUP: &str =
-    "UPDATE repositories SET cleanup_status = $1, cleanup_lease_until = NULL \
-     WHERE id = $2 AND cleanup_claim = $3 AND cleanup_status = 'cleanup_ongoing'";
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> MetaError {
     MetaError::Corrupt(e.to_string())
@@ -166,9 +132,24 @@ pub(crate) fn contains_pattern(search: &str) -> String {
     p
 }
 
+/// A condition: either of `columns` holds the [`contains_pattern`] bound as `$1`.
+pub(crate) fn contains_filter([a, b]: [&str; 2]) -> String {
+    format!("(lower({a}) LIKE lower($1) ESCAPE '\\' OR lower({b}) LIKE lower($1) ESCAPE '\\')")
+}
+
 /// The highest level in a `MAX(...)` result, `None` when nothing matched.
 pub(crate) fn max_level(v: Option<i64>) -> Result<Option<AccessLevel>> {
     v.map(parse_level).transpose()
+}
+
+/// `Conflict` when a group would have more than [`MAX_ANCESTORS`] ancestors.
+pub(crate) fn check_ancestors(ancestors: usize) -> Result<()> {
+    if ancestors > MAX_ANCESTORS {
+        return Err(MetaError::Conflict(format!(
+            "Group nesting is too deep: a group may have at most {MAX_ANCESTORS} ancestors"
+        )));
+    }
+    Ok(())
 }
 
 /// Path depth in segments.

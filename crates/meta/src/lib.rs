@@ -9,9 +9,9 @@
 //!
 //! Every operation is written once, in `ops/` (one file per trait), and compiled twice:
 //! `sqlite.rs` and `postgres.rs` each include the same files as modules of their own
-//! (`#[path = "ops/…"] mod …;`), after declaring the few names the bodies use —
-//! `Db` (the backend struct), `Conn`, `DbRow`, `write_tx` / `read_tx` / `reader` /
-//! `writer`, the lock hooks (`lock_paths`, `lock_cleanup_claims`, `retry_deadlocks`,
+//! (`ops_modules!()`, `#[path = "ops/…"] mod …;`), after declaring the names the
+//! bodies use — `Db` (the backend struct), `Conn`, `DbRow`, `write_tx` / `read_tx` /
+//! `reader` / `writer`, the lock hooks (`lock_paths`, `lock_cleanup_claims`, `retry_deadlocks`,
 //! `CONCURRENT_WRITERS`: real on PostgreSQL, no-ops under SQLite's single writer) and
 //! `pick!(sqlite: …, postgres: …)`, which keeps one side. Each copy is plain,
 //! concrete sqlx code, so it compiles to what a hand-written backend would, and a
@@ -33,6 +33,33 @@
 #![allow(clippy::duplicate_mod)]
 
 mod cache;
+
+/// The operations of `ops/`, as modules of the backend that invokes this (see above).
+macro_rules! ops_modules {
+    () => {
+        #[path = "ops/cleanup.rs"]
+        mod cleanup;
+        #[path = "ops/gc.rs"]
+        mod gc;
+        #[path = "ops/history.rs"]
+        mod history;
+        #[path = "ops/instance.rs"]
+        mod instance;
+        #[path = "ops/org.rs"]
+        mod org;
+        #[path = "ops/protection.rs"]
+        mod protection;
+        #[path = "ops/proxy.rs"]
+        mod proxy;
+        #[path = "ops/registry.rs"]
+        mod registry;
+        #[path = "ops/repositories.rs"]
+        pub(crate) mod repositories;
+        #[path = "ops/sessions.rs"]
+        mod sessions;
+    };
+}
+
 pub mod cleanup;
 mod common;
 pub mod gc;

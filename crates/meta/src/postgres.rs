@@ -51,7 +51,10 @@ impl PgMeta {
     /// A write transaction (READ COMMITTED; the locks of the module comment make it
     /// act alone where it must).
     pub(crate) async fn write_tx(&self) -> Result<WriteTx<sqlx::Postgres>> {
-        Ok(WriteTx::new(begin(&self.pool).await?, self.cache.clone()))
+        Ok(WriteTx::new(
+            crate::common::begin(&self.pool).await?,
+            self.cache.clone(),
+        ))
     }
 
     /// The pool single reading statements run on.
@@ -82,7 +85,7 @@ impl PgMeta {
     /// A read-only transaction whose statements all see one snapshot (a page and
     /// its total, say); READ COMMITTED would give each statement its own.
     pub(crate) async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = crate::common::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
@@ -189,39 +192,7 @@ pub(super) fn claim_sql(queue: &str, key: &str) -> String {
     )
 }
 
-#[path = "ops/cleanup.rs"]
-mod cleanup;
-#[path = "ops/gc.rs"]
-mod gc;
-#[path = "ops/history.rs"]
-mod history;
-#[path = "ops/instance.rs"]
-mod instance;
-#[path = "ops/org.rs"]
-mod org;
-#[path = "ops/protection.rs"]
-mod protection;
-#[path = "ops/proxy.rs"]
-mod proxy;
-#[path = "ops/registry.rs"]
-mod registry;
-#[path = "ops/repositories.rs"]
-mod repositories;
-#[path = "ops/sessions.rs"]
-mod sessions;
-
-/// Begin a transaction on `pool`, in a task of its own. sqlx 0.8's PostgreSQL `BEGIN`
-/// is not safe to cancel: a request dropped while its `BEGIN` is in flight (a client
-/// that went away, a browser that aborted a fetch) hands the connection back to the
-/// pool inside a transaction nobody ends, and whoever takes that connection next runs
-/// in it. A spawned task always runs to the end; when its caller is gone the finished
-/// transaction is dropped there, which rolls it back.
-pub(crate) async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let pool = pool.clone();
-    Ok(tokio::spawn(async move { pool.begin().await })
-        .await
-        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??)
-}
+ops_modules!();
 
 /// Follow `NOTIFY berth_content` (sent by triggers on repositories, manifests and
 /// tags when a transaction that changed them commits, whoever ran it) for as long as

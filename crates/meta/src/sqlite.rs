@@ -35,7 +35,7 @@ impl SqliteMeta {
     /// (InvalidSavePointStatement) until a restart. Such a connection is closed
     /// (closing ends anything SQLite still held) and the pool opens a fresh one.
     ///
-    /// It begins in a task of its own, as `postgres::begin` does and for the same
+    /// It begins in a task of its own, as `common::begin` does and for the same
     /// reason: sqlx 0.8's `BEGIN` is not safe to cancel. A request dropped while its
     /// `BEGIN` waits (a client that hung up) would hand the connection back while
     /// the worker still runs the `BEGIN`, leaving it inside a transaction nobody
@@ -67,13 +67,8 @@ impl SqliteMeta {
     }
 
     /// A read transaction: one snapshot for all its statements (WAL readers get one).
-    /// Begun in a task of its own, like [`SqliteMeta::write_tx`]: a reader left inside
-    /// a cancelled `BEGIN` would serve an old snapshot from then on.
     pub(crate) async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        let pool = self.read.clone();
-        Ok(tokio::spawn(async move { pool.begin().await })
-            .await
-            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??)
+        crate::common::begin(&self.read).await
     }
 
     /// The pool single reading statements run on.
@@ -164,26 +159,7 @@ where
 /// One write transaction at a time: what one decides about cannot change under it.
 const CONCURRENT_WRITERS: bool = false;
 
-#[path = "ops/cleanup.rs"]
-mod cleanup;
-#[path = "ops/gc.rs"]
-mod gc;
-#[path = "ops/history.rs"]
-mod history;
-#[path = "ops/instance.rs"]
-mod instance;
-#[path = "ops/org.rs"]
-mod org;
-#[path = "ops/protection.rs"]
-mod protection;
-#[path = "ops/proxy.rs"]
-mod proxy;
-#[path = "ops/registry.rs"]
-mod registry;
-#[path = "ops/repositories.rs"]
-pub(crate) mod repositories;
-#[path = "ops/sessions.rs"]
-mod sessions;
+ops_modules!();
 
 #[cfg(test)]
 mod tests {

@@ -21,11 +21,11 @@
 use std::fmt;
 
 use berth_oci::Digest;
-use futures::TryStreamExt;
+use futures::{Stream, TryStreamExt};
 use sha2::{Digest as _, Sha256};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
+use sqlx::{query, Postgres, QueryBuilder, Row, Sqlite};
 
 use crate::{MetaError, PgMeta, Result, SqliteMeta};
 
@@ -110,13 +110,14 @@ impl Kind {
     }
 }
 
-/// A value as both sides see it: booleans are 0 and 1, as SQLite stores them.
+/// A value typed for its PostgreSQL column; SQLite's integers are narrowed to it.
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
-    Null,
-    Int(i64),
-    Text(String),
-    Bytes(Vec<u8>),
+    Int8(Option<i64>),
+    Int4(Option<i32>),
+    Bool(Option<bool>),
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
 }
 
 /// Row count and an order-independent checksum (the sum of the rows' hashes) of a
@@ -131,22 +132,28 @@ impl Tally {
     fn add(&mut self, row: &[Value]) {
         let mut h = Sha256::new();
         for v in row {
-            match v {
-                Value::Null => h.update([0u8]),
-                Value::Int(i) => {
+            let int = match v {
+                Value::Int8(i) => *i,
+                Value::Int4(i) => i.map(i64::from),
+                Value::Bool(b) => b.map(i64::from),
+                _ => None,
+            };
+            match (v, int) {
+                (_, Some(i)) => {
                     h.update([1u8]);
                     h.update(i.to_le_bytes());
                 }
-                Value::Text(s) => {
+                (Value::Text(Some(s)), _) => {
                     h.update([2u8]);
                     h.update((s.len() as u64).to_le_bytes());
                     h.update(s.as_bytes());
                 }
-                Value::Bytes(b) => {
+                (Value::Bytes(Some(b)), _) => {
                     h.update([3u8]);
                     h.update((b.len() as u64).to_le_bytes());
                     h.update(b);
                 }
+                _ => h.update([0u8]),
             }
         }
         let d = h.finalize();
@@ -225,6 +232,13 @@ struct TablePlan {
 }
 
 impl TablePlan {
+    fn misfit(&self, col: usize) -> MetaError {
+        let (table, column) = (self.table, &self.columns[col]);
+        MetaError::Conflict(format!(
+            "a value of `{table}.{column}` does not fit its PostgreSQL column"
+        ))
+    }
+
     fn column_list(&self) -> String {
         self.columns
             .iter()
@@ -257,18 +271,6 @@ impl Plan {
     pub fn rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
     }
-
-    /// Source rows of one table (copied or not).
-    pub fn table_rows(&self, table: &str) -> Option<u64> {
-        self.tables
-            .iter()
-            .find(|t| t.table == table)
-            .map(|t| t.rows)
-    }
-}
-
-fn schema_error(msg: String) -> MetaError {
-    MetaError::Conflict(msg)
 }
 
 impl Snapshot {
@@ -306,14 +308,14 @@ impl Snapshot {
             COPIED.iter().any(|(t, _)| *t == n) || NOT_COPIED.iter().any(|(t, _)| *t == n)
         };
         if let Some(unknown) = names.iter().find(|n| !known(n)) {
-            return Err(schema_error(format!(
+            return Err(MetaError::Conflict(format!(
                 "the source database has a table `{unknown}` that this version of berth migrate does not know how to move"
             )));
         }
         let mut tables = Vec::new();
         for (table, order_by) in COPIED {
             if !names.iter().any(|n| n == table) {
-                return Err(schema_error(format!(
+                return Err(MetaError::Conflict(format!(
                     "the source database has no table `{table}`"
                 )));
             }
@@ -330,19 +332,19 @@ impl Snapshot {
             .fetch_all(target.pool())
             .await?;
             if pg.is_empty() {
-                return Err(schema_error(format!(
+                return Err(MetaError::Conflict(format!(
                     "the target database has no table `{table}`"
                 )));
             }
             let mut kinds = Vec::new();
             for c in &columns {
                 let Some((_, ty)) = pg.iter().find(|(n, _)| n == c) else {
-                    return Err(schema_error(format!(
+                    return Err(MetaError::Conflict(format!(
                         "the target table `{table}` has no column `{c}`"
                     )));
                 };
                 let kind = Kind::of_pg(ty).ok_or_else(|| {
-                    schema_error(format!(
+                    MetaError::Conflict(format!(
                         "column `{table}.{c}` has type {ty}, which berth migrate cannot copy"
                     ))
                 })?;
@@ -359,36 +361,24 @@ impl Snapshot {
         }
         Ok(Plan { tables })
     }
-
-    async fn tally_source(&mut self, t: &TablePlan) -> Result<Tally> {
-        let sql = t.select();
-        let mut rows = sqlx::query(&sql).fetch(&mut *self.tx);
-        let mut tally = Tally::default();
-        while let Some(row) = rows.try_next().await? {
-            tally.add(&sqlite_row(&row, t)?);
-        }
-        Ok(tally)
-    }
 }
 
 fn sqlite_row(row: &SqliteRow, t: &TablePlan) -> Result<Vec<Value>> {
+    let ints = |i| row.try_get::<Option<i64>, _>(i);
     t.kinds
         .iter()
         .enumerate()
         .map(|(i, kind)| {
             Ok(match kind {
-                Kind::Int8 | Kind::Int4 => row
-                    .try_get::<Option<i64>, _>(i)?
-                    .map_or(Value::Null, Value::Int),
-                Kind::Bool => row
-                    .try_get::<Option<i64>, _>(i)?
-                    .map_or(Value::Null, |v| Value::Int((v != 0) as i64)),
-                Kind::Text => row
-                    .try_get::<Option<String>, _>(i)?
-                    .map_or(Value::Null, Value::Text),
-                Kind::Bytes => row
-                    .try_get::<Option<Vec<u8>>, _>(i)?
-                    .map_or(Value::Null, Value::Bytes),
+                Kind::Int8 => Value::Int8(ints(i)?),
+                Kind::Int4 => {
+                    let narrow = ints(i)?.map(i32::try_from).transpose();
+                    Value::Int4(narrow.map_err(|_| t.misfit(i))?)
+                }
+                // SQLite stores booleans as 0 and 1.
+                Kind::Bool => Value::Bool(ints(i)?.map(|v| v != 0)),
+                Kind::Text => Value::Text(row.try_get(i)?),
+                Kind::Bytes => Value::Bytes(row.try_get(i)?),
             })
         })
         .collect()
@@ -400,55 +390,14 @@ fn pg_row(row: &PgRow, t: &TablePlan) -> Result<Vec<Value>> {
         .enumerate()
         .map(|(i, kind)| {
             Ok(match kind {
-                Kind::Int8 => row
-                    .try_get::<Option<i64>, _>(i)?
-                    .map_or(Value::Null, Value::Int),
-                Kind::Int4 => row
-                    .try_get::<Option<i32>, _>(i)?
-                    .map_or(Value::Null, |v| Value::Int(v.into())),
-                Kind::Bool => row
-                    .try_get::<Option<bool>, _>(i)?
-                    .map_or(Value::Null, |v| Value::Int(v as i64)),
-                Kind::Text => row
-                    .try_get::<Option<String>, _>(i)?
-                    .map_or(Value::Null, Value::Text),
-                Kind::Bytes => row
-                    .try_get::<Option<Vec<u8>>, _>(i)?
-                    .map_or(Value::Null, Value::Bytes),
+                Kind::Int8 => Value::Int8(row.try_get(i)?),
+                Kind::Int4 => Value::Int4(row.try_get(i)?),
+                Kind::Bool => Value::Bool(row.try_get(i)?),
+                Kind::Text => Value::Text(row.try_get(i)?),
+                Kind::Bytes => Value::Bytes(row.try_get(i)?),
             })
         })
         .collect()
-}
-
-/// A value typed for its PostgreSQL column.
-enum Bind {
-    Int8(Option<i64>),
-    Int4(Option<i32>),
-    Bool(Option<bool>),
-    Text(Option<String>),
-    Bytes(Option<Vec<u8>>),
-}
-
-fn to_bind(t: &TablePlan, col: usize, v: Value) -> Result<Bind> {
-    let mismatch = || {
-        schema_error(format!(
-            "a value of `{}.{}` does not fit its PostgreSQL column",
-            t.table, t.columns[col]
-        ))
-    };
-    Ok(match (t.kinds[col], v) {
-        (Kind::Int8, Value::Null) => Bind::Int8(None),
-        (Kind::Int8, Value::Int(i)) => Bind::Int8(Some(i)),
-        (Kind::Int4, Value::Null) => Bind::Int4(None),
-        (Kind::Int4, Value::Int(i)) => Bind::Int4(Some(i32::try_from(i).map_err(|_| mismatch())?)),
-        (Kind::Bool, Value::Null) => Bind::Bool(None),
-        (Kind::Bool, Value::Int(i)) => Bind::Bool(Some(i != 0)),
-        (Kind::Text, Value::Null) => Bind::Text(None),
-        (Kind::Text, Value::Text(s)) => Bind::Text(Some(s)),
-        (Kind::Bytes, Value::Null) => Bind::Bytes(None),
-        (Kind::Bytes, Value::Bytes(b)) => Bind::Bytes(Some(b)),
-        _ => return Err(mismatch()),
-    })
 }
 
 /// Rows per INSERT: PostgreSQL takes at most 65535 parameters a statement.
@@ -462,7 +411,7 @@ const BATCH_BYTES: usize = 8 * 1024 * 1024;
 async fn insert_batch(
     conn: &mut sqlx::PgConnection,
     t: &TablePlan,
-    batch: &mut Vec<Vec<Bind>>,
+    batch: &mut Vec<Vec<Value>>,
 ) -> Result<u64> {
     if batch.is_empty() {
         return Ok(0);
@@ -475,11 +424,11 @@ async fn insert_batch(
     qb.push_values(batch.drain(..), |mut b, row| {
         for v in row {
             match v {
-                Bind::Int8(x) => b.push_bind(x),
-                Bind::Int4(x) => b.push_bind(x),
-                Bind::Bool(x) => b.push_bind(x),
-                Bind::Text(x) => b.push_bind(x),
-                Bind::Bytes(x) => b.push_bind(x),
+                Value::Int8(x) => b.push_bind(x),
+                Value::Int4(x) => b.push_bind(x),
+                Value::Bool(x) => b.push_bind(x),
+                Value::Text(x) => b.push_bind(x),
+                Value::Bytes(x) => b.push_bind(x),
             };
         }
     });
@@ -487,12 +436,15 @@ async fn insert_batch(
     Ok(qb.build().execute(conn).await?.rows_affected())
 }
 
-async fn tally_target(conn: &mut sqlx::PgConnection, t: &TablePlan) -> Result<Tally> {
-    let sql = format!("SELECT {} FROM \"{}\"", t.column_list(), t.table);
-    let mut rows = sqlx::query(&sql).fetch(conn);
+/// The tally of the rows of `t` that `rows` streams, each read by `read`.
+async fn tally<R>(
+    mut rows: impl Stream<Item = sqlx::Result<R>> + Unpin,
+    t: &TablePlan,
+    read: fn(&R, &TablePlan) -> Result<Vec<Value>>,
+) -> Result<Tally> {
     let mut tally = Tally::default();
     while let Some(row) = rows.try_next().await? {
-        tally.add(&pg_row(&row, t)?);
+        tally.add(&read(&row, t)?);
     }
     Ok(tally)
 }
@@ -508,8 +460,8 @@ pub async fn compare(
     for t in &plan.tables {
         out.push(TableCheck {
             table: t.table,
-            source: source.tally_source(t).await?,
-            target: tally_target(&mut conn, t).await?,
+            source: tally(query(&t.select()).fetch(&mut *source.tx), t, sqlite_row).await?,
+            target: tally(query(&t.select()).fetch(&mut *conn), t, pg_row).await?,
         });
     }
     Ok(out)
@@ -519,9 +471,8 @@ pub async fn compare(
 pub async fn target_rows(target: &PgMeta, plan: &Plan) -> Result<u64> {
     let mut n = 0;
     for t in &plan.tables {
-        let c: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{}\"", t.table))
-            .fetch_one(target.pool())
-            .await?;
+        let sql = format!("SELECT count(*) FROM \"{}\"", t.table);
+        let c: i64 = sqlx::query_scalar(&sql).fetch_one(target.pool()).await?;
         n += c as u64;
     }
     Ok(n)
@@ -542,7 +493,7 @@ pub async fn copy(
             .execute(&mut *tx)
             .await
             .map_err(|e| {
-                schema_error(format!(
+                MetaError::Conflict(format!(
                     "turning off the triggers of `{}` failed ({e}); the database user must own \
                      Berth's tables, as it does when Berth created them",
                     t.table
@@ -561,16 +512,15 @@ pub async fn copy(
         while let Some(row) = rows.try_next().await? {
             let values = sqlite_row(&row, t)?;
             tally.add(&values);
-            let mut bound = Vec::with_capacity(values.len());
-            for (i, v) in values.into_iter().enumerate() {
-                batch_bytes += match &v {
-                    Value::Text(s) => s.len(),
-                    Value::Bytes(b) => b.len(),
+            batch_bytes += values
+                .iter()
+                .map(|v| match v {
+                    Value::Text(Some(s)) => s.len(),
+                    Value::Bytes(Some(b)) => b.len(),
                     _ => 8,
-                };
-                bound.push(to_bind(t, i, v)?);
-            }
-            batch.push(bound);
+                })
+                .sum::<usize>();
+            batch.push(values);
             if batch.len() >= max_rows || batch_bytes >= BATCH_BYTES {
                 let n = batch.len() as u64;
                 inserted += insert_batch(&mut tx, t, &mut batch).await?;
@@ -589,7 +539,7 @@ pub async fn copy(
         tables.push(TableCheck {
             table: t.table,
             source,
-            target: tally_target(&mut tx, t).await?,
+            target: tally(query(&t.select()).fetch(&mut *tx), t, pg_row).await?,
         });
     }
     if !tables.iter().all(TableCheck::matches) {

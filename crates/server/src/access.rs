@@ -366,33 +366,8 @@ pub async fn principal_from_claims(
     state: &AppState,
     claims: &Claims,
 ) -> RegistryResult<crate::auth::Principal> {
-    use crate::auth::{Principal, Via};
     let u = &claims.user;
     let meta = state.meta.as_ref();
-    let user = match u.user_id {
-        Some(id) => meta.user(id).await?,
-        None => None,
-    };
-    Ok(match (u.kind.as_str(), user, u.token_id) {
-        ("user", Some(user), _) => Principal::User {
-            user,
-            via: Via::Password,
-        },
-        ("personal_access_token", Some(user), Some(t)) => match meta.personal_token(t).await? {
-            Some(t) => Principal::User {
-                user,
-                via: Via::PersonalToken(t),
-            },
-            None => Principal::Anonymous,
-        },
-        ("deploy_token", _, Some(t)) => match meta.deploy_token(t).await? {
-            Some(t) => Principal::Deploy(t),
-            None => Principal::Anonymous,
-        },
-        ("build", Some(user), Some(j)) => match meta.job(j).await? {
-            Some(job) => Principal::Job { job, user },
-            None => Principal::Anonymous,
-        },
-        _ => Principal::Anonymous,
-    })
+    let found = crate::auth::principal_from_ids(meta, &u.kind, u.user_id, u.token_id).await?;
+    Ok(found.unwrap_or(crate::auth::Principal::Anonymous))
 }

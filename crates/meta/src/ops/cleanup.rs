@@ -8,15 +8,61 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta};
-use crate::common::{
-    CLAIM_NEXT_CLEANUP, CLEANUP_QUEUE, FINISH_CLEANUP, HELD_CLEANUPS, RENEW_CLEANUP,
-    RESET_LAPSED_CLEANUPS,
-};
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::{Actor, Result};
 
 use super::repositories::policy_at;
 use super::{lock_cleanup_claims, Db};
+
+/// Repositories waiting for a cleanup worker (scheduled or unfinished), in the order
+/// workers take them: least recently started first (never cleaned before, then by the
+/// start of their current or last run). A macro, so that the statements below can
+/// embed it.
+macro_rules! cleanup_queue {
+    () => {
+        "SELECT id FROM repositories \
+         WHERE cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished') AND status IS NULL \
+         ORDER BY cleanup_started_at IS NOT NULL, cleanup_started_at, id"
+    };
+}
+
+/// Up to `$1` repositories of the queue.
+const CLEANUP_QUEUE: &str = concat!(cleanup_queue!(), " LIMIT $1");
+
+/// Claim the queue's head at `$1` (now) until `$2`, if fewer than `$3` live claims are
+/// held; returns the repository's id and the claim's number.
+const CLAIM_NEXT_CLEANUP: &str = concat!(
+    "UPDATE repositories SET \
+       cleanup_started_at = CASE WHEN cleanup_status = 'cleanup_scheduled' \
+                                 THEN $1 ELSE COALESCE(cleanup_started_at, $1) END, \
+       cleanup_status = 'cleanup_ongoing', cleanup_lease_until = $2, \
+       cleanup_claim = COALESCE(cleanup_claim, 0) + 1 \
+     WHERE id = (",
+    cleanup_queue!(),
+    " LIMIT 1) \
+       AND (SELECT COUNT(*) FROM repositories \
+            WHERE cleanup_status = 'cleanup_ongoing' AND cleanup_lease_until >= $1) < $3 \
+     RETURNING id, cleanup_claim"
+);
+
+/// Move claim number `$3` of repository `$2` on to `$1`, if it is still held.
+const RENEW_CLEANUP: &str = "UPDATE repositories SET cleanup_lease_until = $1 \
+     WHERE id = $2 AND cleanup_claim = $3 AND cleanup_status = 'cleanup_ongoing'";
+
+/// Hand back, as unfinished, every claim whose lease lapsed before `$1`.
+const RESET_LAPSED_CLEANUPS: &str =
+    "UPDATE repositories SET cleanup_status = 'cleanup_unfinished', cleanup_lease_until = NULL \
+     WHERE cleanup_status = 'cleanup_ongoing' \
+       AND (cleanup_lease_until IS NULL OR cleanup_lease_until < $1)";
+
+/// How many cleanup claims are held.
+const HELD_CLEANUPS: &str =
+    "SELECT COUNT(*) FROM repositories WHERE cleanup_status = 'cleanup_ongoing'";
+
+/// End claim number `$3` of repository `$2` with status `$1`, if it is still held.
+const FINISH_CLEANUP: &str =
+    "UPDATE repositories SET cleanup_status = $1, cleanup_lease_until = NULL \
+     WHERE id = $2 AND cleanup_claim = $3 AND cleanup_status = 'cleanup_ongoing'";
 
 #[async_trait]
 impl CleanupMeta for Db {

@@ -16,7 +16,7 @@ use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
 use crate::Result;
 
 use super::registry::lock_repo;
-use super::{retry_deadlocks, Conn, Db, CONCURRENT_WRITERS};
+use super::{retry_deadlocks, Conn, Db, DbRow, CONCURRENT_WRITERS};
 
 /// Delete a blob's metadata and record its bytes as pending deletion.
 pub(super) async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
@@ -82,6 +82,12 @@ async fn manifest_needed(
     .fetch_one(&mut *conn)
     .await?;
     Ok(left.map(Some))
+}
+
+/// Rows of `digest, size`.
+fn blob_records(rows: Vec<DbRow>) -> Result<Vec<BlobRecord>> {
+    let record = |r: DbRow| Ok(BlobRecord { digest: digest(r.get(0))?, size: r.get(1) });
+    rows.into_iter().map(record).collect()
 }
 
 #[async_trait]
@@ -171,14 +177,7 @@ impl GcMeta for Db {
                 .bind(limit)
                 .fetch_all(self.reader())
                 .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(BlobRecord {
-                    digest: digest(r.get(0))?,
-                    size: r.get(1),
-                })
-            })
-            .collect()
+        blob_records(rows)
     }
 
     async fn blob_deletion_pending(&self, d: &Digest) -> Result<bool> {
@@ -408,14 +407,7 @@ impl GcMeta for Db {
         let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest")
             .fetch_all(self.reader())
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(BlobRecord {
-                    digest: digest(r.get(0))?,
-                    size: r.get(1),
-                })
-            })
-            .collect()
+        blob_records(rows)
     }
 
     async fn project_registry_size(&self, project_id: i64) -> Result<i64> {

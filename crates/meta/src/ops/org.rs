@@ -116,23 +116,65 @@ fn collect<T>(rows: Vec<DbRow>, f: fn(DbRow) -> Result<T>) -> Result<Vec<T>> {
     rows.into_iter().map(f).collect()
 }
 
-/// Whether a namespace or a project already has this full path (case-insensitive).
-async fn path_taken(conn: &mut Conn, full_path: &str) -> Result<bool> {
+/// GitLab's answer to a path that is taken.
+pub(super) const PATH_TAKEN: &str = "Path has already been taken";
+
+/// `Conflict(taken)` when a namespace or a project other than `except` already has
+/// this full path (case-insensitive).
+pub(super) async fn check_path_free(
+    conn: &mut Conn,
+    full_path: &str,
+    except: Option<Source>,
+    taken: &str,
+) -> Result<()> {
+    // Ids start at 1: 0 excludes nothing.
+    let (namespace, project) = match except {
+        Some(Source::Namespace(id)) => (id, 0),
+        Some(Source::Project(id)) => (0, id),
+        None => (0, 0),
+    };
     let hit: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(1 AS BIGINT) FROM namespaces WHERE lower(full_path) = lower($1) \
-         UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($2) LIMIT 1",
+        "SELECT CAST(1 AS BIGINT) FROM namespaces WHERE lower(full_path) = lower($1) AND id <> $2 \
+         UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($1) AND id <> $3 LIMIT 1",
     )
     .bind(full_path)
-    .bind(full_path)
+    .bind(namespace)
+    .bind(project)
     .fetch_optional(conn)
     .await?;
-    Ok(hit.is_some())
+    hit.map_or(Ok(()), |_| Err(MetaError::Conflict(taken.into())))
+}
+
+/// Group `id`, or `NotFound(missing)`.
+pub(super) async fn group_in(conn: &mut Conn, id: i64, missing: &str) -> Result<Namespace> {
+    let found = namespace_in(conn, id).await?;
+    found
+        .filter(|n| n.kind == NamespaceKind::Group)
+        .ok_or_else(|| MetaError::NotFound(missing.into()))
+}
+
+/// The row `sql` finds with `arg` as `$1`, read by `row`.
+async fn one<'c, 'q, T, A>(
+    conn: impl Executor<'c, Database = DbKind>,
+    sql: &'q str,
+    arg: A,
+    row: fn(DbRow) -> Result<T>,
+) -> Result<Option<T>>
+where
+    A: 'q + Send + sqlx::Encode<'q, DbKind> + sqlx::Type<DbKind>,
+{
+    let found = sqlx::query(sql).bind(arg).fetch_optional(conn).await?;
+    found.map(row).transpose()
+}
+
+/// Row `id`, just written by the caller's transaction, as read back.
+pub(super) fn written<T>(found: Option<T>, id: i64) -> Result<T> {
+    found.ok_or_else(|| corrupt(format!("row {id} vanished as it was written")))
 }
 
 async fn user_in<'c>(conn: impl Executor<'c, Database = DbKind>, id: i64) -> Result<Option<User>> {
     let sql = format!("{USER_SELECT} WHERE u.id = $1");
-    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
-    found.map(user_row).transpose()
+    one(conn, &sql, id, user_row).await
 }
 
 pub(super) async fn namespace_in<'c>(
@@ -140,8 +182,7 @@ pub(super) async fn namespace_in<'c>(
     id: i64,
 ) -> Result<Option<Namespace>> {
     let sql = format!("{NS_SELECT} WHERE n.id = $1");
-    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
-    found.map(namespace_row).transpose()
+    one(conn, &sql, id, namespace_row).await
 }
 
 pub(super) async fn project_in<'c>(
@@ -149,109 +190,82 @@ pub(super) async fn project_in<'c>(
     id: i64,
 ) -> Result<Option<Project>> {
     let sql = format!("{PROJECT_SELECT} WHERE p.id = $1");
-    let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
-    found.map(project_row).transpose()
+    one(conn, &sql, id, project_row).await
 }
 
-async fn user_exists(conn: &mut Conn, id: i64) -> Result<bool> {
-    let hit: Option<i64> = sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM users WHERE id = $1")
+/// `NotFound("<what> not found")` unless `table` has a row with id `id`.
+async fn require(conn: &mut Conn, table: &str, what: &str, id: i64) -> Result<()> {
+    let sql = format!("SELECT CAST(1 AS BIGINT) FROM {table} WHERE id = $1");
+    let hit: Option<i64> = sqlx::query_scalar(&sql)
         .bind(id)
         .fetch_optional(conn)
         .await?;
-    Ok(hit.is_some())
-}
-
-async fn project_exists(conn: &mut Conn, id: i64) -> Result<bool> {
-    let hit: Option<i64> =
-        sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM projects WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(hit.is_some())
+    hit.map(drop)
+        .ok_or_else(|| MetaError::NotFound(format!("{what} not found")))
 }
 
 /// Memberships and deploy tokens belong to a project or a group (never to a user
 /// namespace, as in GitLab). `NotFound` otherwise.
 async fn check_source(conn: &mut Conn, source: Source) -> Result<()> {
     match source {
-        Source::Project(id) => {
-            if !project_exists(conn, id).await? {
-                return Err(MetaError::NotFound("Project not found".into()));
-            }
-        }
-        Source::Namespace(id) => {
-            let kind: Option<String> =
-                sqlx::query_scalar("SELECT kind FROM namespaces WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(conn)
-                    .await?;
-            if kind.as_deref() != Some("group") {
-                return Err(MetaError::NotFound("Group not found".into()));
-            }
-        }
+        Source::Project(id) => require(conn, "projects", "Project", id).await,
+        Source::Namespace(id) => group_in(conn, id, "Group not found").await.map(drop),
     }
-    Ok(())
 }
 
 impl Db {
-    /// The row `sql` finds with `arg` as `$1`, read by `row`.
-    async fn one<'q, T, A>(
+    /// The rows `sql` finds (with `arg` as `$1` when given), read by `row`.
+    async fn all<'q, T, A>(
         &self,
         sql: &'q str,
-        arg: A,
+        arg: Option<A>,
         row: fn(DbRow) -> Result<T>,
-    ) -> Result<Option<T>>
+    ) -> Result<Vec<T>>
     where
         A: 'q + Send + sqlx::Encode<'q, DbKind> + sqlx::Type<DbKind>,
     {
-        let found = sqlx::query(sql).bind(arg).fetch_optional(self.reader());
-        found.await?.map(row).transpose()
+        let q = sqlx::query(sql);
+        let q = match arg {
+            Some(a) => q.bind(a),
+            None => q,
+        };
+        collect(q.fetch_all(self.reader()).await?, row)
     }
 
-    /// One page of a searchable list and the total, in one read transaction so both
-    /// see the same snapshot. `from` names the table for the count, `select` is the
-    /// page's SELECT … FROM, `base` a fixed condition (`" WHERE …"` or empty) and
-    /// `filter` the search condition (`$1` is the pattern), appended to
-    /// `base` when searching.
-    #[allow(clippy::too_many_arguments)]
-    async fn search_page(
+    /// One page of a searchable list (by its first column, the id) and the total, in
+    /// one read transaction so both see the same snapshot. `select` is the list's
+    /// SELECT … FROM, `base` a fixed condition (or empty) and `columns` the two
+    /// columns a search looks in.
+    async fn search_page<T>(
         &self,
-        from: &str,
-        select: &str,
-        base: &str,
-        filter: &str,
-        order: &str,
+        (select, base, columns): (&str, &str, [&str; 2]),
         search: Option<&str>,
         window: Window,
-    ) -> Result<(Vec<DbRow>, i64)> {
+        row: fn(DbRow) -> Result<T>,
+    ) -> Result<(Vec<T>, i64)> {
         let pattern = search.map(contains_pattern);
-        let condition = match (&pattern, base.is_empty()) {
-            (None, _) => base.to_string(),
-            (Some(_), false) => format!("{base}{filter}"),
-            // No fixed condition: the filter starts the WHERE clause itself.
-            (Some(_), true) => filter.to_string(),
+        let filter = pattern.as_ref().map(|_| contains_filter(columns));
+        let condition = match [base, filter.as_deref().unwrap_or("")] {
+            ["", ""] => String::new(),
+            [c, ""] | ["", c] => format!(" WHERE {c}"),
+            [b, f] => format!(" WHERE {b} AND {f}"),
         };
         let mut tx = self.read_tx().await?;
-        let count_sql = format!("SELECT COUNT(*) {from}{condition}");
-        let mut q = sqlx::query_scalar::<_, i64>(&count_sql);
-        if let Some(p) = &pattern {
-            q = q.bind(p);
-        }
-        let total = q.fetch_one(&mut *tx).await?;
-        let (limit, offset) = if pattern.is_some() { (2, 3) } else { (1, 2) };
-        let page_sql =
-            format!("{select}{condition} ORDER BY {order} LIMIT ${limit} OFFSET ${offset}");
-        let mut q = sqlx::query(&page_sql);
-        if let Some(p) = &pattern {
-            q = q.bind(p);
-        }
-        let rows = q
+        // `$1`, the pattern, is bound (NULL when not searching) even where unread.
+        let count_sql = format!("SELECT COUNT(*) FROM ({select}{condition}) AS matched");
+        let total: i64 = sqlx::query_scalar(&count_sql)
+            .bind(&pattern)
+            .fetch_one(&mut *tx)
+            .await?;
+        let page_sql = format!("{select}{condition} ORDER BY 1 LIMIT $2 OFFSET $3");
+        let rows = sqlx::query(&page_sql)
+            .bind(&pattern)
             .bind(window.limit)
             .bind(window.offset.max(0))
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((rows, total))
+        Ok((collect(rows, row)?, total))
     }
 }
 
@@ -272,12 +286,12 @@ impl OrgMeta for Db {
         .bind(&user.username)
         .fetch_optional(&mut *tx)
         .await?;
-        // GitLab reports a taken namespace path against the username too.
-        if taken.is_some() || path_taken(&mut tx, &user.username).await? {
-            return Err(MetaError::Conflict(
-                "Username has already been taken".into(),
-            ));
+        const USERNAME_TAKEN: &str = "Username has already been taken";
+        if taken.is_some() {
+            return Err(MetaError::Conflict(USERNAME_TAKEN.into()));
         }
+        // GitLab reports a taken namespace path against the username too.
+        check_path_free(&mut tx, &user.username, None, USERNAME_TAKEN).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, name, email, password_hash, admin, state, created_at) \
              VALUES ($1, $2, $3, $4, $5, 'active', $6) RETURNING id",
@@ -304,9 +318,7 @@ impl OrgMeta for Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let created = user_in(&mut *tx, id)
-            .await?
-            .ok_or_else(|| corrupt(format!("user {id} vanished")))?;
+        let created = written(user_in(&mut *tx, id).await?, id)?;
         tx.commit().await?;
         Ok(created)
     }
@@ -316,29 +328,13 @@ impl OrgMeta for Db {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        self.one(
-            &format!("{USER_SELECT} WHERE lower(u.username) = lower($1)"),
-            username,
-            user_row,
-        )
-        .await
+        let sql = format!("{USER_SELECT} WHERE lower(u.username) = lower($1)");
+        one(self.reader(), &sql, username, user_row).await
     }
 
     async fn users(&self, search: Option<&str>, window: Window) -> Result<(Vec<User>, i64)> {
-        let filter = " WHERE (lower(u.username) LIKE lower($1) ESCAPE '\\' \
-             OR lower(u.name) LIKE lower($1) ESCAPE '\\')";
-        let rows = self
-            .search_page(
-                "FROM users u",
-                USER_SELECT,
-                "",
-                filter,
-                "u.id",
-                search,
-                window,
-            )
-            .await?;
-        Ok((collect(rows.0, user_row)?, rows.1))
+        let list = (USER_SELECT, "", ["u.username", "u.name"]);
+        self.search_page(list, search, window, user_row).await
     }
 
     async fn update_user(&self, id: i64, update: &UserUpdate) -> Result<Option<User>> {
@@ -380,24 +376,14 @@ impl OrgMeta for Db {
         let full_path = match group.parent_id {
             None => group.path.clone(),
             Some(parent_id) => {
-                let parent = namespace_in(&mut *tx, parent_id)
-                    .await?
-                    .filter(|p| p.kind == NamespaceKind::Group)
-                    .ok_or_else(|| MetaError::NotFound("Parent group not found".into()))?;
+                let parent = group_in(&mut tx, parent_id, "Parent group not found").await?;
                 // full_path has one segment per level, so the parent's segments are
                 // exactly the new group's ancestors.
-                if parent.full_path.split('/').count() > MAX_ANCESTORS {
-                    return Err(MetaError::Conflict(format!(
-                        "Group nesting is too deep: a group may have at most \
-                         {MAX_ANCESTORS} ancestors"
-                    )));
-                }
+                check_ancestors(segments(&parent.full_path))?;
                 format!("{}/{}", parent.full_path, group.path)
             }
         };
-        if path_taken(&mut tx, &full_path).await? {
-            return Err(MetaError::Conflict("Path has already been taken".into()));
-        }
+        check_path_free(&mut tx, &full_path, None, PATH_TAKEN).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO namespaces (kind, name, path, full_path, parent_id, owner_id, \
              visibility, description, created_at) \
@@ -412,19 +398,9 @@ impl OrgMeta for Db {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        let created = written(namespace_in(&mut *tx, id).await?, id)?;
         tx.commit().await?;
-        Ok(Namespace {
-            id,
-            kind: NamespaceKind::Group,
-            name: group.name.clone(),
-            path: group.path.clone(),
-            full_path,
-            parent_id: group.parent_id,
-            owner_id: None,
-            visibility: group.visibility,
-            description: group.description.clone(),
-            created_at: now,
-        })
+        Ok(created)
     }
 
     async fn namespace(&self, id: i64) -> Result<Option<Namespace>> {
@@ -432,54 +408,31 @@ impl OrgMeta for Db {
     }
 
     async fn namespace_by_path(&self, full_path: &str) -> Result<Option<Namespace>> {
-        self.one(
-            &format!("{NS_SELECT} WHERE lower(n.full_path) = lower($1)"),
-            full_path,
-            namespace_row,
-        )
-        .await
+        let sql = format!("{NS_SELECT} WHERE lower(n.full_path) = lower($1)");
+        one(self.reader(), &sql, full_path, namespace_row).await
     }
 
     async fn groups(&self, search: Option<&str>, window: Window) -> Result<(Vec<Namespace>, i64)> {
-        let filter = " AND (lower(n.name) LIKE lower($1) ESCAPE '\\' \
-             OR lower(n.full_path) LIKE lower($1) ESCAPE '\\')";
-        let rows = self
-            .search_page(
-                "FROM namespaces n",
-                NS_SELECT,
-                " WHERE n.kind = 'group'",
-                filter,
-                "n.id",
-                search,
-                window,
-            )
-            .await?;
-        Ok((collect(rows.0, namespace_row)?, rows.1))
+        let list = (NS_SELECT, "n.kind = 'group'", ["n.name", "n.full_path"]);
+        self.search_page(list, search, window, namespace_row).await
     }
 
     async fn subgroups(&self, id: i64) -> Result<Vec<Namespace>> {
-        let rows = sqlx::query(&format!(
-            "{NS_SELECT} WHERE n.parent_id = $1 AND n.kind = 'group' ORDER BY n.full_path"
-        ))
-        .bind(id)
-        .fetch_all(self.reader())
-        .await?;
-        collect(rows, namespace_row)
+        let sql =
+            format!("{NS_SELECT} WHERE n.parent_id = $1 AND n.kind = 'group' ORDER BY n.full_path");
+        self.all(&sql, Some(id), namespace_row).await
     }
 
     async fn descendant_groups(&self, id: i64) -> Result<Vec<Namespace>> {
         // UNION (not UNION ALL) so even a corrupt cycle cannot recurse forever.
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "WITH RECURSIVE below(id) AS ( \
                  SELECT id FROM namespaces WHERE parent_id = $1 \
                  UNION SELECT c.id FROM namespaces c JOIN below b ON c.parent_id = b.id) \
              {NS_SELECT} JOIN below b ON b.id = n.id \
              WHERE n.kind = 'group' ORDER BY n.full_path"
-        ))
-        .bind(id)
-        .fetch_all(self.reader())
-        .await?;
-        collect(rows, namespace_row)
+        );
+        self.all(&sql, Some(id), namespace_row).await
     }
 
     async fn update_group(&self, id: i64, update: &GroupUpdate) -> Result<Option<Namespace>> {
@@ -511,9 +464,7 @@ impl OrgMeta for Db {
             .await?
             .ok_or_else(|| MetaError::NotFound("Namespace not found".into()))?;
         let full_path = format!("{}/{}", ns.full_path, project.path);
-        if path_taken(&mut tx, &full_path).await? {
-            return Err(MetaError::Conflict("Path has already been taken".into()));
-        }
+        check_path_free(&mut tx, &full_path, None, PATH_TAKEN).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO projects (namespace_id, name, path, full_path, description, \
              visibility, registry_access, creator_id, created_at) \
@@ -530,19 +481,9 @@ impl OrgMeta for Db {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        let created = written(project_in(&mut *tx, id).await?, id)?;
         tx.commit().await?;
-        Ok(Project {
-            id,
-            namespace_id: project.namespace_id,
-            name: project.name.clone(),
-            path: project.path.clone(),
-            full_path,
-            description: project.description.clone(),
-            visibility: project.visibility,
-            registry_access: project.registry_access,
-            creator_id: project.creator_id,
-            created_at: now,
-        })
+        Ok(created)
     }
 
     async fn project(&self, id: i64) -> Result<Option<Project>> {
@@ -550,12 +491,8 @@ impl OrgMeta for Db {
     }
 
     async fn project_by_path(&self, full_path: &str) -> Result<Option<Project>> {
-        self.one(
-            &format!("{PROJECT_SELECT} WHERE lower(p.full_path) = lower($1)"),
-            full_path,
-            project_row,
-        )
-        .await
+        let sql = format!("{PROJECT_SELECT} WHERE lower(p.full_path) = lower($1)");
+        one(self.reader(), &sql, full_path, project_row).await
     }
 
     async fn project_for_paths(&self, candidates: &[String]) -> Result<Option<Project>> {
@@ -585,46 +522,29 @@ impl OrgMeta for Db {
     }
 
     async fn projects_in(&self, namespace_id: i64, descendants: bool) -> Result<Vec<Project>> {
-        let rows = if descendants {
-            sqlx::query(&format!(
+        let sql = if descendants {
+            format!(
                 "WITH RECURSIVE tree(id) AS ( \
                      SELECT id FROM namespaces WHERE id = $1 \
                      UNION SELECT c.id FROM namespaces c JOIN tree t ON c.parent_id = t.id) \
                  {PROJECT_SELECT} JOIN tree t ON t.id = p.namespace_id ORDER BY p.full_path"
-            ))
-            .bind(namespace_id)
-            .fetch_all(self.reader())
-            .await?
+            )
         } else {
-            sqlx::query(&format!(
-                "{PROJECT_SELECT} WHERE p.namespace_id = $1 ORDER BY p.full_path"
-            ))
-            .bind(namespace_id)
-            .fetch_all(self.reader())
-            .await?
+            format!("{PROJECT_SELECT} WHERE p.namespace_id = $1 ORDER BY p.full_path")
         };
-        collect(rows, project_row)
+        self.all(&sql, Some(namespace_id), project_row).await
     }
 
     async fn projects(&self, search: Option<&str>) -> Result<Vec<Project>> {
-        let rows = match search {
-            Some(s) => {
-                let pattern = contains_pattern(s);
-                sqlx::query(&format!(
-                    "{PROJECT_SELECT} WHERE lower(p.name) LIKE lower($1) ESCAPE '\\' \
-                     OR lower(p.full_path) LIKE lower($1) ESCAPE '\\' ORDER BY p.id"
-                ))
-                .bind(&pattern)
-                .fetch_all(self.reader())
-                .await?
+        let sql = match search {
+            Some(_) => {
+                let filter = contains_filter(["p.name", "p.full_path"]);
+                format!("{PROJECT_SELECT} WHERE {filter} ORDER BY p.id")
             }
-            None => {
-                sqlx::query(&format!("{PROJECT_SELECT} ORDER BY p.id"))
-                    .fetch_all(self.reader())
-                    .await?
-            }
+            None => format!("{PROJECT_SELECT} ORDER BY p.id"),
         };
-        collect(rows, project_row)
+        self.all(&sql, search.map(contains_pattern), project_row)
+            .await
     }
 
     async fn update_project(&self, id: i64, update: &ProjectUpdate) -> Result<Option<Project>> {
@@ -659,9 +579,7 @@ impl OrgMeta for Db {
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         check_source(&mut tx, source).await?;
-        if !user_exists(&mut tx, user_id).await? {
-            return Err(MetaError::NotFound("User not found".into()));
-        }
+        require(&mut tx, "users", "User", user_id).await?;
         let (kind, id) = source_parts(source);
         // Replacing keeps created_at: the member has been one since then.
         sqlx::query(
@@ -788,9 +706,7 @@ impl OrgMeta for Db {
 
     async fn create_personal_token(&self, t: &NewPersonalToken, now: i64) -> Result<PersonalToken> {
         let mut tx = self.write_tx().await?;
-        if !user_exists(&mut tx, t.user_id).await? {
-            return Err(MetaError::NotFound("User not found".into()));
-        }
+        require(&mut tx, "users", "User", t.user_id).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO personal_access_tokens (user_id, name, description, token_digest, \
              scopes, expires_at, revoked, created_at) VALUES ($1, $2, $3, $4, $5, $6, false, $7) \
@@ -805,49 +721,28 @@ impl OrgMeta for Db {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        let sql = format!("{PAT_SELECT} WHERE id = $1");
+        let created = written(one(&mut *tx, &sql, id, pat_row).await?, id)?;
         tx.commit().await?;
-        Ok(PersonalToken {
-            id,
-            user_id: t.user_id,
-            name: t.name.clone(),
-            description: t.description.clone(),
-            scopes: t.scopes.clone(),
-            expires_at: t.expires_at.clone(),
-            revoked: false,
-            created_at: now,
-            last_used_at: None,
-        })
+        Ok(created)
     }
 
     async fn personal_token(&self, id: i64) -> Result<Option<PersonalToken>> {
-        self.one(&format!("{PAT_SELECT} WHERE id = $1"), id, pat_row)
-            .await
+        let sql = format!("{PAT_SELECT} WHERE id = $1");
+        one(self.reader(), &sql, id, pat_row).await
     }
 
     async fn personal_token_by_digest(&self, digest: &str) -> Result<Option<PersonalToken>> {
-        self.one(
-            &format!("{PAT_SELECT} WHERE token_digest = $1"),
-            digest,
-            pat_row,
-        )
-        .await
+        let sql = format!("{PAT_SELECT} WHERE token_digest = $1");
+        one(self.reader(), &sql, digest, pat_row).await
     }
 
     async fn personal_tokens(&self, user_id: Option<i64>) -> Result<Vec<PersonalToken>> {
-        let rows = match user_id {
-            Some(u) => {
-                sqlx::query(&format!("{PAT_SELECT} WHERE user_id = $1 ORDER BY id"))
-                    .bind(u)
-                    .fetch_all(self.reader())
-                    .await?
-            }
-            None => {
-                sqlx::query(&format!("{PAT_SELECT} ORDER BY id"))
-                    .fetch_all(self.reader())
-                    .await?
-            }
+        let sql = match user_id {
+            Some(_) => format!("{PAT_SELECT} WHERE user_id = $1 ORDER BY id"),
+            None => format!("{PAT_SELECT} ORDER BY id"),
         };
-        collect(rows, pat_row)
+        self.all(&sql, user_id, pat_row).await
     }
 
     async fn revoke_personal_token(&self, id: i64) -> Result<bool> {
@@ -889,43 +784,27 @@ impl OrgMeta for Db {
         .fetch_one(&mut *tx)
         .await?;
         // The default name carries the id, known only once the row exists.
-        let username = match &t.username {
-            Some(u) => u.clone(),
-            None => {
-                let u = format!("gitlab+deploy-token-{id}");
-                sqlx::query("UPDATE deploy_tokens SET username = $1 WHERE id = $2")
-                    .bind(&u)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                u
-            }
-        };
+        if t.username.is_none() {
+            sqlx::query("UPDATE deploy_tokens SET username = $1 WHERE id = $2")
+                .bind(format!("gitlab+deploy-token-{id}"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let sql = format!("{DEPLOY_SELECT} WHERE id = $1");
+        let created = written(one(&mut *tx, &sql, id, deploy_row).await?, id)?;
         tx.commit().await?;
-        Ok(DeployToken {
-            id,
-            source: t.source,
-            name: t.name.clone(),
-            username,
-            scopes: t.scopes.clone(),
-            expires_at: t.expires_at,
-            revoked: false,
-            created_at: now,
-        })
+        Ok(created)
     }
 
     async fn deploy_token(&self, id: i64) -> Result<Option<DeployToken>> {
-        self.one(&format!("{DEPLOY_SELECT} WHERE id = $1"), id, deploy_row)
-            .await
+        let sql = format!("{DEPLOY_SELECT} WHERE id = $1");
+        one(self.reader(), &sql, id, deploy_row).await
     }
 
     async fn deploy_token_by_digest(&self, digest: &str) -> Result<Option<DeployToken>> {
-        self.one(
-            &format!("{DEPLOY_SELECT} WHERE token_digest = $1"),
-            digest,
-            deploy_row,
-        )
-        .await
+        let sql = format!("{DEPLOY_SELECT} WHERE token_digest = $1");
+        one(self.reader(), &sql, digest, deploy_row).await
     }
 
     async fn deploy_tokens(&self, source: Option<Source>) -> Result<Vec<DeployToken>> {
@@ -989,12 +868,8 @@ impl OrgMeta for Db {
         now: i64,
     ) -> Result<CiJob> {
         let mut tx = self.write_tx().await?;
-        if !project_exists(&mut tx, project_id).await? {
-            return Err(MetaError::NotFound("Project not found".into()));
-        }
-        if !user_exists(&mut tx, user_id).await? {
-            return Err(MetaError::NotFound("User not found".into()));
-        }
+        require(&mut tx, "projects", "Project", project_id).await?;
+        require(&mut tx, "users", "User", user_id).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO ci_jobs (project_id, user_id, token_digest, status, expires_at, \
              created_at) VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
@@ -1006,29 +881,20 @@ impl OrgMeta for Db {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        let sql = format!("{JOB_SELECT} WHERE id = $1");
+        let created = written(one(&mut *tx, &sql, id, job_row).await?, id)?;
         tx.commit().await?;
-        Ok(CiJob {
-            id,
-            project_id,
-            user_id,
-            status: JobStatus::Running,
-            expires_at,
-            created_at: now,
-        })
+        Ok(created)
     }
 
     async fn job(&self, id: i64) -> Result<Option<CiJob>> {
-        self.one(&format!("{JOB_SELECT} WHERE id = $1"), id, job_row)
-            .await
+        let sql = format!("{JOB_SELECT} WHERE id = $1");
+        one(self.reader(), &sql, id, job_row).await
     }
 
     async fn job_by_digest(&self, digest: &str) -> Result<Option<CiJob>> {
-        self.one(
-            &format!("{JOB_SELECT} WHERE token_digest = $1"),
-            digest,
-            job_row,
-        )
-        .await
+        let sql = format!("{JOB_SELECT} WHERE token_digest = $1");
+        one(self.reader(), &sql, digest, job_row).await
     }
 
     async fn finish_job(&self, id: i64, now: i64) -> Result<bool> {

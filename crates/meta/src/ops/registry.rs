@@ -169,6 +169,9 @@ pub(super) async fn start_tag(
     Ok(())
 }
 
+const UPLOAD_SELECT: &str =
+    "SELECT id, repository_path, created_at, updated_at, created_by FROM uploads";
+
 fn upload_row(r: DbRow) -> Upload {
     Upload {
         id: r.get(0),
@@ -638,12 +641,10 @@ impl RegistryMeta for Db {
     }
 
     async fn upload(&self, id: &str) -> Result<Option<Upload>> {
-        let row = sqlx::query(
-            "SELECT id, repository_path, created_at, updated_at, created_by FROM uploads WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.reader())
-        .await?;
+        let row = sqlx::query(&format!("{UPLOAD_SELECT} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
         Ok(row.map(upload_row))
     }
 
@@ -665,13 +666,10 @@ impl RegistryMeta for Db {
     }
 
     async fn stale_uploads(&self, before: i64) -> Result<Vec<Upload>> {
-        let rows = sqlx::query(
-            "SELECT id, repository_path, created_at, updated_at, created_by FROM uploads \
-             WHERE updated_at < $1",
-        )
-        .bind(before)
-        .fetch_all(self.reader())
-        .await?;
+        let rows = sqlx::query(&format!("{UPLOAD_SELECT} WHERE updated_at < $1"))
+            .bind(before)
+            .fetch_all(self.reader())
+            .await?;
         Ok(rows.into_iter().map(upload_row).collect())
     }
 }

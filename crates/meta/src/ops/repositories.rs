@@ -12,13 +12,13 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::common::*;
-use crate::org::{Namespace, NamespaceKind, Project, Window};
+use crate::org::{Namespace, Project, Source, Window};
 use crate::repositories::{
     ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagOrder, TagPage, TagQuery,
 };
 use crate::{MetaError, Result};
 
-use super::org::{namespace_in, project_in};
+use super::org::{check_path_free, group_in, namespace_in, project_in, written, PATH_TAKEN};
 use super::registry::{end_tag, lock_repo};
 use super::{lock_paths, retry_deadlocks, Db, DbRow};
 
@@ -513,21 +513,9 @@ impl RepositoryMeta for Db {
             .await?
             .ok_or_else(|| MetaError::NotFound("Namespace not found".into()))?;
         let full_path = format!("{}/{}", ns.full_path, path);
-        // Paths are unique across namespaces and projects, case-insensitively; the
-        // project itself may keep its path in another case.
-        let taken: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(1 AS BIGINT) FROM namespaces WHERE lower(full_path) = lower($1) \
-             UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($2) AND id <> $3 \
-             LIMIT 1",
-        )
-        .bind(&full_path)
-        .bind(&full_path)
-        .bind(project_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if taken.is_some() {
-            return Err(MetaError::Conflict("Path has already been taken".into()));
-        }
+        // The project itself may keep its path in another case.
+        let me = Some(Source::Project(project_id));
+        check_path_free(&mut tx, &full_path, me, PATH_TAKEN).await?;
         // Registry paths are lower case (ASCII, as the image-path rules lower them).
         let old_prefix = project.full_path.to_ascii_lowercase();
         let new_prefix = full_path.to_ascii_lowercase();
@@ -574,9 +562,7 @@ impl RepositoryMeta for Db {
             .execute(&mut *tx)
             .await?;
         }
-        let moved = project_in(&mut *tx, project_id)
-            .await?
-            .ok_or_else(|| corrupt(format!("project {project_id} vanished")))?;
+        let moved = written(project_in(&mut *tx, project_id).await?, project_id)?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -589,10 +575,7 @@ impl RepositoryMeta for Db {
     ) -> Result<Namespace> {
         let mut tx = self.write_tx().await?;
         lock_paths(&mut tx).await?;
-        let group = namespace_in(&mut *tx, namespace_id)
-            .await?
-            .filter(|n| n.kind == NamespaceKind::Group)
-            .ok_or_else(|| MetaError::NotFound("Group not found".into()))?;
+        let group = group_in(&mut tx, namespace_id, "Group not found").await?;
         let parent_id = parent_id.unwrap_or(group.parent_id);
         let full_path = match parent_id {
             None => path.to_string(),
@@ -602,10 +585,7 @@ impl RepositoryMeta for Db {
                         "A group cannot be moved into itself".into(),
                     ));
                 }
-                let parent = namespace_in(&mut *tx, parent_id)
-                    .await?
-                    .filter(|p| p.kind == NamespaceKind::Group)
-                    .ok_or_else(|| MetaError::NotFound("Parent group not found".into()))?;
+                let parent = group_in(&mut tx, parent_id, "Parent group not found").await?;
                 // Walk up from the new parent (a short chain): meeting the group means
                 // the parent is one of its descendants.
                 let cycle: i64 = sqlx::query_scalar(
@@ -645,11 +625,7 @@ impl RepositoryMeta for Db {
             }
             deepest = deepest.max(segments(p) - segments(&old));
         }
-        if segments(&full_path) - 1 + deepest > MAX_ANCESTORS {
-            return Err(MetaError::Conflict(format!(
-                "Group nesting is too deep: a group may have at most {MAX_ANCESTORS} ancestors"
-            )));
-        }
+        check_ancestors(segments(&full_path) - 1 + deepest)?;
         let stray: Option<String> = sqlx::query_scalar(&format!(
             "{TREE}SELECT p.full_path FROM projects p JOIN tree t ON t.id = p.namespace_id \
              WHERE substr(p.full_path, 1, length($2)) <> $2 LIMIT 1"
@@ -662,18 +638,8 @@ impl RepositoryMeta for Db {
             return Err(corrupt(format!("project {stray} is not below {old}")));
         }
 
-        let taken: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(1 AS BIGINT) FROM namespaces WHERE lower(full_path) = lower($1) AND id <> $2 \
-             UNION ALL SELECT 1 FROM projects WHERE lower(full_path) = lower($3) LIMIT 1",
-        )
-        .bind(&full_path)
-        .bind(group.id)
-        .bind(&full_path)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if taken.is_some() {
-            return Err(MetaError::Conflict("Path has already been taken".into()));
-        }
+        let me = Some(Source::Namespace(group.id));
+        check_path_free(&mut tx, &full_path, me, PATH_TAKEN).await?;
 
         // Repositories of every project below the group: lower-case paths under
         // `old_prefix/`.
@@ -733,9 +699,7 @@ impl RepositoryMeta for Db {
             .execute(&mut *tx)
             .await?;
         }
-        let moved = namespace_in(&mut *tx, group.id)
-            .await?
-            .ok_or_else(|| corrupt(format!("group {} vanished", group.id)))?;
+        let moved = written(namespace_in(&mut *tx, group.id).await?, group.id)?;
         tx.commit().await?;
         Ok(moved)
     }

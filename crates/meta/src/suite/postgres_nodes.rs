@@ -54,7 +54,7 @@ async fn a_cancelled_begin_leaves_no_connection_in_a_transaction() {
     let observer = sqlx::PgPool::connect(db.url()).await.unwrap();
     for steps in 1..6 {
         {
-            let mut request = std::pin::pin!(crate::postgres::begin(&pool));
+            let mut request = std::pin::pin!(crate::common::begin(&pool));
             for _ in 0..steps {
                 if futures::poll!(request.as_mut()).is_ready() {
                     break;

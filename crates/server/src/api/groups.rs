@@ -347,25 +347,15 @@ pub(crate) async fn update_group(
     caller
         .require_group_level(state, &g, AccessLevel::Maintainer)
         .await?;
-    let new_path = params
-        .string("path")?
-        .filter(|path| *path != g.path && !path.is_empty());
-    if let Some(path) = &new_path {
-        caller
-            .require_group_level(state, &g, AccessLevel::Owner)
-            .await?;
-        crate::org::check_path("path", path)?;
-        if refuse_move(state, &g).await? {
-            return Err(ApiError::message(
-                StatusCode::BAD_REQUEST,
-                "Cannot update the path because there are projects under this group that contain Docker images in their Container Registry. Please remove the images from your projects first and try again.",
-            ));
-        }
-    }
-    let name = params.string("name")?;
-    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-        return Err(ApiError::validation("name", "can't be blank"));
-    }
+    let new_path = super::new_path(
+        params,
+        &g.path,
+        caller.require_group_level(state, &g, AccessLevel::Owner),
+        refuse_move(state, &g),
+        "Cannot update the path because there are projects under this group that contain Docker images in their Container Registry. Please remove the images from your projects first and try again.",
+    )
+    .await?;
+    let name = super::new_name(params)?;
     let visibility = params.choice::<Visibility>("visibility")?;
     if let Some(v) = visibility {
         check_new_visibility(state, &g, v).await?;

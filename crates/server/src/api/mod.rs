@@ -645,6 +645,37 @@ pub(crate) enum Kind {
     Group,
 }
 
+/// The `name` an update of a project or a group asks for; a blank one is refused.
+pub(crate) fn new_name(params: &params::Params) -> ApiResult<Option<String>> {
+    let name = params.string("name")?;
+    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(ApiError::validation("name", "can't be blank"));
+    }
+    Ok(name)
+}
+
+/// The path an update of a project or a group asks for (`None`: absent, empty or
+/// `current`). Renaming needs `owner` to pass, a valid path, and that `refused` (the
+/// instance's refusal to move registry tags) does not hold, else 400 with `refusal`.
+pub(crate) async fn new_path(
+    params: &params::Params,
+    current: &str,
+    owner: impl std::future::Future<Output = ApiResult<AccessLevel>>,
+    refused: impl std::future::Future<Output = ApiResult<bool>>,
+    refusal: &str,
+) -> ApiResult<Option<String>> {
+    let path = params.string("path")?;
+    let Some(path) = path.filter(|p| p != current && !p.is_empty()) else {
+        return Ok(None);
+    };
+    owner.await?;
+    crate::org::check_path("path", &path)?;
+    if refused.await? {
+        return Err(ApiError::message(StatusCode::BAD_REQUEST, refusal));
+    }
+    Ok(Some(path))
+}
+
 /// The project `id` names, if the caller may see it; otherwise 404 (GitLab does not
 /// reveal projects the caller cannot see).
 pub async fn find_project(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Project> {

@@ -381,10 +381,7 @@ pub(crate) async fn update_project(
     caller
         .require_project_level(state, &p, AccessLevel::Maintainer)
         .await?;
-    let name = params.string("name")?;
-    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-        return Err(ApiError::validation("name", "can't be blank"));
-    }
+    let name = super::new_name(params)?;
     let visibility = params.choice::<Visibility>("visibility")?;
     if let Some(v) = visibility {
         if let Some(ns) = state.meta.namespace(p.namespace_id).await? {
@@ -400,22 +397,15 @@ pub(crate) async fn update_project(
         )?),
         None => None,
     };
-    let new_path = params
-        .string("path")?
-        .filter(|path| *path != p.path && !path.is_empty());
-    if let Some(path) = &new_path {
-        // Renaming the path moves the project's registry with it.
-        caller
-            .require_project_level(state, &p, AccessLevel::Owner)
-            .await?;
-        org::check_path("path", path)?;
-        if refuse_move(state, &p).await? {
-            return Err(ApiError::message(
-                StatusCode::BAD_REQUEST,
-                "Cannot rename project because it contains container registry tags!",
-            ));
-        }
-    }
+    // Renaming the path moves the project's registry with it.
+    let new_path = super::new_path(
+        params,
+        &p.path,
+        caller.require_project_level(state, &p, AccessLevel::Owner),
+        refuse_move(state, &p),
+        "Cannot rename project because it contains container registry tags!",
+    )
+    .await?;
     let update = ProjectUpdate {
         name: name.clone(),
         description: params.string("description")?,

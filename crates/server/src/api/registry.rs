@@ -213,12 +213,8 @@ async fn project_repositories(
         size: false,
         delete_path: actions.delete,
     };
-    let (repos, total) = state.meta.repositories_of(&[p.id], pg.window()).await?;
-    let mut body = Vec::with_capacity(repos.len());
-    for r in &repos {
-        body.push(repository(&state, &view, r, &p, &extras).await?);
-    }
-    Ok(pg.respond(total, body))
+    let projects = std::collections::HashMap::from([(p.id, p)]);
+    repositories_page(&state, &view, &pg, &projects, &extras).await
 }
 
 #[utoipa::path(
@@ -251,18 +247,30 @@ async fn group_repositories(
             projects.insert(p.id, p);
         }
     }
-    let ids: Vec<i64> = projects.keys().copied().collect();
-    let (repos, total) = state.meta.repositories_of(&ids, pg.window()).await?;
     let extras = Extras {
         tags: false,
         tags_count: false,
         size: false,
         delete_path: false,
     };
+    repositories_page(&state, &view, &pg, &projects, &extras).await
+}
+
+/// One page of the container repositories of `projects` (a project's, or those of a
+/// group's projects the caller may pull from), each shown with `extras`.
+async fn repositories_page(
+    state: &AppState,
+    view: &View,
+    pg: &Pagination,
+    projects: &std::collections::HashMap<i64, Project>,
+    extras: &Extras,
+) -> ApiResult<Response> {
+    let ids: Vec<i64> = projects.keys().copied().collect();
+    let (repos, total) = state.meta.repositories_of(&ids, pg.window()).await?;
     let mut body = Vec::with_capacity(repos.len());
     for r in &repos {
         if let Some(p) = r.project_id.and_then(|pid| projects.get(&pid)) {
-            body.push(repository(&state, &view, r, p, &extras).await?);
+            body.push(repository(state, view, r, p, extras).await?);
         }
     }
     Ok(pg.respond(total, body))

@@ -374,6 +374,42 @@ pub fn still_valid(p: &Principal, now: i64) -> bool {
     }
 }
 
+/// The principal a token or a refresh token stands for, rebuilt from the ids it
+/// carries (`kind` as a token's `TokenUser` names it); `None` when one of
+/// them is gone. Whether it may still act is [`still_valid`]'s question.
+pub async fn principal_from_ids(
+    meta: &dyn Meta,
+    kind: &str,
+    user_id: Option<i64>,
+    credential_id: Option<i64>,
+) -> Result<Option<Principal>, berth_meta::MetaError> {
+    let user = match user_id {
+        Some(id) => meta.user(id).await?,
+        None => None,
+    };
+    Ok(match (kind, user, credential_id) {
+        ("user", Some(user), _) => Some(Principal::User {
+            user,
+            via: Via::Password,
+        }),
+        ("personal_access_token", Some(user), Some(id)) => {
+            let token = meta.personal_token(id).await?;
+            token
+                .filter(|t| t.user_id == user.id)
+                .map(|t| Principal::User {
+                    user,
+                    via: Via::PersonalToken(t),
+                })
+        }
+        ("deploy_token", _, Some(id)) => meta.deploy_token(id).await?.map(Principal::Deploy),
+        ("build", Some(user), Some(id)) => {
+            let job = meta.job(id).await?;
+            job.map(|job| Principal::Job { job, user })
+        }
+        _ => None,
+    })
+}
+
 /// The running job whose token has this digest.
 async fn job_principal(
     meta: &dyn Meta,

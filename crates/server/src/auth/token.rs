@@ -443,42 +443,27 @@ async fn refreshed_principal(
     else {
         return Ok(None);
     };
-    let user = match t.user_id {
-        Some(id) => match meta.user(id).await? {
-            Some(u) if u.state == berth_meta::UserState::Active => Some(u),
-            _ => return Ok(None),
-        },
-        None => None,
+    // Issued for passwords (a "user" principal), personal access and deploy tokens.
+    let kind = match t.kind.as_str() {
+        "password" => "user",
+        kind @ ("personal_access_token" | "deploy_token") => kind,
+        _ => return Ok(None),
     };
-    Ok(match (t.kind.as_str(), user, t.credential_id) {
-        ("password", Some(user), _) => {
-            let current = user.password_hash.as_deref().map(password_fingerprint);
-            (current.is_some() && current == t.fingerprint).then_some(Principal::User {
-                user,
-                via: Via::Password,
-            })
-        }
-        ("personal_access_token", Some(user), Some(id)) => match meta.personal_token(id).await? {
-            Some(pat)
-                if pat.user_id == user.id
-                    && !pat.revoked
-                    && !super::date_expired(pat.expires_at.as_deref(), &super::today()) =>
-            {
-                Some(Principal::User {
+    let principal = super::principal_from_ids(meta, kind, t.user_id, t.credential_id).await?;
+    Ok(principal.filter(|p| {
+        super::still_valid(p, now)
+            && match p {
+                // A new password ends the refresh tokens issued under the old.
+                Principal::User {
                     user,
-                    via: Via::PersonalToken(pat),
-                })
+                    via: Via::Password,
+                } => {
+                    let current = user.password_hash.as_deref().map(password_fingerprint);
+                    current.is_some() && current == t.fingerprint
+                }
+                _ => true,
             }
-            _ => None,
-        },
-        ("deploy_token", None, Some(id)) => match meta.deploy_token(id).await? {
-            Some(d) if !d.revoked && d.expires_at.is_none_or(|e| e > now) => {
-                Some(Principal::Deploy(d))
-            }
-            _ => None,
-        },
-        _ => None,
-    })
+    }))
 }
 
 fn token_user(p: &Principal) -> TokenUser {
