@@ -37,7 +37,7 @@ pub trait GcMeta: Send + Sync {
     /// Review one manifest in one transaction: delete it when nothing references it
     /// (no live tag, no index lists it, not a referrer of a present subject) and
     /// untagged manifests may go; drop it from the queue either way. A manifest that
-    /// a tag left at or after `keep_since` (now less the review delay) is kept for a
+    /// a tag left after `keep_since` (now less the review delay) is kept for a
     /// restore and queued again for when that window ends.
     async fn review_manifest(
         &self,
@@ -68,7 +68,7 @@ pub trait GcMeta: Send + Sync {
 
     /// Offline GC: delete every manifest nothing reachable needs (with
     /// `delete_untagged`, untagged manifests too, except index children and referrers
-    /// of kept manifests, and manifests a tag left at or after `tags_left_since`: the
+    /// of kept manifests, and manifests a tag left after `tags_left_since`: the
     /// undo window), then every blob no remaining manifest references and that
     /// was created before `older_than` (so in-flight pushes keep theirs; manifests
     /// younger than that are kept too, with what they reference). One transaction;

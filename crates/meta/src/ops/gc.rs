@@ -44,8 +44,10 @@ pub(super) async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Res
 
 /// Whether something still needs manifest `id`: `Some(None)` when a live tag, an
 /// index or a present subject does (or untagged manifests are kept), `Some(Some(at))`
-/// when only a tag that left it at `at` (at or after `keep_since`) does, so the
-/// undo window lasts; `None` when nothing does.
+/// when only a tag that left it at `at` (after `keep_since`) does, so the undo window
+/// lasts; `None` when nothing does. Strictly after: a manifest kept is queued again at
+/// `at`, and a review is due once `queued_at <= keep_since`, so a tag that left at
+/// exactly `keep_since` must not keep it, or one GC round would review it forever.
 async fn manifest_needed(
     conn: &mut Conn,
     id: i64,
@@ -75,7 +77,7 @@ async fn manifest_needed(
     let left: Option<i64> = sqlx::query_scalar(
         "SELECT CAST(MAX(t.deleted_at) AS BIGINT) FROM tags t JOIN manifests m \
            ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
-         WHERE m.id = $1 AND t.deleted_at IS NOT NULL AND t.deleted_at >= $2",
+         WHERE m.id = $1 AND t.deleted_at IS NOT NULL AND t.deleted_at > $2",
     )
     .bind(id)
     .bind(keep_since)
@@ -340,7 +342,7 @@ impl GcMeta for Db {
             sqlx::query(
                 "INSERT INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
                  ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
-                 WHERE t.deleted_at IS NOT NULL AND t.deleted_at >= $1 ON CONFLICT DO NOTHING",
+                 WHERE t.deleted_at IS NOT NULL AND t.deleted_at > $1 ON CONFLICT DO NOTHING",
             )
             .bind(tags_left_since)
             .execute(&mut *tx)
