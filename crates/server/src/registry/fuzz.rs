@@ -219,7 +219,9 @@ fn fuzz_references_are_tags_or_digests() {
 /// What RFC 9110 §14.1.2 says one `bytes=` range of a `size`-byte blob selects:
 /// `Some(Some((first, last)))`, `Some(None)` (serve it all) or `None` (416).
 fn reference_range(header: Option<&str>, size: u64) -> Option<Option<(u64, u64)>> {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    // The unit is case-insensitive (RFC 9110 §14.1): compare it lowercased.
+    let lowered = header.map(|h| h.trim().to_ascii_lowercase());
+    let Some(spec) = lowered.as_deref().and_then(|h| h.strip_prefix("bytes=")) else {
         return Some(None);
     };
     if spec.contains(',') {
