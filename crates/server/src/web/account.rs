@@ -282,10 +282,7 @@ pub async fn create_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = viewer.signed_in() {
-        return r;
-    }
-    let form = match viewer.posted(&method, &headers, &body) {
+    let form = match viewer.signed_in_post(&method, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -326,10 +323,7 @@ pub async fn revoke_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = viewer.signed_in() {
-        return r;
-    }
-    if let Err(r) = viewer.posted(&method, &headers, &body) {
+    if let Err(r) = viewer.signed_in_post(&method, &headers, &body) {
         return r;
     }
     match tokens::revoke_personal_token(&state, &viewer.caller, &id).await {

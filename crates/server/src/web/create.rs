@@ -102,10 +102,7 @@ pub async fn create_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = viewer.signed_in() {
-        return r;
-    }
-    let form = match viewer.posted(&method, &headers, &body) {
+    let form = match viewer.signed_in_post(&method, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -170,10 +167,7 @@ pub async fn create_project(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = viewer.signed_in() {
-        return r;
-    }
-    let form = match viewer.posted(&method, &headers, &body) {
+    let form = match viewer.signed_in_post(&method, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };

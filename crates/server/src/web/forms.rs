@@ -53,6 +53,18 @@ impl Viewer {
         })
     }
 
+    /// The posted form of a signed-in viewer: [`Viewer::signed_in`], then
+    /// [`Viewer::posted`].
+    pub(crate) fn signed_in_post(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Posted, Response> {
+        self.signed_in()?;
+        self.posted(method, headers, body)
+    }
+
     /// The posted form, if it carries this browser's CSRF token.
     pub(crate) fn posted(
         &self,
