@@ -374,7 +374,8 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
         1,
         "ten concurrent pulls of an uncached blob make one upstream GET"
     );
-    // The last bytes reach the clients as the fetch verifies and publishes them.
+    // The last bytes reach the clients as the fetch verifies them; the blob is
+    // then published in the store and, after that, linked to the group's cache.
     eventually(
         Duration::from_secs(60),
         "the big blob to be published",
@@ -385,14 +386,20 @@ fn skopeo_pulls_through_the_proxy_with_caching_revalidation_single_flight_and_pu
     let root = proxy.admin(&[
         "token", "create", "--user", "root", "--name", "purge", "--scopes", "api",
     ]);
-    let (status, settings) = api(
-        &proxy,
-        reqwest::Method::GET,
-        "/groups/grp/dependency_proxy/settings",
-        &root,
+    let settings = eventually(
+        Duration::from_secs(60),
+        "the group's cache to count the big blob",
+        || {
+            let (status, settings) = api(
+                &proxy,
+                reqwest::Method::GET,
+                "/groups/grp/dependency_proxy/settings",
+                &root,
+            );
+            assert_eq!(status, 200, "{settings}");
+            (settings["size"].as_i64().unwrap() > 64 << 20).then_some(settings)
+        },
     );
-    assert_eq!(status, 200, "{settings}");
-    assert!(settings["size"].as_i64().unwrap() > 64 << 20, "{settings}");
     assert_eq!(settings["enabled"], true);
     // The group's usage counts the cached bytes.
     let (status, group) = api(
