@@ -435,6 +435,78 @@ fn restore_within_the_window_then_storage_freed_after_it() {
     restore_within_the_window_then_freed_after_it(&berth);
 }
 
+/// One counter or gauge of `/metrics` (0 when it has not been written yet).
+fn metric(ctx: &Ctx, name: &str) -> u64 {
+    let text = ctx
+        .http
+        .get(format!("{}/metrics", ctx.berth.url))
+        .send()
+        .expect("metrics")
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse::<f64>().expect("a number") as u64)
+}
+
+/// Past `tag_history.retention` (and the undo window) a deleted tag's history is
+/// pruned, while a live tag keeps its rows; the GC counters count what was freed.
+#[test]
+fn history_past_its_retention_is_pruned_and_gc_counts_what_it_frees() {
+    let berth = Berth::start_with(
+        &[],
+        &[
+            ("BERTH_GC_REVIEW_DELAY", "4s"),
+            ("BERTH_TAG_HISTORY_RETENTION", "1s"),
+        ],
+    );
+    let ctx = Ctx::new(&berth, "prune/proj");
+    let repo = "prune/proj/app";
+    let token = ctx.bearer(repo);
+    let a = Image::new("2024-01-01T00:00:00Z", vec![random_layer(20 * 1024)]);
+    let b = Image::new("2024-01-01T00:00:00Z", vec![random_layer(10 * 1024)]);
+    ctx.push(&token, repo, &a, "a");
+    ctx.push(&token, repo, &b, "b");
+    let rid = ctx.repo_id(repo);
+    assert_eq!(metric(&ctx, "berth_gc_manifests_deleted_total"), 0);
+
+    ctx.delete_tag(rid, "a");
+    assert_eq!(history(&ctx, rid, "a").len(), 2, "pushed, then deleted");
+    eventually(WAIT, "the deleted tag's history to be pruned", || {
+        // A tag with no history left is unknown to the history endpoint.
+        let (status, _) = ctx.call(ctx.api(
+            Method::GET,
+            &format!(
+                "/projects/{}/registry/repositories/{rid}/tags/a/history",
+                ctx.pid
+            ),
+        ));
+        (status == 404 && ctx.deleted_tags(rid).is_empty()).then_some(())
+    });
+    let b_history = history(&ctx, rid, "b");
+    assert_eq!(
+        b_history.len(),
+        1,
+        "a live tag keeps its history: {b_history:?}"
+    );
+    assert_eq!(b_history[0].0, "pushed");
+
+    // GC freed a's manifest, config and layer (they were a's own), and said so.
+    let (status, _) = ctx.manifest(&token, Method::GET, repo, &a.digest);
+    assert_eq!(status, 404);
+    let own_bytes = (a.config.len() + a.layers[0].len()) as u64;
+    eventually(WAIT, "the GC counters to count a's blobs", || {
+        (metric(&ctx, "berth_gc_blobs_deleted_total") >= 2).then_some(())
+    });
+    assert!(metric(&ctx, "berth_gc_manifests_deleted_total") >= 1);
+    let freed = metric(&ctx, "berth_gc_bytes_freed_total");
+    assert!(
+        freed >= own_bytes,
+        "{freed} bytes freed, a's own blobs are {own_bytes}"
+    );
+    assert_eq!(ctx.manifest(&token, Method::GET, repo, "b").0, 200);
+}
+
 /// The same on three nodes sharing PostgreSQL and S3 (each node's GC reviews; the
 /// undo window is in the review's query, so every node keeps it).
 #[test]
