@@ -25,7 +25,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::cache::{ContentCache, WriteTx, Writer};
 use crate::{MetaError, Result};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Advisory lock held while a user, group or project path is created or moved: path
 /// uniqueness spans two tables, which no unique index can see.

@@ -1,7 +1,10 @@
 //! Throwaway PostgreSQL databases for tests (this crate's suite and the end-to-end
 //! tests): each test gets a fresh database on the server named by
 //! `BERTH_TEST_POSTGRES_URL` (default: user `postgres` on 127.0.0.1:5432), dropped
-//! when the handle goes.
+//! soon after the handle goes. Fresh databases are copies of a template that holds the
+//! current schema (`berth_test_tmpl_<fingerprint of the migrations>`, made once per
+//! server and kept), so a test does not run every migration again; a server started
+//! on one finds its schema up to date.
 //!
 //! Without a reachable server the PostgreSQL tests are skipped, loudly, unless
 //! `BERTH_TEST_REQUIRE_POSTGRES=1` (set in CI), which makes them fail instead.
@@ -68,6 +71,63 @@ async fn admin_connection(url: &str) -> Result<sqlx::PgConnection, sqlx::Error> 
         .map_err(|_| sqlx::Error::PoolTimedOut)?
 }
 
+/// The template database with the current schema, made if missing. Test processes
+/// may race to make it: an advisory lock serialises them, and it is built under
+/// another name and renamed, so no copy is ever taken of a half-migrated one.
+async fn schema_template(
+    conn: &mut sqlx::PgConnection,
+    admin_url: &str,
+) -> Result<String, sqlx::Error> {
+    // FNV-1a over the migrations' versions and checksums: a schema change makes a
+    // new template.
+    let mut fingerprint: u64 = 0xcbf2_9ce4_8422_2325;
+    for m in crate::postgres::MIGRATOR.iter() {
+        for b in m.version.to_le_bytes().iter().chain(m.checksum.iter()) {
+            fingerprint = (fingerprint ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let name = format!("berth_test_tmpl_{fingerprint:016x}");
+    const TEMPLATE_LOCK: i64 = 0x6265_7274_746d_706c; // "berttmpl"
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(TEMPLATE_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let made = async {
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if exists.is_some() {
+            return Ok(());
+        }
+        let building = format!("{name}_{}", std::process::id());
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+            .execute(&mut *conn)
+            .await?;
+        // Bytewise collation whatever the server's locale (the schema asks for it per
+        // column too; this keeps ad-hoc queries in tests consistent).
+        sqlx::raw_sql(&format!(
+            "CREATE DATABASE {building} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        let mut schema = admin_connection(&with_database(admin_url, &building)).await?;
+        let migrated = crate::postgres::MIGRATOR.run(&mut schema).await;
+        let _ = schema.close().await;
+        migrated.map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        sqlx::raw_sql(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut *conn)
+            .await?;
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(TEMPLATE_LOCK)
+        .execute(&mut *conn)
+        .await;
+    made.map(|()| name)
+}
+
 impl TestDatabase {
     /// A fresh, empty database, or `None` (after saying so on stderr) when
     /// PostgreSQL is unreachable and not required. `what` names the test.
@@ -90,15 +150,15 @@ impl TestDatabase {
                  is unreachable: {e}"
             ),
         };
+        sweep_leftovers(&mut conn, &admin_url).await;
+        let template = schema_template(&mut conn, &admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: preparing the schema template: {e}"));
         let name = unique_name();
-        // Bytewise collation whatever the server's locale (the schema asks for it per
-        // column too; this keeps ad-hoc queries in tests consistent).
-        sqlx::raw_sql(&format!(
-            "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{what}: creating database {name}: {e}"));
+        sqlx::raw_sql(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: creating database {name}: {e}"));
         // A test database need not survive a crash of the server: commits do not wait
         // for the WAL to reach the disk (every other guarantee stays).
         sqlx::raw_sql(&format!(
@@ -127,30 +187,74 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        // Drop may run inside or outside a runtime; a thread with its own runtime
-        // works in both. FORCE ends connections a pool or a server still holds.
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+        // Dropping a database makes PostgreSQL checkpoint (seconds on a busy
+        // machine), so it is left to a background thread and the test goes on.
+        // What a process could not drop before it exited is swept by the next one.
+        dropper().send((self.admin_url.clone(), self.name.clone()));
+    }
+}
+
+/// Drops databases one after the other on a thread of its own (with its own
+/// runtime, so it works whether `drop` runs inside a runtime or not).
+struct Dropper(std::sync::Mutex<std::sync::mpsc::Sender<(String, String)>>);
+
+impl Dropper {
+    fn send(&self, what: (String, String)) {
+        if let Ok(tx) = self.0.lock() {
+            let _ = tx.send(what);
+        }
+    }
+}
+
+fn dropper() -> &'static Dropper {
+    static DROPPER: std::sync::OnceLock<Dropper> = std::sync::OnceLock::new();
+    DROPPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let mut conn = admin_connection(&admin_url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = conn.close().await;
-                Ok::<(), String>(())
-            })
-        })
-        .join();
-        if let Ok(Err(e)) | Err(e) = done.map_err(|_| "panicked".to_string()) {
-            eprintln!("warning: could not drop test database {}: {e}", self.name);
+            else {
+                return;
+            };
+            for (admin_url, name) in rx {
+                let dropped = rt.block_on(async {
+                    let mut conn = admin_connection(&admin_url).await?;
+                    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await?;
+                    conn.close().await
+                });
+                if let Err(e) = dropped {
+                    eprintln!("warning: could not drop test database {name}: {e}");
+                }
+            }
+        });
+        Dropper(std::sync::Mutex::new(tx))
+    })
+}
+
+/// Once per process: queue for dropping the test databases of test processes that
+/// have exited (their names carry the process id). Only where `/proc` tells.
+async fn sweep_leftovers(conn: &mut sqlx::PgConnection, admin_url: &str) {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEPT.swap(true, Ordering::Relaxed) || !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'berth\\_test\\_%'")
+            .fetch_all(conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name
+            .strip_prefix("berth_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                dropper().send((admin_url.to_string(), name));
+            }
         }
     }
 }
