@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use support::process::Server;
 use support::{eventually, sha256_hex, ROOT_PASSWORD};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -396,77 +397,6 @@ fn with_query(path: &str, query: &str) -> String {
 // ---------------------------------------------------------------------------
 // Processes and commands
 // ---------------------------------------------------------------------------
-
-/// A `berth serve` process of our own (the harness does not expose its pid), so a
-/// test can SIGKILL it. Runs in `root` (its `berth.toml`, `server.log`, `data/`); the
-/// log is appended to across restarts.
-struct Server {
-    child: Child,
-    url: String,
-    root: PathBuf,
-}
-
-impl Server {
-    fn start(root: &Path, envs: &[(&str, &str)]) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("server.log"))
-            .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(root.join("data"))
-            .arg("--log-level")
-            .arg("info")
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        cmd.env("BERTH_INITIAL_ROOT_PASSWORD", ROOT_PASSWORD);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn berth");
-        let url = support::listening_url(&mut child, &root.join("server.log"));
-        Server {
-            child,
-            url,
-            root: root.to_path_buf(),
-        }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.root.join("data")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
-    }
-
-    /// SIGKILL, as a crash would, and reap the process.
-    fn kill9(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -9 {pid} failed");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- berth server log ----\n{}", self.log());
-        }
-    }
-}
 
 /// `berth ARGS` in `root` on its data directory: (success, stdout, stderr).
 fn berth_cmd(root: &Path, args: &[&str]) -> (bool, String, String) {

@@ -16,7 +16,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +28,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use support::process::Server;
 use support::{eventually, sha256_hex, Berth, ROOT_PASSWORD};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -625,75 +626,6 @@ fn create_project(data_dir: &Path, path: &str) {
         &[],
     );
     assert!(ok, "creating project {path} failed: {err}");
-}
-
-/// A `berth serve` process of our own (the harness does not expose its pid), so a
-/// test can SIGKILL it. Same start-up as `support::Berth`; the log is appended to
-/// `<root>/server.log` across restarts.
-struct Server {
-    child: Child,
-    url: String,
-    root: PathBuf,
-}
-
-impl Server {
-    fn start(root: &Path, envs: &[(&str, &str)]) -> Server {
-        support::prepare_storage(root);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("server.log"))
-            .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(root.join("data"))
-            .arg("--log-level")
-            .arg("info")
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        cmd.env("BERTH_INITIAL_ROOT_PASSWORD", ROOT_PASSWORD);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn berth");
-        let url = support::listening_url(&mut child, &root.join("server.log"));
-        Server {
-            child,
-            url,
-            root: root.to_path_buf(),
-        }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.root.join("data")
-    }
-
-    /// SIGKILL, as a crash would, and reap the process.
-    fn kill9(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -9 {pid} failed");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
-            eprintln!("---- berth server log ----\n{log}");
-        }
-    }
 }
 
 fn union_of<'a>(images: impl IntoIterator<Item = &'a Image>) -> BTreeSet<String> {
@@ -1722,6 +1654,7 @@ fn kill_during_push_and_gc_keeps_tagged_images() {
     // Declared before the servers, so dropped after them.
     let _database = support::database_in(root);
     let repo = "gc/crash/app";
+    support::prepare_storage(root);
     let server = Server::start(root, &[]);
     let data = server.data_dir();
     create_project(&data, "gc/crash");
@@ -1781,6 +1714,7 @@ fn kill_during_push_and_gc_keeps_tagged_images() {
         "the PATCH succeeded although the server was killed: {outcome:?}"
     );
 
+    support::prepare_storage(root);
     let server = Server::start(root, &[]);
     let reg = Reg::new(&server.url);
     for (tag, m) in &tagged {
@@ -1845,6 +1779,7 @@ fn kill_during_push_and_gc_keeps_tagged_images() {
         ("BERTH_GC_REVIEW_DELAY", "1ms"),
         ("BERTH_GC_DELETE_UNTAGGED", "true"),
     ];
+    support::prepare_storage(root);
     let server = Server::start(root, &gc_env);
     let reg = Reg::new(&server.url);
     for (tag, _) in &doomed {
@@ -1861,6 +1796,7 @@ fn kill_during_push_and_gc_keeps_tagged_images() {
     });
     server.kill9();
 
+    support::prepare_storage(root);
     let server = Server::start(root, &gc_env);
     let reg = Reg::new(&server.url);
     for (tag, m) in &tagged {
@@ -1912,6 +1848,7 @@ fn kill_between_gc_metadata_and_byte_deletion_leaves_no_orphans() {
     // Declared before the servers, so dropped after them.
     let _database = support::database_in(root);
     let repo = "gc/window/app";
+    support::prepare_storage(root);
     let server = Server::start(root, &[]);
     let data = server.data_dir();
     create_project(&data, "gc/window");
@@ -1937,6 +1874,7 @@ fn kill_between_gc_metadata_and_byte_deletion_leaves_no_orphans() {
         .open(data.join("storage/gc.lock"))
         .unwrap();
     lock.lock_shared().unwrap();
+    support::prepare_storage(root);
     let server = Server::start(root, &gc_env);
     let reg = Reg::new(&server.url);
     for i in 0..doomed.len() {
@@ -1960,6 +1898,7 @@ fn kill_between_gc_metadata_and_byte_deletion_leaves_no_orphans() {
     drop(lock);
     eprintln!("killed with {pending} blob files whose metadata GC had already removed");
 
+    support::prepare_storage(root);
     let server = Server::start(root, &gc_env);
     let reg = Reg::new(&server.url);
     reg.must_pull(repo, "kept", &kept.digest);
