@@ -9,7 +9,7 @@ use super::{lock_paths_shared, retry_deadlocks, Conn, Db, DbRow, CONCURRENT_WRIT
 use crate::common::digest;
 use crate::{
     Actor, ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
-    StoredManifest, Upload,
+    StoredManifest, TagExpect, Upload,
 };
 
 /// Whether repository `id` exists; with concurrent writers (PostgreSQL) also locks its
@@ -300,15 +300,19 @@ impl RegistryMeta for Db {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn put_manifest_by(
+    async fn put_manifest_if(
         &self,
         repository: &str,
         m: &NewManifest,
         tag: Option<&str>,
+        expect: Option<&TagExpect>,
         now: i64,
         actor: &Actor,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        // Also the lock that orders concurrent pushes to one repository (PostgreSQL:
+        // the row stays locked until commit), so the tag read below is the one this
+        // write replaces.
         let repo = ensure_repo(&mut tx, repository, now).await?;
         // Check reachability inside the transaction, and (PostgreSQL) lock the blobs
         // (GC reviews lock them for update), so a concurrent delete cannot slip
@@ -416,6 +420,10 @@ impl RegistryMeta for Db {
             .bind(tag)
             .fetch_optional(&mut *tx)
             .await?;
+            if expect.is_some_and(|e| !e.holds(current.as_deref())) {
+                // Dropped without commit: nothing of this push is written.
+                return Ok(false);
+            }
             if current.as_deref() != Some(m.digest.as_str()) {
                 if current.is_some() {
                     end_tag(&mut tx, repo, tag, now, "moved", actor, None).await?;
@@ -435,7 +443,7 @@ impl RegistryMeta for Db {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn manifest(
