@@ -631,6 +631,39 @@ fn protection_matrix() {
                 "{cell}"
             );
         }
+        // So does the cleanup log, beside the run's deletions.
+        let log = ctx.get(3, &format!("/projects/{}/registry/cleanup_log", ctx.pid));
+        let mut run_ids = Vec::new();
+        for (pi, p) in PROTECTIONS.iter().enumerate() {
+            let cell = format!("{p}-cleanup-{role}");
+            let rows: Vec<&Value> = log
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["tag"] == cell.as_str())
+                .collect();
+            assert_eq!(rows.len(), 1, "{cell} logged once: {log}");
+            let row = rows[0];
+            assert_eq!(row["repository_path"], REPO, "{row}");
+            assert_eq!(row["reason"], "policy", "{row}");
+            if pi == 0 {
+                assert_eq!(row["outcome"], "deleted", "{row}");
+                assert_eq!(row["step"], Value::Null, "{row}");
+            } else {
+                assert_eq!(row["outcome"], "kept", "{row}");
+                assert_eq!(row["protected_by_rule"], rule_of(pi), "{row}");
+                assert_eq!(
+                    row["step"],
+                    format!("protected by rule {}", rule_of(pi)),
+                    "{row}"
+                );
+            }
+            run_ids.push(row["cleanup_run_id"].clone());
+        }
+        assert!(
+            run_ids[0].is_i64() && run_ids.iter().all(|r| *r == run_ids[0]),
+            "one run deleted and kept them: {run_ids:?}"
+        );
     }
     assert!(
         ctx.berth.log().contains("protected by rule"),
