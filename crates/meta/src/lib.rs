@@ -324,7 +324,24 @@ pub trait RegistryMeta: Send + Sync {
         digest: &Digest,
         now: i64,
         actor: &Actor,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        Ok(self
+            .delete_manifest_if(repository, digest, None, now, actor)
+            .await?
+            .unwrap_or(false))
+    }
+    /// [`RegistryMeta::delete_manifest_by`] only if the manifest's live tags are still
+    /// exactly `tags` (in any order), judged inside the delete's transaction: the
+    /// protection check allowed deleting those, and a tag pushed onto the manifest
+    /// since was never checked. `None`, having deleted nothing, when they are not.
+    async fn delete_manifest_if(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        tags: Option<&[String]>,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<Option<bool>>;
     /// Delete one tag (the manifest stays). Returns whether it existed.
     async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool> {
         self.delete_tag_by(repository, tag, now, &Actor::default())

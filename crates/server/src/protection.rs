@@ -120,33 +120,44 @@ pub(crate) enum V2Change<'a> {
     DeleteManifest(&'a berth_oci::Digest),
 }
 
+/// What an allowed `/v2` change was decided on, for the write to make its condition:
+/// checked and written in separate transactions, two pushes racing to create one
+/// immutable tag would both pass and the second move it.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    /// The tag's state the decision depended on (see
+    /// [`berth_meta::RegistryMeta::put_manifest_if`]). `Absent` for a tag delete: the
+    /// tag was not there when checked, so the answer is that it is unknown, whatever
+    /// a concurrent push did since.
+    pub tag: Option<TagExpect>,
+    /// A manifest delete: the tags on it that were checked (see
+    /// [`berth_meta::RegistryMeta::delete_manifest_if`]).
+    pub manifest_tags: Option<Vec<String>>,
+}
+
 /// Refuse a `/v2` change that a protection rule forbids the token's holder (looked
 /// up now, not when the token was minted), with `DENIED` naming the rule and the
 /// level needed.
 ///
-/// Allowed, it returns what the decision assumed of the tag, when it assumed
-/// anything: the write must then happen only if the tag is still so (see
-/// [`berth_meta::RegistryMeta::put_manifest_if`]), or two pushes racing to create one
-/// immutable tag would both pass and the second move it. `Absent` for a tag delete
-/// means the tag was not there when checked: the answer is that it is unknown,
-/// whatever a concurrent push did since.
+/// Allowed, it returns what the decision assumed (see [`Checked`]).
 pub(crate) async fn check_v2(
     state: &crate::state::AppState,
     headers: &axum::http::HeaderMap,
     repository: &str,
     change: V2Change<'_>,
-) -> crate::error::RegistryResult<Option<TagExpect>> {
+) -> crate::error::RegistryResult<Checked> {
     use berth_meta::ManifestRef;
     let meta = state.meta.as_ref();
     let guard = Guard::load(meta, repository).await?;
     if guard.is_empty() {
-        return Ok(None);
+        return Ok(Checked::default());
     }
     // An upload session may be continued with a token that expired meanwhile (its
     // holder was checked by `authorize_expired_session`).
     let upload = matches!(change, V2Change::Upload);
     let mut tags: Vec<(String, bool)> = Vec::new();
     let mut expect = None;
+    let mut manifest_tags = None;
     let op = match change {
         V2Change::Push { tag, digest } => {
             // Whether the tag exists matters only when a tag rule names it.
@@ -191,12 +202,17 @@ pub(crate) async fn check_v2(
                     }
                 }
             }
+            manifest_tags = Some(tags.iter().map(|(t, _)| t.clone()).collect());
             Op::Delete
         }
     };
     let tags: Vec<(&str, bool)> = tags.iter().map(|(t, e)| (t.as_str(), *e)).collect();
+    let checked = Checked {
+        tag: expect,
+        manifest_tags,
+    };
     if !guard.matters(repository, &tags, op) {
-        return Ok(expect);
+        return Ok(checked);
     }
     let claims = match crate::access::claims(state, headers) {
         None if upload => crate::access::session_claims(state, headers),
@@ -214,5 +230,5 @@ pub(crate) async fn check_v2(
             .detail(serde_json::json!({ "name": repository, "rule": r.protection.rule_id }))
             .because(format!("protection rule {}", r.protection.rule_id))
     })?;
-    Ok(expect)
+    Ok(checked)
 }

@@ -500,18 +500,37 @@ impl RegistryMeta for Db {
         Ok(Some(found))
     }
 
-    async fn delete_manifest_by(
+    async fn delete_manifest_if(
         &self,
         repository: &str,
         d: &Digest,
+        tags: Option<&[String]>,
         now: i64,
         actor: &Actor,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         retry_deadlocks(move || async move {
             let mut tx = self.write_tx().await?;
+            // Locked (PostgreSQL) as every push locks it first, so no tag lands on
+            // the manifest between the comparison below and the delete.
             let Some(repo) = locked_repo_id(&mut tx, repository).await? else {
-                return Ok(false);
+                return Ok(tags.is_none_or(|t| t.is_empty()).then_some(false));
             };
+            if let Some(expected) = tags {
+                let mut live: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM tags WHERE repository_id = $1 AND manifest_digest = $2 \
+                     AND deleted_at IS NULL",
+                )
+                .bind(repo)
+                .bind(d.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut expected = expected.to_vec();
+                live.sort();
+                expected.sort();
+                if live != expected {
+                    return Ok(None);
+                }
+            }
             let parent: Option<String> = sqlx::query_scalar(
                 "SELECT p.digest FROM manifests c \
                  JOIN manifest_references r ON r.child_id = c.id \
@@ -545,7 +564,7 @@ impl RegistryMeta for Db {
                     .execute(&mut *tx)
                     .await?;
             tx.commit().await?;
-            Ok(done.rows_affected() > 0)
+            Ok(Some(done.rows_affected() > 0))
         })
         .await
     }

@@ -114,6 +114,29 @@ pub(crate) async fn conditional_tag_writes_hold_inside_the_transaction(m: &dyn T
     m.put_manifest("c/r", &two, Some("v1"), 10).await.unwrap();
     assert_eq!(tag_of("v1").await, Some(two.digest.clone()));
 
+    // A manifest delete conditional on the tags it carries.
+    m.put_manifest("c/r", &one, Some("d1"), 11).await.unwrap();
+    m.put_manifest("c/r", &one, Some("d2"), 11).await.unwrap();
+    let checked = vec!["d2".to_string()];
+    let done = m
+        .delete_manifest_if("c/r", &one.digest, Some(&checked), 12, &actor)
+        .await
+        .unwrap();
+    assert_eq!(done, None, "d1 was not among the checked tags");
+    assert_eq!(tag_of("d1").await, Some(one.digest.clone()));
+    let checked = vec!["d2".to_string(), "d1".to_string()];
+    let done = m
+        .delete_manifest_if("c/r", &one.digest, Some(&checked), 13, &actor)
+        .await
+        .unwrap();
+    assert_eq!(done, Some(true));
+    assert_eq!(tag_of("d1").await, None);
+    let done = m
+        .delete_manifest_if("c/r", &one.digest, Some(&[]), 14, &actor)
+        .await
+        .unwrap();
+    assert_eq!(done, Some(false), "gone already");
+
     // Many writers racing to create one tag, each with a manifest of its own: one wins.
     for round in 0..3 {
         let tag: &'static str = ["race0", "race1", "race2"][round];

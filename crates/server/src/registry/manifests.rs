@@ -156,7 +156,7 @@ pub async fn put(
         digest: &digest,
     };
     let actor = crate::access::actor(state, headers);
-    let mut expect = check_v2(state, headers, name.as_str(), change).await?;
+    let mut expect = check_v2(state, headers, name.as_str(), change).await?.tag;
     // The check's view of the tag is made a condition of the write; when a concurrent
     // push changed the tag meanwhile, the check runs again on what it is now (and
     // refuses, naming the rule, when that now forbids this push). An immutable tag
@@ -185,7 +185,7 @@ pub async fn put(
             tag: tag.as_ref().map(|t| t.as_str()),
             digest: &digest,
         };
-        expect = check_v2(state, headers, name.as_str(), change).await?;
+        expect = check_v2(state, headers, name.as_str(), change).await?.tag;
     }
 
     let mut resp = empty(StatusCode::CREATED)
@@ -243,8 +243,8 @@ pub async fn delete(
         Reference::Tag(t) => V2Change::DeleteTag(t.as_str()),
         Reference::Digest(d) => V2Change::DeleteManifest(d),
     };
-    let expect = check_v2(state, headers, name.as_str(), change).await?;
-    if matches!(r, Reference::Tag(_)) && expect == Some(berth_meta::TagExpect::Absent) {
+    let checked = check_v2(state, headers, name.as_str(), change).await?;
+    if matches!(r, Reference::Tag(_)) && checked.tag == Some(berth_meta::TagExpect::Absent) {
         // Not there when the rules were checked: deleting what a concurrent push
         // created since would skip its rules.
         return Err(manifest_unknown(reference));
@@ -259,10 +259,29 @@ pub async fn delete(
                 .await?
         }
         Reference::Digest(d) => {
-            state
-                .meta
-                .delete_manifest_by(name.as_str(), &d, now, &actor)
-                .await?
+            // Deleted only with the tags the rules were checked for; a tag pushed
+            // onto the manifest meanwhile is checked in another round.
+            let mut tags = checked.manifest_tags;
+            let mut rounds = 0;
+            loop {
+                let done = state
+                    .meta
+                    .delete_manifest_if(name.as_str(), &d, tags.as_deref(), now, &actor)
+                    .await?;
+                if let Some(found) = done {
+                    break found;
+                }
+                rounds += 1;
+                if rounds == MAX_CHECK_ROUNDS {
+                    return Err(RegistryError::new(
+                        Code::Denied,
+                        "the manifest's tags kept changing while this delete was checked against their protection rules; delete again",
+                    ));
+                }
+                tags = check_v2(state, headers, name.as_str(), V2Change::DeleteManifest(&d))
+                    .await?
+                    .manifest_tags;
+            }
         }
     };
     if !found {
