@@ -279,6 +279,84 @@ impl Ctx {
         )
     }
 
+    /// Upload the config and layer of a manifest written by [`write_layout`] in `dir`
+    /// to `repo`, each in one monolithic POST; their statuses.
+    fn upload_blobs(&self, bearer: &str, repo: &str, dir: &Path, manifest: &Value) -> Vec<u16> {
+        let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap()];
+        blobs.extend(
+            manifest["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["digest"].as_str().unwrap()),
+        );
+        blobs
+            .into_iter()
+            .map(|digest| {
+                let bytes =
+                    std::fs::read(dir.join("blobs/sha256").join(&digest["sha256:".len()..]))
+                        .unwrap();
+                let (status, body) = self.call(
+                    self.http
+                        .post(format!("{}/v2/{repo}/blobs/uploads/", self.berth.url))
+                        .query(&[("digest", digest)])
+                        .header("Authorization", bearer)
+                        .header("Content-Type", "application/octet-stream")
+                        .body(bytes),
+                );
+                assert!(
+                    matches!(status, 201 | 403),
+                    "upload {digest}: {status} {body}"
+                );
+                status
+            })
+            .collect()
+    }
+
+    /// A web page as a browser signed in with `user:password` sees it.
+    fn web_page(&self, path: &str, creds: &str) -> String {
+        let (username, password) = creds.split_once(':').unwrap();
+        let browser = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let cookie = |r: &reqwest::blocking::Response, name: &str| -> String {
+            r.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|c| c.split(';').next()?.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_else(|| panic!("no {name} cookie"))
+        };
+        let form = browser
+            .get(format!("{}/users/sign_in", self.berth.url))
+            .send()
+            .unwrap();
+        let csrf = cookie(&form, "berth_csrf");
+        let signed_in = browser
+            .post(format!("{}/users/sign_in", self.berth.url))
+            .header("cookie", format!("berth_csrf={csrf}"))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("username", username),
+                ("password", password),
+                ("redirect_to", "/"),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(signed_in.status(), 303, "signing in as {username}");
+        let session = cookie(&signed_in, "berth_session");
+        let page = browser
+            .get(format!("{}{path}", self.berth.url))
+            .header("cookie", format!("berth_session={session}"))
+            .send()
+            .unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        page.text().unwrap()
+    }
+
     fn skopeo(&self, args: &[&str]) -> Output {
         Command::new("skopeo")
             .arg("--insecure-policy")
@@ -597,11 +675,53 @@ fn protection_matrix() {
                 "{cell}"
             );
         }
+        // So does the cleanup log, beside the run's deletions.
+        let log = ctx.get(3, &format!("/projects/{}/registry/cleanup_log", ctx.pid));
+        let mut run_ids = Vec::new();
+        for (pi, p) in PROTECTIONS.iter().enumerate() {
+            let cell = format!("{p}-cleanup-{role}");
+            let rows: Vec<&Value> = log
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["tag"] == cell.as_str())
+                .collect();
+            assert_eq!(rows.len(), 1, "{cell} logged once: {log}");
+            let row = rows[0];
+            assert_eq!(row["repository_path"], REPO, "{row}");
+            assert_eq!(row["reason"], "policy", "{row}");
+            if pi == 0 {
+                assert_eq!(row["outcome"], "deleted", "{row}");
+                assert_eq!(row["step"], Value::Null, "{row}");
+            } else {
+                assert_eq!(row["outcome"], "kept", "{row}");
+                assert_eq!(row["protected_by_rule"], rule_of(pi), "{row}");
+                assert_eq!(
+                    row["step"],
+                    format!("protected by rule {}", rule_of(pi)),
+                    "{row}"
+                );
+            }
+            run_ids.push(row["cleanup_run_id"].clone());
+        }
+        assert!(
+            run_ids[0].is_i64() && run_ids.iter().all(|r| *r == run_ids[0]),
+            "one run deleted and kept them: {run_ids:?}"
+        );
     }
     assert!(
         ctx.berth.log().contains("protected by rule"),
         "the cleanup's log says which rule kept a tag"
     );
+    // And so does the cleanup log on the project's settings page.
+    let page = ctx.web_page("/g/p/-/settings/packages_and_registries", &creds("admin"));
+    for pi in 1..PROTECTIONS.len() {
+        let badge = format!("Kept: protected by rule {}", rule_of(pi));
+        assert!(
+            page.contains(&badge),
+            "the settings page's log says {badge:?}"
+        );
+    }
 
     // A repository holding tags a caller may not delete cannot be deleted by them.
     for role in ["maint", "own"] {
@@ -628,6 +748,21 @@ fn protected_repositories_and_rule_management() {
         let out = ctx.skopeo_push(&creds("admin"), false, repo, "v1");
         assert!(out.status.success(), "{}", stderr(&out));
     }
+    // An upload session a maintainer opens before any rule exists.
+    let maint = ctx.bearer(&creds("maint"), locked, "pull,push");
+    let opened = ctx
+        .http
+        .post(format!("{}/v2/{locked}/blobs/uploads/", ctx.berth.url))
+        .header("Authorization", &maint)
+        .send()
+        .unwrap();
+    assert_eq!(opened.status(), 202);
+    let session = opened.headers()["location"].to_str().unwrap().to_string();
+    let session = if session.starts_with('/') {
+        format!("{}{session}", ctx.berth.url)
+    } else {
+        session
+    };
     // Maintainers manage rules; developers do not even see them.
     let rules_path = format!("/projects/{}/registry/protection/repository/rules", ctx.pid);
     let (status, _) = ctx.call(ctx.api("dev", Method::GET, &rules_path));
@@ -677,10 +812,68 @@ fn protected_repositories_and_rule_management() {
     let out = ctx.skopeo_push(&creds("own"), true, locked, "v2");
     assert_skopeo("owner pushes to g/p/locked", 'Y', &out);
     // A push by digest alone is a push too.
-    let maint = ctx.bearer(&creds("maint"), locked, "pull,push");
     let (status, body) = ctx.put_manifest(&maint, locked, &digest_of(&ctx.b.1), &ctx.b.1);
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["errors"][0]["code"], "DENIED");
+
+    // So are blob uploads into it, refused on the first request: starting a session,
+    // a monolithic upload, a mount from a repository the maintainer may read, and
+    // continuing or finishing a session opened before the rule.
+    let layer = ctx.a.1["layers"][0]["digest"].as_str().unwrap().to_string();
+    let refused_upload = |what: &str, rb: RequestBuilder| {
+        let (status, body) = ctx.call(rb.header("Authorization", &maint));
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_eq!(body["errors"][0]["code"], "DENIED", "{what}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("repository protection rule {id}"))
+                && message.contains("owner role"),
+            "{what}: the refusal names the rule and the level: {message}"
+        );
+    };
+    let uploads = format!("{}/v2/{locked}/blobs/uploads/", ctx.berth.url);
+    refused_upload("upload start", ctx.http.post(&uploads));
+    refused_upload(
+        "monolithic upload",
+        ctx.http
+            .post(&uploads)
+            .query(&[("digest", digest_of(&json!("x")).as_str())])
+            .body(serde_json::to_vec(&json!("x")).unwrap()),
+    );
+    refused_upload(
+        "mount",
+        ctx.http
+            .post(&uploads)
+            .query(&[("mount", layer.as_str()), ("from", open)]),
+    );
+    refused_upload(
+        "upload chunk",
+        ctx.http
+            .patch(&session)
+            .header("Content-Type", "application/octet-stream")
+            .body("abc"),
+    );
+    refused_upload(
+        "upload finish",
+        ctx.http
+            .put(&session)
+            .query(&[("digest", format!("sha256:{}", sha256_hex(b"")).as_str())]),
+    );
+    assert_eq!(
+        ctx.upload_blobs(&maint, locked, &ctx.b.0, &ctx.b.1),
+        vec![403, 403]
+    );
+    // The owner may upload; another repository of the project is not covered.
+    let owner = ctx.bearer(&creds("own"), locked, "pull,push");
+    assert_eq!(
+        ctx.upload_blobs(&owner, locked, &ctx.b.0, &ctx.b.1),
+        vec![201, 201]
+    );
+    let maint_open = ctx.bearer(&creds("maint"), open, "pull,push");
+    assert_eq!(
+        ctx.upload_blobs(&maint_open, open, &ctx.b.0, &ctx.b.1),
+        vec![201, 201]
+    );
 
     // Deleting: the rule now also guards deletion, at owner.
     let (status, rule) = ctx.call(
@@ -765,6 +958,15 @@ fn protected_repositories_and_rule_management() {
     assert_eq!(status, 204);
     let list = ctx.get(1, &tags_path);
     assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
+    // Tag rules do not reach blobs: a developer still uploads to an unprotected
+    // repository though rules protect every `t1-…` tag.
+    let dev_open = ctx.bearer(&creds("dev"), open, "pull,push");
+    let (status, body) = ctx.call(
+        ctx.http
+            .post(format!("{}/v2/{open}/blobs/uploads/", ctx.berth.url))
+            .header("Authorization", &dev_open),
+    );
+    assert_eq!(status, 202, "{body}");
 
     // A project move keeps its rules, under the new path.
     let (status, moved) = ctx.call(
@@ -776,6 +978,74 @@ fn protected_repositories_and_rule_management() {
     assert_eq!(list[0]["repository_path_pattern"], "g/q/lock*", "{list}");
     let out = ctx.skopeo_push(&creds("maint"), false, "g/q/locked", "v3");
     assert_skopeo("maintainer pushes to the moved g/q/locked", 'P', &out);
+}
+
+/// Many pushes racing to create one new immutable tag, each with a manifest of its
+/// own: the rule check and the tag write are one decision, so exactly one creates
+/// it, every other is refused with DENIED naming the rule, and the tag never moves.
+#[test]
+fn racing_pushes_of_a_new_immutable_tag_leave_one_winner() {
+    const RACERS: usize = 8;
+    let ctx = Ctx::start();
+    let rule = create_rule(
+        &ctx,
+        "tag",
+        json!({ "tag_name_pattern": "r-.*", "immutable": true }),
+    );
+    let rule_id = rule["id"].as_i64().unwrap();
+    let dev = ctx.bearer(&creds("dev"), REPO, "pull,push");
+    assert_eq!(
+        ctx.upload_blobs(&dev, REPO, &ctx.a.0, &ctx.a.1),
+        vec![201, 201]
+    );
+    let race = |tag: &str, manifests: &[Value]| -> Vec<(u16, Value)> {
+        let start = std::sync::Barrier::new(manifests.len());
+        std::thread::scope(|s| {
+            let racers: Vec<_> = manifests
+                .iter()
+                .map(|m| {
+                    let start = &start;
+                    let ctx = &ctx;
+                    let dev = &dev;
+                    s.spawn(move || {
+                        start.wait();
+                        ctx.put_manifest(dev, REPO, tag, m)
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        })
+    };
+    for round in 0..4 {
+        let tag = format!("r-{round}");
+        let manifests: Vec<Value> = (0..RACERS)
+            .map(|i| unique(&ctx.a.1, &format!("race {round} {i}")))
+            .collect();
+        let answers = race(&tag, &manifests);
+        let winners: Vec<usize> = (0..RACERS).filter(|i| answers[*i].0 == 201).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        for (status, body) in answers.iter().filter(|(s, _)| *s != 201) {
+            assert_eq!(*status, 403, "round {round}: {body}");
+            assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
+            let message = body["errors"][0]["message"].as_str().unwrap();
+            assert!(
+                message.contains(&format!("immutable by tag protection rule {rule_id}")),
+                "the refusal names the rule: {message}"
+            );
+        }
+        let won = digest_of(&manifests[winners[0]]);
+        assert_eq!(ctx.tag_digest(&tag), Some(won.clone()), "round {round}");
+        // A late push does not move it either.
+        let (status, _) = ctx.put_manifest(&dev, REPO, &tag, &manifests[(winners[0] + 1) % RACERS]);
+        assert_eq!(status, 403);
+        assert_eq!(ctx.tag_digest(&tag), Some(won), "round {round}");
+    }
+    // Racers pushing the very same manifest change nothing after the first, and all
+    // succeed.
+    let same = vec![unique(&ctx.a.1, "same"); RACERS];
+    let answers = race("r-same", &same);
+    assert!(answers.iter().all(|(s, _)| *s == 201), "{answers:?}");
+    assert_eq!(ctx.tag_digest("r-same"), Some(digest_of(&same[0])));
 }
 
 /// python-gitlab's `project.registry_protection_repository_rules` unchanged, and

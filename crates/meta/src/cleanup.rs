@@ -19,6 +19,17 @@ pub struct CleanupLogEntry {
     pub deleted_at: i64,
     /// The cleanup run (policy run, bulk deletion, command) that deleted it.
     pub run_id: Option<i64>,
+    /// Set when the run did not delete the tag: the protection rule that kept it
+    /// (`deleted_at` is then when the run kept it).
+    pub kept_by_rule: Option<i64>,
+}
+
+/// A tag a cleanup run selected but a protection rule kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptTag {
+    pub tag: String,
+    pub digest: String,
+    pub rule_id: i64,
 }
 
 /// One worker's hold on a repository's cleanup turn. `number` counts the repository's
@@ -82,6 +93,19 @@ pub trait CleanupMeta: Send + Sync {
         actor: &crate::Actor,
         now: i64,
     ) -> Result<u64>;
-    /// The project's most recent cleanup deletions, newest first.
+    /// Log tags of repository `repository_id` that run `run` (`None`: the policy run
+    /// the repository was scheduled by) kept because a protection rule forbids
+    /// deleting them. A tag already logged as kept by the same run is not logged again
+    /// (an unfinished run plans anew on each turn). Returns how many rows were added.
+    async fn log_kept_tags(
+        &self,
+        repository_id: i64,
+        kept: &[KeptTag],
+        reason: &str,
+        run: Option<i64>,
+        now: i64,
+    ) -> Result<u64>;
+    /// The project's most recent cleanup deletions (and tags kept by protection
+    /// rules), newest first.
     async fn cleanup_log(&self, project_id: i64, limit: i64) -> Result<Vec<CleanupLogEntry>>;
 }

@@ -158,6 +158,26 @@ pub struct StoredManifest {
     pub payload: bytes::Bytes,
 }
 
+/// What a conditional tag write expects the tag to be (see
+/// [`RegistryMeta::put_manifest_if`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagExpect {
+    /// No live tag of that name.
+    Absent,
+    /// The live tag points at this manifest.
+    At(Digest),
+}
+
+impl TagExpect {
+    /// Whether a tag now pointing at `current` (`None`: no live tag) is as expected.
+    pub fn holds(&self, current: Option<&str>) -> bool {
+        match self {
+            TagExpect::Absent => current.is_none(),
+            TagExpect::At(d) => current == Some(d.as_str()),
+        }
+    }
+}
+
 /// How a manifest is asked for.
 #[derive(Debug, Clone)]
 pub enum ManifestRef<'a> {
@@ -267,7 +287,25 @@ pub trait RegistryMeta: Send + Sync {
         tag: Option<&str>,
         now: i64,
         actor: &Actor,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.put_manifest_if(repository, manifest, tag, None, now, actor)
+            .await
+            .map(|_| ())
+    }
+    /// [`RegistryMeta::put_manifest_by`] only if `tag` is still as `expect` says,
+    /// judged inside the write's transaction: a protection rule decided on what the
+    /// tag was when it was checked, and a concurrent push must not change that
+    /// between the check and the write. Returns `false`, having written nothing
+    /// (not even the manifest), when the tag is no longer so.
+    async fn put_manifest_if(
+        &self,
+        repository: &str,
+        manifest: &NewManifest,
+        tag: Option<&str>,
+        expect: Option<&TagExpect>,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<bool>;
     async fn manifest(
         &self,
         repository: &str,
@@ -286,7 +324,24 @@ pub trait RegistryMeta: Send + Sync {
         digest: &Digest,
         now: i64,
         actor: &Actor,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        Ok(self
+            .delete_manifest_if(repository, digest, None, now, actor)
+            .await?
+            .unwrap_or(false))
+    }
+    /// [`RegistryMeta::delete_manifest_by`] only if the manifest's live tags are still
+    /// exactly `tags` (in any order), judged inside the delete's transaction: the
+    /// protection check allowed deleting those, and a tag pushed onto the manifest
+    /// since was never checked. `None`, having deleted nothing, when they are not.
+    async fn delete_manifest_if(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        tags: Option<&[String]>,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<Option<bool>>;
     /// Delete one tag (the manifest stays). Returns whether it existed.
     async fn delete_tag(&self, repository: &str, tag: &str, now: i64) -> Result<bool> {
         self.delete_tag_by(repository, tag, now, &Actor::default())

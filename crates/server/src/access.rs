@@ -32,6 +32,16 @@ pub fn claims(state: &AppState, headers: &HeaderMap) -> Option<std::sync::Arc<Cl
     state.signer.verify(bearer(headers)?, now_ms() / 1000)
 }
 
+/// The claims of the request's token, also when it expired within the upload
+/// expiry: who continues an upload session that [`authorize_expired_session`] let
+/// through.
+pub fn session_claims(state: &AppState, headers: &HeaderMap) -> Option<std::sync::Arc<Claims>> {
+    let max_age = state.settings.upload_expiry.as_secs() as i64;
+    state
+        .signer
+        .verify_expired_within(bearer(headers)?, now_ms() / 1000, max_age)
+}
+
 /// Who sends a registry request, as tag history records it: the token's principal
 /// kind, user (or deploy token) id and subject.
 pub fn actor(state: &AppState, headers: &HeaderMap) -> berth_meta::Actor {

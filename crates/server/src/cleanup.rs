@@ -156,13 +156,27 @@ pub async fn run_turn(
     let started = std::time::Instant::now();
     let deadline = std::time::Duration::from_secs(limits.delete_timeout_secs);
     let plan = plan_as(meta, repository_id, rules, crate::state::now_ms(), by.who).await?;
-    let mut protected = 0;
+    let mut kept = Vec::new();
     for (t, step) in plan.tags.iter().zip(&plan.steps) {
-        if let Step::Protected(_) = step {
-            protected += 1;
+        if let Step::Protected(rule_id) = step {
             tracing::info!(repository_id, tag = %t.name, reason = by.reason, "cleanup kept the tag: {}", step.describe());
+            kept.push(berth_meta::KeptTag {
+                tag: t.name.clone(),
+                digest: t.digest.clone(),
+                rule_id: *rule_id,
+            });
         }
     }
+    let protected = kept.len();
+    // The cleanup log says which rule kept each tag, as the preview does.
+    meta.log_kept_tags(
+        repository_id,
+        &kept,
+        by.reason,
+        by.run,
+        crate::state::now_ms(),
+    )
+    .await?;
     let doomed: Vec<String> = plan.doomed().map(|t| t.name.clone()).collect();
     let turn: Vec<String> = doomed.iter().take(limits.max_list_size).cloned().collect();
     let mut deleted = 0;

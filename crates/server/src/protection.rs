@@ -1,6 +1,6 @@
 //! Enforcing protection rules (decided by `berth_core::protection`) where tags and
-//! repositories change: `/v2` manifest pushes and deletes, the REST API's tag and
-//! repository deletion, and cleanup. Rules are read on each request, so a token
+//! repositories change: `/v2` manifest pushes and deletes, blob uploads into a
+//! protected repository, the REST API's tag and repository deletion, and cleanup. Rules are read on each request, so a token
 //! minted before a rule existed is held to it; the caller's role is looked up only
 //! when a rule matches, so unprotected pushes pay one indexed query, and manifest
 //! reads pay nothing.
@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use berth_core::protection::{compile_tag_pattern, Op, Refusal, RuleSet, Standing};
-use berth_meta::{Meta, MetaError};
+use berth_meta::{Meta, MetaError, TagExpect};
 use regex::Regex;
 
 use crate::auth::Principal;
@@ -111,32 +111,67 @@ pub(crate) enum V2Change<'a> {
         tag: Option<&'a str>,
         digest: &'a berth_oci::Digest,
     },
+    /// A blob upload started, continued or finished (or a blob mounted) into the
+    /// repository: governed by repository rules' push level only, as tag rules are
+    /// about tags and a blob has none.
+    Upload,
     DeleteTag(&'a str),
     /// A manifest deleted with every tag on it.
     DeleteManifest(&'a berth_oci::Digest),
 }
 
+/// What an allowed `/v2` change was decided on, for the write to make its condition:
+/// checked and written in separate transactions, two pushes racing to create one
+/// immutable tag would both pass and the second move it.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    /// The tag's state the decision depended on (see
+    /// [`berth_meta::RegistryMeta::put_manifest_if`]). `Absent` for a tag delete: the
+    /// tag was not there when checked, so the answer is that it is unknown, whatever
+    /// a concurrent push did since.
+    pub tag: Option<TagExpect>,
+    /// A manifest delete: the tags on it that were checked (see
+    /// [`berth_meta::RegistryMeta::delete_manifest_if`]).
+    pub manifest_tags: Option<Vec<String>>,
+}
+
 /// Refuse a `/v2` change that a protection rule forbids the token's holder (looked
 /// up now, not when the token was minted), with `DENIED` naming the rule and the
 /// level needed.
+///
+/// Allowed, it returns what the decision assumed (see [`Checked`]).
 pub(crate) async fn check_v2(
     state: &crate::state::AppState,
     headers: &axum::http::HeaderMap,
     repository: &str,
     change: V2Change<'_>,
-) -> crate::error::RegistryResult<()> {
+) -> crate::error::RegistryResult<Checked> {
     use berth_meta::ManifestRef;
     let meta = state.meta.as_ref();
     let guard = Guard::load(meta, repository).await?;
     if guard.is_empty() {
-        return Ok(());
+        return Ok(Checked::default());
     }
+    // An upload session may be continued with a token that expired meanwhile (its
+    // holder was checked by `authorize_expired_session`).
+    let upload = matches!(change, V2Change::Upload);
     let mut tags: Vec<(String, bool)> = Vec::new();
+    let mut expect = None;
+    let mut manifest_tags = None;
     let op = match change {
         V2Change::Push { tag, digest } => {
             // Whether the tag exists matters only when a tag rule names it.
             if let Some(t) = tag.filter(|t| guard.rules.tag(t, Op::Push, true).is_some()) {
-                match meta.manifest(repository, ManifestRef::Tag(t)).await? {
+                let current = meta.manifest(repository, ManifestRef::Tag(t)).await?;
+                // The decision hangs on the tag's state only where an immutable rule
+                // lets a tag be created but not moved.
+                if guard.rules.tag(t, Op::Push, true) != guard.rules.tag(t, Op::Push, false) {
+                    expect = Some(match &current {
+                        Some(m) => TagExpect::At(m.digest.clone()),
+                        None => TagExpect::Absent,
+                    });
+                }
+                match current {
                     // Pushing what the tag already holds changes nothing.
                     Some(m) if &m.digest == digest => {}
                     Some(_) => tags.push((t.to_string(), true)),
@@ -145,6 +180,7 @@ pub(crate) async fn check_v2(
             }
             Op::Push
         }
+        V2Change::Upload => Op::Push,
         V2Change::DeleteTag(t) => {
             // A tag that does not exist is not protected: the answer is that it is unknown.
             if meta
@@ -153,6 +189,8 @@ pub(crate) async fn check_v2(
                 .is_some()
             {
                 tags.push((t.to_string(), true));
+            } else {
+                expect = Some(TagExpect::Absent);
             }
             Op::Delete
         }
@@ -164,14 +202,23 @@ pub(crate) async fn check_v2(
                     }
                 }
             }
+            manifest_tags = Some(tags.iter().map(|(t, _)| t.clone()).collect());
             Op::Delete
         }
     };
     let tags: Vec<(&str, bool)> = tags.iter().map(|(t, e)| (t.as_str(), *e)).collect();
+    let checked = Checked {
+        tag: expect,
+        manifest_tags,
+    };
     if !guard.matters(repository, &tags, op) {
-        return Ok(());
+        return Ok(checked);
     }
-    let who = match (crate::access::claims(state, headers), guard.project_id) {
+    let claims = match crate::access::claims(state, headers) {
+        None if upload => crate::access::session_claims(state, headers),
+        c => c,
+    };
+    let who = match (claims, guard.project_id) {
         (Some(c), Some(project_id)) => {
             let principal = crate::access::principal_from_claims(state, &c).await?;
             standing(meta, &principal, project_id).await?
@@ -182,5 +229,6 @@ pub(crate) async fn check_v2(
         crate::error::RegistryError::new(crate::error::Code::Denied, r.to_string())
             .detail(serde_json::json!({ "name": repository, "rule": r.protection.rule_id }))
             .because(format!("protection rule {}", r.protection.rule_id))
-    })
+    })?;
+    Ok(checked)
 }

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta};
+use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta, KeptTag};
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::{Actor, Result};
 
@@ -297,10 +297,60 @@ impl CleanupMeta for Db {
         Ok(ended)
     }
 
+    async fn log_kept_tags(
+        &self,
+        repository_id: i64,
+        kept: &[KeptTag],
+        reason: &str,
+        run: Option<i64>,
+        now: i64,
+    ) -> Result<u64> {
+        if kept.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write_tx().await?;
+        let repo: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT path, project_id, cleanup_run_id FROM repositories WHERE id = $1",
+        )
+        .bind(repository_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((path, Some(project_id), policy_run)) = repo else {
+            return Ok(0);
+        };
+        let run = run.or(policy_run);
+        let mut added = 0;
+        for k in kept {
+            added += sqlx::query(
+                "INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
+                 digest, reason, deleted_at, run_id, kept_by_rule) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+                 WHERE $8 IS NULL OR NOT EXISTS (SELECT 1 FROM cleanup_log \
+                     WHERE run_id = $10 AND repository_id = $2 AND tag = $4 \
+                       AND kept_by_rule IS NOT NULL)",
+            )
+            .bind(project_id)
+            .bind(repository_id)
+            .bind(&path)
+            .bind(&k.tag)
+            .bind(&k.digest)
+            .bind(reason)
+            .bind(now)
+            .bind(run)
+            .bind(k.rule_id)
+            .bind(run)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
     async fn cleanup_log(&self, project_id: i64, limit: i64) -> Result<Vec<CleanupLogEntry>> {
         let rows = sqlx::query(
             "SELECT project_id, repository_id, repository_path, tag, digest, reason, deleted_at, \
-             run_id FROM cleanup_log WHERE project_id = $1 ORDER BY deleted_at DESC, id DESC LIMIT $2",
+             run_id, kept_by_rule FROM cleanup_log WHERE project_id = $1 ORDER BY deleted_at DESC, id DESC LIMIT $2",
         )
         .bind(project_id)
         .bind(limit)
@@ -317,6 +367,7 @@ impl CleanupMeta for Db {
                 reason: r.get(5),
                 deleted_at: r.get(6),
                 run_id: r.get(7),
+                kept_by_rule: r.get(8),
             })
             .collect())
     }

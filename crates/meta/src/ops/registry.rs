@@ -9,7 +9,7 @@ use super::{lock_paths_shared, retry_deadlocks, Conn, Db, DbRow, CONCURRENT_WRIT
 use crate::common::digest;
 use crate::{
     Actor, ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
-    StoredManifest, Upload,
+    StoredManifest, TagExpect, Upload,
 };
 
 /// Whether repository `id` exists; with concurrent writers (PostgreSQL) also locks its
@@ -300,15 +300,19 @@ impl RegistryMeta for Db {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn put_manifest_by(
+    async fn put_manifest_if(
         &self,
         repository: &str,
         m: &NewManifest,
         tag: Option<&str>,
+        expect: Option<&TagExpect>,
         now: i64,
         actor: &Actor,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        // Also the lock that orders concurrent pushes to one repository (PostgreSQL:
+        // the row stays locked until commit), so the tag read below is the one this
+        // write replaces.
         let repo = ensure_repo(&mut tx, repository, now).await?;
         // Check reachability inside the transaction, and (PostgreSQL) lock the blobs
         // (GC reviews lock them for update), so a concurrent delete cannot slip
@@ -416,6 +420,10 @@ impl RegistryMeta for Db {
             .bind(tag)
             .fetch_optional(&mut *tx)
             .await?;
+            if expect.is_some_and(|e| !e.holds(current.as_deref())) {
+                // Dropped without commit: nothing of this push is written.
+                return Ok(false);
+            }
             if current.as_deref() != Some(m.digest.as_str()) {
                 if current.is_some() {
                     end_tag(&mut tx, repo, tag, now, "moved", actor, None).await?;
@@ -435,7 +443,7 @@ impl RegistryMeta for Db {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn manifest(
@@ -492,18 +500,37 @@ impl RegistryMeta for Db {
         Ok(Some(found))
     }
 
-    async fn delete_manifest_by(
+    async fn delete_manifest_if(
         &self,
         repository: &str,
         d: &Digest,
+        tags: Option<&[String]>,
         now: i64,
         actor: &Actor,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         retry_deadlocks(move || async move {
             let mut tx = self.write_tx().await?;
+            // Locked (PostgreSQL) as every push locks it first, so no tag lands on
+            // the manifest between the comparison below and the delete.
             let Some(repo) = locked_repo_id(&mut tx, repository).await? else {
-                return Ok(false);
+                return Ok(tags.is_none_or(|t| t.is_empty()).then_some(false));
             };
+            if let Some(expected) = tags {
+                let mut live: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM tags WHERE repository_id = $1 AND manifest_digest = $2 \
+                     AND deleted_at IS NULL",
+                )
+                .bind(repo)
+                .bind(d.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut expected = expected.to_vec();
+                live.sort();
+                expected.sort();
+                if live != expected {
+                    return Ok(None);
+                }
+            }
             let parent: Option<String> = sqlx::query_scalar(
                 "SELECT p.digest FROM manifests c \
                  JOIN manifest_references r ON r.child_id = c.id \
@@ -537,7 +564,7 @@ impl RegistryMeta for Db {
                     .execute(&mut *tx)
                     .await?;
             tx.commit().await?;
-            Ok(done.rows_affected() > 0)
+            Ok(Some(done.rows_affected() > 0))
         })
         .await
     }

@@ -117,6 +117,35 @@ pub(crate) async fn a_policy_run_from_due_to_done(m: &dyn TestMeta) {
     // The policy run the repository was scheduled by deleted them.
     assert!(log[0].run_id.is_some());
     assert_eq!(log[0].run_id, log[1].run_id);
+    assert_eq!(log[0].kept_by_rule, None);
+    // Tags a protection rule kept are logged too, once per run however many turns
+    // the run takes.
+    let kept = |tag: &str, rule_id| crate::KeptTag {
+        tag: tag.into(),
+        digest: "sha256:kept".into(),
+        rule_id,
+    };
+    let added = m
+        .log_kept_tags(rid, &[kept("k1", 7), kept("k2", 8)], "policy", None, 161)
+        .await
+        .unwrap();
+    assert_eq!(added, 2);
+    let again = m
+        .log_kept_tags(rid, &[kept("k1", 7), kept("k3", 7)], "policy", None, 162)
+        .await
+        .unwrap();
+    assert_eq!(again, 1, "k1 was logged by this run already");
+    let log = m.cleanup_log(pid, 10).await.unwrap();
+    let kept_rows: Vec<(&str, Option<i64>)> = log
+        .iter()
+        .filter(|e| e.kept_by_rule.is_some())
+        .map(|e| (e.tag.as_str(), e.kept_by_rule))
+        .collect();
+    assert_eq!(
+        kept_rows,
+        vec![("k3", Some(7)), ("k2", Some(8)), ("k1", Some(7))]
+    );
+    assert!(log.iter().all(|e| e.run_id == log[0].run_id));
     // A claim is held until its lease lapses, and renewing moves the lease on.
     assert_eq!(m.reset_lapsed_cleanups(1_000).await.unwrap(), (0, 1));
     assert!(m.renew_cleanup(&first, 2_000).await.unwrap());

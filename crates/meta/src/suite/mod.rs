@@ -109,6 +109,7 @@ macro_rules! meta_suite {
     ($open:path) => {
         $crate::suite::meta_suite!(@tests $open;
             registry::manifest_needs_reachable_blobs_and_tags_move,
+            registry::conditional_tag_writes_hold_inside_the_transaction,
             registry::index_children_and_referrers,
             registry::uploads_expire,
             registry::manifest_lookups_follow_every_write,

@@ -3,7 +3,7 @@
 use berth_oci::Digest;
 
 use super::TestMeta;
-use crate::{ManifestRef, MetaError, NewManifest, Upload};
+use crate::{Actor, ManifestRef, MetaError, NewManifest, TagExpect, Upload};
 
 pub(crate) fn manifest(payload: &str, blobs: Vec<Digest>, children: Vec<Digest>) -> NewManifest {
     NewManifest {
@@ -65,6 +65,105 @@ pub(crate) async fn manifest_needs_reachable_blobs_and_tags_move(m: &dyn TestMet
     assert!(m.tags("a/b", None, 10).await.unwrap().is_empty());
     assert_eq!(m.catalog(None, 10).await.unwrap(), vec!["a/b", "other"]);
     assert_eq!(m.catalog(Some("a/b"), 10).await.unwrap(), vec!["other"]);
+}
+
+/// A tag write conditional on the tag's state (what a protection check saw) is
+/// judged inside its transaction: when the tag is not as expected nothing is
+/// written, and of many pushes racing to create one tag exactly one does.
+pub(crate) async fn conditional_tag_writes_hold_inside_the_transaction(m: &dyn TestMeta) {
+    let layer = Digest::sha256_of(b"layer");
+    m.link_blob("c/r", &layer, 5, 1).await.unwrap();
+    let one = manifest("one", vec![layer.clone()], vec![]);
+    let two = manifest("two", vec![layer.clone()], vec![]);
+    let actor = Actor::default();
+    let put = |man: &NewManifest, tag: &'static str, expect: TagExpect, now: i64| {
+        let man = man.clone();
+        let actor = actor.clone();
+        async move {
+            m.put_manifest_if("c/r", &man, Some(tag), Some(&expect), now, &actor)
+                .await
+                .unwrap()
+        }
+    };
+    let tag_of = |tag: &'static str| async move {
+        m.manifest("c/r", ManifestRef::Tag(tag))
+            .await
+            .unwrap()
+            .map(|x| x.digest)
+    };
+
+    // Absent: created once, then refused; the refused manifest is not stored either.
+    assert!(put(&one, "v1", TagExpect::Absent, 2).await);
+    assert!(!put(&two, "v1", TagExpect::Absent, 3).await);
+    assert_eq!(tag_of("v1").await, Some(one.digest.clone()));
+    assert!(m
+        .manifest("c/r", ManifestRef::Digest(&two.digest))
+        .await
+        .unwrap()
+        .is_none());
+    // At: moves only from the digest it names.
+    assert!(!put(&two, "v1", TagExpect::At(two.digest.clone()), 4).await);
+    assert!(put(&two, "v1", TagExpect::At(one.digest.clone()), 5).await);
+    assert_eq!(tag_of("v1").await, Some(two.digest.clone()));
+    assert!(!put(&one, "v1", TagExpect::At(one.digest.clone()), 6).await);
+    // A deleted tag is absent again.
+    assert!(m.delete_tag("c/r", "v1", 7).await.unwrap());
+    assert!(!put(&one, "v1", TagExpect::At(two.digest.clone()), 8).await);
+    assert!(put(&one, "v1", TagExpect::Absent, 9).await);
+    // Unconditional writes are unchanged.
+    m.put_manifest("c/r", &two, Some("v1"), 10).await.unwrap();
+    assert_eq!(tag_of("v1").await, Some(two.digest.clone()));
+
+    // A manifest delete conditional on the tags it carries.
+    m.put_manifest("c/r", &one, Some("d1"), 11).await.unwrap();
+    m.put_manifest("c/r", &one, Some("d2"), 11).await.unwrap();
+    let checked = vec!["d2".to_string()];
+    let done = m
+        .delete_manifest_if("c/r", &one.digest, Some(&checked), 12, &actor)
+        .await
+        .unwrap();
+    assert_eq!(done, None, "d1 was not among the checked tags");
+    assert_eq!(tag_of("d1").await, Some(one.digest.clone()));
+    let checked = vec!["d2".to_string(), "d1".to_string()];
+    let done = m
+        .delete_manifest_if("c/r", &one.digest, Some(&checked), 13, &actor)
+        .await
+        .unwrap();
+    assert_eq!(done, Some(true));
+    assert_eq!(tag_of("d1").await, None);
+    let done = m
+        .delete_manifest_if("c/r", &one.digest, Some(&[]), 14, &actor)
+        .await
+        .unwrap();
+    assert_eq!(done, Some(false), "gone already");
+
+    // Many writers racing to create one tag, each with a manifest of its own: one wins.
+    for round in 0..3 {
+        let tag: &'static str = ["race0", "race1", "race2"][round];
+        let manifests: Vec<NewManifest> = (0..8)
+            .map(|i| manifest(&format!("race {round} {i}"), vec![layer.clone()], vec![]))
+            .collect();
+        let won = futures::future::join_all(
+            manifests
+                .iter()
+                .map(|man| put(man, tag, TagExpect::Absent, 20 + round as i64)),
+        )
+        .await;
+        let winners: Vec<usize> = (0..won.len()).filter(|i| won[*i]).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {won:?}");
+        assert_eq!(
+            tag_of(tag).await,
+            Some(manifests[winners[0]].digest.clone()),
+            "round {round}"
+        );
+        let live = m
+            .sql_i64(
+                "SELECT COUNT(*) FROM tags WHERE name = 'race' || CAST($1 AS TEXT)",
+                round as i64,
+            )
+            .await;
+        assert_eq!(live, 1, "round {round}: the tag was written once");
+    }
 }
 
 pub(crate) async fn index_children_and_referrers(m: &dyn TestMeta) {

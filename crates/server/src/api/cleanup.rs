@@ -198,7 +198,7 @@ async fn run_now(
         ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
     ),
     responses(
-        (status = 200, description = "The latest 500 deletions by cleanup, newest first", body = [CleanupLogEntry]),
+        (status = 200, description = "The latest 500 deletions by cleanup (and tags protection rules kept from it), newest first", body = [CleanupLogEntry]),
         RefusedOrMissing,
     )
 )]
@@ -224,6 +224,16 @@ async fn log(
             reason: e.reason,
             deleted_at: timestamp(e.deleted_at),
             cleanup_run_id: e.run_id,
+            outcome: if e.kept_by_rule.is_some() {
+                "kept"
+            } else {
+                "deleted"
+            }
+            .into(),
+            step: e
+                .kept_by_rule
+                .map(|r| berth_core::cleanup::Step::Protected(r).describe()),
+            protected_by_rule: e.kept_by_rule,
         })
         .collect();
     Ok(Json(entries).into_response())

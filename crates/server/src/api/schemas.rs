@@ -611,6 +611,15 @@ pub struct CleanupLogEntry {
     /// undoes the run).
     #[schema(required = true)]
     pub cleanup_run_id: Option<i64>,
+    /// `deleted`, or `kept`: the run selected the tag but a protection rule forbids
+    /// deleting it (`deleted_at` is then when the run kept it).
+    pub outcome: String,
+    /// Why a kept tag stayed, as the cleanup preview says it: `protected by rule N`.
+    #[schema(required = true)]
+    pub step: Option<String>,
+    /// The protection rule that kept the tag.
+    #[schema(required = true)]
+    pub protected_by_rule: Option<i64>,
 }
 
 /// Who changed a tag: `kind` is the credential (`user`, `personal_access_token`,

@@ -155,17 +155,38 @@ pub async fn put(
         tag: tag.as_ref().map(|t| t.as_str()),
         digest: &digest,
     };
-    check_v2(state, headers, name.as_str(), change).await?;
-    state
+    let actor = crate::access::actor(state, headers);
+    let mut expect = check_v2(state, headers, name.as_str(), change).await?.tag;
+    // The check's view of the tag is made a condition of the write; when a concurrent
+    // push changed the tag meanwhile, the check runs again on what it is now (and
+    // refuses, naming the rule, when that now forbids this push). An immutable tag
+    // settles after one change, so a few rounds always suffice.
+    let mut rounds = 0;
+    while !state
         .meta
-        .put_manifest_by(
+        .put_manifest_if(
             name.as_str(),
             &record,
             tag.as_ref().map(|t| t.as_str()),
+            expect.as_ref(),
             now_ms(),
-            &crate::access::actor(state, headers),
+            &actor,
         )
-        .await?;
+        .await?
+    {
+        rounds += 1;
+        if rounds == MAX_CHECK_ROUNDS {
+            return Err(RegistryError::new(
+                Code::Denied,
+                "the tag kept changing while this push was checked against its protection rules; push again",
+            ));
+        }
+        let change = V2Change::Push {
+            tag: tag.as_ref().map(|t| t.as_str()),
+            digest: &digest,
+        };
+        expect = check_v2(state, headers, name.as_str(), change).await?.tag;
+    }
 
     let mut resp = empty(StatusCode::CREATED)
         .header(
@@ -183,6 +204,10 @@ pub async fn put(
     }
     finish(resp)
 }
+
+/// How many times a push re-checks protection rules when the tag it decided on
+/// changes under it before giving up.
+const MAX_CHECK_ROUNDS: u32 = 4;
 
 /// Image configs larger than this are not read for their creation time.
 const MAX_CONFIG_READ: i64 = 1024 * 1024;
@@ -218,7 +243,12 @@ pub async fn delete(
         Reference::Tag(t) => V2Change::DeleteTag(t.as_str()),
         Reference::Digest(d) => V2Change::DeleteManifest(d),
     };
-    check_v2(state, headers, name.as_str(), change).await?;
+    let checked = check_v2(state, headers, name.as_str(), change).await?;
+    if matches!(r, Reference::Tag(_)) && checked.tag == Some(berth_meta::TagExpect::Absent) {
+        // Not there when the rules were checked: deleting what a concurrent push
+        // created since would skip its rules.
+        return Err(manifest_unknown(reference));
+    }
     let actor = crate::access::actor(state, headers);
     let found = match r {
         // OCI 1.1: deleting by tag removes only the tag.
@@ -229,10 +259,29 @@ pub async fn delete(
                 .await?
         }
         Reference::Digest(d) => {
-            state
-                .meta
-                .delete_manifest_by(name.as_str(), &d, now, &actor)
-                .await?
+            // Deleted only with the tags the rules were checked for; a tag pushed
+            // onto the manifest meanwhile is checked in another round.
+            let mut tags = checked.manifest_tags;
+            let mut rounds = 0;
+            loop {
+                let done = state
+                    .meta
+                    .delete_manifest_if(name.as_str(), &d, tags.as_deref(), now, &actor)
+                    .await?;
+                if let Some(found) = done {
+                    break found;
+                }
+                rounds += 1;
+                if rounds == MAX_CHECK_ROUNDS {
+                    return Err(RegistryError::new(
+                        Code::Denied,
+                        "the manifest's tags kept changing while this delete was checked against their protection rules; delete again",
+                    ));
+                }
+                tags = check_v2(state, headers, name.as_str(), V2Change::DeleteManifest(&d))
+                    .await?
+                    .manifest_tags;
+            }
         }
     };
     if !found {

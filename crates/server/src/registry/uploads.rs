@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use super::{digits, empty, finish, parse_digest, query_get, query_pairs, range_header};
 use crate::access::{authorize, Action};
 use crate::error::{Code, RegistryError, RegistryResult};
+use crate::protection::{check_v2, V2Change};
 use crate::state::{now_ms, Shared};
 
 fn upload_unknown(id: &str) -> RegistryError {
@@ -285,6 +286,9 @@ pub async fn start(
     if let Err(refused) = authorize(state, headers, name.as_str(), Action::Push).await {
         return Err(mount_source_challenge(state, headers, name, &q, refused));
     }
+    // A repository rule's push level covers its blobs too, mounts included, so a
+    // refused pusher learns it on the first request, not after uploading every layer.
+    check_v2(state, headers, name.as_str(), V2Change::Upload).await?;
     if let Some(mount) = query_get(&q, "mount") {
         let digest = parse_digest(&mount)?;
         if let Some(resp) = try_mount(state, headers, name, &digest, query_get(&q, "from")).await? {
@@ -478,6 +482,7 @@ pub async fn patch(
     body: Body,
 ) -> RegistryResult<Response> {
     session_authorized(state, headers, name, id).await?;
+    check_v2(state, headers, name.as_str(), V2Change::Upload).await?;
     claimed(state, id, async {
         let size = current(state, name, id).await?;
         if let Some((start, end)) = content_range(headers)? {
@@ -513,6 +518,7 @@ pub async fn finish_upload(
     body: Body,
 ) -> RegistryResult<Response> {
     session_authorized(state, headers, name, id).await?;
+    check_v2(state, headers, name.as_str(), V2Change::Upload).await?;
     claimed(state, id, async {
         let q = query_pairs(query);
         let digest = query_get(&q, "digest").ok_or_else(|| {

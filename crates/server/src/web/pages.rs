@@ -1263,7 +1263,7 @@ pub async fn settings(
     };
     // The runs the log shows, newest first, each undoable in one click.
     let mut runs: Vec<(i64, String, i64, u64)> = Vec::new();
-    for e in &entries {
+    for e in entries.iter().filter(|e| e.kept_by_rule.is_none()) {
         let Some(id) = e.run_id else { continue };
         match runs.iter_mut().find(|r| r.0 == id) {
             Some(r) => r.3 += 1,
@@ -1286,6 +1286,7 @@ pub async fn settings(
                 reason => e.reason,
                 deleted => when(e.deleted_at),
                 run => e.run_id,
+                kept_by => e.kept_by_rule,
             }
         })
         .collect();
