@@ -24,7 +24,7 @@ use crate::state::{now_ms, AppState, Shared};
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/groups", get(list).post(create))
-        .route("/groups/{id}", get(show).put(update))
+        .route("/groups/{id}", get(show).put(update).delete(delete))
         .route("/groups/{id}/subgroups", get(subgroups))
         .route("/groups/{id}/descendant_groups", get(descendant_groups))
         .route("/groups/{id}/projects", get(group_projects))
@@ -389,6 +389,49 @@ async fn refuse_move(state: &AppState, g: &Namespace) -> ApiResult<bool> {
         }
     }
     Ok(false)
+}
+
+/// `DELETE /groups/:id`: owners (and administrators) delete a group with its
+/// subgroups and all their projects (as `DELETE /projects/:id` does), memberships,
+/// deploy tokens and dependency-proxy caches, in one transaction. Storage is freed
+/// by garbage collection afterwards.
+#[utoipa::path(
+    delete,
+    path = "/groups/{id}",
+    operation_id = "deleteGroup",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+    ),
+    responses(
+        (status = 202, description = "Deleted (refused with 403 while a project below holds a repository or tag a protection rule forbids the caller to delete)", body = super::schemas::Accepted),
+        super::schemas::RefusedOrMissing,
+    )
+)]
+async fn delete(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    delete_group(&state, &caller, &id).await?;
+    Ok(super::schemas::Accepted::response())
+}
+
+/// Delete a group and everything below it (owners; the REST API and the general
+/// settings page).
+pub(crate) async fn delete_group(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Namespace> {
+    let g = find_group(state, caller, id).await?;
+    caller
+        .require_group_level(state, &g, AccessLevel::Owner)
+        .await?;
+    let projects = state.meta.projects_in(g.id, true).await?;
+    super::registry::check_projects_deletable(state, caller, &projects).await?;
+    state.meta.delete_group(g.id, now_ms()).await?;
+    Ok(g)
 }
 
 /// `POST /groups/:id/transfer` (`group_id`: the new parent; none makes it top-level).
