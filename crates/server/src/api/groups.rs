@@ -456,29 +456,41 @@ async fn transfer(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let g = find_group(&state, &caller, &id).await?;
+    let moved = transfer_group(&state, &caller, &id, params.int("group_id")?).await?;
+    Ok((StatusCode::CREATED, Json(view.group(&moved).await?)).into_response())
+}
+
+/// Move group `id` under group `parent` (`None`: to the top level), everything
+/// below it following, in one transaction (owners of both; the REST API and the
+/// general settings page).
+pub(crate) async fn transfer_group(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    parent: Option<i64>,
+) -> ApiResult<Namespace> {
+    let g = find_group(state, caller, id).await?;
     caller
-        .require_group_level(&state, &g, AccessLevel::Owner)
+        .require_group_level(state, &g, AccessLevel::Owner)
         .await?;
-    let parent = match params.int("group_id")? {
+    let parent = match parent {
         Some(pid) => {
-            let parent = find_group(&state, &caller, &pid.to_string()).await?;
+            let parent = find_group(state, caller, &pid.to_string()).await?;
             caller
-                .require_group_level(&state, &parent, AccessLevel::Owner)
+                .require_group_level(state, &parent, AccessLevel::Owner)
                 .await?;
             Some(parent.id)
         }
         // Owners may make their group top-level.
         None => None,
     };
-    if refuse_move(&state, &g).await? {
+    if refuse_move(state, &g).await? {
         return Err(ApiError::message(
             StatusCode::BAD_REQUEST,
             "Transfer failed: Cannot update the path because there are projects under this group that contain Docker images in their Container Registry. Please remove the images from your projects first and try again.",
         ));
     }
-    let moved = state.meta.move_group(g.id, Some(parent), &g.path).await?;
-    Ok((StatusCode::CREATED, Json(view.group(&moved).await?)).into_response())
+    Ok(state.meta.move_group(g.id, Some(parent), &g.path).await?)
 }
 
 /// `POST /groups/:id/projects/:project_id`: an administrator moves a project into the group.
