@@ -1757,7 +1757,7 @@ fn deleting_projects_and_groups_frees_their_images() {
     );
     let lib = Image::simple("only-lib", "2024-05-05T00:00:00Z");
     let tool = Image::simple("only-tool", "2024-05-05T00:00:00Z");
-    let kept = Image::new("2024-05-05T00:00:00Z", &[shared.clone()]);
+    let kept = Image::new("2024-05-05T00:00:00Z", std::slice::from_ref(&shared));
     for (path, img) in [
         ("doomed/app", &doomed),
         ("doomed/app/worker", &doomed),
