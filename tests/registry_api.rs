@@ -1749,6 +1749,7 @@ fn deleting_projects_and_groups_frees_their_images() {
     berth.project("team/sub/lib", "private");
     berth.project("team/tool", "private");
     berth.project("keep/app", "private");
+    berth.project("py/app", "private");
     let tmp = tempfile::tempdir().expect("temp dir");
     let shared = layer("deleted-and-kept");
     let doomed = Image::new(
@@ -1895,4 +1896,19 @@ fn deleting_projects_and_groups_frees_their_images() {
         );
     }
     reg.assert_pulls("keep/app", "v1", &kept);
+
+    // python-gitlab deletes both the same way.
+    if let Some(py) = Py::new(&berth) {
+        py.run(&root, json!({}), PY_DELETES);
+    }
 }
+
+const PY_DELETES: &str = r#"
+gl.projects.delete("py/app")
+assert last_status("DELETE") == 202, calls
+fails(lambda: gl.projects.get("py/app"), gexc.GitlabGetError, 404)
+gl.groups.get("py").delete()
+assert last_status("DELETE") == 202, calls
+fails(lambda: gl.groups.get("py"), gexc.GitlabGetError, 404)
+result = {}
+"#;
