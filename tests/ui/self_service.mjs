@@ -289,6 +289,7 @@ try {
     await page.fill("[data-test=delete-confirm-path]", "team/app");
     await navigate(page, () => page.click("[data-test=delete-submit]"));
     out.delete_mismatch = await text(page, "[data-test=error-confirm-path]");
+    out.delete_mismatch_focus = await page.evaluate(() => document.activeElement.id);
     await page.fill("[data-test=delete-confirm-path]", "crew/team/app");
     await navigate(page, () => page.click("[data-test=delete-submit]"));
     out.project_deleted_url = new URL(page.url()).pathname;
