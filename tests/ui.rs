@@ -1023,7 +1023,10 @@ fn self_service_in_a_real_browser() {
         r["delete_mismatch"],
         "Type the full path exactly as shown to confirm."
     );
-    assert_eq!(r["delete_mismatch_focus"], "confirm-path", "focus on the field");
+    assert_eq!(
+        r["delete_mismatch_focus"], "confirm-path",
+        "focus on the field"
+    );
     assert_eq!(r["project_deleted_url"], "/");
     assert_eq!(
         r["project_deleted_notice"],
