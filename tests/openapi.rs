@@ -25,7 +25,8 @@ fn seed() -> String {
 }
 
 /// Operations that change or remove the data the others are pointed at (the
-/// project's registry access and path, its repositories and tags, the groups).
+/// project's registry access and path, its repositories and tags, the groups, the
+/// project and groups themselves).
 const FIXTURE_CHANGES: &[&str] = &[
     "updateProject",
     "transferProject",
@@ -35,6 +36,8 @@ const FIXTURE_CHANGES: &[&str] = &[
     "deleteRepository",
     "deleteTagsInBulk",
     "deleteTag",
+    "deleteProject",
+    "deleteGroup",
 ];
 
 /// Operations that may take the test's credentials away: the caller's own token

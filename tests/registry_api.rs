@@ -170,6 +170,16 @@ impl Api {
     fn delete(&self, path: &str, token: Option<&str>) -> Resp {
         self.send(Method::DELETE, path, token)
     }
+
+    fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        let url = format!("{}{path}", self.base);
+        let rb = self
+            .http
+            .post(&url)
+            .header("PRIVATE-TOKEN", token)
+            .json(&body);
+        Resp::send(format!("POST {url}"), rb)
+    }
 }
 
 /// An `api` personal access token of `user`, from the CLI.
@@ -1693,3 +1703,212 @@ fn moves_are_refused_while_tags_exist_when_configured() {
         "POST /groups/:id/transfer with images below"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 11: deleting a project or a group (skopeo pushes and pulls)
+// ---------------------------------------------------------------------------
+
+/// `img` as skopeo's `dir:` layout in `dir`.
+fn write_dir_image(dir: &std::path::Path, img: &Image) {
+    std::fs::create_dir_all(dir).expect("image dir");
+    std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n").expect("version");
+    std::fs::write(dir.join("manifest.json"), &img.manifest).expect("manifest");
+    for blob in std::iter::once(&img.config).chain(&img.layers) {
+        std::fs::write(dir.join(sha256_hex(blob)), blob).expect("blob");
+    }
+}
+
+fn skopeo(tmp: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new("skopeo")
+        .arg("--insecure-policy")
+        .arg("--tmpdir")
+        .arg(tmp)
+        .args(args)
+        .output()
+        .expect("run skopeo")
+}
+
+/// What a pull of `path:v1` answers on `/v2` (status, error code), with root's token.
+fn pull_answer(reg: &Registry, path: &str) -> (u16, Value) {
+    let r = reg.manifest(Some(ROOT), path, "v1");
+    (r.status, r.body["errors"][0]["code"].clone())
+}
+
+#[test]
+fn deleting_projects_and_groups_frees_their_images() {
+    if !support::tool("skopeo") {
+        return;
+    }
+    // Online GC reviews within a few rounds, so the freed bytes show soon.
+    let berth = Berth::start_with(&[], &[("BERTH_GC_REVIEW_DELAY", "300ms")]);
+    let api = Api::new(&berth);
+    let reg = Registry::new(&berth);
+    let root = pat(&berth, "root");
+    let creds = format!("root:{ROOT_PASSWORD}");
+    berth.project("doomed/app", "private");
+    berth.project("team/sub/lib", "private");
+    berth.project("team/tool", "private");
+    berth.project("keep/app", "private");
+    berth.project("py/app", "private");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let shared = layer("deleted-and-kept");
+    let doomed = Image::new(
+        "2024-05-05T00:00:00Z",
+        &[layer("only-doomed"), shared.clone()],
+    );
+    let lib = Image::simple("only-lib", "2024-05-05T00:00:00Z");
+    let tool = Image::simple("only-tool", "2024-05-05T00:00:00Z");
+    let kept = Image::new("2024-05-05T00:00:00Z", std::slice::from_ref(&shared));
+    for (path, img) in [
+        ("doomed/app", &doomed),
+        ("doomed/app/worker", &doomed),
+        ("team/sub/lib", &lib),
+        ("team/tool/cli", &tool),
+        ("keep/app", &kept),
+    ] {
+        let dir = tmp.path().join(path.replace('/', "-"));
+        write_dir_image(&dir, img);
+        let out = skopeo(
+            tmp.path(),
+            &[
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &creds,
+                &format!("dir:{}", dir.display()),
+                &format!("docker://{}/{path}:v1", berth.addr),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "push {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let storage = support::Storage::of(&berth.data_dir());
+    let only_doomed = digest_of(&doomed.layers[0]);
+    let shared_digest = digest_of(&shared.0);
+    assert!(storage.has_blob(&only_doomed) && storage.has_blob(&shared_digest));
+    // A pull of a path that never existed: what a deleted one must answer too.
+    let never = pull_answer(&reg, "never/was");
+
+    // Only owners delete a project; a maintainer is refused, as in GitLab.
+    berth.user("maint", PASSWORD);
+    member(&berth, "doomed/app", "maint", "maintainer");
+    let maint = pat(&berth, "maint");
+    let r = api.delete(&format!("/projects/{}", enc("doomed/app")), Some(&maint));
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.body, json!({"message": "403 Forbidden"}), "{r:?}");
+    // Owners neither, while a tag there is protected from them (only admins delete v*).
+    berth.user("own", PASSWORD);
+    member(&berth, "doomed/app", "own", "owner");
+    let own = pat(&berth, "own");
+    let p = api
+        .get(&format!("/projects/{}", enc("doomed/app")), Some(&root))
+        .expect(200);
+    let rule = api
+        .post(
+            &format!("/projects/{}/registry/protection/tag/rules", p["id"]),
+            &root,
+            json!({"tag_name_pattern": "v.*", "minimum_access_level_for_push": "maintainer",
+                   "minimum_access_level_for_delete": "admin"}),
+        )
+        .expect(201);
+    let r = api.delete(&format!("/projects/{}", p["id"]), Some(&own));
+    assert_eq!(r.status, 403, "{r:?}");
+    let msg = r.body["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        msg.starts_with("403 Forbidden - ") && msg.contains("v1"),
+        "{r:?}"
+    );
+    reg.assert_pulls("doomed/app", "v1", &doomed);
+    api.delete(
+        &format!(
+            "/projects/{}/registry/protection/tag/rules/{}",
+            p["id"], rule["id"]
+        ),
+        Some(&root),
+    )
+    .expect(204);
+
+    // The owner deletes it: GitLab's 202, and the project and its images are gone.
+    let r = api.delete(&format!("/projects/{}", enc("doomed/app")), Some(&own));
+    assert_eq!(r.expect(202), json!({"message": "202 Accepted"}));
+    assert_eq!(
+        api.get(&format!("/projects/{}", p["id"]), Some(&root))
+            .expect(404),
+        json!({"message": "404 Project Not Found"})
+    );
+    for path in ["doomed/app", "doomed/app/worker"] {
+        assert_eq!(
+            pull_answer(&reg, path),
+            never,
+            "{path} answers as a missing one"
+        );
+        let out = skopeo(
+            tmp.path(),
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                &creds,
+                &format!("docker://{}/{path}:v1", berth.addr),
+            ],
+        );
+        assert!(!out.status.success(), "{path} still pulls");
+    }
+    // GC frees what only the project held, and keeps the layer another image has.
+    support::eventually(
+        Duration::from_secs(30),
+        "GC to free the deleted project's layer",
+        || (!storage.has_blob(&only_doomed)).then_some(()),
+    );
+    assert!(storage.has_blob(&shared_digest));
+    reg.assert_pulls("keep/app", "v1", &kept);
+
+    // A group: its subgroups and projects go, and then their bytes.
+    let r = api.delete(&format!("/groups/{}", enc("team")), Some(&own));
+    assert_eq!(r.status, 404, "not visible to a non-member: {r:?}");
+    let r = api.delete(&format!("/groups/{}", enc("team")), Some(&root));
+    assert_eq!(r.expect(202), json!({"message": "202 Accepted"}));
+    for g in ["team", "team/sub"] {
+        api.get(&format!("/groups/{}", enc(g)), Some(&root))
+            .expect(404);
+    }
+    for p in ["team/sub/lib", "team/tool"] {
+        api.get(&format!("/projects/{}", enc(p)), Some(&root))
+            .expect(404);
+    }
+    for path in ["team/sub/lib", "team/tool/cli"] {
+        assert_eq!(
+            pull_answer(&reg, path),
+            never,
+            "{path} answers as a missing one"
+        );
+    }
+    for img in [&lib, &tool] {
+        let d = digest_of(&img.layers[0]);
+        support::eventually(
+            Duration::from_secs(30),
+            "GC to free the group's layers",
+            || (!storage.has_blob(&d)).then_some(()),
+        );
+    }
+    reg.assert_pulls("keep/app", "v1", &kept);
+
+    // python-gitlab deletes both the same way.
+    if let Some(py) = Py::new(&berth) {
+        py.run(&root, json!({}), PY_DELETES);
+    }
+}
+
+const PY_DELETES: &str = r#"
+gl.projects.delete("py/app")
+assert last_status("DELETE") == 202, calls
+fails(lambda: gl.projects.get("py/app"), gexc.GitlabGetError, 404)
+gl.groups.get("py").delete()
+assert last_status("DELETE") == 202, calls
+fails(lambda: gl.groups.get("py"), gexc.GitlabGetError, 404)
+result = {}
+"#;

@@ -979,4 +979,83 @@ fn self_service_in_a_real_browser() {
         bad.is_empty(),
         "critical or serious accessibility violations: {bad:#?}"
     );
+
+    // Transfer in the browser: alice moves team into a new group of hers, after a
+    // confirmation naming the image paths that change; the image follows.
+    let r = node("self_service.mjs", &berth, &envs("transfer"));
+    eprintln!("browser saw: {r:#}");
+    // team is top-level already: only groups alice owns outside it are offered.
+    assert_eq!(strings(&r["transfer_targets"]), ["crew/"]);
+    assert_eq!(r["group_transfer_title"], "Move the group to crew/team?");
+    assert_eq!(
+        strings(&r["group_transfer_images"]),
+        ["team/app/web", "crew/team/app/web"]
+    );
+    assert_eq!(r["group_transfer_url"], "/groups/crew/team/-/edit");
+    assert_eq!(r["group_transfer_notice"], "Settings saved.");
+    let inspect = |path: &str| {
+        skopeo_try(
+            tmp.path(),
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--authfile",
+                auth_s,
+                &format!("docker://{}/{path}:v1", berth.addr),
+            ],
+        )
+    };
+    let (ok, out) = inspect("crew/team/app/web");
+    assert!(ok, "the image moved with its group: {out}");
+
+    // Delete in the browser: a project (English) and then its group (Chinese), each
+    // only once its full path is typed; the images no longer pull.
+    let r = node("self_service.mjs", &berth, &envs("remove"));
+    eprintln!("browser saw: {r:#}");
+    assert_eq!(r["delete_title"], "Delete project");
+    let help = r["delete_help"].as_str().unwrap();
+    assert!(
+        help.contains("container images (1)") && help.contains("garbage collection"),
+        "{help}"
+    );
+    assert_eq!(r["delete_label"], "Type crew/team/app to confirm");
+    assert_eq!(
+        r["delete_mismatch"],
+        "Type the full path exactly as shown to confirm."
+    );
+    assert_eq!(
+        r["delete_mismatch_focus"], "confirm-path",
+        "focus on the field"
+    );
+    assert_eq!(r["project_deleted_url"], "/");
+    assert_eq!(
+        r["project_deleted_notice"],
+        "Project deleted. Storage its images alone used is freed by garbage collection."
+    );
+    assert_eq!(r["deleted_project_status"], 404);
+    let (ok, out) = inspect("crew/team/app/web");
+    assert!(!ok, "a deleted project's image must not pull: {out}");
+    assert_eq!(r["zh_delete_title"], "删除群组");
+    let help = r["zh_delete_help"].as_str().unwrap();
+    assert!(
+        help.contains("子群组和项目（0 个）") && help.contains("垃圾回收"),
+        "{help}"
+    );
+    assert_eq!(r["zh_delete_label"], "输入 crew 以确认");
+    // Nowhere to move crew: its only other group is inside it.
+    assert_eq!(r["zh_transfer_targets"], json!([]));
+    assert_eq!(
+        r["zh_delete_mismatch"],
+        "请按显示内容准确输入完整路径以确认。"
+    );
+    assert_eq!(r["group_deleted_url"], "/");
+    assert_eq!(
+        r["zh_group_deleted_notice"],
+        "群组已删除。仅由其镜像占用的存储空间将由垃圾回收释放。"
+    );
+    assert_eq!(r["status /groups/crew"], 404);
+    assert_eq!(r["status /groups/crew/team"], 404);
+    assert_eq!(r["status /alice/toolbox"], 200, "other projects stay");
+    let (ok, out) = inspect("alice/toolbox/app");
+    assert!(ok, "alice's own image still pulls: {out}");
 }

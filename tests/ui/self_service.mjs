@@ -7,6 +7,10 @@
 //               personal access token and a deploy token; bob looks at the members.
 // PHASE=revoke: alice revokes the deploy token and changes her password in one
 //               browser; another browser of hers is signed out.
+// PHASE=transfer: alice creates a second group and moves her first one into it,
+//               after a confirmation naming the image paths that change.
+// PHASE=remove: alice deletes a project (in English) and a group (in Chinese),
+//               each after typing its full path.
 import { chromium } from "playwright-core";
 
 const base = process.env.BERTH_URL;
@@ -261,6 +265,56 @@ try {
     await navigate(bob, () => bob.click("[data-test=repositories] tbody tr a.strong"));
     out.bob_select_all = (await bob.$("[data-test=select-all]")) !== null;
     await bobCtx.close();
+  } else if (phase === "transfer") {
+    const page = await signIn(ctx, "alice", "alice-new-password-2");
+    await page.goto(base + "/groups/new");
+    await page.fill("[data-test=group-name]", "Crew");
+    await page.fill("[data-test=group-path]", "crew");
+    await navigate(page, () => page.click("[data-test=group-create]"));
+    await page.goto(base + "/groups/team/-/edit");
+    out.transfer_targets = await all(page, "[data-test=transfer-namespace] option");
+    await page.selectOption("[data-test=transfer-namespace]", { label: "crew/" });
+    await navigate(page, () => page.click("[data-test=transfer-submit]"));
+    out.group_transfer_title = await text(page, "#confirm-h");
+    out.group_transfer_images = await all(page, "[data-test=moved-images] tbody tr td");
+    await navigate(page, () => page.click("[data-test=move-confirm-button]"));
+    out.group_transfer_url = new URL(page.url()).pathname;
+    out.group_transfer_notice = await text(page, "[data-test=notice]");
+  } else if (phase === "remove") {
+    const page = await signIn(ctx, "alice", "alice-new-password-2");
+    await page.goto(base + "/crew/team/app/edit");
+    out.delete_title = await text(page, "#delete-h");
+    out.delete_help = await text(page, "[data-test=delete-section] p");
+    out.delete_label = await text(page, "label[for=confirm-path]");
+    await page.fill("[data-test=delete-confirm-path]", "team/app");
+    await navigate(page, () => page.click("[data-test=delete-submit]"));
+    out.delete_mismatch = await text(page, "[data-test=error-confirm-path]");
+    out.delete_mismatch_focus = await page.evaluate(() => document.activeElement.id);
+    await page.fill("[data-test=delete-confirm-path]", "crew/team/app");
+    await navigate(page, () => page.click("[data-test=delete-submit]"));
+    out.project_deleted_url = new URL(page.url()).pathname;
+    out.project_deleted_notice = await text(page, "[data-test=notice]");
+    out.deleted_project_status = (await page.goto(base + "/crew/team/app")).status();
+
+    // The group, in Chinese.
+    const zhCtx = await browser.newContext({ locale: "zh-CN" });
+    const zh = await signIn(zhCtx, "alice", "alice-new-password-2");
+    await zh.goto(base + "/groups/crew/-/edit");
+    out.zh_delete_title = await text(zh, "#delete-h");
+    out.zh_delete_help = await text(zh, "[data-test=delete-section] p");
+    out.zh_delete_label = await text(zh, "label[for=confirm-path]");
+    out.zh_transfer_targets = await all(zh, "[data-test=transfer-namespace] option");
+    await zh.fill("[data-test=delete-confirm-path]", "crew/team");
+    await navigate(zh, () => zh.click("[data-test=delete-submit]"));
+    out.zh_delete_mismatch = await text(zh, "[data-test=error-confirm-path]");
+    await zh.fill("[data-test=delete-confirm-path]", "crew");
+    await navigate(zh, () => zh.click("[data-test=delete-submit]"));
+    out.group_deleted_url = new URL(zh.url()).pathname;
+    out.zh_group_deleted_notice = await text(zh, "[data-test=notice]");
+    for (const path of ["/groups/crew", "/groups/crew/team", "/alice/toolbox"]) {
+      out["status " + path] = (await zh.goto(base + path)).status();
+    }
+    await zhCtx.close();
   }
 } finally {
   await browser.close();

@@ -185,4 +185,16 @@ pub trait RepositoryMeta: Send + Sync {
         parent_id: Option<Option<i64>>,
         path: &str,
     ) -> Result<Namespace>;
+    /// Delete a project and everything of it, in one transaction: its repositories
+    /// (live tags end, manifests and blob links go, and the tag history goes with each
+    /// repository: there is nothing left to restore into), memberships, deploy tokens,
+    /// cleanup policy, log and runs, protection rules and CI jobs. Blobs are left to
+    /// garbage collection (the unlinks queue them for review). False if there was no
+    /// such project.
+    async fn delete_project(&self, project_id: i64, now: i64) -> Result<bool>;
+    /// Delete a group, its subgroups and all their projects (as
+    /// [`RepositoryMeta::delete_project`]), with the groups' memberships, deploy tokens
+    /// and dependency-proxy caches, in one transaction. False if there was no such
+    /// group (a user namespace is not one).
+    async fn delete_group(&self, namespace_id: i64, now: i64) -> Result<bool>;
 }

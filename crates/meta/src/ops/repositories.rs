@@ -20,7 +20,7 @@ use crate::{MetaError, Result};
 
 use super::org::{check_path_free, group_in, namespace_in, project_in, written, PATH_TAKEN};
 use super::registry::{end_tag, lock_repo};
-use super::{lock_paths, retry_deadlocks, Db, DbRow};
+use super::{lock_paths, retry_deadlocks, Conn, Db, DbRow};
 
 /// Manifests reachable from live tags of repository `$1` (directly or as index
 /// children), for GitLab's size: the unique layers of what is tagged.
@@ -374,41 +374,7 @@ impl RepositoryMeta for Db {
             let Some(path) = path else {
                 return Ok(());
             };
-            sqlx::query(
-                "UPDATE tags SET deleted_at = $1 WHERE repository_id = $2 AND deleted_at IS NULL",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            // Index links first: a child may not go while a reference to it remains.
-            sqlx::query(
-                "DELETE FROM manifest_references \
-                 WHERE parent_id IN (SELECT id FROM manifests WHERE repository_id = $1) \
-                    OR child_id IN (SELECT id FROM manifests WHERE repository_id = $2)",
-            )
-            .bind(id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            // manifest_blobs go with their manifests (ON DELETE CASCADE).
-            sqlx::query("DELETE FROM manifests WHERE repository_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM uploads WHERE repository_path = $1")
-                .bind(&path)
-                .execute(&mut *tx)
-                .await?;
-            // The tag history goes with the repository (ON DELETE CASCADE).
-            sqlx::query("DELETE FROM repositories WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            remove_repository(&mut tx, id, &path, now).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -703,4 +669,137 @@ impl RepositoryMeta for Db {
         tx.commit().await?;
         Ok(moved)
     }
+
+    async fn delete_project(&self, project_id: i64, now: i64) -> Result<bool> {
+        retry_deadlocks(move || async move {
+            let mut tx = self.write_tx().await?;
+            // Exclusive against pushes attaching new repositories to the project.
+            lock_paths(&mut tx).await?;
+            if project_in(&mut *tx, project_id).await?.is_none() {
+                return Ok(false);
+            }
+            remove_project(&mut tx, project_id, now).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_group(&self, namespace_id: i64, now: i64) -> Result<bool> {
+        retry_deadlocks(move || async move {
+            let mut tx = self.write_tx().await?;
+            lock_paths(&mut tx).await?;
+            match namespace_in(&mut *tx, namespace_id).await? {
+                Some(n) if n.kind == crate::org::NamespaceKind::Group => {}
+                _ => return Ok(false),
+            }
+            // The group and every group below it, deepest first: a parent row may
+            // go only once no child names it.
+            let groups: Vec<i64> = sqlx::query_scalar(
+                "WITH RECURSIVE below(id) AS ( \
+                   SELECT id FROM namespaces WHERE id = $1 \
+                   UNION ALL SELECT n.id FROM namespaces n JOIN below b ON n.parent_id = b.id) \
+                 SELECT n.id FROM namespaces n JOIN below b ON b.id = n.id \
+                 ORDER BY length(n.full_path) DESC, n.id",
+            )
+            .bind(namespace_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for ns in groups {
+                let projects: Vec<i64> =
+                    sqlx::query_scalar("SELECT id FROM projects WHERE namespace_id = $1")
+                        .bind(ns)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for p in projects {
+                    remove_project(&mut tx, p, now).await?;
+                }
+                for sql in [
+                    "DELETE FROM members WHERE source_kind = 'namespace' AND source_id = $1",
+                    "DELETE FROM deploy_tokens WHERE source_kind = 'namespace' AND source_id = $1",
+                    // The dependency proxy's cache links: dropping a blob link queues
+                    // the blob for GC's review (trigger), so its bytes go if nothing
+                    // else holds them.
+                    "DELETE FROM dependency_proxy_manifests WHERE namespace_id = $1",
+                    "DELETE FROM dependency_proxy_blobs WHERE namespace_id = $1",
+                    "DELETE FROM dependency_proxy_settings WHERE namespace_id = $1",
+                    "DELETE FROM namespaces WHERE id = $1",
+                ] {
+                    sqlx::query(sql).bind(ns).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+/// Remove repository `id` (at `path`) inside the caller's transaction: its live tags
+/// end (feeding GC's manifest review queue), its index links, manifests and blob
+/// links go (feeding the blob review queue: bytes are GC's to free), its uploads go,
+/// then the repository, and with it its tag history (ON DELETE CASCADE): a deleted
+/// repository has nothing to restore tags into.
+async fn remove_repository(conn: &mut Conn, id: i64, path: &str, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE tags SET deleted_at = $1 WHERE repository_id = $2 AND deleted_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    // Index links first: a child may not go while a reference to it remains.
+    sqlx::query(
+        "DELETE FROM manifest_references \
+         WHERE parent_id IN (SELECT id FROM manifests WHERE repository_id = $1) \
+            OR child_id IN (SELECT id FROM manifests WHERE repository_id = $2)",
+    )
+    .bind(id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    // manifest_blobs go with their manifests (ON DELETE CASCADE).
+    sqlx::query("DELETE FROM manifests WHERE repository_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM uploads WHERE repository_path = $1")
+        .bind(path)
+        .execute(&mut *conn)
+        .await?;
+    // The tag history goes with the repository (ON DELETE CASCADE).
+    sqlx::query("DELETE FROM repositories WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Remove project `id` inside the caller's transaction (which holds [`lock_paths`]):
+/// each of its repositories as [`remove_repository`] does, its memberships, deploy
+/// tokens, cleanup policy, protection rules, then the project (its cleanup log and
+/// runs and CI jobs go with it, ON DELETE CASCADE). Blobs stay for GC.
+async fn remove_project(conn: &mut Conn, id: i64, now: i64) -> Result<()> {
+    let repos: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, path FROM repositories WHERE project_id = $1")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (repo, path) in repos {
+        remove_repository(conn, repo, &path, now).await?;
+    }
+    for sql in [
+        "DELETE FROM members WHERE source_kind = 'project' AND source_id = $1",
+        "DELETE FROM deploy_tokens WHERE source_kind = 'project' AND source_id = $1",
+        "DELETE FROM expiration_policies WHERE project_id = $1",
+        "DELETE FROM registry_protection_rules WHERE project_id = $1",
+        "DELETE FROM projects WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+    }
+    Ok(())
 }

@@ -144,6 +144,8 @@ macro_rules! meta_suite {
             repositories::move_project_moves_its_repositories,
             repositories::move_group_moves_everything_below,
             repositories::move_group_keeps_the_nesting_limit_and_repository_paths,
+            repositories::delete_project_takes_everything_but_blobs,
+            repositories::delete_group_takes_subgroups_projects_and_proxy_cache,
             sessions::sessions_expire_and_end,
             sessions::a_users_sessions_end_together_but_the_kept_one,
             sessions::refresh_tokens_are_found_by_digest_until_they_expire,

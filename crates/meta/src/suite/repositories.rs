@@ -922,3 +922,313 @@ pub(crate) async fn move_group_keeps_the_nesting_limit_and_repository_paths(m: &
     assert!(m.repository("x/p/img").await.unwrap().is_some());
     assert_eq!(m.namespace(x.id).await.unwrap().unwrap().parent_id, None);
 }
+
+/// Seed a project with what a delete must take along: a membership, a deploy token,
+/// a cleanup policy, a protection rule and an image at `repo` on blob `layer`.
+async fn furnish(m: &dyn TestMeta, p: &Project, user: i64, repo: &str, layer: &str, now: i64) {
+    use crate::org::{NewDeployToken, Source};
+    if m.repository(repo).await.unwrap().is_some()
+        || !m.members(Source::Project(p.id)).await.unwrap().is_empty()
+    {
+        // The project is furnished already: only the image is new.
+        push(
+            m,
+            repo,
+            &format!("manifest of {repo}"),
+            &[("cfg", 1), (layer, 10)],
+            None,
+            Some("v1"),
+            now,
+        )
+        .await;
+        return;
+    }
+    m.set_member(
+        Source::Project(p.id),
+        user,
+        berth_core::AccessLevel::Developer,
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    m.create_deploy_token(
+        &NewDeployToken {
+            source: Source::Project(p.id),
+            name: "dt".into(),
+            username: None,
+            scopes: vec!["read_registry".into()],
+            expires_at: None,
+            digest: format!("digest-{}", p.id),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    m.sql_exec(
+        "INSERT INTO expiration_policies (project_id, created_at, updated_at) VALUES ($1, 1, 1)",
+        p.id,
+    )
+    .await;
+    m.sql_exec(
+        "INSERT INTO registry_protection_rules (project_id, kind, pattern, created_at) \
+         VALUES ($1, 'tag', 'v.*', 1)",
+        p.id,
+    )
+    .await;
+    push(
+        m,
+        repo,
+        &format!("manifest of {repo}"),
+        &[("cfg", 1), (layer, 10)],
+        None,
+        Some("v1"),
+        now,
+    )
+    .await;
+}
+
+/// Rows of each table `furnish` fills that still belong to project `id`.
+async fn leftovers(m: &dyn TestMeta, id: i64) -> Vec<(&'static str, i64)> {
+    let mut out = Vec::new();
+    for (table, sql) in [
+        ("projects", "SELECT COUNT(*) FROM projects WHERE id = $1"),
+        (
+            "repositories",
+            "SELECT COUNT(*) FROM repositories WHERE project_id = $1",
+        ),
+        (
+            "members",
+            "SELECT COUNT(*) FROM members WHERE source_kind = 'project' AND source_id = $1",
+        ),
+        (
+            "deploy_tokens",
+            "SELECT COUNT(*) FROM deploy_tokens WHERE source_kind = 'project' AND source_id = $1",
+        ),
+        (
+            "expiration_policies",
+            "SELECT COUNT(*) FROM expiration_policies WHERE project_id = $1",
+        ),
+        (
+            "registry_protection_rules",
+            "SELECT COUNT(*) FROM registry_protection_rules WHERE project_id = $1",
+        ),
+    ] {
+        out.push((table, count(m, sql, id).await));
+    }
+    out
+}
+
+pub(crate) async fn delete_project_takes_everything_but_blobs(m: &dyn TestMeta) {
+    let u = m
+        .create_user(
+            &crate::org::NewUser {
+                username: "dev".into(),
+                name: "Dev".into(),
+                email: None,
+                password_hash: None,
+                admin: false,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let g = group(m, "g", None).await;
+    let p = project(m, g.id, "p").await;
+    let q = project(m, g.id, "q").await;
+    furnish(m, &p, u.id, "g/p", "only-p", 2).await;
+    furnish(m, &p, u.id, "g/p/sub/img", "shared", 2).await;
+    furnish(m, &q, u.id, "g/q", "shared", 2).await;
+    let r = repo_id(m, "g/p").await;
+    let before = count(m, "SELECT COUNT(*) FROM tags WHERE $1 > 0", 1).await;
+
+    assert!(m.delete_project(p.id, 5).await.unwrap());
+    assert_eq!(m.project(p.id).await.unwrap(), None);
+    assert!(m.project_by_path("g/p").await.unwrap().is_none());
+    assert_eq!(m.repository("g/p").await.unwrap(), None);
+    assert_eq!(m.repository("g/p/sub/img").await.unwrap(), None);
+    assert!(leftovers(m, p.id).await.iter().all(|(_, n)| *n == 0));
+    // The tag history went with the repositories: nothing is left pointing at them.
+    assert_eq!(
+        count(m, "SELECT COUNT(*) FROM tags WHERE repository_id = $1", r).await,
+        0
+    );
+    assert_eq!(
+        count(m, "SELECT COUNT(*) FROM tags WHERE $1 > 0", 1).await,
+        before - 2
+    );
+    // Blobs stay, for GC: the deleted project's own layer now waits for review.
+    assert_eq!(m.blob(&blob("only-p")).await.unwrap(), Some(10));
+    let queued: i64 = m
+        .sql_i64(
+            &format!(
+                "SELECT COUNT(*) FROM gc_blob_review_queue \
+                 WHERE digest = '{}' AND event = 'blob_unlink' AND $1 > 0",
+                blob("only-p")
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(queued, 1);
+
+    // The neighbour is untouched, and still reaches the shared blob.
+    assert!(leftovers(m, q.id).await.iter().all(|(_, n)| *n == 1));
+    let qr = repo_id(m, "g/q").await;
+    assert_eq!(names(&m.all_tags(qr).await.unwrap()), ["v1"]);
+    assert_eq!(
+        m.repository_blob("g/q", &blob("shared")).await.unwrap(),
+        Some(10)
+    );
+    assert_eq!(
+        m.members(crate::org::Source::Project(q.id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Gone is gone; the path is free for a new project, which starts empty.
+    assert!(!m.delete_project(p.id, 6).await.unwrap());
+    let again = project(m, g.id, "p").await;
+    assert!(leftovers(m, again.id)
+        .await
+        .iter()
+        .all(|(t, n)| *n == i64::from(*t == "projects")));
+    assert!(m
+        .members(crate::org::Source::Project(again.id))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub(crate) async fn delete_group_takes_subgroups_projects_and_proxy_cache(m: &dyn TestMeta) {
+    use crate::org::{NewDeployToken, Source};
+    let u = m
+        .create_user(
+            &crate::org::NewUser {
+                username: "dev".into(),
+                name: "Dev".into(),
+                email: None,
+                password_hash: None,
+                admin: false,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let top = group(m, "top", None).await;
+    let sub = group(m, "sub", Some(top.id)).await;
+    let deep = group(m, "deep", Some(sub.id)).await;
+    let other = group(m, "other", None).await;
+    let p1 = project(m, top.id, "p1").await;
+    let p2 = project(m, deep.id, "p2").await;
+    let kept = project(m, other.id, "k").await;
+    furnish(m, &p1, u.id, "top/p1", "l1", 2).await;
+    furnish(m, &p2, u.id, "top/sub/deep/p2/img", "l2", 2).await;
+    furnish(m, &kept, u.id, "other/k", "l3", 2).await;
+    for g in [&top, &sub, &other] {
+        m.set_member(
+            Source::Namespace(g.id),
+            u.id,
+            berth_core::AccessLevel::Maintainer,
+            None,
+            2,
+        )
+        .await
+        .unwrap();
+        m.create_deploy_token(
+            &NewDeployToken {
+                source: Source::Namespace(g.id),
+                name: "gdt".into(),
+                username: None,
+                scopes: vec!["read_registry".into()],
+                expires_at: None,
+                digest: format!("group-digest-{}", g.id),
+            },
+            2,
+        )
+        .await
+        .unwrap();
+        m.link_proxy_blob(g.id, &blob(&format!("proxied-{}", g.id)), 7, 2)
+            .await
+            .unwrap();
+    }
+    // A user namespace is not a group, and an unknown id is nothing to delete.
+    assert!(!m.delete_group(999, 3).await.unwrap());
+    assert!(!m.delete_group(u.namespace_id, 3).await.unwrap());
+
+    assert!(m.delete_group(sub.id, 3).await.unwrap());
+    for g in [&sub, &deep] {
+        assert_eq!(m.namespace(g.id).await.unwrap(), None);
+    }
+    assert!(leftovers(m, p2.id).await.iter().all(|(_, n)| *n == 0));
+    assert_eq!(m.repository("top/sub/deep/p2/img").await.unwrap(), None);
+    assert!(m
+        .members(Source::Namespace(sub.id))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        count(
+            m,
+            "SELECT COUNT(*) FROM dependency_proxy_blobs WHERE namespace_id = $1",
+            sub.id
+        )
+        .await,
+        0
+    );
+    // The parent keeps its own project and everything else.
+    assert!(leftovers(m, p1.id).await.iter().all(|(_, n)| *n == 1));
+    assert_eq!(m.subgroups(top.id).await.unwrap(), vec![]);
+
+    assert!(m.delete_group(top.id, 4).await.unwrap());
+    assert_eq!(m.namespace(top.id).await.unwrap(), None);
+    assert!(leftovers(m, p1.id).await.iter().all(|(_, n)| *n == 0));
+    for g in [&top, &sub] {
+        for (sql, what) in [
+            (
+                "SELECT COUNT(*) FROM members WHERE source_kind = 'namespace' AND source_id = $1",
+                "members",
+            ),
+            (
+                "SELECT COUNT(*) FROM deploy_tokens WHERE source_kind = 'namespace' AND source_id = $1",
+                "deploy tokens",
+            ),
+            (
+                "SELECT COUNT(*) FROM dependency_proxy_blobs WHERE namespace_id = $1",
+                "proxy blobs",
+            ),
+        ] {
+            assert_eq!(count(m, sql, g.id).await, 0, "{what}");
+        }
+    }
+    // Cached bytes are GC's: the blob row stays, queued for review.
+    let proxied = blob(&format!("proxied-{}", top.id));
+    assert_eq!(m.blob(&proxied).await.unwrap(), Some(7));
+    assert_eq!(
+        m.sql_i64(
+            &format!(
+                "SELECT COUNT(*) FROM gc_blob_review_queue \
+                 WHERE digest = '{proxied}' AND event = 'proxy_blob_delete' AND $1 > 0"
+            ),
+            1
+        )
+        .await,
+        1
+    );
+    // Another group is untouched.
+    assert!(leftovers(m, kept.id).await.iter().all(|(_, n)| *n == 1));
+    assert_eq!(
+        m.members(Source::Namespace(other.id)).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        count(
+            m,
+            "SELECT COUNT(*) FROM dependency_proxy_blobs WHERE namespace_id = $1",
+            other.id
+        )
+        .await,
+        1
+    );
+}

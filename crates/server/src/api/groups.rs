@@ -24,7 +24,7 @@ use crate::state::{now_ms, AppState, Shared};
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/groups", get(list).post(create))
-        .route("/groups/{id}", get(show).put(update))
+        .route("/groups/{id}", get(show).put(update).delete(delete))
         .route("/groups/{id}/subgroups", get(subgroups))
         .route("/groups/{id}/descendant_groups", get(descendant_groups))
         .route("/groups/{id}/projects", get(group_projects))
@@ -391,6 +391,49 @@ async fn refuse_move(state: &AppState, g: &Namespace) -> ApiResult<bool> {
     Ok(false)
 }
 
+/// `DELETE /groups/:id`: owners (and administrators) delete a group with its
+/// subgroups and all their projects (as `DELETE /projects/:id` does), memberships,
+/// deploy tokens and dependency-proxy caches, in one transaction. Storage is freed
+/// by garbage collection afterwards.
+#[utoipa::path(
+    delete,
+    path = "/groups/{id}",
+    operation_id = "deleteGroup",
+    tag = "groups",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The group's id or URL-encoded full path"),
+    ),
+    responses(
+        (status = 202, description = "Deleted (refused with 403 while a project below holds a repository or tag a protection rule forbids the caller to delete)", body = super::schemas::Accepted),
+        super::schemas::RefusedOrMissing,
+    )
+)]
+async fn delete(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    delete_group(&state, &caller, &id).await?;
+    Ok(super::schemas::Accepted::response())
+}
+
+/// Delete a group and everything below it (owners; the REST API and the general
+/// settings page).
+pub(crate) async fn delete_group(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Namespace> {
+    let g = find_group(state, caller, id).await?;
+    caller
+        .require_group_level(state, &g, AccessLevel::Owner)
+        .await?;
+    let projects = state.meta.projects_in(g.id, true).await?;
+    super::registry::check_projects_deletable(state, caller, &projects).await?;
+    state.meta.delete_group(g.id, now_ms()).await?;
+    Ok(g)
+}
+
 /// `POST /groups/:id/transfer` (`group_id`: the new parent; none makes it top-level).
 #[utoipa::path(
     post,
@@ -413,29 +456,41 @@ async fn transfer(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let g = find_group(&state, &caller, &id).await?;
+    let moved = transfer_group(&state, &caller, &id, params.int("group_id")?).await?;
+    Ok((StatusCode::CREATED, Json(view.group(&moved).await?)).into_response())
+}
+
+/// Move group `id` under group `parent` (`None`: to the top level), everything
+/// below it following, in one transaction (owners of both; the REST API and the
+/// general settings page).
+pub(crate) async fn transfer_group(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    parent: Option<i64>,
+) -> ApiResult<Namespace> {
+    let g = find_group(state, caller, id).await?;
     caller
-        .require_group_level(&state, &g, AccessLevel::Owner)
+        .require_group_level(state, &g, AccessLevel::Owner)
         .await?;
-    let parent = match params.int("group_id")? {
+    let parent = match parent {
         Some(pid) => {
-            let parent = find_group(&state, &caller, &pid.to_string()).await?;
+            let parent = find_group(state, caller, &pid.to_string()).await?;
             caller
-                .require_group_level(&state, &parent, AccessLevel::Owner)
+                .require_group_level(state, &parent, AccessLevel::Owner)
                 .await?;
             Some(parent.id)
         }
         // Owners may make their group top-level.
         None => None,
     };
-    if refuse_move(&state, &g).await? {
+    if refuse_move(state, &g).await? {
         return Err(ApiError::message(
             StatusCode::BAD_REQUEST,
             "Transfer failed: Cannot update the path because there are projects under this group that contain Docker images in their Container Registry. Please remove the images from your projects first and try again.",
         ));
     }
-    let moved = state.meta.move_group(g.id, Some(parent), &g.path).await?;
-    Ok((StatusCode::CREATED, Json(view.group(&moved).await?)).into_response())
+    Ok(state.meta.move_group(g.id, Some(parent), &g.path).await?)
 }
 
 /// `POST /groups/:id/projects/:project_id`: an administrator moves a project into the group.

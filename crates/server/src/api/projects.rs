@@ -11,8 +11,9 @@ use berth_core::{AccessLevel, RegistryAccess, Visibility};
 use berth_meta::{Namespace, NamespaceKind, Project, ProjectUpdate, Source};
 
 use super::schemas::{
-    ApiErrorBody, CreateProject, IdOrPath, InvalidOrRefused, InvalidRefusedOrMissing, PageParams,
-    Project as ProjectBody, ProjectListParams, RefusedOrMissing, TransferProject, UpdateProject,
+    Accepted, ApiErrorBody, CreateProject, IdOrPath, InvalidOrRefused, InvalidRefusedOrMissing,
+    PageParams, Project as ProjectBody, ProjectListParams, RefusedOrMissing, TransferProject,
+    UpdateProject,
 };
 use super::{
     find_project, numeric_id, visibility_rank, ApiError, ApiResult, Caller, Pagination, Params,
@@ -24,7 +25,7 @@ use crate::state::{now_ms, AppState, Shared};
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/projects", get(list).post(create))
-        .route("/projects/{id}", get(show).put(update))
+        .route("/projects/{id}", get(show).put(update).delete(delete))
         .route("/projects/{id}/transfer", axum::routing::put(transfer))
 }
 
@@ -497,6 +498,47 @@ pub(crate) async fn transfer_project(
         .meta
         .move_project(p.id, ns.id, &p.path, &p.name)
         .await?)
+}
+
+/// `DELETE /projects/:id`: owners (and administrators) delete a project with its
+/// container repositories, tags and their history, members, deploy tokens, cleanup
+/// policy and protection rules, in one transaction. Storage is freed by garbage
+/// collection afterwards (the blobs nothing else references).
+#[utoipa::path(
+    delete,
+    path = "/projects/{id}",
+    operation_id = "deleteProject",
+    tag = "projects",
+    params(
+        ("id" = inline(IdOrPath), Path, description = "The project's id or URL-encoded full path"),
+    ),
+    responses(
+        (status = 202, description = "Deleted (refused with 403 while its registry holds a repository or tag a protection rule forbids the caller to delete)", body = Accepted),
+        RefusedOrMissing,
+    )
+)]
+async fn delete(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    delete_project(&state, &caller, &id).await?;
+    Ok(Accepted::response())
+}
+
+/// Delete a project (owners; the REST API and the general settings page).
+pub(crate) async fn delete_project(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Project> {
+    let p = find_project(state, caller, id).await?;
+    caller
+        .require_project_level(state, &p, AccessLevel::Owner)
+        .await?;
+    super::registry::check_projects_deletable(state, caller, std::slice::from_ref(&p)).await?;
+    state.meta.delete_project(p.id, now_ms()).await?;
+    Ok(p)
 }
 
 #[cfg(test)]

@@ -348,6 +348,55 @@ async fn delete_repository(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+/// As GitLab: a repository is not deleted while it (or a tag in it) is protected
+/// from the caller's deletes; repository deletes and project and group deletes all
+/// ask here, so each refuses the same thing with the same message.
+async fn check_repository_deletable(
+    state: &AppState,
+    caller: &Caller,
+    p: &Project,
+    r: &RepositoryInfo,
+) -> ApiResult<()> {
+    let guard = Guard::load(state.meta.as_ref(), &r.path).await?;
+    if !guard.is_empty() {
+        let who = standing(state.meta.as_ref(), &caller.principal, p.id).await?;
+        let tags = state.meta.all_tags(r.id).await?;
+        let tags: Vec<(&str, bool)> = tags.iter().map(|t| (t.name.as_str(), true)).collect();
+        guard
+            .check(&r.path, &tags, Op::Delete, who)
+            .map_err(protected)?;
+    }
+    Ok(())
+}
+
+/// Refuse (403, naming the rule) to delete projects whose registry holds a
+/// repository or tag a protection rule keeps from the caller.
+pub(crate) async fn check_projects_deletable(
+    state: &AppState,
+    caller: &Caller,
+    projects: &[Project],
+) -> ApiResult<()> {
+    use berth_core::protection::RuleKind;
+    for p in projects {
+        let mut ruled = false;
+        for kind in [RuleKind::Repository, RuleKind::Tag] {
+            ruled |= !state.meta.protection_rules(p.id, kind).await?.is_empty();
+        }
+        if !ruled {
+            continue;
+        }
+        let all = berth_meta::Window {
+            offset: 0,
+            limit: i64::MAX,
+        };
+        let (repos, _) = state.meta.repositories_of(&[p.id], all).await?;
+        for r in &repos {
+            check_repository_deletable(state, caller, p, r).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Queue repository `rid` of project `id` for deletion (maintainers); the REST API
 /// and the web UI both delete through here.
 pub(crate) async fn schedule_repository_delete(
@@ -361,16 +410,7 @@ pub(crate) async fn schedule_repository_delete(
         return Err(ApiError::forbidden());
     }
     let r = repository_of(state, &p, rid).await?;
-    // As GitLab: not while it holds a tag (or is itself) protected from the caller.
-    let guard = Guard::load(state.meta.as_ref(), &r.path).await?;
-    if !guard.is_empty() {
-        let who = standing(state.meta.as_ref(), &caller.principal, p.id).await?;
-        let tags = state.meta.all_tags(r.id).await?;
-        let tags: Vec<(&str, bool)> = tags.iter().map(|t| (t.name.as_str(), true)).collect();
-        guard
-            .check(&r.path, &tags, Op::Delete, who)
-            .map_err(protected)?;
-    }
+    check_repository_deletable(state, caller, &p, &r).await?;
     // The repository disappears from listings now; a background job removes it.
     state.meta.schedule_repository_delete(r.id).await?;
     state.jobs.wake();

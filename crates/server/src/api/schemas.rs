@@ -572,6 +572,26 @@ pub struct CleanupPreviewTag {
     pub step: String,
 }
 
+/// GitLab's answer to a deletion it has accepted: `{"message": "202 Accepted"}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Accepted {
+    #[schema(example = "202 Accepted")]
+    pub message: String,
+}
+
+impl Accepted {
+    pub fn response() -> axum::response::Response {
+        use axum::response::IntoResponse;
+        (
+            axum::http::StatusCode::ACCEPTED,
+            axum::Json(Accepted {
+                message: "202 Accepted".into(),
+            }),
+        )
+            .into_response()
+    }
+}
+
 /// The answer to a bulk tag deletion (beyond GitLab, whose answer is empty).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BulkDeleteAccepted {

@@ -1,7 +1,8 @@
 //! A project's general settings (`/<project>/edit`): name, description, visibility
 //! and registry access (maintainers), the path and the namespace (owners; the
 //! registry moves with the project, atomically, after a confirmation naming every
-//! image path that changes). Saved through the REST API's own functions.
+//! image path that changes), and deleting it (owners, typing its full path). Saved
+//! through the REST API's own functions.
 
 use std::collections::BTreeMap;
 
@@ -66,6 +67,48 @@ async fn moved_images(
         .collect()
 }
 
+/// How many container repositories (images) `projects` hold, for the delete section.
+async fn image_count(state: &Shared, projects: &[i64]) -> i64 {
+    let one = Window {
+        offset: 0,
+        limit: 1,
+    };
+    match state.meta.repositories_of(projects, one).await {
+        Ok((_, total)) => total,
+        Err(_) => 0,
+    }
+}
+
+/// The page's errors for a refused delete: a protection rule (403; the viewer is an
+/// owner, so that is the only refusal left) or whatever the API said.
+fn delete_errors(viewer: &Viewer, e: &crate::api::ApiError) -> BTreeMap<String, String> {
+    let mut errors = BTreeMap::new();
+    let text = if e.status() == StatusCode::FORBIDDEN {
+        viewer.lang.text("delete_refused_protected").to_string()
+    } else {
+        field_errors(e).into_values().collect::<Vec<_>>().join(" ")
+    };
+    errors.insert("delete".to_string(), text);
+    errors
+}
+
+/// The typed confirmation of a delete, or the page's error for it.
+fn delete_confirmed(
+    viewer: &Viewer,
+    form: &Posted,
+    full_path: &str,
+) -> Result<(), BTreeMap<String, String>> {
+    if form.get("confirm_path").trim() == full_path {
+        return Ok(());
+    }
+    let mut errors = BTreeMap::new();
+    errors.insert(
+        "confirm_path".to_string(),
+        viewer.lang.text("delete_path_mismatch").to_string(),
+    );
+    Err(errors)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn page(
     state: &Shared,
@@ -82,7 +125,7 @@ async fn page(
             Ok(n) => n
                 .into_iter()
                 .filter(|(id, _)| *id != p.namespace_id)
-                .map(|(id, path)| context! { id, path })
+                .map(|(id, path)| context! { id, path => format!("{path}/") })
                 .collect(),
             Err(r) => return r,
         }
@@ -111,6 +154,7 @@ async fn page(
             access_levels => ACCESS.to_vec(),
             owner => owner,
             namespaces => namespaces,
+            delete_images => image_count(state, &[p.id]).await,
             errors => errors,
             confirm => confirm,
             notice => viewer.notice(),
@@ -142,6 +186,30 @@ pub async fn save(state: &Shared, viewer: &Viewer, path: &str, form: &Posted) ->
         Err(r) => return r,
     };
     let confirmed = form.get("confirm") == "yes";
+    if form.get("form") == "delete" {
+        if level < AccessLevel::Owner {
+            return viewer.error(StatusCode::NOT_FOUND);
+        }
+        if let Err(errors) = delete_confirmed(viewer, form, &p.full_path) {
+            return page(
+                state,
+                viewer,
+                &p,
+                level,
+                StatusCode::BAD_REQUEST,
+                errors,
+                None,
+            )
+            .await;
+        }
+        return match projects::delete_project(state, &viewer.caller, &p.id.to_string()).await {
+            Ok(_) => viewer.redirect("/?notice=project_deleted"),
+            Err(e) => {
+                let errors = delete_errors(viewer, &e);
+                page(state, viewer, &p, level, e.status(), errors, None).await
+            }
+        };
+    }
     let result = match form.get("form") {
         "path" | "transfer" if !confirmed => {
             // First the confirmation, naming every image path that changes.
@@ -203,8 +271,9 @@ pub async fn save(state: &Shared, viewer: &Viewer, path: &str, form: &Posted) ->
 }
 
 /// A group's general settings (`/groups/<group>/-/edit`): name, description,
-/// visibility (maintainers, as the REST API allows), and the path (owners), after a
-/// confirmation naming every image path below it that changes.
+/// visibility (maintainers, as the REST API allows), the path and the parent group
+/// (owners), after a confirmation naming every image path below it that changes,
+/// and deleting it (owners, typing its full path).
 pub mod group {
     use super::*;
     use crate::api::{find_group, groups};
@@ -237,6 +306,39 @@ pub mod group {
         moved_images(state, &ids, &g.full_path, new_full_path).await
     }
 
+    /// Where the viewer may move the group: groups they own outside it (the REST API
+    /// asks for owner of the new parent), and the top level (id 0), its current
+    /// parent left out. `(id, full path)`; the top level's path is empty.
+    async fn parents(state: &Shared, viewer: &Viewer, g: &Namespace) -> Vec<(i64, String)> {
+        let mut out = Vec::new();
+        if g.parent_id.is_some() {
+            out.push((0, String::new()));
+        }
+        let all = Window {
+            offset: 0,
+            limit: i64::MAX,
+        };
+        let Ok((groups, _)) = state.meta.groups(None, all).await else {
+            return out;
+        };
+        let below = format!("{}/", g.full_path.to_ascii_lowercase());
+        let mut mine = Vec::new();
+        for c in groups {
+            let lower = c.full_path.to_ascii_lowercase();
+            if c.id == g.id || Some(c.id) == g.parent_id || lower.starts_with(&below) {
+                continue;
+            }
+            if matches!(viewer.caller.namespace_level(state, &c).await, Ok(Some(l)) if l >= AccessLevel::Owner)
+            {
+                mine.push((c.id, c.full_path.clone()));
+            }
+        }
+        mine.sort_by(|a, b| a.1.cmp(&b.1));
+        out.extend(mine);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn page(
         state: &Shared,
         viewer: &Viewer,
@@ -246,6 +348,30 @@ pub mod group {
         errors: BTreeMap<String, String>,
         confirm: Option<Value>,
     ) -> Response {
+        let owner = level >= AccessLevel::Owner;
+        let (parents, delete_projects, delete_images) = if owner {
+            let top = viewer.lang.text("top_level").to_string();
+            let parents: Vec<Value> = parents(state, viewer, g)
+                .await
+                .into_iter()
+                .map(|(id, path)| {
+                    let path = if id == 0 {
+                        top.clone()
+                    } else {
+                        format!("{path}/")
+                    };
+                    context! { id, path }
+                })
+                .collect();
+            let ids: Vec<i64> = match state.meta.projects_in(g.id, true).await {
+                Ok(p) => p.iter().map(|p| p.id).collect(),
+                Err(_) => Vec::new(),
+            };
+            let images = image_count(state, &ids).await;
+            (parents, ids.len(), images)
+        } else {
+            (Vec::new(), 0, 0)
+        };
         let nav = nav::context(state, viewer, &Place::Group(g.clone()), "general").await;
         let parent = g.full_path.rsplit_once('/').map(|(p, _)| p.to_string());
         viewer.render(
@@ -264,7 +390,10 @@ pub mod group {
                 },
                 action => edit_url(&g.full_path),
                 visibilities => VISIBILITIES.to_vec(),
-                owner => level >= AccessLevel::Owner,
+                owner => owner,
+                parents => parents,
+                delete_projects => delete_projects,
+                delete_images => delete_images,
                 errors => errors,
                 confirm => confirm,
                 notice => viewer.notice(),
@@ -295,16 +424,102 @@ pub mod group {
             Ok(x) => x,
             Err(r) => return r,
         };
+        let confirmed = form.get("confirm") == "yes";
+        match form.get("form") {
+            "delete" => {
+                if level < AccessLevel::Owner {
+                    return viewer.error(StatusCode::NOT_FOUND);
+                }
+                if let Err(errors) = delete_confirmed(viewer, form, &g.full_path) {
+                    return page(
+                        state,
+                        viewer,
+                        &g,
+                        level,
+                        StatusCode::BAD_REQUEST,
+                        errors,
+                        None,
+                    )
+                    .await;
+                }
+                return match groups::delete_group(state, &viewer.caller, &g.id.to_string()).await {
+                    Ok(_) => viewer.redirect("/?notice=group_deleted"),
+                    Err(e) => {
+                        let errors = delete_errors(viewer, &e);
+                        page(state, viewer, &g, level, e.status(), errors, None).await
+                    }
+                };
+            }
+            "transfer" => {
+                if level < AccessLevel::Owner {
+                    return viewer.error(StatusCode::NOT_FOUND);
+                }
+                // Only a parent the page offered (the top level is 0).
+                let Some((parent, parent_path)) = parents(state, viewer, &g)
+                    .await
+                    .into_iter()
+                    .find(|(id, _)| id.to_string() == form.get("namespace"))
+                else {
+                    return viewer.error(StatusCode::NOT_FOUND);
+                };
+                if !confirmed {
+                    let new_full = if parent == 0 {
+                        g.path.clone()
+                    } else {
+                        format!("{parent_path}/{}", g.path)
+                    };
+                    let confirm = context! {
+                        form => "transfer",
+                        group => true,
+                        path => "",
+                        namespace => parent.to_string(),
+                        new_full_path => new_full.clone(),
+                        images => images_below(state, &g, &new_full).await,
+                    };
+                    return page(
+                        state,
+                        viewer,
+                        &g,
+                        level,
+                        StatusCode::OK,
+                        BTreeMap::new(),
+                        Some(confirm),
+                    )
+                    .await;
+                }
+                let parent = (parent != 0).then_some(parent);
+                return match groups::transfer_group(
+                    state,
+                    &viewer.caller,
+                    &g.id.to_string(),
+                    parent,
+                )
+                .await
+                {
+                    Ok(moved) => {
+                        viewer.redirect(&format!("{}?notice=saved", edit_url(&moved.full_path)))
+                    }
+                    Err(e) if e.status() == StatusCode::FORBIDDEN => {
+                        viewer.error(StatusCode::NOT_FOUND)
+                    }
+                    Err(e) => {
+                        page(state, viewer, &g, level, e.status(), field_errors(&e), None).await
+                    }
+                };
+            }
+            _ => {}
+        }
         let mut params = Params::default();
         if form.get("form") == "path" {
             let new_path = form.get("path").trim();
-            if form.get("confirm") != "yes" {
+            if !confirmed {
                 let new_full = match g.full_path.rsplit_once('/') {
                     Some((parent, _)) => format!("{parent}/{new_path}"),
                     None => new_path.to_string(),
                 };
                 let confirm = context! {
                     form => "path",
+                    group => true,
                     path => new_path,
                     namespace => "",
                     new_full_path => new_full.clone(),

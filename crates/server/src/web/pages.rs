@@ -358,6 +358,7 @@ pub async fn home(State(state): State<Shared>, viewer: Viewer, RawQuery(q): RawQ
             search => search,
             projects => rows,
             groups => group_rows,
+            notice => viewer.notice(),
         },
     )
 }
