@@ -708,7 +708,8 @@ fn self_service_in_a_real_browser() {
     if !browser_tools() {
         return;
     }
-    let berth = Berth::start();
+    // A short review delay, so the admin area has garbage collection to show.
+    let berth = Berth::start_with(&[], &[("BERTH_GC_REVIEW_DELAY", "2s")]);
     let tmp = tempfile::tempdir().unwrap();
     let alice_first_pw = "chosen-by-root-1";
     let alice_pw = "alice-password-1";
@@ -973,6 +974,69 @@ fn self_service_in_a_real_browser() {
         users[0]["id"].as_i64().unwrap().to_string()
     };
     let (alice_id, carol_id) = (user_id("alice"), user_id("carol"));
+    // A cleanup run (a bulk deletion of one tag pushed for it) and what garbage
+    // collection then frees, for the admin area to show.
+    let old_dir = tmp.path().join("old");
+    layout(&old_dir, "old", &["amd64"], "to-be-deleted");
+    let (ok, out) = skopeo_try(
+        tmp.path(),
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-authfile",
+            auth_s,
+            &format!("oci:{}:old", old_dir.display()),
+            &format!("docker://{}/team/app/web:old", berth.addr),
+        ],
+    );
+    assert!(ok, "push team/app/web:old: {out}");
+    let http = reqwest::blocking::Client::new();
+    let root_api = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{}/api/v4{path}", berth.url))
+            .header("PRIVATE-TOKEN", &root_pat)
+    };
+    let repos: Value = root_api(
+        reqwest::Method::GET,
+        "/projects/team%2Fapp/registry/repositories",
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    let rid = repos[0]["id"].as_i64().unwrap();
+    let resp = root_api(
+        reqwest::Method::DELETE,
+        &format!("/projects/team%2Fapp/registry/repositories/{rid}/tags?name_regex_delete=old"),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(resp.status(), 202);
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        "the bulk deletion and the garbage collection after it",
+        || {
+            let log: Value = root_api(
+                reqwest::Method::GET,
+                "/projects/team%2Fapp/registry/cleanup_log",
+            )
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+            let metrics = http
+                .get(format!("{}/metrics", berth.url))
+                .send()
+                .ok()?
+                .text()
+                .ok()?;
+            let freed = metrics
+                .lines()
+                .find(|l| l.starts_with("berth_gc_blobs_deleted_total"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            (log.as_array()?.len() == 1 && freed > 0.0).then_some(())
+        },
+    );
     let bob_reset_pw = "bob-reset-by-root-1";
     // Alice's password is the one she chose in the revoke phase.
     let rules_env = [
@@ -1022,6 +1086,19 @@ fn self_service_in_a_real_browser() {
     assert_eq!(r["edit_user_row"], "Bob Builder");
     assert_eq!(r["edit_user_email"], "bob@example.com");
     // Chinese pages give the API's refusals in Chinese.
+    // The admin area's background work: the run, and what GC freed (the same in
+    // the last day as in all).
+    let run = strings(&r["admin_runs"]);
+    assert_eq!(run[..2], ["team/app", "Bulk delete (API)"], "{run:?}");
+    assert!(run[2].ends_with(" UTC"), "when: {run:?}");
+    assert_eq!(run[3..], ["1", "Finished"], "{run:?}");
+    let gc = strings(&r["admin_gc"]);
+    assert_eq!(gc.len(), 8, "{gc:?}");
+    assert_eq!(gc[0], "Last 24 hours");
+    assert_eq!(gc[4], "All time");
+    assert_eq!(gc[1..4], gc[5..8], "{gc:?}");
+    assert_ne!(gc[1], "0 B", "{gc:?}");
+    assert_ne!(gc[3], "0", "blobs freed: {gc:?}");
     assert_eq!(r["zh_email_error"], "电子邮箱无效。");
     assert_eq!(
         r["zh_path_error"],

@@ -347,6 +347,10 @@ try {
     // in English and in Chinese; then name and e-mail are saved.
     const rootCtx = await browser.newContext({ locale: "en-US" });
     const root = await signIn(rootCtx, process.env.BERTH_USER, process.env.BERTH_PASSWORD);
+    // Background work first: the last cleanup runs and what GC freed.
+    await root.goto(base + "/admin");
+    out.admin_runs = await all(root, "[data-test=cleanup-runs] tbody tr:first-child td:not(:first-child)");
+    out.admin_gc = await all(root, "[data-test=gc-freed] tbody th, [data-test=gc-freed] tbody td");
     await root.goto(base + "/admin/users");
     await navigate(root, () => root.click("[data-test=edit-bob]"));
     out.edit_user_url = new URL(root.url()).pathname;

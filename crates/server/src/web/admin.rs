@@ -20,6 +20,9 @@ use crate::api::{settings, users, ApiError, Params};
 use crate::instance;
 use crate::state::Shared;
 
+/// Cleanup runs the dashboard lists.
+const RECENT_RUNS: i64 = 10;
+
 /// The viewer, if an administrator; the 404 page otherwise.
 fn admin_only(viewer: &Viewer) -> Result<(), Response> {
     match &viewer.user {
@@ -89,6 +92,48 @@ async fn dashboard_page(
         Ok(q) => q.len(),
         Err(e) => return internal(viewer, e),
     };
+    let runs: Vec<Value> = match meta.recent_cleanup_runs(RECENT_RUNS).await {
+        Ok(runs) => runs
+            .iter()
+            .map(|r| {
+                let status = if r.repositories_running > 0 {
+                    "running"
+                } else if r.repositories_waiting > 0 {
+                    "waiting"
+                } else {
+                    "finished"
+                };
+                context! {
+                    id => r.id,
+                    project => r.project_path.clone(),
+                    url => format!("/{}/-/settings/packages_and_registries", r.project_path),
+                    reason => r.reason.clone(),
+                    when => when(r.started_at),
+                    tags_deleted => r.tags_deleted,
+                    status => status,
+                }
+            })
+            .collect(),
+        Err(e) => return internal(viewer, e),
+    };
+    let now = crate::state::now_ms();
+    let gc_freed = |since: i64| async move {
+        meta.gc_freed_since(since).await.map(|f| {
+            context! {
+                manifests => f.manifests,
+                blobs => f.blobs,
+                bytes => human_size(f.bytes),
+            }
+        })
+    };
+    let gc_day = match gc_freed(now - 24 * 3600 * 1000).await {
+        Ok(f) => f,
+        Err(e) => return internal(viewer, e),
+    };
+    let gc_total = match gc_freed(0).await {
+        Ok(f) => f,
+        Err(e) => return internal(viewer, e),
+    };
     let (users, users_total) = match meta
         .users(
             None,
@@ -125,6 +170,9 @@ async fn dashboard_page(
             manifest_reviews => manifest_reviews,
             blob_reviews => blob_reviews,
             cleanup_queue => cleanup_queue,
+            runs => runs,
+            gc_day => gc_day,
+            gc_total => gc_total,
             errors => errors,
             notice => viewer.notice(),
         },
