@@ -248,6 +248,20 @@ fn web_ui_in_a_real_browser() {
     assert_eq!(r["focus_after_reload"], "order");
     assert_eq!(r["multi_arch_badge"], "Multi-arch");
     assert_eq!(r["multi_platforms"], "linux/amd64 · linux/arm64");
+    // On the index's tag page each platform links to its image: config, layers, size.
+    assert_eq!(
+        strings(&r["platform_links"]),
+        ["#platform-1", "#platform-2"]
+    );
+    assert_eq!(r["platform_hash"], "#platform-2");
+    let target = &r["platform_target"];
+    assert_eq!(target["title"], "Image for linux/arm64");
+    assert!(
+        target["config"].as_str().unwrap().starts_with("sha256:"),
+        "{target}"
+    );
+    assert_eq!(target["layers"], 1);
+    assert!(!target["size"].as_str().unwrap().is_empty(), "{target}");
     assert_eq!(r["tag_detail_layers"], 1);
     // Bulk deletion of two tags, after a confirmation dialog.
     assert_eq!(
