@@ -1036,8 +1036,14 @@ fn members_and_inherited_access() {
         paths(&all, "username"),
         vec!["root", "alice", "bob", "carol"]
     );
-    // The last owner of a top-level group stays.
-    api.delete(&format!("{gm}/1"), Some(&root)).expect(403);
+    // The last owner of a top-level group stays, and stays an owner.
+    let refused = api.delete(&format!("{gm}/1"), Some(&root)).expect(403);
+    assert_eq!(
+        refused["message"],
+        "403 Forbidden - a top-level group must keep at least one owner"
+    );
+    api.put(&format!("{gm}/1"), Some(&root), json!({"access_level": 40}))
+        .expect(403);
 }
 
 #[test]

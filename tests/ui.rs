@@ -248,6 +248,20 @@ fn web_ui_in_a_real_browser() {
     assert_eq!(r["focus_after_reload"], "order");
     assert_eq!(r["multi_arch_badge"], "Multi-arch");
     assert_eq!(r["multi_platforms"], "linux/amd64 · linux/arm64");
+    // On the index's tag page each platform links to its image: config, layers, size.
+    assert_eq!(
+        strings(&r["platform_links"]),
+        ["#platform-1", "#platform-2"]
+    );
+    assert_eq!(r["platform_hash"], "#platform-2");
+    let target = &r["platform_target"];
+    assert_eq!(target["title"], "Image for linux/arm64");
+    assert!(
+        target["config"].as_str().unwrap().starts_with("sha256:"),
+        "{target}"
+    );
+    assert_eq!(target["layers"], 1);
+    assert!(!target["size"].as_str().unwrap().is_empty(), "{target}");
     assert_eq!(r["tag_detail_layers"], 1);
     // Bulk deletion of two tags, after a confirmation dialog.
     assert_eq!(
@@ -708,7 +722,8 @@ fn self_service_in_a_real_browser() {
     if !browser_tools() {
         return;
     }
-    let berth = Berth::start();
+    // A short review delay, so the admin area has garbage collection to show.
+    let berth = Berth::start_with(&[], &[("BERTH_GC_REVIEW_DELAY", "2s")]);
     let tmp = tempfile::tempdir().unwrap();
     let alice_first_pw = "chosen-by-root-1";
     let alice_pw = "alice-password-1";
@@ -747,11 +762,31 @@ fn self_service_in_a_real_browser() {
         r["signed_up_notice"],
         "Account created. Sign in with your new username and password."
     );
-    // Root chose alice's password: her first sign-in asks for her own, the next not.
+    // Root chose alice's password: the token service refuses it, saying why; her
+    // first sign-in asks for her own, and until then every page and form leads
+    // there; the next sign-in not.
+    assert_eq!(r["expired_jwt_status"], 401);
+    assert!(
+        r["expired_jwt_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your password expired"),
+        "{}",
+        r["expired_jwt_message"]
+    );
     assert_eq!(r["first_sign_in_url"], "/-/user_settings/password/edit");
     assert_eq!(
         r["first_sign_in_notice"],
         "Set a password of your own before you go on: the one you signed in with was chosen by an administrator or generated."
+    );
+    assert_eq!(
+        strings(&r["gated"]),
+        ["/-/user_settings/password/edit"; 4],
+        "pages wait for the new password"
+    );
+    assert_eq!(
+        r["gated_post"],
+        json!([303, "/-/user_settings/password/edit"])
     );
     assert_eq!(r["second_sign_in_url"], "/");
     assert_eq!(r["signed_in_as"], "alice");
@@ -925,6 +960,208 @@ fn self_service_in_a_real_browser() {
     );
     assert!(ok, "the image moved with its project: {out}");
 
+    // The members rules in the browser, the admin's user edit, Chinese refusals,
+    // and a password reset by root: bob's password then opens only the password
+    // form and is refused by the token service, while his token keeps working.
+    berth.user("carol", "carol-password-1");
+    let bob_pat = berth.admin(&[
+        "token",
+        "create",
+        "--user",
+        "bob",
+        "--name",
+        "cli",
+        "--scopes",
+        "read_registry",
+    ]);
+    let root_pat = berth.admin(&[
+        "token", "create", "--user", "root", "--name", "ui", "--scopes", "api",
+    ]);
+    let user_id = |name: &str| -> String {
+        let users: Value = reqwest::blocking::Client::new()
+            .get(format!("{}/api/v4/users?username={name}", berth.url))
+            .header("PRIVATE-TOKEN", &root_pat)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        users[0]["id"].as_i64().unwrap().to_string()
+    };
+    let (alice_id, carol_id) = (user_id("alice"), user_id("carol"));
+    // A cleanup run (a bulk deletion of one tag pushed for it) and what garbage
+    // collection then frees, for the admin area to show.
+    let old_dir = tmp.path().join("old");
+    layout(&old_dir, "old", &["amd64"], "to-be-deleted");
+    let (ok, out) = skopeo_try(
+        tmp.path(),
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-authfile",
+            auth_s,
+            &format!("oci:{}:old", old_dir.display()),
+            &format!("docker://{}/team/app/web:old", berth.addr),
+        ],
+    );
+    assert!(ok, "push team/app/web:old: {out}");
+    let http = reqwest::blocking::Client::new();
+    let root_api = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{}/api/v4{path}", berth.url))
+            .header("PRIVATE-TOKEN", &root_pat)
+    };
+    let repos: Value = root_api(
+        reqwest::Method::GET,
+        "/projects/team%2Fapp/registry/repositories",
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    let rid = repos[0]["id"].as_i64().unwrap();
+    let resp = root_api(
+        reqwest::Method::DELETE,
+        &format!("/projects/team%2Fapp/registry/repositories/{rid}/tags?name_regex_delete=old"),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(resp.status(), 202);
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        "the bulk deletion and the garbage collection after it",
+        || {
+            let log: Value = root_api(
+                reqwest::Method::GET,
+                "/projects/team%2Fapp/registry/cleanup_log",
+            )
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+            let metrics = http
+                .get(format!("{}/metrics", berth.url))
+                .send()
+                .ok()?
+                .text()
+                .ok()?;
+            let freed = metrics
+                .lines()
+                .find(|l| l.starts_with("berth_gc_blobs_deleted_total"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            (log.as_array()?.len() == 1 && freed > 0.0).then_some(())
+        },
+    );
+    let bob_reset_pw = "bob-reset-by-root-1";
+    // Alice's password is the one she chose in the revoke phase.
+    let rules_env = [
+        ("PHASE", "rules"),
+        ("ALICE_PASSWORD", "alice-new-password-2"),
+        ("BOB_PASSWORD", bob_pw),
+        ("ALICE_ID", alice_id.as_str()),
+        ("CAROL_ID", carol_id.as_str()),
+        ("BOB_RESET_PASSWORD", bob_reset_pw),
+    ];
+    let r = node("self_service.mjs", &berth, &rules_env);
+    eprintln!("browser saw: {r:#}");
+    let last_owner = "The last owner of a top-level group can be neither removed nor given another role. Make someone else an owner first.";
+    assert_eq!(r["owner_alone_note"], "Last owner");
+    assert_eq!(r["owner_alone_controls"], 0);
+    assert_eq!(r["last_owner_demote"], json!([403, last_owner]));
+    assert_eq!(r["last_owner_remove"], json!([403, last_owner]));
+    assert_eq!(strings(&r["group_members"]), ["alice", "bob", "carol"]);
+    // A maintainer gives roles up to Maintainer and leaves the owner alone.
+    assert_eq!(
+        strings(&r["maintainer_add_roles"]),
+        ["10", "20", "30", "40"]
+    );
+    assert_eq!(
+        strings(&r["maintainer_carol_roles"]),
+        ["10", "20", "30", "40"]
+    );
+    assert_eq!(r["maintainer_owner_controls"], 0);
+    assert_eq!(r["maintainer_forged_owner_demote"], 403);
+    assert_eq!(r["maintainer_forged_owner_remove"], 403);
+    assert_eq!(r["maintainer_forged_make_owner"], 403);
+    assert_eq!(r["maintainer_change_notice"], "Role changed.");
+    assert_eq!(r["carol_role_after_bob"], "20");
+    // An owner manages owners; with two owners, alice has controls again.
+    assert_eq!(
+        strings(&r["owner_carol_roles"]),
+        ["10", "20", "30", "40", "50"]
+    );
+    assert_eq!(r["owner_change_notice"], "Role changed.");
+    assert_eq!(r["alice_controls_after"], 1);
+    // Root edits bob's name and e-mail; refusals next to their field.
+    assert_eq!(r["edit_user_url"], "/admin/users/bob/edit");
+    assert_eq!(r["edit_user_email_error"], "Email is invalid");
+    assert_eq!(r["edit_user_focus"], "edit-user-email");
+    assert_eq!(r["edit_user_name_error"], "Name can't be blank");
+    assert_eq!(r["edit_user_notice"], "User updated.");
+    assert_eq!(r["edit_user_row"], "Bob Builder");
+    assert_eq!(r["edit_user_email"], "bob@example.com");
+    // Chinese pages give the API's refusals in Chinese.
+    // The admin area's background work: the run, and what GC freed (the same in
+    // the last day as in all).
+    let run = strings(&r["admin_runs"]);
+    assert_eq!(run[..2], ["team/app", "Bulk delete (API)"], "{run:?}");
+    assert!(run[2].ends_with(" UTC"), "when: {run:?}");
+    assert_eq!(run[3..], ["1", "Finished"], "{run:?}");
+    let gc = strings(&r["admin_gc"]);
+    assert_eq!(gc.len(), 8, "{gc:?}");
+    assert_eq!(gc[0], "Last 24 hours");
+    assert_eq!(gc[4], "All time");
+    assert_eq!(gc[1..4], gc[5..8], "{gc:?}");
+    assert_ne!(gc[1], "0 B", "{gc:?}");
+    assert_ne!(gc[3], "0", "blobs freed: {gc:?}");
+    assert_eq!(r["zh_email_error"], "电子邮箱无效。");
+    assert_eq!(
+        r["zh_path_error"],
+        "路径 \"-crew\" 必须以字母或数字开头（不能以“-”、“_”或“.”开头）。"
+    );
+    assert_eq!(r["zh_member_error"], "此用户已经是成员。");
+    assert_eq!(r["zh_token_error"], "过期日期必须是今天之后的日期。");
+    // Root's new password for bob: only the password form, in the browser…
+    assert_eq!(r["reset_notice"], "User updated.");
+    assert_eq!(r["bob_reset_sign_in_url"], "/-/user_settings/password/edit");
+    assert_eq!(r["bob_reset_gated"], "/-/user_settings/password/edit");
+    // …refused with its reason by `skopeo login`, while bob's token still works.
+    let bob_auth = tmp.path().join("bob-auth.json");
+    let bob_auth_s = bob_auth.to_str().unwrap();
+    let login = |secret: &str| {
+        skopeo_try(
+            tmp.path(),
+            &[
+                "login",
+                "--tls-verify=false",
+                "--authfile",
+                bob_auth_s,
+                "-u",
+                "bob",
+                "-p",
+                secret,
+                &berth.addr,
+            ],
+        )
+    };
+    let (ok, out) = login(bob_reset_pw);
+    assert!(!ok, "an expired password must not log in: {out}");
+    // (skopeo prints only "invalid username/password"; the token service says why.)
+    let refused = berth.token(
+        Some(("bob", bob_reset_pw)),
+        &["repository:team/app/web:pull"],
+    );
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your password expired"),
+        "{body}"
+    );
+    let (ok, out) = login(&bob_pat);
+    assert!(ok, "bob's token keeps working: {out}");
+
     // axe-core over every page type, in both languages: no critical or serious
     // violation.
     // [screenshot name (new pages only), path] of every page type.
@@ -952,6 +1189,7 @@ fn self_service_in_a_real_browser() {
         ["new-project", "/projects/new"],
         ["admin", "/admin"],
         ["admin-users", "/admin/users"],
+        ["admin-user-edit", "/admin/users/alice/edit"],
     ]);
     // With BERTH_SCREENSHOTS=1 the new pages are kept under docs/screenshots/.
     let shots = if std::env::var_os("BERTH_SCREENSHOTS").is_some() {
@@ -967,14 +1205,14 @@ fn self_service_in_a_real_browser() {
             ("SCREENSHOT_DIR", shots.to_str().unwrap()),
         ],
     );
-    assert_eq!(strings(&axe["files"]).len(), 2 * 16);
+    assert_eq!(strings(&axe["files"]).len(), 2 * 17);
     let bad: Vec<&Value> = axe["results"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| !r["violations"].as_array().unwrap().is_empty())
         .collect();
-    assert_eq!(axe["pages"], 2 * (3 + 22 + 1));
+    assert_eq!(axe["pages"], 2 * (3 + 23 + 1));
     assert!(
         bad.is_empty(),
         "critical or serious accessibility violations: {bad:#?}"

@@ -84,6 +84,20 @@ try {
   await navigate(page, () => page.click("[data-test=repositories] tbody tr a.strong"));
   out.multi_arch_badge = await text(page, "tr[data-tag='1.0'] .badge");
   out.multi_platforms = await text(page, "tr[data-tag='1.0'] .platforms");
+  // The index's tag page: each platform links to its image's details.
+  await navigate(page, () => page.click("tr[data-tag='1.0'] a.tag-name"));
+  out.platform_links = await page.$$eval("[data-test=platform-link]", (as) => as.map((a) => a.getAttribute("href")));
+  await page.click("tr[data-platform='linux/arm64'] [data-test=platform-link]");
+  out.platform_hash = new URL(page.url()).hash;
+  out.platform_target = await page.evaluate(() => {
+    const s = document.querySelector(":target");
+    return s && {
+      title: s.querySelector("h2").textContent.trim(),
+      config: (s.querySelector("[data-test=platform-config]") || {}).textContent,
+      layers: s.querySelectorAll("[data-test=platform-layers] tbody tr").length,
+      size: s.querySelector("[data-test=platform-size]").textContent.trim(),
+    };
+  });
   await page.goto(webUrl);
   await navigate(page, () => page.click("tr[data-tag='v1'] a.tag-name"));
   out.tag_detail_layers = (await page.$$("[data-test=layers] tbody tr")).length;

@@ -7,6 +7,10 @@
 //               personal access token and a deploy token; bob looks at the members.
 // PHASE=revoke: alice revokes the deploy token and changes her password in one
 //               browser; another browser of hers is signed out.
+// PHASE=rules:  the members rules in the browser (maintainers up to Maintainer,
+//               owners manage owners, the last owner stays), root edits bob in the
+//               admin area, refusals on Chinese pages, and root resets bob's
+//               password, which then opens only the password form.
 // PHASE=transfer: alice creates a second group and moves her first one into it,
 //               after a confirmation naming the image paths that change.
 // PHASE=remove: alice deletes a project (in English) and a group (in Chinese),
@@ -91,10 +95,32 @@ try {
     out.signed_up_notice = await text(su, "[data-test=notice]");
     await anon.close();
 
+    // The password root chose works nowhere but the browser's password form: the
+    // token service refuses it with a reason.
+    const basic = "Basic " + Buffer.from("alice:" + process.env.ALICE_FIRST_PASSWORD).toString("base64");
+    const jwt = await fetch(base + "/jwt/auth?service=container_registry&scope=repository:alice/x:pull", {
+      headers: { authorization: basic },
+    });
+    out.expired_jwt_status = jwt.status;
+    out.expired_jwt_message = (await jwt.json()).errors[0].message;
+
     // The password root chose is replaced by alice's own at her first sign-in.
     const page = await signIn(ctx, "alice", process.env.ALICE_FIRST_PASSWORD);
     out.first_sign_in_url = new URL(page.url()).pathname;
     out.first_sign_in_notice = await text(page, "[data-test=notice]");
+    // Every other page (and form) waits for the new password.
+    out.gated = [];
+    for (const path of ["/", "/-/user_settings/personal_access_tokens", "/projects/new", "/alice"]) {
+      await page.goto(base + path);
+      out.gated.push(new URL(page.url()).pathname);
+    }
+    const gatedCsrf = await page.getAttribute("input[name=csrf_token]", "value");
+    const gatedPost = await page.request.post(base + "/groups/new", {
+      form: { csrf_token: gatedCsrf, name: "Sneaky", path: "sneaky" },
+      headers: { origin: base },
+      maxRedirects: 0,
+    });
+    out.gated_post = [gatedPost.status(), new URL(gatedPost.headers()["location"], base).pathname];
     await page.fill("[data-test=current_password]", process.env.ALICE_FIRST_PASSWORD);
     await page.fill("[data-test=new_password]", process.env.ALICE_PASSWORD);
     await page.fill("[data-test=password_confirmation]", process.env.ALICE_PASSWORD);
@@ -265,6 +291,123 @@ try {
     await navigate(bob, () => bob.click("[data-test=repositories] tbody tr a.strong"));
     out.bob_select_all = (await bob.$("[data-test=select-all]")) !== null;
     await bobCtx.close();
+  } else if (phase === "rules") {
+    const aliceId = process.env.ALICE_ID;
+    const carolId = process.env.CAROL_ID;
+    const members = "/groups/team/-/group_members";
+    // Alice, the only owner of the top-level group team: her row has no controls,
+    // only a note, and a forged demotion or removal is refused with a reason.
+    const page = await signIn(ctx, "alice", process.env.ALICE_PASSWORD);
+    await page.goto(base + members);
+    out.owner_alone_note = await text(page, "[data-test=last-owner-alice]");
+    out.owner_alone_controls = (await page.$$("tr[data-member=alice] select, tr[data-member=alice] button")).length;
+    const csrf = await page.getAttribute("input[name=csrf_token]", "value");
+    const forge = async (p, id, form) => {
+      const r = await p.request.post(base + members + "/" + id, {
+        form: { csrf_token: await p.getAttribute("input[name=csrf_token]", "value"), ...form },
+        headers: { origin: base },
+        maxRedirects: 0,
+      });
+      const html = await r.text();
+      const m = html.match(/data-test="error-form">([^<]*)</);
+      return [r.status(), m ? m[1] : null];
+    };
+    out.last_owner_demote = await forge(page, aliceId, { action: "update", access_level: "40" });
+    out.last_owner_remove = await forge(page, aliceId, { action: "remove" });
+    void csrf;
+    // Bob joins the group as maintainer, carol as developer.
+    for (const [who, level] of [["bob", "40"], ["carol", "30"]]) {
+      await page.fill("[data-test=member-username]", who);
+      await page.selectOption("[data-test=member-role]", level);
+      await navigate(page, () => page.click("[data-test=member-add]"));
+    }
+    out.group_members = await all(page, "[data-test=members] tbody tr", "data-member");
+
+    // Bob, a maintainer: carol's role up to Maintainer, nothing on the owner.
+    const bobCtx = await browser.newContext({ locale: "en-US" });
+    const bob = await signIn(bobCtx, "bob", process.env.BOB_PASSWORD);
+    await bob.goto(base + members);
+    out.maintainer_add_roles = await all(bob, "[data-test=member-role] option", "value");
+    out.maintainer_carol_roles = await all(bob, "[data-test=role-carol] option", "value");
+    out.maintainer_owner_controls = (await bob.$$("tr[data-member=alice] select, tr[data-member=alice] button")).length;
+    out.maintainer_forged_owner_demote = (await forge(bob, aliceId, { action: "update", access_level: "30" }))[0];
+    out.maintainer_forged_owner_remove = (await forge(bob, aliceId, { action: "remove" }))[0];
+    out.maintainer_forged_make_owner = (await forge(bob, carolId, { action: "update", access_level: "50" }))[0];
+    await bob.selectOption("[data-test=role-carol]", "20");
+    await navigate(bob, () => bob.click("[data-test=save-role-carol]"));
+    out.maintainer_change_notice = await text(bob, "[data-test=notice]");
+    out.carol_role_after_bob = await bob.inputValue("[data-test=role-carol]");
+    await bobCtx.close();
+
+    // Alice, an owner, makes carol an owner; then she is not the last one any more.
+    await page.goto(base + members);
+    out.owner_carol_roles = await all(page, "[data-test=role-carol] option", "value");
+    await page.selectOption("[data-test=role-carol]", "50");
+    await navigate(page, () => page.click("[data-test=save-role-carol]"));
+    out.owner_change_notice = await text(page, "[data-test=notice]");
+    out.alice_controls_after = (await page.$$("tr[data-member=alice] select")).length;
+
+    // Root edits bob in the admin area: a bad e-mail is refused next to its field,
+    // in English and in Chinese; then name and e-mail are saved.
+    const rootCtx = await browser.newContext({ locale: "en-US" });
+    const root = await signIn(rootCtx, process.env.BERTH_USER, process.env.BERTH_PASSWORD);
+    // Background work first: the last cleanup runs and what GC freed.
+    await root.goto(base + "/admin");
+    out.admin_runs = await all(root, "[data-test=cleanup-runs] tbody tr:first-child td:not(:first-child)");
+    out.admin_gc = await all(root, "[data-test=gc-freed] tbody th, [data-test=gc-freed] tbody td");
+    await root.goto(base + "/admin/users");
+    await navigate(root, () => root.click("[data-test=edit-bob]"));
+    out.edit_user_url = new URL(root.url()).pathname;
+    await root.fill("[data-test=edit-user-email]", "bob-at-example");
+    await navigate(root, () => root.click("[data-test=edit-user-save]"));
+    out.edit_user_email_error = await text(root, "[data-test=error-email]");
+    out.edit_user_focus = await root.evaluate(() => document.activeElement.getAttribute("data-test"));
+    await root.fill("[data-test=edit-user-name]", "");
+    await root.fill("[data-test=edit-user-email]", "bob@example.com");
+    await navigate(root, () => root.click("[data-test=edit-user-save]"));
+    out.edit_user_name_error = await text(root, "[data-test=error-name]");
+    await root.fill("[data-test=edit-user-name]", "Bob Builder");
+    await navigate(root, () => root.click("[data-test=edit-user-save]"));
+    out.edit_user_notice = await text(root, "[data-test=notice]");
+    out.edit_user_row = await text(root, "tr[data-user=bob] td:nth-child(1) .strong");
+    out.edit_user_email = await text(root, "tr[data-user=bob] td:nth-child(2)");
+
+    // The same refusals on Chinese pages.
+    const zhCtx = await browser.newContext({ locale: "zh-CN" });
+    const zh = await signIn(zhCtx, process.env.BERTH_USER, process.env.BERTH_PASSWORD);
+    await zh.goto(base + "/admin/users/bob/edit");
+    await zh.fill("[data-test=edit-user-email]", "bob-at-example");
+    await navigate(zh, () => zh.click("[data-test=edit-user-save]"));
+    out.zh_email_error = await text(zh, "[data-test=error-email]");
+    await zh.goto(base + "/groups/new");
+    await zh.fill("[data-test=group-name]", "Crew");
+    await zh.fill("[data-test=group-path]", "-crew");
+    await navigate(zh, () => zh.click("[data-test=group-create]"));
+    out.zh_path_error = await text(zh, "[data-test=error-path]");
+    await zh.goto(base + "/groups/team/-/group_members");
+    await zh.fill("[data-test=member-username]", "carol");
+    await navigate(zh, () => zh.click("[data-test=member-add]"));
+    out.zh_member_error = await text(zh, "[data-test=error-username]");
+    await zh.goto(base + "/-/user_settings/personal_access_tokens");
+    await zh.fill("[data-test=token-name]", "past");
+    await zh.fill("[data-test=token-expires]", "2020-01-01");
+    await navigate(zh, () => zh.click("[data-test=token-create]"));
+    out.zh_token_error = await text(zh, "[data-test=error-expires_at]");
+    await zhCtx.close();
+
+    // Root sets a new password for bob: it opens only the password form.
+    await root.goto(base + "/admin/users");
+    await root.click("tr[data-user=bob] details summary");
+    await root.fill("[data-test=password-bob]", process.env.BOB_RESET_PASSWORD);
+    await navigate(root, () => root.click("tr[data-user=bob] details button[type=submit]"));
+    out.reset_notice = await text(root, "[data-test=notice]");
+    await rootCtx.close();
+    const bob2Ctx = await browser.newContext({ locale: "en-US" });
+    const bob2 = await signIn(bob2Ctx, "bob", process.env.BOB_RESET_PASSWORD);
+    out.bob_reset_sign_in_url = new URL(bob2.url()).pathname;
+    await bob2.goto(base + "/groups/team");
+    out.bob_reset_gated = new URL(bob2.url()).pathname;
+    await bob2Ctx.close();
   } else if (phase === "transfer") {
     const page = await signIn(ctx, "alice", "alice-new-password-2");
     await page.goto(base + "/groups/new");

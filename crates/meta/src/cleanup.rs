@@ -108,4 +108,22 @@ pub trait CleanupMeta: Send + Sync {
     /// The project's most recent cleanup deletions (and tags kept by protection
     /// rules), newest first.
     async fn cleanup_log(&self, project_id: i64, limit: i64) -> Result<Vec<CleanupLogEntry>>;
+    /// The instance's most recent cleanup runs (every project), newest first, with
+    /// how many tags each deleted and whether repositories still wait for it.
+    async fn recent_cleanup_runs(&self, limit: i64) -> Result<Vec<CleanupRunSummary>>;
+}
+
+/// One cleanup run as the admin area lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupRunSummary {
+    pub id: i64,
+    pub project_path: String,
+    /// `policy`, `bulk_delete` or `command`.
+    pub reason: String,
+    pub started_at: i64,
+    pub tags_deleted: i64,
+    /// Repositories whose turn in this run is still to come (or under way).
+    pub repositories_waiting: i64,
+    /// Repositories working on it right now.
+    pub repositories_running: i64,
 }

@@ -24,6 +24,19 @@ pub struct BlobRecord {
     pub size: i64,
 }
 
+/// What garbage collection freed: manifests and blobs deleted, bytes of those blobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcFreed {
+    pub manifests: i64,
+    pub blobs: i64,
+    pub bytes: i64,
+}
+
+/// The hour (Unix ms) `at` falls in, as [`GcMeta::record_gc_freed`] counts.
+pub fn gc_hour(at: i64) -> i64 {
+    at - at.rem_euclid(3_600_000)
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub manifests_deleted: u64,
@@ -65,6 +78,11 @@ pub trait GcMeta: Send + Sync {
     async fn postpone_blob_review(&self, digest: &Digest, now: i64) -> Result<()>;
     /// Items waiting in the review queues (manifests, blobs).
     async fn review_queue_lengths(&self) -> Result<(i64, i64)>;
+    /// Add what one round of garbage collection freed at `now`, so every node's
+    /// admin page shows the installation's figures (counted by the hour).
+    async fn record_gc_freed(&self, freed: &GcFreed, now: i64) -> Result<()>;
+    /// What garbage collection freed since `since` (the start of its hour).
+    async fn gc_freed_since(&self, since: i64) -> Result<GcFreed>;
 
     /// Offline GC: delete every manifest nothing reachable needs (with
     /// `delete_untagged`, untagged manifests too, except index children and referrers

@@ -59,6 +59,8 @@ pub const COPIED: &[(&str, &str)] = &[
     ("gc_blob_review_queue", ""),
     ("gc_manifest_review_queue", ""),
     ("gc_blob_deletions", ""),
+    // What garbage collection freed, so the admin area's figures carry over.
+    ("gc_freed", ""),
     // Signed-in browsers stay signed in (only digests of session ids are stored).
     ("web_sessions", ""),
     // So do docker's identity tokens (digests only, bound to their credentials).

@@ -303,6 +303,15 @@ async fn collect_garbage(state: Arc<AppState>) {
                     .increment(s.manifests_deleted);
                 metrics::counter!("berth_gc_blobs_deleted_total").increment(s.blobs_deleted);
                 metrics::counter!("berth_gc_bytes_freed_total").increment(s.bytes_freed);
+                // The metrics are this process's; the database has the installation's.
+                let freed = berth_meta::GcFreed {
+                    manifests: s.manifests_deleted as i64,
+                    blobs: s.blobs_deleted as i64,
+                    bytes: s.bytes_freed as i64,
+                };
+                if let Err(e) = state.meta.record_gc_freed(&freed, now_ms()).await {
+                    tracing::warn!(error = %e, "recording what garbage collection freed");
+                }
                 if s != crate::gc::GcStats::default() {
                     tracing::info!(
                         manifests = s.manifests_deleted,

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta, KeptTag};
+use crate::cleanup::{CleanupClaim, CleanupLogEntry, CleanupMeta, CleanupRunSummary, KeptTag};
 use crate::repositories::{ExpirationPolicy, RepositoryInfo, RepositoryMeta};
 use crate::{Actor, Result};
 
@@ -368,6 +368,34 @@ impl CleanupMeta for Db {
                 deleted_at: r.get(6),
                 run_id: r.get(7),
                 kept_by_rule: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn recent_cleanup_runs(&self, limit: i64) -> Result<Vec<CleanupRunSummary>> {
+        let rows = sqlx::query(
+            "SELECT r.id, p.full_path, r.reason, r.started_at, \
+             (SELECT COUNT(*) FROM cleanup_log l WHERE l.run_id = r.id), \
+             (SELECT COUNT(*) FROM repositories x WHERE x.cleanup_run_id = r.id \
+                AND x.cleanup_status IN ('cleanup_scheduled', 'cleanup_unfinished', 'cleanup_ongoing')), \
+             (SELECT COUNT(*) FROM repositories x WHERE x.cleanup_run_id = r.id \
+                AND x.cleanup_status = 'cleanup_ongoing') \
+             FROM cleanup_runs r JOIN projects p ON p.id = r.project_id \
+             ORDER BY r.id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CleanupRunSummary {
+                id: r.get(0),
+                project_path: r.get(1),
+                reason: r.get(2),
+                started_at: r.get(3),
+                tags_deleted: r.get(4),
+                repositories_waiting: r.get(5),
+                repositories_running: r.get(6),
             })
             .collect())
     }

@@ -11,7 +11,7 @@ use berth_oci::Digest;
 use sqlx::Row;
 
 use crate::common::digest;
-use crate::gc::{BlobRecord, GcMeta, ManifestReview, SweepReport};
+use crate::gc::{gc_hour, BlobRecord, GcFreed, GcMeta, ManifestReview, SweepReport};
 
 use crate::Result;
 
@@ -290,6 +290,40 @@ impl GcMeta for Db {
             .fetch_one(self.reader())
             .await?;
         Ok((m, b))
+    }
+
+    async fn record_gc_freed(&self, freed: &GcFreed, now: i64) -> Result<()> {
+        if *freed == GcFreed::default() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO gc_freed (hour, manifests, blobs, bytes) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (hour) DO UPDATE SET manifests = gc_freed.manifests + excluded.manifests, \
+             blobs = gc_freed.blobs + excluded.blobs, bytes = gc_freed.bytes + excluded.bytes",
+        )
+        .bind(gc_hour(now))
+        .bind(freed.manifests)
+        .bind(freed.blobs)
+        .bind(freed.bytes)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn gc_freed_since(&self, since: i64) -> Result<GcFreed> {
+        let r = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(manifests), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(blobs), 0) AS BIGINT), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) \
+             FROM gc_freed WHERE hour >= $1",
+        )
+        .bind(gc_hour(since))
+        .fetch_one(self.reader())
+        .await?;
+        Ok(GcFreed {
+            manifests: r.get(0),
+            blobs: r.get(1),
+            bytes: r.get(2),
+        })
     }
 
     async fn sweep(

@@ -3,7 +3,9 @@
 use berth_oci::Digest;
 
 use super::TestMeta;
-use crate::{Actor, ManifestRef, ManifestReview, NewManifest, Restore, RunRestore, Window};
+use crate::{
+    Actor, GcFreed, ManifestRef, ManifestReview, NewManifest, Restore, RunRestore, Window,
+};
 
 fn manifest(payload: &str, layer: &Digest) -> NewManifest {
     super::registry::manifest(payload, vec![layer.clone()], vec![])
@@ -299,4 +301,63 @@ pub(crate) async fn history_is_pruned_after_the_retention(m: &dyn TestMeta) {
     assert_eq!(m.prune_tag_history(31).await.unwrap(), 1);
     // Live tags are never pruned.
     assert_eq!(m.tags("g/p", None, 10).await.unwrap(), vec!["a"]);
+}
+
+pub(crate) async fn admin_sees_recent_runs_and_what_gc_freed(m: &dyn TestMeta) {
+    let pid = super::cleanup::project_with_tags(m, &["g/p/app"]).await;
+    let app = repo_id(m, "g/p/app").await;
+    assert_eq!(m.recent_cleanup_runs(10).await.unwrap(), vec![]);
+    let first = m
+        .start_cleanup_run(pid, "bulk_delete", &alice(), 5)
+        .await
+        .unwrap();
+    let names: Vec<String> = ["a", "b"].map(String::from).to_vec();
+    m.delete_tags_logged(app, &names, "bulk_delete", Some(first), &alice(), 6)
+        .await
+        .unwrap();
+    let second = m
+        .start_cleanup_run(pid, "command", &alice(), 7)
+        .await
+        .unwrap();
+    let runs = m.recent_cleanup_runs(10).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [second, first],
+        "newest first"
+    );
+    assert_eq!(runs[1].project_path, "g/p");
+    assert_eq!(runs[1].reason, "bulk_delete");
+    assert_eq!(runs[1].started_at, 5);
+    assert_eq!(runs[1].tags_deleted, 2);
+    assert_eq!(runs[1].repositories_waiting, 0);
+    assert_eq!(runs[0].tags_deleted, 0);
+    assert_eq!(m.recent_cleanup_runs(1).await.unwrap().len(), 1);
+
+    // What GC freed, by the hour: rounds add up, older hours drop out of "recent".
+    let hour = 3_600_000;
+    let day0 = 1_000 * hour;
+    assert_eq!(m.gc_freed_since(0).await.unwrap(), GcFreed::default());
+    let round = |n: i64| GcFreed {
+        manifests: n,
+        blobs: 2 * n,
+        bytes: 1000 * n,
+    };
+    m.record_gc_freed(&round(1), day0 + 10).await.unwrap();
+    m.record_gc_freed(&round(2), day0 + 20).await.unwrap();
+    m.record_gc_freed(&GcFreed::default(), day0 + 30)
+        .await
+        .unwrap();
+    m.record_gc_freed(&round(4), day0 + 30 * hour)
+        .await
+        .unwrap();
+    assert_eq!(m.gc_freed_since(0).await.unwrap(), round(7));
+    assert_eq!(
+        m.gc_freed_since(day0 + 30 * hour + 5).await.unwrap(),
+        round(4),
+        "from the start of the hour given"
+    );
+    assert_eq!(
+        m.gc_freed_since(day0 + 31 * hour).await.unwrap(),
+        GcFreed::default()
+    );
 }

@@ -156,6 +156,7 @@ macro_rules! meta_suite {
             history::gc_keeps_a_manifest_a_tag_left_within_the_window,
             history::a_cleanup_run_is_undone_with_counts,
             history::history_is_pruned_after_the_retention,
+            history::admin_sees_recent_runs_and_what_gc_freed,
             instance::first_stored_secret_wins,
             instance::blob_lock_shared_excludes_exclusive,
             instance::login_failures_are_counted_by_key_and_pruned,

@@ -401,6 +401,9 @@ pub(crate) async fn update_member(
     )
     .await?;
     check_not_below_inherited(state, &target, &current.user, level).await?;
+    if level != AccessLevel::Owner && is_last_owner(state, &target, &current).await? {
+        return Err(last_owner_refused());
+    }
     state
         .meta
         .set_member(
@@ -412,6 +415,36 @@ pub(crate) async fn update_member(
         )
         .await?;
     direct_member(state, &target, user_id).await
+}
+
+/// Why removing or demoting the last owner of a top-level group is refused (403, as
+/// GitLab). Projects and subgroups always have the owners of the groups above.
+pub(crate) const LAST_OWNER: &str =
+    "403 Forbidden - a top-level group must keep at least one owner";
+
+fn last_owner_refused() -> ApiError {
+    ApiError::message(StatusCode::FORBIDDEN, LAST_OWNER)
+        .because("the member is the last owner of a top-level group")
+}
+
+/// Whether `member` is the only direct owner of a top-level group.
+pub(crate) async fn is_last_owner(
+    state: &AppState,
+    target: &Target,
+    member: &Member,
+) -> ApiResult<bool> {
+    let Target::Group(g) = target else {
+        return Ok(false);
+    };
+    if g.parent_id.is_some() || member.access_level != AccessLevel::Owner {
+        return Ok(false);
+    }
+    let owners = direct_members(state, target)
+        .await?
+        .iter()
+        .filter(|m| m.access_level == AccessLevel::Owner)
+        .count();
+    Ok(owners <= 1)
 }
 
 /// Remove a direct member, or leave (the REST API and the members page).
@@ -428,18 +461,8 @@ pub(crate) async fn remove_member(
     if !leaving {
         check_manage(state, caller, &target, None, Some(current.access_level)).await?;
     }
-    // A top-level group keeps at least one owner.
-    if let Target::Group(g) = &target {
-        if g.parent_id.is_none() && current.access_level == AccessLevel::Owner {
-            let owners = direct_members(state, &target)
-                .await?
-                .iter()
-                .filter(|m| m.access_level == AccessLevel::Owner)
-                .count();
-            if owners <= 1 {
-                return Err(ApiError::forbidden());
-            }
-        }
+    if is_last_owner(state, &target, &current).await? {
+        return Err(last_owner_refused());
     }
     state
         .meta

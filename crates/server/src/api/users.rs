@@ -182,6 +182,28 @@ pub(crate) async fn create_user(
     new_user(state, params, true).await
 }
 
+/// An e-mail address has one `@` with something on both sides and no spaces
+/// (GitLab's `email: is invalid` otherwise). Whether it receives mail is not checked.
+fn check_email(email: Option<&str>) -> ApiResult<()> {
+    let Some(e) = email else { return Ok(()) };
+    let ok = match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation("email", "is invalid"))
+    }
+}
+
 /// Create one's own account at `/users/sign_up` (when an administrator allows it):
 /// never an administrator, and a password is required.
 pub(crate) async fn sign_up(state: &AppState, params: &Params) -> ApiResult<User> {
@@ -193,6 +215,7 @@ async fn new_user(state: &AppState, params: &Params, by_admin: bool) -> ApiResul
     let username = params.required_string("username")?;
     let name = params.required_string("name")?;
     let email = params.string("email")?.filter(|e| !e.trim().is_empty());
+    check_email(email.as_deref())?;
     let random = by_admin
         && (params.bool("force_random_password")? == Some(true)
             || params.bool("reset_password")? == Some(true));
@@ -286,9 +309,11 @@ pub(crate) async fn update_user(
         return Err(ApiError::validation("name", "can't be blank"));
     }
     let new_password = password_hash.is_some();
+    let email = params.string("email")?;
+    check_email(email.as_deref().filter(|e| !e.is_empty()))?;
     let update = UserUpdate {
         name,
-        email: params.string("email")?,
+        email,
         password_hash,
         admin: if as_admin {
             params.bool("admin")?
@@ -423,4 +448,32 @@ async fn end_web_sessions(state: &AppState, user: &User, why: &str) -> ApiResult
     let ended = state.meta.delete_user_web_sessions(user.id, None).await?;
     tracing::info!(username = %user.username, user_id = user.id, ended, why, "ended web sessions");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_need_one_at_with_both_sides() {
+        for ok in [None, Some("a@b"), Some("alice@example.com")] {
+            assert!(check_email(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "alice",
+            "@example.com",
+            "alice@",
+            "a@b@c",
+            "al ice@example.com",
+            "alice@.example",
+            "alice@example.",
+        ] {
+            let e = check_email(Some(bad)).unwrap_err();
+            assert_eq!(
+                e.problems(),
+                [(Some("email".to_string()), "is invalid".to_string())],
+                "{bad}"
+            );
+        }
+    }
 }

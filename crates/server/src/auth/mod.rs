@@ -206,9 +206,18 @@ pub enum AuthError {
     Invalid,
     #[error("too many failed sign-in attempts; try again in {0} seconds")]
     RateLimited(u64),
+    /// The password was right, but its owner must choose a new one first (an
+    /// administrator set it): as GitLab, an expired password signs in nowhere but
+    /// the browser's password form. Tokens keep working.
+    #[error("{}", PASSWORD_EXPIRED_MESSAGE)]
+    PasswordExpired,
     #[error("metadata error: {0}")]
     Meta(#[from] berth_meta::MetaError),
 }
+
+/// Why a right password is refused while its owner must change it.
+pub const PASSWORD_EXPIRED_MESSAGE: &str = "Your password expired: an administrator set it, \
+so sign in to the web UI and choose a new password first, or use a personal access token.";
 
 /// Failed sign-ins allowed per client address and per username in one window.
 const MAX_FAILURES: usize = 10;
@@ -336,6 +345,13 @@ pub async fn authenticate(
         }
     };
     match found {
+        Some(Principal::User {
+            user,
+            via: Via::Password,
+        }) if user.password_change_required => {
+            tracing::info!(%ip, username, "password sign-in refused: the password must be changed in the web UI first");
+            Err(AuthError::PasswordExpired)
+        }
         Some(p) => Ok(p),
         None => {
             guard.limiter.failed(meta, ip, password_for, now_s).await;
@@ -362,7 +378,7 @@ pub fn still_valid(p: &Principal, now: i64) -> bool {
         Principal::User {
             user,
             via: Via::Password,
-        } => active(user),
+        } => active(user) && !user.password_change_required,
         Principal::User {
             user,
             via: Via::PersonalToken(t),

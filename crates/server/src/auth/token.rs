@@ -254,6 +254,13 @@ async fn issue_inner(
                         UNAUTHORIZED_MESSAGE,
                     ))
                 }
+                Err(AuthError::PasswordExpired) => {
+                    return Ok(refused(
+                        StatusCode::UNAUTHORIZED,
+                        "UNAUTHORIZED",
+                        super::PASSWORD_EXPIRED_MESSAGE,
+                    ))
+                }
                 Err(AuthError::RateLimited(wait)) => {
                     let mut r = error(
                         StatusCode::TOO_MANY_REQUESTS,

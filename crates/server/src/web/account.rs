@@ -12,7 +12,7 @@ use axum::response::Response;
 use berth_meta::PersonalToken;
 use minijinja::{context, Value};
 
-use super::forms::{field_errors, Posted};
+use super::forms::{field_errors_in, Posted};
 use super::pages::{registry_host, when};
 use super::Viewer;
 use crate::api::{tokens, users};
@@ -83,7 +83,7 @@ pub async fn save_profile(
             e.status(),
             form.get("name"),
             form.get("email"),
-            field_errors(&e),
+            field_errors_in(&e, viewer.lang),
         ),
     }
 }
@@ -165,7 +165,7 @@ pub async fn change_password(
     {
         Ok(()) => viewer.redirect("/-/user_settings/password/edit?notice=password_changed"),
         Err(e) => {
-            let mut errors = field_errors(&e);
+            let mut errors = field_errors_in(&e, viewer.lang);
             if let Some(p) = errors.remove("password") {
                 errors.insert("new_password".into(), p);
             }
@@ -308,7 +308,7 @@ pub async fn create_token(
                 e.status(),
                 Some(input),
                 None,
-                field_errors(&e),
+                field_errors_in(&e, viewer.lang),
             )
             .await
         }

@@ -10,15 +10,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use berth_meta::{UserState, Window};
+use berth_meta::{User, UserState, Window};
 use minijinja::{context, Value};
 
-use super::forms::{field_errors, Posted};
+use super::forms::{field_errors_in, Posted};
 use super::pages::{human_size, when};
 use super::Viewer;
 use crate::api::{settings, users, ApiError, Params};
 use crate::instance;
 use crate::state::Shared;
+
+/// Cleanup runs the dashboard lists.
+const RECENT_RUNS: i64 = 10;
 
 /// The viewer, if an administrator; the 404 page otherwise.
 fn admin_only(viewer: &Viewer) -> Result<(), Response> {
@@ -89,6 +92,48 @@ async fn dashboard_page(
         Ok(q) => q.len(),
         Err(e) => return internal(viewer, e),
     };
+    let runs: Vec<Value> = match meta.recent_cleanup_runs(RECENT_RUNS).await {
+        Ok(runs) => runs
+            .iter()
+            .map(|r| {
+                let status = if r.repositories_running > 0 {
+                    "running"
+                } else if r.repositories_waiting > 0 {
+                    "waiting"
+                } else {
+                    "finished"
+                };
+                context! {
+                    id => r.id,
+                    project => r.project_path.clone(),
+                    url => format!("/{}/-/settings/packages_and_registries", r.project_path),
+                    reason => r.reason.clone(),
+                    when => when(r.started_at),
+                    tags_deleted => r.tags_deleted,
+                    status => status,
+                }
+            })
+            .collect(),
+        Err(e) => return internal(viewer, e),
+    };
+    let now = crate::state::now_ms();
+    let gc_freed = |since: i64| async move {
+        meta.gc_freed_since(since).await.map(|f| {
+            context! {
+                manifests => f.manifests,
+                blobs => f.blobs,
+                bytes => human_size(f.bytes),
+            }
+        })
+    };
+    let gc_day = match gc_freed(now - 24 * 3600 * 1000).await {
+        Ok(f) => f,
+        Err(e) => return internal(viewer, e),
+    };
+    let gc_total = match gc_freed(0).await {
+        Ok(f) => f,
+        Err(e) => return internal(viewer, e),
+    };
     let (users, users_total) = match meta
         .users(
             None,
@@ -125,6 +170,9 @@ async fn dashboard_page(
             manifest_reviews => manifest_reviews,
             blob_reviews => blob_reviews,
             cleanup_queue => cleanup_queue,
+            runs => runs,
+            gc_day => gc_day,
+            gc_total => gc_total,
             errors => errors,
             notice => viewer.notice(),
         },
@@ -174,7 +222,7 @@ pub async fn save_settings(
         Ok(_) => viewer.redirect("/admin?notice=settings_saved"),
         Err(e) => {
             // The API names its parameters; the page's fields are shorter.
-            let errors = field_errors(&e)
+            let errors = field_errors_in(&e, viewer.lang)
                 .into_iter()
                 .map(|(k, v)| {
                     let k = match k.as_str() {
@@ -238,6 +286,7 @@ async fn users_page(
                 created => when(u.created_at),
                 is_me => me == Some(u.id),
                 url => format!("/admin/users/{}", u.id),
+                edit_url => format!("/admin/users/{}/edit", u.username),
             }
         })
         .collect();
@@ -295,7 +344,7 @@ pub async fn create_user(
             viewer.redirect("/admin/users?notice=user_created")
         }
         Err(e) => {
-            let mut errors = field_errors(&e);
+            let mut errors = field_errors_in(&e, viewer.lang);
             if e.status() == StatusCode::CONFLICT {
                 if let Some(m) = errors.remove("form") {
                     errors.insert("username".into(), m);
@@ -361,10 +410,108 @@ pub async fn change_user(
     match result {
         Ok(()) => viewer.redirect("/admin/users?notice=user_updated"),
         Err(e) => {
-            let mut errors = field_errors(&e);
+            let mut errors = field_errors_in(&e, viewer.lang);
             errors.insert("user".into(), user.username.clone());
             users_page(&state, &viewer, e.status(), errors, Value::from(())).await
         }
+    }
+}
+
+/// The user `/admin/users/<username>/edit` names (404 page otherwise).
+async fn user_named(state: &Shared, viewer: &Viewer, username: &str) -> Result<User, Response> {
+    match state.meta.user_by_username(username).await {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => Err(viewer.error(StatusCode::NOT_FOUND)),
+        Err(e) => Err(internal(viewer, e)),
+    }
+}
+
+fn edit_user_form(
+    viewer: &Viewer,
+    user: &User,
+    status: StatusCode,
+    errors: BTreeMap<String, String>,
+    name: &str,
+    email: &str,
+) -> Response {
+    viewer.render(
+        status,
+        "admin_user_edit.html",
+        context! {
+            title => viewer.lang.text("admin_user_edit_title").replace("{username}", &user.username),
+            section => "users",
+            edited => context! {
+                username => user.username.clone(),
+                admin => user.admin,
+                blocked => user.state == UserState::Blocked,
+            },
+            action => format!("/admin/users/{}/edit", user.username),
+            name => name,
+            email => email,
+            errors => errors,
+        },
+    )
+}
+
+/// `/admin/users/<username>/edit`: an administrator changes a user's name and e-mail.
+pub async fn edit_user(
+    State(state): State<Shared>,
+    viewer: Viewer,
+    Path(username): Path<String>,
+) -> Response {
+    if let Err(r) = admin_only(&viewer) {
+        return r;
+    }
+    let user = match user_named(&state, &viewer, &username).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    edit_user_form(
+        &viewer,
+        &user,
+        StatusCode::OK,
+        BTreeMap::new(),
+        &user.name,
+        user.email.as_deref().unwrap_or(""),
+    )
+}
+
+pub async fn save_user(
+    State(state): State<Shared>,
+    viewer: Viewer,
+    Path(username): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = admin_only(&viewer) {
+        return r;
+    }
+    let form = match viewer.posted(&method, &headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let user = match user_named(&state, &viewer, &username).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    // Only these two fields: a blank name is refused, a blank e-mail clears it.
+    let mut params = Params::default();
+    params.set("name", form.get("name"));
+    params.set("email", form.get("email").trim());
+    match users::update_user(&state, &user, &params, true).await {
+        Ok(u) => {
+            tracing::info!(username = %u.username, "user edited in the admin area");
+            viewer.redirect("/admin/users?notice=user_updated")
+        }
+        Err(e) => edit_user_form(
+            &viewer,
+            &user,
+            e.status(),
+            field_errors_in(&e, viewer.lang),
+            form.get("name"),
+            form.get("email"),
+        ),
     }
 }
 
@@ -420,7 +567,7 @@ pub async fn sign_up(
             viewer.redirect("/users/sign_in?notice=signed_up")
         }
         Err(e) => {
-            let mut errors = field_errors(&e);
+            let mut errors = field_errors_in(&e, viewer.lang);
             if e.status() == StatusCode::CONFLICT {
                 if let Some(m) = errors.remove("form") {
                     errors.insert("username".into(), m);

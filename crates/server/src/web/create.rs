@@ -11,7 +11,7 @@ use axum::response::Response;
 use berth_core::AccessLevel;
 use minijinja::{context, Value};
 
-use super::forms::field_errors;
+use super::forms::field_errors_in;
 use super::Viewer;
 use crate::api::{groups, projects};
 use crate::state::Shared;
@@ -114,7 +114,14 @@ pub async fn create_group(
                 description => form.get("description"), visibility => form.get("visibility"),
                 parent_id => form.get("parent_id"),
             };
-            group_form(&state, &viewer, e.status(), input, field_errors(&e)).await
+            group_form(
+                &state,
+                &viewer,
+                e.status(),
+                input,
+                field_errors_in(&e, viewer.lang),
+            )
+            .await
         }
     }
 }
@@ -179,7 +186,14 @@ pub async fn create_project(
                 description => form.get("description"), visibility => form.get("visibility"),
                 namespace_id => form.get("namespace_id"),
             };
-            project_form(&state, &viewer, e.status(), input, field_errors(&e)).await
+            project_form(
+                &state,
+                &viewer,
+                e.status(),
+                input,
+                field_errors_in(&e, viewer.lang),
+            )
+            .await
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::response::Response;
 use berth_meta::DeployToken;
 use minijinja::{context, Value};
 
-use super::forms::{field_errors, Posted};
+use super::forms::{field_errors_in, Posted};
 use super::nav::{self, Place};
 use super::pages::{registry_host, when};
 use super::Viewer;
@@ -174,7 +174,7 @@ pub async fn create(
                 path,
                 e.status(),
                 None,
-                field_errors(&e),
+                field_errors_in(&e, viewer.lang),
                 input,
             )
             .await

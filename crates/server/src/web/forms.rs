@@ -8,6 +8,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use berth_meta::User;
 
+use super::api_errors;
+use super::i18n::Lang;
 use super::session::{cookie, set_cookie};
 use super::{field, form_fields, Viewer};
 use crate::api::{ApiError, Params};
@@ -142,11 +144,41 @@ impl Viewer {
 
 /// The problems of a refusal by field (`form` for those that name none), the way the
 /// REST API words them: `{"message": {"path": ["…"]}}` and Grape's `"name is missing"`
-/// both land next to their field.
-pub(crate) fn field_errors(e: &ApiError) -> BTreeMap<String, String> {
+/// both land next to their field. In the page's language: English as the API words
+/// it, Chinese from the catalogue (`apierr_*`), the API's wording where no entry fits.
+pub(crate) fn field_errors_in(e: &ApiError, lang: Lang) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for (f, problem) in e.problems() {
-        let (key, text) = match f {
+    for (key, rest) in problems_by_field(e) {
+        let text = match (lang, &rest) {
+            (Lang::En, Problem::Field(rest)) => format!("{} {rest}", label(&key)),
+            (Lang::En, Problem::Form(p)) => p.clone(),
+            (_, Problem::Field(rest)) => api_errors::field_problem(lang, &key, rest)
+                .unwrap_or_else(|| format!("{} {rest}", label(&key))),
+            (_, Problem::Form(p)) => api_errors::form_problem(lang, p).unwrap_or_else(|| p.clone()),
+        };
+        out.entry(key)
+            .and_modify(|t: &mut String| {
+                if lang == Lang::En {
+                    t.push(' ');
+                }
+                t.push_str(&text)
+            })
+            .or_insert(text);
+    }
+    out
+}
+
+/// What a refusal says: about a field (the text after the field's name) or the
+/// whole form.
+enum Problem {
+    Field(String),
+    Form(String),
+}
+
+fn problems_by_field(e: &ApiError) -> Vec<(String, Problem)> {
+    e.problems()
+        .into_iter()
+        .map(|(f, problem)| match f {
             Some(f) => {
                 let f = if f == "visibility_level" {
                     "visibility".to_string()
@@ -154,30 +186,23 @@ pub(crate) fn field_errors(e: &ApiError) -> BTreeMap<String, String> {
                     f
                 };
                 // `path: path "-x" must …` names its field already.
-                let text = match problem.strip_prefix(&format!("{f} ")) {
-                    Some(rest) => format!("{} {rest}", label(&f)),
-                    None => format!("{} {problem}", label(&f)),
-                };
-                (f, text)
+                let rest = problem
+                    .strip_prefix(&format!("{f} "))
+                    .map(str::to_string)
+                    .unwrap_or(problem);
+                (f, Problem::Field(rest))
             }
             None => match problem.split_once(' ') {
                 Some((word, rest))
                     if word.chars().all(|c| c.is_ascii_lowercase() || c == '_')
                         && ["is ", "does ", "are "].iter().any(|v| rest.starts_with(v)) =>
                 {
-                    (word.to_string(), format!("{} {rest}", label(word)))
+                    (word.to_string(), Problem::Field(rest.to_string()))
                 }
-                _ => ("form".to_string(), problem),
+                _ => ("form".to_string(), Problem::Form(problem)),
             },
-        };
-        out.entry(key)
-            .and_modify(|t: &mut String| {
-                t.push(' ');
-                t.push_str(&text)
-            })
-            .or_insert(text);
-    }
-    out
+        })
+        .collect()
 }
 
 /// `expires_at` → `Expires at`, as GitLab prefixes its model errors.
@@ -198,17 +223,17 @@ mod tests {
     fn refusals_land_next_to_their_field() {
         let e = ApiError::validation("path", "has already been taken");
         assert_eq!(
-            field_errors(&e).get("path").map(String::as_str),
+            field_errors_in(&e, Lang::En).get("path").map(String::as_str),
             Some("Path has already been taken")
         );
         let e = ApiError::param("name is missing");
         assert_eq!(
-            field_errors(&e).get("name").map(String::as_str),
+            field_errors_in(&e, Lang::En).get("name").map(String::as_str),
             Some("Name is missing")
         );
         let e = ApiError::forbidden();
         assert_eq!(
-            field_errors(&e).get("form").map(String::as_str),
+            field_errors_in(&e, Lang::En).get("form").map(String::as_str),
             Some("403 Forbidden")
         );
     }

@@ -12,7 +12,7 @@ use berth_core::AccessLevel;
 use berth_meta::{Project, Window};
 use minijinja::{context, Value};
 
-use super::forms::{field_errors, Posted};
+use super::forms::{field_errors_in, Posted};
 use super::nav::{self, Place};
 use super::Viewer;
 use crate::api::{find_project, projects, Params};
@@ -86,7 +86,10 @@ fn delete_errors(viewer: &Viewer, e: &crate::api::ApiError) -> BTreeMap<String, 
     let text = if e.status() == StatusCode::FORBIDDEN {
         viewer.lang.text("delete_refused_protected").to_string()
     } else {
-        field_errors(e).into_values().collect::<Vec<_>>().join(" ")
+        field_errors_in(e, viewer.lang)
+            .into_values()
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     errors.insert("delete".to_string(), text);
     errors
@@ -266,7 +269,18 @@ pub async fn save(state: &Shared, viewer: &Viewer, path: &str, form: &Posted) ->
     match result {
         Ok(saved) => viewer.redirect(&format!("{}?notice=saved", edit_url(&saved.full_path))),
         Err(e) if e.status() == StatusCode::FORBIDDEN => viewer.error(StatusCode::NOT_FOUND),
-        Err(e) => page(state, viewer, &p, level, e.status(), field_errors(&e), None).await,
+        Err(e) => {
+            page(
+                state,
+                viewer,
+                &p,
+                level,
+                e.status(),
+                field_errors_in(&e, viewer.lang),
+                None,
+            )
+            .await
+        }
     }
 }
 
@@ -503,7 +517,16 @@ pub mod group {
                         viewer.error(StatusCode::NOT_FOUND)
                     }
                     Err(e) => {
-                        page(state, viewer, &g, level, e.status(), field_errors(&e), None).await
+                        page(
+                            state,
+                            viewer,
+                            &g,
+                            level,
+                            e.status(),
+                            field_errors_in(&e, viewer.lang),
+                            None,
+                        )
+                        .await
                     }
                 };
             }
@@ -545,7 +568,18 @@ pub mod group {
         match groups::update_group(state, &viewer.caller, &g.id.to_string(), &params).await {
             Ok(saved) => viewer.redirect(&format!("{}?notice=saved", edit_url(&saved.full_path))),
             Err(e) if e.status() == StatusCode::FORBIDDEN => viewer.error(StatusCode::NOT_FOUND),
-            Err(e) => page(state, viewer, &g, level, e.status(), field_errors(&e), None).await,
+            Err(e) => {
+                page(
+                    state,
+                    viewer,
+                    &g,
+                    level,
+                    e.status(),
+                    field_errors_in(&e, viewer.lang),
+                    None,
+                )
+                .await
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use axum::response::Response;
 use berth_core::AccessLevel;
 use minijinja::{context, Value};
 
-use super::forms::{field_errors, Posted};
+use super::forms::{field_errors_in, Posted};
 use super::nav::{self, Place};
 use super::Viewer;
 use crate::api::members::{self, manage_allowed, Target};
@@ -73,11 +73,24 @@ pub async fn page(
     let full_path = place.full_path().to_string();
     let here = members_url(kind, &full_path);
     let me = viewer.user.as_ref().map(|u| u.id);
+    // The only direct owner of a top-level group can be neither removed nor demoted
+    // (the API refuses it too): no controls, a note instead.
+    let top_level_group = matches!(&target, Target::Group(g) if g.parent_id.is_none());
+    let owners: Vec<i64> = list
+        .iter()
+        .filter(|(m, from)| from.is_none() && m.access_level == AccessLevel::Owner)
+        .map(|(m, _)| m.user.id)
+        .collect();
+    let last_owner = match owners.as_slice() {
+        [only] if top_level_group => Some(*only),
+        _ => None,
+    };
     let rows: Vec<Value> = list
         .iter()
         .map(|(m, from)| {
             let direct = from.is_none();
-            let manage = direct && manage_allowed(mine, None, Some(m.access_level));
+            let last = last_owner == Some(m.user.id);
+            let manage = direct && !last && manage_allowed(mine, None, Some(m.access_level));
             // Roles this viewer may give: up to Maintainer, Owner for owners.
             let roles: Vec<Value> = LEVELS
                 .iter()
@@ -94,7 +107,8 @@ pub async fn page(
                 direct => direct,
                 expires => m.expires_at.clone(),
                 can_manage => manage,
-                can_leave => direct && me == Some(m.user.id) && !manage,
+                can_leave => direct && !last && me == Some(m.user.id) && !manage,
+                last_owner => last,
                 roles => roles,
                 url => format!("{here}/{}", m.user.id),
                 remove_confirm => viewer.lang.text("member_remove_confirm").replace("{username}", &m.user.username),
@@ -145,7 +159,7 @@ pub async fn add(
     match members::add_member(state, &viewer.caller, kind, path, &params).await {
         Ok(_) => viewer.redirect(&format!("{}?notice=member_added", members_url(kind, path))),
         Err(e) => {
-            let mut errors = field_errors(&e);
+            let mut errors = field_errors_in(&e, viewer.lang);
             if e.status() == StatusCode::NOT_FOUND && errors.contains_key("form") {
                 // The user (not the page) was not found: say so next to the field.
                 errors.remove("form");
@@ -163,6 +177,12 @@ pub async fn add(
             page(state, viewer, kind, path, status_of(&e), errors, input).await
         }
     }
+}
+
+fn is_last_owner_refusal(e: &ApiError) -> bool {
+    e.problems()
+        .iter()
+        .any(|(_, p)| p.as_str() == members::LAST_OWNER)
 }
 
 fn status_of(e: &ApiError) -> StatusCode {
@@ -197,6 +217,20 @@ pub async fn change(
             // Someone who left may no longer see the page.
             viewer.redirect(&format!("{}?notice={notice}", members_url(kind, path)))
         }
+        Err(e) if is_last_owner_refusal(&e) => {
+            let errors =
+                BTreeMap::from([("form".to_string(), viewer.lang.text("member_last_owner"))]);
+            page(
+                state,
+                viewer,
+                kind,
+                path,
+                e.status(),
+                errors,
+                Value::from(()),
+            )
+            .await
+        }
         Err(e) if e.status() == StatusCode::FORBIDDEN || e.status() == StatusCode::NOT_FOUND => {
             viewer.error(e.status())
         }
@@ -207,7 +241,7 @@ pub async fn change(
                 kind,
                 path,
                 e.status(),
-                field_errors(&e),
+                field_errors_in(&e, viewer.lang),
                 Value::from(()),
             )
             .await

@@ -14,6 +14,7 @@
 
 mod account;
 mod admin;
+mod api_errors;
 mod create;
 mod dependency_proxy;
 mod deploy_tokens;
@@ -173,6 +174,10 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../../web/templates/move_confirm.html"),
     ),
     (
+        "admin_user_edit.html",
+        include_str!("../../../../web/templates/admin_user_edit.html"),
+    ),
+    (
         "sign_up.html",
         include_str!("../../../../web/templates/sign_up.html"),
     ),
@@ -212,6 +217,10 @@ pub fn router() -> Router<Shared> {
             get(admin::user_list).post(admin::create_user),
         )
         .route("/admin/users/{id}", post(admin::change_user))
+        .route(
+            "/admin/users/{username}/edit",
+            get(admin::edit_user).post(admin::save_user),
+        )
         .route(
             "/users/sign_up",
             get(admin::sign_up_page).post(admin::sign_up),

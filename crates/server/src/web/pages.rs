@@ -723,6 +723,21 @@ pub async fn repository(
 
 /// Bytes of an image manifest's config and layers, read typed and borrowed; `None`
 /// for what is not an image manifest.
+/// The config digest of an image manifest (none for an index or an unreadable payload).
+fn config_digest(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        digest: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Image {
+        config: Config,
+    }
+    serde_json::from_slice::<Image>(payload)
+        .ok()
+        .map(|m| m.config.digest)
+}
+
 fn image_size(payload: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]
     struct Sized {
@@ -937,10 +952,13 @@ pub async fn tag(
         last_url => (page.page + 1 < pages).then(|| layer_url(pages)),
     };
     drop(page);
-    // Each platform's image size (config and layers), not its manifest's own bytes.
+    // Each platform's image size (config and layers), not its manifest's own bytes,
+    // and its details (config, layers) in a section of its own the row links to.
+    let host = registry_host(viewer);
     let mut plats: Vec<Value> = Vec::new();
-    for (n, d, s) in platforms(&manifest.payload) {
+    for (i, (n, d, s)) in platforms(&manifest.payload).into_iter().enumerate() {
         let mut size = s;
+        let mut detail = Value::from(());
         if let Ok(child) = berth_oci::Digest::parse(&d) {
             if let Ok(Some(m)) = state
                 .meta
@@ -948,9 +966,34 @@ pub async fn tag(
                 .await
             {
                 size = image_size(&m.payload).unwrap_or(s);
+                let page = layer_page(&m.payload, 1);
+                let layers: Vec<Value> = page
+                    .rows
+                    .iter()
+                    .map(|l| {
+                        context! {
+                            digest => l.digest.as_ref(),
+                            media_type => l.media_type.as_ref(),
+                            size => human_size(l.size),
+                        }
+                    })
+                    .collect();
+                detail = context! {
+                    media_type => m.media_type.clone(),
+                    config => config_digest(&m.payload),
+                    layers => layers,
+                    more => page.total - page.rows.len(),
+                };
             }
         }
-        plats.push(context! { name => n, digest => d, size => human_size(size) });
+        plats.push(context! {
+            name => n,
+            anchor => format!("platform-{}", i + 1),
+            by_digest => format!("{host}/{}@{d}", r.path),
+            digest => d,
+            size => human_size(size),
+            detail => detail,
+        });
     }
     let referrers: Vec<Value> = match state.meta.referrers(&r.path, &digest, None).await {
         Ok(list) => list
@@ -982,7 +1025,6 @@ pub async fn tag(
             .collect(),
         Err(e) => return fail(viewer, e.into()),
     };
-    let host = registry_host(viewer);
     let repo_url = format!("{}/container_registry/{}", project_url(&p), r.id);
     viewer.render(
         StatusCode::OK,
@@ -1654,6 +1696,14 @@ mod tests {
             ),
             ("name", "asc", 20, 1)
         );
+    }
+
+    #[test]
+    fn config_digests_of_images_only() {
+        let m = br#"{"config":{"digest":"sha256:c","size":10},"layers":[]}"#;
+        assert_eq!(config_digest(m).as_deref(), Some("sha256:c"));
+        assert_eq!(config_digest(br#"{"manifests":[]}"#), None);
+        assert_eq!(config_digest(b"not json"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use berth_meta::{User, UserState, WebSession};
 
 use super::i18n::Lang;
@@ -169,8 +169,31 @@ impl FromRequestParts<Shared> for Viewer {
                 }
             }
         }
+        if viewer
+            .user
+            .as_ref()
+            .is_some_and(|u| u.password_change_required)
+            && !open_while_password_expired(parts.uri.path())
+        {
+            // A password someone else chose (an administrator's, or a generated one)
+            // is only good for choosing one's own: every other page waits for that.
+            let to = format!("{PASSWORD_FORM}?notice=password_required");
+            return Err(viewer.finish(axum::response::Redirect::to(&to).into_response()));
+        }
         Ok(viewer)
     }
+}
+
+/// Where a user whose password must be changed is sent, whatever they asked for.
+pub const PASSWORD_FORM: &str = "/-/user_settings/password/edit";
+
+/// The pages a user whose password must be changed may still reach: the password
+/// form and what it posts to, signing out, switching language, the static files.
+pub fn open_while_password_expired(path: &str) -> bool {
+    matches!(
+        path,
+        PASSWORD_FORM | "/-/user_settings/password" | "/users/sign_out" | "/-/lang"
+    ) || path.starts_with("/-/static/")
 }
 
 async fn signed_in(
@@ -233,6 +256,30 @@ mod tests {
         let c = set_cookie("s", "v", 10, true, true);
         assert_eq!(c, "s=v; Path=/; Max-Age=10; SameSite=Lax; HttpOnly; Secure");
         assert!(!set_cookie("s", "v", 10, false, false).contains("Secure"));
+    }
+
+    #[test]
+    fn an_expired_password_opens_only_its_own_form() {
+        for open in [
+            "/-/user_settings/password/edit",
+            "/-/user_settings/password",
+            "/users/sign_out",
+            "/-/lang",
+            "/-/static/berth.css",
+        ] {
+            assert!(open_while_password_expired(open), "{open}");
+        }
+        for closed in [
+            "/",
+            "/admin",
+            "/-/user_settings/profile",
+            "/-/user_settings/personal_access_tokens",
+            "/-/user_settings/password/edit/x",
+            "/g/p/container_registry",
+            "/projects/new",
+        ] {
+            assert!(!open_while_password_expired(closed), "{closed}");
+        }
     }
 
     #[test]
