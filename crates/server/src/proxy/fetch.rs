@@ -216,6 +216,32 @@ fn tail(file: tokio::fs::File, rx: watch::Receiver<Progress>) -> ByteStream {
     Box::pin(stream)
 }
 
+/// Remove spool files nothing has written to for longer than `idle`: what a node
+/// that died in the middle of fetches left in its spool directory (run at start,
+/// before this node fetches anything). The age rule spares the files of another
+/// process that shares the directory by mistake: its fetches write whenever the
+/// upstream sends bytes, and are cut once the upstream stays silent for the upstream
+/// timeout.
+pub fn sweep_spool(dir: &std::path::Path, idle: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > idle);
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The fetch task: fetch, verify, publish, then tell the waiting clients.
 async fn run(state: Shared, target: Target, digest: Digest, inflight: Arc<Inflight>) {
     let outcome = fetch(&state, &target, &digest, &inflight).await;
@@ -406,4 +432,30 @@ async fn fetch(
     }
     let _ = state.meta.delete_upload(&id).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn the_spool_sweep_removes_only_what_no_live_fetch_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("left-by-a-dead-node");
+        let live = dir.path().join("being-written");
+        std::fs::write(&old, b"half a blob").unwrap();
+        std::fs::write(&live, b"the first bytes").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(sweep_spool(dir.path(), Duration::from_secs(60)), 1);
+        assert!(!old.exists());
+        assert!(live.exists());
+        // A spool directory not made yet is nothing to sweep.
+        assert_eq!(sweep_spool(&dir.path().join("none"), Duration::ZERO), 0);
+    }
 }

@@ -37,6 +37,12 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: ProxyConfig) -> Result<Proxy, String> {
         config.validate()?;
+        // Spool files of fetches this node was doing when it last stopped (killed,
+        // say): their bytes were never published, and nobody reads them any more.
+        let swept = fetch::sweep_spool(&config.spool_dir, 2 * config.timeout);
+        if swept > 0 {
+            tracing::info!(swept, dir = %config.spool_dir.display(), "removed spool files of unfinished dependency proxy fetches");
+        }
         Ok(Proxy {
             client: upstream::Client::new(config.timeout)?,
             config,
