@@ -928,3 +928,46 @@ fn a_blob_half_fetched_by_a_killed_node_is_never_served() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["Digest"], image.as_str());
 }
+
+/// An upstream that sends the wrong content for a blob (the right length, one byte
+/// changed): the proxy's client never gets the whole body (the last byte waits for
+/// the digest check, and the connection breaks instead), nothing is cached, and once
+/// the upstream sends the right bytes they are served.
+#[test]
+fn a_blob_whose_bytes_do_not_match_its_digest_never_reaches_a_client_whole() {
+    if !tool("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let up = start_upstream();
+    let front = support::faulty::Faulty::start(&up.addr);
+    let env = proxy_env(&front.url, "1s");
+    let proxy = with_group(Berth::start_with(&[], &borrowed(&env)));
+    let storage = Storage::of(&proxy.data_dir());
+    let data = support::random_bytes(2 << 20);
+    let (_, layer) = push_upstream(&up, tmp.path(), "alpine", "3.20", &data);
+    let (_, token) = proxy_token(&proxy, "rita", "rita-password-1234", "alpine");
+    let url = format!(
+        "{}/v2/grp/dependency_proxy/containers/alpine/blobs/{layer}",
+        proxy.url
+    );
+
+    front.corrupt("/blobs/");
+    let resp = http().get(&url).bearer_auth(&token).send().unwrap();
+    assert_eq!(resp.status(), 200, "the proxy streams as the bytes arrive");
+    let body = resp.bytes();
+    assert!(
+        body.is_err(),
+        "a client got the whole of a blob with the wrong digest"
+    );
+    assert!(!storage.has_blob(&layer), "wrong bytes were cached");
+    assert!(proxy
+        .log()
+        .contains("the upstream sent content with digest"));
+
+    front.heal();
+    let resp = http().get(&url).bearer_auth(&token).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = resp.bytes().unwrap();
+    assert_eq!(format!("sha256:{}", sha256_hex(&got)), layer);
+}

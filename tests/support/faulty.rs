@@ -2,7 +2,8 @@
 //! misbehave, for the dependency proxy's tests: answer registry requests with an
 //! error of the test's choosing (a rate limit, a failing server), or hold every
 //! answer's body once it has passed a number of bytes (an upstream that stops half
-//! way through a large blob) until the test lets it go on.
+//! way through a large blob) until the test lets it go on, or change a byte of the
+//! answers to some requests (an upstream sending the wrong content).
 //!
 //! Requests are forwarded as they came, `Host` included; the token service a
 //! registry names in its challenges is its own address, so only `/v2/` requests
@@ -41,6 +42,8 @@ struct Shared {
     seen: Mutex<Vec<(String, String, u16)>>,
     /// Answers whose body stopped at the hold limit.
     stalls: AtomicU64,
+    /// `GET`s whose path contains this get their body's first byte changed.
+    corrupt: Mutex<Option<String>>,
 }
 
 pub struct Faulty {
@@ -107,9 +110,16 @@ impl Faulty {
         });
     }
 
-    /// Forward everything again.
+    /// Change the first byte of the answer to every `GET` whose path contains
+    /// `path_contains` (its length stays right).
+    pub fn corrupt(&self, path_contains: &str) {
+        *self.shared.corrupt.lock().unwrap() = Some(path_contains.to_string());
+    }
+
+    /// Forward everything again, unchanged.
     pub fn heal(&self) {
         *self.shared.fault.lock().unwrap() = None;
+        *self.shared.corrupt.lock().unwrap() = None;
     }
 
     /// Stop every answer's body after `limit` bytes (each answer counted on its own)
@@ -207,13 +217,20 @@ async fn forward(
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    let corrupt = method == Method::GET
+        && shared
+            .corrupt
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|p| path.contains(p.as_str()));
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, body.boxed());
     match sender.send_request(req).await {
         Ok(resp) => {
             record(resp.status().as_u16());
             let (parts, body) = resp.into_parts();
-            Response::from_parts(parts, held(body, hold.subscribe(), shared))
+            Response::from_parts(parts, held(body, hold.subscribe(), shared, corrupt))
         }
         Err(e) => {
             record(502);
@@ -223,15 +240,27 @@ async fn forward(
 }
 
 /// `body`, stopping before the frame that would go past the hold limit while a
-/// hold is on.
-fn held(body: Incoming, hold: watch::Receiver<Option<u64>>, shared: Arc<Shared>) -> Body {
+/// hold is on; with `corrupt`, its first byte changed.
+fn held(
+    body: Incoming,
+    hold: watch::Receiver<Option<u64>>,
+    shared: Arc<Shared>,
+    corrupt: bool,
+) -> Body {
     let frames = futures::stream::unfold(
         (BodyStream::new(body), hold, shared, 0u64),
-        |(mut body, mut hold, shared, sent)| async move {
-            let frame: Frame<Bytes> = match body.next().await? {
+        move |(mut body, mut hold, shared, sent)| async move {
+            let mut frame: Frame<Bytes> = match body.next().await? {
                 Ok(f) => f,
                 Err(e) => return Some((Err(e), (body, hold, shared, sent))),
             };
+            if corrupt && sent == 0 {
+                if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                    let mut changed = data.to_vec();
+                    changed[0] ^= 0xff;
+                    frame = Frame::data(Bytes::from(changed));
+                }
+            }
             let len = frame.data_ref().map_or(0, |d| d.len() as u64);
             let over = |h: &Option<u64>| h.is_some_and(|limit| sent + len > limit);
             if over(&hold.borrow_and_update()) {
