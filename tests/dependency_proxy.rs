@@ -804,6 +804,12 @@ fn an_upstream_that_rate_limits_or_fails_leaves_the_cached_copy_served() {
 /// shared cache without asking the upstream at all.
 #[test]
 fn a_blob_half_fetched_by_a_killed_node_is_never_served() {
+    // Its nodes are on PostgreSQL and S3 whatever the pass, so the first pass is
+    // enough: the S3 and PostgreSQL passes of scripts/test would run it unchanged.
+    if support::postgres_mode() || std::env::var_os("BERTH_TEST_STORAGE").is_some() {
+        eprintln!("SKIPPED: the multi-node proxy test runs in the first pass only");
+        return;
+    }
     if !tool("skopeo") {
         return;
     }
