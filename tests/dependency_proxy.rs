@@ -720,7 +720,16 @@ fn an_upstream_that_rate_limits_or_fails_leaves_the_cached_copy_served() {
     ] {
         let why = format!("the front answers {status}");
         front.fail(status, None, "/manifests/", &why);
-        let (got, got_code, message) = oci_error(get_manifest(&proxy, &token, "alpine", "3.20"));
+        let resp = get_manifest(&proxy, &token, "alpine", "3.20");
+        if status == 429 {
+            // When to ask again, as the upstream said.
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(retry, Some(support::faulty::RETRY_AFTER));
+        }
+        let (got, got_code, message) = oci_error(resp);
         assert_eq!((got, got_code.as_str()), (ours, code), "{message}");
         assert!(
             message.starts_with(&format!("upstream registry answered {status}"))

@@ -23,6 +23,9 @@ use tokio::sync::watch;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// The `Retry-After` of every 429 and 503 the front makes up.
+pub const RETRY_AFTER: &str = "17";
+
 /// An error every matching request is answered with instead of being forwarded.
 #[derive(Clone, Debug)]
 struct Fault {
@@ -197,7 +200,12 @@ async fn forward(
         };
         let body = serde_json::json!({"errors": [{"code": code, "message": f.message}]});
         let status = StatusCode::from_u16(f.status).expect("a status");
-        return answer(status, body.to_string(), true);
+        let mut resp = answer(status, body.to_string(), true);
+        if f.status == 429 || f.status == 503 {
+            resp.headers_mut()
+                .insert("retry-after", RETRY_AFTER.parse().unwrap());
+        }
+        return resp;
     }
     let stream = match tokio::net::TcpStream::connect(target).await {
         Ok(s) => s,

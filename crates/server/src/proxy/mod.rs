@@ -152,9 +152,20 @@ fn upstream_error(e: &upstream::UpstreamError, missing: Code) -> RegistryError {
         U::Unreachable(_) => {
             RegistryError::new(Code::Unknown, message).status(StatusCode::BAD_GATEWAY)
         }
-        U::Status { status, .. } => match *status {
+        U::Status {
+            status,
+            retry_after,
+            ..
+        } => match *status {
             StatusCode::NOT_FOUND => RegistryError::new(missing, message),
-            StatusCode::TOO_MANY_REQUESTS => RegistryError::new(Code::TooManyRequests, message),
+            // When to ask again is the upstream's to say; the client waits as long.
+            StatusCode::TOO_MANY_REQUESTS => {
+                let e = RegistryError::new(Code::TooManyRequests, message);
+                match retry_after {
+                    Some(r) => e.header("Retry-After", r.clone()),
+                    None => e,
+                }
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 RegistryError::new(Code::Denied, message)
             }
