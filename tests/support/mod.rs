@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use berth_meta::testing::TestDatabase;
 
 pub mod dockerd;
+pub mod faulty;
 pub mod process;
 mod proxy;
 pub mod throttle;

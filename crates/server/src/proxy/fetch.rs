@@ -31,6 +31,11 @@ enum Progress {
         written: u64,
         size: Option<u64>,
     },
+    /// Every byte is in the spool file and in the store, and they hash to the digest;
+    /// publishing may still be under way.
+    Verified {
+        size: u64,
+    },
     /// Verified and published in the blob store.
     Done {
         size: u64,
@@ -131,23 +136,37 @@ pub async fn join(
         Progress::Starting => Err(Failure::Other("the fetch did not start".into())),
         Progress::Failed(f) => Err(f),
         Progress::Done { size } => from_store(state, digest, size).await,
+        Progress::Verified { size } => match tokio::fs::File::open(&inflight.spool).await {
+            Ok(file) => Ok(Joined {
+                size: Some(size),
+                body: tail(file, rx),
+            }),
+            Err(_) => from_store_when_done(state, digest, &rx).await,
+        },
         Progress::Streaming { size, .. } => match tokio::fs::File::open(&inflight.spool).await {
             Ok(file) => Ok(Joined {
                 size,
                 body: tail(file, rx),
             }),
-            // Finished and cleaned up meanwhile: it is in the store now.
-            Err(_) => {
-                let now = rx.borrow().clone();
-                match now {
-                    Progress::Done { size } => from_store(state, digest, size).await,
-                    Progress::Failed(f) => Err(f),
-                    _ => Err(Failure::Other(
-                        "the spool file of the fetch vanished".into(),
-                    )),
-                }
-            }
+            Err(_) => from_store_when_done(state, digest, &rx).await,
         },
+    }
+}
+
+/// The spool file could not be opened: finished and cleaned up meanwhile, so it is in
+/// the store now (or the fetch failed).
+async fn from_store_when_done(
+    state: &Shared,
+    digest: &Digest,
+    rx: &watch::Receiver<Progress>,
+) -> Result<Joined, Failure> {
+    let now = rx.borrow().clone();
+    match now {
+        Progress::Done { size } => from_store(state, digest, size).await,
+        Progress::Failed(f) => Err(f),
+        _ => Err(Failure::Other(
+            "the spool file of the fetch vanished".into(),
+        )),
     }
 }
 
@@ -164,10 +183,11 @@ async fn from_store(state: &Shared, digest: &Digest, size: u64) -> Result<Joined
 }
 
 /// Read the spool file behind the fetch: what is written, then wait for more. The
-/// stream ends once the fetch is verified and published, and fails if the fetch
-/// does; but with the length announced, the client has every byte when the last one
-/// is sent (it verifies the digest itself, as registry clients do), while the cache
-/// keeps the blob only once verified.
+/// last byte is held back until the whole blob is verified (a client that knows the
+/// length would take the blob as complete with it), so no client ever gets the whole
+/// of an unverified blob: a fetch that fails, or a node that dies, leaves its clients
+/// with a broken connection short of the end. The stream ends once the fetch is
+/// verified, and fails if the fetch does.
 fn tail(file: tokio::fs::File, rx: watch::Receiver<Progress>) -> ByteStream {
     const CHUNK: usize = 256 * 1024;
     let stream = futures::stream::unfold(
@@ -179,8 +199,11 @@ fn tail(file: tokio::fs::File, rx: watch::Receiver<Progress>) -> ByteStream {
             loop {
                 let state = rx.borrow_and_update().clone();
                 let available = match &state {
-                    Progress::Streaming { written, .. } => *written,
-                    Progress::Done { size } => *size,
+                    Progress::Streaming { written, size } => match size {
+                        Some(size) => (*written).min(size.saturating_sub(1)),
+                        None => *written,
+                    },
+                    Progress::Verified { size } | Progress::Done { size } => *size,
                     Progress::Failed(f) => {
                         let e = std::io::Error::other(format!("the upstream fetch failed: {f}"));
                         return Some((Err(e), (file, rx, offset, true)));
@@ -203,7 +226,7 @@ fn tail(file: tokio::fs::File, rx: watch::Receiver<Progress>) -> ByteStream {
                         Err(e) => Some((Err(e), (file, rx, offset, true))),
                     };
                 }
-                if matches!(state, Progress::Done { .. }) {
+                if matches!(state, Progress::Verified { .. } | Progress::Done { .. }) {
                     return None;
                 }
                 if rx.changed().await.is_err() {
@@ -214,6 +237,32 @@ fn tail(file: tokio::fs::File, rx: watch::Receiver<Progress>) -> ByteStream {
         },
     );
     Box::pin(stream)
+}
+
+/// Remove spool files nothing has written to for longer than `idle`: what a node
+/// that died in the middle of fetches left in its spool directory (run at start,
+/// before this node fetches anything). The age rule spares the files of another
+/// process that shares the directory by mistake: its fetches write whenever the
+/// upstream sends bytes, and are cut once the upstream stays silent for the upstream
+/// timeout.
+pub fn sweep_spool(dir: &std::path::Path, idle: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > idle);
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The fetch task: fetch, verify, publish, then tell the waiting clients.
@@ -379,6 +428,10 @@ async fn fetch(
                 "the upstream sent content with digest {actual}, not {digest}"
             )));
         }
+        // The waiting clients get their last byte now, while the blob is published.
+        inflight
+            .progress
+            .send_replace(Progress::Verified { size: written });
         {
             let _publishing = crate::gc::blob_guard(&*state.meta, &*state.store, false)
                 .await
@@ -406,4 +459,30 @@ async fn fetch(
     }
     let _ = state.meta.delete_upload(&id).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn the_spool_sweep_removes_only_what_no_live_fetch_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("left-by-a-dead-node");
+        let live = dir.path().join("being-written");
+        std::fs::write(&old, b"half a blob").unwrap();
+        std::fs::write(&live, b"the first bytes").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(sweep_spool(dir.path(), Duration::from_secs(60)), 1);
+        assert!(!old.exists());
+        assert!(live.exists());
+        // A spool directory not made yet is nothing to sweep.
+        assert_eq!(sweep_spool(&dir.path().join("none"), Duration::ZERO), 0);
+    }
 }

@@ -37,6 +37,12 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: ProxyConfig) -> Result<Proxy, String> {
         config.validate()?;
+        // Spool files of fetches this node was doing when it last stopped (killed,
+        // say): their bytes were never published, and nobody reads them any more.
+        let swept = fetch::sweep_spool(&config.spool_dir, 2 * config.timeout);
+        if swept > 0 {
+            tracing::info!(swept, dir = %config.spool_dir.display(), "removed spool files of unfinished dependency proxy fetches");
+        }
         Ok(Proxy {
             client: upstream::Client::new(config.timeout)?,
             config,
@@ -146,9 +152,20 @@ fn upstream_error(e: &upstream::UpstreamError, missing: Code) -> RegistryError {
         U::Unreachable(_) => {
             RegistryError::new(Code::Unknown, message).status(StatusCode::BAD_GATEWAY)
         }
-        U::Status { status, .. } => match *status {
+        U::Status {
+            status,
+            retry_after,
+            ..
+        } => match *status {
             StatusCode::NOT_FOUND => RegistryError::new(missing, message),
-            StatusCode::TOO_MANY_REQUESTS => RegistryError::new(Code::TooManyRequests, message),
+            // When to ask again is the upstream's to say; the client waits as long.
+            StatusCode::TOO_MANY_REQUESTS => {
+                let e = RegistryError::new(Code::TooManyRequests, message);
+                match retry_after {
+                    Some(r) => e.header("Retry-After", r.clone()),
+                    None => e,
+                }
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 RegistryError::new(Code::Denied, message)
             }

@@ -71,6 +71,8 @@ pub enum UpstreamError {
         status: StatusCode,
         code: Option<String>,
         message: String,
+        /// The upstream's `Retry-After` (with a 429 or 503), passed on to the client.
+        retry_after: Option<String>,
     },
 }
 
@@ -95,6 +97,7 @@ impl std::fmt::Display for UpstreamError {
                 status,
                 code,
                 message,
+                ..
             } => {
                 write!(f, "upstream registry answered {}", status.as_u16())?;
                 if let Some(c) = code {
@@ -264,6 +267,9 @@ async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, UpstreamE
     if status.is_success() {
         return Ok(resp);
     }
+    let retry_after = header(resp.headers(), "retry-after")
+        .filter(|v| v.len() <= 64)
+        .map(str::to_string);
     // An error body is small; a misbehaving upstream's is cut short.
     let text = match tokio::time::timeout(Duration::from_secs(10), resp.bytes()).await {
         Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned(),
@@ -295,6 +301,7 @@ async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, UpstreamE
         status,
         code,
         message,
+        retry_after,
     })
 }
 
