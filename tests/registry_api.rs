@@ -806,6 +806,22 @@ fn repositories_of_projects_groups_and_by_id() {
         );
     }
 
+    // A member of the private project sees it in the group's list too (the group
+    // page decides every project's readability from one roles query).
+    berth.user("insider", PASSWORD);
+    member(&berth, "top/secret", "insider", "reporter");
+    let insider = pat(&berth, "insider");
+    let r = api.get(
+        "/groups/top/registry/repositories?per_page=100",
+        Some(&insider),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        set(&names(&r.body, "path")),
+        set(&["top/app", "top/app/app", "top/secret", "top/sub/svc"]),
+        "{r:?}"
+    );
+
     // Bad input (raw): unknown repository ids, a private project for an outsider.
     let r = api.get("/registry/repositories/999999", Some(&root));
     assert_eq!(

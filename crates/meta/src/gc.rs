@@ -1,6 +1,8 @@
 //! Garbage collection over metadata: reviewing queued manifests and blobs (online GC),
 //! a full mark of what is reachable (offline GC), and storage accounting.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use berth_oci::Digest;
 
@@ -66,6 +68,13 @@ pub trait GcMeta: Send + Sync {
     /// Whether a deletion of `digest`'s bytes is still pending: with several nodes,
     /// another one may have finished it since it was listed.
     async fn blob_deletion_pending(&self, digest: &Digest) -> Result<bool>;
+    /// [`GcMeta::blob_deletion_pending`] for many blobs at once: those of `digests`
+    /// whose deletion is still pending.
+    async fn blob_deletions_pending(&self, digests: &[Digest]) -> Result<HashSet<Digest>>;
+    /// Those of `digests` that metadata knows as blobs.
+    async fn blobs_known(&self, digests: &[Digest]) -> Result<HashSet<Digest>>;
+    /// [`GcMeta::clear_blob_deletion`] for many blobs, in one statement.
+    async fn clear_blob_deletions(&self, digests: &[Digest]) -> Result<()>;
     /// Queued blobs whose review is due.
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>>;
     /// Review one blob in one transaction: when no manifest references it, remove it

@@ -245,6 +245,8 @@ pub trait OrgMeta: Send + Sync {
     /// `Conflict` when the full path is taken.
     async fn create_project(&self, project: &NewProject, now: i64) -> Result<Project>;
     async fn project(&self, id: i64) -> Result<Option<Project>>;
+    /// The projects of `ids` that exist, in no particular order.
+    async fn projects_by_ids(&self, ids: &[i64]) -> Result<Vec<Project>>;
     async fn project_by_path(&self, full_path: &str) -> Result<Option<Project>>;
     /// The project among `candidates` (full paths, longest first) that exists,
     /// preferring the longest.
@@ -275,6 +277,14 @@ pub trait OrgMeta: Send + Sync {
         project_id: i64,
         today: &str,
     ) -> Result<Option<AccessLevel>>;
+    /// [`OrgMeta::project_role`] for many projects at once (one query per few hundred):
+    /// the projects of `project_ids` where the user has a level, with that level.
+    async fn project_roles(
+        &self,
+        user_id: i64,
+        project_ids: &[i64],
+        today: &str,
+    ) -> Result<std::collections::HashMap<i64, AccessLevel>>;
     /// A user's effective level in a group (its own and inherited memberships).
     async fn group_role(
         &self,

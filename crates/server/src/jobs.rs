@@ -50,8 +50,17 @@ async fn expire_uploads(state: Arc<AppState>) {
     }
 }
 
+/// How stale an upload's recorded activity may be: a chunk within this of the last
+/// recorded one is not recorded again (see `UploadTracker::should_touch`).
+pub(crate) fn touch_interval(state: &AppState) -> Duration {
+    (state.settings.upload_expiry / 10).min(Duration::from_secs(60))
+}
+
 async fn expire_uploads_once(state: &AppState) -> Result<(), Box<dyn std::error::Error>> {
-    let cutoff = now_ms() - state.settings.upload_expiry.as_millis() as i64;
+    // Recorded activity lags by up to the touch interval, so the cutoff allows for it:
+    // an upload is never expired sooner than `upload_expiry` after its last chunk.
+    let cutoff =
+        now_ms() - (state.settings.upload_expiry + touch_interval(state)).as_millis() as i64;
     for upload in state.meta.stale_uploads(cutoff).await? {
         state.uploads.forget(&upload.id);
         state.store.upload_delete(&upload.id).await?;

@@ -90,6 +90,8 @@ pub fn now_ms() -> i64 {
 pub struct UploadTracker {
     hashes: Mutex<HashMap<String, (u64, Hasher)>>,
     busy: Mutex<HashSet<String>>,
+    /// When this node last recorded activity of each upload in metadata (Unix ms).
+    touched: Mutex<HashMap<String, i64>>,
 }
 
 /// While held, no other request of this node writes to the upload.
@@ -132,6 +134,26 @@ impl UploadTracker {
     pub fn forget(&self, id: &str) {
         if let Ok(mut m) = self.hashes.lock() {
             m.remove(id);
+        }
+        if let Ok(mut m) = self.touched.lock() {
+            m.remove(id);
+        }
+    }
+
+    /// Whether the upload's activity at `now` must be recorded in metadata: not when
+    /// this node recorded it less than `every` ms ago. Each chunk of a chunked upload
+    /// would otherwise cost a committed metadata write (and, being a write, empty the
+    /// manifest cache) only to move the expiry clock by milliseconds.
+    pub fn should_touch(&self, id: &str, now: i64, every: i64) -> bool {
+        let Ok(mut m) = self.touched.lock() else {
+            return true;
+        };
+        match m.get(id) {
+            Some(at) if now - at < every => false,
+            _ => {
+                m.insert(id.to_string(), now);
+                true
+            }
         }
     }
 }

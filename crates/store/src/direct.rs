@@ -89,9 +89,18 @@ struct Aligned {
     start: usize,
 }
 
+/// Buffers kept for the next appends. A fresh buffer is mapped memory whose every
+/// page faults (and is zeroed) on first touch, and unmapped again when dropped: for a
+/// client that sends an upload as many small PATCHes, each one its own request, that
+/// was a cost paid on every chunk.
+static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Buffers kept at most (each `DIRECT_BUFFER`, resident): one upload's pair.
+const SPARE_MAX: usize = 2;
+
 impl Aligned {
     fn new() -> std::io::Result<Self> {
-        let storage = vec![0u8; DIRECT_BUFFER + ALIGN];
+        let spare = SPARE.lock().ok().and_then(|mut s| s.pop());
+        let storage = spare.unwrap_or_else(|| vec![0u8; DIRECT_BUFFER + ALIGN]);
         let start = storage.as_ptr().align_offset(ALIGN);
         if start >= ALIGN {
             return Err(std::io::Error::other("cannot align the direct I/O buffer"));
@@ -105,6 +114,18 @@ impl Aligned {
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.start + DIRECT_BUFFER]
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // Only what is written is ever read back (a short last block is zero-padded
+        // before it is written), so old contents never leak into a file.
+        if let Ok(mut spare) = SPARE.lock() {
+            if spare.len() < SPARE_MAX {
+                spare.push(std::mem::take(&mut self.storage));
+            }
+        }
     }
 }
 

@@ -490,6 +490,20 @@ impl OrgMeta for Db {
         project_in(self.reader(), id).await
     }
 
+    async fn projects_by_ids(&self, ids: &[i64]) -> Result<Vec<Project>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for page in ids.chunks(500) {
+            let marks: Vec<String> = (1..=page.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("{PROJECT_SELECT} WHERE p.id IN ({})", marks.join(", "));
+            let mut q = sqlx::query(&sql);
+            for id in page {
+                q = q.bind(*id);
+            }
+            out.extend(collect(q.fetch_all(self.reader()).await?, project_row)?);
+        }
+        Ok(out)
+    }
+
     async fn project_by_path(&self, full_path: &str) -> Result<Option<Project>> {
         let sql = format!("{PROJECT_SELECT} WHERE lower(p.full_path) = lower($1)");
         one(self.reader(), &sql, full_path, project_row).await
@@ -673,6 +687,55 @@ impl OrgMeta for Db {
         .fetch_one(self.reader())
         .await?;
         max_level(level)
+    }
+
+    async fn project_roles(
+        &self,
+        user_id: i64,
+        project_ids: &[i64],
+        today: &str,
+    ) -> Result<std::collections::HashMap<i64, AccessLevel>> {
+        let mut roles = std::collections::HashMap::new();
+        // The same levels as `project_role`, for a page of projects per query, each
+        // row of the ancestor walk carrying the project it started from.
+        for page in project_ids.chunks(500) {
+            let ids = (0..page.len())
+                .map(|i| format!("${}", i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "WITH RECURSIVE up(project_id, id, parent_id) AS ( \
+                     SELECT p.id, n.id, n.parent_id FROM namespaces n \
+                     JOIN projects p ON p.namespace_id = n.id WHERE p.id IN ({ids}) \
+                     UNION SELECT up.project_id, n.id, n.parent_id FROM namespaces n \
+                     JOIN up ON n.id = up.parent_id) \
+                 SELECT project_id, MAX(level) FROM ( \
+                     SELECT m.source_id AS project_id, m.access_level AS level FROM members m \
+                     WHERE m.source_kind = 'project' AND m.source_id IN ({ids}) AND m.user_id = $1 \
+                       AND (m.expires_at IS NULL OR m.expires_at > $2) \
+                     UNION ALL \
+                     SELECT up.project_id, m.access_level FROM members m JOIN up ON m.source_id = up.id \
+                     WHERE m.source_kind = 'namespace' AND m.user_id = $1 \
+                       AND (m.expires_at IS NULL OR m.expires_at > $2) \
+                     UNION ALL \
+                     SELECT p.id, $3 FROM projects p JOIN namespaces n ON n.id = p.namespace_id \
+                     WHERE p.id IN ({ids}) AND n.kind = 'user' AND n.owner_id = $1 \
+                 ) AS levels GROUP BY project_id"
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(user_id)
+                .bind(today)
+                .bind(AccessLevel::Owner.value());
+            for id in page {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(self.reader()).await? {
+                if let Some(level) = max_level(row.get(1))? {
+                    roles.insert(row.get::<i64, _>(0), level);
+                }
+            }
+        }
+        Ok(roles)
     }
 
     async fn group_role(

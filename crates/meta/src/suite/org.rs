@@ -772,6 +772,67 @@ pub(crate) async fn expired_memberships_do_not_count(m: &dyn TestMeta) {
     );
 }
 
+pub(crate) async fn project_roles_agree_with_project_role(m: &dyn TestMeta) {
+    let u = user(m, "u").await;
+    let v = user(m, "v").await;
+    let top = group(m, "top", None).await;
+    let mid = group(m, "mid", Some(top.id)).await;
+    let other = group(m, "other", None).await;
+    let p1 = project(m, top.id, "p1").await;
+    let p2 = project(m, mid.id, "p2").await;
+    let p3 = project(m, mid.id, "p3").await;
+    let p4 = project(m, other.id, "p4").await;
+    let mine = project(m, u.namespace_id, "mine").await;
+    let today = "2024-06-15";
+    m.set_member(Source::Namespace(mid.id), u.id, Reporter, None, 1)
+        .await
+        .unwrap();
+    m.set_member(Source::Project(p3.id), u.id, Maintainer, None, 1)
+        .await
+        .unwrap();
+    m.set_member(Source::Project(p1.id), u.id, Developer, Some(today), 1)
+        .await
+        .unwrap();
+    m.set_member(Source::Namespace(top.id), v.id, Guest, None, 1)
+        .await
+        .unwrap();
+    m.set_member(Source::Project(p2.id), v.id, Owner, None, 1)
+        .await
+        .unwrap();
+    let ids = [p1.id, p2.id, p3.id, p4.id, mine.id, 999];
+    for who in [&u, &v] {
+        let batch = m.project_roles(who.id, &ids, today).await.unwrap();
+        for id in ids {
+            assert_eq!(
+                batch.get(&id).copied(),
+                m.project_role(who.id, id, today).await.unwrap(),
+                "{} in project {id}",
+                who.username
+            );
+        }
+    }
+    // Spot checks, so that agreeing on nothing cannot pass.
+    let roles = m.project_roles(u.id, &ids, today).await.unwrap();
+    assert_eq!(roles.get(&p2.id), Some(&Reporter));
+    assert_eq!(roles.get(&p3.id), Some(&Maintainer));
+    assert_eq!(roles.get(&mine.id), Some(&Owner));
+    assert_eq!(roles.get(&p1.id), None, "expired today");
+    assert!(m.project_roles(u.id, &[], today).await.unwrap().is_empty());
+
+    let mut found: Vec<i64> = m
+        .projects_by_ids(&[p4.id, 999, p2.id])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    found.sort_unstable();
+    let mut want = vec![p2.id, p4.id];
+    want.sort_unstable();
+    assert_eq!(found, want);
+    assert!(m.projects_by_ids(&[]).await.unwrap().is_empty());
+}
+
 pub(crate) async fn user_namespace_owner_is_owner(m: &dyn TestMeta) {
     let u = user(m, "owner").await;
     let other = user(m, "other").await;

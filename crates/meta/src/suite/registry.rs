@@ -271,3 +271,60 @@ pub(crate) async fn manifest_lookups_follow_every_write(m: &dyn TestMeta) {
     assert_eq!(digest_of_tag().await, None, "repository deleted");
     assert!(!by_digest().await, "repository deleted");
 }
+
+pub(crate) async fn offline_sweep_and_pending_deletions_in_batches(m: &dyn TestMeta) {
+    let kept = Digest::sha256_of(b"kept");
+    m.link_blob("a/b", &kept, 1, 1).await.unwrap();
+    m.put_manifest(
+        "a/b",
+        &manifest("m", vec![kept.clone()], vec![]),
+        Some("v1"),
+        2,
+    )
+    .await
+    .unwrap();
+    // More unreferenced blobs than one page of the batch statements holds.
+    let loose: Vec<Digest> = (0..620)
+        .map(|i| Digest::sha256_of(format!("loose {i}").as_bytes()))
+        .collect();
+    for (i, d) in loose.iter().enumerate() {
+        let repo = if i % 2 == 0 { "a/b" } else { "a/c" };
+        m.link_blob(repo, d, i as u64, 3).await.unwrap();
+    }
+    // A dry run changes nothing.
+    let dry = m.sweep(false, 10, 10, true).await.unwrap();
+    assert_eq!(dry.blobs_deleted.len(), loose.len());
+    assert_eq!(m.blob(&loose[0]).await.unwrap(), Some(0));
+
+    let report = m.sweep(false, 10, 10, false).await.unwrap();
+    let mut want: Vec<Digest> = loose.clone();
+    want.sort();
+    let got: Vec<Digest> = report
+        .blobs_deleted
+        .iter()
+        .map(|b| b.digest.clone())
+        .collect();
+    assert_eq!(got, want);
+    let sizes: i64 = report.blobs_deleted.iter().map(|b| b.size).sum();
+    assert_eq!(sizes, (0..620).sum::<i64>());
+    assert_eq!(m.blob(&loose[7]).await.unwrap(), None);
+    assert_eq!(m.blob(&kept).await.unwrap(), Some(1));
+    assert_eq!(m.repository_blob("a/c", &loose[1]).await.unwrap(), None);
+    // Their reviews are dropped (the unlinks queued them), the kept one's stays.
+    assert_eq!(m.review_queue_lengths().await.unwrap().1, 1);
+
+    let mut asked = loose.clone();
+    asked.push(kept.clone());
+    let pending = m.blob_deletions_pending(&asked).await.unwrap();
+    assert_eq!(pending.len(), loose.len());
+    assert!(!pending.contains(&kept));
+    let known = m.blobs_known(&asked).await.unwrap();
+    assert_eq!(known.into_iter().collect::<Vec<_>>(), vec![kept.clone()]);
+    assert_eq!(m.pending_blob_deletions(1000).await.unwrap().len(), 620);
+
+    m.clear_blob_deletions(&loose[..600]).await.unwrap();
+    assert_eq!(m.blob_deletions_pending(&asked).await.unwrap().len(), 20);
+    assert!(m.blob_deletion_pending(&loose[610]).await.unwrap());
+    assert!(!m.blob_deletion_pending(&loose[10]).await.unwrap());
+    m.clear_blob_deletions(&[]).await.unwrap();
+}

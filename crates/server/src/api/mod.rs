@@ -571,11 +571,27 @@ impl Caller {
         if self.admin {
             return Ok(true);
         }
-        Ok(match project.visibility {
+        let role = match project.visibility {
+            Visibility::Private => self.project_level(state, project).await?,
+            Visibility::Public | Visibility::Internal => None,
+        };
+        Ok(self.can_read_project_with(project, role))
+    }
+
+    /// [`Caller::can_read_project`] given the caller's user's role in the project
+    /// (fetched for many projects at once by `auth::project_roles_for`).
+    pub fn can_read_project_with(&self, project: &Project, role: Option<AccessLevel>) -> bool {
+        if let Some(own) = self.job_project() {
+            return own == project.id;
+        }
+        if self.admin {
+            return true;
+        }
+        match project.visibility {
             Visibility::Public => true,
             Visibility::Internal => self.user().is_some(),
-            Visibility::Private => self.project_level(state, project).await?.is_some(),
-        })
+            Visibility::Private => role.is_some(),
+        }
     }
 
     /// Whether the caller may see a group (members of it or of a group above it see

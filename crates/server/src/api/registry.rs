@@ -239,11 +239,25 @@ async fn group_repositories(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let g = find_group(&state, &caller, &id).await?;
+    // Every project's role in one query (per few hundred projects), not a few
+    // queries per project: a group holds up to thousands.
+    let all = state.meta.projects_in(g.id, true).await?;
+    let ids: Vec<i64> = all.iter().map(|p| p.id).collect();
+    let roles =
+        crate::auth::project_roles_for(state.meta.as_ref(), &caller.principal, &ids).await?;
     let mut projects = std::collections::HashMap::new();
-    for p in state.meta.projects_in(g.id, true).await? {
-        if caller.can_read_project(&state, &p).await?
-            && registry_actions(&state, &caller, &p).await?.pull
-        {
+    for p in all {
+        let role = roles.get(&p.id).copied();
+        if !caller.can_read_project_with(&p, role) {
+            continue;
+        }
+        let cred =
+            crate::auth::credential_with(state.meta.as_ref(), &caller.principal, &p, role).await?;
+        let facts = ProjectFacts {
+            visibility: p.visibility,
+            registry_access: p.registry_access,
+        };
+        if allowed_actions(facts, &cred).pull {
             projects.insert(p.id, p);
         }
     }

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use berth_core::{allowed_actions, ProjectFacts};
 
 use crate::access::{authenticated, authorize, principal_from_claims, Action};
-use crate::auth::credential_for;
 use crate::auth::jwt::Claims;
+use crate::auth::{credential_with, project_roles_for};
 use crate::error::{Code, RegistryError, RegistryResult};
 use crate::state::Shared;
 
@@ -148,31 +148,35 @@ async fn visible_page(
             .catalog_with_projects(last.as_deref(), 500)
             .await?;
         let exhausted = batch.len() < 500;
+        // Decide for the batch's new projects together: one projects query and one
+        // roles query, not a few queries per project.
+        let mut fresh: Vec<i64> = batch
+            .iter()
+            .filter_map(|(_, pid)| *pid)
+            .filter(|pid| !readable.contains_key(pid))
+            .collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        if !fresh.is_empty() {
+            let projects = state.meta.projects_by_ids(&fresh).await?;
+            let roles = project_roles_for(state.meta.as_ref(), &principal, &fresh).await?;
+            for pid in &fresh {
+                readable.insert(*pid, false);
+            }
+            for project in &projects {
+                let role = roles.get(&project.id).copied();
+                let cred = credential_with(state.meta.as_ref(), &principal, project, role).await?;
+                let facts = ProjectFacts {
+                    visibility: project.visibility,
+                    registry_access: project.registry_access,
+                };
+                readable.insert(project.id, allowed_actions(facts, &cred).pull);
+            }
+        }
         for (path, project_id) in batch {
             last = Some(path.clone());
             let Some(pid) = project_id else { continue };
-            let ok = match readable.get(&pid) {
-                Some(ok) => *ok,
-                None => {
-                    let ok = match state.meta.project(pid).await? {
-                        Some(project) => {
-                            let cred =
-                                credential_for(state.meta.as_ref(), &principal, &project).await?;
-                            allowed_actions(
-                                ProjectFacts {
-                                    visibility: project.visibility,
-                                    registry_access: project.registry_access,
-                                },
-                                &cred,
-                            )
-                            .pull
-                        }
-                        None => false,
-                    };
-                    readable.insert(pid, ok);
-                    ok
-                }
-            };
+            let ok = readable.get(&pid).copied().unwrap_or(false);
             if ok {
                 if out.len() == n as usize {
                     return Ok((out, true));

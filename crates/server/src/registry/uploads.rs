@@ -214,7 +214,14 @@ async fn append(
         // Streamed bodies are not seen by the request-size metric.
         metrics::counter!("berth_http_received_bytes_total").increment(size - offset);
     }
-    state.meta.touch_upload(id, now_ms()).await?;
+    let now = now_ms();
+    if state.uploads.should_touch(
+        id,
+        now,
+        crate::jobs::touch_interval(state).as_millis() as i64,
+    ) {
+        state.meta.touch_upload(id, now).await?;
+    }
     Ok(size)
 }
 
