@@ -1961,6 +1961,53 @@ fn token_lifetime_follows_the_setting() {
         "{c}"
     );
 
+    // An administrator changes it at run time (GitLab's application setting, in
+    // minutes); new tokens follow at once.
+    let pat = default.admin(&[
+        "token", "create", "--user", "root", "--name", "s", "--scopes", "api",
+    ]);
+    let settings = |method: Method, body: Value| {
+        http()
+            .request(
+                method,
+                format!("{}/api/v4/application/settings", default.url),
+            )
+            .header("PRIVATE-TOKEN", &pat)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let r = settings(Method::GET, json!({}));
+    assert_eq!(
+        r.json::<Value>().unwrap()["container_registry_token_expire_delay"],
+        5
+    );
+    let r = settings(
+        Method::PUT,
+        json!({"container_registry_token_expire_delay": 0}),
+    );
+    assert_eq!(r.status(), 400, "at least a minute");
+    let r = settings(
+        Method::PUT,
+        json!({"container_registry_token_expire_delay": 10081}),
+    );
+    assert_eq!(r.status(), 400, "at most a week");
+    let r = settings(
+        Method::PUT,
+        json!({"container_registry_token_expire_delay": 2}),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().unwrap()["container_registry_token_expire_delay"],
+        2
+    );
+    let r = token_resp(&default, Some(ROOT), &[scope("a/b", "pull")]);
+    r.expect(200);
+    let body = r.json();
+    let c = jwt_claims(body["token"].as_str().unwrap());
+    assert_eq!(body["expires_in"], 120);
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
+
     let short = Berth::start_with(&[], &[("BERTH_TOKEN_EXPIRY", "1s")]);
     let r = token_resp(&short, Some(ROOT), &[scope("a/b", "pull")]);
     r.expect(200);

@@ -21,6 +21,34 @@ pub async fn set_cleanup_limits(meta: &dyn Meta, limits: Limits) -> Result<(), M
     meta.set_setting(CLEANUP_LIMITS_KEY, &json).await
 }
 
+const TOKEN_EXPIRY_KEY: &str = "token_expire_delay_minutes";
+
+/// The longest registry token lifetime an administrator may set: a week. (A token
+/// is a bearer credential; whoever holds it keeps its rights that long.)
+pub const MAX_TOKEN_MINUTES: u64 = 7 * 24 * 60;
+
+/// How long a registry token lasts: GitLab's `container_registry_token_expire_delay`
+/// (whole minutes) where an administrator set it, else `token_expiry` from the
+/// configuration.
+pub async fn token_ttl(
+    meta: &dyn Meta,
+    configured: std::time::Duration,
+) -> Result<std::time::Duration, MetaError> {
+    Ok(match meta.setting(TOKEN_EXPIRY_KEY).await? {
+        Some(m) => m
+            .parse::<u64>()
+            .ok()
+            .filter(|m| (1..=MAX_TOKEN_MINUTES).contains(m))
+            .map_or(configured, |m| std::time::Duration::from_secs(m * 60)),
+        None => configured,
+    })
+}
+
+pub async fn set_token_ttl_minutes(meta: &dyn Meta, minutes: u64) -> Result<(), MetaError> {
+    meta.set_setting(TOKEN_EXPIRY_KEY, &minutes.to_string())
+        .await
+}
+
 const SIGNUP_KEY: &str = "signup_enabled";
 
 /// Whether anyone may create an account at `/users/sign_up` (off unless an

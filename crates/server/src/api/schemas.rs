@@ -887,7 +887,7 @@ pub struct CreateDeployToken {
     pub username: Option<String>,
 }
 
-/// New cleanup limits (administrators); each at least 1.
+/// New instance settings (administrators); each number at least 1.
 #[derive(Serialize, ToSchema)]
 pub struct UpdateApplicationSettings {
     #[schema(minimum = 1)]
@@ -896,6 +896,10 @@ pub struct UpdateApplicationSettings {
     pub container_registry_delete_tags_service_timeout: Option<i64>,
     #[schema(minimum = 1)]
     pub container_registry_cleanup_tags_service_max_list_size: Option<i64>,
+    /// Minutes a registry token lasts (default: `token_expiry` of the configuration;
+    /// at most a week).
+    #[schema(minimum = 1, maximum = 10080)]
+    pub container_registry_token_expire_delay: Option<i64>,
     /// Whether anyone may create an account at `/users/sign_up` (off by default).
     pub signup_enabled: Option<bool>,
 }

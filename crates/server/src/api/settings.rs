@@ -21,7 +21,13 @@ async fn render(state: &AppState, limits: Limits) -> ApiResult<Response> {
         container_registry_expiration_policies_worker_capacity: limits.worker_capacity as u64,
         container_registry_delete_tags_service_timeout: limits.delete_timeout_secs,
         container_registry_cleanup_tags_service_max_list_size: limits.max_list_size as u64,
-        container_registry_token_expire_delay: state.settings.token_ttl.as_secs() / 60,
+        container_registry_token_expire_delay: instance::token_ttl(
+            state.meta.as_ref(),
+            state.settings.token_ttl,
+        )
+        .await?
+        .as_secs()
+            / 60,
         signup_enabled,
     })
     .into_response())
@@ -96,7 +102,21 @@ pub(crate) async fn update_settings(
     )? {
         limits.max_list_size = n as usize;
     }
-    if let Some(on) = params.bool("signup_enabled")? {
+    let token_minutes = match positive(params, "container_registry_token_expire_delay")? {
+        Some(n) if n as u64 > instance::MAX_TOKEN_MINUTES => {
+            return Err(ApiError::param(format!(
+                "container_registry_token_expire_delay must be less than or equal to {}",
+                instance::MAX_TOKEN_MINUTES
+            )))
+        }
+        other => other,
+    };
+    let signup = params.bool("signup_enabled")?;
+    // Everything checked: now stored.
+    if let Some(n) = token_minutes {
+        instance::set_token_ttl_minutes(state.meta.as_ref(), n as u64).await?;
+    }
+    if let Some(on) = signup {
         instance::set_signup_enabled(state.meta.as_ref(), on).await?;
     }
     instance::set_cleanup_limits(state.meta.as_ref(), limits).await?;

@@ -331,7 +331,9 @@ async fn issue_inner(
     }
 
     let issued = now / 1000;
-    let ttl = state.settings.token_ttl.as_secs() as i64;
+    let ttl = crate::instance::token_ttl(state.meta.as_ref(), state.settings.token_ttl)
+        .await?
+        .as_secs() as i64;
     let claims = Claims {
         iss: state.settings.token_issuer.clone(),
         sub: principal.subject(),

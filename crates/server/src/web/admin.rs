@@ -59,6 +59,10 @@ async fn dashboard_page(
         Ok(s) => s,
         Err(e) => return internal(viewer, e),
     };
+    let token_minutes = match instance::token_ttl(meta, state.settings.token_ttl).await {
+        Ok(t) => t.as_secs() / 60,
+        Err(e) => return internal(viewer, e),
+    };
     let projects = match meta.projects(None).await {
         Ok(p) => p,
         Err(e) => return internal(viewer, e),
@@ -154,6 +158,7 @@ async fn dashboard_page(
             worker_capacity => limits.worker_capacity.to_string(),
             delete_timeout => limits.delete_timeout_secs.to_string(),
             max_list_size => limits.max_list_size.to_string(),
+            token_expiry => token_minutes.to_string(),
         }
     });
     viewer.render(
@@ -164,7 +169,6 @@ async fn dashboard_page(
             section => "dashboard",
             counts => context! { users => users_total, projects => projects.len() },
             input => input,
-            token_minutes => state.settings.token_ttl.as_secs() / 60,
             storage => storage,
             storage_total => human_size(total),
             manifest_reviews => manifest_reviews,
@@ -218,6 +222,18 @@ pub async fn save_settings(
     ] {
         params.set(key, form.get(field).trim());
     }
+    // The token lifetime is stored only when changed: a configured one shorter than a
+    // minute shows as 0 and must not stop the other settings from being saved.
+    let shown = match instance::token_ttl(state.meta.as_ref(), state.settings.token_ttl).await {
+        Ok(t) => (t.as_secs() / 60).to_string(),
+        Err(e) => return internal(&viewer, e),
+    };
+    if form.get("token_expiry").trim() != shown {
+        params.set(
+            "container_registry_token_expire_delay",
+            form.get("token_expiry").trim(),
+        );
+    }
     match settings::update_settings(&state, &viewer.caller, &params).await {
         Ok(_) => viewer.redirect("/admin?notice=settings_saved"),
         Err(e) => {
@@ -235,6 +251,7 @@ pub async fn save_settings(
                         "container_registry_cleanup_tags_service_max_list_size" => {
                             "max_list_size".to_string()
                         }
+                        "container_registry_token_expire_delay" => "token_expiry".to_string(),
                         _ => k,
                     };
                     (k, v)
@@ -245,6 +262,7 @@ pub async fn save_settings(
                 worker_capacity => form.get("worker_capacity"),
                 delete_timeout => form.get("delete_timeout"),
                 max_list_size => form.get("max_list_size"),
+                token_expiry => form.get("token_expiry"),
             };
             dashboard_page(&state, &viewer, e.status(), errors, Some(input)).await
         }

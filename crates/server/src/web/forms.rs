@@ -223,17 +223,23 @@ mod tests {
     fn refusals_land_next_to_their_field() {
         let e = ApiError::validation("path", "has already been taken");
         assert_eq!(
-            field_errors_in(&e, Lang::En).get("path").map(String::as_str),
+            field_errors_in(&e, Lang::En)
+                .get("path")
+                .map(String::as_str),
             Some("Path has already been taken")
         );
         let e = ApiError::param("name is missing");
         assert_eq!(
-            field_errors_in(&e, Lang::En).get("name").map(String::as_str),
+            field_errors_in(&e, Lang::En)
+                .get("name")
+                .map(String::as_str),
             Some("Name is missing")
         );
         let e = ApiError::forbidden();
         assert_eq!(
-            field_errors_in(&e, Lang::En).get("form").map(String::as_str),
+            field_errors_in(&e, Lang::En)
+                .get("form")
+                .map(String::as_str),
             Some("403 Forbidden")
         );
     }
