@@ -1106,6 +1106,13 @@ fn self_service_in_a_real_browser() {
     assert_eq!(run[..2], ["team/app", "Bulk delete (API)"], "{run:?}");
     assert!(run[2].ends_with(" UTC"), "when: {run:?}");
     assert_eq!(run[3..], ["1", "Finished"], "{run:?}");
+    // Storage per project and per top-level namespace (a group's projects summed).
+    let mut projects = strings(&r["admin_projects"]);
+    projects.sort();
+    assert_eq!(projects, ["alice/toolbox", "team/app"], "{r:#}");
+    let mut namespaces = strings(&r["admin_namespaces"]);
+    namespaces.sort();
+    assert_eq!(namespaces, ["alice", "team"], "{r:#}");
     let gc = strings(&r["admin_gc"]);
     assert_eq!(gc.len(), 8, "{gc:?}");
     assert_eq!(gc[0], "Last 24 hours");
@@ -1220,8 +1227,15 @@ fn self_service_in_a_real_browser() {
 
     // Transfer in the browser: alice moves team into a new group of hers, after a
     // confirmation naming the image paths that change; the image follows.
-    let r = node("self_service.mjs", &berth, &envs("transfer"));
+    let mut transfer_env = envs("transfer");
+    transfer_env.push(("SCREENSHOT_DIR", shots.to_str().unwrap()));
+    let r = node("self_service.mjs", &berth, &transfer_env);
     eprintln!("browser saw: {r:#}");
+    let zh_title = r["zh_group_transfer_title"].as_str().unwrap_or_default();
+    assert!(
+        zh_title.contains("crew/team") && zh_title != "Move the group to crew/team?",
+        "the confirmation in Chinese: {zh_title}"
+    );
     // team is top-level already: only groups alice owns outside it are offered.
     assert_eq!(strings(&r["transfer_targets"]), ["crew/"]);
     assert_eq!(r["group_transfer_title"], "Move the group to crew/team?");

@@ -355,6 +355,8 @@ try {
     await root.goto(base + "/admin");
     out.admin_runs = await all(root, "[data-test=cleanup-runs] tbody tr:first-child td:not(:first-child)");
     out.admin_gc = await all(root, "[data-test=gc-freed] tbody th, [data-test=gc-freed] tbody td");
+    out.admin_projects = await all(root, "[data-test=storage] tbody td:first-child");
+    out.admin_namespaces = await all(root, "[data-test=namespace-storage] tbody td:first-child");
     await root.goto(base + "/admin/users");
     await navigate(root, () => root.click("[data-test=edit-bob]"));
     out.edit_user_url = new URL(root.url()).pathname;
@@ -414,12 +416,27 @@ try {
     await page.fill("[data-test=group-name]", "Crew");
     await page.fill("[data-test=group-path]", "crew");
     await navigate(page, () => page.click("[data-test=group-create]"));
+    // The confirmation in Chinese first (kept as a screenshot with SCREENSHOT_DIR),
+    // left unconfirmed; then in English, confirmed.
+    const zhCtx = await browser.newContext({ locale: "zh-CN" });
+    const zh = await signIn(zhCtx, "alice", "alice-new-password-2");
+    await zh.goto(base + "/groups/team/-/edit");
+    await zh.selectOption("[data-test=transfer-namespace]", { label: "crew/" });
+    await navigate(zh, () => zh.click("[data-test=transfer-submit]"));
+    out.zh_group_transfer_title = await text(zh, "#confirm-h");
+    if (process.env.SCREENSHOT_DIR) {
+      await zh.screenshot({ path: process.env.SCREENSHOT_DIR + "/transfer-confirm-zh-CN.png", fullPage: true });
+    }
+    await zhCtx.close();
     await page.goto(base + "/groups/team/-/edit");
     out.transfer_targets = await all(page, "[data-test=transfer-namespace] option");
     await page.selectOption("[data-test=transfer-namespace]", { label: "crew/" });
     await navigate(page, () => page.click("[data-test=transfer-submit]"));
     out.group_transfer_title = await text(page, "#confirm-h");
     out.group_transfer_images = await all(page, "[data-test=moved-images] tbody tr td");
+    if (process.env.SCREENSHOT_DIR) {
+      await page.screenshot({ path: process.env.SCREENSHOT_DIR + "/transfer-confirm-en.png", fullPage: true });
+    }
     await navigate(page, () => page.click("[data-test=move-confirm-button]"));
     out.group_transfer_url = new URL(page.url()).pathname;
     out.group_transfer_notice = await text(page, "[data-test=notice]");

@@ -88,6 +88,26 @@ async fn dashboard_page(
             }
         })
         .collect();
+    // The same by top-level namespace (a group with its subgroups, or a user's own),
+    // as GitLab sums a group's registry: the deduplicated sizes of its projects.
+    let mut by_namespace: BTreeMap<String, i64> = BTreeMap::new();
+    for (path, size) in &sizes {
+        let top = path.split('/').next().unwrap_or(path).to_string();
+        *by_namespace.entry(top).or_default() += size;
+    }
+    let mut by_namespace: Vec<(String, i64)> = by_namespace.into_iter().collect();
+    by_namespace.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let ns_max = by_namespace.iter().map(|s| s.1).max().unwrap_or(0).max(1);
+    let namespace_storage: Vec<Value> = by_namespace
+        .iter()
+        .map(|(path, size)| {
+            context! {
+                path => path.clone(),
+                size => human_size(*size),
+                percent => (*size as f64 * 100.0 / ns_max as f64).round() as i64,
+            }
+        })
+        .collect();
     let (manifest_reviews, blob_reviews) = match meta.review_queue_lengths().await {
         Ok(x) => x,
         Err(e) => return internal(viewer, e),
@@ -170,6 +190,7 @@ async fn dashboard_page(
             counts => context! { users => users_total, projects => projects.len() },
             input => input,
             storage => storage,
+            namespace_storage => namespace_storage,
             storage_total => human_size(total),
             manifest_reviews => manifest_reviews,
             blob_reviews => blob_reviews,
