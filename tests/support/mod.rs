@@ -350,6 +350,38 @@ impl Berth {
     /// order tags by. Written straight into the server's metadata database (the SQLite
     /// file, or the PostgreSQL database of this run), as if the pushes had happened
     /// then. Returns how many tags it changed.
+    /// One whole number read with `sql` from this instance's metadata database.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            match &self.database {
+                Some(db) => {
+                    let mut c = sqlx::PgConnection::connect(db.url())
+                        .await
+                        .expect("connect");
+                    sqlx::query_scalar::<_, i64>(sql)
+                        .fetch_one(&mut c)
+                        .await
+                        .expect("query")
+                }
+                None => {
+                    let url = format!("sqlite://{}", self.data_dir().join("berth.db").display());
+                    let mut c = sqlx::SqliteConnection::connect(&url)
+                        .await
+                        .expect("connect");
+                    sqlx::query_scalar::<_, i64>(sql)
+                        .fetch_one(&mut c)
+                        .await
+                        .expect("query")
+                }
+            }
+        })
+    }
+
     pub fn set_push_time(&self, repository: &str, names: &str, at_ms: i64) -> u64 {
         use sqlx::Connection;
         const SQL: &str = "UPDATE tags SET created_at = $1 WHERE deleted_at IS NULL \

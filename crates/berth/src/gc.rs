@@ -116,6 +116,16 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let mut missing: Vec<_> = known.iter().filter(|d| !on_disk.contains(*d)).collect();
     missing.sort();
 
+    if !args.dry_run {
+        // Counted with online GC's, so the admin area shows what was given back.
+        let freed = berth_meta::GcFreed {
+            manifests: report.manifests_deleted as i64,
+            blobs: (deleted + orphans_deleted) as i64,
+            bytes: (deleted_bytes + orphan_bytes_deleted) as i64,
+        };
+        meta.record_gc_freed(&freed, berth_server::state::now_ms())
+            .await?;
+    }
     let verb = if args.dry_run { "would free" } else { "freed" };
     println!(
         "garbage collection {}:",
