@@ -1715,3 +1715,66 @@ fn python_gitlab_client() {
         .env("PYTHONWARNINGS", "ignore::DeprecationWarning"));
     assert_eq!(out.lines().last(), Some("PYTHON-GITLAB OK"), "{out}");
 }
+
+/// GitLab's `can_create_group` application setting: off, only administrators create
+/// top-level groups, while subgroups still follow the parent's roles; on again,
+/// anyone may.
+#[test]
+fn top_level_groups_follow_the_setting() {
+    let berth = Berth::start();
+    let api = Api::new(&berth);
+    let root = root_token(&berth);
+    let (_, dana) = user_with_token(&berth, &api, &root, "dana");
+    let settings = api.get("/application/settings", Some(&root)).expect(200);
+    assert_eq!(settings["can_create_group"], true, "on by default");
+    let parent = api
+        .post(
+            "/groups",
+            Some(&dana),
+            json!({"name": "Dana", "path": "dana-team"}),
+        )
+        .expect(201);
+
+    let s = api
+        .put(
+            "/application/settings",
+            Some(&root),
+            json!({"can_create_group": false}),
+        )
+        .expect(200);
+    assert_eq!(s["can_create_group"], false);
+    let refused = api
+        .post(
+            "/groups",
+            Some(&dana),
+            json!({"name": "Two", "path": "dana-two"}),
+        )
+        .expect(403);
+    assert_eq!(refused["message"], "403 Forbidden", "{refused}");
+    // A subgroup of a group she owns is still hers to make; root makes anything.
+    api.post(
+        "/groups",
+        Some(&dana),
+        json!({"name": "Sub", "path": "sub", "parent_id": id(&parent)}),
+    )
+    .expect(201);
+    api.post(
+        "/groups",
+        Some(&root),
+        json!({"name": "Ops", "path": "ops"}),
+    )
+    .expect(201);
+
+    api.put(
+        "/application/settings",
+        Some(&root),
+        json!({"can_create_group": true}),
+    )
+    .expect(200);
+    api.post(
+        "/groups",
+        Some(&dana),
+        json!({"name": "Two", "path": "dana-two"}),
+    )
+    .expect(201);
+}

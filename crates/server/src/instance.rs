@@ -49,6 +49,20 @@ pub async fn set_token_ttl_minutes(meta: &dyn Meta, minutes: u64) -> Result<(), 
         .await
 }
 
+const CREATE_GROUP_KEY: &str = "can_create_group";
+
+/// Whether users who are not administrators may create top-level groups (GitLab's
+/// `can_create_group` application setting; on unless an administrator turned it
+/// off). Subgroups follow the parent's roles either way.
+pub async fn can_create_group(meta: &dyn Meta) -> Result<bool, MetaError> {
+    Ok(meta.setting(CREATE_GROUP_KEY).await?.as_deref() != Some("false"))
+}
+
+pub async fn set_can_create_group(meta: &dyn Meta, on: bool) -> Result<(), MetaError> {
+    meta.set_setting(CREATE_GROUP_KEY, if on { "true" } else { "false" })
+        .await
+}
+
 const SIGNUP_KEY: &str = "signup_enabled";
 
 /// Whether anyone may create an account at `/users/sign_up` (off unless an

@@ -284,7 +284,12 @@ pub(crate) async fn create_group(
             }
             Some(parent)
         }
-        None => None,
+        None => {
+            if !caller.admin && !crate::instance::can_create_group(state.meta.as_ref()).await? {
+                return Err(ApiError::forbidden().because("top-level groups: administrators only"));
+            }
+            None
+        }
     };
     let group = org::create_group(
         state.meta.as_ref(),

@@ -553,6 +553,8 @@ pub struct ApplicationSettings {
     pub container_registry_token_expire_delay: u64,
     /// Whether anyone may create an account at `/users/sign_up`.
     pub signup_enabled: bool,
+    /// Whether users other than administrators may create top-level groups.
+    pub can_create_group: bool,
 }
 
 /// A tag in a cleanup preview, with the step of the policy that decided it.
@@ -902,6 +904,9 @@ pub struct UpdateApplicationSettings {
     pub container_registry_token_expire_delay: Option<i64>,
     /// Whether anyone may create an account at `/users/sign_up` (off by default).
     pub signup_enabled: Option<bool>,
+    /// Whether users other than administrators may create top-level groups (on by
+    /// default).
+    pub can_create_group: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ pub fn routes() -> Router<Shared> {
 
 async fn render(state: &AppState, limits: Limits) -> ApiResult<Response> {
     let signup_enabled = instance::signup_enabled(state.meta.as_ref()).await?;
+    let can_create_group = instance::can_create_group(state.meta.as_ref()).await?;
     Ok(Json(ApplicationSettings {
         container_registry_expiration_policies_worker_capacity: limits.worker_capacity as u64,
         container_registry_delete_tags_service_timeout: limits.delete_timeout_secs,
@@ -29,6 +30,7 @@ async fn render(state: &AppState, limits: Limits) -> ApiResult<Response> {
         .as_secs()
             / 60,
         signup_enabled,
+        can_create_group,
     })
     .into_response())
 }
@@ -112,9 +114,13 @@ pub(crate) async fn update_settings(
         other => other,
     };
     let signup = params.bool("signup_enabled")?;
+    let create_group = params.bool("can_create_group")?;
     // Everything checked: now stored.
     if let Some(n) = token_minutes {
         instance::set_token_ttl_minutes(state.meta.as_ref(), n as u64).await?;
+    }
+    if let Some(on) = create_group {
+        instance::set_can_create_group(state.meta.as_ref(), on).await?;
     }
     if let Some(on) = signup {
         instance::set_signup_enabled(state.meta.as_ref(), on).await?;

@@ -59,6 +59,10 @@ async fn dashboard_page(
         Ok(s) => s,
         Err(e) => return internal(viewer, e),
     };
+    let can_create_group = match instance::can_create_group(meta).await {
+        Ok(s) => s,
+        Err(e) => return internal(viewer, e),
+    };
     let token_minutes = match instance::token_ttl(meta, state.settings.token_ttl).await {
         Ok(t) => t.as_secs() / 60,
         Err(e) => return internal(viewer, e),
@@ -175,6 +179,7 @@ async fn dashboard_page(
     let input = input.unwrap_or_else(|| {
         context! {
             signup_enabled => signup,
+            can_create_group => can_create_group,
             worker_capacity => limits.worker_capacity.to_string(),
             delete_timeout => limits.delete_timeout_secs.to_string(),
             max_list_size => limits.max_list_size.to_string(),
@@ -219,6 +224,14 @@ pub async fn save_settings(
         Err(r) => return r,
     };
     let mut params = Params::default();
+    params.set(
+        "can_create_group",
+        if form.get("can_create_group") == "true" {
+            "true"
+        } else {
+            "false"
+        },
+    );
     params.set(
         "signup_enabled",
         if form.get("signup_enabled") == "true" {
@@ -280,6 +293,7 @@ pub async fn save_settings(
                 .collect();
             let input = context! {
                 signup_enabled => form.get("signup_enabled") == "true",
+                can_create_group => form.get("can_create_group") == "true",
                 worker_capacity => form.get("worker_capacity"),
                 delete_timeout => form.get("delete_timeout"),
                 max_list_size => form.get("max_list_size"),

@@ -67,11 +67,16 @@ async fn group_form(
         Ok(n) => n.into_iter().skip(1).collect::<Vec<_>>(),
         Err(r) => return r,
     };
+    let top_level_allowed = viewer.caller.admin
+        || crate::instance::can_create_group(state.meta.as_ref())
+            .await
+            .unwrap_or(true);
     viewer.render(
         status,
         "new_group.html",
         context! {
             title => viewer.lang.text("new_group"),
+            top_level_allowed => top_level_allowed,
             parents => parents.into_iter().map(|(id, path)| context! { id, path }).collect::<Vec<_>>(),
             visibilities => VISIBILITIES.to_vec(),
             input => input,
