@@ -1184,6 +1184,8 @@ fn self_service_in_a_real_browser() {
         // The first image of the project, and its tag v1 (found by the script).
         ["", "{repository}"],
         ["", "{repository}/-/tags/v1"],
+        ["", "{repository}/deleted"],
+        ["", "/groups/team/-/dependency_proxy"],
         ["", "/team/app/-/settings/packages_and_registries"],
         ["project-members", "/team/app/-/project_members"],
         ["group-members", "/groups/team/-/group_members"],
@@ -1219,7 +1221,7 @@ fn self_service_in_a_real_browser() {
         .iter()
         .filter(|r| !r["violations"].as_array().unwrap().is_empty())
         .collect();
-    assert_eq!(axe["pages"], 2 * (3 + 23 + 1));
+    assert_eq!(axe["pages"], 2 * (3 + 25 + 1));
     assert!(
         bad.is_empty(),
         "critical or serious accessibility violations: {bad:#?}"
