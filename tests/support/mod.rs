@@ -9,6 +9,40 @@ use std::time::{Duration, Instant};
 
 use berth_meta::testing::TestDatabase;
 
+/// Run `$body` with `$c` bound to a connection to `$berth`'s metadata database (its
+/// PostgreSQL database, or the SQLite file in its data directory), on a runtime of
+/// its own; the body is written once and compiled for each.
+macro_rules! on_database {
+    ($berth:expr, |$c:ident| $body:expr) => {{
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            match &$berth.database {
+                Some(db) => {
+                    let mut $c = sqlx::PgConnection::connect(db.url())
+                        .await
+                        .expect("connect");
+                    $body
+                }
+                None => {
+                    let url = format!("sqlite://{}", $berth.data_dir().join("berth.db").display());
+                    let mut $c = sqlx::SqliteConnection::connect(&url)
+                        .await
+                        .expect("connect");
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut $c)
+                        .await
+                        .expect("busy timeout");
+                    $body
+                }
+            }
+        })
+    }};
+}
+
 pub mod dockerd;
 pub mod faulty;
 pub mod process;
@@ -345,86 +379,30 @@ impl Berth {
         all
     }
 
+    /// One whole number read with `sql` from this instance's metadata database.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        on_database!(self, |c| sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("query"))
+    }
+
     /// Say that tags of `repository` whose names are `LIKE names` were pushed at
     /// `at_ms` (Unix ms): what no client can choose, and what cleanup policies age and
     /// order tags by. Written straight into the server's metadata database (the SQLite
     /// file, or the PostgreSQL database of this run), as if the pushes had happened
     /// then. Returns how many tags it changed.
-    /// One whole number read with `sql` from this instance's metadata database.
-    pub fn query_i64(&self, sql: &str) -> i64 {
-        use sqlx::Connection;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            match &self.database {
-                Some(db) => {
-                    let mut c = sqlx::PgConnection::connect(db.url())
-                        .await
-                        .expect("connect");
-                    sqlx::query_scalar::<_, i64>(sql)
-                        .fetch_one(&mut c)
-                        .await
-                        .expect("query")
-                }
-                None => {
-                    let url = format!("sqlite://{}", self.data_dir().join("berth.db").display());
-                    let mut c = sqlx::SqliteConnection::connect(&url)
-                        .await
-                        .expect("connect");
-                    sqlx::query_scalar::<_, i64>(sql)
-                        .fetch_one(&mut c)
-                        .await
-                        .expect("query")
-                }
-            }
-        })
-    }
-
     pub fn set_push_time(&self, repository: &str, names: &str, at_ms: i64) -> u64 {
-        use sqlx::Connection;
         const SQL: &str = "UPDATE tags SET created_at = $1 WHERE deleted_at IS NULL \
              AND name LIKE $2 AND repository_id = (SELECT id FROM repositories WHERE path = $3)";
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            match &self.database {
-                Some(db) => {
-                    let mut c = sqlx::PgConnection::connect(db.url())
-                        .await
-                        .expect("connect");
-                    sqlx::query(SQL)
-                        .bind(at_ms)
-                        .bind(names)
-                        .bind(repository)
-                        .execute(&mut c)
-                        .await
-                        .expect("set push time")
-                        .rows_affected()
-                }
-                None => {
-                    let url = format!("sqlite://{}", self.data_dir().join("berth.db").display());
-                    let mut c = sqlx::SqliteConnection::connect(&url)
-                        .await
-                        .expect("connect");
-                    sqlx::query("PRAGMA busy_timeout = 10000")
-                        .execute(&mut c)
-                        .await
-                        .expect("busy timeout");
-                    sqlx::query(SQL)
-                        .bind(at_ms)
-                        .bind(names)
-                        .bind(repository)
-                        .execute(&mut c)
-                        .await
-                        .expect("set push time")
-                        .rows_affected()
-                }
-            }
-        })
+        on_database!(self, |c| sqlx::query(SQL)
+            .bind(at_ms)
+            .bind(names)
+            .bind(repository)
+            .execute(&mut c)
+            .await
+            .expect("set push time")
+            .rows_affected())
     }
 
     pub fn data_dir(&self) -> PathBuf {
