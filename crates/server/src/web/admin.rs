@@ -31,6 +31,17 @@ fn admin_only(viewer: &Viewer) -> Result<(), Response> {
     }
 }
 
+/// A form posted by an administrator (404 for anyone else, as `admin_only`).
+fn admin_post(
+    viewer: &Viewer,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Posted, Response> {
+    admin_only(viewer)?;
+    viewer.posted(method, headers, body)
+}
+
 fn internal(viewer: &Viewer, e: impl Into<ApiError>) -> Response {
     viewer.error(e.into().status())
 }
@@ -216,10 +227,7 @@ pub async fn save_settings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admin_only(&viewer) {
-        return r;
-    }
-    let form: Posted = match viewer.posted(&method, &headers, &body) {
+    let form = match admin_post(&viewer, &method, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -378,10 +386,7 @@ pub async fn create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admin_only(&viewer) {
-        return r;
-    }
-    let form = match viewer.posted(&method, &headers, &body) {
+    let form = match admin_post(&viewer, &method, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -423,10 +428,7 @@ pub async fn change_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admin_only(&viewer) {
-        return r;
-    }
-    let form = match viewer.posted(&method, &headers, &body) {
+    let form = match admin_post(&viewer, &method, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -537,10 +539,7 @@ pub async fn save_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admin_only(&viewer) {
-        return r;
-    }
-    let form = match viewer.posted(&method, &headers, &body) {
+    let form = match admin_post(&viewer, &method, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
