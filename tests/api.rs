@@ -1743,6 +1743,12 @@ fn top_level_groups_follow_the_setting() {
         )
         .expect(200);
     assert_eq!(s["can_create_group"], false);
+    // The user entity says so too (GitLab's `can_create_group` of `/user`), but not
+    // of administrators, whom the setting does not bind.
+    let me = api.get("/user", Some(&dana)).expect(200);
+    assert_eq!(me["can_create_group"], false, "{me}");
+    let admin = api.get("/user", Some(&root)).expect(200);
+    assert_eq!(admin["can_create_group"], true, "{admin}");
     let refused = api
         .post(
             "/groups",
@@ -1771,6 +1777,8 @@ fn top_level_groups_follow_the_setting() {
         json!({"can_create_group": true}),
     )
     .expect(200);
+    let me = api.get("/user", Some(&dana)).expect(200);
+    assert_eq!(me["can_create_group"], true, "{me}");
     api.post(
         "/groups",
         Some(&dana),

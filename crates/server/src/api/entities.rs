@@ -37,6 +37,8 @@ pub struct View {
     /// `http(s)://host[:port]` (or the configured external URL).
     pub base: String,
     namespaces: HashMap<i64, Namespace>,
+    /// The `can_create_group` application setting, read once per request when needed.
+    groups_creatable: Option<bool>,
 }
 
 impl FromRequestParts<Shared> for View {
@@ -47,6 +49,7 @@ impl FromRequestParts<Shared> for View {
             base: state.base_url(&parts.headers),
             state: state.clone(),
             namespaces: HashMap::new(),
+            groups_creatable: None,
         })
     }
 }
@@ -102,10 +105,23 @@ impl View {
     }
 
     /// A user. `full` adds what only administrators and the user themself see.
-    pub fn user(&self, u: &User, full: bool) -> schemas::User {
+    /// `can_create_group` follows the application setting of that name, which binds
+    /// everyone but administrators.
+    pub async fn user(&mut self, u: &User, full: bool) -> ApiResult<schemas::User> {
         let active = u.state == UserState::Active;
+        let creates_groups = if full && active && !u.admin {
+            match self.groups_creatable {
+                Some(on) => on,
+                None => {
+                    let on = crate::instance::can_create_group(self.state.meta.as_ref()).await?;
+                    *self.groups_creatable.insert(on)
+                }
+            }
+        } else {
+            active
+        };
         let private = |v| full.then_some(v);
-        schemas::User {
+        Ok(schemas::User {
             id: u.id,
             username: u.username.clone(),
             name: u.name.clone(),
@@ -118,11 +134,11 @@ impl View {
             is_admin: private(u.admin),
             bot: private(false),
             external: private(false),
-            can_create_group: private(active),
+            can_create_group: private(creates_groups),
             can_create_project: private(active),
             two_factor_enabled: private(false),
             namespace_id: full.then_some(u.namespace_id),
-        }
+        })
     }
 
     /// A group (`Entities::Group`).

@@ -36,9 +36,9 @@ pub fn routes() -> Router<Shared> {
         Refused,
     )
 )]
-async fn current(caller: Caller, view: View) -> ApiResult<Response> {
+async fn current(caller: Caller, mut view: View) -> ApiResult<Response> {
     let user = caller.require_user()?;
-    Ok(Json(view.user(user, true)).into_response())
+    Ok(Json(view.user(user, true).await?).into_response())
 }
 
 /// Whether the caller sees a user's private fields (e-mail, admin flag).
@@ -64,7 +64,7 @@ async fn list(
     State(state): State<Shared>,
     caller: Caller,
     pg: Pagination,
-    view: View,
+    mut view: View,
     params: Params,
 ) -> ApiResult<Response> {
     let search = params.string("search")?;
@@ -109,10 +109,10 @@ async fn list(
         _ => return Err(ApiError::param("sort does not have a valid value")),
     }
     let (page, total) = pg.slice(users);
-    let body: Vec<_> = page
-        .iter()
-        .map(|u| view.user(u, sees_everything(&caller, u)))
-        .collect();
+    let mut body = Vec::with_capacity(page.len());
+    for u in page.iter() {
+        body.push(view.user(u, sees_everything(&caller, u)).await?);
+    }
     Ok(pg.respond(total, body))
 }
 
@@ -132,14 +132,14 @@ async fn list(
 async fn show(
     State(state): State<Shared>,
     caller: Caller,
-    view: View,
+    mut view: View,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let user = find_user(&state, &id).await?;
     if user.state != UserState::Active && !caller.admin {
         return Err(ApiError::not_found("User"));
     }
-    Ok(Json(view.user(&user, sees_everything(&caller, &user))).into_response())
+    Ok(Json(view.user(&user, sees_everything(&caller, &user)).await?).into_response())
 }
 
 /// GitLab answers a taken username with 409 (not a validation error).
@@ -165,11 +165,11 @@ fn user_conflict(e: OrgError) -> ApiError {
 async fn create(
     State(state): State<Shared>,
     caller: Caller,
-    view: View,
+    mut view: View,
     params: Params,
 ) -> ApiResult<Response> {
     let user = create_user(&state, &caller, &params).await?;
-    Ok((StatusCode::CREATED, Json(view.user(&user, true))).into_response())
+    Ok((StatusCode::CREATED, Json(view.user(&user, true).await?)).into_response())
 }
 
 /// Create a user (administrators; the REST API and the admin area).
@@ -273,14 +273,14 @@ pub(crate) async fn require_password_change(state: &AppState, user: &User) -> Ap
 async fn update(
     State(state): State<Shared>,
     caller: Caller,
-    view: View,
+    mut view: View,
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let user = find_user(&state, &id).await?;
     let user = update_user(&state, &user, &params, true).await?;
-    Ok(Json(view.user(&user, true)).into_response())
+    Ok(Json(view.user(&user, true).await?).into_response())
 }
 
 /// Change a user's name, e-mail, password and (when `as_admin`) admin flag: the REST
