@@ -21,7 +21,7 @@ URL_USER=""
 # Berth started by this script: its root password (BERTH_INITIAL_ROOT_PASSWORD), the
 # projects that own the benchmark's repositories, and the repository names used.
 BERTH_PASSWORD="${BERTH_BENCH_PASSWORD:-bench-root-password}"
-REPO_PREFIX="bench/p"            # PREFIX/single, /chunked, /small, /tags
+REPO_PREFIX="bench/p"            # PREFIX/single, /chunked, /small, /tags, /pull, /concurrent
 CATALOG_PREFIX="bench/catalog"   # PREFIX/r00000 ... for the _catalog test
 PUBLIC_PROJECT="bench/public"    # PROJECT/small: anonymous manifest GETs
 WORK_PARENT="${TMPDIR:-/tmp}"
@@ -60,7 +60,7 @@ Options:
   --keep             keep the work dir (blobs, registry data) instead of deleting it
   --user USER        with --url: user for the registry's token service (the password or
                      access token comes from the environment variable REGBENCH_PASSWORD);
-                     the repositories used are bench/p/{single,chunked,small,tags} and
+                     the repositories used are bench/p/{single,chunked,small,tags,pull,concurrent} and
                      bench/catalog/rNNNNN, so on Berth create the projects bench/p and
                      bench/catalog first
 EOF
