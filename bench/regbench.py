@@ -28,10 +28,12 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -44,6 +46,7 @@ CHUNK = 8 * MIB
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 
 
 def log(msg):
@@ -539,14 +542,16 @@ class Suite:
         self.repo_chunked = f"{p}/chunked"
         self.repo_small = f"{p}/small"
         self.repo_tags = f"{p}/tags"
+        self.repo_pull = f"{p}/pull"
+        self.repo_concurrent = f"{p}/concurrent"
         self.repo_public = args.public_repo.strip("/")
         self.catalog_prefix = args.catalog_prefix.strip("/")
+        self.last_large = None  # (repo, digest, size) of the last large blob pushed
 
     def warm_auth(self, repo):
         """Fetch the token for repo before a timed section (as a client has its token
         before it streams a blob); a no-op for a registry that does not ask for one."""
         return self.reg.bearer_header(f"/v2/{repo}/manifests/latest")
-        self.last_large = None  # (repo, digest, size) of the last large blob pushed
 
     def metric(self, key, name, value, unit, better, **extra):
         self.res["metrics"][key] = dict(name=name, value=value, unit=unit, better=better, **extra)
@@ -748,6 +753,204 @@ class Suite:
         self.metric("blob_get_large", f"blob GET {sz}", median(rates), "MiB/s", "higher",
                     runs=rates)
 
+    # ---- skopeo pull ------------------------------------------------------ #
+
+    def push_layered_image(self, repo, tag, layers, layer_bytes):
+        """Push an image of `layers` layers of random bytes (uncompressed tar media type,
+        so no client unpacks them; the config's diff_ids are the layer digests) with
+        this script's own client; not timed. Returns the layers' (digest, size) list."""
+        reg = self.reg
+        descs = []
+        for _ in range(layers):
+            data = os.urandom(layer_bytes)
+            descs.append((reg.put_small_blob(repo, data), len(data)))
+            del data
+        config = json.dumps({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [d for d, _ in descs]},
+        }, separators=(",", ":")).encode()
+        cd = reg.put_small_blob(repo, config)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER_TAR, "digest": d, "size": n}
+                       for d, n in descs],
+        }, separators=(",", ":")).encode()
+        reg.put_manifest(repo, tag, manifest)
+        return descs
+
+    def run_skopeo_pull(self):
+        """`skopeo copy docker://… dir:DEST` of an image of N random layers, a fresh
+        destination each run, MiB/s of layer bytes over skopeo's wall time (process
+        start, token request, manifest, config and layers, written to the work dir)."""
+        a = self.a
+        if not shutil.which("skopeo"):
+            raise BenchError("skopeo not found (apt-get install skopeo)")
+        repo = self.repo_pull
+        layer_bytes = a.pull_layer_mib * MIB
+        descs = self.push_layered_image(repo, "latest", a.pull_layers, layer_bytes)
+        total = sum(n for _, n in descs)
+        self.reg.close()
+        hostport = f"{self.reg.host}:{self.reg.port}"
+        work = tempfile.mkdtemp(prefix="skopeo-pull-", dir=a.workdir)
+        authfile = None
+        try:
+            cmd = ["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false"]
+            if self.reg.auth.challenged and a.user:
+                # Credentials in a 0600 file rather than --src-creds (visible in ps).
+                authfile = os.path.join(work, "auth.json")
+                cred = base64.b64encode(f"{a.user}:{a.password or ''}".encode()).decode()
+                fd = os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"auths": {hostport: {"auth": cred}}}, f)
+                cmd += ["--src-authfile", authfile]
+            else:
+                cmd += ["--src-no-creds"]
+            src = f"docker://{hostport}/{repo}:latest"
+            rates = []
+            for i in range(a.runs):
+                dest = os.path.join(work, f"pull-{i}")
+                os.sync()
+                t0 = time.perf_counter()
+                p = subprocess.run(cmd + [src, f"dir:{dest}"], capture_output=True, text=True,
+                                   timeout=a.timeout)
+                dt = time.perf_counter() - t0
+                if p.returncode != 0:
+                    raise BenchError(f"skopeo copy failed (rc {p.returncode}): "
+                                     f"{p.stderr.strip()[:600]}")
+                self.check_pulled(dest, descs)
+                shutil.rmtree(dest)
+                rates.append(total / MIB / dt)
+                log(f"skopeo pull {len(descs)} x {a.pull_layer_mib} MiB run {i + 1}: "
+                    f"{dt:.2f} s, {rates[-1]:.1f} MiB/s")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self.metric("pull_skopeo", f"skopeo copy pull, {len(descs)} x {a.pull_layer_mib} MiB "
+                    "layers to dir: (whole process)", median(rates), "MiB/s", "higher",
+                    runs=rates, auth=("bearer token (--src-authfile)" if authfile
+                                      else "anonymous"))
+
+    @staticmethod
+    def check_pulled(dest, descs):
+        """The pulled dir: has the manifest with every layer, each file of the right size."""
+        with open(os.path.join(dest, "manifest.json"), "rb") as f:
+            got = [(l["digest"], l["size"]) for l in json.load(f).get("layers", [])]
+        if got != descs:
+            raise BenchError(f"pulled manifest lists {len(got)} layers, pushed {len(descs)}")
+        for d, n in descs:
+            path = os.path.join(dest, d.split(":", 1)[1])
+            if not os.path.exists(path) or os.path.getsize(path) != n:
+                raise BenchError(f"pulled layer {d} missing or not {n} bytes")
+
+    # ---- concurrent pushers ----------------------------------------------- #
+
+    def run_concurrent_push(self):
+        """N clients (threads, one connection each) each push a fresh blob of M MiB
+        (POST, then one PUT with the whole body) at the same moment; the server's VmRSS
+        is sampled every 50 ms from the start of the PUTs to the end of the last one,
+        then read again 5 s later. Median MiB/s, the highest peak, the last RSS after."""
+        a = self.a
+        n, size = a.pushers, a.pusher_mib * MIB
+        shared = os.urandom(size - 16)  # every blob: these bytes + 16 of its own
+        base_hash = hashlib.sha256(shared)
+        self.warm_auth(self.repo_concurrent)
+        before = self.rss_now()
+        rates, peaks, afters = [], [], []
+        for i in range(a.runs):
+            os.sync()
+            rate, peak, after = self.concurrent_push_once(n, shared, base_hash)
+            rates.append(rate)
+            peaks.append(peak)
+            afters.append(after)
+            log(f"{n} concurrent pushers x {a.pusher_mib} MiB run {i + 1}: {rate:.1f} MiB/s"
+                + (f", peak RSS {peak / MIB:.1f} MiB, 5 s after {after / MIB:.1f} MiB"
+                   if peak else ""))
+        what = f"{n} clients each pushing a fresh {a.pusher_mib} MiB blob at once"
+        self.metric("push_concurrent", f"{what} (POST + one PUT, total)", median(rates),
+                    "MiB/s", "higher", runs=rates)
+        if before is not None:
+            self.metric("rss_before_concurrent", "server RSS before the concurrent pushes",
+                        before / MIB, "MiB", "lower")
+        if all(peaks):
+            self.metric("rss_peak_concurrent", f"server peak RSS while {what}",
+                        max(peaks) / MIB, "MiB", "lower", runs=[p / MIB for p in peaks])
+        if all(afters):
+            self.metric("rss_after_concurrent", "server RSS 5 s after the last concurrent push",
+                        afters[-1] / MIB, "MiB", "lower", runs=[x / MIB for x in afters])
+
+    def rss_now(self):
+        if not self.pid:
+            return None
+        return RssSampler(self.pid)._status().get("VmRSS")
+
+    def concurrent_push_once(self, n, shared, base_hash):
+        repo = self.repo_concurrent
+        size = len(shared) + 16
+        barrier = threading.Barrier(n + 1)
+        lock = threading.Lock()
+        ends, errors, pushed = [], [], []
+
+        def pusher():
+            reg = self.reg.new()
+            try:
+                suffix = os.urandom(16)
+                h = base_hash.copy()
+                h.update(suffix)
+                digest = "sha256:" + h.hexdigest()
+                try:
+                    loc, _ = reg.start_upload(repo)
+                    path = reg.path_of(with_query(loc, "digest", digest))
+                    auth = reg.bearer_header(path)
+                    conn = reg._connect()
+                finally:
+                    barrier.wait()  # every client starts its PUT at the same moment
+                conn.putrequest("PUT", path, skip_accept_encoding=True)
+                for k, v in {"Content-Type": "application/octet-stream",
+                             "Content-Length": str(size), **auth}.items():
+                    conn.putheader(k, v)
+                conn.endheaders()
+                conn.send(memoryview(shared))
+                conn.send(suffix)
+                resp = conn.getresponse()
+                body = resp.read()
+                t = time.perf_counter()
+                if resp.status != 201:
+                    raise BenchError(f"concurrent PUT: HTTP {resp.status}: "
+                                     f"{body[:300].decode('utf-8', 'replace')}")
+                with lock:
+                    ends.append(t)
+                    pushed.append(digest)
+            except Exception as e:
+                with lock:
+                    errors.append(e)
+            finally:
+                reg.close()
+
+        ts = [threading.Thread(target=pusher) for _ in range(n)]
+        for t in ts:
+            t.start()
+        sampler = RssSampler(self.pid) if self.pid else None
+        barrier.wait()
+        t0 = time.perf_counter()
+        if sampler:
+            with sampler:
+                for t in ts:
+                    t.join()
+        else:
+            for t in ts:
+                t.join()
+        if errors:
+            raise BenchError(f"{len(errors)} of {n} concurrent pushes failed; first: "
+                             f"{type(errors[0]).__name__}: {errors[0]}")
+        dt = max(ends) - t0
+        for d in pushed:  # not timed
+            self.verify_blob(repo, d, size)
+        after = None
+        if sampler:
+            time.sleep(5)
+            after = self.rss_now()
+        return n * size / MIB / dt, (sampler.peak() if sampler else None), after
+
     # ---- manifests, tags, catalog ---------------------------------------- #
 
     def push_small_image(self, reg, repo, tag, mount_from=None):
@@ -944,6 +1147,8 @@ class Suite:
             "runs": a.runs, "tags": a.tags, "repos": a.repos,
             "wrk": {"threads": a.wrk_threads, "conns": a.wrk_conns, "duration_s": a.wrk_duration},
             "list_reps": a.list_reps, "push_workers": a.push_workers,
+            "pull_layers": a.pull_layers, "pull_layer_mib": a.pull_layer_mib,
+            "pushers": a.pushers, "pusher_mib": a.pusher_mib,
         }
         self.image = small_image()
         self.res["loadavg_start"] = os.getloadavg()
@@ -958,6 +1163,10 @@ class Suite:
         t0 = time.perf_counter()
         self.run_uploads()
         self.guarded("blob_get_large", self.run_blob_get)
+        if a.pull_layers > 0:
+            self.guarded("pull_skopeo", self.run_skopeo_pull)
+        if a.pushers > 0:
+            self.guarded("push_concurrent", self.run_concurrent_push)
         self.guarded("manifest_get", self.run_manifest_get)
         self.guarded("manifest_get_anon", self.run_manifest_get_anonymous)
         self.guarded("tags_list", self.run_tags)
@@ -1237,7 +1446,8 @@ def cmd_limits(a):
 ORDER = ["upload_single_small", "upload_single_large", "upload_chunked_small",
          "upload_chunked_newconn_small",
          "disk_after_chunked_small", "upload_chunked_large", "disk_after_chunked_large",
-         "blob_get_large", "manifest_get_rps", "manifest_get_p99",
+         "blob_get_large", "pull_skopeo", "push_concurrent", "rss_before_concurrent",
+         "rss_peak_concurrent", "rss_after_concurrent", "manifest_get_rps", "manifest_get_p99",
          "manifest_get_p50", "manifest_get_anon_rps", "manifest_get_anon_p99",
          "manifest_get_anon_p50", "tag_push_rate", "tags_list_full", "tags_list_n",
          "repo_push_rate", "catalog", "rss_peak_upload_large", "rss_idle", "rss_end"]
@@ -1254,7 +1464,28 @@ ERROR_GROUP = {
     "repo_push_rate": "catalog",
     "disk_after_chunked_small": "upload_chunked_small",
     "disk_after_chunked_large": "upload_chunked_large",
+    "rss_before_concurrent": "push_concurrent", "rss_peak_concurrent": "push_concurrent",
+    "rss_after_concurrent": "push_concurrent",
 }
+
+# Issue 20's targets, checked for every Berth in the report: (metric, ceiling, what,
+# lowest acceptable ratio). The ceiling is a key of limits.json, or "reference" for the
+# reference registry's figure of the same run. None: shown, no target.
+RATIOS = (
+    ("manifest_get_rps", "static_rps", "manifest GET by tag (Berth: token) / nginx static", 0.50),
+    ("manifest_get_anon_rps", "static_rps", "manifest GET (anonymous) / nginx static", None),
+    ("upload_single_small", "sha256", "single-request upload / openssl sha256", 0.85),
+    ("upload_chunked_small", "copy_fsync", "chunked upload, one connection / synced copy",
+     None),
+    ("upload_chunked_newconn_small", "copy_fsync",
+     "chunked upload, a curl per PATCH / synced copy", 0.70),
+    ("pull_skopeo", "reference", "skopeo pull / reference registry's skopeo pull", 1.00),
+)
+RSS_TARGET_MIB = 200
+
+
+def is_berth(label):
+    return label == "berth" or label.startswith("berth-")
 
 
 def fmt(v):
@@ -1289,10 +1520,11 @@ def cmd_report(a):
                         for r in results))]
     for r in results:  # any metric not in ORDER, at the end
         keys += [k for k in r["metrics"] if k not in keys]
-    pair = "berth" in labels and "reference" in labels
+    berths = [lab for lab in labels if is_berth(lab)]
+    ref = "reference" if "reference" in labels else None
+    pairs = berths if ref else []
     headers = ["metric", "unit", "better"] + labels
-    if pair:
-        headers.append("berth advantage (x)")
+    headers += [("berth" if len(pairs) == 1 else b) + " advantage (x)" for b in pairs]
     rows = []
     for k in keys:
         name = unit = better = None
@@ -1308,25 +1540,30 @@ def cmd_report(a):
                 vals.append(None)
         if name is None:
             name, unit, better = k, "", ""
-        auths = [(r["label"], r["metrics"][k]["auth"]) for r in results
-                 if k in r["metrics"] and r["metrics"][k].get("auth")]
+        auths = {}
+        for r in results:  # one note per distinct auth mode, naming who used it
+            au = r["metrics"].get(k, {}).get("auth")
+            if au:
+                auths.setdefault(au, []).append(r["label"])
         if auths:
-            name += " [" + "; ".join(f"{lab}: {au}" for lab, au in auths) + "]"
+            name += " [" + "; ".join(f"{', '.join(labs)}: {au}"
+                                     for au, labs in auths.items()) + "]"
         row = [name, unit, better] + [fmt(v) for v in vals]
-        if pair:
-            b = vals[labels.index("berth")]
-            ref = vals[labels.index("reference")]
+        for b_lab in pairs:
+            b = vals[labels.index(b_lab)]
+            rv = vals[labels.index(ref)]
             ratio = "-"
-            if isinstance(b, (int, float)) and isinstance(ref, (int, float)) and b > 0 and ref > 0:
-                x = b / ref if better == "higher" else ref / b
+            if isinstance(b, (int, float)) and isinstance(rv, (int, float)) and b > 0 and rv > 0:
+                x = b / rv if better == "higher" else rv / b
                 ratio = f"{x:.2f}"
             row.append(ratio)
         rows.append(row)
     out = []
     out.append(table(headers, rows))
-    if pair:
-        out.append("berth advantage = berth/reference where higher is better, "
+    if pairs:
+        out.append("advantage = berth/reference where higher is better, "
                    "reference/berth where lower is better; > 1 means Berth is better.")
+    lim = {}
     if a.limits and os.path.exists(a.limits):
         with open(a.limits) as f:
             lim = json.load(f)
@@ -1335,24 +1572,51 @@ def cmd_report(a):
         out.append(table(["limit", "unit", "value"],
                          [[lim[k]["name"], lim[k]["unit"], fmt(lim[k]["value"])]
                           for k in LIMIT_KEYS if k in lim]))
-        ratios = []
-        for r in results:
-            got = {k: m["value"] for k, m in r.get("metrics", {}).items()}
-            for key, lim_key, what in (
-                    ("manifest_get_rps", "static_rps", "manifest GET (token) / nginx static"),
-                    ("manifest_get_anon_rps", "static_rps",
-                     "manifest GET (anonymous) / nginx static"),
-                    ("upload_single_small", "sha256", "single-request upload / openssl sha256"),
-                    ("upload_chunked_small", "copy_fsync", "chunked upload / synced copy"),
-                    ("upload_chunked_newconn_small", "copy_fsync",
-                     "chunked upload, a curl per PATCH / synced copy")):
-                if got.get(key) and lim.get(lim_key, {}).get("value"):
-                    ratios.append([r["label"], what,
-                                   f"{100 * got[key] / lim[lim_key]['value']:.0f} %"])
-        if ratios:
-            out.append("")
-            out.append("Against the ceilings of the same run:")
-            out.append(table(["registry", "ratio", "value"], ratios))
+    ratios = []
+    got_ref = {k: m["value"] for k, m in results[labels.index(ref)]["metrics"].items()} \
+        if ref else {}
+    for r in results:
+        got = {k: m["value"] for k, m in r.get("metrics", {}).items()}
+        target_here = is_berth(r["label"])
+        for key, lim_key, what, target in RATIOS:
+            if lim_key == "reference":
+                if r["label"] == ref:
+                    continue
+                ceiling = got_ref.get(key)
+            else:
+                ceiling = lim.get(lim_key, {}).get("value")
+            if not ceiling:
+                continue
+            if not got.get(key):
+                if target_here and target is not None:
+                    ratios.append([r["label"], what, "ERROR" if key in r["errors"]
+                                   or ERROR_GROUP.get(key) in r["errors"] else "-",
+                                   f">= {100 * target:.0f} %", "no"])
+                continue
+            x = got[key] / ceiling
+            ok = "-"
+            if target_here and target is not None:
+                ok = "yes" if x >= target else "NO"
+            ratios.append([r["label"], what, f"{100 * x:.0f} %",
+                           f">= {100 * target:.0f} %" if target_here and target else "-", ok])
+        if "rss_peak_concurrent" in got:
+            peak = got["rss_peak_concurrent"]
+            n = r.get("params", {}).get("pushers")
+            ok = ("yes" if peak < RSS_TARGET_MIB else "NO") if target_here else "-"
+            ratios.append([r["label"], f"peak RSS, {n} concurrent pushers", f"{peak:.0f} MiB",
+                           f"< {RSS_TARGET_MIB} MiB" if target_here else "-", ok])
+        if "rss_after_concurrent" in got:
+            was = [f"{w} {got[k]:.0f}" for k, w in (("rss_before_concurrent", "before them"),
+                                                     ("rss_idle", "at start of suite"))
+                   if k in got]
+            ratios.append([r["label"], "RSS 5 s after the concurrent pushes",
+                           f"{got['rss_after_concurrent']:.0f} MiB"
+                           + (f" ({', '.join(was)})" if was else ""),
+                           "near idle" if target_here else "-", "-"])
+    if ratios:
+        out.append("")
+        out.append("Against the ceilings of the same run (targets of issue 20):")
+        out.append(table(["registry", "ratio", "value", "target", "met"], ratios))
     errs = [(r["label"], k, e) for r in results for k, e in r["errors"].items()]
     if errs:
         out.append("")
@@ -1411,6 +1675,14 @@ def main():
                         "project)")
     s.add_argument("--catalog-prefix", default="bench/catalog",
                    help="the catalog test pushes PREFIX/rNNNNN (on Berth: a project's path)")
+    s.add_argument("--pull-layers", type=int, default=20,
+                   help="layers of the image pulled with skopeo (0: skip that row)")
+    s.add_argument("--pull-layer-mib", type=int, default=20)
+    s.add_argument("--pushers", type=int, default=50,
+                   help="clients pushing a blob each at the same moment (0: skip that row)")
+    s.add_argument("--pusher-mib", type=int, default=20)
+    s.add_argument("--workdir", default=os.environ.get("TMPDIR", "/tmp"),
+                   help="where skopeo writes the pulled image (the disk measured)")
     s.add_argument("--out", required=True)
 
     l = sub.add_parser("limits")

@@ -21,12 +21,16 @@ URL_USER=""
 # Berth started by this script: its root password (BERTH_INITIAL_ROOT_PASSWORD), the
 # projects that own the benchmark's repositories, and the repository names used.
 BERTH_PASSWORD="${BERTH_BENCH_PASSWORD:-bench-root-password}"
-REPO_PREFIX="bench/p"            # PREFIX/single, /chunked, /small, /tags
+REPO_PREFIX="bench/p"            # PREFIX/single, /chunked, /small, /tags, /pull, /concurrent
 CATALOG_PREFIX="bench/catalog"   # PREFIX/r00000 ... for the _catalog test
 PUBLIC_PROJECT="bench/public"    # PROJECT/small: anonymous manifest GETs
 WORK_PARENT="${TMPDIR:-/tmp}"
 OUT_DIR=""
 KEEP=0
+# Berth's metadata backends, each benched in turn (labels berth-sqlite, berth-postgres).
+# PostgreSQL: a fresh database on PG_URL's server per run, dropped afterwards.
+BACKENDS="sqlite,postgres"
+PG_URL="${BERTH_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 usage() {
   cat <<'EOF'
@@ -41,15 +45,22 @@ Usage:
 Options:
   --berth BIN        Berth binary (default: <repo>/target/release/berth)
   --berth-arg ARG    extra argument for `berth serve` (repeatable)
+  --backends LIST    Berth's metadata backends to bench, in turn: sqlite, postgres or
+                     sqlite,postgres (default: sqlite,postgres)
+  --pg-url URL       PostgreSQL server for the postgres backend; a fresh database is
+                     created there (psql) for the run and dropped after
+                     (default: postgres://postgres@127.0.0.1:5432/postgres,
+                     or $BERTH_BENCH_PG_URL)
   --registry-bin BIN reference registry binary (default: /usr/bin/docker-registry)
-  --quick            smoke run: 32/64 MiB blobs, 500 tags, 100 repos, 3 s wrk
+  --quick            smoke run: 32/64 MiB blobs, 500 tags, 100 repos, 3 s wrk,
+                     skopeo pull of 5 x 4 MiB layers, 10 concurrent 4 MiB pushers
   --workdir DIR      parent dir for the temporary blobs and data dirs (default: $TMPDIR or /tmp);
                      the registries' data dirs live there too, so it is the disk measured
   --out DIR          where to write results (default: a new temp dir; kept and printed)
   --keep             keep the work dir (blobs, registry data) instead of deleting it
   --user USER        with --url: user for the registry's token service (the password or
                      access token comes from the environment variable REGBENCH_PASSWORD);
-                     the repositories used are bench/p/{single,chunked,small,tags} and
+                     the repositories used are bench/p/{single,chunked,small,tags,pull,concurrent} and
                      bench/catalog/rNNNNN, so on Berth create the projects bench/p and
                      bench/catalog first
 EOF
@@ -59,6 +70,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --berth) BERTH_BIN="$2"; WANT_BERTH=1; shift 2 ;;
     --berth-arg) BERTH_ARGS+=("$2"); shift 2 ;;
+    --backends) BACKENDS="$2"; shift 2 ;;
+    --pg-url) PG_URL="$2"; shift 2 ;;
     --reference) WANT_REF=1; shift ;;
     --reference-only) WANT_REF=1; WANT_BERTH=0; shift ;;
     --berth-only) WANT_BERTH=1; WANT_REF=0; shift ;;
@@ -109,7 +122,28 @@ need wrk wrk
 need openssl openssl
 need dd coreutils
 need sha256sum coreutils
+need skopeo skopeo
 need "$PY" python3
+IFS=',' read -r -a BACKEND_LIST <<<"$BACKENDS"
+WANT_PG=0
+if [[ "$WANT_BERTH" == 1 ]]; then
+  for b in "${BACKEND_LIST[@]}"; do
+    case "$b" in
+      sqlite) ;;
+      postgres) WANT_PG=1 ;;
+      *) echo "run.sh: --backends: unknown backend '$b' (sqlite, postgres)" >&2; exit 2 ;;
+    esac
+  done
+  if [[ "$WANT_PG" == 1 ]]; then
+    need psql postgresql-client
+    if command -v psql >/dev/null 2>&1 && \
+       ! psql "$PG_URL" -v ON_ERROR_STOP=1 -qAtc 'SELECT 1' >/dev/null 2>&1; then
+      echo "run.sh: cannot connect to PostgreSQL at $PG_URL (--pg-url); start it, or bench" \
+           "SQLite alone with --backends sqlite" >&2
+      missing=1
+    fi
+  fi
+fi
 if [[ "$WANT_REF" == 1 && ! -x "$REF_BIN" ]]; then
   echo "run.sh: reference registry '$REF_BIN' not found; install it with: apt-get install docker-registry" >&2
   missing=1
@@ -124,8 +158,10 @@ fi
 # ---------------------------------------------------------------- sizes
 if [[ "$QUICK" == 1 ]]; then
   SMALL_MIB=32; LARGE_MIB=64; TAGS=500; REPOS=100; WRK_S=3; RUNS=3; LIST_REPS=10
+  PULL_LAYERS=5; PULL_MIB=4; PUSHERS=10; PUSHER_MIB=4
 else
   SMALL_MIB=256; LARGE_MIB=1024; TAGS=10000; REPOS=1000; WRK_S=10; RUNS=3; LIST_REPS=20
+  PULL_LAYERS=20; PULL_MIB=20; PUSHERS=50; PUSHER_MIB=20
 fi
 
 # ---------------------------------------------------------------- temp dirs, cleanup
@@ -137,6 +173,24 @@ else
   mkdir -p "$OUT_DIR"
 fi
 STARTED_PIDS=()
+PG_DB=""          # the PostgreSQL database this script created and has not dropped yet
+
+psql_admin() { psql "$PG_URL" -v ON_ERROR_STOP=1 -qAtc "$1" >/dev/null; }
+
+# PG_URL with its database name replaced (keeps user, host, port and ?query).
+pg_url_for() {
+  local base="${PG_URL%%\?*}" query=""
+  [[ "$PG_URL" == *\?* ]] && query="?${PG_URL#*\?}"
+  local rest="${base#*://}"
+  echo "${base%%://*}://${rest%%/*}/$1$query"
+}
+
+drop_pg_db() {
+  [[ -n "$PG_DB" ]] || return 0
+  psql_admin "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || \
+    echo "run.sh: could not drop the PostgreSQL database $PG_DB" >&2
+  PG_DB=""
+}
 
 stop_pid() {
   local pid="$1" i
@@ -155,6 +209,7 @@ cleanup() {
   trap - EXIT INT TERM
   local pid
   for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+  drop_pg_db
   if [[ "$KEEP" == 1 ]]; then
     echo "run.sh: work dir kept: $WORK" >&2
   else
@@ -167,7 +222,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- disk space check
-need_mib=$(( (SMALL_MIB + LARGE_MIB) * (2 * RUNS + 1) + LARGE_MIB + 512 ))
+need_mib=$(( (SMALL_MIB + LARGE_MIB) * (2 * RUNS + 1) + SMALL_MIB * RUNS + LARGE_MIB
+             + PULL_LAYERS * PULL_MIB * 2 + PUSHERS * PUSHER_MIB * RUNS + 512 ))
 avail_mib=$(( $(df -Pk "$WORK" | awk 'NR==2 {print $4}') / 1024 ))
 if (( avail_mib < need_mib )); then
   echo "run.sh: only $avail_mib MiB free under $WORK; need about $need_mib MiB per registry" >&2
@@ -205,6 +261,8 @@ run_suite() {  # run_suite LABEL URL [PID [USER [PASSWORD]]]
               --runs "$RUNS" --tags "$TAGS" --repos "$REPOS" --list-reps "$LIST_REPS"
               --wrk-duration "$WRK_S" --repo-prefix "$REPO_PREFIX"
               --catalog-prefix "$CATALOG_PREFIX" --public-repo "$PUBLIC_PROJECT/small"
+              --pull-layers "$PULL_LAYERS" --pull-layer-mib "$PULL_MIB"
+              --pushers "$PUSHERS" --pusher-mib "$PUSHER_MIB" --workdir "$WORK"
               --out "$OUT_DIR/$label.json")
   [[ -n "$pid" ]] && args+=(--pid "$pid")
   echo "== benchmarking $label at $url${pid:+ (pid $pid)}${user:+ (token auth as $user)}"
@@ -245,11 +303,19 @@ wait_ready() {  # wait_ready URL PID LOG [USER PASSWORD]
 }
 
 SERVER_PID=""
-start_berth() {
-  local port data logf
+start_berth() {  # start_berth BACKEND LABEL
+  local backend="$1" label="$2" port data logf db_url=""
   port="$("$PY" "$REGBENCH" freeport)"
   data="$WORK/berth-data"; mkdir -p "$data"
-  logf="$OUT_DIR/berth.log"
+  logf="$OUT_DIR/$label.log"
+  if [[ "$backend" == postgres ]]; then
+    PG_DB="berth_bench_$$_$(date +%s)"
+    psql_admin "CREATE DATABASE $PG_DB" || { PG_DB=""; return 1; }
+    db_url="$(pg_url_for "$PG_DB")"
+    echo "   berth: metadata in the fresh PostgreSQL database $PG_DB (dropped afterwards)"
+  fi
+  # BERTH_DATABASE_URL (empty: SQLite in the data dir) for `serve` and `admin` alike.
+  if [[ -n "$db_url" ]]; then export BERTH_DATABASE_URL="$db_url"; else unset BERTH_DATABASE_URL; fi
   # Run from the work dir so that no stray ./berth.toml is picked up. Logging at warn
   # (unless BERTH_LOG_LEVEL says otherwise), as the reference logs at error without an
   # access log: per-request log lines would cost CPU that the reference does not spend.
@@ -316,11 +382,16 @@ EOF
 
 # One server at a time, so an idle registry never competes for the 2 CPUs.
 if [[ "$WANT_BERTH" == 1 ]]; then
-  if start_berth; then
-    run_suite berth "$SERVER_URL" "$SERVER_PID" root "$BERTH_PASSWORD"
-  fi
-  [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
-  rm -rf "$WORK/berth-data"; SERVER_PID=""
+  for backend in "${BACKEND_LIST[@]}"; do
+    label="berth-$backend"
+    if start_berth "$backend" "$label"; then
+      run_suite "$label" "$SERVER_URL" "$SERVER_PID" root "$BERTH_PASSWORD"
+    fi
+    [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
+    rm -rf "$WORK/berth-data"; SERVER_PID=""
+    drop_pg_db
+    unset BERTH_DATABASE_URL
+  done
 fi
 if [[ "$WANT_REF" == 1 ]]; then
   if start_reference; then
