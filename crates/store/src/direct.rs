@@ -10,6 +10,10 @@
 //! to the device's block size. Appends start anywhere, so the block the file ends in
 //! is read back into the buffer first and rewritten whole; a short last block is
 //! padded with zeros and the file then truncated to its true length.
+//!
+//! A direct append holds up to two 4 MiB buffers, so only [`DIRECT_MAX`] appends run
+//! directly at once; the others write through the page cache with a small buffer, so
+//! that many clients pushing at once do not cost the server 8 MiB each.
 
 use std::fs::File;
 use std::io::Write;
@@ -19,7 +23,32 @@ const ALIGN: usize = 4096;
 /// Bytes gathered before one direct write.
 const DIRECT_BUFFER: usize = 4 * 1024 * 1024;
 /// Bytes gathered before one buffered write.
-const PLAIN_BUFFER: usize = 1024 * 1024;
+const PLAIN_BUFFER: usize = 256 * 1024;
+/// Appends written directly at once at most (each holds up to two `DIRECT_BUFFER`s).
+const DIRECT_MAX: usize = 8;
+/// Direct appends running now.
+static DIRECT_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the `DIRECT_MAX` places for a direct append, given back when dropped.
+struct DirectSlot(());
+
+impl DirectSlot {
+    fn take() -> Option<DirectSlot> {
+        use std::sync::atomic::Ordering;
+        DIRECT_RUNNING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < DIRECT_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| DirectSlot(()))
+    }
+}
+
+impl Drop for DirectSlot {
+    fn drop(&mut self) {
+        DIRECT_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 pub(crate) enum Appender {
     Direct(DirectAppender),
@@ -31,7 +60,7 @@ impl Appender {
     /// the appender and the file's current size.
     pub(crate) fn open(path: &std::path::Path) -> std::io::Result<(Appender, u64)> {
         #[cfg(target_os = "linux")]
-        {
+        if let Some(slot) = DirectSlot::take() {
             use std::os::unix::fs::OpenOptionsExt;
             match std::fs::OpenOptions::new()
                 .read(true)
@@ -40,7 +69,7 @@ impl Appender {
                 .open(path)
             {
                 Ok(file) => {
-                    let direct = DirectAppender::new(file)?;
+                    let direct = DirectAppender::new(file, slot)?;
                     let size = direct.size;
                     return Ok((Appender::Direct(direct), size));
                 }
@@ -188,10 +217,11 @@ pub(crate) struct DirectAppender {
     size: u64,
     /// Writes the other of the (at most) two buffers while `current` fills.
     writer: Option<Writer>,
+    _slot: DirectSlot,
 }
 
 impl DirectAppender {
-    fn new(file: File) -> std::io::Result<Self> {
+    fn new(file: File, slot: DirectSlot) -> std::io::Result<Self> {
         let size = file.metadata()?.len();
         let mut d = DirectAppender {
             file,
@@ -200,6 +230,7 @@ impl DirectAppender {
             file_offset: size - size % ALIGN as u64,
             size,
             writer: None,
+            _slot: slot,
         };
         let tail = (size % ALIGN as u64) as usize;
         if tail > 0 {
@@ -320,6 +351,36 @@ mod tests {
             assert_eq!(len, expected.len() as u64, "after append {k} of {n} bytes");
         }
         assert!(std::fs::read(&path).unwrap() == expected);
+    }
+
+    #[test]
+    fn appends_beyond_the_direct_ones_go_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut open = Vec::new();
+        for k in 0..DIRECT_MAX + 3 {
+            let path = dir.path().join(format!("upload{k}"));
+            std::fs::File::create(&path).unwrap();
+            let (mut a, _) = Appender::open(&path).unwrap();
+            a.write_all(&vec![k as u8; DIRECT_BUFFER + 10]).unwrap();
+            open.push((path, a));
+        }
+        // Other tests of this binary may hold slots too, so count from this side:
+        // never more direct appends than the cap, and at least the three past it plain.
+        let direct = open
+            .iter()
+            .filter(|(_, a)| matches!(a, Appender::Direct(_)))
+            .count();
+        assert!(direct <= DIRECT_MAX, "{direct} direct appends at once");
+        assert!(open.len() - direct >= 3);
+        for (k, (path, a)) in open.into_iter().enumerate() {
+            a.finish().unwrap();
+            assert!(std::fs::read(&path).unwrap() == vec![k as u8; DIRECT_BUFFER + 10]);
+        }
+        // Their places are free again.
+        let path = dir.path().join("after");
+        std::fs::File::create(&path).unwrap();
+        let (a, _) = Appender::open(&path).unwrap();
+        a.finish().unwrap();
     }
 
     #[test]
