@@ -12,7 +12,9 @@ The fill (SQL run by the `sqlite3` / `psql` clients, in one transaction per tabl
 - one more repository `scale/p0000/cleanup` with --cleanup-tags tags on one manifest
   pushed in 2020, and a cleanup policy (name_regex .*, name_regex_keep `t[0-9]*0`,
   keep_n 1, older_than 7d) that deletes nine tenths of them;
-- an empty file in the blob store for every blob record (offline GC compares the two).
+- an empty file in the blob store for every blob record (offline GC compares the two),
+  made by one loop of open/close calls relative to the 256 directories (tens of
+  microseconds a file on an idle disk).
 
 Measured, per backend (sqlite, postgres):
 
@@ -24,7 +26,13 @@ Measured, per backend (sqlite, postgres):
 - `berth cleanup --dry-run` (the preview) and `berth cleanup` over the cleanup
   repository (server running, as an operator would);
 - offline `berth gc -m --grace 0s` with the server stopped: wall time and peak RSS
-  (`wait4`'s ru_maxrss of that process alone).
+  (`wait4`'s ru_maxrss of that process alone);
+- with --online-gc, afterwards: online GC draining a review queue of one due manifest
+  per repository (100,000; a new untagged manifest of 10 new blobs in one repository
+  in ten, which the reviewer deletes and whose blobs it then reviews too) while
+  --push-threads clients push small images under new tags: queue length every half
+  second, reviews a second, and push latency p50 / p99 during the drain and after it
+  (see `online_gc`).
 
 `--small` divides every count by 100 (a quick check that it all works), `--divide N` by N. Standard library
 only, plus the `sqlite3` and `psql` clients. Figures are printed as a Markdown table;
@@ -43,6 +51,9 @@ import tempfile
 import threading
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
 PASSWORD = "scale-root-password"
 OCI = "application/vnd.oci.image.manifest.v1+json"
@@ -157,6 +168,14 @@ def fill_sql(d, projects, repos, cleanup_tags):
         SELECT r.id, 't' || {d.pad('n.i', 6)}, {d.digest(str(20 * repos))}, {BASE} + n.i
         FROM n, repositories r WHERE r.path = 'scale/p0000/cleanup'""",
     ]
+    if d.kind == "postgres":
+        # The live-tag count trigger updates the repository's row once per tag: in one
+        # transaction on PostgreSQL each update walks the row's chain of versions made
+        # by the ones before, so 100,000 tags took many minutes. Counted once instead.
+        stmts[-1] = ("ALTER TABLE tags DISABLE TRIGGER tags_count_insert; " + stmts[-1]
+                     + "; ALTER TABLE tags ENABLE TRIGGER tags_count_insert; "
+                     f"UPDATE repositories SET live_tags = live_tags + {cleanup_tags} "
+                     "WHERE path = 'scale/p0000/cleanup'")
     return stmts
 
 
@@ -278,16 +297,191 @@ def fill(kind, target, stmts):
         log(f"{(time.perf_counter() - t):6.1f} s  {' '.join(s.split())[:90]}")
 
 
-def make_blob_files(data, n):
+def make_blob_files(data, indices):
+    """An empty file in the blob store for each blob index: the 256 directories made
+    first, then one open/close per file relative to its directory's descriptor (about
+    25 µs a file on an idle disk, so a million take under a minute)."""
     root = os.path.join(data, "storage", "blobs", "sha256")
-    made = set()
-    for i in range(n):
-        h = hex_of(i)
-        d = os.path.join(root, h[:2])
-        if d not in made:
-            os.makedirs(d, exist_ok=True)
-            made.add(d)
-        os.close(os.open(os.path.join(d, h), os.O_CREAT | os.O_WRONLY, 0o644))
+    dirs = {}
+    for k in range(256):
+        d = os.path.join(root, "%02x" % k)
+        os.makedirs(d, exist_ok=True)
+        dirs["%02x" % k] = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    flags = os.O_CREAT | os.O_WRONLY
+    try:
+        for i in indices:
+            h = hex_of(i)
+            os.close(os.open(h, flags, 0o644, dir_fd=dirs[h[:2]]))
+    finally:
+        for fd in dirs.values():
+            os.close(fd)
+
+
+def online_gc_fill_sql(d, repos):
+    """After offline GC: a new untagged manifest of 10 new blobs in one repository in
+    ten (what offline GC just deleted, again), then every manifest queued for review
+    with a due time in 2020. The queue then holds one item per repository (9 in 10
+    tagged, kept; 1 in 10 deleted, which queues its 10 blobs in turn)."""
+    W = d.with_()
+    idx = f"(r.created_at - {BASE})"
+    ours = f"r.path LIKE 'scale/p%/r%' AND {idx} % 10 = 9"
+    blob = f"{30 * repos} + {idx} * 10 + k.i"
+    return [
+        f"""{W} {d.nums(10, 'k')}
+        INSERT INTO blobs (digest, size, created_at)
+        SELECT {d.digest(blob)}, 1024, {BASE} FROM repositories r, k WHERE {ours}""",
+        f"""{W} {d.nums(10, 'k')}
+        INSERT INTO repository_blobs (repository_id, digest, created_at)
+        SELECT r.id, {d.digest(blob)}, {BASE} FROM repositories r, k WHERE {ours}""",
+        f"""INSERT INTO manifests (repository_id, digest, media_type, config_digest, size,
+            payload, created_at, image_created_at, total_size)
+        SELECT r.id, {d.digest(str(50 * repos) + ' + ' + idx)}, '{OCI}',
+               {d.digest(f"{30 * repos} + {idx} * 10")}, 100,
+               {d.blob("'{" + '"n":' + "' || r.id || '}'")}, {BASE}, {BASE}, 9216
+        FROM repositories r WHERE {ours}""",
+        f"""{W} {d.nums(10, 'k')}
+        INSERT INTO manifest_blobs (manifest_id, digest)
+        SELECT m.id, {d.digest(blob)}
+        FROM manifests m JOIN repositories r ON r.id = m.repository_id, k
+        WHERE {ours} AND m.digest = {d.digest(str(50 * repos) + ' + ' + idx)}""",
+        f"""INSERT INTO gc_manifest_review_queue (manifest_id, repository_id, queued_at, event)
+        SELECT id, repository_id, {BASE}, 'manifest_upload' FROM manifests WHERE true
+        ON CONFLICT (manifest_id) DO UPDATE SET queued_at = excluded.queued_at""",
+    ]
+
+
+def query_ints(kind, target, sql):
+    if kind == "sqlite":
+        out = subprocess.run(["sqlite3", "-cmd", ".timeout 5000", target, sql],
+                             capture_output=True, text=True, check=True).stdout
+        return [int(x) for x in out.strip().split("|")]
+    out = subprocess.run(["psql", target, "-AtXc", sql], capture_output=True, text=True,
+                         check=True).stdout
+    return [int(x) for x in out.strip().split("|")]
+
+
+def online_gc(a, b, kind, target, repos):
+    """Online GC draining a review queue while clients push: `berth serve` with a short
+    review delay starts on an installation whose manifest queue holds one due item per
+    manifest (see online_gc_fill_sql), while --push-threads clients push small images
+    (a 1 KiB layer of its own, the shared config, a manifest under a new tag), each
+    push timed end to end. The queue is read with the database's own client every
+    half second. Phases: `manifests` until the queued manifests are reviewed,
+    `blobs` until the blobs the deleted manifests queued are, then `after` (pushes
+    for --after seconds more, the queue holding only what the pushes queue)."""
+    t = time.perf_counter()
+    run_sql(kind, target, online_gc_fill_sql(Dialect(kind), repos))
+    untagged = [i for i in range(repos) if i % 10 == 9]
+    make_blob_files(b.data, (30 * repos + i * 10 + k for i in untagged for k in range(10)))
+    if kind == "postgres":
+        subprocess.run(["psql", target, "-qc", "VACUUM ANALYZE"], check=True)
+    else:
+        subprocess.run(["sqlite3", target, "ANALYZE;"], check=True)
+    queued = query_ints(kind, target, "SELECT count(*) FROM gc_manifest_review_queue")[0]
+    res = {"fill_s": time.perf_counter() - t, "manifests_queued": queued,
+           "untagged": len(untagged), "review_delay_s": a.gc_delay,
+           "push_threads": a.push_threads}
+    log(f"online GC: {queued} manifests queued ({len(untagged)} untagged, "
+        f"{len(untagged) * 10} blobs to follow), filled in {res['fill_s']:.0f} s")
+    # Blob items GC itself queued (a manifest deleted, a blob unlinked), not pushes'.
+    poll_sql = ("SELECT (SELECT count(*) FROM gc_manifest_review_queue WHERE queued_at < "
+                f"{BASE + 1}), (SELECT count(*) FROM gc_blob_review_queue WHERE event <> "
+                "'blob_upload')")
+
+    b.env["BERTH_GC_REVIEW_DELAY"] = f"{a.gc_delay}s"
+    try:
+        b.start()
+        t0 = time.perf_counter()
+        basic = {"Authorization": "Basic " + base64.b64encode(
+            f"root:{PASSWORD}".encode()).decode()}
+        c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=600)
+        repo = "scale/p0000/push"
+        _, body = request(c, "GET", "/jwt/auth?service=container_registry&scope="
+                          + urllib.parse.quote(f"repository:{repo}:pull,push"), headers=basic)
+        auth = {"Authorization": "Bearer " + json.loads(body)["token"]}
+        c.close()
+        stop = threading.Event()
+        pushes, errors = [], []  # (end time since t0, seconds)
+
+        def pusher(k):
+            conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=600)
+            n = 0
+            while not stop.is_set():
+                layer = f"layer {k} {n} ".encode().ljust(1024, b".")
+                s0 = time.perf_counter()
+                try:
+                    d = benchlib.push_blob(conn, repo, auth, layer)
+                    m = benchlib.image_manifest(conn, repo, auth, [(d, len(layer))])
+                    benchlib.put_manifest(conn, repo, auth, f"w{k}-{n:06d}", m)
+                except (AssertionError, OSError, http.client.HTTPException) as e:
+                    errors.append(repr(e)[:200])
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=600)
+                s1 = time.perf_counter()
+                pushes.append((s1 - t0, s1 - s0))
+                n += 1
+            conn.close()
+
+        threads = [threading.Thread(target=pusher, args=(k,), daemon=True)
+                   for k in range(a.push_threads)]
+        for th in threads:
+            th.start()
+        timeline, t_m, t_b, peak_b = [], None, None, 0
+        deadline = t0 + a.online_timeout
+        while time.perf_counter() < deadline:
+            m_left, b_left = query_ints(kind, target, poll_sql)
+            now = time.perf_counter() - t0
+            timeline.append((round(now, 2), m_left, b_left))
+            peak_b = max(peak_b, b_left)
+            if t_m is None and m_left == 0:
+                t_m = now
+                log(f"online GC: manifest queue drained after {now:.1f} s")
+            if t_m is not None and t_b is None and b_left == 0 and now > a.gc_delay:
+                t_b = now
+                log(f"online GC: blob items drained after {now:.1f} s")
+                break
+            time.sleep(0.5)
+        t_after = time.perf_counter() - t0
+        if t_b is not None:
+            time.sleep(a.after)
+        stop.set()
+        for th in threads:
+            th.join()
+        end = time.perf_counter() - t0
+        rss = b.rss_mib()
+    finally:
+        b.stop()
+        b.env.pop("BERTH_GC_REVIEW_DELAY", None)
+
+    def lat(lo, hi):
+        xs = [s for e, s in pushes if lo <= e < hi]
+        if not xs:
+            return None
+        return {"pushes": len(xs), "per_s": len(xs) / max(hi - lo, 1e-9),
+                "p50_ms": pct(xs, 50) * 1000, "p99_ms": pct(xs, 99) * 1000,
+                "max_ms": max(xs) * 1000}
+
+    res.update({"timeline": timeline, "blob_items_peak": peak_b, "push_errors": len(errors),
+                "push_error_samples": errors[:5], "server_rss_end_mib": rss})
+    if t_m is not None:
+        res["manifest_drain_s"] = t_m
+        res["manifest_items_per_s"] = queued / t_m
+        res["push_during_manifests"] = lat(0, t_m)
+    if t_b is not None:
+        # Blob reviews start once the manifest queue is empty (a round does manifests
+        # first) and their items are due (the review delay after each deletion): timed
+        # from the last poll before the blob items began to fall.
+        top = max(range(len(timeline)), key=lambda i: (timeline[i][2], -i))
+        start_b = timeline[top][0]
+        res["blob_drain_s"] = t_b - start_b
+        res["blob_items"] = len(untagged) * 10
+        res["blob_items_per_s"] = len(untagged) * 10 / max(t_b - start_b, 1e-9)
+        res["drain_total_s"] = t_b
+        res["push_during_blobs"] = lat(t_m, t_b)
+        res["push_after"] = lat(t_after, end)
+    res["push_during_drain"] = lat(0, t_b if t_b is not None else end)
+    log(f"online GC: {json.dumps({k: v for k, v in res.items() if k != 'timeline'})}")
+    return res
 
 
 def bench(a, kind, database_url):
@@ -301,9 +495,13 @@ def bench(a, kind, database_url):
         target = os.path.join(b.data, "berth.db") if kind == "sqlite" else database_url
         t = time.perf_counter()
         run_sql(kind, target, fill_sql(Dialect(kind), projects, repos, cleanup_tags))
-        make_blob_files(b.data, repos * 10)
+        res["fill_sql_s"] = time.perf_counter() - t
+        t_files = time.perf_counter()
+        make_blob_files(b.data, range(repos * 10))
+        res["fill_files_s"] = time.perf_counter() - t_files
         res["fill_s"] = time.perf_counter() - t
-        log(f"filled in {res['fill_s']:.0f} s")
+        log(f"filled in {res['fill_s']:.0f} s (SQL {res['fill_sql_s']:.0f} s, "
+            f"{repos * 10} files {res['fill_files_s']:.0f} s)")
         if kind == "postgres":
             subprocess.run(["psql", target, "-qc", "VACUUM ANALYZE"], check=True)
         else:
@@ -385,6 +583,8 @@ def bench(a, kind, database_url):
         log(f"offline gc: {secs:.1f} s, peak RSS {rss:.0f} MiB, rc {rc}")
         for line in res["gc_output"]:
             log("   " + line.strip())
+        if a.online_gc:
+            res["online_gc"] = online_gc(a, b, kind, target, repos)
         return res
     finally:
         b.stop()
@@ -404,6 +604,17 @@ def main():
     ap.add_argument("--workdir", default=None, help="parent of the data dirs (the disk used)")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--json")
+    ap.add_argument("--online-gc", action="store_true",
+                    help="after offline GC, also measure online GC draining a queue of one "
+                         "item per repository while clients push")
+    ap.add_argument("--gc-delay", type=int, default=10,
+                    help="gc.review_delay (s) of the online GC run; pushes' own items are "
+                         "reviewed this long after they are queued")
+    ap.add_argument("--push-threads", type=int, default=4)
+    ap.add_argument("--after", type=float, default=15,
+                    help="seconds of pushes after the queue is drained, for comparison")
+    ap.add_argument("--online-timeout", type=float, default=1800,
+                    help="give up waiting for the queue to drain after this many seconds")
     a = ap.parse_args()
     a.berth = os.path.abspath(a.berth)
     div = 100 if a.small else a.divide
@@ -439,8 +650,30 @@ def main():
             ("cleanup preview (s, incl. process start)", lambda r: r["cleanup_preview_s"]),
             ("cleanup run (s, incl. process start)", lambda r: r["cleanup_run_s"]),
             ("offline gc -m (s)", lambda r: r["gc_s"]),
-            ("offline gc peak RSS (MiB)", lambda r: r["gc_peak_rss_mib"])]
+            ("offline gc peak RSS (MiB)", lambda r: r["gc_peak_rss_mib"]),
+            ("online GC: manifests queued", lambda r: r["online_gc"]["manifests_queued"]),
+            ("online GC: manifest reviews / s", lambda r: r["online_gc"]["manifest_items_per_s"]),
+            ("online GC: blob reviews / s (blobs of deleted manifests)",
+             lambda r: r["online_gc"]["blob_items_per_s"]),
+            ("online GC: whole drain (s)", lambda r: r["online_gc"]["drain_total_s"]),
+            ("pushes / s during drain", lambda r: r["online_gc"]["push_during_drain"]["per_s"]),
+            ("push p50 during drain (ms)", lambda r: r["online_gc"]["push_during_drain"]["p50_ms"]),
+            ("push p99 during drain (ms)", lambda r: r["online_gc"]["push_during_drain"]["p99_ms"]),
+            ("push p50 while reviewing manifests (ms)",
+             lambda r: r["online_gc"]["push_during_manifests"]["p50_ms"]),
+            ("push p99 while reviewing manifests (ms)",
+             lambda r: r["online_gc"]["push_during_manifests"]["p99_ms"]),
+            ("push p50 while reviewing blobs (ms)",
+             lambda r: r["online_gc"]["push_during_blobs"]["p50_ms"]),
+            ("push p99 while reviewing blobs (ms)",
+             lambda r: r["online_gc"]["push_during_blobs"]["p99_ms"]),
+            ("pushes / s after drain", lambda r: r["online_gc"]["push_after"]["per_s"]),
+            ("push p50 after drain (ms)", lambda r: r["online_gc"]["push_after"]["p50_ms"]),
+            ("push p99 after drain (ms)", lambda r: r["online_gc"]["push_after"]["p99_ms"]),
+            ("push errors", lambda r: r["online_gc"]["push_errors"])]
     kinds = list(results)
+    if not a.online_gc:
+        rows = [r for r in rows if "online GC" not in r[0] and "push" not in r[0]]
     print("| figure | " + " | ".join(kinds) + " |")
     print("|---|" + "---|" * len(kinds))
     for name, f in rows:

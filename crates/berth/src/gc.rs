@@ -3,10 +3,10 @@
 //! whose bytes are missing is reported. Safe while the server runs: it takes the
 //! same locks and re-checks metadata before deleting any bytes.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use berth_meta::{BlobRecord, Meta};
+use berth_oci::Digest;
 use berth_store::BlobStore;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,24 +76,33 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
         berth_server::gc::delete_bytes(meta, store, &report.blobs_deleted, true).await?
     };
 
-    // Storage against metadata: orphans and missing bytes.
-    let files = store.list().await?;
-    let known: HashSet<_> = meta
+    // Storage against metadata: orphans and missing bytes. Both lists sorted and walked
+    // side by side: at a million blobs, a hash set of each (and a copy of the file
+    // list) took hundreds of MiB.
+    let mut files = store.list().await?;
+    sort_if_needed(&mut files);
+    let mut known: Vec<Digest> = meta
         .all_blobs()
         .await?
         .into_iter()
         .map(|b| b.digest)
         .collect();
+    sort_if_needed(&mut known);
     let bar = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template("checking storage [{bar:30}] {pos}/{len} files")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     let mut orphans = Vec::new();
-    let on_disk: HashSet<_> = files.iter().cloned().collect();
+    let mut missing = Vec::new();
+    let mut k = known.iter().peekable();
     for d in &files {
         bar.inc(1);
-        if known.contains(d) {
+        // Metadata's blobs before this file that no file has.
+        while let Some(m) = k.next_if(|m| *m < d) {
+            missing.push(m.clone());
+        }
+        if k.next_if(|m| *m == d).is_some() {
             continue;
         }
         // Young files may belong to a push that is linking them right now.
@@ -106,6 +115,9 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
             });
         }
     }
+    missing.extend(k.cloned());
+    drop(known);
+    drop(files);
     bar.finish_and_clear();
     let orphan_bytes: u64 = orphans.iter().map(|b| b.size as u64).sum();
     let (orphans_deleted, orphan_bytes_deleted) = if args.dry_run {
@@ -113,8 +125,6 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     } else {
         berth_server::gc::delete_bytes(meta, store, &orphans, false).await?
     };
-    let mut missing: Vec<_> = known.iter().filter(|d| !on_disk.contains(*d)).collect();
-    missing.sort();
 
     if !args.dry_run {
         // Counted with online GC's, so the admin area shows what was given back.
@@ -158,4 +168,11 @@ pub async fn run(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
         anyhow::bail!("storage is missing bytes that metadata refers to");
     }
     Ok(())
+}
+
+/// Sort `xs` unless it already is (both lists usually come sorted).
+fn sort_if_needed(xs: &mut [Digest]) {
+    if !xs.is_sorted() {
+        xs.sort_unstable();
+    }
 }
