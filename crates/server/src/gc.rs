@@ -125,12 +125,13 @@ pub async fn review_due(
         stats.blobs_deleted += n;
         stats.bytes_freed += bytes;
     }
+    // Manifests and blobs a batch each in turn, so a steady stream of manifests to
+    // review (pushes under a short review delay) never holds the blob reviews back.
+    // A blob reviewed before the manifest that dropped it is kept (still referenced)
+    // and queued again when that manifest goes.
     loop {
         let ids = meta.due_manifest_reviews(due_before, REVIEW_BATCH).await?;
-        if ids.is_empty() {
-            break;
-        }
-        for id in ids {
+        for &id in &ids {
             // A tag that left a manifest after `due_before` keeps it: the undo window.
             let review = meta
                 .review_manifest(id, delete_untagged, due_before)
@@ -139,21 +140,19 @@ pub async fn review_due(
                 stats.manifests_deleted += 1;
             }
         }
-    }
-    loop {
         let digests: Vec<Digest> = meta.due_blob_reviews(due_before, REVIEW_BATCH).await?;
-        if digests.is_empty() {
-            break;
-        }
         let mut removed = Vec::new();
-        for d in digests {
-            if let Some(b) = meta.review_blob(&d).await? {
+        for d in &digests {
+            if let Some(b) = meta.review_blob(d).await? {
                 removed.push(b);
             }
         }
         let (n, bytes) = delete_bytes(meta, store, &removed, true).await?;
         stats.blobs_deleted += n;
         stats.bytes_freed += bytes;
+        if ids.is_empty() && digests.is_empty() {
+            break;
+        }
     }
     Ok(stats)
 }

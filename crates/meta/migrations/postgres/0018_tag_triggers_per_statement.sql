@@ -1,6 +1,7 @@
--- repositories.live_tags is kept per statement instead of per row. The row triggers
--- updated the repository's row once for every tag a statement started or ended, so a
--- cleanup batch ending 10,000 tags of one repository updated that one row 10,000
+-- The triggers on tags run per statement instead of per row.
+--
+-- repositories.live_tags: the row triggers updated the repository's row once for
+-- every tag a statement started or ended, so a cleanup batch ending 10,000 tags of one repository updated that one row 10,000
 -- times in one transaction, and each update first walks the row's chain of versions
 -- left by the ones before it: the cost grew with the square of the batch. A
 -- statement trigger reads the rows from its transition tables and updates each
@@ -46,3 +47,25 @@ CREATE TRIGGER tags_count_end AFTER UPDATE ON tags
 CREATE TRIGGER tags_count_delete AFTER DELETE ON tags
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION tags_counted();
+
+-- A tag ended (deleted or moved): its manifest may now be untagged. The row trigger
+-- queued the manifest once per ended tag, so a cleanup batch ending the 10,000 tags of
+-- one manifest updated that manifest's queue row 10,000 times (the same chain of
+-- versions as above); now each manifest is queued once per statement.
+CREATE FUNCTION gc_tags_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO gc_manifest_review_queue (manifest_id, repository_id, queued_at, event)
+    SELECT m.id, m.repository_id, berth_now_ms(), 'tag_delete'
+    FROM (SELECT DISTINCT w.repository_id, w.manifest_digest
+          FROM old_rows o JOIN new_rows w ON w.id = o.id
+          WHERE o.deleted_at IS NULL AND w.deleted_at IS NOT NULL) e
+    JOIN manifests m ON m.repository_id = e.repository_id AND m.digest = e.manifest_digest
+    ON CONFLICT (manifest_id) DO UPDATE SET queued_at = excluded.queued_at, event = excluded.event;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER gc_tag_ended ON tags;
+DROP FUNCTION gc_tag_ended();
+CREATE TRIGGER gc_tag_ended AFTER UPDATE ON tags
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION gc_tags_ended();
