@@ -365,4 +365,14 @@ async fn a_tag_moved_on_one_node_is_seen_on_another_within_the_bound() {
         .await
         .unwrap();
     assert!(seen_within_bound(None).await, "raw SQL");
+
+    // A repository renamed (its project moved or renamed) answers nothing under the
+    // old path any more: path changes notify like content changes.
+    b.put_manifest("p/r", &two, Some("t"), 6).await.unwrap();
+    assert!(seen_within_bound(Some(two.digest.clone())).await);
+    sqlx::query("UPDATE repositories SET path = 'p/moved' WHERE path = 'p/r'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(seen_within_bound(None).await, "renamed");
 }
