@@ -55,12 +55,11 @@ const CREATE_GROUP_KEY: &str = "can_create_group";
 /// `can_create_group` application setting; on unless an administrator turned it
 /// off). Subgroups follow the parent's roles either way.
 pub async fn can_create_group(meta: &dyn Meta) -> Result<bool, MetaError> {
-    Ok(meta.setting(CREATE_GROUP_KEY).await?.as_deref() != Some("false"))
+    flag(meta, CREATE_GROUP_KEY, true).await
 }
 
 pub async fn set_can_create_group(meta: &dyn Meta, on: bool) -> Result<(), MetaError> {
-    meta.set_setting(CREATE_GROUP_KEY, if on { "true" } else { "false" })
-        .await
+    set_flag(meta, CREATE_GROUP_KEY, on).await
 }
 
 const SIGNUP_KEY: &str = "signup_enabled";
@@ -68,10 +67,23 @@ const SIGNUP_KEY: &str = "signup_enabled";
 /// Whether anyone may create an account at `/users/sign_up` (off unless an
 /// administrator turned it on, as GitLab recommends for private instances).
 pub async fn signup_enabled(meta: &dyn Meta) -> Result<bool, MetaError> {
-    Ok(meta.setting(SIGNUP_KEY).await?.as_deref() == Some("true"))
+    flag(meta, SIGNUP_KEY, false).await
 }
 
 pub async fn set_signup_enabled(meta: &dyn Meta, on: bool) -> Result<(), MetaError> {
-    meta.set_setting(SIGNUP_KEY, if on { "true" } else { "false" })
+    set_flag(meta, SIGNUP_KEY, on).await
+}
+
+/// An on/off setting stored as `true` / `false`; `default` until one is stored.
+async fn flag(meta: &dyn Meta, key: &str, default: bool) -> Result<bool, MetaError> {
+    Ok(match meta.setting(key).await?.as_deref() {
+        Some("true") => true,
+        Some("false") => false,
+        _ => default,
+    })
+}
+
+async fn set_flag(meta: &dyn Meta, key: &str, on: bool) -> Result<(), MetaError> {
+    meta.set_setting(key, if on { "true" } else { "false" })
         .await
 }

@@ -26,29 +26,11 @@ const DIRECT_BUFFER: usize = 4 * 1024 * 1024;
 const PLAIN_BUFFER: usize = 256 * 1024;
 /// Appends written directly at once at most (each holds up to two `DIRECT_BUFFER`s).
 const DIRECT_MAX: usize = 8;
-/// Direct appends running now.
-static DIRECT_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The places for direct appends (a permit each, given back when the append ends).
+static DIRECT_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DIRECT_MAX);
 
-/// One of the `DIRECT_MAX` places for a direct append, given back when dropped.
-struct DirectSlot(());
-
-impl DirectSlot {
-    fn take() -> Option<DirectSlot> {
-        use std::sync::atomic::Ordering;
-        DIRECT_RUNNING
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < DIRECT_MAX).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| DirectSlot(()))
-    }
-}
-
-impl Drop for DirectSlot {
-    fn drop(&mut self) {
-        DIRECT_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
+/// A direct append's place among the `DIRECT_MAX`.
+type DirectSlot = tokio::sync::SemaphorePermit<'static>;
 
 pub(crate) enum Appender {
     Direct(DirectAppender),
@@ -60,7 +42,7 @@ impl Appender {
     /// the appender and the file's current size.
     pub(crate) fn open(path: &std::path::Path) -> std::io::Result<(Appender, u64)> {
         #[cfg(target_os = "linux")]
-        if let Some(slot) = DirectSlot::take() {
+        if let Ok(slot) = DIRECT_SLOTS.try_acquire() {
             use std::os::unix::fs::OpenOptionsExt;
             match std::fs::OpenOptions::new()
                 .read(true)

@@ -98,9 +98,12 @@ fn placeholders(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+fn blob_record(r: DbRow) -> Result<BlobRecord> {
+    Ok(BlobRecord { digest: digest(r.get(0))?, size: r.get(1) })
+}
+
 fn blob_records(rows: Vec<DbRow>) -> Result<Vec<BlobRecord>> {
-    let record = |r: DbRow| Ok(BlobRecord { digest: digest(r.get(0))?, size: r.get(1) });
-    rows.into_iter().map(record).collect()
+    rows.into_iter().map(blob_record).collect()
 }
 
 #[async_trait]
@@ -539,10 +542,7 @@ impl GcMeta for Db {
             sqlx::query("SELECT digest, size FROM blobs ORDER BY digest").fetch(self.reader());
         let mut out = Vec::new();
         while let Some(r) = rows.try_next().await? {
-            out.push(BlobRecord {
-                digest: digest(r.get(0))?,
-                size: r.get(1),
-            });
+            out.push(blob_record(r)?);
         }
         Ok(out)
     }

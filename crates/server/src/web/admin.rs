@@ -232,22 +232,17 @@ pub async fn save_settings(
         Err(r) => return r,
     };
     let mut params = Params::default();
-    params.set(
-        "can_create_group",
-        if form.get("can_create_group") == "true" {
-            "true"
-        } else {
-            "false"
-        },
-    );
-    params.set(
-        "signup_enabled",
-        if form.get("signup_enabled") == "true" {
-            "true"
-        } else {
-            "false"
-        },
-    );
+    // Checkboxes: an unticked box is not posted at all.
+    for name in ["can_create_group", "signup_enabled"] {
+        params.set(
+            name,
+            if form.get(name) == "true" {
+                "true"
+            } else {
+                "false"
+            },
+        );
+    }
     for (field, key) in [
         (
             "worker_capacity",

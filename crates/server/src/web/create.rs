@@ -68,9 +68,10 @@ async fn group_form(
         Err(r) => return r,
     };
     let top_level_allowed = viewer.caller.admin
-        || crate::instance::can_create_group(state.meta.as_ref())
-            .await
-            .unwrap_or(true);
+        || match crate::instance::can_create_group(state.meta.as_ref()).await {
+            Ok(on) => on,
+            Err(e) => return viewer.error(crate::api::ApiError::from(e).status()),
+        };
     viewer.render(
         status,
         "new_group.html",
