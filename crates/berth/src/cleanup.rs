@@ -1,6 +1,8 @@
 //! `berth cleanup`: run a project's cleanup policy now, from the shell, on the data
 //! directory directly (the server may be running). With `--dry-run` it only reports.
 
+use std::io::Write;
+
 use anyhow::{bail, Context};
 use berth_meta::{Meta, Window};
 use berth_server::cleanup::{plan, rules_of, run_turn, Limits, RunBy};
@@ -73,15 +75,19 @@ pub async fn run(cfg: Config, args: CleanupArgs) -> anyhow::Result<()> {
         total_kept += p.tags.len() - doomed.len();
         total_doomed += doomed.len();
         if args.dry_run {
-            println!(
+            // Buffered: a repository may list 100,000 tags, a write each unbuffered.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            writeln!(
+                out,
                 "{}: would delete {} of {} tags",
                 repo.path,
                 doomed.len(),
                 p.tags.len()
-            );
+            )?;
             for name in &doomed {
-                println!("  {name}");
+                writeln!(out, "  {name}")?;
             }
+            out.flush()?;
             continue;
         }
         let bar = ProgressBar::new(doomed.len() as u64).with_style(style.clone());

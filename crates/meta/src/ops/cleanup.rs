@@ -278,6 +278,11 @@ impl CleanupMeta for Db {
                          RETURNING 1) \
                      SELECT COUNT(*) FROM logged",
                 )
+                // Planned for these names each time, not cached: PostgreSQL's generic
+                // plan for a cached statement guesses a repository holds a few tags and
+                // scans all of its tags for the names (300 ms a batch of 100 among
+                // 100,000 tags, against 2 ms by index).
+                .persistent(false)
                 .bind(now)
                 .bind(repository_id)
                 .bind(&names)
