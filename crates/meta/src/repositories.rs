@@ -97,6 +97,19 @@ pub trait RepositoryMeta: Send + Sync {
         project_ids: &[i64],
         window: Window,
     ) -> Result<(Vec<RepositoryInfo>, i64)>;
+    /// Repositories whose path is under `group_path` (those of the projects in the
+    /// group and its subgroups) that are not being deleted, leaving out the projects
+    /// `except`, by path, paged; with how many there are: exact when the page ends
+    /// the list, else counted up to `count_up_to` + 1 at most. Reads the index of
+    /// live paths alone up to the page, so a deep page costs a walk of that index,
+    /// never a count of every row.
+    async fn repositories_under(
+        &self,
+        group_path: &str,
+        except: &[i64],
+        window: Window,
+        count_up_to: i64,
+    ) -> Result<(Vec<RepositoryInfo>, i64)>;
     async fn repository_info(&self, id: i64) -> Result<Option<RepositoryInfo>>;
     /// Deduplicated bytes, GitLab's way: the unique layers of manifests reachable from
     /// live tags (directly or as index children).

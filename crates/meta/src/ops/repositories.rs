@@ -181,6 +181,60 @@ impl RepositoryMeta for Db {
         Ok((rows.into_iter().map(repo_row).collect(), total))
     }
 
+    async fn repositories_under(
+        &self,
+        group_path: &str,
+        except: &[i64],
+        window: Window,
+        count_up_to: i64,
+    ) -> Result<(Vec<RepositoryInfo>, i64)> {
+        // Paths under `g/` sort from `g/` up to (not including) `g0` (`/` + 1 is `0`),
+        // bytewise as both backends compare paths.
+        let (prefix, end) = (format!("{group_path}/"), format!("{group_path}0"));
+        let marks: Vec<String> = (3..3 + except.len()).map(|i| format!("${i}")).collect();
+        let mut filter = String::from(
+            "x.path >= $1 AND x.path < $2 AND x.status IS NULL AND x.project_id IS NOT NULL",
+        );
+        if !except.is_empty() {
+            filter.push_str(&format!(" AND x.project_id NOT IN ({})", marks.join(", ")));
+        }
+        let (a, b) = (3 + except.len(), 4 + except.len());
+        let mut tx = self.read_tx().await?;
+        let page_sql = format!(
+            "{} ORDER BY r.path",
+            repo_select(&format!(
+                "SELECT {REPO_COLS} FROM repositories r WHERE r.id IN ( \
+                   SELECT x.id FROM repositories x WHERE {filter} \
+                   ORDER BY x.path LIMIT ${a} OFFSET ${b})"
+            ))
+        );
+        let mut q = sqlx::query(&page_sql).bind(&prefix).bind(&end);
+        for id in except {
+            q = q.bind(id);
+        }
+        let (limit, offset) = (window.limit.max(0), window.offset.max(0));
+        let rows = q.bind(limit).bind(offset).fetch_all(&mut *tx).await?;
+        // A page that ends the list says how long it is; otherwise count (up to the cap).
+        let total = if !rows.is_empty() && (rows.len() as i64) < limit {
+            offset.saturating_add(rows.len() as i64)
+        } else {
+            let count_sql = format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM repositories x WHERE {filter} LIMIT ${a}) c"
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&count_sql)
+                .bind(&prefix)
+                .bind(&end);
+            for id in except {
+                q = q.bind(id);
+            }
+            q.bind(count_up_to.saturating_add(1))
+                .fetch_one(&mut *tx)
+                .await?
+        };
+        tx.commit().await?;
+        Ok((rows.into_iter().map(repo_row).collect(), total))
+    }
+
     async fn repository_info(&self, id: i64) -> Result<Option<RepositoryInfo>> {
         Ok(sqlx::query(&repo_select(&format!(
             "SELECT {REPO_COLS} FROM repositories WHERE id = $1"

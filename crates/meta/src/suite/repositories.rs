@@ -120,6 +120,95 @@ async fn count(m: &dyn TestMeta, sql: &str, id: i64) -> i64 {
     m.sql_i64(sql, id).await
 }
 
+pub(crate) async fn repositories_under_walk_a_group_by_path(m: &dyn TestMeta) {
+    let g = group(m, "g", None).await;
+    let sub = group(m, "sub", Some(g.id)).await;
+    // Neighbours whose paths sort right before and after `g/…`: never listed.
+    let before = group(m, "g-a", None).await;
+    let after = group(m, "g0", None).await;
+    let p1 = project(m, g.id, "p1").await;
+    let p2 = project(m, sub.id, "p2").await;
+    let p3 = project(m, g.id, "p3").await;
+    let pb = project(m, before.id, "p").await;
+    project(m, after.id, "p").await;
+    for (path, digest) in [
+        ("g/p1", "a"),
+        ("g/p1/x", "b"),
+        ("g/sub/p2/y", "c"),
+        ("g/p3", "d"),
+        ("g/p3/z", "e"),
+        ("g-a/p/w", "f"),
+        ("g0/p/v", "g"),
+    ] {
+        push(m, path, digest, &[("cfg", 1)], None, Some("t"), 10).await;
+    }
+    let ids = |page: &[crate::repositories::RepositoryInfo]| -> Vec<String> {
+        page.iter().map(|r| r.path.clone()).collect()
+    };
+
+    let (all, total) = m
+        .repositories_under("g", &[], window(0, 10), 100)
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(
+        ids(&all),
+        ["g/p1", "g/p1/x", "g/p3", "g/p3/z", "g/sub/p2/y"]
+    );
+    assert_eq!(all[1].project_id, Some(p1.id));
+    assert_eq!(all[1].tags_count, 1);
+    // The same rows as the listing by project ids.
+    let (by_ids, _) = m
+        .repositories_of(&[p1.id, p2.id, p3.id], window(0, 10))
+        .await
+        .unwrap();
+    assert_eq!(all, by_ids);
+
+    // Pages of the walk, and a hidden project left out of rows and count.
+    let (page, total) = m
+        .repositories_under("g", &[], window(2, 2), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ids(&page), total),
+        (vec!["g/p3".into(), "g/p3/z".into()], 5)
+    );
+    let (page, total) = m
+        .repositories_under("g", &[p3.id, pb.id], window(0, 10), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ids(&page), total),
+        (vec!["g/p1".into(), "g/p1/x".into(), "g/sub/p2/y".into()], 3)
+    );
+    // A subgroup alone.
+    let (page, total) = m
+        .repositories_under("g/sub", &[], window(0, 10), 100)
+        .await
+        .unwrap();
+    assert_eq!((ids(&page), total), (vec!["g/sub/p2/y".into()], 1));
+    // Counted up to the limit and one more, no further.
+    let (page, total) = m
+        .repositories_under("g", &[], window(0, 1), 2)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (1, 3));
+    let (page, total) = m
+        .repositories_under("g", &[], window(9, 1), 3)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (0, 4));
+
+    // A repository queued for deletion is gone from the walk.
+    m.schedule_repository_delete(all[0].id).await.unwrap();
+    let (page, total) = m
+        .repositories_under("g", &[], window(0, 10), 100)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (4, 4));
+    assert_eq!(page[0].path, "g/p1/x");
+}
+
 pub(crate) async fn repositories_of_pages_by_path_with_tag_counts(m: &dyn TestMeta) {
     let g = group(m, "g", None).await;
     let p1 = project(m, g.id, "p1").await;

@@ -1,7 +1,8 @@
 //! GitLab's offset pagination: `page` (default 1) and `per_page` (default 20, at most
 //! 100) in; `X-Page`, `X-Per-Page`, `X-Next-Page`, `X-Prev-Page` (empty when there is
 //! none), `X-Total`, `X-Total-Pages` and a `Link` header with absolute `prev`, `next`,
-//! `first` and `last` URLs that keep every other query parameter, out. python-gitlab
+//! `first` and `last` URLs that keep every other query parameter, out (lists counted
+//! only up to [`COUNT_LIMIT`] leave the total and `last` out beyond it). python-gitlab
 //! follows `rel="next"` verbatim, so the links are built from the external URL.
 
 use axum::extract::{FromRequestParts, OriginalUri};
@@ -17,6 +18,9 @@ use crate::state::Shared;
 
 pub const DEFAULT_PER_PAGE: i64 = 20;
 pub const MAX_PER_PAGE: i64 = 100;
+/// GitLab leaves `x-total`, `x-total-pages` and the `last` link out of a list of more
+/// records than this: counting them all is what would cost.
+pub const COUNT_LIMIT: i64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct Pagination {
@@ -98,11 +102,22 @@ impl Pagination {
 
     /// The pagination headers for a list of `total` items.
     pub fn headers(&self, total: i64) -> Vec<(&'static str, String)> {
+        self.headers_for(Some(total), false)
+    }
+
+    /// The pagination headers for a list of `total` items or, when that is unknown
+    /// (`None`), one that goes on past this page when `more`: then, as GitLab beyond
+    /// [`COUNT_LIMIT`] records, without `x-total`, `x-total-pages` and the `last` link.
+    fn headers_for(&self, total: Option<i64>, more: bool) -> Vec<(&'static str, String)> {
         // Saturating: `total` is a count, but this must not be what overflows.
-        let total_pages = (total.saturating_add(self.per_page - 1) / self.per_page).max(1);
+        let total_pages =
+            total.map(|t| (t.saturating_add(self.per_page - 1) / self.per_page).max(1));
         // Lazily: `page` may be i64::MAX, whose successor does not exist.
-        let next = (self.page < total_pages).then(|| self.page + 1);
-        let prev = (self.page > 1).then(|| (self.page - 1).min(total_pages));
+        let next = match total_pages {
+            Some(pages) => (self.page < pages).then(|| self.page + 1),
+            None => more.then(|| self.page.checked_add(1)).flatten(),
+        };
+        let prev = (self.page > 1).then(|| (self.page - 1).min(total_pages.unwrap_or(i64::MAX)));
         let mut links = Vec::new();
         if let Some(p) = prev {
             links.push(format!("<{}>; rel=\"prev\"", self.link(p)));
@@ -111,28 +126,56 @@ impl Pagination {
             links.push(format!("<{}>; rel=\"next\"", self.link(n)));
         }
         links.push(format!("<{}>; rel=\"first\"", self.link(1)));
-        links.push(format!("<{}>; rel=\"last\"", self.link(total_pages)));
+        if let Some(pages) = total_pages {
+            links.push(format!("<{}>; rel=\"last\"", self.link(pages)));
+        }
         let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
-        vec![
+        let mut headers = vec![
             ("x-page", self.page.to_string()),
             ("x-per-page", self.per_page.to_string()),
             ("x-next-page", opt(next)),
             ("x-prev-page", opt(prev)),
-            ("x-total", total.to_string()),
-            ("x-total-pages", total_pages.to_string()),
-            ("link", links.join(", ")),
-        ]
+        ];
+        if let (Some(total), Some(pages)) = (total, total_pages) {
+            headers.push(("x-total", total.to_string()));
+            headers.push(("x-total-pages", pages.to_string()));
+        }
+        headers.push(("link", links.join(", ")));
+        headers
     }
 
-    /// A 200 response with `body` (one page) and the headers for `total` items.
-    pub fn respond<T: Serialize>(&self, total: i64, body: T) -> Response {
-        let mut resp = Json(body).into_response();
-        for (name, value) in self.headers(total) {
+    /// The window to ask for when the total is counted only up to [`COUNT_LIMIT`] + 1:
+    /// this page and one item more, which tells whether a next page exists.
+    pub fn window_and_one(&self) -> Window {
+        let w = self.window();
+        Window {
+            limit: w.limit + 1,
+            ..w
+        }
+    }
+
+    /// A 200 response with this page of a list counted up to [`COUNT_LIMIT`] + 1
+    /// (`total`), `items` as [`Pagination::window_and_one`] asked for them (the one
+    /// past the page is not sent). Beyond the limit the total is left out, as GitLab does.
+    pub fn respond_counted<T: Serialize>(&self, total: i64, mut items: Vec<T>) -> Response {
+        let more = items.len() as i64 > self.per_page;
+        items.truncate(self.per_page.max(0) as usize);
+        let total = (total <= COUNT_LIMIT).then_some(total);
+        self.with_headers(self.headers_for(total, more), Json(items).into_response())
+    }
+
+    fn with_headers(&self, headers: Vec<(&'static str, String)>, mut resp: Response) -> Response {
+        for (name, value) in headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 resp.headers_mut().insert(HeaderName::from_static(name), v);
             }
         }
         resp
+    }
+
+    /// A 200 response with `body` (one page) and the headers for `total` items.
+    pub fn respond<T: Serialize>(&self, total: i64, body: T) -> Response {
+        self.with_headers(self.headers(total), Json(body).into_response())
     }
 }
 
@@ -210,6 +253,37 @@ mod tests {
         ));
         assert!(link.contains("page=1&per_page=10>; rel=\"prev\""));
         assert!(link.contains("page=4&per_page=10>; rel=\"last\""));
+    }
+
+    #[test]
+    fn beyond_the_count_limit_the_total_and_last_link_are_left_out() {
+        let p = Pagination::new("http://h/api/v4/groups/1/x".into(), "page=3&per_page=2").unwrap();
+        assert_eq!(
+            (p.window_and_one().offset, p.window_and_one().limit),
+            (4, 3)
+        );
+        // Counted in full: the usual headers, and the extra item is not sent.
+        let r = p.respond_counted(7, vec![1, 2, 3]);
+        let h = r.headers();
+        assert_eq!(h["x-total"], "7");
+        assert_eq!(h["x-total-pages"], "4");
+        assert_eq!(h["x-next-page"], "4");
+        assert!(h["link"].to_str().unwrap().contains("rel=\"last\""));
+        // Beyond the limit: no total, no last page; next only while items remain.
+        let r = p.respond_counted(COUNT_LIMIT + 1, vec![1, 2, 3]);
+        let h = r.headers();
+        assert!(h.get("x-total").is_none() && h.get("x-total-pages").is_none());
+        assert_eq!(h["x-next-page"], "4");
+        assert_eq!(h["x-prev-page"], "2");
+        let link = h["link"].to_str().unwrap();
+        assert!(link.contains("page=4&per_page=2>; rel=\"next\""), "{link}");
+        assert!(!link.contains("rel=\"last\""), "{link}");
+        let r = p.respond_counted(COUNT_LIMIT + 1, vec![1]);
+        assert_eq!(r.headers()["x-next-page"], "");
+        assert!(!r.headers()["link"]
+            .to_str()
+            .unwrap()
+            .contains("rel=\"next\""));
     }
 
     #[test]

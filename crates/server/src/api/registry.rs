@@ -4,7 +4,7 @@
 //! per hour).
 
 use super::entities::timestamp;
-use super::pagination::Keyset;
+use super::pagination::{Keyset, COUNT_LIMIT};
 use super::schemas::{
     BulkDeleteAccepted, BulkDeleteParams, IdOrPath, InvalidRefusedOrMissing, PageParams,
     RefusedOrMissing, Repository, RepositoryListParams, RepositoryParams, Tag, TagDetails,
@@ -243,22 +243,30 @@ async fn group_repositories(
     // queries per project: a group holds up to thousands.
     let all = state.meta.projects_in(g.id, true).await?;
     let ids: Vec<i64> = all.iter().map(|p| p.id).collect();
-    let roles =
-        crate::auth::project_roles_for(state.meta.as_ref(), &caller.principal, &ids).await?;
+    // An administrator acts as an owner everywhere: no role changes what they see.
+    let roles = if caller.admin {
+        std::collections::HashMap::new()
+    } else {
+        crate::auth::project_roles_for(state.meta.as_ref(), &caller.principal, &ids).await?
+    };
     let mut projects = std::collections::HashMap::new();
+    let mut hidden = Vec::new();
     for p in all {
         let role = roles.get(&p.id).copied();
-        if !caller.can_read_project_with(&p, role) {
-            continue;
-        }
-        let cred =
-            crate::auth::credential_with(state.meta.as_ref(), &caller.principal, &p, role).await?;
-        let facts = ProjectFacts {
-            visibility: p.visibility,
-            registry_access: p.registry_access,
+        let pull = caller.can_read_project_with(&p, role) && {
+            let cred =
+                crate::auth::credential_with(state.meta.as_ref(), &caller.principal, &p, role)
+                    .await?;
+            let facts = ProjectFacts {
+                visibility: p.visibility,
+                registry_access: p.registry_access,
+            };
+            allowed_actions(facts, &cred).pull
         };
-        if allowed_actions(facts, &cred).pull {
+        if pull {
             projects.insert(p.id, p);
+        } else {
+            hidden.push(p.id);
         }
     }
     let extras = Extras {
@@ -267,7 +275,28 @@ async fn group_repositories(
         size: false,
         delete_path: false,
     };
-    repositories_page(&state, &view, &pg, &projects, &extras).await
+    if hidden.len() >= projects.len() {
+        return repositories_page(&state, &view, &pg, &projects, &extras).await;
+    }
+    // Most of the group is visible: walk its paths, leaving the hidden projects out,
+    // and count only up to GitLab's limit (a group may hold 100,000 repositories).
+    // Repository paths are lower case.
+    let (repos, total) = state
+        .meta
+        .repositories_under(
+            &g.full_path.to_ascii_lowercase(),
+            &hidden,
+            pg.window_and_one(),
+            COUNT_LIMIT,
+        )
+        .await?;
+    let mut body = Vec::with_capacity(repos.len());
+    for r in &repos {
+        if let Some(p) = r.project_id.and_then(|pid| projects.get(&pid)) {
+            body.push(repository(&state, &view, r, p, &extras).await?);
+        }
+    }
+    Ok(pg.respond_counted(total, body))
 }
 
 /// One page of the container repositories of `projects` (a project's, or those of a
