@@ -183,7 +183,13 @@ pub(crate) fn like_pattern(query: &crate::repositories::TagQuery) -> Option<Stri
     Some(format!("%{escaped}%"))
 }
 
-/// Layer blobs (not configs) of the `live` manifests.
-pub(crate) const LIVE_LAYERS: &str = "SELECT mb.digest FROM manifest_blobs mb \
-     JOIN manifests m ON m.id = mb.manifest_id JOIN live ON live.id = m.id \
-     WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest";
+/// The bytes of the layer blobs (not configs) of the `live` manifests, each blob once.
+/// Driven from `live` to the manifests' layers to their blob rows: `CROSS JOIN` keeps
+/// that order in SQLite (PostgreSQL plans it as any join), whose planner otherwise
+/// may start from every blob or every manifest layer of the installation (0.2 to 5 s
+/// a repository with a million blobs, instead of a millisecond).
+pub(crate) const LIVE_LAYERS_SIZE: &str = "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) \
+     FROM (SELECT DISTINCT mb.digest FROM live CROSS JOIN manifests m \
+       CROSS JOIN manifest_blobs mb WHERE m.id = live.id AND mb.manifest_id = m.id \
+       AND (m.config_digest IS NULL OR mb.digest <> m.config_digest)) layer \
+     CROSS JOIN blobs b WHERE b.digest = layer.digest";

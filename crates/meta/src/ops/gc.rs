@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use berth_oci::Digest;
 use sqlx::Row;
 
-use crate::common::digest;
+use crate::common::{digest, LIVE_LAYERS_SIZE};
 use crate::gc::{gc_hour, BlobRecord, GcFreed, GcMeta, ManifestReview, SweepReport};
 
 use crate::Result;
@@ -550,18 +550,15 @@ impl GcMeta for Db {
     async fn project_registry_size(&self, project_id: i64) -> Result<i64> {
         // GitLab's measure: unique layers of manifests reachable from live tags, here
         // across every repository of the project.
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(&format!(
             "WITH RECURSIVE live(id) AS ( \
                 SELECT m.id FROM manifests m \
                 JOIN tags t ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
                 JOIN repositories r ON r.id = m.repository_id \
                 WHERE r.project_id = $1 AND t.deleted_at IS NULL \
                 UNION SELECT c.child_id FROM manifest_references c JOIN live ON live.id = c.parent_id) \
-             SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN ( \
-                SELECT mb.digest FROM manifest_blobs mb JOIN manifests m ON m.id = mb.manifest_id \
-                JOIN live ON live.id = m.id \
-                WHERE m.config_digest IS NULL OR mb.digest <> m.config_digest)",
-        )
+             {LIVE_LAYERS_SIZE}"
+        ))
         .bind(project_id)
         .fetch_one(self.reader())
         .await?)

@@ -247,7 +247,7 @@ impl RepositoryMeta for Db {
 
     async fn repository_size(&self, id: i64) -> Result<i64> {
         Ok(sqlx::query_scalar(&format!(
-            "{LIVE_MANIFESTS} SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN ({LIVE_LAYERS})"
+            "{LIVE_MANIFESTS} {LIVE_LAYERS_SIZE}"
         ))
         .bind(id)
         .fetch_one(self.reader())
