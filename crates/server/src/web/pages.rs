@@ -303,6 +303,10 @@ fn arrange(
     (page, total)
 }
 
+/// Groups with more projects than this show no storage total on their registry
+/// page: it is a walk of every project's live manifests.
+const STORAGE_PROJECTS: usize = 100;
+
 const ALL: Window = Window {
     offset: 0,
     limit: i64::MAX,
@@ -449,22 +453,36 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         &["all", "tagged", "empty"],
     );
     let mut projects = std::collections::HashMap::new();
+    let mut hidden = Vec::new();
     let in_group = match state.meta.projects_in(g.id, true).await {
         Ok(x) => x,
         Err(e) => return fail(viewer, e.into()),
     };
     for p in in_group {
-        if !matches!(viewer.caller.can_read_project(state, &p).await, Ok(true)) {
-            continue;
-        }
-        if let Ok(a) = api::registry::registry_actions(state, &viewer.caller, &p).await {
-            if a.pull {
-                projects.insert(p.id, (p, a));
-            }
+        let pull = matches!(viewer.caller.can_read_project(state, &p).await, Ok(true))
+            && match api::registry::registry_actions(state, &viewer.caller, &p).await {
+                Ok(a) if a.pull => {
+                    projects.insert(p.id, (p.clone(), a));
+                    true
+                }
+                _ => false,
+            };
+        if !pull {
+            hidden.push(p.id);
         }
     }
     let ids: Vec<i64> = projects.keys().copied().collect();
-    let (repos, _) = match state.meta.repositories_of(&ids, ALL).await {
+    // By the group's paths when most of it is visible (no list of every project id).
+    let listed = if hidden.len() < ids.len() {
+        let path = g.full_path.to_ascii_lowercase();
+        state
+            .meta
+            .repositories_under(&path, &hidden, ALL, i64::MAX - 1)
+            .await
+    } else {
+        state.meta.repositories_of(&ids, ALL).await
+    };
+    let (repos, _) = match listed {
         Ok(x) => x,
         Err(e) => return fail(viewer, e.into()),
     };
@@ -491,12 +509,15 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         }
     }
     let here = format!("/groups/{}/-/container_registries", g.full_path);
-    // Deduplicated per project, as GitLab sums a group's registry.
-    let mut storage = 0;
-    for id in &ids {
-        match state.meta.project_registry_size(*id).await {
-            Ok(n) => storage += n,
-            Err(e) => return fail(viewer, e.into()),
+    // Deduplicated per project, as GitLab sums a group's registry: a walk of each
+    // project's live manifests, so not for a group of more than STORAGE_PROJECTS.
+    let mut storage = (ids.len() <= STORAGE_PROJECTS).then_some(0);
+    if let Some(sum) = storage.as_mut() {
+        for id in &ids {
+            match state.meta.project_registry_size(*id).await {
+                Ok(n) => *sum += n,
+                Err(e) => return fail(viewer, e.into()),
+            }
         }
     }
     let nav = super::nav::context(
@@ -521,7 +542,8 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
             cli => Value::from(()),
             can_push => false,
             nav => nav,
-            storage_total => human_size(storage),
+            storage_total => storage.map(human_size),
+            storage_projects => STORAGE_PROJECTS,
         },
     )
 }
