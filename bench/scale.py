@@ -22,7 +22,8 @@ Measured, per backend (sqlite, postgres):
   (VmRSS 2 s after start);
 - `GET /v2/_catalog?n=1000` walked to the end (every page timed) and the group
   registry page `GET /api/v4/groups/:id/registry/repositories?per_page=100` (first,
-  middle and last page);
+  middle and last page), as root; the web UI's registry pages of the group (first
+  page, page 500) and of the project `scale/p0000`, signed in as root;
 - `berth cleanup --dry-run` (the preview) and `berth cleanup` over the cleanup
   repository (server running, as an operator would);
 - offline `berth gc -m --grace 0s` with the server stopped: wall time and peak RSS
@@ -43,6 +44,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -246,6 +248,47 @@ def request(c, method, path, body=None, headers=None, want=200):
     if r.status != want:
         raise SystemExit(f"{method} {path}: {r.status} {data[:300]!r}")
     return r, data
+
+
+def web_pages(c, samples):
+    """Sign in as root through the form, then time the web UI's registry pages: the
+    group's (first page and page 500 of 20 a page) and one project's (101 images)."""
+    jar = {}
+
+    def get(method, path, body=None, headers=None):
+        h = dict(headers or {})
+        if jar:
+            h["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        for k, v in r.getheaders():
+            if k.lower() == "set-cookie":
+                name, _, value = v.split(";")[0].partition("=")
+                jar[name] = value
+        return r, data
+
+    _, body = get("GET", "/users/sign_in")
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', body).group(1).decode()
+    form = urllib.parse.urlencode({"csrf_token": token, "username": "root",
+                                   "password": PASSWORD, "redirect_to": "/"})
+    r, _ = get("POST", "/users/sign_in", form,
+               {"Content-Type": "application/x-www-form-urlencoded"})
+    if r.status != 303:
+        raise SystemExit(f"web sign-in: {r.status}")
+    out = {}
+    for label, path in (("group, first", "/groups/scale/-/container_registries"),
+                        ("group, page 500", "/groups/scale/-/container_registries?page=500"),
+                        ("project p0000", "/scale/p0000/container_registry")):
+        xs = []
+        for _ in range(max(3, samples // 4)):
+            t = time.perf_counter()
+            r, _ = get("GET", path)
+            xs.append((time.perf_counter() - t) * 1000)
+            if r.status != 200:
+                raise SystemExit(f"GET {path}: {r.status}")
+        out[label] = pct(xs, 50)
+    return out
 
 
 def pct(xs, p):
@@ -506,6 +549,10 @@ def bench(a, kind, database_url):
             subprocess.run(["psql", target, "-qc", "VACUUM ANALYZE"], check=True)
         else:
             subprocess.run(["sqlite3", target, "ANALYZE;"], check=True)
+        if a.fill_only:
+            print(f"filled: --data-dir {b.data}"
+                  + (f" BERTH_DATABASE_URL={database_url}" if database_url else ""))
+            return res
 
         res["startup_s"] = b.start()
         time.sleep(2)  # idle: what it holds after start-up, once quiet (not a wait)
@@ -555,6 +602,8 @@ def bench(a, kind, database_url):
             gp[label] = pct(xs, 50)
         res["group_page_ms"] = gp
         log(f"group registry page (100 a page) median ms: {gp}")
+        res["web_page_ms"] = web_pages(c, a.samples)
+        log(f"registry pages in the web UI, median ms: {res['web_page_ms']}")
 
         _, body = request(c, "GET", "/api/v4/projects/" + urllib.parse.quote(
             "scale/p0000", safe=""), headers=ph)
@@ -588,7 +637,8 @@ def bench(a, kind, database_url):
         return res
     finally:
         b.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if not a.fill_only:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
@@ -615,6 +665,9 @@ def main():
                     help="seconds of pushes after the queue is drained, for comparison")
     ap.add_argument("--online-timeout", type=float, default=1800,
                     help="give up waiting for the queue to drain after this many seconds")
+    ap.add_argument("--fill-only", action="store_true",
+                    help="fill, print where, and stop: the installation is kept (for "
+                         "profiling with `berth serve` and the database's own tools)")
     a = ap.parse_args()
     a.berth = os.path.abspath(a.berth)
     div = 100 if a.small else a.divide
@@ -635,8 +688,12 @@ def main():
             try:
                 results[kind] = bench(a, kind, url)
             finally:
-                subprocess.run(["psql", a.pg_url, "-qc",
-                                f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+                if not a.fill_only:
+                    subprocess.run(["psql", a.pg_url, "-qc",
+                                    f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                                   check=True)
+    if a.fill_only:
+        return
 
     rows = [("fill (s)", lambda r: r["fill_s"]),
             ("berth serve start-up (ms)", lambda r: r["startup_s"] * 1000),
@@ -647,6 +704,12 @@ def main():
             ("group registry page, first (ms)", lambda r: r["group_page_ms"]["first"]),
             ("group registry page, middle (ms)", lambda r: r["group_page_ms"]["middle"]),
             ("group registry page, last (ms)", lambda r: r["group_page_ms"]["last"]),
+            ("web UI: group registry page, first (ms)",
+             lambda r: r["web_page_ms"]["group, first"]),
+            ("web UI: group registry page 500 (ms)",
+             lambda r: r["web_page_ms"]["group, page 500"]),
+            ("web UI: registry page of p0000, 101 images (ms)",
+             lambda r: r["web_page_ms"]["project p0000"]),
             ("cleanup preview (s, incl. process start)", lambda r: r["cleanup_preview_s"]),
             ("cleanup run (s, incl. process start)", lambda r: r["cleanup_run_s"]),
             ("offline gc -m (s)", lambda r: r["gc_s"]),
