@@ -213,51 +213,79 @@ impl CleanupMeta for Db {
             return Ok(0);
         };
         let run = run.or(policy_run);
-        // SQLite ends the tags one by one (a loop costs nothing in process);
-        // PostgreSQL in one statement, as one round trip per tag is what costs there.
+        // Each name once, in the order given.
+        let mut seen = std::collections::HashSet::new();
+        let names: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| seen.insert(*n))
+            .collect();
+        // A statement or two for the whole batch on both backends: one per tag was a
+        // round trip to SQLite's worker thread each, 180,000 of them for 90,000 tags.
         let ended: u64 = pick!(
             sqlite: {
-                let mut ended = 0;
-                for name in names {
-                    let digest = super::registry::end_tag(
-                        &mut tx,
-                        repository_id,
-                        name,
-                        now,
-                        "cleanup",
-                        actor,
-                        run,
-                    )
-                    .await?;
-                    let (Some(digest), Some(project_id)) = (digest, project_id) else {
-                        continue;
-                    };
-                    ended += 1;
-                    sqlx::query(
-                        "INSERT INTO cleanup_log (project_id, repository_id, repository_path, tag, \
-                         digest, reason, deleted_at, run_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(project_id)
-                    .bind(repository_id)
-                    .bind(&path)
-                    .bind(name)
-                    .bind(&digest)
-                    .bind(reason)
-                    .bind(now)
-                    .bind(run)
-                    .execute(&mut *tx)
-                    .await?;
+                if names.is_empty() {
+                    0
+                } else {
+                    let marks: Vec<String> =
+                        (0..names.len()).map(|i| format!("${}", i + 7)).collect();
+                    // By the index of live names: with a list of names SQLite's planner
+                    // prefers (repository_id, deleted_at, …), every live tag of the
+                    // repository (18 ms a batch among 100,000 tags).
+                    let sql = format!(
+                        "UPDATE tags INDEXED BY tags_live SET deleted_at = $1, \
+                         end_reason = 'cleanup', \
+                         deleted_by_kind = $3, deleted_by_id = $4, deleted_by_name = $5, \
+                         cleanup_run_id = $6 \
+                         WHERE repository_id = $2 AND deleted_at IS NULL AND name IN ({}) \
+                         RETURNING name, manifest_digest",
+                        marks.join(", ")
+                    );
+                    let mut q = sqlx::query_as::<_, (String, String)>(&sql)
+                        .bind(now)
+                        .bind(repository_id)
+                        .bind(actor.kind_column())
+                        .bind(actor.id)
+                        .bind(&actor.username)
+                        .bind(run);
+                    for name in &names {
+                        q = q.bind(*name);
+                    }
+                    let mut done = q.fetch_all(&mut *tx).await?;
+                    // Logged in the order given.
+                    let order: std::collections::HashMap<&str, usize> =
+                        names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+                    done.sort_by_key(|(name, _)| order.get(name.as_str()).copied());
+                    match project_id {
+                        Some(project_id) if !done.is_empty() => {
+                            let rows: Vec<String> = (0..done.len())
+                                .map(|i| format!("(${}, ${})", 2 * i + 7, 2 * i + 8))
+                                .collect();
+                            let sql = format!(
+                                "INSERT INTO cleanup_log (project_id, repository_id, \
+                                 repository_path, tag, digest, reason, deleted_at, run_id) \
+                                 SELECT $1, $2, $3, column1, column2, $4, $5, $6 \
+                                 FROM (VALUES {})",
+                                rows.join(", ")
+                            );
+                            let mut q = sqlx::query(&sql)
+                                .bind(project_id)
+                                .bind(repository_id)
+                                .bind(&path)
+                                .bind(reason)
+                                .bind(now)
+                                .bind(run);
+                            for (name, digest) in &done {
+                                q = q.bind(name).bind(digest);
+                            }
+                            q.execute(&mut *tx).await?;
+                            done.len() as u64
+                        }
+                        _ => 0,
+                    }
                 }
-                ended
             },
             postgres: {
-                // Each name once, in the order given.
-                let mut seen = std::collections::HashSet::new();
-                let names: Vec<&str> = names
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|n| seen.insert(*n))
-                    .collect();
                 // One statement for the whole batch (the same as ending the tags one by one,
                 // logged in the order given): 10,000 tags take one round trip, not 20,000.
                 let ended: i64 = sqlx::query_scalar(
