@@ -167,11 +167,19 @@ const PAGE_HEADERS: [(&str, &str); 7] = [
         "x-prev-page",
         "The previous page's number; empty on the first page",
     ),
-    ("x-total", "How many items there are"),
-    ("x-total-pages", "How many pages there are"),
+    (
+        "x-total",
+        "How many items there are; absent, as GitLab does, from a list counted only up \
+         to 10,000 items (a group's repositories) that holds more",
+    ),
+    (
+        "x-total-pages",
+        "How many pages there are; absent when `x-total` is",
+    ),
     (
         "link",
-        "Absolute `prev`, `next`, `first` and `last` URLs (RFC 8288)",
+        "Absolute `prev`, `next`, `first` and `last` URLs (RFC 8288); no `last` when \
+         `x-total` is absent",
     ),
 ];
 
