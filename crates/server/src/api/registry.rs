@@ -275,21 +275,17 @@ async fn group_repositories(
         size: false,
         delete_path: false,
     };
-    if hidden.len() >= projects.len() {
-        return repositories_page(&state, &view, &pg, &projects, &extras).await;
-    }
-    // Most of the group is visible: walk its paths, leaving the hidden projects out,
-    // and count only up to GitLab's limit (a group may hold 100,000 repositories).
-    // Repository paths are lower case.
-    let (repos, total) = state
-        .meta
-        .repositories_under(
-            &g.full_path.to_ascii_lowercase(),
-            &hidden,
-            pg.window_and_one(),
-            COUNT_LIMIT,
-        )
-        .await?;
+    // Counted only up to GitLab's limit: a group may hold 100,000 repositories.
+    let visible: Vec<i64> = projects.keys().copied().collect();
+    let (repos, total) = group_repositories_of(
+        &state,
+        &g.full_path,
+        &visible,
+        &hidden,
+        pg.window_and_one(),
+        COUNT_LIMIT,
+    )
+    .await?;
     let mut body = Vec::with_capacity(repos.len());
     for r in &repos {
         if let Some(p) = r.project_id.and_then(|pid| projects.get(&pid)) {
@@ -297,6 +293,30 @@ async fn group_repositories(
         }
     }
     Ok(pg.respond_counted(total, body))
+}
+
+/// A page of the repositories of the projects `visible` of the group at `group_path`
+/// (the others of the group are `hidden`), by path. When most of the group is visible
+/// it walks the group's paths leaving the hidden ones out, with the total counted up
+/// to `count_up_to` + 1 at most; otherwise it lists the visible projects' ids.
+pub(crate) async fn group_repositories_of(
+    state: &AppState,
+    group_path: &str,
+    visible: &[i64],
+    hidden: &[i64],
+    window: berth_meta::Window,
+    count_up_to: i64,
+) -> ApiResult<(Vec<RepositoryInfo>, i64)> {
+    Ok(if hidden.len() < visible.len() {
+        // Repository paths are lower case.
+        let path = group_path.to_ascii_lowercase();
+        state
+            .meta
+            .repositories_under(&path, hidden, window, count_up_to)
+            .await?
+    } else {
+        state.meta.repositories_of(visible, window).await?
+    })
 }
 
 /// One page of the container repositories of `projects` (a project's, or those of a

@@ -459,32 +459,28 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         Err(e) => return fail(viewer, e.into()),
     };
     for p in in_group {
-        let pull = matches!(viewer.caller.can_read_project(state, &p).await, Ok(true))
-            && match api::registry::registry_actions(state, &viewer.caller, &p).await {
-                Ok(a) if a.pull => {
-                    projects.insert(p.id, (p.clone(), a));
-                    true
-                }
-                _ => false,
-            };
-        if !pull {
-            hidden.push(p.id);
+        let readable = matches!(viewer.caller.can_read_project(state, &p).await, Ok(true));
+        let actions = match readable {
+            true => api::registry::registry_actions(state, &viewer.caller, &p)
+                .await
+                .ok()
+                .filter(|a| a.pull),
+            false => None,
+        };
+        match actions {
+            Some(a) => {
+                projects.insert(p.id, (p, a));
+            }
+            None => hidden.push(p.id),
         }
     }
     let ids: Vec<i64> = projects.keys().copied().collect();
-    // By the group's paths when most of it is visible (no list of every project id).
-    let listed = if hidden.len() < ids.len() {
-        let path = g.full_path.to_ascii_lowercase();
-        state
-            .meta
-            .repositories_under(&path, &hidden, ALL, i64::MAX - 1)
-            .await
-    } else {
-        state.meta.repositories_of(&ids, ALL).await
-    };
+    let listed =
+        api::registry::group_repositories_of(state, &g.full_path, &ids, &hidden, ALL, i64::MAX)
+            .await;
     let (repos, _) = match listed {
         Ok(x) => x,
-        Err(e) => return fail(viewer, e.into()),
+        Err(e) => return fail(viewer, e),
     };
     let any = !repos.is_empty();
     let shown_name = |r: &RepositoryInfo| match r.project_id.and_then(|id| projects.get(&id)) {
