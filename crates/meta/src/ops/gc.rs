@@ -399,140 +399,147 @@ impl GcMeta for Db {
         tags_left_since: i64,
         dry_run: bool,
     ) -> Result<SweepReport> {
-        let mut tx = self.write_tx().await?;
-        if CONCURRENT_WRITERS {
-            // Writers wait (readers do not) while the whole graph is marked and swept, as
-            // under SQLite's write lock. repositories first: every writer of registry
-            // content locks its repository first, so none holds a later table meanwhile.
-            sqlx::query(
-                "LOCK TABLE repositories, blobs, repository_blobs, manifests, manifest_blobs, \
-                 manifest_references, tags IN EXCLUSIVE MODE",
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut report = SweepReport::default();
-        if delete_untagged {
-            // Mark: tagged manifests, then (repeatedly) their index children and
-            // the referrers of anything marked.
+        // A server's online GC may run meanwhile: its reviews lock rows one by one
+        // while this waits, table by table, and PostgreSQL can find the two waiting on
+        // each other (seen: `berth gc --dry-run` beside a server's review rounds). It
+        // aborts one side; a sweep so aborted runs again, as a review does.
+        retry_deadlocks(move || async move {
+            let mut tx = self.write_tx().await?;
+            if CONCURRENT_WRITERS {
+                // Writers wait (readers do not) while the whole graph is marked and swept, as
+                // under SQLite's write lock. repositories first: every writer of registry
+                // content locks its repository first, so none holds a later table meanwhile.
+                sqlx::query(
+                    "LOCK TABLE repositories, blobs, repository_blobs, manifests, manifest_blobs, \
+                     manifest_references, tags IN EXCLUSIVE MODE",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            let mut report = SweepReport::default();
+            if delete_untagged {
+                // Mark: tagged manifests, then (repeatedly) their index children and
+                // the referrers of anything marked.
+                sqlx::query(pick!(
+                    sqlite: "CREATE TEMP TABLE IF NOT EXISTS gc_live (id INTEGER PRIMARY KEY)",
+                    postgres: "CREATE TEMP TABLE gc_live (id BIGINT PRIMARY KEY) ON COMMIT DROP",
+                ))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM gc_live").execute(&mut *tx).await?;
+                sqlx::query(
+                    "INSERT INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
+                     ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                     WHERE t.deleted_at IS NULL ON CONFLICT DO NOTHING",
+                )
+                .execute(&mut *tx)
+                .await?;
+                // Young manifests may belong to a push in flight (children pushed before
+                // their index): keep them and what they reach.
+                sqlx::query(
+                    "INSERT INTO gc_live SELECT id FROM manifests WHERE created_at >= $1 \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(older_than)
+                .execute(&mut *tx)
+                .await?;
+                // A tag left them within the undo window: they may be restored.
+                sqlx::query(
+                    "INSERT INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
+                     ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                     WHERE t.deleted_at IS NOT NULL AND t.deleted_at > $1 ON CONFLICT DO NOTHING",
+                )
+                .bind(tags_left_since)
+                .execute(&mut *tx)
+                .await?;
+                loop {
+                    let added = sqlx::query(
+                        "INSERT INTO gc_live \
+                         SELECT r.child_id FROM manifest_references r JOIN gc_live l ON l.id = r.parent_id \
+                         UNION SELECT m.id FROM manifests m JOIN manifests s \
+                           ON s.repository_id = m.repository_id AND s.digest = m.subject_digest \
+                         JOIN gc_live l ON l.id = s.id WHERE true \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if added == 0 {
+                        break;
+                    }
+                }
+                // Sweep parents before children so no reference blocks a delete.
+                sqlx::query(
+                    "DELETE FROM manifest_references WHERE parent_id NOT IN (SELECT id FROM gc_live)",
+                )
+                .execute(&mut *tx)
+                .await?;
+                report.manifests_deleted =
+                    sqlx::query("DELETE FROM manifests WHERE id NOT IN (SELECT id FROM gc_live)")
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                // A dry run rolls back, which drops it too.
+                sqlx::query("DROP TABLE gc_live").execute(&mut *tx).await?;
+            }
+            // The blobs nothing references, removed as one set: a statement per table
+            // for all of them rather than statements per blob (offline GC at a million
+            // records deletes tens of thousands; per-blob round trips made it minutes).
             sqlx::query(pick!(
-                sqlite: "CREATE TEMP TABLE IF NOT EXISTS gc_live (id INTEGER PRIMARY KEY)",
-                postgres: "CREATE TEMP TABLE gc_live (id BIGINT PRIMARY KEY) ON COMMIT DROP",
+                sqlite: "CREATE TEMP TABLE IF NOT EXISTS gc_dead (digest TEXT PRIMARY KEY, size INTEGER NOT NULL)",
+                postgres: "CREATE TEMP TABLE gc_dead (digest TEXT PRIMARY KEY, size BIGINT NOT NULL) \
+                           ON COMMIT DROP",
             ))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM gc_live").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM gc_dead").execute(&mut *tx).await?;
             sqlx::query(
-                "INSERT INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
-                 ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
-                 WHERE t.deleted_at IS NULL ON CONFLICT DO NOTHING",
-            )
-            .execute(&mut *tx)
-            .await?;
-            // Young manifests may belong to a push in flight (children pushed before
-            // their index): keep them and what they reach.
-            sqlx::query(
-                "INSERT INTO gc_live SELECT id FROM manifests WHERE created_at >= $1 \
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO gc_dead SELECT digest, size FROM blobs b WHERE created_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = b.digest) \
+                 AND NOT EXISTS (SELECT 1 FROM dependency_proxy_blobs pb WHERE pb.digest = b.digest)",
             )
             .bind(older_than)
             .execute(&mut *tx)
             .await?;
-            // A tag left them within the undo window: they may be restored.
+            // The same steps, in the same order, as `delete_blob` takes for one blob; the
+            // unlink triggers queue reviews, which are dropped last.
             sqlx::query(
-                "INSERT INTO gc_live SELECT m.id FROM manifests m JOIN tags t \
-                 ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
-                 WHERE t.deleted_at IS NOT NULL AND t.deleted_at > $1 ON CONFLICT DO NOTHING",
+                "DELETE FROM repository_blobs WHERE digest IN (SELECT digest FROM gc_dead)",
             )
-            .bind(tags_left_since)
             .execute(&mut *tx)
             .await?;
-            loop {
-                let added = sqlx::query(
-                    "INSERT INTO gc_live \
-                     SELECT r.child_id FROM manifest_references r JOIN gc_live l ON l.id = r.parent_id \
-                     UNION SELECT m.id FROM manifests m JOIN manifests s \
-                       ON s.repository_id = m.repository_id AND s.digest = m.subject_digest \
-                     JOIN gc_live l ON l.id = s.id WHERE true \
-                     ON CONFLICT DO NOTHING",
-                )
+            sqlx::query("DELETE FROM blobs WHERE digest IN (SELECT digest FROM gc_dead)")
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if added == 0 {
-                    break;
-                }
-            }
-            // Sweep parents before children so no reference blocks a delete.
+                .await?;
+            sqlx::query(concat!(
+                "INSERT INTO gc_blob_deletions (digest, size, queued_at) \
+                 SELECT digest, size, ",
+                pick!(
+                    sqlite: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+                    postgres: "berth_now_ms()"
+                ),
+                " FROM gc_dead WHERE true ON CONFLICT (digest) DO NOTHING"
+            ))
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
-                "DELETE FROM manifest_references WHERE parent_id NOT IN (SELECT id FROM gc_live)",
+                "DELETE FROM gc_blob_review_queue WHERE digest IN (SELECT digest FROM gc_dead)",
             )
             .execute(&mut *tx)
             .await?;
-            report.manifests_deleted =
-                sqlx::query("DELETE FROM manifests WHERE id NOT IN (SELECT id FROM gc_live)")
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            // A dry run rolls back, which drops it too.
-            sqlx::query("DROP TABLE gc_live").execute(&mut *tx).await?;
-        }
-        // The blobs nothing references, removed as one set: a statement per table
-        // for all of them rather than statements per blob (offline GC at a million
-        // records deletes tens of thousands; per-blob round trips made it minutes).
-        sqlx::query(pick!(
-            sqlite: "CREATE TEMP TABLE IF NOT EXISTS gc_dead (digest TEXT PRIMARY KEY, size INTEGER NOT NULL)",
-            postgres: "CREATE TEMP TABLE gc_dead (digest TEXT PRIMARY KEY, size BIGINT NOT NULL) \
-                       ON COMMIT DROP",
-        ))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM gc_dead").execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO gc_dead SELECT digest, size FROM blobs b WHERE created_at < $1 \
-             AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = b.digest) \
-             AND NOT EXISTS (SELECT 1 FROM dependency_proxy_blobs pb WHERE pb.digest = b.digest)",
-        )
-        .bind(older_than)
-        .execute(&mut *tx)
-        .await?;
-        // The same steps, in the same order, as `delete_blob` takes for one blob; the
-        // unlink triggers queue reviews, which are dropped last.
-        sqlx::query(
-            "DELETE FROM repository_blobs WHERE digest IN (SELECT digest FROM gc_dead)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM blobs WHERE digest IN (SELECT digest FROM gc_dead)")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(concat!(
-            "INSERT INTO gc_blob_deletions (digest, size, queued_at) \
-             SELECT digest, size, ",
-            pick!(
-                sqlite: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
-                postgres: "berth_now_ms()"
-            ),
-            " FROM gc_dead WHERE true ON CONFLICT (digest) DO NOTHING"
-        ))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM gc_blob_review_queue WHERE digest IN (SELECT digest FROM gc_dead)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let rows = sqlx::query("SELECT digest, size FROM gc_dead ORDER BY digest")
-            .fetch_all(&mut *tx)
-            .await?;
-        report.blobs_deleted = blob_records(rows)?;
-        sqlx::query("DROP TABLE gc_dead").execute(&mut *tx).await?;
-        if dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
-        }
-        Ok(report)
+            let rows = sqlx::query("SELECT digest, size FROM gc_dead ORDER BY digest")
+                .fetch_all(&mut *tx)
+                .await?;
+            report.blobs_deleted = blob_records(rows)?;
+            sqlx::query("DROP TABLE gc_dead").execute(&mut *tx).await?;
+            if dry_run {
+                tx.rollback().await?;
+            } else {
+                tx.commit().await?;
+            }
+            Ok(report)
+        })
+        .await
     }
 
     async fn all_blobs(&self) -> Result<Vec<BlobRecord>> {

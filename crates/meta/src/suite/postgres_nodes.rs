@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use berth_oci::Digest;
 
 use crate::testing::TestDatabase;
-use crate::{CleanupMeta, GcMeta, InstanceMeta, NewManifest, PgMeta, RegistryMeta};
+use crate::{CleanupMeta, GcMeta, HistoryMeta, InstanceMeta, NewManifest, PgMeta, RegistryMeta};
 
 async fn nodes(test: &str, n: usize) -> Option<(TestDatabase, Vec<PgMeta>)> {
     let db = TestDatabase::create(test).await?;
@@ -201,6 +201,46 @@ async fn concurrent_pushes_of_one_tag_and_blob_all_succeed() {
     .unwrap();
     assert_eq!(live, 1);
     assert_eq!(metas[2].catalog(None, 10).await.unwrap(), ["g/p/app"]);
+}
+
+/// Pruning tag history (rows already ended) takes no lock on repositories, so it
+/// finishes while another transaction holds that table as offline GC's sweep does
+/// (repositories first, then the tables after it, tags last). It used to wait there
+/// holding tags, and the sweep, reaching tags, deadlocked with it.
+#[tokio::test]
+async fn pruning_tag_history_does_not_wait_for_a_sweep() {
+    let Some((_db, metas)) = nodes("prune beside sweep", 1).await else {
+        return;
+    };
+    let m = &metas[0];
+    let layer = Digest::sha256_of(b"pruned layer");
+    m.link_blob("g/p/app", &layer, 5, 1).await.unwrap();
+    for (i, payload) in ["one", "two", "three"].into_iter().enumerate() {
+        let man = manifest(payload, vec![layer.clone()]);
+        m.put_manifest("g/p/app", &man, Some("latest"), 10 * (i as i64 + 1))
+            .await
+            .unwrap();
+    }
+    let mut sweep = m.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE repositories IN EXCLUSIVE MODE")
+        .execute(&mut *sweep)
+        .await
+        .unwrap();
+    let pruned = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        m.prune_tag_history(1_000),
+    )
+    .await
+    .expect("pruning waited for the lock on repositories")
+    .unwrap();
+    assert_eq!(pruned, 2, "the two versions `latest` left");
+    // The sweep goes on to tags, which the prune no longer holds.
+    sqlx::query("LOCK TABLE tags IN EXCLUSIVE MODE")
+        .execute(&mut *sweep)
+        .await
+        .unwrap();
+    sweep.commit().await.unwrap();
+    assert_eq!(m.tags("g/p/app", None, 10).await.unwrap(), ["latest"]);
 }
 
 #[tokio::test]
