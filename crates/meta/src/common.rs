@@ -172,10 +172,10 @@ pub(crate) fn repo_select(rows: &str) -> String {
     )
 }
 
-/// A tag search's name filter as a `LIKE` pattern with `\` as the escape, so that
-/// `%` and `_` in the text match themselves.
-pub(crate) fn like_pattern(query: &crate::repositories::TagQuery) -> Option<String> {
-    let text = query.name_contains.as_deref().filter(|s| !s.is_empty())?;
+/// A search's substring as a `LIKE` pattern with `\` as the escape, so that `%` and
+/// `_` in the text match themselves; `None` for no text.
+pub(crate) fn like_pattern(text: Option<&str>) -> Option<String> {
+    let text = text.filter(|s| !s.is_empty())?;
     let escaped = text
         .replace('\\', "\\\\")
         .replace('%', "\\%")

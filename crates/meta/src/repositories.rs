@@ -57,6 +57,59 @@ pub enum TagOrder {
     Created,
 }
 
+/// Where `search_repositories` looks.
+#[derive(Debug, Clone, Copy)]
+pub enum RepoScope<'a> {
+    /// The repositories of these projects.
+    Projects(&'a [i64]),
+    /// The repositories under a group's path (lower case: its projects' and its
+    /// subgroups'), but for those of the projects `except`.
+    Under {
+        group_path: &'a str,
+        except: &'a [i64],
+    },
+}
+
+/// The order of a repository listing; ties (and `Path`) go by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoOrder {
+    Path,
+    /// The name shown for it: its path below its project's (GitLab's repository
+    /// name), or the whole path for a project's root repository.
+    Name,
+    Created,
+    /// When content was last pushed.
+    Updated,
+}
+
+/// Which repositories a listing shows, in what order, and which page of them.
+#[derive(Debug, Clone)]
+pub struct RepoQuery {
+    /// Case-insensitive (ASCII) substring of the path; `None` or empty: every one.
+    pub path_contains: Option<String>,
+    /// `Some(true)`: only those with live tags; `Some(false)`: only those without.
+    pub tagged: Option<bool>,
+    pub order: RepoOrder,
+    pub descending: bool,
+    pub window: Window,
+    /// Count at most this many (plus one, to tell that there are more).
+    pub count_up_to: i64,
+}
+
+impl RepoQuery {
+    /// Every repository, by path.
+    pub fn by_path(window: Window, count_up_to: i64) -> RepoQuery {
+        RepoQuery {
+            path_contains: None,
+            tagged: None,
+            order: RepoOrder::Path,
+            descending: false,
+            window,
+            count_up_to,
+        }
+    }
+}
+
 /// A page of a repository's live tags whose names contain a text, in an order.
 #[derive(Debug, Clone)]
 pub struct TagQuery {
@@ -90,26 +143,46 @@ pub struct ExpirationPolicy {
 
 #[async_trait]
 pub trait RepositoryMeta: Send + Sync {
+    /// A page of the repositories `query` selects in `scope` (never those being
+    /// deleted), in its order; with how many it selects: exact when the page ends the
+    /// list, else counted up to `query.count_up_to` + 1 at most. Filtered, sorted and
+    /// paged in the database: a group may hold a hundred thousand repositories.
+    async fn search_repositories(
+        &self,
+        scope: RepoScope<'_>,
+        query: &RepoQuery,
+    ) -> Result<(Vec<RepositoryInfo>, i64)>;
     /// Repositories of these projects that are not being deleted, by path, paged,
     /// with the total.
     async fn repositories_of(
         &self,
         project_ids: &[i64],
         window: Window,
-    ) -> Result<(Vec<RepositoryInfo>, i64)>;
+    ) -> Result<(Vec<RepositoryInfo>, i64)> {
+        self.search_repositories(
+            RepoScope::Projects(project_ids),
+            &RepoQuery::by_path(window, i64::MAX),
+        )
+        .await
+    }
     /// Repositories whose path is under `group_path` (those of the projects in the
     /// group and its subgroups) that are not being deleted, leaving out the projects
-    /// `except`, by path, paged; with how many there are: exact when the page ends
-    /// the list, else counted up to `count_up_to` + 1 at most. Reads the index of
-    /// live paths alone up to the page, so a deep page costs a walk of that index,
-    /// never a count of every row.
+    /// `except`, by path, paged; with how many there are, as `search_repositories`
+    /// counts. Reads the index of live paths alone up to the page, so a deep page
+    /// costs a walk of that index, never a count of every row.
     async fn repositories_under(
         &self,
         group_path: &str,
         except: &[i64],
         window: Window,
         count_up_to: i64,
-    ) -> Result<(Vec<RepositoryInfo>, i64)>;
+    ) -> Result<(Vec<RepositoryInfo>, i64)> {
+        self.search_repositories(
+            RepoScope::Under { group_path, except },
+            &RepoQuery::by_path(window, count_up_to),
+        )
+        .await
+    }
     async fn repository_info(&self, id: i64) -> Result<Option<RepositoryInfo>>;
     /// Deduplicated bytes, GitLab's way: the unique layers of manifests reachable from
     /// live tags (directly or as index children).

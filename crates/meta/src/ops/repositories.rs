@@ -12,15 +12,16 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::common::*;
-use crate::org::{Namespace, Project, Source, Window};
+use crate::org::{Namespace, Project, Source};
 use crate::repositories::{
-    ExpirationPolicy, RepositoryInfo, RepositoryMeta, TagInfo, TagOrder, TagPage, TagQuery,
+    ExpirationPolicy, RepoOrder, RepoQuery, RepoScope, RepositoryInfo, RepositoryMeta, TagInfo,
+    TagOrder, TagPage, TagQuery,
 };
 use crate::{MetaError, Result};
 
 use super::org::{check_path_free, group_in, namespace_in, project_in, written, PATH_TAKEN};
 use super::registry::{end_tag, lock_repo};
-use super::{lock_paths, retry_deadlocks, Conn, Db, DbRow};
+use super::{lock_paths, retry_deadlocks, Conn, Db, DbKind, DbRow};
 
 /// Manifests reachable from live tags of repository `$1` (directly or as index
 /// children), for GitLab's size: the unique layers of what is tagged.
@@ -137,99 +138,112 @@ pub(super) fn policy_at(r: &DbRow, base: usize) -> ExpirationPolicy {
     }
 }
 
+/// An argument of a statement built at run time.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// `sql` with `args` bound in order.
+fn bind_args<'q>(
+    sql: &'q str,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, DbKind, <DbKind as sqlx::Database>::Arguments<'q>> {
+    args.iter().fold(sqlx::query(sql), |q, a| match a {
+        Arg::Text(t) => q.bind(t.as_str()),
+        Arg::Int(i) => q.bind(*i),
+    })
+}
+
 #[async_trait]
 impl RepositoryMeta for Db {
-    async fn repositories_of(
+    async fn search_repositories(
         &self,
-        project_ids: &[i64],
-        window: Window,
+        scope: RepoScope<'_>,
+        query: &RepoQuery,
     ) -> Result<(Vec<RepositoryInfo>, i64)> {
-        if project_ids.is_empty() {
-            return Ok((Vec::new(), 0));
+        let mut args = Vec::new();
+        let mut arg = |a: Arg| {
+            args.push(a);
+            format!("${}", args.len())
+        };
+        let mut filter = String::from("x.status IS NULL");
+        match scope {
+            RepoScope::Projects([]) => return Ok((Vec::new(), 0)),
+            RepoScope::Projects(ids) => {
+                let marks: Vec<String> = ids.iter().map(|id| arg(Arg::Int(*id))).collect();
+                filter.push_str(&format!(" AND x.project_id IN ({})", marks.join(", ")));
+            }
+            RepoScope::Under { group_path, except } => {
+                // Paths under `g/` sort from `g/` up to (not including) `g0` (`/` + 1
+                // is `0`), bytewise as both backends compare paths: a range of the
+                // index of live paths.
+                let from = arg(Arg::Text(format!("{group_path}/")));
+                let to = arg(Arg::Text(format!("{group_path}0")));
+                filter.push_str(&format!(
+                    " AND x.path >= {from} AND x.path < {to} AND x.project_id IS NOT NULL"
+                ));
+                if !except.is_empty() {
+                    let marks: Vec<String> =
+                        except.iter().map(|id| arg(Arg::Int(*id))).collect();
+                    filter.push_str(&format!(" AND x.project_id NOT IN ({})", marks.join(", ")));
+                }
+            }
         }
-        let marks: Vec<String> = (1..=project_ids.len()).map(|i| format!("${i}")).collect();
-        let filter = format!(
-            "r.project_id IN ({}) AND r.status IS NULL",
-            marks.join(", ")
+        if let Some(pattern) = like_pattern(query.path_contains.as_deref()) {
+            // Paths are lower case; so is the pattern (SQLite's LIKE ignores ASCII
+            // case anyway, PostgreSQL's does not).
+            let p = arg(Arg::Text(pattern.to_ascii_lowercase()));
+            filter.push_str(&format!(" AND x.path LIKE {p} ESCAPE '\\'"));
+        }
+        match query.tagged {
+            Some(true) => filter.push_str(" AND x.live_tags > 0"),
+            Some(false) => filter.push_str(" AND x.live_tags = 0"),
+            None => {}
+        }
+        let (key, join) = match query.order {
+            RepoOrder::Path => ("x.path", ""),
+            RepoOrder::Created => ("x.created_at", ""),
+            RepoOrder::Updated => ("x.updated_at", ""),
+            RepoOrder::Name => (
+                "CASE WHEN length(x.path) > length(p.full_path) \
+                 THEN substr(x.path, length(p.full_path) + 2) ELSE x.path END",
+                " JOIN projects p ON p.id = x.project_id",
+            ),
+        };
+        let dir = if query.descending { " DESC" } else { "" };
+        let (limit, offset) = (query.window.limit.max(0), query.window.offset.max(0));
+        // LIMIT and OFFSET last, bound apart: the count has its own limit.
+        let (l, o) = (format!("${}", args.len() + 1), format!("${}", args.len() + 2));
+        // The page's ids (and sort keys) first, from the index where the order has
+        // one, then their rows.
+        let page_sql = format!(
+            "SELECT r.id, r.path, r.project_id, r.created_at, r.status, r.cleanup_status, \
+             r.cleanup_started_at, r.live_tags, r.updated_at \
+             FROM (SELECT x.id, {key} AS k FROM repositories x{join} WHERE {filter} \
+                   ORDER BY k{dir}, x.path{dir} LIMIT {l} OFFSET {o}) s \
+             JOIN repositories r ON r.id = s.id ORDER BY s.k{dir}, r.path{dir}"
         );
-        let (limit, offset) = (project_ids.len() + 1, project_ids.len() + 2);
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM repositories x WHERE {filter} \
+             LIMIT {l} OFFSET {o}) c"
+        );
         // One read transaction, so the page and the total see the same snapshot.
         let mut tx = self.read_tx().await?;
-        let count_sql = format!("SELECT COUNT(*) FROM repositories r WHERE {filter}");
-        let mut q = sqlx::query_scalar::<_, i64>(&count_sql);
-        for id in project_ids {
-            q = q.bind(id);
-        }
-        let total = q.fetch_one(&mut *tx).await?;
-        let page_sql = format!(
-            "{} ORDER BY r.path",
-            repo_select(&format!(
-                "SELECT {REPO_COLS} FROM repositories r WHERE {filter} \
-                 ORDER BY r.path LIMIT ${limit} OFFSET ${offset}"
-            ))
-        );
-        let mut q = sqlx::query(&page_sql);
-        for id in project_ids {
-            q = q.bind(id);
-        }
-        let rows = q
-            .bind(window.limit.max(0))
-            .bind(window.offset.max(0))
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((rows.into_iter().map(repo_row).collect(), total))
-    }
-
-    async fn repositories_under(
-        &self,
-        group_path: &str,
-        except: &[i64],
-        window: Window,
-        count_up_to: i64,
-    ) -> Result<(Vec<RepositoryInfo>, i64)> {
-        // Paths under `g/` sort from `g/` up to (not including) `g0` (`/` + 1 is `0`),
-        // bytewise as both backends compare paths.
-        let (prefix, end) = (format!("{group_path}/"), format!("{group_path}0"));
-        let marks: Vec<String> = (3..3 + except.len()).map(|i| format!("${i}")).collect();
-        let mut filter = String::from(
-            "x.path >= $1 AND x.path < $2 AND x.status IS NULL AND x.project_id IS NOT NULL",
-        );
-        if !except.is_empty() {
-            filter.push_str(&format!(" AND x.project_id NOT IN ({})", marks.join(", ")));
-        }
-        let (a, b) = (3 + except.len(), 4 + except.len());
-        let mut tx = self.read_tx().await?;
-        let page_sql = format!(
-            "{} ORDER BY r.path",
-            repo_select(&format!(
-                "SELECT {REPO_COLS} FROM repositories r WHERE r.id IN ( \
-                   SELECT x.id FROM repositories x WHERE {filter} \
-                   ORDER BY x.path LIMIT ${a} OFFSET ${b})"
-            ))
-        );
-        let mut q = sqlx::query(&page_sql).bind(&prefix).bind(&end);
-        for id in except {
-            q = q.bind(id);
-        }
-        let (limit, offset) = (window.limit.max(0), window.offset.max(0));
-        let rows = q.bind(limit).bind(offset).fetch_all(&mut *tx).await?;
+        let rows = bind_args(&page_sql, &args)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&mut *tx).await?;
         // A page that ends the list says how long it is; otherwise count (up to the cap).
         let total = if !rows.is_empty() && (rows.len() as i64) < limit {
             offset.saturating_add(rows.len() as i64)
         } else {
-            let count_sql = format!(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM repositories x WHERE {filter} LIMIT ${a}) c"
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(&count_sql)
-                .bind(&prefix)
-                .bind(&end);
-            for id in except {
-                q = q.bind(id);
-            }
-            q.bind(count_up_to.saturating_add(1))
+            bind_args(&count_sql, &args)
+                .bind(query.count_up_to.saturating_add(1))
+                .bind(0_i64)
                 .fetch_one(&mut *tx)
                 .await?
+                .get::<i64, _>(0)
         };
         tx.commit().await?;
         Ok((rows.into_iter().map(repo_row).collect(), total))
@@ -281,7 +295,7 @@ impl RepositoryMeta for Db {
     }
 
     async fn search_tags(&self, id: i64, query: &TagQuery) -> Result<(Vec<TagInfo>, i64)> {
-        let pattern = like_pattern(query);
+        let pattern = like_pattern(query.name_contains.as_deref());
         // Binds: $1 repository id, then $2 the pattern when there is one, then limit
         // and offset.
         let (filter, next) = if pattern.is_some() {

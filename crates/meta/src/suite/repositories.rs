@@ -209,6 +209,123 @@ pub(crate) async fn repositories_under_walk_a_group_by_path(m: &dyn TestMeta) {
     assert_eq!(page[0].path, "g/p1/x");
 }
 
+pub(crate) async fn search_repositories_filters_sorts_and_pages(m: &dyn TestMeta) {
+    use crate::repositories::{RepoOrder, RepoQuery, RepoScope};
+    let g = group(m, "g", None).await;
+    let sub = group(m, "sub", Some(g.id)).await;
+    let p1 = project(m, g.id, "p1").await;
+    project(m, sub.id, "p2").await;
+    // (path, payload, tag, pushed at): `g/p1/zeta` pushed again last.
+    for (path, payload, tag, at) in [
+        ("g/p1", "root", Some("t"), 5),
+        ("g/p1/zeta", "zeta", Some("t"), 10),
+        ("g/sub/p2/beta", "beta", Some("t"), 20),
+        ("g/p1/alpha", "alpha", Some("t"), 30),
+        ("g/sub/p2/mid", "mid", None, 35),
+        ("g/p1/zeta", "zeta 2", Some("u"), 40),
+    ] {
+        push(m, path, payload, &[("cfg", 1)], None, tag, at).await;
+    }
+    let search = |scope: RepoScope<'static>, q: RepoQuery| async move {
+        let (page, total) = m.search_repositories(scope, &q).await.unwrap();
+        let paths: Vec<String> = page.into_iter().map(|r| r.path).collect();
+        (paths, total)
+    };
+    let under = RepoScope::Under {
+        group_path: "g",
+        except: &[],
+    };
+    let query = |order: RepoOrder, descending: bool| RepoQuery {
+        order,
+        descending,
+        ..RepoQuery::by_path(window(0, 10), 100)
+    };
+    // By the name shown: the path below the project's, or the whole path for the
+    // project's root repository.
+    assert_eq!(
+        search(under, query(RepoOrder::Name, false)).await,
+        (
+            vec![
+                "g/p1/alpha".into(),
+                "g/sub/p2/beta".into(),
+                "g/p1".into(),
+                "g/sub/p2/mid".into(),
+                "g/p1/zeta".into()
+            ],
+            5
+        )
+    );
+    let (desc, _) = search(under, query(RepoOrder::Name, true)).await;
+    assert_eq!(desc.first().map(String::as_str), Some("g/p1/zeta"));
+    assert_eq!(desc.last().map(String::as_str), Some("g/p1/alpha"));
+    assert_eq!(
+        search(under, query(RepoOrder::Created, false)).await.0,
+        [
+            "g/p1",
+            "g/p1/zeta",
+            "g/sub/p2/beta",
+            "g/p1/alpha",
+            "g/sub/p2/mid"
+        ]
+    );
+    assert_eq!(
+        search(under, query(RepoOrder::Updated, true)).await.0,
+        [
+            "g/p1/zeta",
+            "g/sub/p2/mid",
+            "g/p1/alpha",
+            "g/sub/p2/beta",
+            "g/p1"
+        ]
+    );
+    // Tagged or not.
+    let tagged = |t: bool| RepoQuery {
+        tagged: Some(t),
+        ..query(RepoOrder::Path, false)
+    };
+    assert_eq!(
+        search(under, tagged(false)).await,
+        (vec!["g/sub/p2/mid".into()], 1)
+    );
+    assert_eq!(search(under, tagged(true)).await.1, 4);
+    // A substring of the path, in any case; `%` and `_` match only themselves.
+    let containing = |text: &str| RepoQuery {
+        path_contains: Some(text.into()),
+        ..query(RepoOrder::Name, false)
+    };
+    assert_eq!(
+        search(under, containing("TA")).await,
+        (vec!["g/sub/p2/beta".into(), "g/p1/zeta".into()], 2)
+    );
+    assert_eq!(search(under, containing("%")).await, (vec![], 0));
+    assert_eq!(search(under, containing("p_")).await, (vec![], 0));
+    // A page in the middle is counted; a project's repositories alone.
+    let middle = RepoQuery {
+        window: window(1, 2),
+        ..query(RepoOrder::Name, false)
+    };
+    assert_eq!(
+        search(under, middle).await,
+        (vec!["g/sub/p2/beta".into(), "g/p1".into()], 5)
+    );
+    let (page, _) = m
+        .search_repositories(
+            RepoScope::Projects(&[p1.id]),
+            &query(RepoOrder::Name, false),
+        )
+        .await
+        .unwrap();
+    let paths: Vec<&str> = page.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["g/p1/alpha", "g/p1", "g/p1/zeta"]);
+    // Counted up to the cap and one more.
+    let capped = RepoQuery {
+        window: window(0, 1),
+        count_up_to: 2,
+        ..query(RepoOrder::Updated, false)
+    };
+    assert_eq!(search(under, capped).await, (vec!["g/p1".into()], 3));
+}
+
 pub(crate) async fn repositories_of_pages_by_path_with_tag_counts(m: &dyn TestMeta) {
     let g = group(m, "g", None).await;
     let p1 = project(m, g.id, "p1").await;

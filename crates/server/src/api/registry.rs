@@ -277,15 +277,15 @@ async fn group_repositories(
     };
     // Counted only up to GitLab's limit: a group may hold 100,000 repositories.
     let visible: Vec<i64> = projects.keys().copied().collect();
-    let (repos, total) = group_repositories_of(
-        &state,
-        &g.full_path,
-        &visible,
-        &hidden,
-        pg.window_and_one(),
-        COUNT_LIMIT,
-    )
-    .await?;
+    // Repository paths are lower case.
+    let path = g.full_path.to_ascii_lowercase();
+    let (repos, total) = state
+        .meta
+        .search_repositories(
+            group_scope(&path, &visible, &hidden),
+            &berth_meta::RepoQuery::by_path(pg.window_and_one(), COUNT_LIMIT),
+        )
+        .await?;
     let mut body = Vec::with_capacity(repos.len());
     for r in &repos {
         if let Some(p) = r.project_id.and_then(|pid| projects.get(&pid)) {
@@ -295,28 +295,23 @@ async fn group_repositories(
     Ok(pg.respond_counted(total, body))
 }
 
-/// A page of the repositories of the projects `visible` of the group at `group_path`
-/// (the others of the group are `hidden`), by path. When most of the group is visible
-/// it walks the group's paths leaving the hidden ones out, with the total counted up
-/// to `count_up_to` + 1 at most; otherwise it lists the visible projects' ids.
-pub(crate) async fn group_repositories_of(
-    state: &AppState,
-    group_path: &str,
-    visible: &[i64],
-    hidden: &[i64],
-    window: berth_meta::Window,
-    count_up_to: i64,
-) -> ApiResult<(Vec<RepositoryInfo>, i64)> {
-    Ok(if hidden.len() < visible.len() {
-        // Repository paths are lower case.
-        let path = group_path.to_ascii_lowercase();
-        state
-            .meta
-            .repositories_under(&path, hidden, window, count_up_to)
-            .await?
+/// Where to look for the repositories of the projects `visible` of the group whose
+/// path (lower case) is `group_path`, the others of the group being `hidden`: when
+/// most of the group is visible, a walk of the group's paths leaving the hidden ones
+/// out; otherwise the visible projects' ids.
+pub(crate) fn group_scope<'a>(
+    group_path: &'a str,
+    visible: &'a [i64],
+    hidden: &'a [i64],
+) -> berth_meta::RepoScope<'a> {
+    if hidden.len() < visible.len() {
+        berth_meta::RepoScope::Under {
+            group_path,
+            except: hidden,
+        }
     } else {
-        state.meta.repositories_of(visible, window).await?
-    })
+        berth_meta::RepoScope::Projects(visible)
+    }
 }
 
 /// One page of the container repositories of `projects` (a project's, or those of a

@@ -11,8 +11,8 @@ use axum::response::Response;
 use berth_core::protection::{Op as ProtectionOp, RuleKind, Standing};
 use berth_core::{AccessLevel, ActionSet, RegistryAccess};
 use berth_meta::{
-    ExpirationPolicy, ManifestRef, Project, ProjectUpdate, RepositoryInfo, TagOrder, TagQuery,
-    Window,
+    ExpirationPolicy, ManifestRef, Project, ProjectUpdate, RepoOrder, RepoQuery, RepoScope,
+    RepositoryInfo, TagOrder, TagQuery, Window,
 };
 use minijinja::{context, Value};
 use serde::Serialize;
@@ -268,39 +268,47 @@ async fn repo_row(
     })
 }
 
-/// Filter, sort and page repositories by a list state (a project has few enough
-/// repositories to do this in memory; tags, which may be many, page in the database).
-fn arrange(
-    mut repos: Vec<RepositoryInfo>,
-    s: &ListState,
-    name: impl Fn(&RepositoryInfo) -> String,
-) -> (Vec<RepositoryInfo>, i64) {
-    let needle = s.search.to_lowercase();
-    repos.retain(|r| {
-        (needle.is_empty() || r.path.to_lowercase().contains(&needle))
-            && match s.filter.as_str() {
-                "tagged" => r.tags_count > 0,
-                "empty" => r.tags_count == 0,
-                _ => true,
-            }
-    });
-    match s.sort.as_str() {
-        "created" => repos.sort_by(|a, b| (a.created_at, &a.path).cmp(&(b.created_at, &b.path))),
-        "updated" => repos.sort_by(|a, b| (a.updated_at, &a.path).cmp(&(b.updated_at, &b.path))),
-        // By the name the list shows (a group lists images of several projects).
-        _ => repos.sort_by_cached_key(|r| (name(r), r.path.clone())),
+/// The repositories a list state asks for: `name` orders by the name shown, which on a
+/// project's page is its path (the root repository shows its whole path).
+fn repo_query(s: &ListState, name: RepoOrder, count_up_to: i64) -> RepoQuery {
+    RepoQuery {
+        path_contains: Some(s.search.clone()).filter(|x| !x.is_empty()),
+        tagged: match s.filter.as_str() {
+            "tagged" => Some(true),
+            "empty" => Some(false),
+            _ => None,
+        },
+        order: match s.sort.as_str() {
+            "created" => RepoOrder::Created,
+            "updated" => RepoOrder::Updated,
+            _ => name,
+        },
+        descending: s.descending(),
+        window: s.window(),
+        count_up_to,
     }
-    if s.descending() {
-        repos.reverse();
+}
+
+/// Whether `scope` holds any repository at all (the page shows how to push the first
+/// one when not), given how many `query` found there.
+async fn any_repository(
+    state: &AppState,
+    scope: RepoScope<'_>,
+    query: &RepoQuery,
+    found: i64,
+) -> Result<bool, ApiError> {
+    if found > 0 || (query.path_contains.is_none() && query.tagged.is_none()) {
+        return Ok(found > 0);
     }
-    let total = repos.len() as i64;
-    let w = s.window();
-    let page = repos
-        .into_iter()
-        .skip(w.offset as usize)
-        .take(w.limit as usize)
-        .collect();
-    (page, total)
+    let first = RepoQuery::by_path(
+        Window {
+            offset: 0,
+            limit: 1,
+        },
+        0,
+    );
+    let (page, _) = state.meta.search_repositories(scope, &first).await?;
+    Ok(!page.is_empty())
 }
 
 /// Groups with more projects than this show no storage total on their registry
@@ -382,12 +390,19 @@ pub async fn project_registry(
         &["name", "created", "updated"],
         &["all", "tagged", "empty"],
     );
-    let (repos, _) = match state.meta.repositories_of(&[p.id], ALL).await {
+    let query = repo_query(&s, RepoOrder::Path, i64::MAX);
+    let (page, total) = match state
+        .meta
+        .search_repositories(RepoScope::Projects(&[p.id]), &query)
+        .await
+    {
         Ok(x) => x,
         Err(e) => return fail(viewer, e.into()),
     };
-    let any = !repos.is_empty();
-    let (page, total) = arrange(repos, &s, |r| r.path.clone());
+    let any = match any_repository(state, RepoScope::Projects(&[p.id]), &query, total).await {
+        Ok(any) => any,
+        Err(e) => return fail(viewer, e),
+    };
     let mut rows = Vec::with_capacity(page.len());
     for r in &page {
         match repo_row(state, viewer, r, &p, actions.delete).await {
@@ -475,26 +490,17 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         }
     }
     let ids: Vec<i64> = projects.keys().copied().collect();
-    let listed =
-        api::registry::group_repositories_of(state, &g.full_path, &ids, &hidden, ALL, i64::MAX)
-            .await;
-    let (repos, _) = match listed {
+    let path = g.full_path.to_ascii_lowercase();
+    let scope = api::registry::group_scope(&path, &ids, &hidden);
+    let query = repo_query(&s, RepoOrder::Name, i64::MAX);
+    let (page, total) = match state.meta.search_repositories(scope, &query).await {
         Ok(x) => x,
+        Err(e) => return fail(viewer, e.into()),
+    };
+    let any = match any_repository(state, scope, &query, total).await {
+        Ok(any) => any,
         Err(e) => return fail(viewer, e),
     };
-    let any = !repos.is_empty();
-    let shown_name = |r: &RepositoryInfo| match r.project_id.and_then(|id| projects.get(&id)) {
-        Some((p, _)) => {
-            let n = api::registry::repository_name(r, p);
-            if n.is_empty() {
-                r.path.clone()
-            } else {
-                n
-            }
-        }
-        None => r.path.clone(),
-    };
-    let (page, total) = arrange(repos, &s, shown_name);
     let mut rows = Vec::with_capacity(page.len());
     for r in &page {
         if let Some((p, a)) = r.project_id.and_then(|id| projects.get(&id)) {
