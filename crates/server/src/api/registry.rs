@@ -26,6 +26,7 @@ use berth_core::cleanup::Rules;
 use berth_core::protection::Op;
 use berth_core::{allowed_actions, ActionSet, ProjectFacts};
 use berth_meta::{Project, RepositoryInfo, TagInfo, TagPage};
+use std::collections::HashMap;
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -239,36 +240,7 @@ async fn group_repositories(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let g = find_group(&state, &caller, &id).await?;
-    // Every project's role in one query (per few hundred projects), not a few
-    // queries per project: a group holds up to thousands.
-    let all = state.meta.projects_in(g.id, true).await?;
-    let ids: Vec<i64> = all.iter().map(|p| p.id).collect();
-    // An administrator acts as an owner everywhere: no role changes what they see.
-    let roles = if caller.admin {
-        std::collections::HashMap::new()
-    } else {
-        crate::auth::project_roles_for(state.meta.as_ref(), &caller.principal, &ids).await?
-    };
-    let mut projects = std::collections::HashMap::new();
-    let mut hidden = Vec::new();
-    for p in all {
-        let role = roles.get(&p.id).copied();
-        let pull = caller.can_read_project_with(&p, role) && {
-            let cred =
-                crate::auth::credential_with(state.meta.as_ref(), &caller.principal, &p, role)
-                    .await?;
-            let facts = ProjectFacts {
-                visibility: p.visibility,
-                registry_access: p.registry_access,
-            };
-            allowed_actions(facts, &cred).pull
-        };
-        if pull {
-            projects.insert(p.id, p);
-        } else {
-            hidden.push(p.id);
-        }
-    }
+    let (projects, hidden) = group_registry_projects(&state, &caller, g.id).await?;
     let extras = Extras {
         tags: false,
         tags_count: false,
@@ -288,11 +260,54 @@ async fn group_repositories(
         .await?;
     let mut body = Vec::with_capacity(repos.len());
     for r in &repos {
-        if let Some(p) = r.project_id.and_then(|pid| projects.get(&pid)) {
+        if let Some((p, _)) = r.project_id.and_then(|pid| projects.get(&pid)) {
             body.push(repository(&state, &view, r, p, &extras).await?);
         }
     }
     Ok(pg.respond_counted(total, body))
+}
+
+/// The projects of group `group_id` and its subgroups whose registry the caller may
+/// read, each with what the caller may do in it, and the ids of the others. Every
+/// project's role comes from one query (per few hundred projects), not a few queries
+/// per project: a group holds up to thousands.
+pub(crate) async fn group_registry_projects(
+    state: &AppState,
+    caller: &Caller,
+    group_id: i64,
+) -> ApiResult<(HashMap<i64, (Project, ActionSet)>, Vec<i64>)> {
+    let all = state.meta.projects_in(group_id, true).await?;
+    let ids: Vec<i64> = all.iter().map(|p| p.id).collect();
+    // An administrator acts as an owner everywhere: no role changes what they see.
+    let roles = if caller.admin {
+        HashMap::new()
+    } else {
+        crate::auth::project_roles_for(state.meta.as_ref(), &caller.principal, &ids).await?
+    };
+    let mut readable = HashMap::new();
+    let mut hidden = Vec::new();
+    for p in all {
+        let role = roles.get(&p.id).copied();
+        let actions = if caller.can_read_project_with(&p, role) {
+            let cred =
+                crate::auth::credential_with(state.meta.as_ref(), &caller.principal, &p, role)
+                    .await?;
+            let facts = ProjectFacts {
+                visibility: p.visibility,
+                registry_access: p.registry_access,
+            };
+            Some(allowed_actions(facts, &cred)).filter(|a| a.pull)
+        } else {
+            None
+        };
+        match actions {
+            Some(a) => {
+                readable.insert(p.id, (p, a));
+            }
+            None => hidden.push(p.id),
+        }
+    }
+    Ok((readable, hidden))
 }
 
 /// Where to look for the repositories of the projects `visible` of the group whose

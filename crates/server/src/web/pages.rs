@@ -467,28 +467,11 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         &["name", "created", "updated"],
         &["all", "tagged", "empty"],
     );
-    let mut projects = std::collections::HashMap::new();
-    let mut hidden = Vec::new();
-    let in_group = match state.meta.projects_in(g.id, true).await {
-        Ok(x) => x,
-        Err(e) => return fail(viewer, e.into()),
-    };
-    for p in in_group {
-        let readable = matches!(viewer.caller.can_read_project(state, &p).await, Ok(true));
-        let actions = match readable {
-            true => api::registry::registry_actions(state, &viewer.caller, &p)
-                .await
-                .ok()
-                .filter(|a| a.pull),
-            false => None,
+    let (projects, hidden) =
+        match api::registry::group_registry_projects(state, &viewer.caller, g.id).await {
+            Ok(x) => x,
+            Err(e) => return fail(viewer, e),
         };
-        match actions {
-            Some(a) => {
-                projects.insert(p.id, (p, a));
-            }
-            None => hidden.push(p.id),
-        }
-    }
     let ids: Vec<i64> = projects.keys().copied().collect();
     let path = g.full_path.to_ascii_lowercase();
     let scope = api::registry::group_scope(&path, &ids, &hidden);
