@@ -49,17 +49,31 @@ pub struct SweepReport {
 pub trait GcMeta: Send + Sync {
     /// Queued manifests whose review is due (queued at or before `before`).
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>>;
-    /// Review one manifest in one transaction: delete it when nothing references it
-    /// (no live tag, no index lists it, not a referrer of a present subject) and
-    /// untagged manifests may go; drop it from the queue either way. A manifest that
-    /// a tag left after `keep_since` (now less the review delay) is kept for a
-    /// restore and queued again for when that window ends.
+    /// Review these manifests, in this order, in one transaction: each is deleted
+    /// when nothing references it (no live tag, no index lists it, not a referrer of
+    /// a present subject) and untagged manifests may go, and dropped from the queue
+    /// either way. A manifest that a tag left after `keep_since` (now less the review
+    /// delay) is kept for a restore and queued again for when that window ends. Their
+    /// repositories are locked first, in id order: one lock hand-over and one commit
+    /// for a batch, however busy the repository is with pushes.
+    async fn review_manifests(
+        &self,
+        manifest_ids: &[i64],
+        delete_untagged: bool,
+        keep_since: i64,
+    ) -> Result<Vec<ManifestReview>>;
+    /// [`GcMeta::review_manifests`] for one manifest.
     async fn review_manifest(
         &self,
         manifest_id: i64,
         delete_untagged: bool,
         keep_since: i64,
-    ) -> Result<ManifestReview>;
+    ) -> Result<ManifestReview> {
+        let reviews = self
+            .review_manifests(&[manifest_id], delete_untagged, keep_since)
+            .await?;
+        Ok(reviews.into_iter().next().unwrap_or(ManifestReview::Gone))
+    }
     /// Blobs whose metadata is gone and whose bytes still await deletion (a crash may
     /// have interrupted it).
     async fn pending_blob_deletions(&self, limit: i64) -> Result<Vec<BlobRecord>>;
@@ -77,11 +91,19 @@ pub trait GcMeta: Send + Sync {
     async fn clear_blob_deletions(&self, digests: &[Digest]) -> Result<()>;
     /// Queued blobs whose review is due.
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>>;
-    /// Review one blob in one transaction: when no manifest references it, remove it
-    /// from every repository and from metadata and return it (its bytes are for the
-    /// caller to delete, and a pending deletion is recorded for them); drop it from
-    /// the queue either way.
-    async fn review_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>>;
+    /// Review these blobs in one transaction: each that nothing references (no
+    /// manifest, no dependency proxy cache) is removed from every repository and from
+    /// metadata and returned (its bytes are for the caller to delete, and a pending
+    /// deletion is recorded for them); each reviewed is dropped from the queue either
+    /// way. With several writers (PostgreSQL), a blob another transaction holds
+    /// locked (a push referencing it, another node's review) is skipped and stays
+    /// queued: whoever holds it queues it again or reviews it.
+    async fn review_blobs(&self, digests: &[Digest]) -> Result<Vec<BlobRecord>>;
+    /// [`GcMeta::review_blobs`] for one blob.
+    async fn review_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
+        let removed = self.review_blobs(std::slice::from_ref(digest)).await?;
+        Ok(removed.into_iter().next())
+    }
     /// A blob was just read or mounted: push its review back (a push that checked
     /// the blob exists is about to reference it).
     async fn postpone_blob_review(&self, digest: &Digest, now: i64) -> Result<()>;

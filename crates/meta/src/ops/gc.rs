@@ -106,6 +106,144 @@ fn blob_records(rows: Vec<DbRow>) -> Result<Vec<BlobRecord>> {
     rows.into_iter().map(blob_record).collect()
 }
 
+/// One manifest's review inside a batch's transaction, its repository already locked.
+async fn review_one_manifest(
+    tx: &mut Conn,
+    id: i64,
+    delete_untagged: bool,
+    keep_since: i64,
+) -> Result<ManifestReview> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let outcome = match exists {
+        None => ManifestReview::Gone,
+        Some(_) => match manifest_needed(&mut *tx, id, delete_untagged, keep_since).await? {
+            Some(Some(left_at)) => {
+                // Within a tag's undo window: review it again when the window ends (a
+                // review is due once its queued_at is a review delay old).
+                sqlx::query(pick!(
+                    sqlite: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
+                             event = 'tag_history' WHERE manifest_id = $2",
+                    postgres: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
+                               event = 'tag_history', claimed_until = NULL, claimed_by = NULL \
+                               WHERE manifest_id = $2",
+                ))
+                .bind(left_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                return Ok(ManifestReview::Kept);
+            }
+            Some(None) => ManifestReview::Kept,
+            None => {
+                // Cascades remove its blob links and child references; triggers queue
+                // those blobs and children (and referrers of this one) for review.
+                sqlx::query("DELETE FROM manifests WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                ManifestReview::Deleted
+            }
+        },
+    };
+    sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(outcome)
+}
+
+/// Review a page of distinct blobs (sorted) in one transaction; the removed ones.
+async fn review_blob_page(db: &Db, page: &[&str]) -> Result<Vec<BlobRecord>> {
+    let marks = placeholders(page.len());
+    retry_deadlocks(|| {
+        let marks = &marks;
+        async move {
+            let mut tx = db.write_tx().await?;
+            let mut reviewed: Vec<String> = page.iter().map(|d| d.to_string()).collect();
+            let mut dequeued = reviewed.clone();
+            if CONCURRENT_WRITERS {
+                // The queue entries first, then the blob rows, skipping what another
+                // transaction holds: a manifest deletion queuing the blob again (its
+                // entry, fresh once it commits), a push referencing it (the blob row,
+                // locked FOR SHARE or by a new link's key check), another node's review.
+                // Whoever holds it queues it again or reviews it; it stays queued.
+                // Only entries locked here are removed: an entry queued meanwhile must
+                // stay, or a blob nothing references could be left unreviewed.
+                let select = |table: &str, lock: &str| {
+                    format!(
+                        "SELECT digest FROM {table} WHERE digest IN ({marks}) \
+                         ORDER BY digest{lock}"
+                    )
+                };
+                const SKIP: &str = " FOR UPDATE SKIP LOCKED";
+                let queued = digests_of(&mut tx, &select("gc_blob_review_queue", ""), page).await?;
+                let entries =
+                    digests_of(&mut tx, &select("gc_blob_review_queue", SKIP), page).await?;
+                let present = digests_of(&mut tx, &select("blobs", ""), page).await?;
+                let free = digests_of(&mut tx, &select("blobs", SKIP), page).await?;
+                reviewed.retain(|d| {
+                    (entries.contains(d) || !queued.contains(d))
+                        && (free.contains(d) || !present.contains(d))
+                });
+                dequeued = reviewed.iter().filter(|d| entries.contains(*d)).cloned().collect();
+            }
+            let removed = remove_unreferenced(&mut tx, &reviewed).await?;
+            // Last, so the unlink triggers of the removal do not leave them queued again.
+            if !dequeued.is_empty() {
+                let sql = format!(
+                    "DELETE FROM gc_blob_review_queue WHERE digest IN ({})",
+                    placeholders(dequeued.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for d in &dequeued {
+                    q = q.bind(d.as_str());
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(removed)
+        }
+    })
+    .await
+}
+
+/// The digests `sql` selects, given `page` for its one list of digests.
+async fn digests_of(tx: &mut Conn, sql: &str, page: &[&str]) -> Result<HashSet<String>> {
+    let mut q = sqlx::query_scalar::<_, String>(sql);
+    for d in page {
+        q = q.bind(*d);
+    }
+    Ok(q.fetch_all(tx).await?.into_iter().collect())
+}
+
+/// Of `digests` (locked, or a single writer), remove from metadata those nothing
+/// references, recording their bytes as pending deletion; return them.
+async fn remove_unreferenced(tx: &mut Conn, digests: &[String]) -> Result<Vec<BlobRecord>> {
+    if digests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = placeholders(digests.len());
+    // A group's dependency proxy cache holding the blob references it too.
+    let sql = format!(
+        "SELECT b.digest, b.size FROM blobs b WHERE b.digest IN ({marks}) \
+         AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = b.digest) \
+         AND NOT EXISTS (SELECT 1 FROM dependency_proxy_blobs pb WHERE pb.digest = b.digest) \
+         ORDER BY b.digest"
+    );
+    let mut q = sqlx::query(&sql);
+    for d in digests {
+        q = q.bind(d.as_str());
+    }
+    let doomed = blob_records(q.fetch_all(&mut *tx).await?)?;
+    for b in &doomed {
+        delete_blob(&mut *tx, b.digest.as_str(), b.size).await?;
+    }
+    Ok(doomed)
+}
+
 #[async_trait]
 impl GcMeta for Db {
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>> {
@@ -121,68 +259,42 @@ impl GcMeta for Db {
             .await?)
     }
 
-    async fn review_manifest(
+    async fn review_manifests(
         &self,
-        id: i64,
+        ids: &[i64],
         delete_untagged: bool,
         keep_since: i64,
-    ) -> Result<ManifestReview> {
+    ) -> Result<Vec<ManifestReview>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         retry_deadlocks(move || async move {
             let mut tx = self.write_tx().await?;
-            // The repository's lock first, as every writer of it takes it first; then
-            // look again, under the lock, whether the manifest is still there.
-            let repo: Option<i64> =
-                sqlx::query_scalar("SELECT repository_id FROM manifests WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(repo) = repo {
+            // Their repositories' locks first, in id order, as every writer of a
+            // repository takes its lock first (a push holds one at a time). A
+            // manifest never changes repository, so this list holds under the locks.
+            let repos_sql = format!(
+                "SELECT DISTINCT repository_id FROM manifests WHERE id IN ({}) \
+                 ORDER BY repository_id",
+                placeholders(ids.len())
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&repos_sql);
+            for id in ids {
+                q = q.bind(id);
+            }
+            let repos = q.fetch_all(&mut *tx).await?;
+            for repo in repos {
                 lock_repo(&mut tx, repo).await?;
             }
-            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let needed = if exists.is_some() {
-                manifest_needed(&mut tx, id, delete_untagged, keep_since).await?
-            } else {
-                None
-            };
-            let outcome = if exists.is_none() {
-                ManifestReview::Gone
-            } else if let Some(Some(left_at)) = needed {
-                // Within a tag's undo window: review it again when the window ends
-                // (a review is due once its queued_at is a review delay old).
-                sqlx::query(pick!(
-                    sqlite: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
-                             event = 'tag_history' WHERE manifest_id = $2",
-                    postgres: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
-                               event = 'tag_history', claimed_until = NULL, claimed_by = NULL \
-                               WHERE manifest_id = $2",
-                ))
-                .bind(left_at)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                return Ok(ManifestReview::Kept);
-            } else if needed.is_some() {
-                ManifestReview::Kept
-            } else {
-                // Cascades remove its blob links and child references; triggers queue
-                // those blobs and children (and referrers of this one) for review.
-                sqlx::query("DELETE FROM manifests WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                ManifestReview::Deleted
-            };
-            sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // Then each as if reviewed alone, in order: deleting one may queue
+            // another of the batch again (its index or subject went), after that
+            // one's queue entry was dropped, so it is reviewed again later.
+            let mut outcomes = Vec::with_capacity(ids.len());
+            for &id in ids {
+                outcomes.push(review_one_manifest(&mut tx, id, delete_untagged, keep_since).await?);
+            }
             tx.commit().await?;
-            Ok(outcome)
+            Ok(outcomes)
         })
         .await
     }
@@ -278,58 +390,15 @@ impl GcMeta for Db {
         rows.into_iter().map(digest).collect()
     }
 
-    async fn review_blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
-        retry_deadlocks(move || async move {
-            let mut tx = self.write_tx().await?;
-            if CONCURRENT_WRITERS {
-                // Pushes lock the blobs their manifests reference (FOR SHARE) and links wait
-                // for this lock, so what is decided below holds until commit.
-                sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
-                    .bind(d.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                // The queue entry too: a manifest deleted meanwhile (in any repository)
-                // queues the blob again, and that must either be seen by the check below
-                // (it committed first) or come after this review (it waits here and then
-                // queues a fresh entry). Without this lock the entry's removal at the end
-                // would wait for that transaction and then remove its new entry as well,
-                // leaving a blob nothing references and nothing will review.
-                sqlx::query("SELECT 1 FROM gc_blob_review_queue WHERE digest = $1 FOR UPDATE")
-                    .bind(d.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            // A group's dependency proxy cache holding the blob references it too.
-            let referenced: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM manifest_blobs WHERE digest = $1) \
-                     OR EXISTS (SELECT 1 FROM dependency_proxy_blobs WHERE digest = $1)",
-            )
-            .bind(d.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
-                .bind(d.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            let removed = match size {
-                Some(size) if !referenced => {
-                    delete_blob(&mut tx, d.as_str(), size).await?;
-                    Some(BlobRecord {
-                        digest: d.clone(),
-                        size,
-                    })
-                }
-                _ => None,
-            };
-            // Last, so the unlink triggers above do not leave it queued again.
-            sqlx::query("DELETE FROM gc_blob_review_queue WHERE digest = $1")
-                .bind(d.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(removed)
-        })
-        .await
+    async fn review_blobs(&self, digests: &[Digest]) -> Result<Vec<BlobRecord>> {
+        let mut removed = Vec::new();
+        for page in digests.chunks(DIGEST_PAGE) {
+            let mut page: Vec<&str> = page.iter().map(Digest::as_str).collect();
+            page.sort_unstable();
+            page.dedup();
+            removed.extend(review_blob_page(self, &page).await?);
+        }
+        Ok(removed)
     }
 
     async fn postpone_blob_review(&self, d: &Digest, now: i64) -> Result<()> {

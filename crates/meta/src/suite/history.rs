@@ -235,6 +235,40 @@ pub(crate) async fn gc_keeps_a_manifest_a_tag_left_within_the_window(m: &dyn Tes
     assert_eq!(r.manifests_deleted, 1);
 }
 
+/// Manifests reviewed in one batch are reviewed as one by one: a child kept because
+/// its index still lists it, then that index deleted, leaves the child queued again
+/// (the index's deletion queued it after the child's review), and it goes next time.
+pub(crate) async fn a_batch_review_requeues_a_child_its_index_left(m: &dyn TestMeta) {
+    let layer = Digest::sha256_of(b"l");
+    m.link_blob("g/p", &layer, 1, 1).await.unwrap();
+    let child = manifest("child", &layer);
+    m.put_manifest("g/p", &child, None, 1).await.unwrap();
+    let index = super::registry::manifest("index", vec![], vec![child.digest.clone()]);
+    m.put_manifest("g/p", &index, Some("i"), 2).await.unwrap();
+    assert!(m.delete_tag("g/p", "i", 3).await.unwrap());
+    let repo = repo_id(m, "g/p").await;
+    let first = |sql: &'static str| async move { m.sql_i64(sql, repo).await };
+    let child_id = first("SELECT MIN(id) FROM manifests WHERE repository_id = $1").await;
+    let index_id = first("SELECT MAX(id) FROM manifests WHERE repository_id = $1").await;
+    assert_ne!(child_id, index_id);
+    let reviews = m
+        .review_manifests(&[child_id, index_id], true, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(reviews, [ManifestReview::Kept, ManifestReview::Deleted]);
+    assert_eq!(
+        m.due_manifest_reviews(i64::MAX, 10).await.unwrap(),
+        [child_id]
+    );
+    assert_eq!(
+        m.review_manifests(&[child_id], true, i64::MAX)
+            .await
+            .unwrap(),
+        [ManifestReview::Deleted]
+    );
+    assert_eq!(m.review_queue_lengths().await.unwrap().0, 0);
+}
+
 pub(crate) async fn a_cleanup_run_is_undone_with_counts(m: &dyn TestMeta) {
     let pid = super::cleanup::project_with_tags(m, &["g/p/app", "g/p/web"]).await;
     let app = repo_id(m, "g/p/app").await;

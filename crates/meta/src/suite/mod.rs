@@ -158,6 +158,7 @@ macro_rules! meta_suite {
             history::every_change_of_a_tag_is_recorded_with_its_actor,
             history::restore_puts_a_tag_back_or_says_why_not,
             history::gc_keeps_a_manifest_a_tag_left_within_the_window,
+            history::a_batch_review_requeues_a_child_its_index_left,
             history::a_cleanup_run_is_undone_with_counts,
             history::history_is_pruned_after_the_retention,
             history::admin_sees_recent_runs_and_what_gc_freed,

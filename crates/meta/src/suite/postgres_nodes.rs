@@ -131,8 +131,8 @@ async fn a_blob_queued_again_during_its_review_is_not_forgotten() {
         let (m, d) = (m.clone(), layer.clone());
         async move { m.review_blob(&d).await.unwrap() }
     });
-    // The review waits for the deletion's locks …
-    let mut waited = false;
+    // The review either skips the blob the deletion holds (it stays queued) or
+    // waits for the deletion's locks …
     for _ in 0..1000 {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM pg_stat_activity \
@@ -141,14 +141,12 @@ async fn a_blob_queued_again_during_its_review_is_not_forgotten() {
         .fetch_one(&m.pool)
         .await
         .unwrap();
-        if waiting > 0 {
-            waited = true;
+        if waiting > 0 || review.is_finished() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(waited, "the review never waited for the deletion");
-    // … which then commits.
+    // … and the deletion then commits.
     deleting.commit().await.unwrap();
     let removed = review.await.unwrap();
     let queued: i64 =
