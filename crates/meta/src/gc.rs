@@ -49,13 +49,14 @@ pub struct SweepReport {
 pub trait GcMeta: Send + Sync {
     /// Queued manifests whose review is due (queued at or before `before`).
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>>;
-    /// Review these manifests, in this order, in one transaction: each is deleted
+    /// Review these manifests, in this order, a few dozen per transaction: each is deleted
     /// when nothing references it (no live tag, no index lists it, not a referrer of
     /// a present subject) and untagged manifests may go, and dropped from the queue
     /// either way. A manifest that a tag left after `keep_since` (now less the review
-    /// delay) is kept for a restore and queued again for when that window ends. Their
-    /// repositories are locked first, in id order: one lock hand-over and one commit
-    /// for a batch, however busy the repository is with pushes.
+    /// delay) is kept for a restore and queued again for when that window ends. A
+    /// transaction locks its manifests' repositories first, in id order: one lock
+    /// hand-over and one commit for its batch, however busy a repository is with
+    /// pushes.
     async fn review_manifests(
         &self,
         manifest_ids: &[i64],
@@ -91,7 +92,7 @@ pub trait GcMeta: Send + Sync {
     async fn clear_blob_deletions(&self, digests: &[Digest]) -> Result<()>;
     /// Queued blobs whose review is due.
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>>;
-    /// Review these blobs in one transaction: each that nothing references (no
+    /// Review these blobs, a batch per transaction: each that nothing references (no
     /// manifest, no dependency proxy cache) is removed from every repository and from
     /// metadata and returned (its bytes are for the caller to delete, and a pending
     /// deletion is recorded for them); each reviewed is dropped from the queue either

@@ -106,6 +106,55 @@ fn blob_records(rows: Vec<DbRow>) -> Result<Vec<BlobRecord>> {
     rows.into_iter().map(blob_record).collect()
 }
 
+/// Items reviewed in one transaction. Batches save a commit and (PostgreSQL) a lock
+/// hand-over per item, but pushes wait meanwhile: for the batch's repositories on
+/// PostgreSQL, for the one writer on SQLite. Measured at full size with 4 clients
+/// pushing into one repository (`bench/scale.py --online-gc`): on PostgreSQL 50
+/// manifests and 200 blobs drained 100,000 of each in 239 s with push p99 240 ms,
+/// 20 and 50 took 297 s and 256 ms; on SQLite 50 and 200 put push p99 at 920 ms
+/// while 20 and 50 kept it at 300 ms and drained faster.
+const MANIFESTS_PER_TRANSACTION: usize = pick!(sqlite: 20, postgres: 50);
+const BLOBS_PER_TRANSACTION: usize = pick!(sqlite: 50, postgres: 200);
+
+/// Review manifests `ids` in one transaction (see [`GcMeta::review_manifests`]).
+async fn review_manifest_chunk(
+    db: &Db,
+    ids: &[i64],
+    delete_untagged: bool,
+    keep_since: i64,
+) -> Result<Vec<ManifestReview>> {
+    retry_deadlocks(move || async move {
+        let mut tx = db.write_tx().await?;
+        // Their repositories' locks first, in id order, as every writer of a
+        // repository takes its lock first (a push holds one at a time). A manifest
+        // never changes repository, so this list holds under the locks.
+        let repos_sql = format!(
+            "SELECT DISTINCT repository_id FROM manifests WHERE id IN ({}) \
+             ORDER BY repository_id",
+            placeholders(ids.len())
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(&repos_sql);
+        for id in ids {
+            q = q.bind(id);
+        }
+        let repos = q.fetch_all(&mut *tx).await?;
+        for repo in repos {
+            lock_repo(&mut tx, repo).await?;
+        }
+        // Then each as if reviewed alone, in order: deleting one may queue another of
+        // the batch again (its index or subject went), after that one's queue entry
+        // was dropped, so it is reviewed again later.
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let review = review_one_manifest(&mut tx, id, delete_untagged, keep_since);
+            outcomes.push(review.await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    })
+    .await
+}
+
 /// One manifest's review inside a batch's transaction, its repository already locked.
 async fn review_one_manifest(
     tx: &mut Conn,
@@ -265,38 +314,11 @@ impl GcMeta for Db {
         delete_untagged: bool,
         keep_since: i64,
     ) -> Result<Vec<ManifestReview>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MANIFESTS_PER_TRANSACTION) {
+            outcomes.extend(review_manifest_chunk(self, chunk, delete_untagged, keep_since).await?);
         }
-        retry_deadlocks(move || async move {
-            let mut tx = self.write_tx().await?;
-            // Their repositories' locks first, in id order, as every writer of a
-            // repository takes its lock first (a push holds one at a time). A
-            // manifest never changes repository, so this list holds under the locks.
-            let repos_sql = format!(
-                "SELECT DISTINCT repository_id FROM manifests WHERE id IN ({}) \
-                 ORDER BY repository_id",
-                placeholders(ids.len())
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(&repos_sql);
-            for id in ids {
-                q = q.bind(id);
-            }
-            let repos = q.fetch_all(&mut *tx).await?;
-            for repo in repos {
-                lock_repo(&mut tx, repo).await?;
-            }
-            // Then each as if reviewed alone, in order: deleting one may queue
-            // another of the batch again (its index or subject went), after that
-            // one's queue entry was dropped, so it is reviewed again later.
-            let mut outcomes = Vec::with_capacity(ids.len());
-            for &id in ids {
-                outcomes.push(review_one_manifest(&mut tx, id, delete_untagged, keep_since).await?);
-            }
-            tx.commit().await?;
-            Ok(outcomes)
-        })
-        .await
+        Ok(outcomes)
     }
 
     async fn pending_blob_deletions(&self, limit: i64) -> Result<Vec<BlobRecord>> {
@@ -392,11 +414,11 @@ impl GcMeta for Db {
 
     async fn review_blobs(&self, digests: &[Digest]) -> Result<Vec<BlobRecord>> {
         let mut removed = Vec::new();
-        for page in digests.chunks(DIGEST_PAGE) {
-            let mut page: Vec<&str> = page.iter().map(Digest::as_str).collect();
-            page.sort_unstable();
-            page.dedup();
-            removed.extend(review_blob_page(self, &page).await?);
+        let mut sorted: Vec<&str> = digests.iter().map(Digest::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for page in sorted.chunks(BLOBS_PER_TRANSACTION) {
+            removed.extend(review_blob_page(self, page).await?);
         }
         Ok(removed)
     }
