@@ -6,7 +6,7 @@ mod support;
 
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
-use support::{Berth, ROOT_PASSWORD};
+use support::{set_cookie, web_session, web_sign_in, Berth, ROOT_PASSWORD};
 
 /// A client that shows redirects instead of following them.
 fn no_redirects() -> Client {
@@ -22,54 +22,6 @@ fn location(r: &Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
-}
-
-/// The value `Set-Cookie` gives `name` on `r`.
-fn set_cookie(r: &Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|c| c.split(';').next()?.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
-/// A browser's sign-in: the form's CSRF cookie, then the form posted. Returns the
-/// response (a redirect on success).
-fn web_sign_in(
-    b: &Berth,
-    c: &Client,
-    username: &str,
-    password: &str,
-    redirect_to: &str,
-) -> Response {
-    let form = c
-        .get(format!("{}/users/sign_in", b.url))
-        .send()
-        .expect("sign-in page");
-    let csrf = set_cookie(&form, "berth_csrf").expect("a CSRF cookie");
-    c.post(format!("{}/users/sign_in", b.url))
-        .header("cookie", format!("berth_csrf={csrf}"))
-        .form(&[
-            ("csrf_token", csrf.as_str()),
-            ("username", username),
-            ("password", password),
-            ("redirect_to", redirect_to),
-        ])
-        .send()
-        .expect("sign-in post")
-}
-
-/// A browser session cookie for `username`.
-fn web_session(b: &Berth, c: &Client, username: &str, password: &str) -> String {
-    let r = web_sign_in(b, c, username, password, "/");
-    assert_eq!(
-        r.status(),
-        StatusCode::SEE_OTHER,
-        "signing in as {username}"
-    );
-    set_cookie(&r, "berth_session").expect("a session cookie")
 }
 
 /// Targets that leave the site, or that are not valid in a `Location` header at all:

@@ -1937,3 +1937,101 @@ assert last_status("DELETE") == 202, calls
 fails(lambda: gl.groups.get("py"), gexc.GitlabGetError, 404)
 result = {}
 "#;
+
+/// The `data-repository` attributes of a web registry page's rows, in order.
+fn listed_rows(html: &str) -> Vec<String> {
+    html.split("<tr data-repository=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        // (minijinja escapes `/` in attributes)
+        .map(|v| v.replace("&#x2f;", "/"))
+        .collect()
+}
+
+/// The web UI's group registry page lists, filters and sorts a group's images (in the
+/// database: a group may hold 100,000), and sums their storage only for groups of up
+/// to 100 projects.
+#[test]
+fn web_group_registry_page_lists_filters_and_sorts() {
+    let berth = Berth::start();
+    let api = Api::new(&berth);
+    let reg = Registry::new(&berth);
+    let root = pat(&berth, "root");
+    group(&berth, "big", "public");
+    let gid = api.get("/groups/big", Some(&root)).expect(200)["id"].clone();
+    for i in 0..101 {
+        let path = format!("p{i:03}");
+        api.post(
+            "/projects",
+            &root,
+            json!({ "name": path, "path": path, "namespace_id": gid, "visibility": "public" }),
+        )
+        .expect(201);
+    }
+    berth.project("small/app", "public");
+    // Pushed in this order; shown as `alpha`, `beta` and (a project's root image) its
+    // whole path.
+    let pushed = ["big/p001/beta", "big/p000/alpha", "big/p002", "small/app"];
+    for (i, path) in pushed.iter().enumerate() {
+        let img = Image::simple(&format!("web list {i}"), "2024-01-02T03:04:05Z");
+        reg.push(path, &img, &["v1"]);
+        // Creation times in milliseconds: keep them apart.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let web = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let session = support::web_session(&berth, &web, "root", ROOT_PASSWORD);
+    let page = |path: &str| -> String {
+        let r = web
+            .get(format!("{}{path}", berth.url))
+            .header("cookie", format!("berth_session={session}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        r.text().unwrap()
+    };
+    let big = "/groups/big/-/container_registries";
+    let html = page(big);
+    assert_eq!(
+        listed_rows(&html),
+        ["big/p000/alpha", "big/p001/beta", "big/p002"],
+        "by shown name"
+    );
+    assert!(
+        html.contains("shown for groups of up to 100 projects"),
+        "no storage total for 101 projects: {html}"
+    );
+    assert_eq!(
+        listed_rows(&page(&format!("{big}?search=BETA"))),
+        ["big/p001/beta"]
+    );
+    assert_eq!(
+        listed_rows(&page(&format!("{big}?sort=created&order=desc"))),
+        ["big/p002", "big/p000/alpha", "big/p001/beta"]
+    );
+    assert_eq!(
+        listed_rows(&page(&format!(
+            "{big}?sort=name&order=desc&per_page=50&page=1"
+        ))),
+        ["big/p002", "big/p001/beta", "big/p000/alpha"]
+    );
+    assert!(listed_rows(&page(&format!("{big}?filter=empty"))).is_empty());
+    // A search that finds nothing still knows the group has images (no first-push help).
+    let none = page(&format!("{big}?search=nothing-like-this"));
+    assert!(listed_rows(&none).is_empty());
+    assert!(!none.contains("data-test=\"empty-state\""), "{none}");
+    // A group without images says so.
+    group(&berth, "bare", "public");
+    let bare = page("/groups/bare/-/container_registries?search=x");
+    assert!(bare.contains("data-test=\"empty-state\""), "{bare}");
+
+    let small = page("/groups/small/-/container_registries");
+    assert_eq!(listed_rows(&small), ["small/app"]);
+    assert!(
+        small.contains("of images, deduplicated"),
+        "a storage total for one project: {small}"
+    );
+}

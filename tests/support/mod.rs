@@ -927,3 +927,56 @@ pub fn podman(dir: &Path) -> Command {
         .env("REGISTRY_AUTH_FILE", dir.join("auth.json"));
     cmd
 }
+
+/// The value `Set-Cookie` gives `name` on `r`.
+pub fn set_cookie(r: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| c.split(';').next()?.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A browser's sign-in: the form's CSRF cookie, then the form posted. Returns the
+/// response (a redirect on success).
+pub fn web_sign_in(
+    b: &Berth,
+    c: &reqwest::blocking::Client,
+    username: &str,
+    password: &str,
+    redirect_to: &str,
+) -> reqwest::blocking::Response {
+    let form = c
+        .get(format!("{}/users/sign_in", b.url))
+        .send()
+        .expect("sign-in page");
+    let csrf = set_cookie(&form, "berth_csrf").expect("a CSRF cookie");
+    c.post(format!("{}/users/sign_in", b.url))
+        .header("cookie", format!("berth_csrf={csrf}"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("username", username),
+            ("password", password),
+            ("redirect_to", redirect_to),
+        ])
+        .send()
+        .expect("sign-in post")
+}
+
+/// A browser session cookie for `username`.
+pub fn web_session(
+    b: &Berth,
+    c: &reqwest::blocking::Client,
+    username: &str,
+    password: &str,
+) -> String {
+    let r = web_sign_in(b, c, username, password, "/");
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::SEE_OTHER,
+        "signing in as {username}"
+    );
+    set_cookie(&r, "berth_session").expect("a session cookie")
+}
