@@ -316,45 +316,7 @@ impl Ctx {
     /// A web page as a browser signed in with `user:password` sees it.
     fn web_page(&self, path: &str, creds: &str) -> String {
         let (username, password) = creds.split_once(':').unwrap();
-        let browser = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let cookie = |r: &reqwest::blocking::Response, name: &str| -> String {
-            r.headers()
-                .get_all("set-cookie")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .filter_map(|c| c.split(';').next()?.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_else(|| panic!("no {name} cookie"))
-        };
-        let form = browser
-            .get(format!("{}/users/sign_in", self.berth.url))
-            .send()
-            .unwrap();
-        let csrf = cookie(&form, "berth_csrf");
-        let signed_in = browser
-            .post(format!("{}/users/sign_in", self.berth.url))
-            .header("cookie", format!("berth_csrf={csrf}"))
-            .form(&[
-                ("csrf_token", csrf.as_str()),
-                ("username", username),
-                ("password", password),
-                ("redirect_to", "/"),
-            ])
-            .send()
-            .unwrap();
-        assert_eq!(signed_in.status(), 303, "signing in as {username}");
-        let session = cookie(&signed_in, "berth_session");
-        let page = browser
-            .get(format!("{}{path}", self.berth.url))
-            .header("cookie", format!("berth_session={session}"))
-            .send()
-            .unwrap();
-        assert_eq!(page.status(), 200, "{path}");
-        page.text().unwrap()
+        support::web_page(&self.berth, path, username, password)
     }
 
     fn skopeo(&self, args: &[&str]) -> Output {

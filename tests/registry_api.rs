@@ -1979,20 +1979,7 @@ fn web_group_registry_page_lists_filters_and_sorts() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    let web = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let session = support::web_session(&berth, &web, "root", ROOT_PASSWORD);
-    let page = |path: &str| -> String {
-        let r = web
-            .get(format!("{}{path}", berth.url))
-            .header("cookie", format!("berth_session={session}"))
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{path}");
-        r.text().unwrap()
-    };
+    let page = |path: &str| support::web_page(&berth, path, "root", ROOT_PASSWORD);
     let big = "/groups/big/-/container_registries";
     let html = page(big);
     assert_eq!(

@@ -980,3 +980,19 @@ pub fn web_session(
     );
     set_cookie(&r, "berth_session").expect("a session cookie")
 }
+
+/// A web page as a browser signed in as `username` sees it (status 200 asserted).
+pub fn web_page(b: &Berth, path: &str, username: &str, password: &str) -> String {
+    let browser = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let session = web_session(b, &browser, username, password);
+    let page = browser
+        .get(format!("{}{path}", b.url))
+        .header("cookie", format!("berth_session={session}"))
+        .send()
+        .expect("web page");
+    assert_eq!(page.status(), 200, "{path}");
+    page.text().expect("page text")
+}
