@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use berth_oci::Digest;
 use sqlx::Row;
 
-use super::{lock_paths_shared, retry_deadlocks, Conn, Db, DbKind, DbRow, CONCURRENT_WRITERS};
+use super::{lock_paths_shared, retry_deadlocks, Conn, Db, DbRow, CONCURRENT_WRITERS};
 use crate::common::digest;
 use crate::{
     Actor, ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
@@ -95,25 +95,6 @@ pub(super) async fn record_blob(conn: &mut Conn, d: &Digest, size: u64, now: i64
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// A transaction for an upload session's own row. On PostgreSQL its commit does not
-/// wait for the WAL to reach the disk (`synchronous_commit = off`): a single-request
-/// upload committed three times (session created, blob linked, session removed), and
-/// each wait for the flush after a large blob's own `fsync` cost milliseconds. Losing
-/// such a commit in a crash is harmless: a session row lost leaves stray upload files,
-/// which the upload sweep removes (the client starts over, as after any crash); a
-/// removal lost brings back a row whose files are gone, which expires. The blob's link
-/// still commits durably before the client is answered, and a durable commit flushes
-/// every earlier one with it.
-async fn upload_tx(db: &Db) -> Result<crate::cache::WriteTx<DbKind>> {
-    let mut tx = db.write_tx().await?;
-    if CONCURRENT_WRITERS {
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(tx)
 }
 
 /// The id of an existing repository, locked for the transaction (PostgreSQL).
@@ -672,7 +653,6 @@ impl RegistryMeta for Db {
     }
 
     async fn create_upload(&self, u: &Upload) -> Result<()> {
-        let mut tx = upload_tx(self).await?;
         sqlx::query(
             "INSERT INTO uploads (id, repository_path, created_at, updated_at, created_by) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -682,9 +662,8 @@ impl RegistryMeta for Db {
         .bind(u.created_at)
         .bind(u.updated_at)
         .bind(&u.created_by)
-        .execute(&mut *tx)
+        .execute(self.writer())
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -697,23 +676,19 @@ impl RegistryMeta for Db {
     }
 
     async fn touch_upload(&self, id: &str, now: i64) -> Result<()> {
-        let mut tx = upload_tx(self).await?;
         sqlx::query("UPDATE uploads SET updated_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(self.writer())
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn delete_upload(&self, id: &str) -> Result<()> {
-        let mut tx = upload_tx(self).await?;
         sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
-            .execute(&mut *tx)
+            .execute(self.writer())
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
