@@ -19,7 +19,7 @@ use crate::gc::{gc_hour, BlobRecord, GcFreed, GcMeta, ManifestReview, SweepRepor
 use crate::Result;
 
 use super::registry::lock_repo;
-use super::{retry_deadlocks, Conn, Db, DbRow, CONCURRENT_WRITERS};
+use super::{retry_deadlocks, Conn, Db, DbKind, DbRow, CONCURRENT_WRITERS};
 
 /// Delete a blob's metadata and record its bytes as pending deletion.
 pub(super) async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
@@ -153,6 +153,24 @@ async fn review_manifest_chunk(
         Ok(outcomes)
     })
     .await
+}
+
+/// The keys of up to `limit` items of review `queue` due at `before`, oldest first.
+/// SQLite lists (one node); PostgreSQL lists and claims them, a write.
+async fn due<T>(db: &Db, queue: &str, key: &str, before: i64, limit: i64) -> Result<Vec<T>>
+where
+    T: for<'r> sqlx::Decode<'r, DbKind> + sqlx::Type<DbKind> + Send + Unpin,
+{
+    let sql = pick!(
+        sqlite: format!(
+            "SELECT {key} FROM {queue} WHERE queued_at <= $1 ORDER BY queued_at LIMIT $2"
+        ),
+        postgres: super::claim_sql(queue, key),
+    );
+    let q = sqlx::query_scalar::<_, T>(&sql).bind(before).bind(limit);
+    Ok(pick!(sqlite: q, postgres: q.bind(super::CLAIM_MS))
+        .fetch_all(pick!(sqlite: db.reader(), postgres: db.writer()))
+        .await?)
 }
 
 /// One manifest's review inside a batch's transaction, its repository already locked.
@@ -296,16 +314,7 @@ async fn remove_unreferenced(tx: &mut Conn, digests: &[String]) -> Result<Vec<Bl
 #[async_trait]
 impl GcMeta for Db {
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>> {
-        // SQLite lists (one node); PostgreSQL lists and claims, a write.
-        let sql = pick!(
-            sqlite: "SELECT manifest_id FROM gc_manifest_review_queue WHERE queued_at <= $1 \
-                     ORDER BY queued_at LIMIT $2",
-            postgres: &super::claim_sql("gc_manifest_review_queue", "manifest_id"),
-        );
-        let q = sqlx::query_scalar(sql).bind(before).bind(limit);
-        Ok(pick!(sqlite: q, postgres: q.bind(super::CLAIM_MS))
-            .fetch_all(pick!(sqlite: self.reader(), postgres: self.writer()))
-            .await?)
+        due(self, "gc_manifest_review_queue", "manifest_id", before, limit).await
     }
 
     async fn review_manifests(
@@ -400,15 +409,7 @@ impl GcMeta for Db {
     }
 
     async fn due_blob_reviews(&self, before: i64, limit: i64) -> Result<Vec<Digest>> {
-        let sql = pick!(
-            sqlite: "SELECT digest FROM gc_blob_review_queue WHERE queued_at <= $1 \
-                     ORDER BY queued_at LIMIT $2",
-            postgres: &super::claim_sql("gc_blob_review_queue", "digest"),
-        );
-        let q = sqlx::query_scalar(sql).bind(before).bind(limit);
-        let rows: Vec<String> = pick!(sqlite: q, postgres: q.bind(super::CLAIM_MS))
-            .fetch_all(pick!(sqlite: self.reader(), postgres: self.writer()))
-            .await?;
+        let rows: Vec<String> = due(self, "gc_blob_review_queue", "digest", before, limit).await?;
         rows.into_iter().map(digest).collect()
     }
 
