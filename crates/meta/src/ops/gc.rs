@@ -225,7 +225,7 @@ async fn review_one_manifest(
 /// Review a page of distinct blobs (sorted) in one transaction; the removed ones.
 async fn review_blob_page(db: &Db, page: &[&str]) -> Result<Vec<BlobRecord>> {
     let marks = placeholders(page.len());
-    retry_deadlocks(|| {
+    let (removed, skipped) = retry_deadlocks(|| {
         let marks = &marks;
         async move {
             let mut tx = db.write_tx().await?;
@@ -271,10 +271,37 @@ async fn review_blob_page(db: &Db, page: &[&str]) -> Result<Vec<BlobRecord>> {
                 q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok(removed)
+            let skipped: Vec<&str> =
+                page.iter().copied().filter(|d| !reviewed.iter().any(|r| r == d)).collect();
+            Ok((removed, skipped))
         }
     })
-    .await
+    .await?;
+    if CONCURRENT_WRITERS {
+        release_skipped(db, &skipped).await?;
+    }
+    Ok(removed)
+}
+
+/// Give up this node's claim on blobs a review skipped (PostgreSQL): their claim was
+/// taken when they were listed, and a claim outlives the review, so without this they
+/// would wait out [`super::CLAIM_MS`] unreviewed. They are due again a review delay
+/// from now, as if queued again by whoever held them (which it may have done already).
+/// One statement each, after the review's commit: each waits for that holder while
+/// holding no other lock, so it cannot deadlock with a trigger queuing several blobs.
+async fn release_skipped(db: &Db, skipped: &[&str]) -> Result<()> {
+    for d in skipped {
+        sqlx::query(pick!(
+            sqlite: "UPDATE gc_blob_review_queue SET queued_at = \
+                     MAX(queued_at, CAST(unixepoch('subsec') * 1000 AS INTEGER)) WHERE digest = $1",
+            postgres: "UPDATE gc_blob_review_queue SET queued_at = GREATEST(queued_at, berth_now_ms()), \
+                       claimed_until = NULL, claimed_by = NULL WHERE digest = $1",
+        ))
+        .bind(*d)
+        .execute(db.writer())
+        .await?;
+    }
+    Ok(())
 }
 
 /// The digests `sql` selects, given `page` for its one list of digests.

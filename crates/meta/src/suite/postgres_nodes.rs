@@ -108,7 +108,8 @@ async fn an_upload_is_claimed_by_one_node_at_a_time() {
 
 /// A blob queued again (a manifest that referenced it deleted, in another
 /// transaction) while its review runs is either deleted by that review or
-/// left queued for the next one: never unreferenced and forgotten.
+/// left queued for the next one, and due for it (the review's claim given up):
+/// never unreferenced and forgotten, nor held back for a claim's lifetime.
 #[tokio::test]
 async fn a_blob_queued_again_during_its_review_is_not_forgotten() {
     let Some((_db, metas)) = nodes("requeued during review", 1).await else {
@@ -120,6 +121,9 @@ async fn a_blob_queued_again_during_its_review_is_not_forgotten() {
     m.put_manifest("g/p/app", &manifest("m", vec![layer.clone()]), Some("t"), 1)
         .await
         .unwrap();
+    // Listed for review, as a GC round does (on PostgreSQL this claims it).
+    let due = m.due_blob_reviews(i64::MAX, 10).await.unwrap();
+    assert!(due.contains(&layer), "not due: {due:?}");
     // The manifest's reference goes, in a transaction still open.
     let mut deleting = m.pool.begin().await.unwrap();
     sqlx::query("DELETE FROM manifest_blobs WHERE digest = $1")
@@ -159,6 +163,12 @@ async fn a_blob_queued_again_during_its_review_is_not_forgotten() {
         removed.is_some() || queued == 1,
         "the blob was neither deleted ({removed:?}) nor left queued ({queued})"
     );
+    if removed.is_none() {
+        let due = m.due_blob_reviews(i64::MAX, 10).await.unwrap();
+        assert!(due.contains(&layer), "left queued but claimed: {due:?}");
+        let removed = m.review_blobs(&due).await.unwrap();
+        assert_eq!(removed.len(), 1, "the next review keeps it: {removed:?}");
+    }
 }
 
 #[tokio::test]
