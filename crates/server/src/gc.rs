@@ -54,10 +54,6 @@ pub async fn blob_guard(
 /// Items reviewed per round, so one round never holds the writer for long.
 const REVIEW_BATCH: i64 = 200;
 
-/// Manifests reviewed in one transaction: their repositories stay locked (pushes to
-/// them wait) until it commits, so a few dozen, not a round's whole batch.
-const MANIFESTS_PER_TRANSACTION: usize = 50;
-
 /// Delete the bytes of blobs whose metadata is gone. Under the store's exclusive
 /// lock, each blob is re-checked: a push that made it live again in the meantime
 /// (publishing holds the shared lock) keeps it. Returns (blobs, bytes) deleted.
@@ -135,16 +131,15 @@ pub async fn review_due(
     // and queued again when that manifest goes.
     loop {
         let ids = meta.due_manifest_reviews(due_before, REVIEW_BATCH).await?;
-        for chunk in ids.chunks(MANIFESTS_PER_TRANSACTION) {
-            // A tag that left a manifest after `due_before` keeps it: the undo window.
-            let reviews = meta
-                .review_manifests(chunk, delete_untagged, due_before)
-                .await?;
-            stats.manifests_deleted += reviews
-                .iter()
-                .filter(|r| **r == ManifestReview::Deleted)
-                .count() as u64;
-        }
+        // A tag that left a manifest after `due_before` keeps it: the undo window.
+        // (The metadata store splits the batch into short transactions.)
+        let reviews = meta
+            .review_manifests(&ids, delete_untagged, due_before)
+            .await?;
+        stats.manifests_deleted += reviews
+            .iter()
+            .filter(|r| **r == ManifestReview::Deleted)
+            .count() as u64;
         let digests: Vec<Digest> = meta.due_blob_reviews(due_before, REVIEW_BATCH).await?;
         let removed = meta.review_blobs(&digests).await?;
         let (n, bytes) = delete_bytes(meta, store, &removed, true).await?;
