@@ -183,13 +183,22 @@ pub(crate) fn like_pattern(text: Option<&str>) -> Option<String> {
     Some(format!("%{escaped}%"))
 }
 
-/// The bytes of the layer blobs (not configs) of the `live` manifests, each blob once.
+/// Manifest `m` has a live tag: probed once per manifest in the tag index of live
+/// manifests (not a walk of every tag: a repository may hold 100,000 tags of one
+/// manifest, which as a join took 13 ms on SQLite and 256 ms for a project on
+/// PostgreSQL, against under a millisecond and 4 ms this way).
+pub(crate) const TAGGED: &str = "EXISTS (SELECT 1 FROM tags t \
+     WHERE t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+     AND t.deleted_at IS NULL)";
+
+/// The bytes of the layer blobs (not configs) of the `live(k, id)` manifests, each blob
+/// once per `k`: rows of `k` and its bytes (none for a `k` without layers).
 /// Driven from `live` to the manifests' layers to their blob rows: `CROSS JOIN` keeps
 /// that order in SQLite (PostgreSQL plans it as any join), whose planner otherwise
 /// may start from every blob or every manifest layer of the installation (0.2 to 5 s
 /// a repository with a million blobs, instead of a millisecond).
-pub(crate) const LIVE_LAYERS_SIZE: &str = "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) \
-     FROM (SELECT DISTINCT mb.digest FROM live CROSS JOIN manifests m \
+pub(crate) const LIVE_LAYERS_SIZES: &str = "SELECT layer.k, CAST(SUM(b.size) AS BIGINT) \
+     FROM (SELECT DISTINCT live.k, mb.digest FROM live CROSS JOIN manifests m \
        CROSS JOIN manifest_blobs mb WHERE m.id = live.id AND mb.manifest_id = m.id \
        AND (m.config_digest IS NULL OR mb.digest <> m.config_digest)) layer \
-     CROSS JOIN blobs b WHERE b.digest = layer.digest";
+     CROSS JOIN blobs b WHERE b.digest = layer.digest GROUP BY layer.k";

@@ -2,6 +2,8 @@
 //! projects, tags with their image's details, background repository deletion, cleanup
 //! policies, leases, and moving projects and groups with their repositories.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::org::{Namespace, Project, Window};
@@ -186,7 +188,16 @@ pub trait RepositoryMeta: Send + Sync {
     async fn repository_info(&self, id: i64) -> Result<Option<RepositoryInfo>>;
     /// Deduplicated bytes, GitLab's way: the unique layers of manifests reachable from
     /// live tags (directly or as index children).
-    async fn repository_size(&self, id: i64) -> Result<i64>;
+    async fn repository_size(&self, id: i64) -> Result<i64> {
+        Ok(self
+            .repository_sizes(&[id])
+            .await?
+            .get(&id)
+            .copied()
+            .unwrap_or(0))
+    }
+    /// [`Self::repository_size`] of each of `ids` (a page of a list), in one query.
+    async fn repository_sizes(&self, ids: &[i64]) -> Result<HashMap<i64, i64>>;
     /// Live tags, by name, with the total number of live tags for offset pages
     /// (keyset pages are not counted: the total is 0).
     async fn repository_tags(&self, id: i64, page: TagPage) -> Result<(Vec<TagInfo>, i64)>;

@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use berth_oci::Digest;
 use sqlx::Row;
 
-use crate::common::{digest, LIVE_LAYERS_SIZE};
+use crate::common::{digest, LIVE_LAYERS_SIZES, TAGGED};
 use crate::gc::{gc_hour, BlobRecord, GcFreed, GcMeta, ManifestReview, SweepReport};
 
 use crate::Result;
@@ -676,17 +676,18 @@ impl GcMeta for Db {
     async fn project_registry_size(&self, project_id: i64) -> Result<i64> {
         // GitLab's measure: unique layers of manifests reachable from live tags, here
         // across every repository of the project.
-        Ok(sqlx::query_scalar(&format!(
-            "WITH RECURSIVE live(id) AS ( \
-                SELECT m.id FROM manifests m \
-                JOIN tags t ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
-                JOIN repositories r ON r.id = m.repository_id \
-                WHERE r.project_id = $1 AND t.deleted_at IS NULL \
-                UNION SELECT c.child_id FROM manifest_references c JOIN live ON live.id = c.parent_id) \
-             {LIVE_LAYERS_SIZE}"
+        Ok(sqlx::query_as(&format!(
+            "WITH RECURSIVE live(k, id) AS ( \
+                SELECT r.project_id, m.id FROM repositories r \
+                JOIN manifests m ON m.repository_id = r.id \
+                WHERE r.project_id = $1 AND {TAGGED} \
+                UNION SELECT live.k, c.child_id FROM manifest_references c \
+                JOIN live ON live.id = c.parent_id) \
+             {LIVE_LAYERS_SIZES}"
         ))
         .bind(project_id)
-        .fetch_one(self.reader())
-        .await?)
+        .fetch_optional(self.reader())
+        .await?
+        .map_or(0, |(_, bytes): (i64, i64)| bytes))
     }
 }

@@ -42,6 +42,8 @@ async fn ensure_repo(conn: &mut Conn, path: &str, now: i64) -> Result<i64> {
     // under the exclusive side of this lock.
     lock_paths_shared(&mut *conn).await?;
     let mut project_id = None;
+    // The name lists show: the path below the project, or all of it for its root image.
+    let mut shown_name = path;
     for candidate in berth_core::paths::project_candidates(path) {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT id FROM projects WHERE lower(full_path) = $1")
@@ -50,17 +52,21 @@ async fn ensure_repo(conn: &mut Conn, path: &str, now: i64) -> Result<i64> {
                 .await?;
         if found.is_some() {
             project_id = found;
+            if let Some(below) = path.get(candidate.len() + 1..).filter(|b| !b.is_empty()) {
+                shown_name = below;
+            }
             break;
         }
     }
     let created: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO repositories (path, project_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO NOTHING RETURNING id",
+        "INSERT INTO repositories (path, project_id, created_at, updated_at, shown_name) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (path) DO NOTHING RETURNING id",
     )
     .bind(path)
     .bind(project_id)
     .bind(now)
     .bind(now)
+    .bind(shown_name)
     .fetch_optional(&mut *conn)
     .await?;
     match created {

@@ -136,6 +136,7 @@ macro_rules! meta_suite {
             repositories::repositories_of_pages_by_path_with_tag_counts,
             repositories::repositories_under_walk_a_group_by_path,
             repositories::search_repositories_filters_sorts_and_pages,
+            repositories::repository_names_and_counts_follow_moves_and_deletions,
             repositories::scheduled_deletion_hides_repository,
             repositories::tag_pages_offset_and_keyset,
             repositories::tag_details,

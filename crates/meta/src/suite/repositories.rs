@@ -326,6 +326,105 @@ pub(crate) async fn search_repositories_filters_sorts_and_pages(m: &dyn TestMeta
     assert_eq!(search(under, capped).await, (vec!["g/p1".into()], 3));
 }
 
+/// The name a list sorts by moves with a project's root image, and the totals (the
+/// projects' kept counts of live repositories) follow creation, scheduled and done
+/// deletions and moves, as a count of the rows would.
+pub(crate) async fn repository_names_and_counts_follow_moves_and_deletions(m: &dyn TestMeta) {
+    use crate::repositories::{RepoOrder, RepoQuery, RepoScope};
+    let g = group(m, "g", None).await;
+    let h = group(m, "h", None).await;
+    let p = project(m, g.id, "p1").await;
+    let q = project(m, g.id, "q").await;
+    for path in ["g/p1", "g/p1/gz", "g/p1/a", "g/q/b"] {
+        push(m, path, path, &[("cfg", 1)], None, Some("t"), 1).await;
+    }
+    let by_name = |first: i64, n: i64| RepoQuery {
+        order: RepoOrder::Name,
+        ..RepoQuery::by_path(window(first, n), 100)
+    };
+    let list = |scope: RepoScope<'static>, q: RepoQuery| async move {
+        let (page, total) = m.search_repositories(scope, &q).await.unwrap();
+        let paths: Vec<String> = page.into_iter().map(|r| r.path).collect();
+        (paths, total)
+    };
+    let under = |g: &'static str| RepoScope::Under {
+        group_path: g,
+        except: &[],
+    };
+    assert_eq!(
+        list(under("g"), by_name(0, 10)).await.0,
+        ["g/p1/a", "g/q/b", "g/p1", "g/p1/gz"]
+    );
+    // Totals of pages that do not end the list come from the kept counts.
+    assert_eq!(list(under("g"), by_name(0, 1)).await.1, 4);
+    let ids = Box::leak(Box::new([p.id]));
+    assert_eq!(list(RepoScope::Projects(ids), by_name(0, 1)).await.1, 3);
+    // The root image shows its whole path, which moves with the project.
+    m.move_project(p.id, h.id, "p1", "p1").await.unwrap();
+    assert_eq!(
+        list(under("h"), by_name(0, 10)).await,
+        (vec!["h/p1/a".into(), "h/p1/gz".into(), "h/p1".into()], 3)
+    );
+    assert_eq!(list(under("h"), by_name(0, 1)).await.1, 3);
+    assert_eq!(
+        list(under("g"), by_name(0, 1)).await,
+        (vec!["g/q/b".into()], 1)
+    );
+    // A repository scheduled for deletion leaves the count at once, and stays out
+    // when it is deleted.
+    let gz = repo_id(m, "h/p1/gz").await;
+    assert!(m.schedule_repository_delete(gz).await.unwrap());
+    assert_eq!(list(under("h"), by_name(0, 1)).await.1, 2);
+    m.delete_repository(gz, 2).await.unwrap();
+    let a = repo_id(m, "h/p1/a").await;
+    m.delete_repository(a, 2).await.unwrap();
+    assert_eq!(list(under("h"), by_name(0, 0)).await.1, 1);
+    // Deleting a project takes its repositories out of its group's total.
+    push(m, "g/q/c", "c", &[("cfg", 1)], None, Some("t"), 3).await;
+    assert_eq!(list(under("g"), by_name(0, 1)).await.1, 2);
+    assert!(m.delete_project(q.id, 4).await.unwrap());
+    assert_eq!(list(under("g"), by_name(0, 0)).await.1, 0);
+    // A scope of a thousand repositories and more, which SQLite walks by name: the
+    // same pages as a sort, either way round.
+    let big = group(m, "big", None).await;
+    project(m, big.id, "p").await;
+    let mut names: Vec<String> = vec!["big/p".into()];
+    m.link_blob("big/p", &blob("x"), 1, 5).await.unwrap();
+    for i in (0..1000).rev() {
+        let name = format!("r{:04}", i * 7 % 1000);
+        m.link_blob(&format!("big/p/{name}"), &blob("x"), 1, 5)
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    names.sort();
+    let shown = |paths: Vec<String>| -> Vec<String> {
+        paths
+            .into_iter()
+            .map(|p| p.strip_prefix("big/p/").map_or(p.clone(), str::to_string))
+            .collect()
+    };
+    for (first, n) in [(0, 20), (480, 20), (990, 20)] {
+        let (page, total) = list(under("big"), by_name(first, n)).await;
+        let end = (first + n).min(1001) as usize;
+        assert_eq!(shown(page), names[first as usize..end], "page at {first}");
+        assert_eq!(
+            total,
+            if end < 1001 { 101 } else { 1001 },
+            "total at {first}"
+        );
+    }
+    let (page, _) = list(
+        under("big"),
+        RepoQuery {
+            descending: true,
+            ..by_name(0, 3)
+        },
+    )
+    .await;
+    assert_eq!(shown(page), ["r0999", "r0998", "r0997"]);
+}
+
 pub(crate) async fn repositories_of_pages_by_path_with_tag_counts(m: &dyn TestMeta) {
     let g = group(m, "g", None).await;
     let p1 = project(m, g.id, "p1").await;
@@ -648,7 +747,7 @@ pub(crate) async fn repository_size_counts_shared_blobs_once(m: &dyn TestMeta) {
     // Linked but referenced by no manifest: not part of the size.
     m.link_blob("r", &blob("stray"), 5000, 1).await.unwrap();
     // Another repository with the same blobs and more.
-    push(
+    let three = push(
         m,
         "other",
         "three",
@@ -666,6 +765,14 @@ pub(crate) async fn repository_size_counts_shared_blobs_once(m: &dyn TestMeta) {
     assert_eq!(m.repository_size(id).await.unwrap(), 1000 + 100);
     let _ = (one, two);
     assert_eq!(m.repository_size(999).await.unwrap(), 0);
+    // A page's sizes in one call, each repository on its own: `other` counts `base`
+    // (its config here) not at all, though `r` counts it as a layer.
+    let other = repo_id(m, "other").await;
+    let sizes = m.repository_sizes(&[id, other, 999]).await.unwrap();
+    assert_eq!(sizes, [(id, 1100), (other, 0), (999, 0)].into());
+    tag(m, "other", &three, "t", 3).await;
+    let sizes = m.repository_sizes(&[other, id]).await.unwrap();
+    assert_eq!(sizes, [(id, 1100), (other, 9000)].into());
 }
 
 pub(crate) async fn delete_tags_keeps_manifests(m: &dyn TestMeta) {

@@ -3,6 +3,7 @@
 //! the viewer may see through the REST API's own checks and deletes or saves through
 //! the REST API's own functions.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::extract::{RawQuery, State};
@@ -235,21 +236,18 @@ struct RepoRow {
     delete_url: Option<String>,
 }
 
-async fn repo_row(
-    state: &AppState,
+/// A row of a registry list; `sizes` holds the page's repository sizes.
+fn repo_row(
     viewer: &Viewer,
     r: &RepositoryInfo,
     p: &Project,
     can_delete: bool,
-) -> Result<RepoRow, Response> {
-    let size = state
-        .meta
-        .repository_size(r.id)
-        .await
-        .map_err(|e| fail(viewer, e.into()))?;
+    sizes: &HashMap<i64, i64>,
+) -> RepoRow {
+    let size = sizes.get(&r.id).copied().unwrap_or(0);
     let name = api::registry::repository_name(r, p);
     let url = format!("{}/container_registry/{}", project_url(p), r.id);
-    Ok(RepoRow {
+    RepoRow {
         id: r.id,
         name: if name.is_empty() {
             r.path.clone()
@@ -265,7 +263,16 @@ async fn repo_row(
         updated: when(r.updated_at),
         delete_url: can_delete.then(|| format!("{url}/delete")),
         url,
-    })
+    }
+}
+
+/// The sizes of a page's repositories, in one query.
+async fn page_sizes(
+    state: &AppState,
+    page: &[RepositoryInfo],
+) -> Result<HashMap<i64, i64>, ApiError> {
+    let ids: Vec<i64> = page.iter().map(|r| r.id).collect();
+    Ok(state.meta.repository_sizes(&ids).await?)
 }
 
 /// The repositories a list state asks for: `name` orders by the name shown, which on a
@@ -403,13 +410,14 @@ pub async fn project_registry(
         Ok(any) => any,
         Err(e) => return fail(viewer, e),
     };
-    let mut rows = Vec::with_capacity(page.len());
-    for r in &page {
-        match repo_row(state, viewer, r, &p, actions.delete).await {
-            Ok(row) => rows.push(row),
-            Err(resp) => return resp,
-        }
-    }
+    let sizes = match page_sizes(state, &page).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e),
+    };
+    let rows: Vec<RepoRow> = page
+        .iter()
+        .map(|r| repo_row(viewer, r, &p, actions.delete, &sizes))
+        .collect();
     let here = format!("{}/container_registry", project_url(&p));
     let host = registry_host(viewer);
     let image = format!("{host}/{}", p.full_path.to_ascii_lowercase());
@@ -484,15 +492,17 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
         Ok(any) => any,
         Err(e) => return fail(viewer, e),
     };
-    let mut rows = Vec::with_capacity(page.len());
-    for r in &page {
-        if let Some((p, a)) = r.project_id.and_then(|id| projects.get(&id)) {
-            match repo_row(state, viewer, r, p, a.delete).await {
-                Ok(row) => rows.push(row),
-                Err(resp) => return resp,
-            }
-        }
-    }
+    let sizes = match page_sizes(state, &page).await {
+        Ok(x) => x,
+        Err(e) => return fail(viewer, e),
+    };
+    let rows: Vec<RepoRow> = page
+        .iter()
+        .filter_map(|r| {
+            let (p, a) = r.project_id.and_then(|id| projects.get(&id))?;
+            Some(repo_row(viewer, r, p, a.delete, &sizes))
+        })
+        .collect();
     let here = format!("/groups/{}/-/container_registries", g.full_path);
     // Deduplicated per project, as GitLab sums a group's registry: a walk of each
     // project's live manifests, so not for a group of more than STORAGE_PROJECTS.
