@@ -128,8 +128,8 @@ def fill_sql(d, projects, repos, cleanup_tags):
                'scale/p' || {d.pad('n.i', 4)}, {BASE} + n.i
         FROM n WHERE n.i > 0""",
         f"""{W} {d.nums(repos)}
-        INSERT INTO repositories (path, project_id, created_at, updated_at)
-        SELECT {rpath}, p.id, {BASE} + n.i, {BASE} + n.i
+        INSERT INTO repositories (path, project_id, created_at, updated_at, shown_name)
+        SELECT {rpath}, p.id, {BASE} + n.i, {BASE} + n.i, 'r' || {d.pad('n.i % ' + str(per), 3)}
         FROM n JOIN projects p ON lower(p.full_path) = lower('scale/p' || {d.pad('n.i / ' + str(per), 4)})""",
         f"""{W} {d.nums(repos * 10)}
         INSERT INTO blobs (digest, size, created_at)
@@ -152,8 +152,8 @@ def fill_sql(d, projects, repos, cleanup_tags):
         FROM manifests m JOIN repositories r ON r.id = m.repository_id
         WHERE {ours} AND {idx} % 10 <> 9""",
         # The cleanup repository: one manifest (on blob 0), many tags.
-        f"""INSERT INTO repositories (path, project_id, created_at, updated_at)
-        SELECT 'scale/p0000/cleanup', id, {BASE - 1}, {BASE - 1} FROM projects
+        f"""INSERT INTO repositories (path, project_id, created_at, updated_at, shown_name)
+        SELECT 'scale/p0000/cleanup', id, {BASE - 1}, {BASE - 1}, 'cleanup' FROM projects
         WHERE full_path = 'scale/p0000'""",
         f"""INSERT INTO repository_blobs (repository_id, digest, created_at)
         SELECT id, {d.digest('0')}, {BASE} FROM repositories WHERE path = 'scale/p0000/cleanup'""",

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use super::run;
@@ -43,6 +44,36 @@ pub fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Docker engines running at once in one test process, at most: each builds and
+/// stores images on the vfs driver (a full copy per layer), which on two cores is
+/// what a test binary can take beside its other tests.
+const DAEMONS_AT_ONCE: usize = 2;
+
+static DAEMONS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A place among the [`DAEMONS_AT_ONCE`], given back when dropped.
+struct DaemonSlot;
+
+impl DaemonSlot {
+    fn take() -> DaemonSlot {
+        let (count, freed) = &DAEMONS;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= DAEMONS_AT_ONCE {
+            n = freed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        DaemonSlot
+    }
+}
+
+impl Drop for DaemonSlot {
+    fn drop(&mut self) {
+        let (count, freed) = &DAEMONS;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
 /// A dockerd of this test's own, with the client configuration (`DOCKER_CONFIG`,
 /// where `docker login` keeps credentials) in the same temporary directory.
 pub struct Dockerd {
@@ -50,6 +81,8 @@ pub struct Dockerd {
     pub host: String,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
+    // Last: given back once the daemon has stopped (`Drop` runs before the fields).
+    _slot: DaemonSlot,
 }
 
 impl Dockerd {
@@ -57,6 +90,7 @@ impl Dockerd {
         if !daemons_available(&["dockerd", "docker"]) {
             return None;
         }
+        let slot = DaemonSlot::take();
         let dir = tempfile::tempdir().expect("temp dir");
         let sock = dir.path().join("docker.sock");
         let host = format!("unix://{}", sock.display());
@@ -85,6 +119,7 @@ impl Dockerd {
             host,
             config: dir.path().join("config"),
             dir,
+            _slot: slot,
         };
         super::eventually(Duration::from_secs(60), "dockerd to answer", || {
             d.docker()
