@@ -230,15 +230,14 @@ impl RepositoryMeta for Db {
         // One read transaction, so the page and the total see the same snapshot.
         let mut tx = self.read_tx().await?;
         // Unfiltered, the total is the projects' kept counts: no walk of the scope.
-        let kept_total = if filtered {
+        let kept = if filtered {
             None
         } else {
             let sql = format!(
                 "SELECT CAST(COALESCE(SUM(p.live_repositories), 0) AS BIGINT) \
                  FROM projects p WHERE {projects}"
             );
-            let n: i64 = bind_args(&sql, &args).fetch_one(&mut *tx).await?.get(0);
-            Some(n.min(limit_count))
+            Some(bind_args(&sql, &args).fetch_one(&mut *tx).await?.get::<i64, _>(0))
         };
         let key = match query.order {
             RepoOrder::Path => "x.path",
@@ -246,8 +245,16 @@ impl RepositoryMeta for Db {
             RepoOrder::Updated => "x.updated_at",
             RepoOrder::Name => "x.shown_name",
         };
-        let dir = if query.descending { " DESC" } else { "" };
         let (limit, offset) = (query.window.limit.max(0), query.window.offset.max(0));
+        // A page past the middle of a list of known length is read from its end, the
+        // other way round: an offset walks every entry before it (the last of 1,001
+        // pages of a group's 100,001 repositories took 21 ms that way).
+        let (mut take, mut skip, mut backwards) = (limit, offset, false);
+        if let Some(n) = kept.filter(|n| offset > n / 2) {
+            let end = offset.saturating_add(limit).min(n);
+            (take, skip, backwards) = ((end - offset).max(0), n - end, true);
+        }
+        let dir = if query.descending != backwards { " DESC" } else { "" };
         // A large scope in name order may walk the index of names, skipping what is
         // not in scope, instead of sorting the scope's every repository (32 ms on
         // SQLite for 100,000). PostgreSQL's planner weighs that from its statistics;
@@ -256,13 +263,13 @@ impl RepositoryMeta for Db {
         // the ids given out) are fewer than four times the entries a sort would take.
         let mut from = "repositories x";
         if let (Some(n), RepoOrder::Name, true) =
-            (kept_total, query.order, pick!(sqlite: true, postgres: false))
+            (kept, query.order, pick!(sqlite: true, postgres: false))
         {
             if n >= 1000 {
                 let ids: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM repositories")
                     .fetch_one(&mut *tx)
                     .await?;
-                let walked = (offset.saturating_add(limit) as f64) * (ids as f64) / (n as f64);
+                let walked = (skip.saturating_add(take) as f64) * (ids as f64) / (n as f64);
                 if walked <= 4.0 * n as f64 {
                     from = "repositories x INDEXED BY repositories_live_name";
                 }
@@ -283,16 +290,27 @@ impl RepositoryMeta for Db {
             "SELECT COUNT(*) FROM (SELECT 1 FROM repositories x WHERE {filter} \
              LIMIT {l} OFFSET {o}) c"
         );
-        let rows = bind_args(&page_sql, &args)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut rows = if take > 0 || !backwards {
+            bind_args(&page_sql, &args)
+                .bind(take)
+                .bind(skip)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            Vec::new()
+        };
+        if backwards {
+            rows.reverse();
+        }
         // A page that ends the list says how long it is; otherwise count (up to the cap).
-        let total = if !rows.is_empty() && (rows.len() as i64) < limit {
+        let total = if let Some(n) = kept {
+            if offset < n && offset.saturating_add(limit) >= n {
+                n
+            } else {
+                n.min(limit_count)
+            }
+        } else if !rows.is_empty() && (rows.len() as i64) < limit {
             offset.saturating_add(rows.len() as i64)
-        } else if let Some(n) = kept_total {
-            n
         } else {
             bind_args(&count_sql, &args)
                 .bind(limit_count)

@@ -404,15 +404,30 @@ pub(crate) async fn repository_names_and_counts_follow_moves_and_deletions(m: &d
             .map(|p| p.strip_prefix("big/p/").map_or(p.clone(), str::to_string))
             .collect()
     };
-    for (first, n) in [(0, 20), (480, 20), (990, 20)] {
-        let (page, total) = list(under("big"), by_name(first, n)).await;
-        let end = (first + n).min(1001) as usize;
-        assert_eq!(shown(page), names[first as usize..end], "page at {first}");
-        assert_eq!(
-            total,
-            if end < 1001 { 101 } else { 1001 },
-            "total at {first}"
-        );
+    // Pages past the middle are read from the end (the total is known): the same.
+    // Only a page that ends the list knows its length past the count's cap.
+    let reversed: Vec<String> = names.iter().rev().cloned().collect();
+    for descending in [false, true] {
+        let expected = if descending { &reversed } else { &names };
+        for (first, n) in [
+            (0, 20),
+            (480, 20),
+            (501, 20),
+            (990, 20),
+            (1000, 5),
+            (1001, 5),
+        ] {
+            let q = RepoQuery {
+                descending,
+                ..by_name(first, n)
+            };
+            let (page, total) = list(under("big"), q).await;
+            let end = (first + n).min(1001) as usize;
+            let at = format!("page at {first}, descending: {descending}");
+            assert_eq!(shown(page), expected[first.min(1001) as usize..end], "{at}");
+            let ends = first < 1001 && end == 1001;
+            assert_eq!(total, if ends { 1001 } else { 101 }, "total of {at}");
+        }
     }
     let (page, _) = list(
         under("big"),
