@@ -183,6 +183,14 @@ pub(crate) fn like_pattern(text: Option<&str>) -> Option<String> {
     Some(format!("%{escaped}%"))
 }
 
+/// `$1, $2, …, $n`: the marks of a list of `n` bound values.
+pub(crate) fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Manifest `m` has a live tag: probed once per manifest in the tag index of live
 /// manifests (not a walk of every tag: a repository may hold 100,000 tags of one
 /// manifest, which as a join took 13 ms on SQLite and 256 ms for a project on

@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use berth_oci::Digest;
 use sqlx::Row;
 
-use crate::common::{digest, LIVE_LAYERS_SIZES, TAGGED};
+use crate::common::{digest, placeholders, LIVE_LAYERS_SIZES, TAGGED};
 use crate::gc::{gc_hour, BlobRecord, GcFreed, GcMeta, ManifestReview, SweepReport};
 
 use crate::Result;
@@ -92,11 +92,6 @@ async fn manifest_needed(
 /// Rows of `digest, size`.
 /// Digests bound in one statement at most (well under both databases' limits).
 const DIGEST_PAGE: usize = 500;
-
-/// `$1, $2, …, $n`.
-fn placeholders(n: usize) -> String {
-    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
 
 fn blob_record(r: DbRow) -> Result<BlobRecord> {
     Ok(BlobRecord { digest: digest(r.get(0))?, size: r.get(1) })
@@ -277,13 +272,12 @@ async fn review_blob_page(db: &Db, page: &[&str]) -> Result<Vec<BlobRecord>> {
         }
     })
     .await?;
-    if CONCURRENT_WRITERS {
-        release_skipped(db, &skipped).await?;
-    }
+    release_skipped(db, &skipped).await?;
     Ok(removed)
 }
 
-/// Give up this node's claim on blobs a review skipped (PostgreSQL): their claim was
+/// Give up this node's claim on blobs a review skipped (PostgreSQL; SQLite's single
+/// writer never skips, so `skipped` is empty there and the loop does nothing): their claim was
 /// taken when they were listed, and a claim outlives the review, so without this they
 /// would wait out [`super::CLAIM_MS`] unreviewed. They are due again a review delay
 /// from now, as if queued again by whoever held them (which it may have done already).

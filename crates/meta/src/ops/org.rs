@@ -493,8 +493,7 @@ impl OrgMeta for Db {
     async fn projects_by_ids(&self, ids: &[i64]) -> Result<Vec<Project>> {
         let mut out = Vec::with_capacity(ids.len());
         for page in ids.chunks(500) {
-            let marks: Vec<String> = (1..=page.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("{PROJECT_SELECT} WHERE p.id IN ({})", marks.join(", "));
+            let sql = format!("{PROJECT_SELECT} WHERE p.id IN ({})", placeholders(page.len()));
             let mut q = sqlx::query(&sql);
             for id in page {
                 q = q.bind(*id);
@@ -515,10 +514,9 @@ impl OrgMeta for Db {
         }
         // lower() of a COLLATE "C" column folds ASCII only, as to_ascii_lowercase does.
         let lowered: Vec<String> = candidates.iter().map(|c| c.to_ascii_lowercase()).collect();
-        let marks: Vec<String> = (1..=lowered.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "{PROJECT_SELECT} WHERE lower(p.full_path) IN ({})",
-            marks.join(", ")
+            placeholders(lowered.len())
         );
         let mut q = sqlx::query(&sql);
         for c in &lowered {

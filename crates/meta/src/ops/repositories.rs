@@ -35,14 +35,13 @@ const RENAMED: &str = "shown_name = CASE WHEN shown_name = path \
 /// layers): the unique layers of the manifests reachable from its live tags (directly
 /// or as index children).
 fn repository_sizes_sql(ids: usize) -> String {
-    let marks: Vec<String> = (1..=ids).map(|i| format!("${i}")).collect();
     format!(
         "WITH RECURSIVE live(k, id) AS ( \
          SELECT m.repository_id, m.id FROM manifests m \
          WHERE m.repository_id IN ({}) AND {TAGGED} \
          UNION SELECT live.k, r.child_id FROM manifest_references r \
          JOIN live ON live.id = r.parent_id) {LIVE_LAYERS_SIZES}",
-        marks.join(", ")
+        placeholders(ids)
     )
 }
 
