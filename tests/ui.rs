@@ -722,8 +722,10 @@ fn self_service_in_a_real_browser() {
     if !browser_tools() {
         return;
     }
-    // A short review delay, so the admin area has garbage collection to show.
-    let berth = Berth::start_with(&[], &[("BERTH_GC_REVIEW_DELAY", "2s")]);
+    // A short review delay, so the admin area has garbage collection to show; but
+    // longer than any gap between a blob and its manifest in the pushes below on a
+    // busy machine (with 2 s, a push on three nodes lost its layer to a review).
+    let berth = Berth::start_with(&[], &[("BERTH_GC_REVIEW_DELAY", "10s")]);
     let tmp = tempfile::tempdir().unwrap();
     let alice_first_pw = "chosen-by-root-1";
     let alice_pw = "alice-password-1";

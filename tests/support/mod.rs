@@ -632,6 +632,10 @@ pub fn run(cmd: &mut Command) -> String {
 /// Poll `f` until it returns `Some`, or panic after `timeout`.
 pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
+    // Soon at first, then less often: a long wait (a token's leeway, a GC delay) asks
+    // the server a few times a second, not twenty, which on two busy cores is time
+    // the other tests need.
+    let mut pause = Duration::from_millis(50);
     loop {
         if let Some(v) = f() {
             return v;
@@ -639,7 +643,8 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         if Instant::now() > deadline {
             panic!("timed out waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause);
+        pause = (pause * 3 / 2).min(Duration::from_millis(500));
     }
 }
 
