@@ -15,7 +15,7 @@ printed whole when it ends; a summary of every job's time and result closes the 
 --pass and --test keep only those passes and test binaries (`unittests` names the
 crates' own unit-test binaries), --skip-pass leaves a pass out; TEST-ARGS go to every
 test binary (a name filter, --nocapture, ...). BERTH_TEST_JOBS sets the jobs at once (default 3),
-RUST_TEST_THREADS the tests at once in each job (default 3).
+RUST_TEST_THREADS the tests at once in each job (default 2).
 Standard library only.
 """
 
@@ -153,7 +153,7 @@ def main():
         argv, test_args = argv[:i], argv[i + 1:]
     a = ap.parse_args(argv)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    threads = os.environ.get("RUST_TEST_THREADS", "3")
+    threads = os.environ.get("RUST_TEST_THREADS", "2")
 
     binaries = build(root)
     known = {b[0] for b in binaries} | {"unittests"}
