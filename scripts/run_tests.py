@@ -15,13 +15,15 @@ printed whole when it ends; a summary of every job's time and result closes the 
 --pass and --test keep only those passes and test binaries (`unittests` names the
 crates' own unit-test binaries), --skip-pass leaves a pass out; TEST-ARGS go to every
 test binary (a name filter, --nocapture, ...). BERTH_TEST_JOBS sets the jobs at once (default 3),
-RUST_TEST_THREADS the tests at once in each job (default 2).
+RUST_TEST_THREADS the tests at once in each job (default 2), BERTH_TEST_JOB_TIMEOUT
+the seconds after which a job is stopped as failed (default 1200).
 Standard library only.
 """
 
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,6 +90,11 @@ EXPECTED = {
 PG_SERVERS = 12
 
 
+# A job still running after this long is stopped and counts as failed (its output so
+# far is printed). The longest took about 250 s with the machine fully busy.
+JOB_TIMEOUT = int(os.environ.get("BERTH_TEST_JOB_TIMEOUT", "1200"))
+
+
 def pg_servers(pass_name, name, threads):
     nodes = {"postgres": 1, "nodes": 3}.get(pass_name)
     if nodes is None:  # the first pass: the tests that create PostgreSQL databases
@@ -127,9 +134,18 @@ class Job:
     def start(self):
         self.log = tempfile.TemporaryFile(mode="w+b")
         self.started = time.monotonic()
+        # A session of its own, so that stopping it stops what its tests started.
         self.proc = subprocess.Popen([self.exe, *self.args], cwd=self.cwd,
                                      env={**os.environ, **self.env}, stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
     def output(self):
         self.log.seek(0)
@@ -192,6 +208,12 @@ def main():
                     running.append(job)
                     pg_free -= job.pg
             time.sleep(0.2)
+            for job in running:
+                if job.proc.poll() is None and time.monotonic() - job.started > JOB_TIMEOUT:
+                    # A hung job would hold CI until its own limit, saying nothing.
+                    print(f"\n==> {job.id}: still running after {JOB_TIMEOUT} s; killing it",
+                          flush=True)
+                    job.kill()
             for job in [j for j in running if j.proc.poll() is not None]:
                 running.remove(job)
                 job.seconds = time.monotonic() - job.started
@@ -203,7 +225,7 @@ def main():
                       flush=True)
     except KeyboardInterrupt:
         for job in running:
-            job.proc.kill()
+            job.kill()
         raise
 
     failed = [j for j in done if j.proc.returncode != 0]
