@@ -185,7 +185,8 @@ def main():
         for name, exe, cwd, e2e in binaries:
             if names is not None and name not in names:
                 continue
-            if a.tests and name not in a.tests and (e2e or "unittests" not in a.tests):
+            chosen = name in a.tests or (not e2e and "unittests" in a.tests)
+            if a.tests and not chosen:
                 continue
             args = [*skip_args, f"--test-threads={threads}", *test_args]
             pg = min(pg_servers(pass_name, name, int(threads)), PG_SERVERS)
@@ -199,7 +200,7 @@ def main():
     try:
         while waiting or running:
             pg_free = PG_SERVERS - sum(j.pg for j in running)
-            for job in [j for j in waiting if j.pg <= pg_free]:
+            for job in list(waiting):
                 if len(running) == a.jobs:
                     break
                 if job.pg <= pg_free:
