@@ -105,6 +105,7 @@ impl PgMeta {
         let locks = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(0)
+            .after_connect(|conn, _| Box::pin(crate::postgres_locks::keep_alive(conn)))
             .connect_lazy_with(opts.clone());
         let claims = crate::postgres_locks::UploadClaims::new(opts);
         Ok(PgMeta {
