@@ -18,10 +18,19 @@
 //!   that wrote has appended before it exits.
 //! - PostgreSQL (other nodes, other commands): triggers on `repositories`,
 //!   `manifests` and `tags` send `NOTIFY berth_content` (delivered at commit); each
-//!   node listens and bumps its generation on every notification. While the listener
-//!   is not connected the cache is not used at all. The bound on serving a tag moved
-//!   elsewhere is therefore the notification's delivery (milliseconds on a LAN), and
-//!   [`MAX_AGE`] bounds it whatever happens to the listener.
+//!   node listens. A change to manifests or tags names the paths of the repositories
+//!   it touched, and the node bumps only their generations (below); anything else
+//!   (a path changed, a repository came or went, too many repositories for one
+//!   notification, a payload it cannot read) bumps the process's generation. While
+//!   the listener is not connected the cache is not used at all. The bound on serving
+//!   a tag moved elsewhere is therefore the notification's delivery (milliseconds on
+//!   a LAN), and [`MAX_AGE`] bounds it whatever happens to the listener.
+//!
+//! Repository generations: [`BUCKETS`] counters, a repository's path hashed to one of
+//! them. An entry is read under its repository's counter as well, so a change made
+//! elsewhere to one repository leaves the other repositories' entries (but for the
+//! few sharing its counter) in place: with many nodes, each node's cache is emptied
+//! by its own writes only, not by everyone's.
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -42,6 +51,8 @@ pub const MAX_AGE: Duration = Duration::from_secs(5);
 const MAX_PAYLOAD: usize = 64 * 1024;
 /// Payload bytes held at most; the cache is emptied when it would grow beyond.
 const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Repository generations kept (each a counter several repositories may share).
+const BUCKETS: usize = 4096;
 /// The change file is truncated when it reaches this length (a change all the same).
 const CHANGES_MAX_LEN: u64 = 1024 * 1024;
 
@@ -55,6 +66,8 @@ struct Entry {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     generation: u64,
+    /// The generation of the entry's repository (its bucket's).
+    repository: u64,
     /// SQLite: the change file's length.
     changes: u64,
 }
@@ -72,8 +85,12 @@ enum External {
 
 pub(crate) struct ContentCache {
     generation: AtomicU64,
+    /// Repository generations, [`BUCKETS`] of them (see the module's documentation).
+    repositories: Box<[AtomicU64]>,
     external: External,
     entries: Mutex<Entries>,
+    /// Lookups answered from the cache, for tests and measurements.
+    hits: AtomicU64,
 }
 
 #[derive(Default)]
@@ -96,28 +113,41 @@ impl ContentCache {
     pub(crate) fn sqlite(database: &std::path::Path) -> Arc<Self> {
         let mut changes = database.as_os_str().to_owned();
         changes.push("-changes");
-        Arc::new(ContentCache {
-            generation: AtomicU64::new(0),
-            external: External::ChangeFile(PathBuf::from(changes)),
-            entries: Mutex::default(),
-        })
+        Arc::new(ContentCache::with(External::ChangeFile(PathBuf::from(
+            changes,
+        ))))
     }
 
     /// For PostgreSQL: unusable until [`ContentCache::listening`] says otherwise.
     pub(crate) fn postgres() -> Arc<Self> {
-        Arc::new(ContentCache {
-            generation: AtomicU64::new(0),
-            external: External::Notify {
-                listening: AtomicBool::new(false),
-                started: AtomicBool::new(false),
-            },
-            entries: Mutex::default(),
-        })
+        Arc::new(ContentCache::with(External::Notify {
+            listening: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+        }))
     }
 
-    /// The current stamp, or `None` when the cache may not be used now.
-    pub(crate) fn stamp(&self) -> Option<Stamp> {
+    fn with(external: External) -> Self {
+        ContentCache {
+            generation: AtomicU64::new(0),
+            repositories: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            external,
+            entries: Mutex::default(),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    fn bucket(&self, repository: &str) -> &AtomicU64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        repository.hash(&mut h);
+        &self.repositories[(h.finish() % BUCKETS as u64) as usize]
+    }
+
+    /// The current stamp for an entry of `repository`, or `None` when the cache may
+    /// not be used now.
+    pub(crate) fn stamp(&self, repository: &str) -> Option<Stamp> {
         let generation = self.generation.load(Ordering::Acquire);
+        let repository = self.bucket(repository).load(Ordering::Acquire);
         let changes = match &self.external {
             External::ChangeFile(path) => match std::fs::metadata(path) {
                 Ok(m) => m.len(),
@@ -134,6 +164,7 @@ impl ContentCache {
         };
         Some(Stamp {
             generation,
+            repository,
             changes,
         })
     }
@@ -160,9 +191,22 @@ impl ContentCache {
         }
     }
 
-    /// Something else (a notification) says the content changed.
-    pub(crate) fn changed_elsewhere(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// A notification says the content changed elsewhere: in the repositories whose
+    /// paths `payload` lists, one a line, or, when it is empty, anywhere.
+    pub(crate) fn changed_elsewhere(&self, payload: &str) {
+        if payload.is_empty() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        for repository in payload.split('\n') {
+            self.bucket(repository).fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Lookups answered from the cache so far.
+    #[allow(dead_code)] // read by tests and benchmarks
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
     }
 
     /// This process wrote (committed, or gave up on) something: every entry is stale.
@@ -193,10 +237,14 @@ impl ContentCache {
     }
 
     pub(crate) fn get(&self, repository: &str, key: &str) -> Option<StoredManifest> {
-        let stamp = self.stamp()?;
+        let stamp = self.stamp(repository)?;
         let entries = self.entries.lock().ok()?;
         let e = entries.map.get(&entry_key(repository, key))?;
-        (e.stamp == stamp && e.read_at.elapsed() < MAX_AGE).then(|| e.manifest.clone())
+        let hit = (e.stamp == stamp && e.read_at.elapsed() < MAX_AGE).then(|| e.manifest.clone());
+        if hit.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
     }
 
     pub(crate) fn put(&self, repository: &str, key: &str, stamp: Stamp, manifest: &StoredManifest) {
@@ -365,5 +413,74 @@ where
         'c: 'e,
     {
         self.pool.describe(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(text: &str) -> StoredManifest {
+        StoredManifest {
+            digest: berth_oci::Digest::sha256_of(text.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            payload: bytes::Bytes::copy_from_slice(text.as_bytes()),
+        }
+    }
+
+    /// A cache as a listening PostgreSQL node has it, holding `p/a:t` and `p/b:t`.
+    fn holding_two() -> Arc<ContentCache> {
+        let cache = ContentCache::postgres();
+        cache.listening(true);
+        for repository in ["p/a", "p/b"] {
+            let stamp = cache.stamp(repository).expect("listening");
+            cache.put(repository, "t", stamp, &stored(repository));
+        }
+        assert!(cache.get("p/a", "t").is_some() && cache.get("p/b", "t").is_some());
+        cache
+    }
+
+    #[test]
+    fn a_change_elsewhere_to_one_repository_leaves_the_others_cached() {
+        let cache = holding_two();
+        assert!(
+            !std::ptr::eq(cache.bucket("p/a"), cache.bucket("p/b")),
+            "the two test repositories share a counter; pick other names"
+        );
+        cache.changed_elsewhere("p/a");
+        assert!(cache.get("p/a", "t").is_none(), "p/a changed");
+        assert_eq!(cache.get("p/b", "t").map(|m| m.payload), Some("p/b".into()));
+        // Several paths, one a line.
+        let cache = holding_two();
+        cache.changed_elsewhere("p/x\np/b");
+        assert!(cache.get("p/b", "t").is_none(), "p/b changed");
+        assert!(cache.get("p/a", "t").is_some());
+    }
+
+    #[test]
+    fn an_empty_notification_or_a_local_write_empties_everything() {
+        let cache = holding_two();
+        cache.changed_elsewhere("");
+        assert!(cache.get("p/a", "t").is_none() && cache.get("p/b", "t").is_none());
+        let cache = holding_two();
+        cache.wrote();
+        assert!(cache.get("p/a", "t").is_none() && cache.get("p/b", "t").is_none());
+    }
+
+    #[test]
+    fn a_lookup_that_raced_a_change_elsewhere_is_not_served() {
+        // The stamp is taken before the database is read; a notification that
+        // arrives before the answer is stored leaves the stored entry stale.
+        let cache = ContentCache::postgres();
+        cache.listening(true);
+        let stamp = cache.stamp("p/a").unwrap();
+        cache.changed_elsewhere("p/a");
+        cache.put("p/a", "t", stamp, &stored("old"));
+        assert!(cache.get("p/a", "t").is_none());
+        let hits = cache.hits();
+        let stamp = cache.stamp("p/a").unwrap();
+        cache.put("p/a", "t", stamp, &stored("new"));
+        assert!(cache.get("p/a", "t").is_some());
+        assert_eq!(cache.hits(), hits + 1);
     }
 }

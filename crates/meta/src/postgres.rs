@@ -73,13 +73,13 @@ impl PgMeta {
 
     /// The cache's stamp, starting this node's listener on first use: the cache is
     /// only used while the listener is connected.
-    pub(crate) fn cache_stamp(&self) -> Option<crate::cache::Stamp> {
+    pub(crate) fn cache_stamp(&self, repository: &str) -> Option<crate::cache::Stamp> {
         if self.cache.needs_listener() {
             let cache = self.cache.clone();
             let pool = self.pool.clone();
             tokio::spawn(listen_for_changes(pool, cache));
         }
-        self.cache.stamp()
+        self.cache.stamp(repository)
     }
 
     /// A read-only transaction whose statements all see one snapshot (a page and
@@ -211,7 +211,7 @@ async fn listen_for_changes(pool: PgPool, cache: std::sync::Arc<ContentCache>) {
                         // `try_recv` reports a lost connection as `None` instead of
                         // reconnecting silently (a silent reconnect could miss changes).
                         match listener.try_recv().await {
-                            Ok(Some(_)) => cache.changed_elsewhere(),
+                            Ok(Some(n)) => cache.changed_elsewhere(n.payload()),
                             Ok(None) => break,
                             Err(e) => {
                                 tracing::warn!("manifest cache off: change listener: {e}");

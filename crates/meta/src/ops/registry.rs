@@ -465,7 +465,10 @@ impl RegistryMeta for Db {
             return Ok(Some(hit));
         }
         // Taken before reading: a write that commits meanwhile leaves it stale.
-        let stamp = pick!(sqlite: self.cache.stamp(), postgres: self.cache_stamp());
+        let stamp = pick!(
+            sqlite: self.cache.stamp(repository),
+            postgres: self.cache_stamp(repository),
+        );
         let row = match reference {
             ManifestRef::Digest(d) => {
                 sqlx::query(

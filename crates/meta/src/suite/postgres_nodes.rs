@@ -376,7 +376,7 @@ async fn a_tag_moved_on_one_node_is_seen_on_another_within_the_bound() {
     // Until node A listens, its lookups are not cached: wait for the listener, so
     // that the lookups below are served from its cache.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while a.cache_stamp().is_none() {
+    while a.cache_stamp("p/r").is_none() {
         assert!(
             std::time::Instant::now() < deadline,
             "node A never listened"
@@ -423,4 +423,72 @@ async fn a_tag_moved_on_one_node_is_seen_on_another_within_the_bound() {
         .await
         .unwrap();
     assert!(seen_within_bound(None).await, "renamed");
+}
+
+/// A change on one node to one repository reaches another node's cached lookups of
+/// that repository and leaves its lookups of other repositories cached: the
+/// notification names the repositories it touched.
+#[tokio::test]
+async fn a_change_to_one_repository_leaves_the_others_cached_on_other_nodes() {
+    use crate::ManifestRef;
+    use std::time::{Duration, Instant};
+    let Some((_db, nodes)) = nodes("per-repository invalidation", 2).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (one, two) = (manifest("one", vec![]), manifest("two", vec![]));
+    b.put_manifest("p/busy", &one, Some("t"), 1).await.unwrap();
+    b.put_manifest("p/quiet", &one, Some("t"), 1).await.unwrap();
+    async fn tag(m: &PgMeta, repository: &str) -> Option<Digest> {
+        m.manifest(repository, ManifestRef::Tag("t"))
+            .await
+            .unwrap()
+            .map(|x| x.digest)
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.cache_stamp("p/quiet").is_none() {
+        assert!(Instant::now() < deadline, "node A never listened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Entries expire MANIFEST_CACHE_MAX_AGE after they were read; a round that took
+    // longer than that (a machine busy with other work) proves nothing and is run
+    // again.
+    for (round, pushed) in [&two, &one, &two, &one].into_iter().enumerate() {
+        let started = Instant::now();
+        assert!(tag(a, "p/busy").await.is_some());
+        assert!(tag(a, "p/quiet").await.is_some());
+        let hits = a.cache.hits();
+        let before = tag(a, "p/busy").await;
+        assert_eq!(tag(a, "p/quiet").await, Some(one.digest.clone()));
+        if a.cache.hits() != hits + 2 {
+            assert!(
+                started.elapsed() >= crate::MANIFEST_CACHE_MAX_AGE,
+                "node A did not serve its second lookups from its cache"
+            );
+            continue;
+        }
+
+        b.put_manifest("p/busy", pushed, Some("t"), round as i64 + 2)
+            .await
+            .unwrap();
+        assert_ne!(before, Some(pushed.digest.clone()));
+        // Node A sees the move once the notification has reached it.
+        while tag(a, "p/busy").await != Some(pushed.digest.clone()) {
+            assert!(
+                started.elapsed() < crate::MANIFEST_CACHE_MAX_AGE,
+                "node A still serves the old p/busy:t"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let hits = a.cache.hits();
+        assert_eq!(tag(a, "p/quiet").await, Some(one.digest.clone()));
+        if a.cache.hits() == hits + 1 {
+            return;
+        }
+        assert!(
+            started.elapsed() >= crate::MANIFEST_CACHE_MAX_AGE,
+            "a change to p/busy dropped p/quiet from node A's cache"
+        );
+    }
+    panic!("every round outlasted the cache's age limit");
 }
