@@ -4,6 +4,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, Hasher};
@@ -14,6 +15,17 @@ use crate::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StoreError};
 
 const READ_CHUNK: usize = 1024 * 1024;
 const REHASH_BUFFER: usize = 1024 * 1024;
+/// Received upload bytes waiting to be hashed and written, over all uploads at once.
+/// One upload queues a few MiB at most (16 chunks of up to about 400 KiB), so this
+/// only binds when many run at once: 50 clients pushing at the same moment queued
+/// 100-300 MiB before it (`bench/run.sh`, peak RSS), while the disk and the hashing
+/// threads were the bottleneck anyway. A chunk waiting here holds the rest of its
+/// request's body in the kernel's socket buffer and, beyond it, in the client.
+const QUEUED_MAX: u32 = 32 * 1024 * 1024;
+static QUEUED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(QUEUED_MAX as usize);
+/// A received chunk on its way to the hashing and the writing thread, with its share
+/// of [`QUEUED`] (given back when both have dropped it).
+type Queued = (Bytes, Arc<tokio::sync::SemaphorePermit<'static>>);
 
 pub struct FsStore {
     root: PathBuf,
@@ -240,13 +252,13 @@ impl BlobStore for FsStore {
         // their own, so the three overlap: a direct write waits for the disk, and
         // hashing in between writes would leave the CPU idle meanwhile, making an
         // upload as slow as hashing and writing one after the other. Chunks are shared
-        // (reference-counted), not copied. The channels are short so memory stays
-        // bounded.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        // (reference-counted), not copied. Each waits in the channels holding its
+        // share of [`QUEUED`], so memory stays bounded however many uploads run.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(16);
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Queued>(16);
         let hashing = tokio::task::spawn_blocking(move || {
             let mut hasher = hasher;
-            while let Some(chunk) = hash_rx.blocking_recv() {
+            while let Some((chunk, _held)) = hash_rx.blocking_recv() {
                 hasher.update(&chunk);
             }
             hasher
@@ -262,7 +274,7 @@ impl BlobStore for FsStore {
             }
             let appended = move || -> std::io::Result<u64> {
                 let mut size = actual;
-                while let Some(chunk) = rx.blocking_recv() {
+                while let Some((chunk, _held)) = rx.blocking_recv() {
                     out.write_all(&chunk)?;
                     size += chunk.len() as u64;
                 }
@@ -284,8 +296,17 @@ impl BlobStore for FsStore {
         while let Some(item) = body.next().await {
             match item {
                 Ok(chunk) => {
+                    // Waits while all uploads together hold QUEUED_MAX bytes in their
+                    // channels; the permits go back when both threads are done with it.
+                    let share =
+                        u32::try_from(chunk.len()).map_or(QUEUED_MAX, |n| n.min(QUEUED_MAX));
+                    let held = Arc::new(QUEUED.acquire_many(share).await.map_err(|_| {
+                        StoreError::Io(std::io::Error::other("upload queue closed"))
+                    })?);
+                    let queued = (chunk, held);
                     // The hasher never stops early; the writer may (its result says why).
-                    if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err() {
+                    if hash_tx.send(queued.clone()).await.is_err() || tx.send(queued).await.is_err()
+                    {
                         break;
                     }
                 }
@@ -382,6 +403,38 @@ mod tests {
         Box::pin(stream::iter(
             parts.into_iter().map(|p| Ok(Bytes::from_static(p))),
         ))
+    }
+
+    /// Chunks larger than the whole queue budget, in uploads running at once, each
+    /// take the budget in turn instead of waiting for it forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_beyond_the_queue_budget_go_through_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(FsStore::open(dir.path()).unwrap());
+        let big = Bytes::from(vec![7u8; QUEUED_MAX as usize + 1024 * 1024]);
+        let mut runs = Vec::new();
+        for k in 0..3u8 {
+            let (s, big) = (s.clone(), big.clone());
+            runs.push(tokio::spawn(async move {
+                let id = format!("big{k}");
+                s.upload_create(&id).await.unwrap();
+                let parts = vec![Ok(big.clone()), Ok(Bytes::from(vec![k; 10])), Ok(big)];
+                let body: ByteStream = Box::pin(stream::iter(parts));
+                let (n, h) = s
+                    .upload_append(&id, 0, body, Hasher::new(Algorithm::Sha256))
+                    .await
+                    .unwrap();
+                (k, n, h.finish())
+            }));
+        }
+        for run in runs {
+            let (k, n, d) = run.await.unwrap();
+            let mut want = big.to_vec();
+            want.extend_from_slice(&[k; 10]);
+            want.extend_from_slice(&big);
+            assert_eq!(n, want.len() as u64);
+            assert_eq!(d, Digest::sha256_of(&want));
+        }
     }
 
     #[tokio::test]
