@@ -28,30 +28,18 @@ import subprocess, sys, tempfile, threading, time, urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import PASSWORD, free_port  # noqa: E402
 from meta_backends import psql, with_database  # noqa: E402
+from nodes import request  # noqa: E402
 
 PROJECT = "bench/cache"
 BUSY = PROJECT + "/busy"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 
 
-def call(port, method, path, body=None, headers=None, want=(200, 201, 202)):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        c.request(method, path, body=body, headers=headers or {})
-        r = c.getresponse()
-        data = r.read()
-        if r.status not in want:
-            raise SystemExit(f"{method} {path}: {r.status} {data[:300]!r}")
-        return r, data
-    finally:
-        c.close()
-
-
 def token(port, repos):
     basic = base64.b64encode(f"root:{PASSWORD}".encode()).decode()
     scopes = "&".join("scope=" + urllib.parse.quote(f"repository:{r}:pull,push") for r in repos)
-    _, body = call(port, "GET", f"/jwt/auth?service=container_registry&{scopes}",
-                   headers={"Authorization": f"Basic {basic}"})
+    _, body = request(port, "GET", f"/jwt/auth?service=container_registry&{scopes}",
+                      headers={"Authorization": f"Basic {basic}"})
     return json.loads(body)["token"]
 
 
@@ -81,14 +69,14 @@ class Node:
 def push_image(port, tok, repo, tag, config):
     auth = {"Authorization": f"Bearer {tok}"}
     cd = digest(config)
-    call(port, "POST", f"/v2/{repo}/blobs/uploads/?digest={urllib.parse.quote(cd)}", config,
-         {**auth, "Content-Type": "application/octet-stream"})
+    request(port, "POST", f"/v2/{repo}/blobs/uploads/?digest={urllib.parse.quote(cd)}", config,
+            {**auth, "Content-Type": "application/octet-stream"}, want=(201,))
     manifest = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                                       "digest": cd, "size": len(config)},
                            "layers": []}).encode()
-    call(port, "PUT", f"/v2/{repo}/manifests/{tag}", manifest,
-         {**auth, "Content-Type": MANIFEST_TYPE})
+    request(port, "PUT", f"/v2/{repo}/manifests/{tag}", manifest,
+            {**auth, "Content-Type": MANIFEST_TYPE}, want=(201,))
     return manifest
 
 
@@ -135,8 +123,9 @@ def one_binary(binary, a, work, label):
         quiet = wrk(node_a.port, tok_a, repos, a.wrk_seconds, work)
 
         # The manifest pushed again and again under new tags.
-        _, manifest = call(node_b.port, "GET", f"/v2/{BUSY}/manifests/first",
-                           headers={"Authorization": f"Bearer {tok_b}", "Accept": MANIFEST_TYPE})
+        _, manifest = request(node_b.port, "GET", f"/v2/{BUSY}/manifests/first",
+                              headers={"Authorization": f"Bearer {tok_b}",
+                                       "Accept": MANIFEST_TYPE})
         stop, pushed = threading.Event(), []
 
         def pusher(k):

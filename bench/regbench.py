@@ -991,33 +991,20 @@ class Suite:
             auth = self.reg.bearer_header(f"/v2/{repo}/manifests/latest")
         self.reg.close()
         url = f"{self.reg.base}/v2/{repo}/manifests/latest"
-        cmd = ["wrk", "-t", str(self.a.wrk_threads), "-c", str(self.a.wrk_conns),
-               "-d", f"{self.a.wrk_duration}s", "--latency", "--timeout", "5s",
-               "-H", f"Accept: {OCI_MANIFEST}", *curl_headers(auth), url]
+        headers = ["-H", f"Accept: {OCI_MANIFEST}", *curl_headers(auth)]
         auth_note = ("anonymous bearer token" if anonymous else "bearer token") if auth \
             else "anonymous"
         # Median of --runs wrk runs, like the static-file ceiling it is compared with.
         rpss, p99s, p50s, sockerrs, outs = [], [], [], [], []
         for _ in range(max(1, self.a.runs)):
-            p = subprocess.run(cmd, capture_output=True, text=True,
-                               timeout=self.a.wrk_duration + 60)
-            out = p.stdout
+            rps, p99, p50, out = wrk_run(url, self.a.wrk_threads, self.a.wrk_conns,
+                                         self.a.wrk_duration, headers)
             outs.append(out)
-            if p.returncode != 0:
-                raise BenchError(f"wrk failed (rc {p.returncode}): {p.stderr.strip()}")
-            rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
-            p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
-            p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
-            non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+            rpss.append(rps)
+            p99s.append(p99)
+            if p50 is not None:
+                p50s.append(p50)
             sockerr = re.search(r"Socket errors:.*", out)
-            if not rps or not p99:
-                raise BenchError(f"cannot parse wrk output:\n{out}")
-            if non2xx and int(non2xx.group(1)) > 0:
-                raise BenchError(f"wrk saw {non2xx.group(1)} non-2xx responses:\n{out}")
-            rpss.append(float(rps.group(1)))
-            p99s.append(parse_wrk_time(p99.group(1)))
-            if p50:
-                p50s.append(parse_wrk_time(p50.group(1)))
             if sockerr:
                 sockerrs.append(sockerr.group(0).strip())
         self.res[f"wrk_output_{key}"] = "\n".join(outs)

@@ -531,14 +531,17 @@ fn an_upload_resumes_on_another_node_after_a_kill_mid_patch() {
     // While node 3 writes to the upload, node 2 refuses to write to it as well. (An
     // empty PATCH, which changes nothing when it does get through, asks until node
     // 3 has started.)
-    let refusal = eventually(WAIT, "node 3 to claim the upload", || {
-        let resp = reg.send(
+    let empty_patch_on_node_2 = || {
+        reg.send(
             reg.http
                 .patch(format!("{}{at}", node(&berth, 1)))
                 .bearer_auth(reg.bearer(repo))
                 .header("Content-Type", "application/octet-stream")
                 .body(Vec::new()),
-        );
+        )
+    };
+    let refusal = eventually(WAIT, "node 3 to claim the upload", || {
+        let resp = empty_patch_on_node_2();
         match resp.status().as_u16() {
             202 => None,
             _ => Some((resp.status().as_u16(), resp.text().unwrap_or_default())),
@@ -565,20 +568,15 @@ fn an_upload_resumes_on_another_node_after_a_kill_mid_patch() {
     // The dead node's claim goes with its PostgreSQL session, which the server
     // ends once it sees the connection closed: a moment after the kill, longer on a
     // busy machine. Until then node 2 still refuses, as a client would be told.
-    eventually(WAIT, "node 3's claim to go with its session", || {
-        let resp = reg.send(
-            reg.http
-                .patch(format!("{}{at}", node(&berth, 1)))
-                .bearer_auth(reg.bearer(repo))
-                .header("Content-Type", "application/octet-stream")
-                .body(Vec::new()),
-        );
-        match resp.status().as_u16() {
+    eventually(
+        WAIT,
+        "node 3's claim to go with its session",
+        || match empty_patch_on_node_2().status().as_u16() {
             202 => Some(()),
             416 => None,
             other => panic!("empty PATCH on node 2 after the kill: {other}"),
-        }
-    });
+        },
+    );
 
     // Node 2 reports what the upload holds; resume there and finish on node 1.
     let resp = reg.send(
