@@ -8,6 +8,19 @@ use berth_oci::Digest;
 use crate::testing::TestDatabase;
 use crate::{CleanupMeta, GcMeta, HistoryMeta, InstanceMeta, NewManifest, PgMeta, RegistryMeta};
 
+/// Until a node listens for changes its lookups are not cached: wait for its
+/// listener, so that the lookups that follow are served from its cache.
+async fn wait_listening(node: &PgMeta) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while node.cache_stamp("p/r").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn nodes(test: &str, n: usize) -> Option<(TestDatabase, Vec<PgMeta>)> {
     let db = TestDatabase::create(test).await?;
     let mut metas = Vec::new();
@@ -373,16 +386,7 @@ async fn a_tag_moved_on_one_node_is_seen_on_another_within_the_bound() {
             .unwrap()
             .map(|x| x.digest)
     }
-    // Until node A listens, its lookups are not cached: wait for the listener, so
-    // that the lookups below are served from its cache.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while a.cache_stamp("p/r").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node A never listened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_listening(a).await;
     assert_eq!(tag(a).await, Some(one.digest.clone()));
     assert_eq!(tag(a).await, Some(one.digest.clone()));
 
@@ -445,11 +449,7 @@ async fn a_change_to_one_repository_leaves_the_others_cached_on_other_nodes() {
             .unwrap()
             .map(|x| x.digest)
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.cache_stamp("p/quiet").is_none() {
-        assert!(Instant::now() < deadline, "node A never listened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_listening(a).await;
     // Entries expire MANIFEST_CACHE_MAX_AGE after they were read; a round that took
     // longer than that (a machine busy with other work) proves nothing and is run
     // again.
