@@ -40,7 +40,10 @@ import urllib.parse
 
 MIB = 1024 * 1024
 LIMIT_KEYS = ("sha256", "copy_fsync", "copy_direct", "loop_put", "loop_get",
-              "static_rps", "static_p99")
+              "loop_patch_curl", "loop_patch_client", "static_rps", "static_p99")
+# bench/patch-client, built by `cargo build --release` with the rest of the workspace.
+PATCH_CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "target", "release", "patch-client")
 CHUNK = 8 * MIB
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -623,11 +626,10 @@ class Suite:
         self.verify_blob(repo, digest, size)
         return size / MIB / dt
 
-    def chunked_upload_per_process(self, repo, path):
+    def chunked_upload_per_process(self, repo, path, client):
         """Chunked upload as a client that runs one process, hence one new connection,
-        per 8 MiB PATCH: `curl` reading its chunk from the file (--range is for GETs;
-        the chunk is cut with dd into a pipe). Each PATCH pays a new TCP connection and
-        the server's whole per-request cost."""
+        per 8 MiB PATCH (`patch_per_process`). Each PATCH pays a new TCP connection
+        and the server's whole per-request cost."""
         digest, size = refresh_blob(path)
         os.sync()
         reg = self.reg
@@ -635,31 +637,11 @@ class Suite:
         loc, _ = reg.start_upload(repo)
         auth = reg.bearer_header(reg.path_of(loc))
         reg.close()
-        off = 0
-        while off < size:
-            n = min(CHUNK, size - off)
-            url = reg.abs_url(loc, reg.path_of(loc))
-            dd = subprocess.Popen(["dd", f"if={path}", "bs=8M", f"skip={off // CHUNK}",
-                                   "count=1", "status=none"], stdout=subprocess.PIPE)
-            p = subprocess.run(
-                ["curl", "-sS", "--http1.1", "-X", "PATCH", "--data-binary", "@-",
-                 "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
-                 "-H", f"Content-Range: {off}-{off + n - 1}", *curl_headers(auth),
-                 "-D", "-", "-o", "/dev/null", "--max-time", str(self.a.timeout), url],
-                stdin=dd.stdout, capture_output=True, text=True)
-            dd.stdout.close()
-            dd.wait()
-            head = p.stdout
-            status = re.search(r"^HTTP/\S+ (\d+)", head, re.M)
-            if p.returncode != 0 or not status or status.group(1) != "202":
-                raise BenchError(f"PATCH at offset {off}: {head[:300]} {p.stderr[:300]}")
-            new = re.search(r"^location:\s*(\S+)", head, re.M | re.I)
-            if not new:
-                raise BenchError("PATCH response has no Location")
-            loc = reg.abs_url(new.group(1), reg.path_of(loc))
-            off += n
-        reg.expect(201, "PUT", reg.path_of(with_query(loc, "digest", digest)),
-                   what="final PUT")
+        first = loc
+        loc = patch_per_process(lambda new: reg.abs_url(new, reg.path_of(first)) if new
+                                else first, path, size, auth, client, self.a.timeout)
+        reg.expect(201, "PUT", reg.path_of(with_query(reg.abs_url(loc, reg.path_of(first)),
+                                                      "digest", digest)), what="final PUT")
         dt = time.perf_counter() - t0
         self.verify_blob(repo, digest, size)
         return size / MIB / dt
@@ -720,18 +702,26 @@ class Suite:
             self.guarded(f"upload_chunked_{tag}", chunked)
 
         size_mib = os.path.getsize(a.small) // MIB
+        for key, client in (("upload_chunked_newconn_small", "curl"),
+                            ("upload_chunked_newproc_small", a.patch_client)):
+            if client != "curl" and not os.access(client, os.X_OK):
+                log(f"{client} not found (cargo build --release builds it): "
+                    f"{key} not measured")
+                continue
+            name = "curl" if client == "curl" else "patch-client"
 
-        def per_process():
-            rates = []
-            self.warm_auth(self.repo_chunked)
-            for i in range(a.runs):
-                rates.append(self.chunked_upload_per_process(self.repo_chunked, a.small))
-                log(f"chunked {size_mib} MiB, a curl per PATCH, run {i + 1}: "
-                    f"{rates[-1]:.1f} MiB/s")
-            self.metric("upload_chunked_newconn_small",
-                        f"chunked upload {size_mib} MiB, one curl process and connection "
-                        "per 8 MiB PATCH", median(rates), "MiB/s", "higher", runs=rates)
-        self.guarded("upload_chunked_newconn_small", per_process)
+            def per_process(key=key, client=client, name=name):
+                rates = []
+                self.warm_auth(self.repo_chunked)
+                for i in range(a.runs):
+                    rates.append(self.chunked_upload_per_process(self.repo_chunked, a.small,
+                                                                 client))
+                    log(f"chunked {size_mib} MiB, a {name} per PATCH, run {i + 1}: "
+                        f"{rates[-1]:.1f} MiB/s")
+                self.metric(key, f"chunked upload {size_mib} MiB, one {name} process and "
+                            "connection per 8 MiB PATCH", median(rates), "MiB/s", "higher",
+                            runs=rates)
+            self.guarded(key, per_process)
 
     def run_blob_get(self):
         if not self.last_large:
@@ -1186,6 +1176,46 @@ class Suite:
 # Physical limits
 # --------------------------------------------------------------------------- #
 
+def patch_per_process(url_of, path, size, auth, client, timeout):
+    """PATCH `path` in 8 MiB chunks, one client process (hence one new connection) per
+    chunk; `url_of(location)` gives each chunk's URL from the last answer's Location
+    (None at first). `client` "curl": `dd` cuts the chunk into a pipe that `curl
+    --data-binary @-` reads whole before it sends. Otherwise the path of
+    `bench/patch-client`, which sends the file's range with sendfile(2). Returns the
+    last Location."""
+    loc, off = None, 0
+    while off < size:
+        n = min(CHUNK, size - off)
+        url = url_of(loc)
+        if client == "curl":
+            dd = subprocess.Popen(["dd", f"if={path}", "bs=8M", f"skip={off // CHUNK}",
+                                   "count=1", "status=none"], stdout=subprocess.PIPE)
+            p = subprocess.run(
+                ["curl", "-sS", "--http1.1", "-X", "PATCH", "--data-binary", "@-",
+                 "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
+                 "-H", f"Content-Range: {off}-{off + n - 1}", *curl_headers(auth),
+                 "-D", "-", "-o", "/dev/null", "--max-time", str(timeout), url],
+                stdin=dd.stdout, capture_output=True, text=True)
+            dd.stdout.close()
+            dd.wait()
+        else:
+            u = urllib.parse.urlsplit(url)
+            p = subprocess.run(
+                [client, u.netloc, u.path + (f"?{u.query}" if u.query else ""), path,
+                 str(off), str(n), *(f"{k}: {v}" for k, v in (auth or {}).items())],
+                capture_output=True, text=True, timeout=timeout)
+        head = p.stdout
+        status = re.search(r"^HTTP/\S+ (\d+)", head, re.M)
+        if p.returncode != 0 or not status or status.group(1) != "202":
+            raise BenchError(f"PATCH at offset {off}: {head[:300]} {p.stderr[:300]}")
+        new = re.search(r"^location:\s*(\S+)", head, re.M | re.I)
+        if not new:
+            raise BenchError("PATCH response has no Location")
+        loc = new.group(1)
+        off += n
+    return loc
+
+
 class _Sink:
     """A minimal loopback HTTP server for the client-side ceiling: PUT bodies are read
     and discarded, GET answers with the file via sendfile(). One connection at a time."""
@@ -1229,7 +1259,7 @@ class _Sink:
             k, _, v = ln.partition(":")
             if k.strip().lower() == "content-length":
                 clen = int(v)
-        if method == "PUT":
+        if method in ("PUT", "PATCH"):
             left = clen - len(rest)
             buf = bytearray(1 << 20)
             while left > 0:
@@ -1237,7 +1267,9 @@ class _Sink:
                 if not n:
                     return
                 left -= n
-            c.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            c.sendall(b"HTTP/1.1 202 Accepted\r\nLocation: /sink\r\nContent-Length: 0\r\n"
+                      b"Connection: close\r\n\r\n" if method == "PATCH" else
+                      b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         else:
             size = os.path.getsize(self.path)
             c.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n"
@@ -1375,6 +1407,7 @@ http {{
 
 
 def cmd_limits(a):
+    a.chunk_file = a.chunk_file or a.file
     size = os.path.getsize(a.file)
     # Warm the page cache so sha256 measures the CPU, as the registries see it.
     subprocess.run(["cat", a.file], stdout=subprocess.DEVNULL, check=True)
@@ -1387,7 +1420,7 @@ def cmd_limits(a):
     cp = [synced_copy_rate(a.file, a.workdir) for _ in range(a.runs)]
     cpd = [synced_copy_rate(a.file, a.workdir, direct=True) for _ in range(a.runs)]
     # Client-side ceiling: curl against a trivial discard / sendfile server (Python).
-    put, get = [], []
+    put, get, patch_floor = [], [], {}
     sink = _Sink(a.file)
     try:
         url = f"http://127.0.0.1:{sink.port}/sink"
@@ -1398,6 +1431,23 @@ def cmd_limits(a):
             t, code, down = curl_get(url, 600)
             if code == 200 and down == size:
                 get.append(size / MIB / t)
+        # The floors of the chunked upload with a process per PATCH: each client
+        # against a server that reads and discards every body.
+        csize = os.path.getsize(a.chunk_file)
+        clients = [("curl", "curl")]
+        if os.access(a.patch_client, os.X_OK):
+            clients.append(("client", a.patch_client))
+        for key, client in clients:
+            rates = []
+            for _ in range(a.runs):
+                t0 = time.perf_counter()
+                patch_per_process(lambda _loc: url, a.chunk_file, csize, {}, client, 600)
+                rates.append(csize / MIB / (time.perf_counter() - t0))
+            name = "curl" if client == "curl" else "bench/patch-client"
+            patch_floor[f"loop_patch_{key}"] = {
+                "name": f"{csize // MIB} MiB as 8 MiB PATCHes, a {name} process per PATCH, "
+                        "to a loopback discard server",
+                "value": median(rates), "unit": "MiB/s", "runs": rates}
     finally:
         sink.close()
     szs = f"{size // MIB} MiB" if size < 1 << 30 else f"{size >> 30} GiB"
@@ -1412,6 +1462,7 @@ def cmd_limits(a):
                      "unit": "MiB/s", "runs": put},
         "loop_get": {"name": f"curl GET {szs} from a loopback sendfile server",
                      "value": median(get), "unit": "MiB/s", "runs": get},
+        **patch_floor,
         "cpus": os.cpu_count(),
     }
     if a.static_wrk_duration > 0:
@@ -1441,7 +1492,7 @@ def cmd_limits(a):
 # --------------------------------------------------------------------------- #
 
 ORDER = ["upload_single_small", "upload_single_large", "upload_chunked_small",
-         "upload_chunked_newconn_small",
+         "upload_chunked_newconn_small", "upload_chunked_newproc_small",
          "disk_after_chunked_small", "upload_chunked_large", "disk_after_chunked_large",
          "blob_get_large", "pull_skopeo", "push_concurrent", "rss_before_concurrent",
          "rss_peak_concurrent", "rss_after_concurrent", "manifest_get_rps", "manifest_get_p99",
@@ -1476,6 +1527,8 @@ RATIOS = (
      None),
     ("upload_chunked_newconn_small", "copy_fsync",
      "chunked upload, a curl per PATCH / synced copy", 0.70),
+    ("upload_chunked_newproc_small", "copy_fsync",
+     "chunked upload, a patch-client per PATCH / synced copy", 0.70),
     ("pull_skopeo", "reference", "skopeo pull / reference registry's skopeo pull", 1.00),
 )
 RSS_TARGET_MIB = 200
@@ -1680,10 +1733,16 @@ def main():
     s.add_argument("--pusher-mib", type=int, default=20)
     s.add_argument("--workdir", default=os.environ.get("TMPDIR", "/tmp"),
                    help="where skopeo writes the pulled image (the disk measured)")
+    s.add_argument("--patch-client", default=PATCH_CLIENT,
+                   help="bench/patch-client's binary (default: %(default)s)")
     s.add_argument("--out", required=True)
 
     l = sub.add_parser("limits")
     l.add_argument("--file", required=True)
+    l.add_argument("--chunk-file",
+                   help="the blob for the per-PATCH client floors (default: --file)")
+    l.add_argument("--patch-client", default=PATCH_CLIENT,
+                   help="bench/patch-client's binary (default: %(default)s)")
     l.add_argument("--workdir", required=True)
     l.add_argument("--runs", type=int, default=3)
     l.add_argument("--out", required=True)

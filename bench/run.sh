@@ -249,7 +249,7 @@ head -c "$((LARGE_MIB * 1024 * 1024))" /dev/urandom >"$LARGE"
 
 # ---------------------------------------------------------------- physical limits
 echo "== physical limits"
-"$PY" "$REGBENCH" limits --file "$LARGE" --workdir "$WORK" --runs 3 \
+"$PY" "$REGBENCH" limits --file "$LARGE" --chunk-file "$SMALL" --workdir "$WORK" --runs 3 \
   --static-wrk-duration "$WRK_S" --out "$OUT_DIR/limits.json"
 
 # ---------------------------------------------------------------- per-registry suite

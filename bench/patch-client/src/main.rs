@@ -1,0 +1,71 @@
+//! One HTTP/1.1 PATCH per process, its body a byte range of a file, sent with the
+//! kernel's file-to-socket copy. `bench/regbench.py` runs it once per 8 MiB chunk to
+//! measure a chunked upload whose client starts a process and opens a connection per
+//! chunk, as `curl` does, without `curl`'s own start-up and buffering (`curl
+//! --data-binary @-` reads the whole chunk from a pipe before it sends a byte), which
+//! on a 2-core machine bound that measurement below what the server can take.
+//!
+//!     patch-client HOST:PORT PATH FILE OFFSET LENGTH [HEADER ...]
+//!
+//! Prints the response's status line and headers; exits 1 on any error.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("patch-client: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [addr, path, file, offset, length, headers @ ..] = args.as_slice() else {
+        return Err("usage: patch-client HOST:PORT PATH FILE OFFSET LENGTH [HEADER ...]".into());
+    };
+    let offset: u64 = offset.parse()?;
+    let length: u64 = length.parse()?;
+    if length == 0 {
+        return Err("LENGTH must be at least 1".into());
+    }
+    let mut file = std::fs::File::open(file)?;
+    file.seek(SeekFrom::Start(offset))?;
+
+    let mut head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\nContent-Range: {offset}-{}\r\nConnection: close\r\n",
+        offset + length - 1
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+
+    let mut conn = TcpStream::connect(addr.as_str())?;
+    conn.set_nodelay(true)?;
+    conn.write_all(head.as_bytes())?;
+    // std copies a file to a socket with sendfile(2) where it can.
+    let sent = std::io::copy(&mut (&mut file).take(length), &mut conn)?;
+    if sent != length {
+        return Err(format!("file ended after {sent} of {length} bytes").into());
+    }
+
+    let mut response = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Err("connection closed before the response head".into());
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(0)
+        + 4;
+    std::io::stdout().write_all(&response[..end])?;
+    Ok(())
+}
