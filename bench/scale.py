@@ -47,6 +47,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -657,6 +658,9 @@ def main():
     ap.add_argument("--workdir", default=None, help="parent of the data dirs (the disk used)")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--json")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="fill and measure each backend this many times (the backends "
+                         "take turns); the table gives each figure's median and its runs")
     ap.add_argument("--online-gc", action="store_true",
                     help="after offline GC, also measure online GC draining a queue of one "
                          "item per repository while clients push")
@@ -677,11 +681,11 @@ def main():
     a.projects, a.repos, a.cleanup_tags = 1000 // div, 100_000 // div, 100_000 // div
 
     results = {}
-    for kind in a.backends.split(","):
-        log(f"== {kind}: {a.repos} repositories in {a.projects} projects, "
-            f"{a.repos * 10} blobs, {a.cleanup_tags} tags in the cleanup repository")
+    for run, kind in ((run, kind) for run in range(a.runs) for kind in a.backends.split(",")):
+        log(f"== {kind}, run {run + 1} of {a.runs}: {a.repos} repositories in {a.projects} "
+            f"projects, {a.repos * 10} blobs, {a.cleanup_tags} tags in the cleanup repository")
         if kind == "sqlite":
-            results[kind] = bench(a, kind, None)
+            results.setdefault(kind, []).append(bench(a, kind, None))
         else:
             name = f"berth_scale_{os.getpid()}"
             subprocess.run(["psql", a.pg_url, "-qc", f"CREATE DATABASE {name}"], check=True)
@@ -689,7 +693,7 @@ def main():
             scheme, _, rest = base.partition("://")
             url = f"{scheme}://{rest.split('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
             try:
-                results[kind] = bench(a, kind, url)
+                results.setdefault(kind, []).append(bench(a, kind, url))
             finally:
                 if not a.fill_only:
                     subprocess.run(["psql", a.pg_url, "-qc",
@@ -745,11 +749,22 @@ def main():
     for name, f in rows:
         vals = []
         for k in kinds:
-            try:
-                vals.append(f"{f(results[k]):.2f}")
-            except (KeyError, TypeError):
+            xs = []
+            for r in results[k]:
+                try:
+                    xs.append(f(r))
+                except (KeyError, TypeError):
+                    pass
+            if not xs:
                 vals.append("-")
+            elif len(xs) == 1:
+                vals.append(f"{xs[0]:.2f}")
+            else:
+                vals.append(f"{statistics.median(xs):.2f} ("
+                            + " / ".join(f"{x:.2f}" for x in xs) + ")")
         print(f"| {name} | " + " | ".join(vals) + " |")
+    if a.runs > 1:
+        print("\nEach cell: the median of the runs, then each run in order.")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2)
