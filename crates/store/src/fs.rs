@@ -35,6 +35,39 @@ struct Batch {
     _held: tokio::sync::SemaphorePermit<'static>,
 }
 type Queued = Arc<Batch>;
+
+/// The chunks of the next batch, gathered until it is full.
+#[derive(Default)]
+struct Gathering {
+    chunks: Vec<Bytes>,
+    len: usize,
+    held: Option<tokio::sync::SemaphorePermit<'static>>,
+}
+
+impl Gathering {
+    fn add(&mut self, chunk: Bytes, permit: tokio::sync::SemaphorePermit<'static>) {
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+        match &mut self.held {
+            Some(held) => held.merge(permit),
+            None => self.held = Some(permit),
+        }
+    }
+
+    /// The batch gathered so far, if any, leaving this empty.
+    fn take(&mut self) -> Option<Batch> {
+        let held = self.held.take()?;
+        self.len = 0;
+        Some(Batch {
+            chunks: std::mem::take(&mut self.chunks),
+            _held: held,
+        })
+    }
+}
+
+fn queue_closed() -> StoreError {
+    StoreError::Io(std::io::Error::other("upload queue closed"))
+}
 /// Batches waiting for each of the two threads of one upload (6 made single-request
 /// uploads 3 % slower than 16, `bench/put_ab.py`, medians of 7 rounds, twice).
 const QUEUE_BATCHES: usize = 16;
@@ -308,66 +341,67 @@ impl BlobStore for FsStore {
                 e.into()
             })
         });
-        // The batch being gathered, and its share of QUEUED. A permit is never waited
-        // for while a batch holds some, so an upload cannot wait on its own share.
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut gathered = 0usize;
-        let mut held: Option<tokio::sync::SemaphorePermit<'static>> = None;
-        let send = |chunks: Vec<Bytes>, held: tokio::sync::SemaphorePermit<'static>| {
+        // The batch being gathered and its share of QUEUED. Nothing is waited for
+        // while it holds permits: whoever waits ahead in the queue may need exactly
+        // those, so a permit that is not free at once is waited for only after the
+        // batch has gone (its permits then come back once it is hashed and written).
+        let mut gathering = Gathering::default();
+        let send = |batch: Batch| {
             let (tx, hash_tx) = (&tx, &hash_tx);
             async move {
-                let batch = Arc::new(Batch {
-                    chunks,
-                    _held: held,
-                });
+                let batch = Arc::new(batch);
                 // The hasher never stops early; the writer may (its result says why).
                 hash_tx.send(batch.clone()).await.is_ok() && tx.send(batch).await.is_ok()
             }
         };
         let mut body_error = None;
-        let mut receiving = true;
-        while receiving {
+        let mut sending = true;
+        loop {
             let chunk = match body.next().await {
-                Some(Ok(chunk)) => Some(chunk),
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     body_error = Some(e);
-                    None
-                }
-                None => None,
-            };
-            receiving = chunk.is_some();
-            if let Some(chunk) = &chunk {
-                if gathered > 0 && gathered + chunk.len() > BATCH {
-                    let full = std::mem::take(&mut chunks);
-                    gathered = 0;
-                    if !send(full, held.take().expect("a gathered batch holds permits")).await {
-                        break;
-                    }
-                }
-                // Waits while all uploads together hold QUEUED_MAX bytes in their
-                // channels; the permits go back when both threads are done with it.
-                let share = u32::try_from(chunk.len()).map_or(QUEUED_MAX, |n| n.min(QUEUED_MAX));
-                let permit = QUEUED
-                    .acquire_many(share)
-                    .await
-                    .map_err(|_| StoreError::Io(std::io::Error::other("upload queue closed")))?;
-                match &mut held {
-                    Some(h) => h.merge(permit),
-                    None => held = Some(permit),
-                }
-            }
-            if let Some(chunk) = chunk {
-                gathered += chunk.len();
-                chunks.push(chunk);
-            }
-            // Sent when full, and at the end of the body, whether it ended or broke off.
-            if (gathered >= BATCH || !receiving) && gathered > 0 {
-                let full = std::mem::take(&mut chunks);
-                gathered = 0;
-                if !send(full, held.take().expect("a gathered batch holds permits")).await {
                     break;
                 }
+                None => break,
+            };
+            if gathering.len + chunk.len() > BATCH {
+                if let Some(batch) = gathering.take() {
+                    sending = sending && send(batch).await;
+                }
             }
+            let share = u32::try_from(chunk.len()).map_or(QUEUED_MAX, |n| n.min(QUEUED_MAX));
+            let permit = match QUEUED.try_acquire_many(share) {
+                Ok(permit) => Some(permit),
+                Err(tokio::sync::TryAcquireError::NoPermits) => None,
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(queue_closed()),
+            };
+            let permit = match permit {
+                Some(permit) => permit,
+                None => {
+                    if let Some(batch) = gathering.take() {
+                        sending = sending && send(batch).await;
+                    }
+                    QUEUED
+                        .acquire_many(share)
+                        .await
+                        .map_err(|_| queue_closed())?
+                }
+            };
+            gathering.add(chunk, permit);
+            if gathering.len >= BATCH {
+                if let Some(batch) = gathering.take() {
+                    sending = sending && send(batch).await;
+                }
+            }
+            if !sending {
+                break;
+            }
+        }
+        // What arrived before the end, or before the body broke off, is kept.
+        if let Some(batch) = gathering.take().filter(|_| sending) {
+            send(batch).await;
         }
         drop(tx);
         drop(hash_tx);
@@ -488,6 +522,48 @@ mod tests {
             assert_eq!(n, want.len() as u64);
             assert_eq!(d, Digest::sha256_of(&want));
         }
+    }
+
+    /// An upload that has gathered part of a batch, and finds no queue budget free
+    /// for its next chunk, sends what it gathered before it waits. Waiting while
+    /// holding it deadlocked: a request queued ahead for the whole budget waited for
+    /// those very bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_never_waits_for_budget_while_holding_unsent_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(FsStore::open(dir.path()).unwrap());
+        s.upload_create("u").await.unwrap();
+        // Nearly all of the budget is taken, as by other uploads.
+        let others = QUEUED.acquire_many(QUEUED_MAX - 100).await.unwrap();
+        let (feed, body) = futures::channel::mpsc::unbounded::<std::io::Result<Bytes>>();
+        let upload = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.upload_append("u", 0, Box::pin(body), Hasher::new(Algorithm::Sha256))
+                    .await
+            })
+        };
+        feed.unbounded_send(Ok(Bytes::from(vec![1u8; 50]))).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Someone asks for the whole budget and waits in the queue.
+        let whole = tokio::spawn(async { drop(QUEUED.acquire_many(QUEUED_MAX).await.unwrap()) });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // The next chunk does not fit in what is free.
+        feed.unbounded_send(Ok(Bytes::from(vec![2u8; 60]))).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(others);
+        drop(feed);
+        let done = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            whole.await.unwrap();
+            upload.await.unwrap()
+        })
+        .await
+        .expect("the upload and the request for the whole budget waited for each other");
+        let (n, h) = done.unwrap();
+        assert_eq!(n, 110);
+        let mut want = vec![1u8; 50];
+        want.extend_from_slice(&[2u8; 60]);
+        assert_eq!(h.finish(), Digest::sha256_of(&want));
     }
 
     /// A body that breaks off keeps every byte received before the break, whether
