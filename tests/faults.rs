@@ -27,7 +27,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::HeaderMap;
@@ -1533,7 +1533,7 @@ fn sigkill_of_berth_migrate_mid_copy_then_rerun() {
     create_project(root, "faults/migrate");
     let repo = "faults/migrate/app";
     let reg = Reg::new(&server.url);
-    let many = Image::unique("migrate many layers", 40, 64 * KIB);
+    let many = Image::unique("migrate many layers", 120, 64 * KIB);
     let small = Image::unique("migrate small", 1, 8 * KIB);
     reg.push(repo, &many, "many");
     reg.push(repo, &small, "small");
@@ -1568,9 +1568,16 @@ fn sigkill_of_berth_migrate_mid_copy_then_rerun() {
     };
     let mut first = migrate(&["--jobs", "1"]);
     let blobs = target.join("data/storage/blobs");
-    eventually(WAIT, "berth migrate to copy its first blob", || {
-        (files_under(&blobs) > 0).then_some(())
-    });
+    // Watched closely, not with `eventually`'s growing pauses: the whole copy takes
+    // a few hundred milliseconds, and one pause of 170 ms once let it finish first.
+    let deadline = Instant::now() + WAIT;
+    while files_under(&blobs) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for berth migrate to copy its first blob"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     assert!(
         first.try_wait().unwrap().is_none(),
         "precondition: berth migrate had not finished when it was killed"
