@@ -54,18 +54,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut response = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
-    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(at) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
         let n = conn.read(&mut buf)?;
         if n == 0 {
             return Err("connection closed before the response head".into());
         }
         response.extend_from_slice(&buf[..n]);
-    }
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(0)
-        + 4;
+    };
     std::io::stdout().write_all(&response[..end])?;
     Ok(())
 }

@@ -28,6 +28,9 @@ static QUEUED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(QUEUED
 /// may wake a parked thread: handing them over one by one made a single-request
 /// upload 2-3 % slower (`bench/put_ab.py`, medians of 7 and of 9 rounds).
 const BATCH: usize = 1024 * 1024;
+/// Batches waiting for each of the two threads of one upload (6 made single-request
+/// uploads 3 % slower than 16, `bench/put_ab.py`, medians of 7 rounds, twice).
+const QUEUE_BATCHES: usize = 16;
 /// Received chunks on their way to the hashing and the writing thread, with their
 /// share of [`QUEUED`] (given back when both have dropped it).
 struct Batch {
@@ -68,9 +71,6 @@ impl Gathering {
 fn queue_closed() -> StoreError {
     StoreError::Io(std::io::Error::other("upload queue closed"))
 }
-/// Batches waiting for each of the two threads of one upload (6 made single-request
-/// uploads 3 % slower than 16, `bench/put_ab.py`, medians of 7 rounds, twice).
-const QUEUE_BATCHES: usize = 16;
 
 pub struct FsStore {
     root: PathBuf,
@@ -346,17 +346,19 @@ impl BlobStore for FsStore {
         // those, so a permit that is not free at once is waited for only after the
         // batch has gone (its permits then come back once it is hashed and written).
         let mut gathering = Gathering::default();
-        let send = |batch: Batch| {
+        // Sends the batch gathered so far, if any; false once a thread has stopped.
+        let flush = |gathering: &mut Gathering| {
+            let batch = gathering.take().map(Arc::new);
             let (tx, hash_tx) = (&tx, &hash_tx);
             async move {
-                let batch = Arc::new(batch);
+                let Some(batch) = batch else { return true };
                 // The hasher never stops early; the writer may (its result says why).
                 hash_tx.send(batch.clone()).await.is_ok() && tx.send(batch).await.is_ok()
             }
         };
         let mut body_error = None;
         let mut sending = true;
-        loop {
+        while sending {
             let chunk = match body.next().await {
                 Some(Ok(chunk)) if chunk.is_empty() => continue,
                 Some(Ok(chunk)) => chunk,
@@ -366,22 +368,18 @@ impl BlobStore for FsStore {
                 }
                 None => break,
             };
-            if gathering.len + chunk.len() > BATCH {
-                if let Some(batch) = gathering.take() {
-                    sending = sending && send(batch).await;
-                }
+            if gathering.len + chunk.len() > BATCH && !flush(&mut gathering).await {
+                sending = false;
+                break;
             }
             let share = u32::try_from(chunk.len()).map_or(QUEUED_MAX, |n| n.min(QUEUED_MAX));
             let permit = match QUEUED.try_acquire_many(share) {
-                Ok(permit) => Some(permit),
-                Err(tokio::sync::TryAcquireError::NoPermits) => None,
+                Ok(permit) => permit,
                 Err(tokio::sync::TryAcquireError::Closed) => return Err(queue_closed()),
-            };
-            let permit = match permit {
-                Some(permit) => permit,
-                None => {
-                    if let Some(batch) = gathering.take() {
-                        sending = sending && send(batch).await;
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    if !flush(&mut gathering).await {
+                        sending = false;
+                        break;
                     }
                     QUEUED
                         .acquire_many(share)
@@ -391,17 +389,12 @@ impl BlobStore for FsStore {
             };
             gathering.add(chunk, permit);
             if gathering.len >= BATCH {
-                if let Some(batch) = gathering.take() {
-                    sending = sending && send(batch).await;
-                }
-            }
-            if !sending {
-                break;
+                sending = flush(&mut gathering).await;
             }
         }
         // What arrived before the end, or before the body broke off, is kept.
-        if let Some(batch) = gathering.take().filter(|_| sending) {
-            send(batch).await;
+        if sending {
+            flush(&mut gathering).await;
         }
         drop(tx);
         drop(hash_tx);
