@@ -39,7 +39,7 @@ import time
 import urllib.parse
 
 MIB = 1024 * 1024
-LIMIT_KEYS = ("sha256", "copy_fsync", "copy_direct", "loop_put", "loop_get",
+LIMIT_KEYS = ("sha256", "copy_fsync", "copy_direct", "loop_put", "loop_put_client", "loop_get",
               "loop_patch_curl", "loop_patch_client", "static_rps", "static_p99")
 # bench/patch-client, built by `cargo build --release` with the rest of the workspace.
 PATCH_CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -488,6 +488,22 @@ def curl_put(url, path, timeout, headers=None):
     return float(t), int(code), int(float(up))
 
 
+def client_put(client, url, path, timeout, headers=None):
+    """PUT the whole file in one request with `bench/patch-client --put` (sendfile);
+    returns (seconds, http_code), the time around the whole process."""
+    u = urllib.parse.urlsplit(url)
+    size = os.path.getsize(path)
+    t0 = time.perf_counter()
+    p = subprocess.run([client, "--put", u.netloc, u.path + (f"?{u.query}" if u.query else ""),
+                        path, "0", str(size), *(f"{k}: {v}" for k, v in (headers or {}).items())],
+                       capture_output=True, text=True, timeout=timeout)
+    t = time.perf_counter() - t0
+    status = re.search(r"^HTTP/\S+ (\d+)", p.stdout, re.M)
+    if p.returncode != 0 or not status:
+        raise BenchError(f"patch-client PUT failed (rc {p.returncode}): {p.stderr.strip()}")
+    return t, int(status.group(1))
+
+
 def curl_get(url, timeout, headers=None):
     cmd = ["curl", "-sS", "--http1.1", "--max-time", str(timeout), "-o", "/dev/null",
            *curl_headers(headers),
@@ -572,7 +588,9 @@ class Suite:
 
     # ---- blob uploads ------------------------------------------------------ #
 
-    def single_upload(self, repo, path, sample_rss=False):
+    def single_upload(self, repo, path, sample_rss=False, client="curl"):
+        """One blob as POST + one PUT of the whole file, by `curl -T` or (another
+        `client`) `bench/patch-client --put`."""
         digest, size = refresh_blob(path)
         os.sync()  # do not let writeback of earlier runs land in this timing
         loc, t_post = self.reg.start_upload(repo)
@@ -581,11 +599,16 @@ class Suite:
         self.reg.close()  # curl uses its own connection; do not hold an idle one
         url = with_query(loc, "digest", digest)
         sampler = RssSampler(self.pid) if (sample_rss and self.pid) else None
+
+        def put():
+            if client == "curl":
+                return curl_put(url, path, self.a.timeout, auth)
+            return (*client_put(client, url, path, self.a.timeout, auth), size)
         if sampler:
             with sampler:
-                t_put, code, up = curl_put(url, path, self.a.timeout, auth)
+                t_put, code, up = put()
         else:
-            t_put, code, up = curl_put(url, path, self.a.timeout, auth)
+            t_put, code, up = put()
         if code != 201:
             raise BenchError(f"single PUT returned HTTP {code}")
         if up != size:
@@ -702,6 +725,20 @@ class Suite:
             self.guarded(f"upload_chunked_{tag}", chunked)
 
         size_mib = os.path.getsize(a.small) // MIB
+        if os.access(a.patch_client, os.X_OK):
+            def single_sendfile():
+                rates = []
+                self.warm_auth(self.repo_single)
+                for i in range(a.runs):
+                    rates.append(self.single_upload(self.repo_single, a.small,
+                                                    client=a.patch_client)[0])
+                    log(f"single PUT {size_mib} MiB by patch-client --put, run {i + 1}: "
+                        f"{rates[-1]:.1f} MiB/s")
+                self.metric("upload_single_sendfile_small",
+                            f"single-request PUT {size_mib} MiB, bench/patch-client --put "
+                            "(sendfile)", median(rates), "MiB/s", "higher", runs=rates)
+            self.guarded("upload_single_sendfile_small", single_sendfile)
+
         for key, client in (("upload_chunked_newconn_small", "curl"),
                             ("upload_chunked_newproc_small", a.patch_client)):
             if client != "curl" and not os.access(client, os.X_OK):
@@ -1420,7 +1457,7 @@ def cmd_limits(a):
     cp = [synced_copy_rate(a.file, a.workdir) for _ in range(a.runs)]
     cpd = [synced_copy_rate(a.file, a.workdir, direct=True) for _ in range(a.runs)]
     # Client-side ceiling: curl against a trivial discard / sendfile server (Python).
-    put, get, patch_floor = [], [], {}
+    put, put_client, get, patch_floor = [], [], [], {}
     sink = _Sink(a.file)
     try:
         url = f"http://127.0.0.1:{sink.port}/sink"
@@ -1431,6 +1468,10 @@ def cmd_limits(a):
             t, code, down = curl_get(url, 600)
             if code == 200 and down == size:
                 get.append(size / MIB / t)
+            if os.access(a.patch_client, os.X_OK):
+                t, code = client_put(a.patch_client, url, a.file, 600)
+                if code == 201:
+                    put_client.append(size / MIB / t)
         # The floors of the chunked upload with a process per PATCH: each client
         # against a server that reads and discards every body.
         csize = os.path.getsize(a.chunk_file)
@@ -1460,6 +1501,10 @@ def cmd_limits(a):
                         "value": median(cpd), "unit": "MiB/s", "runs": cpd},
         "loop_put": {"name": f"curl PUT {szs} to a loopback discard server", "value": median(put),
                      "unit": "MiB/s", "runs": put},
+        **({"loop_put_client": {
+            "name": f"bench/patch-client --put {szs} to a loopback discard server",
+            "value": median(put_client), "unit": "MiB/s", "runs": put_client}}
+           if put_client else {}),
         "loop_get": {"name": f"curl GET {szs} from a loopback sendfile server",
                      "value": median(get), "unit": "MiB/s", "runs": get},
         **patch_floor,
@@ -1491,7 +1536,8 @@ def cmd_limits(a):
 # Report
 # --------------------------------------------------------------------------- #
 
-ORDER = ["upload_single_small", "upload_single_large", "upload_chunked_small",
+ORDER = ["upload_single_small", "upload_single_sendfile_small", "upload_single_large",
+         "upload_chunked_small",
          "upload_chunked_newconn_small", "upload_chunked_newproc_small",
          "disk_after_chunked_small", "upload_chunked_large", "disk_after_chunked_large",
          "blob_get_large", "pull_skopeo", "push_concurrent", "rss_before_concurrent",
@@ -1522,7 +1568,9 @@ ERROR_GROUP = {
 RATIOS = (
     ("manifest_get_rps", "static_rps", "manifest GET by tag (Berth: token) / nginx static", 0.50),
     ("manifest_get_anon_rps", "static_rps", "manifest GET (anonymous) / nginx static", None),
-    ("upload_single_small", "sha256", "single-request upload / openssl sha256", 0.85),
+    ("upload_single_small", "sha256", "single-request upload, curl -T / openssl sha256", 0.85),
+    ("upload_single_sendfile_small", "sha256",
+     "single-request upload, patch-client --put / openssl sha256", 0.85),
     ("upload_chunked_small", "copy_fsync", "chunked upload, one connection / synced copy",
      None),
     ("upload_chunked_newconn_small", "copy_fsync",
