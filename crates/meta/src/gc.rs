@@ -1,7 +1,7 @@
 //! Garbage collection over metadata: reviewing queued manifests and blobs (online GC),
 //! a full mark of what is reachable (offline GC), and storage accounting.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use berth_oci::Digest;
@@ -133,7 +133,18 @@ pub trait GcMeta: Send + Sync {
     /// Every blob the metadata knows, with its size.
     async fn all_blobs(&self) -> Result<Vec<BlobRecord>>;
 
-    /// Deduplicated bytes of a project's registry, GitLab's way: the unique layers of
-    /// manifests reachable from live tags in any of its repositories.
-    async fn project_registry_size(&self, project_id: i64) -> Result<i64>;
+    /// Deduplicated bytes of each project's registry, GitLab's way: the unique layers
+    /// of manifests reachable from live tags in any of its repositories. Every id
+    /// given is in the map (0 for a project without layers).
+    async fn project_registry_sizes(&self, project_ids: &[i64]) -> Result<HashMap<i64, i64>>;
+
+    /// [`GcMeta::project_registry_sizes`] of one project.
+    async fn project_registry_size(&self, project_id: i64) -> Result<i64> {
+        Ok(self
+            .project_registry_sizes(&[project_id])
+            .await?
+            .get(&project_id)
+            .copied()
+            .unwrap_or(0))
+    }
 }

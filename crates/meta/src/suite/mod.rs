@@ -142,6 +142,7 @@ macro_rules! meta_suite {
             repositories::tag_details,
             repositories::tag_search_filters_sorts_and_pages_in_the_database,
             repositories::repository_size_counts_shared_blobs_once,
+            repositories::project_registry_sizes_count_each_projects_layers_once,
             repositories::delete_tags_keeps_manifests,
             repositories::delete_repository_removes_everything,
             repositories::leases,

@@ -790,6 +790,60 @@ pub(crate) async fn repository_size_counts_shared_blobs_once(m: &dyn TestMeta) {
     assert_eq!(sizes, [(id, 1100), (other, 9000)].into());
 }
 
+pub(crate) async fn project_registry_sizes_count_each_projects_layers_once(m: &dyn TestMeta) {
+    let g = group(m, "g", None).await;
+    let p1 = project(m, g.id, "p1").await;
+    let p2 = project(m, g.id, "p2").await;
+    let empty = project(m, g.id, "empty").await;
+    // p1: `base` in two repositories and two manifests counts once; its config not.
+    push(
+        m,
+        "g/p1",
+        "a",
+        &[("cfg", 10), ("base", 1000), ("l1", 100)],
+        None,
+        Some("a"),
+        1,
+    )
+    .await;
+    push(
+        m,
+        "g/p1/x",
+        "b",
+        &[("cfg", 10), ("base", 1000), ("l2", 200)],
+        None,
+        Some("b"),
+        1,
+    )
+    .await;
+    // Untagged: not counted.
+    push(m, "g/p1/x", "c", &[("cfg", 10), ("l9", 700)], None, None, 1).await;
+    // p2 shares `base` with p1: each project counts it.
+    push(
+        m,
+        "g/p2/y",
+        "d",
+        &[("cfg", 10), ("base", 1000), ("l3", 50)],
+        None,
+        Some("d"),
+        1,
+    )
+    .await;
+    let sizes = m
+        .project_registry_sizes(&[p1.id, p2.id, empty.id, 999])
+        .await
+        .unwrap();
+    assert_eq!(
+        sizes,
+        [(p1.id, 1300), (p2.id, 1050), (empty.id, 0), (999, 0)].into()
+    );
+    // The same, one project at a time.
+    for (id, size) in [(p1.id, 1300), (p2.id, 1050), (empty.id, 0)] {
+        assert_eq!(m.project_registry_size(id).await.unwrap(), size);
+    }
+    assert!(m.project_registry_sizes(&[]).await.unwrap().is_empty());
+}
+
 pub(crate) async fn delete_tags_keeps_manifests(m: &dyn TestMeta) {
     let man = push(m, "r", "m", &[("cfg", 1)], None, Some("a"), 1).await;
     for name in ["b", "c", "d"] {

@@ -82,13 +82,15 @@ async fn dashboard_page(
         Ok(p) => p,
         Err(e) => return internal(viewer, e),
     };
-    let mut sizes = Vec::with_capacity(projects.len());
-    for p in &projects {
-        match meta.project_registry_size(p.id).await {
-            Ok(s) => sizes.push((p.full_path.clone(), s)),
-            Err(e) => return internal(viewer, e),
-        }
-    }
+    let ids: Vec<i64> = projects.iter().map(|p| p.id).collect();
+    let by_id = match meta.project_registry_sizes(&ids).await {
+        Ok(s) => s,
+        Err(e) => return internal(viewer, e),
+    };
+    let mut sizes: Vec<(String, i64)> = projects
+        .iter()
+        .map(|p| (p.full_path.clone(), by_id.get(&p.id).copied().unwrap_or(0)))
+        .collect();
     sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let max = sizes.iter().map(|s| s.1).max().unwrap_or(0).max(1);
     let total: i64 = sizes.iter().map(|s| s.1).sum();

@@ -506,13 +506,11 @@ pub async fn group_registry(state: &Shared, viewer: &Viewer, path: &str, query: 
     let here = format!("/groups/{}/-/container_registries", g.full_path);
     // Deduplicated per project, as GitLab sums a group's registry: a walk of each
     // project's live manifests, so not for a group of more than STORAGE_PROJECTS.
-    let mut storage = (ids.len() <= STORAGE_PROJECTS).then_some(0);
-    if let Some(sum) = storage.as_mut() {
-        for id in &ids {
-            match state.meta.project_registry_size(*id).await {
-                Ok(n) => *sum += n,
-                Err(e) => return fail(viewer, e.into()),
-            }
+    let mut storage = None;
+    if ids.len() <= STORAGE_PROJECTS {
+        match state.meta.project_registry_sizes(&ids).await {
+            Ok(sizes) => storage = Some(sizes.values().sum::<i64>()),
+            Err(e) => return fail(viewer, e.into()),
         }
     }
     let nav = super::nav::context(
