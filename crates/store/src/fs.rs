@@ -294,7 +294,7 @@ impl BlobStore for FsStore {
     ) -> Result<(u64, Hasher)> {
         let path = self.upload_path(id)?;
         // Receiving runs here; hashing and writing each run on a blocking thread of
-        // their own, so the three overlap: a direct write waits for the disk, and
+        // their own, so the three overlap: a write may wait for the disk, and
         // hashing in between writes would leave the CPU idle meanwhile, making an
         // upload as slow as hashing and writing one after the other. Chunks are shared
         // (reference-counted), not copied. Each waits in the channels holding its
@@ -311,7 +311,7 @@ impl BlobStore for FsStore {
             hasher
         });
         let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
-            let (mut out, actual) = crate::direct::Appender::open(&path)
+            let (mut out, actual) = crate::append::Appender::open(&path)
                 .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
             if actual != offset {
                 return Err(StoreError::OffsetMismatch {

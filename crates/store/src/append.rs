@@ -1,10 +1,22 @@
-//! Appending an upload's bytes to its file. Where the filesystem allows it (Linux,
-//! not tmpfs), the file is written with `O_DIRECT`: the bytes go from one reused,
-//! aligned buffer straight to the disk instead of through the page cache. An upload is
-//! written once and read back rarely before it is published, so caching it buys
-//! nothing, while filling gigabytes of cache costs a copy per byte, evicts what
-//! readers need, and leaves all the writeback to the `fsync` that publishing waits
-//! for. Elsewhere the file is written through a plain buffer.
+//! Appending an upload's bytes to its file.
+//!
+//! A request's bytes go into the file through the page cache, and every
+//! [`WINDOW`] of them the kernel is told to start writing that window to the disk at
+//! once (`sync_file_range`); before the next is started, the one before it is waited
+//! for and then dropped from the cache. So a request is answered as soon as its last
+//! bytes are in the kernel's hands (a crash of the process loses none of them; making
+//! them durable is the `fsync` that publishing does, which then finds little left to
+//! write), the disk writes while the bytes arrive, and an upload does not fill the
+//! cache with bytes nobody reads before it is published. A client that sends an
+//! upload as many requests, each its own connection or even process, needs exactly
+//! this: written directly, every 8 MiB PATCH waited after its last byte for its last
+//! 4 MiB to reach the disk.
+//!
+//! The page cache costs CPU per byte, though (allocating, writing back and freeing
+//! every page), which a long request, limited by the CPU rather than by waiting,
+//! feels. A request that has appended [`DIRECT_AFTER`] bytes therefore goes on, where
+//! the filesystem allows it (Linux, not tmpfs), with `O_DIRECT`: the bytes go from
+//! one reused, aligned buffer straight to the disk.
 //!
 //! Direct I/O needs the memory address, file offset and length of every write aligned
 //! to the device's block size. Appends start anywhere, so the block the file ends in
@@ -12,18 +24,19 @@
 //! padded with zeros and the file then truncated to its true length.
 //!
 //! A direct append holds up to two 4 MiB buffers, so only [`DIRECT_MAX`] appends run
-//! directly at once; the others write through the page cache with a small buffer, so
-//! that many clients pushing at once do not cost the server 8 MiB each.
+//! directly at once; the others stay in the page cache, so that many clients pushing
+//! at once do not cost the server 8 MiB each.
 
 use std::fs::File;
-use std::io::Write;
 
 /// Alignment of direct writes: the largest logical block size in common use.
 const ALIGN: usize = 4096;
 /// Bytes gathered before one direct write.
 const DIRECT_BUFFER: usize = 4 * 1024 * 1024;
-/// Bytes gathered before one buffered write.
-const PLAIN_BUFFER: usize = 256 * 1024;
+/// Bytes of one request written through the page cache before it goes on directly.
+const DIRECT_AFTER: u64 = 16 * 1024 * 1024;
+/// Bytes handed to the disk's writeback at a time, from the page cache.
+const WINDOW: u64 = 4 * 1024 * 1024;
 /// Appends written directly at once at most (each holds up to two `DIRECT_BUFFER`s,
 /// so 32 MiB in all). Four keep a 2-core machine's disk busy; with eight, 50 clients
 /// pushing at once had ten 4 MiB buffers resident at a peak RSS of 168 MiB.
@@ -35,44 +48,38 @@ static DIRECT_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 type DirectSlot = tokio::sync::SemaphorePermit<'static>;
 
 pub(crate) enum Appender {
+    Cached(Cached),
     Direct(DirectAppender),
-    Plain(std::io::BufWriter<File>),
 }
 
 impl Appender {
-    /// Open `path` for appending at its current end, directly where possible. Returns
-    /// the appender and the file's current size.
+    /// Open `path` for appending at its current end. Returns the appender and the
+    /// file's current size.
     pub(crate) fn open(path: &std::path::Path) -> std::io::Result<(Appender, u64)> {
-        #[cfg(target_os = "linux")]
-        if let Ok(slot) = DIRECT_SLOTS.try_acquire() {
-            use std::os::unix::fs::OpenOptionsExt;
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
-            {
-                Ok(file) => {
-                    let direct = DirectAppender::new(file, slot)?;
-                    let size = direct.size;
-                    return Ok((Appender::Direct(direct), size));
-                }
-                // EINVAL: this filesystem has no direct I/O (tmpfs); write through it.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok((
-            Appender::Plain(std::io::BufWriter::with_capacity(PLAIN_BUFFER, file)),
+        let cached = Cached {
+            path: path.to_owned(),
+            file,
             size,
-        ))
+            started: size,
+            settled: size,
+            direct_after: size + DIRECT_AFTER,
+        };
+        Ok((Appender::Cached(cached), size))
     }
 
     pub(crate) fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         match self {
-            Appender::Plain(out) => out.write_all(data),
+            Appender::Cached(c) => {
+                c.write_all(data)?;
+                if c.size >= c.direct_after {
+                    if let Some(direct) = c.go_direct()? {
+                        *self = Appender::Direct(direct);
+                    }
+                }
+                Ok(())
+            }
             Appender::Direct(d) => {
                 while !data.is_empty() {
                     let n = d.take(data);
@@ -87,13 +94,152 @@ impl Appender {
     }
 
     /// Write out everything gathered, leaving the file exactly as long as the bytes
-    /// appended. Data reaches the disk; making it durable is `fsync`'s job.
+    /// appended: they are the kernel's then (in its cache or on the disk). Making them
+    /// durable is `fsync`'s job.
     pub(crate) fn finish(self) -> std::io::Result<()> {
         match self {
-            Appender::Plain(mut out) => out.flush(),
+            Appender::Cached(c) => c.finish(),
             Appender::Direct(d) => d.finish(),
         }
     }
+}
+
+/// Appending through the page cache, its writeback started window by window.
+pub(crate) struct Cached {
+    path: std::path::PathBuf,
+    file: File,
+    size: u64,
+    /// Bytes before this are being written back (or were).
+    started: u64,
+    /// Bytes before this are written back and dropped from the cache.
+    settled: u64,
+    /// Where to try going on directly (moved on when no direct slot is free).
+    direct_after: u64,
+}
+
+impl Cached {
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(data, self.size)?;
+        self.size += data.len() as u64;
+        while self.size - self.started >= WINDOW {
+            writeback::start(&self.file, self.started, WINDOW)?;
+            self.started += WINDOW;
+            // Two windows on their way at most: the next fills while one is written.
+            if self.started - self.settled > WINDOW {
+                writeback::wait(&self.file, self.settled, WINDOW)?;
+                writeback::uncache(&self.file, self.settled, WINDOW);
+                self.settled += WINDOW;
+            }
+        }
+        Ok(())
+    }
+
+    /// The same append going on directly, if a direct slot is free and the
+    /// filesystem has direct I/O.
+    fn go_direct(&mut self) -> std::io::Result<Option<DirectAppender>> {
+        self.direct_after = self.size + DIRECT_AFTER;
+        #[cfg(target_os = "linux")]
+        if let Ok(slot) = DIRECT_SLOTS.try_acquire() {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&self.path)
+            {
+                Ok(file) => {
+                    self.start_rest()?;
+                    return DirectAppender::new(file, slot).map(Some);
+                }
+                // EINVAL: this filesystem has no direct I/O (tmpfs); stay cached.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct_after = u64::MAX;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Start writing back what is not yet on its way.
+    fn start_rest(&mut self) -> std::io::Result<()> {
+        if self.size > self.started {
+            writeback::start(&self.file, self.started, self.size - self.started)?;
+            self.started = self.size;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.start_rest()
+    }
+}
+
+/// The page cache's writeback of a file's byte range, started, waited for, and the
+/// range dropped from the cache. Linux has calls for each; elsewhere they do nothing
+/// and the `fsync` that publishes an upload writes it all.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod writeback {
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
+
+    fn sync_file_range(file: &File, offset: u64, len: u64, flags: u32) -> std::io::Result<()> {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: plain integers only; the descriptor stays open for the call, as
+        // `file` is borrowed.
+        let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Start writing the range's dirty pages to the disk; does not wait.
+    pub(super) fn start(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+        sync_file_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    }
+
+    /// Wait until the range's pages are written (those not yet started are started).
+    pub(super) fn wait(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+        sync_file_range(
+            file,
+            offset,
+            len,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    }
+
+    /// Drop the range's clean pages from the cache. Advice only: the kernel keeps
+    /// every page not yet written, so nothing is lost however this goes.
+    pub(super) fn uncache(file: &File, offset: u64, len: u64) {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: as above.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod writeback {
+    use std::fs::File;
+
+    pub(super) fn start(_: &File, _: u64, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn wait(_: &File, _: u64, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn uncache(_: &File, _: u64, _: u64) {}
 }
 
 /// `DIRECT_BUFFER` bytes whose address is aligned for direct I/O.
@@ -325,6 +471,10 @@ mod tests {
             0,
             12_345,
             3 * DIRECT_BUFFER + 4096,
+            // Long enough to go on directly part-way, from a file ending inside a block.
+            DIRECT_AFTER as usize + DIRECT_BUFFER + 4097,
+            77,
+            2 * DIRECT_AFTER as usize + 5,
         ];
         for (k, n) in sizes.iter().enumerate() {
             let a = pattern(*n / 2, k as u8);
@@ -338,14 +488,17 @@ mod tests {
     }
 
     #[test]
-    fn appends_beyond_the_direct_ones_go_through_the_page_cache() {
+    fn long_appends_beyond_the_direct_ones_stay_in_the_page_cache() {
         let dir = tempfile::tempdir().unwrap();
         let mut open = Vec::new();
+        let len = DIRECT_AFTER as usize + DIRECT_BUFFER + 10;
         for k in 0..DIRECT_MAX + 3 {
             let path = dir.path().join(format!("upload{k}"));
             std::fs::File::create(&path).unwrap();
             let (mut a, _) = Appender::open(&path).unwrap();
-            a.write_all(&vec![k as u8; DIRECT_BUFFER + 10]).unwrap();
+            let data = vec![k as u8; len];
+            a.write_all(&data[..DIRECT_AFTER as usize]).unwrap();
+            a.write_all(&data[DIRECT_AFTER as usize..]).unwrap();
             open.push((path, a));
         }
         // Other tests of this binary may hold slots too, so count from this side:
@@ -358,13 +511,28 @@ mod tests {
         assert!(open.len() - direct >= 3);
         for (k, (path, a)) in open.into_iter().enumerate() {
             a.finish().unwrap();
-            assert!(std::fs::read(&path).unwrap() == vec![k as u8; DIRECT_BUFFER + 10]);
+            assert!(std::fs::read(&path).unwrap() == vec![k as u8; len]);
         }
         // Their places are free again.
         let path = dir.path().join("after");
         std::fs::File::create(&path).unwrap();
-        let (a, _) = Appender::open(&path).unwrap();
+        let (mut a, _) = Appender::open(&path).unwrap();
+        a.write_all(&vec![1u8; DIRECT_AFTER as usize]).unwrap();
+        a.write_all(&[2u8; 3]).unwrap();
         a.finish().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), DIRECT_AFTER + 3);
+    }
+
+    #[test]
+    fn a_short_append_stays_in_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload");
+        std::fs::File::create(&path).unwrap();
+        let (mut a, _) = Appender::open(&path).unwrap();
+        a.write_all(&vec![3u8; DIRECT_AFTER as usize - 1]).unwrap();
+        assert!(matches!(a, Appender::Cached(_)));
+        a.finish().unwrap();
+        assert!(std::fs::read(&path).unwrap() == vec![3u8; DIRECT_AFTER as usize - 1]);
     }
 
     #[test]
