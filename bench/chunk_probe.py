@@ -16,6 +16,10 @@ Starts each binary given with --bin on its own data dir, then, interleaved in on
 Prints medians per binary and the raw figures. Python standard library only.
 
     python3 bench/chunk_probe.py --bin before=/tmp/berth-a --bin after=target/release/berth
+
+With `--client target/release/patch-client` each PATCH is sent by `bench/patch-client`
+(sendfile) instead of `dd | curl`, as `regbench.py`'s second per-process row does; curl's
+phase timings are then not available, only the rates.
 """
 
 import argparse
@@ -146,7 +150,7 @@ class Server:
                         "project", "create", "probe/p", "--parents"], cwd=work, check=True,
                        stdout=subprocess.DEVNULL)
 
-    def upload(self, path):
+    def upload(self, path, client="curl"):
         digest, size = regbench.refresh_blob(path)
         os.sync()
         reg = self.reg
@@ -158,7 +162,11 @@ class Server:
 
         def url_of(new):
             return reg.abs_url(new, reg.path_of(first)) if new else first
-        rows, loc = patch_chunks(url_of, path, size, auth)
+        if client == "curl":
+            rows, loc = patch_chunks(url_of, path, size, auth)
+        else:
+            rows = []
+            loc = regbench.patch_per_process(url_of, path, size, auth, client, 600)
         reg.expect(201, "PUT", reg.path_of(regbench.with_query(url_of(loc), "digest", digest)),
                    what="final PUT")
         dt = time.perf_counter() - t0
@@ -180,6 +188,8 @@ def main():
     ap.add_argument("--size", type=int, default=256, help="MiB (default 256)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", default=None, help="on the disk to measure (default: ./)")
+    ap.add_argument("--client", default="curl",
+                    help="curl (default) or the path of bench/patch-client")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="chunk-probe.", dir=a.workdir or os.getcwd())
     servers = []
@@ -198,13 +208,16 @@ def main():
         for run in range(a.runs):
             order = servers if run % 2 == 0 else list(reversed(servers))
             for s in order:
-                rate, rows = s.upload(blob)
+                rate, rows = s.upload(blob, a.client)
                 results[s.label].append(rate)
                 phases[s.label].extend(rows)
                 print(f"run {run + 1} {s.label}: {rate:.1f} MiB/s", flush=True)
             t0 = time.perf_counter()
-            rows, _ = patch_chunks(lambda _loc: f"http://127.0.0.1:{sink.port}/sink", blob,
-                                   size, {})
+            sink_url = f"http://127.0.0.1:{sink.port}/sink"
+            if a.client == "curl":
+                patch_chunks(lambda _loc: sink_url, blob, size, {})
+            else:
+                regbench.patch_per_process(lambda _loc: sink_url, blob, size, {}, a.client, 600)
             floors.append(size / MIB / (time.perf_counter() - t0))
             copies.append(regbench.synced_copy_rate(blob, work))
             print(f"run {run + 1} client floor (sink): {floors[-1]:.1f} MiB/s; "
@@ -216,6 +229,11 @@ def main():
         for s in servers:
             r = results[s.label]
             rows = phases[s.label]
+            if not rows:
+                print(f"{s.label}: median {med(r):.1f} MiB/s (runs "
+                      f"{' / '.join(f'{x:.1f}' for x in r)}), "
+                      f"{100 * med(r) / med(copies):.0f} % of synced copy")
+                continue
             print(f"{s.label}: median {med(r):.1f} MiB/s (runs "
                   f"{' / '.join(f'{x:.1f}' for x in r)}), {100 * med(r) / med(copies):.0f} % "
                   f"of synced copy; per chunk median ms: wall {1000 * med([x[0] for x in rows]):.1f}, "
