@@ -193,10 +193,24 @@ mod writeback {
         // `file` is borrowed.
         let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
         if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
+            return Ok(());
         }
+        let e = std::io::Error::last_os_error();
+        if unsupported(&e) {
+            // This filesystem cannot write back a range; the `fsync` at publishing
+            // writes it all, as it would anyway.
+            return Ok(());
+        }
+        Err(e)
+    }
+
+    /// An error that says the filesystem has no range writeback, not that writing
+    /// failed (a failed write is EIO or ENOSPC, and fails the append).
+    pub(super) fn unsupported(e: &std::io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::ESPIPE | libc::ENOSYS | libc::EOPNOTSUPP)
+        )
     }
 
     /// Start writing the range's dirty pages to the disk; does not wait.
@@ -521,6 +535,18 @@ mod tests {
         a.write_all(&[2u8; 3]).unwrap();
         a.finish().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), DIRECT_AFTER + 3);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_a_failed_write_back_fails_an_append() {
+        let e = |n| std::io::Error::from_raw_os_error(n);
+        for n in [libc::EINVAL, libc::ESPIPE, libc::ENOSYS, libc::EOPNOTSUPP] {
+            assert!(writeback::unsupported(&e(n)), "{n}");
+        }
+        for n in [libc::EIO, libc::ENOSPC, libc::EBADF, libc::ENOMEM] {
+            assert!(!writeback::unsupported(&e(n)), "{n}");
+        }
     }
 
     #[test]
