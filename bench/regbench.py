@@ -488,15 +488,21 @@ def curl_put(url, path, timeout, headers=None):
     return float(t), int(code), int(float(up))
 
 
+def patch_client_cmd(client, url, path, off, n, headers, put=False):
+    """The command line of `bench/patch-client` sending bytes off..off+n of `path` to
+    `url` (a PATCH with Content-Range, or with `put` one PUT)."""
+    u = urllib.parse.urlsplit(url)
+    return [client, *(["--put"] if put else []), u.netloc,
+            u.path + (f"?{u.query}" if u.query else ""), path, str(off), str(n),
+            *(f"{k}: {v}" for k, v in (headers or {}).items())]
+
+
 def client_put(client, url, path, timeout, headers=None):
     """PUT the whole file in one request with `bench/patch-client --put` (sendfile);
     returns (seconds, http_code), the time around the whole process."""
-    u = urllib.parse.urlsplit(url)
-    size = os.path.getsize(path)
+    cmd = patch_client_cmd(client, url, path, 0, os.path.getsize(path), headers, put=True)
     t0 = time.perf_counter()
-    p = subprocess.run([client, "--put", u.netloc, u.path + (f"?{u.query}" if u.query else ""),
-                        path, "0", str(size), *(f"{k}: {v}" for k, v in (headers or {}).items())],
-                       capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     t = time.perf_counter() - t0
     status = re.search(r"^HTTP/\S+ (\d+)", p.stdout, re.M)
     if p.returncode != 0 or not status:
@@ -1236,11 +1242,8 @@ def patch_per_process(url_of, path, size, auth, client, timeout):
             dd.stdout.close()
             dd.wait()
         else:
-            u = urllib.parse.urlsplit(url)
-            p = subprocess.run(
-                [client, u.netloc, u.path + (f"?{u.query}" if u.query else ""), path,
-                 str(off), str(n), *(f"{k}: {v}" for k, v in (auth or {}).items())],
-                capture_output=True, text=True, timeout=timeout)
+            p = subprocess.run(patch_client_cmd(client, url, path, off, n, auth),
+                               capture_output=True, text=True, timeout=timeout)
         head = p.stdout
         status = re.search(r"^HTTP/\S+ (\d+)", head, re.M)
         if p.returncode != 0 or not status or status.group(1) != "202":

@@ -1,9 +1,9 @@
 //! One HTTP/1.1 PATCH (or, with `--put`, PUT) per process, its body a byte range of a
-//! file, sent with the kernel's file-to-socket copy. `bench/regbench.py` runs it once per 8 MiB chunk to
-//! measure a chunked upload whose client starts a process and opens a connection per
-//! chunk, as `curl` does, without `curl`'s own start-up and buffering (`curl
-//! --data-binary @-` reads the whole chunk from a pipe before it sends a byte), which
-//! on a 2-core machine bound that measurement below what the server can take.
+//! file, sent with the kernel's file-to-socket copy. `bench/regbench.py` runs it once
+//! per 8 MiB chunk to measure a chunked upload whose client starts a process and opens
+//! a connection per chunk, as `curl` does, without `curl`'s own start-up and buffering
+//! (`curl --data-binary @-` reads the whole chunk from a pipe before it sends a byte),
+//! which on a 2-core machine bound that measurement below what the server can take.
 //!
 //! With `--put` it sends a whole upload in one PUT (no `Content-Range`): the
 //! single-request upload as a client measures it that costs the server's 2 cores

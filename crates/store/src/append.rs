@@ -150,7 +150,7 @@ impl Cached {
             {
                 Ok(file) => {
                     self.start_rest()?;
-                    return DirectAppender::new(file, slot).map(Some);
+                    return DirectAppender::new(file, self.size, slot).map(Some);
                 }
                 // EINVAL: this filesystem has no direct I/O (tmpfs); stay cached.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -185,8 +185,13 @@ mod writeback {
     use std::fs::File;
     use std::os::fd::AsRawFd;
 
+    /// A byte range as the system calls take it.
+    fn range(offset: u64, len: u64) -> Option<(i64, i64)> {
+        Some((i64::try_from(offset).ok()?, i64::try_from(len).ok()?))
+    }
+
     fn sync_file_range(file: &File, offset: u64, len: u64, flags: u32) -> std::io::Result<()> {
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        let Some((offset, len)) = range(offset, len) else {
             return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
         };
         // SAFETY: plain integers only; the descriptor stays open for the call, as
@@ -233,7 +238,7 @@ mod writeback {
     /// Drop the range's clean pages from the cache. Advice only: the kernel keeps
     /// every page not yet written, so nothing is lost however this goes.
     pub(super) fn uncache(file: &File, offset: u64, len: u64) {
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        let Some((offset, len)) = range(offset, len) else {
             return;
         };
         // SAFETY: as above.
@@ -365,8 +370,8 @@ pub(crate) struct DirectAppender {
 }
 
 impl DirectAppender {
-    fn new(file: File, slot: DirectSlot) -> std::io::Result<Self> {
-        let size = file.metadata()?.len();
+    /// Go on appending to `file`, now `size` bytes long.
+    fn new(file: File, size: u64, slot: DirectSlot) -> std::io::Result<Self> {
         let mut d = DirectAppender {
             file,
             current: Aligned::new()?,
