@@ -897,3 +897,79 @@ fn connections_beyond_the_cap_get_503() {
         (r.status() == StatusCode::UNAUTHORIZED).then_some(())
     });
 }
+
+/// The value of header `name` in a raw response, if it has one.
+fn raw_header(response: &str, name: &str) -> Option<String> {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_ascii_lowercase())
+    })
+}
+
+/// An upload refused before its body was read (here: no credentials) is answered at
+/// once, and the answer says `Connection: close`: the rest of the body is still on
+/// its way, so the connection cannot carry another request, and a client that
+/// reused it would see its next request fail. An upload whose body was read keeps
+/// the connection open.
+#[test]
+fn an_answer_before_the_body_was_read_closes_the_connection() {
+    use std::io::Write;
+    let b = Berth::start();
+    b.project("early/app", "private");
+    let (_, token, _) = registry_token(&b, Some(("root", ROOT_PASSWORD)), "early/app");
+    let r = no_redirects()
+        .post(format!("{}/v2/early/app/blobs/uploads/", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let upload_path = location(&r).trim_start_matches(&b.url).to_string();
+
+    let mut s = raw(&b);
+    let chunk = support::random_bytes(1000);
+    write!(
+        s,
+        "PATCH {upload_path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        chunk.len()
+    )
+    .unwrap();
+    s.write_all(&chunk).unwrap();
+    let answer = read_response(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert_ne!(
+        raw_header(&answer, "connection").as_deref(),
+        Some("close"),
+        "a chunk read whole leaves the connection open: {answer}"
+    );
+
+    // The same connection: 8 MiB announced, 64 KiB sent, no credentials.
+    write!(
+        s,
+        "PATCH {upload_path} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        8 << 20
+    )
+    .unwrap();
+    s.write_all(&support::random_bytes(64 << 10)).unwrap();
+    let answer = read_response(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(
+        raw_header(&answer, "connection").as_deref(),
+        Some("close"),
+        "{answer}"
+    );
+    assert_eq!(read_until_closed(&mut s), "");
+
+    // The upload holds the one chunk.
+    let r = no_redirects()
+        .get(format!("{}{upload_path}", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["range"], "0-999");
+}

@@ -19,16 +19,23 @@
 //!
 //! A request whose handler is busy (no client I/O expected) is never cut by the
 //! watchdog; the stores and database bound their own waits.
+//!
+//! An answer sent before its request's body was read whole (an upload refused
+//! part-way) says `Connection: close`: the rest of the body is still coming, so the
+//! connection is closed after the answer, and a client that reused it for its next
+//! request would see that request fail.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::header::CONNECTION;
+use axum::http::HeaderValue;
 use axum::Router;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -232,6 +239,8 @@ struct StallGuard {
     /// elsewhere and not polling).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     activity: Arc<Activity>,
+    /// Set once the whole body has been read.
+    read_whole: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +289,9 @@ impl http_body::Body for StallGuard {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 self.timer = None;
+                if r.is_none() || self.inner.is_end_stream() {
+                    self.read_whole.store(true, Ordering::Relaxed);
+                }
                 if let Some(Ok(frame)) = &r {
                     let n = frame.data_ref().map_or(0, |d| d.len() as u64);
                     if let Some(e) = self.count(n) {
@@ -404,6 +416,8 @@ pub async fn serve(
                 let router = router.clone();
                 async move {
                     activity.request_started();
+                    let read_whole =
+                        Arc::new(AtomicBool::new(http_body::Body::is_end_stream(req.body())));
                     let mut req = req.map(|inner| {
                         Body::new(StallGuard {
                             inner,
@@ -412,11 +426,22 @@ pub async fn serve(
                             span: None,
                             timer: None,
                             activity: activity.clone(),
+                            read_whole: read_whole.clone(),
                         })
                     });
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    let resp = router.oneshot(req).await;
+                    let mut resp = router.oneshot(req).await;
                     activity.request_answered();
+                    // An answer before the whole body was read (a refused upload):
+                    // the rest of the body is still on its way, so the connection
+                    // cannot carry another request. Saying so keeps the client from
+                    // sending its next request on a connection about to close.
+                    if !read_whole.load(Ordering::Relaxed) {
+                        if let Ok(r) = &mut resp {
+                            r.headers_mut()
+                                .insert(CONNECTION, HeaderValue::from_static("close"));
+                        }
+                    }
                     resp
                 }
             })
