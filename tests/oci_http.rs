@@ -573,9 +573,27 @@ fn base_endpoint_answers_200_with_and_without_slash() {
             Some("container_registry"),
             "{r:?}"
         );
-        // With one (fetched after that challenge): 200.
-        reg.get(path).expect(200);
+        // With one (fetched after that challenge): 200. Every answer under /v2 says
+        // which API it speaks (clients such as docker check it on the base endpoint).
+        let ok = reg.get(path);
+        ok.expect(200);
+        for r in [&r, &ok] {
+            assert_eq!(
+                r.h("Docker-Distribution-Api-Version"),
+                "registry/2.0",
+                "{r:?}"
+            );
+        }
     }
+    let r = reg.get("/v2/no/such/endpoint/here");
+    assert_eq!(
+        r.h("Docker-Distribution-Api-Version"),
+        "registry/2.0",
+        "{r:?}"
+    );
+    // The rest of the site does not.
+    let r = reg.send_anonymous(reg.req(Method::GET, "/users/sign_in"));
+    assert_eq!(r.header("Docker-Distribution-Api-Version"), None, "{r:?}");
 }
 
 // ---------------------------------------------------------------------------

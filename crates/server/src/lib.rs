@@ -24,12 +24,12 @@ pub mod web;
 
 use std::future::Future;
 
-use axum::http::{HeaderName, HeaderValue, Request};
-use axum::routing::{any, get};
+use axum::http::{HeaderName, Request};
+use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -38,17 +38,9 @@ pub use state::{AppState, Settings, Shared};
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: Shared) -> Router {
-    let trusted = state.settings.trusted_proxies.clone();
-    let v2 = Router::new()
-        .route("/v2", any(registry::dispatch))
-        .route("/v2/", any(registry::dispatch))
-        .route("/v2/{*rest}", any(registry::dispatch))
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("docker-distribution-api-version"),
-            HeaderValue::from_static("registry/2.0"),
-        ));
-    Router::new()
-        .merge(v2)
+    let trusted = std::sync::Arc::new(state.settings.trusted_proxies.clone());
+    let v2 = registry::Service(state.clone());
+    let rest = Router::new()
         .route(
             "/jwt/auth",
             get(auth::token::issue).post(auth::token::issue_oauth),
@@ -59,8 +51,12 @@ pub fn router(state: Shared) -> Router {
         // GitLab's page URLs put fixed words after paths of any depth; the web UI
         // parses whatever no route above took.
         .fallback(web::dispatch)
-        .layer(axum::middleware::from_fn(metrics::track))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .with_state(state);
+    let app = Split { v2, rest };
+    // Around the whole router once, not around each route (as `Router::layer`
+    // does), so a request does not clone a boxed copy of every layer.
+    let layered = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &Request<_>| {
@@ -94,8 +90,44 @@ pub fn router(state: Shared) -> Router {
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .service(app);
+    Router::new().fallback_service(layered)
+}
+
+/// `/v2` to the registry's service, without routing (it parses its own paths);
+/// everything else to the router.
+#[derive(Clone)]
+struct Split {
+    v2: registry::Service,
+    rest: Router,
+}
+
+impl tower::Service<axum::extract::Request> for Split {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        <registry::Service as tower::Service<axum::extract::Request>>::Future,
+        <Router as tower::Service<axum::extract::Request>>::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Both are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let path = req.uri().path();
+        if path == "/v2" || path.starts_with("/v2/") {
+            futures::future::Either::Left(self.v2.call(req))
+        } else {
+            futures::future::Either::Right(self.rest.call(req))
+        }
+    }
 }
 
 /// Serve until `shutdown` resolves, running background jobs alongside; `limits`

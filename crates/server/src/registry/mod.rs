@@ -11,8 +11,8 @@ mod referrers;
 mod uploads;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName};
 
@@ -122,7 +122,38 @@ fn unsupported(method: &Method) -> RegistryError {
 }
 
 /// Entry point for every `/v2/...` request.
-pub async fn dispatch(State(state): State<Shared>, req: Request) -> Response {
+/// The `/v2` API as one service: cloning it (the router does for each request)
+/// copies a pointer, where a handler with layers around it cloned a box for each
+/// layer and HTTP method, a few dozen allocations per request.
+#[derive(Clone)]
+pub struct Service(pub Shared);
+
+impl tower::Service<Request> for Service {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let mut resp = dispatch(state, req).await;
+            resp.headers_mut().insert(
+                HeaderName::from_static("docker-distribution-api-version"),
+                HeaderValue::from_static("registry/2.0"),
+            );
+            Ok(resp)
+        })
+    }
+}
+
+async fn dispatch(state: Shared, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let rest = path
         .strip_prefix("/v2/")
