@@ -701,6 +701,21 @@ fn read_response(s: &mut std::net::TcpStream) -> String {
     head + &String::from_utf8_lossy(&body)
 }
 
+/// A private project `path` (its repository of the same path) with an upload
+/// session in it: root's registry token and the session's server-relative path.
+fn private_upload(b: &Berth, path: &str) -> (String, String) {
+    b.project(path, "private");
+    let (_, token, _) = registry_token(b, Some(("root", ROOT_PASSWORD)), path);
+    let r = no_redirects()
+        .post(format!("{}/v2/{path}/blobs/uploads/", b.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let upload_path = location(&r).trim_start_matches(&b.url).to_string();
+    (token, upload_path)
+}
+
 #[test]
 fn slow_and_silent_connections_are_closed() {
     use std::io::Write;
@@ -746,17 +761,8 @@ fn slow_and_silent_connections_are_closed() {
 fn a_stalled_upload_is_cut_and_can_be_resumed() {
     use std::io::Write;
     let b = Berth::start_with(&[], &FAST_LIMITS);
-    b.project("up/app", "private");
-    let (_, token, _) = registry_token(&b, Some(("root", ROOT_PASSWORD)), "up/app");
+    let (token, upload_path) = private_upload(&b, "up/app");
     let c = no_redirects();
-    let r = c
-        .post(format!("{}/v2/up/app/blobs/uploads/", b.url))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let upload = location(&r);
-    let upload_path = upload.trim_start_matches(&b.url).to_string();
 
     let blob = support::random_bytes(3000);
     let mut s = raw(&b);
@@ -827,16 +833,8 @@ fn a_stalled_upload_is_cut_and_can_be_resumed() {
 fn a_trickling_upload_is_cut() {
     use std::io::Write;
     let b = Berth::start_with(&[], &[("BERTH_BODY_TIMEOUT", "2s")]);
-    b.project("drip/app", "private");
-    let (_, token, _) = registry_token(&b, Some(("root", ROOT_PASSWORD)), "drip/app");
+    let (token, upload_path) = private_upload(&b, "drip/app");
     let c = no_redirects();
-    let r = c
-        .post(format!("{}/v2/drip/app/blobs/uploads/", b.url))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let upload_path = location(&r).trim_start_matches(&b.url).to_string();
     let mut s = raw(&b);
     write!(
         s,
@@ -918,15 +916,7 @@ fn raw_header(response: &str, name: &str) -> Option<String> {
 fn an_answer_before_the_body_was_read_closes_the_connection() {
     use std::io::Write;
     let b = Berth::start();
-    b.project("early/app", "private");
-    let (_, token, _) = registry_token(&b, Some(("root", ROOT_PASSWORD)), "early/app");
-    let r = no_redirects()
-        .post(format!("{}/v2/early/app/blobs/uploads/", b.url))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let upload_path = location(&r).trim_start_matches(&b.url).to_string();
+    let (token, upload_path) = private_upload(&b, "early/app");
 
     let mut s = raw(&b);
     let chunk = support::random_bytes(1000);
