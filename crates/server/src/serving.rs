@@ -20,7 +20,7 @@
 //! A request whose handler is busy (no client I/O expected) is never cut by the
 //! watchdog; the stores and database bound their own waits.
 //!
-//! An answer sent before its request's body was read whole (an upload refused
+//! An HTTP/1 answer sent before its request's body was read whole (an upload refused
 //! part-way) says `Connection: close`: the rest of the body is still coming, so the
 //! connection is closed after the answer, and a client that reused it for its next
 //! request would see that request fail.
@@ -96,6 +96,9 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Set when a request body stalled: the connection is done.
     stalled: AtomicU64,
+    /// HTTP/1: the current request's body is not read whole yet (requests on the
+    /// connection are answered one at a time, so one flag is enough).
+    body_unread: AtomicBool,
     /// Whether any request head arrived yet.
     requests: AtomicU64,
 }
@@ -108,6 +111,7 @@ impl Activity {
             head_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             stalled: AtomicU64::new(0),
+            body_unread: AtomicBool::new(false),
             requests: AtomicU64::new(0),
         })
     }
@@ -239,8 +243,6 @@ struct StallGuard {
     /// elsewhere and not polling).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     activity: Arc<Activity>,
-    /// Set once the whole body has been read.
-    read_whole: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,7 +292,7 @@ impl http_body::Body for StallGuard {
             Poll::Ready(r) => {
                 self.timer = None;
                 if r.is_none() || self.inner.is_end_stream() {
-                    self.read_whole.store(true, Ordering::Relaxed);
+                    self.activity.body_unread.store(false, Ordering::Relaxed);
                 }
                 if let Some(Ok(frame)) = &r {
                     let n = frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -416,8 +418,11 @@ pub async fn serve(
                 let router = router.clone();
                 async move {
                     activity.request_started();
-                    let read_whole =
-                        Arc::new(AtomicBool::new(http_body::Body::is_end_stream(req.body())));
+                    let http1 = req.version() < hyper::Version::HTTP_2;
+                    activity.body_unread.store(
+                        !http_body::Body::is_end_stream(req.body()),
+                        Ordering::Relaxed,
+                    );
                     let mut req = req.map(|inner| {
                         Body::new(StallGuard {
                             inner,
@@ -426,7 +431,6 @@ pub async fn serve(
                             span: None,
                             timer: None,
                             activity: activity.clone(),
-                            read_whole: read_whole.clone(),
                         })
                     });
                     req.extensions_mut().insert(ConnectInfo(peer));
@@ -436,7 +440,8 @@ pub async fn serve(
                     // the rest of the body is still on its way, so the connection
                     // cannot carry another request. Saying so keeps the client from
                     // sending its next request on a connection about to close.
-                    if !read_whole.load(Ordering::Relaxed) {
+                    // (HTTP/2 has no such header: a stream ends on its own.)
+                    if http1 && activity.body_unread.load(Ordering::Relaxed) {
                         if let Ok(r) = &mut resp {
                             r.headers_mut()
                                 .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -121,8 +121,7 @@ fn unsupported(method: &Method) -> RegistryError {
     )
 }
 
-/// Entry point for every `/v2/...` request.
-/// The `/v2` API as one service: cloning it (the router does for each request)
+/// The `/v2` API as one service, the entry point of every `/v2/...` request: cloning it (the router does for each request)
 /// copies a pointer, where a handler with layers around it cloned a box for each
 /// layer and HTTP method, a few dozen allocations per request.
 #[derive(Clone)]
