@@ -871,7 +871,7 @@ impl Storage {
                     let stream: berth_store::ByteStream =
                         Box::pin(futures::stream::iter([Ok(body.into())]));
                     let h = berth_oci::Hasher::new(d.algorithm());
-                    s.upload_append(&id, 0, stream, h).await?;
+                    s.upload_append(&id, 0, stream, h.into()).await?;
                     s.upload_commit(&id, &d).await
                 })
             })

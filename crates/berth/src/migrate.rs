@@ -454,7 +454,7 @@ async fn copy_blob(
             .inspect_ok(move |chunk| counted.inc(chunk.len() as u64)),
     );
     let (written, hasher) = match target
-        .upload_append(&id, 0, body, Hasher::new(digest.algorithm()))
+        .upload_append(&id, 0, body, Hasher::new(digest.algorithm()).into())
         .await
     {
         Ok(r) => r,
@@ -466,6 +466,10 @@ async fn copy_blob(
             let _ = target.upload_delete(&id).await;
             return Err(e.into());
         }
+    };
+    let Some(hasher) = hasher.wait().await else {
+        target.upload_delete(&id).await?;
+        anyhow::bail!("hashing the copy of {digest} stopped part-way");
     };
     let actual = hasher.finish();
     if written != size || actual != *digest {

@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 use berth_meta::Meta;
-use berth_oci::Hasher;
-use berth_store::BlobStore;
+use berth_store::{BlobStore, PendingHash};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 #[derive(Debug, Clone)]
@@ -84,11 +83,12 @@ pub fn now_ms() -> i64 {
 }
 
 /// Per-node state of uploads in progress: the running hash of each (with the offset
-/// it covers) and which uploads a request is writing right now. Lost on restart or
+/// it covers, which it may still be at work on after the request that wrote them was
+/// answered) and which uploads a request is writing right now. Lost on restart or
 /// absent on another node; an upload is then re-hashed from storage.
 #[derive(Default)]
 pub struct UploadTracker {
-    hashes: Mutex<HashMap<String, (u64, Hasher)>>,
+    hashes: Mutex<HashMap<String, (u64, PendingHash)>>,
     busy: Mutex<HashSet<String>>,
     /// When this node last recorded activity of each upload in metadata (Unix ms).
     touched: Mutex<HashMap<String, i64>>,
@@ -121,11 +121,11 @@ impl UploadTracker {
         })
     }
 
-    pub fn take_hash(&self, id: &str) -> Option<(u64, Hasher)> {
+    pub fn take_hash(&self, id: &str) -> Option<(u64, PendingHash)> {
         self.hashes.lock().ok()?.remove(id)
     }
 
-    pub fn put_hash(&self, id: &str, offset: u64, hasher: Hasher) {
+    pub fn put_hash(&self, id: &str, offset: u64, hasher: PendingHash) {
         if let Ok(mut m) = self.hashes.lock() {
             m.insert(id.to_string(), (offset, hasher));
         }

@@ -11,7 +11,7 @@ use berth_oci::{Algorithm, Digest, Hasher};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StoreError};
+use crate::{BlobRead, BlobStore, ByteRange, ByteStream, PendingHash, Result, StoreError};
 
 const READ_CHUNK: usize = 1024 * 1024;
 const REHASH_BUFFER: usize = 1024 * 1024;
@@ -290,8 +290,8 @@ impl BlobStore for FsStore {
         id: &str,
         offset: u64,
         mut body: ByteStream,
-        hasher: Hasher,
-    ) -> Result<(u64, Hasher)> {
+        hasher: PendingHash,
+    ) -> Result<(u64, PendingHash)> {
         let path = self.upload_path(id)?;
         // Receiving runs here; hashing and writing each run on a blocking thread of
         // their own, so the three overlap: a write may wait for the disk, and
@@ -299,16 +299,30 @@ impl BlobStore for FsStore {
         // upload as slow as hashing and writing one after the other. Chunks are shared
         // (reference-counted), not copied. Each waits in the channels holding its
         // share of [`QUEUED`], so memory stays bounded however many uploads run.
+        //
+        // The append returns once the writing is done; the hashing may still be at
+        // its last batches (it is the slower of the two), and the caller gets it as
+        // a pending hash. A client sending an upload as many requests, each its own
+        // connection or process, thus starts its next request while this one's bytes
+        // are hashed: on two cores, the hashing of one chunk overlaps the receiving of
+        // the next. It starts on a hash that may still be pending the same way.
+        let algorithm = hasher.algorithm();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(QUEUE_BATCHES);
         let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Queued>(QUEUE_BATCHES);
-        let hashing = tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
+        let (hashed_tx, hashed_rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let Some(mut hasher) = hasher.wait_blocking() else {
+                // The hash before this append was lost: so is this one. The batches
+                // are still taken, as the receiving side waits for room to send them.
+                while hash_rx.blocking_recv().is_some() {}
+                return;
+            };
             while let Some(batch) = hash_rx.blocking_recv() {
                 for chunk in &batch.chunks {
                     hasher.update(chunk);
                 }
             }
-            hasher
+            let _ = hashed_tx.send(hasher);
         });
         let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
             let (mut out, actual) = crate::append::Appender::open(&path)
@@ -401,13 +415,10 @@ impl BlobStore for FsStore {
         let written = writer
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-        let hasher = hashing
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
         let size = written?;
         match body_error {
             Some(e) => Err(StoreError::Body(e)),
-            None => Ok((size, hasher)),
+            None => Ok((size, PendingHash::working(algorithm, hashed_rx))),
         }
     }
 
@@ -501,10 +512,10 @@ mod tests {
                 let parts = vec![Ok(big.clone()), Ok(Bytes::from(vec![k; 10])), Ok(big)];
                 let body: ByteStream = Box::pin(stream::iter(parts));
                 let (n, h) = s
-                    .upload_append(&id, 0, body, Hasher::new(Algorithm::Sha256))
+                    .upload_append(&id, 0, body, Hasher::new(Algorithm::Sha256).into())
                     .await
                     .unwrap();
-                (k, n, h.finish())
+                (k, n, h.wait().await.unwrap().finish())
             }));
         }
         for run in runs {
@@ -532,8 +543,8 @@ mod tests {
         let upload = {
             let s = s.clone();
             tokio::spawn(async move {
-                s.upload_append("u", 0, Box::pin(body), Hasher::new(Algorithm::Sha256))
-                    .await
+                let h = Hasher::new(Algorithm::Sha256).into();
+                s.upload_append("u", 0, Box::pin(body), h).await
             })
         };
         feed.unbounded_send(Ok(Bytes::from(vec![1u8; 50]))).unwrap();
@@ -556,7 +567,7 @@ mod tests {
         assert_eq!(n, 110);
         let mut want = vec![1u8; 50];
         want.extend_from_slice(&[2u8; 60]);
-        assert_eq!(h.finish(), Digest::sha256_of(&want));
+        assert_eq!(h.wait().await.unwrap().finish(), Digest::sha256_of(&want));
     }
 
     /// A body that breaks off keeps every byte received before the break, whether
@@ -576,7 +587,7 @@ mod tests {
         ];
         let body: ByteStream = Box::pin(stream::iter(parts));
         let err = s
-            .upload_append("u", 0, body, Hasher::new(Algorithm::Sha256))
+            .upload_append("u", 0, body, Hasher::new(Algorithm::Sha256).into())
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Body(_)), "{err:?}");
@@ -590,19 +601,53 @@ mod tests {
         assert_eq!(h.finish(), Digest::sha256_of(&vec![3u8; kept as usize]));
     }
 
+    /// An append handed a hash that never arrives (its hashing stopped) still writes
+    /// every byte, and says its own hash is lost too, so the caller hashes the upload
+    /// again from storage instead of finishing on a hash that misses bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_after_a_lost_hash_writes_and_loses_its_hash_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::open(dir.path()).unwrap();
+        s.upload_create("u").await.unwrap();
+        let (n, _) = s
+            .upload_append(
+                "u",
+                0,
+                body(vec![b"abc"]),
+                Hasher::new(Algorithm::Sha256).into(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+        let (lost, never) = tokio::sync::oneshot::channel::<Hasher>();
+        drop(lost);
+        let pending = PendingHash::working(Algorithm::Sha256, never);
+        let big = Bytes::from(vec![5u8; 3 * BATCH]);
+        let parts: ByteStream = Box::pin(stream::iter([Ok(big.clone()), Ok(big)]));
+        let (n, h) = s.upload_append("u", 3, parts, pending).await.unwrap();
+        assert_eq!(n, 3 + 6 * BATCH as u64);
+        assert!(h.wait().await.is_none());
+        assert_eq!(s.upload_size("u").await.unwrap(), Some(n));
+    }
+
     #[tokio::test]
     async fn upload_hash_publish_read() {
         let dir = tempfile::tempdir().unwrap();
         let s = FsStore::open(dir.path()).unwrap();
         s.upload_create("u1").await.unwrap();
-        let h = Hasher::new(Algorithm::Sha256);
+        let h = Hasher::new(Algorithm::Sha256).into();
         let (n, h) = s
             .upload_append("u1", 0, body(vec![b"hel", b"lo"]), h)
             .await
             .unwrap();
         assert_eq!(n, 5);
         let err = s
-            .upload_append("u1", 2, body(vec![b"x"]), Hasher::new(Algorithm::Sha256))
+            .upload_append(
+                "u1",
+                2,
+                body(vec![b"x"]),
+                Hasher::new(Algorithm::Sha256).into(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(
@@ -617,7 +662,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 11);
-        let d = h.finish();
+        // The second append took over the first one's hash, pending or not.
+        let d = h.wait().await.unwrap().finish();
         assert_eq!(d, Digest::sha256_of(b"hello world"));
         let (_, again) = s
             .upload_rehash("u1", Hasher::new(Algorithm::Sha256))

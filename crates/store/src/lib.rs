@@ -17,7 +17,7 @@ pub mod testing;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use berth_oci::{Digest, Hasher};
+use berth_oci::{Algorithm, Digest, Hasher};
 use bytes::Bytes;
 use futures::Stream;
 
@@ -45,6 +45,66 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The running hash of an upload: at hand, or still at work on bytes an append has
+/// already written. An append is answered once its bytes are the kernel's; hashing
+/// them may go on meanwhile, overlapping the client's next request, which takes the
+/// hash over where it ends.
+#[derive(Debug)]
+pub struct PendingHash {
+    algorithm: Algorithm,
+    state: Pending,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Ready(Box<Hasher>),
+    /// Sent when hashing ends; dropped without a send if it stopped (a panic).
+    Working(tokio::sync::oneshot::Receiver<Hasher>),
+}
+
+impl From<Hasher> for PendingHash {
+    fn from(hasher: Hasher) -> Self {
+        PendingHash {
+            algorithm: hasher.algorithm(),
+            state: Pending::Ready(Box::new(hasher)),
+        }
+    }
+}
+
+impl PendingHash {
+    /// A hash that `done` will deliver.
+    pub(crate) fn working(
+        algorithm: Algorithm,
+        done: tokio::sync::oneshot::Receiver<Hasher>,
+    ) -> Self {
+        PendingHash {
+            algorithm,
+            state: Pending::Working(done),
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The hasher once it has taken every byte written; `None` when hashing stopped
+    /// before the end, so the upload must be hashed again from storage.
+    pub async fn wait(self) -> Option<Hasher> {
+        match self.state {
+            Pending::Ready(h) => Some(*h),
+            Pending::Working(done) => done.await.ok(),
+        }
+    }
+
+    /// [`PendingHash::wait`] on a thread that may block (not an async task).
+    pub(crate) fn wait_blocking(self) -> Option<Hasher> {
+        match self.state {
+            Pending::Ready(h) => Some(*h),
+            Pending::Working(done) => done.blocking_recv().ok(),
+        }
+    }
+}
 
 /// A byte range, both ends inclusive, as HTTP ranges are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,15 +159,17 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Bytes received so far, or `None` for an unknown upload.
     async fn upload_size(&self, id: &str) -> Result<Option<u64>>;
     /// Append `body` at `offset` (which must be the current size), feeding every byte
-    /// to `hasher` as it is written. Returns the new size and the hasher. On a body
-    /// error, the bytes received before it stay written, so the client can resume.
+    /// to `hasher` as it is written. Returns once the bytes are written, with the new
+    /// size and the hash, which may still be at work on them (`hasher` itself may be
+    /// pending: the append takes it over when it is done). On a body error, the bytes
+    /// received before it stay written, so the client can resume.
     async fn upload_append(
         &self,
         id: &str,
         offset: u64,
         body: ByteStream,
-        hasher: Hasher,
-    ) -> Result<(u64, Hasher)>;
+        hasher: PendingHash,
+    ) -> Result<(u64, PendingHash)>;
     /// Hash what an upload holds so far (when no running hash is at hand). A store
     /// that cannot read an unfinished upload back (S3) returns the running hash it
     /// saved with the upload instead, in the algorithm the upload was hashed with,

@@ -29,7 +29,7 @@ use object_store::signer::Signer;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, PutPayload, RetryConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StoreError};
+use crate::{BlobRead, BlobStore, ByteRange, ByteStream, PendingHash, Result, StoreError};
 
 /// S3 refuses parts below this size, except the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -504,8 +504,9 @@ impl BlobStore for S3Store {
         id: &str,
         offset: u64,
         mut body: ByteStream,
-        hasher: Hasher,
-    ) -> Result<(u64, Hasher)> {
+        hasher: PendingHash,
+    ) -> Result<(u64, PendingHash)> {
+        let algorithm = hasher.algorithm();
         let mut state = self.load(id).await?.ok_or(StoreError::UploadNotFound)?;
         if state.size != offset {
             return Err(StoreError::OffsetMismatch {
@@ -524,7 +525,14 @@ impl BlobStore for S3Store {
         // each part covers exactly what is stored: a node that dies mid-request
         // leaves a state that another node can continue from.
         let mut hashed = buf.len();
-        let mut hasher = hasher;
+        // This store hashes as it stores (the hash is saved with every part), so a
+        // pending hash is waited for first; one that was lost is the saved one.
+        let mut hasher = match hasher.wait().await {
+            Some(h) => h,
+            None if state.size == 0 => Hasher::new(algorithm),
+            None => Self::restore_hash(&state)?
+                .ok_or_else(|| bad_state("the running hash is missing"))?,
+        };
         let mut stored = state.size - state.tail;
         let mut body_error = None;
         while let Some(item) = body.next().await {
@@ -573,7 +581,7 @@ impl BlobStore for S3Store {
         }
         match body_error {
             Some(e) => Err(StoreError::Body(e)),
-            None => Ok((state.size, hasher)),
+            None => Ok((state.size, hasher.into())),
         }
     }
 
@@ -742,7 +750,7 @@ mod tests {
             assert_eq!(at, offset as u64);
             let chunk = &blob[offset..offset + len];
             let (size, _) = node
-                .upload_append("up1", at, body(chunk, 64 * 1024), h)
+                .upload_append("up1", at, body(chunk, 64 * 1024), h.into())
                 .await
                 .unwrap();
             offset += len;
@@ -755,15 +763,20 @@ mod tests {
             .await
             .unwrap();
         let (size, h) = a
-            .upload_append("up1", at, body(&blob[offset..], 1 << 20), h)
+            .upload_append("up1", at, body(&blob[offset..], 1 << 20), h.into())
             .await
             .unwrap();
         assert_eq!(size, blob.len() as u64);
-        let digest = h.finish();
+        let digest = h.wait().await.unwrap().finish();
         assert_eq!(digest, Digest::sha256_of(&blob));
         // Wrong offsets are refused, as on the filesystem.
         let err = b
-            .upload_append("up1", 5, body(b"x", 1), Hasher::new(Algorithm::Sha256))
+            .upload_append(
+                "up1",
+                5,
+                body(b"x", 1),
+                Hasher::new(Algorithm::Sha256).into(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(
@@ -822,12 +835,12 @@ mod tests {
                 "big",
                 0,
                 body(&blob, 1 << 20),
-                Hasher::new(Algorithm::Sha256),
+                Hasher::new(Algorithm::Sha256).into(),
             )
             .await
             .unwrap();
         assert_eq!(size, blob.len() as u64);
-        assert_eq!(h.finish(), digest);
+        assert_eq!(h.wait().await.unwrap().finish(), digest);
         store.upload_commit("big", &digest).await.unwrap();
         let (total, whole) = read_all(&store, &digest, None).await;
         assert_eq!(total, blob.len() as u64);
@@ -847,12 +860,12 @@ mod tests {
                 "small",
                 0,
                 body(b"hello world", 3),
-                Hasher::new(Algorithm::Sha256),
+                Hasher::new(Algorithm::Sha256).into(),
             )
             .await
             .unwrap();
         assert_eq!(n, 11);
-        let d = h.finish();
+        let d = h.wait().await.unwrap().finish();
         b.upload_commit("small", &d).await.unwrap();
         assert_eq!(read_all(&b, &d, None).await.1, b"hello world");
         assert_eq!(
@@ -871,13 +884,13 @@ mod tests {
                 "bad",
                 0,
                 body(&blob, 100_000),
-                Hasher::new(Algorithm::Sha256),
+                Hasher::new(Algorithm::Sha256).into(),
             )
             .await
             .unwrap();
         assert_eq!(n, blob.len() as u64);
         let claimed = Digest::sha256_of(b"something else");
-        assert_ne!(h.finish(), claimed);
+        assert_ne!(h.wait().await.unwrap().finish(), claimed);
         b.upload_delete("bad").await.unwrap();
         assert_eq!(a.upload_size("bad").await.unwrap(), None);
         assert_eq!(a.list().await.unwrap(), vec![d.clone()]);
@@ -918,7 +931,7 @@ mod tests {
                 "cut",
                 0,
                 Box::pin(futures::stream::iter(items)),
-                Hasher::new(Algorithm::Sha512),
+                Hasher::new(Algorithm::Sha512).into(),
             )
             .await
             .unwrap_err();
@@ -931,10 +944,10 @@ mod tests {
             .unwrap();
         assert_eq!((at, h.algorithm()), (cut as u64, Algorithm::Sha512));
         let (_, h) = b
-            .upload_append("cut", at, body(&blob[cut..], 4096), h)
+            .upload_append("cut", at, body(&blob[cut..], 4096), h.into())
             .await
             .unwrap();
-        let d = h.finish();
+        let d = h.wait().await.unwrap().finish();
         assert_eq!(d, Digest::of(Algorithm::Sha512, &blob));
         a.upload_commit("cut", &d).await.unwrap();
         assert!(read_all(&b, &d, None).await.1 == blob);
@@ -957,7 +970,7 @@ mod tests {
             Box::pin(futures::stream::iter(first).chain(futures::stream::pending()));
         let a2 = a.clone();
         let request = tokio::spawn(async move {
-            a2.upload_append("dies", 0, stalled, Hasher::new(Algorithm::Sha256))
+            a2.upload_append("dies", 0, stalled, Hasher::new(Algorithm::Sha256).into())
                 .await
         });
         // The first whole part is saved with its hash while the request still runs.
@@ -978,11 +991,11 @@ mod tests {
             .unwrap();
         assert_eq!(at, saved);
         let (size, h) = b
-            .upload_append("dies", at, body(&blob[at as usize..], 1 << 20), h)
+            .upload_append("dies", at, body(&blob[at as usize..], 1 << 20), h.into())
             .await
             .unwrap();
         assert_eq!(size, blob.len() as u64);
-        let d = h.finish();
+        let d = h.wait().await.unwrap().finish();
         assert_eq!(d, Digest::sha256_of(&blob));
         b.upload_commit("dies", &d).await.unwrap();
         assert!(read_all(&a, &d, None).await.1 == blob);

@@ -411,7 +411,7 @@ async fn fetch(
             &id,
             0,
             Box::pin(rx) as ByteStream,
-            Hasher::new(digest.algorithm()),
+            Hasher::new(digest.algorithm()).into(),
         );
         let (fed, stored) = tokio::join!(feed, store);
         let written = fed?;
@@ -422,6 +422,10 @@ async fn fetch(
                 size.map_or("an unknown number".into(), |s| s.to_string())
             )));
         }
+        let hasher = hasher
+            .wait()
+            .await
+            .ok_or_else(|| Failure::Other("hashing the blob stopped".into()))?;
         let actual = hasher.finish();
         if &actual != digest {
             return Err(Failure::Other(format!(

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use berth_meta::Upload;
 use berth_oci::{Algorithm, Digest, Hasher, RepoName};
+use berth_store::PendingHash;
 use futures::TryStreamExt;
 
 use super::{digits, empty, finish, parse_digest, query_get, query_pairs, range_header};
@@ -119,7 +120,7 @@ async fn new_upload(
         })
         .await?;
     state.store.upload_create(&id).await?;
-    state.uploads.put_hash(&id, 0, Hasher::new(alg));
+    state.uploads.put_hash(&id, 0, Hasher::new(alg).into());
     Ok(id)
 }
 
@@ -158,18 +159,41 @@ async fn current(state: &Shared, name: &RepoName, id: &str) -> RegistryResult<u6
         .ok_or_else(|| upload_unknown(id))
 }
 
-/// A hasher covering exactly the first `offset` bytes of the upload.
+/// A hash covering exactly the first `offset` bytes of the upload; the one this
+/// node kept (which may still be at work on the last request's bytes), or one
+/// computed again from storage.
 async fn hasher_at(
     state: &Shared,
     id: &str,
     offset: u64,
     alg: Option<Algorithm>,
-) -> RegistryResult<Hasher> {
+) -> RegistryResult<PendingHash> {
     if let Some((at, h)) = state.uploads.take_hash(id) {
         if at == offset && alg.is_none_or(|a| a == h.algorithm()) {
             return Ok(h);
         }
     }
+    rehashed(state, id, offset, alg)
+        .await
+        .map(PendingHash::from)
+}
+
+/// [`hasher_at`], waited for until it has taken every byte.
+async fn hashed(state: &Shared, id: &str, offset: u64, alg: Algorithm) -> RegistryResult<Hasher> {
+    match hasher_at(state, id, offset, Some(alg)).await?.wait().await {
+        Some(h) => Ok(h),
+        // Hashing stopped part-way (it cannot fail otherwise): start over.
+        None => rehashed(state, id, offset, Some(alg)).await,
+    }
+}
+
+/// The hash of the upload's first `offset` bytes, read back from storage.
+async fn rehashed(
+    state: &Shared,
+    id: &str,
+    offset: u64,
+    alg: Option<Algorithm>,
+) -> RegistryResult<Hasher> {
     let fresh = Hasher::new(alg.unwrap_or(Algorithm::Sha256));
     if offset == 0 {
         return Ok(fresh);
@@ -234,8 +258,7 @@ async fn complete(
     size: u64,
     digest: &Digest,
 ) -> RegistryResult<Response> {
-    let hasher = hasher_at(state, id, size, Some(digest.algorithm())).await?;
-    let actual = hasher.finish();
+    let actual = hashed(state, id, size, digest.algorithm()).await?.finish();
     if &actual != digest {
         discard(state, id).await?;
         return Err(RegistryError::new(
