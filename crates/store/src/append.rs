@@ -2,8 +2,9 @@
 //!
 //! A request's bytes go into the file through the page cache, and every
 //! [`WINDOW`] of them the kernel is told to start writing that window to the disk at
-//! once (`sync_file_range`); before the next is started, the one before it is waited
-//! for and then dropped from the cache. So a request is answered as soon as its last
+//! once (`sync_file_range`); two windows are written at a time, and the one before
+//! them is waited for and then dropped from the cache, even when it is an earlier
+//! request's. So a request is answered as soon as its last
 //! bytes are in the kernel's hands (a crash of the process loses none of them; making
 //! them durable is the `fsync` that publishing does, which then finds little left to
 //! write), the disk writes while the bytes arrive, and an upload does not fill the
@@ -37,6 +38,8 @@ const DIRECT_BUFFER: usize = 4 * 1024 * 1024;
 const DIRECT_AFTER: u64 = 16 * 1024 * 1024;
 /// Bytes handed to the disk's writeback at a time, from the page cache.
 const WINDOW: u64 = 4 * 1024 * 1024;
+/// Bytes of an upload being written back at once at most (not yet waited for).
+const IN_FLIGHT: u64 = 2 * WINDOW;
 /// Appends written directly at once at most (each holds up to two `DIRECT_BUFFER`s,
 /// so 32 MiB in all). Four keep a 2-core machine's disk busy; with eight, 50 clients
 /// pushing at once had ten 4 MiB buffers resident at a peak RSS of 168 MiB.
@@ -62,8 +65,10 @@ impl Appender {
             path: path.to_owned(),
             file,
             size,
+            // The request before this one left its last windows being written; they
+            // are waited for as this one's first windows start.
             started: size,
-            settled: size,
+            settled: size.saturating_sub(IN_FLIGHT),
             direct_after: size + DIRECT_AFTER,
         };
         Ok((Appender::Cached(cached), size))
@@ -125,8 +130,12 @@ impl Cached {
         while self.size - self.started >= WINDOW {
             writeback::start(&self.file, self.started, WINDOW)?;
             self.started += WINDOW;
-            // Two windows on their way at most: the next fills while one is written.
-            if self.started - self.settled > WINDOW {
+            // The next window fills while the last two are written; the one before
+            // them is waited for. So a request never waits for its own last bytes to
+            // reach the disk: an 8 MiB PATCH is answered as soon as it is in the
+            // cache, and the next PATCH of the upload waits for it if the disk is
+            // still behind.
+            while self.started - self.settled > IN_FLIGHT {
                 writeback::wait(&self.file, self.settled, WINDOW)?;
                 writeback::uncache(&self.file, self.settled, WINDOW);
                 self.settled += WINDOW;
