@@ -669,7 +669,11 @@ fn deleted_in_logs(berth: &Berth) -> BTreeMap<String, usize> {
 #[test]
 fn two_nodes_run_cleanup_and_gc_on_the_same_stores() {
     let envs = [
-        ("BERTH_GC_REVIEW_DELAY", "1s"),
+        // Long enough that no blob is reviewed between its upload and the PUT of the
+        // manifest that references it, however slow the machine (a delay of 1 s let
+        // a busy CI machine collect a base layer in that gap); GC then waits this
+        // long after the cleanup runs.
+        ("BERTH_GC_REVIEW_DELAY", "20s"),
         ("BERTH_GC_DELETE_UNTAGGED", "true"),
         (
             "BERTH_CONTAINER_REGISTRY_CLEANUP_TAGS_SERVICE_MAX_LIST_SIZE",
