@@ -336,10 +336,8 @@ impl BlobStore for FsStore {
             let appended = move || -> std::io::Result<u64> {
                 let mut size = actual;
                 while let Some(batch) = rx.blocking_recv() {
-                    for chunk in &batch.chunks {
-                        out.write_all(chunk)?;
-                        size += chunk.len() as u64;
-                    }
+                    out.write_parts(&batch.chunks)?;
+                    size += batch.chunks.iter().map(|c| c.len() as u64).sum::<u64>();
                 }
                 out.finish()?;
                 Ok(size)
