@@ -986,3 +986,45 @@ fn a_blob_whose_bytes_do_not_match_its_digest_never_reaches_a_client_whole() {
     let got = resp.bytes().unwrap();
     assert_eq!(format!("sha256:{}", sha256_hex(&got)), layer);
 }
+
+/// A fetch from an upstream slower than the upload expiry: the fetch is an upload in
+/// the blob store, and while its bytes keep coming it stays live, so the expiry job
+/// does not sweep it away half-way; the client gets the whole blob and it is cached.
+#[test]
+fn a_fetch_that_outlasts_the_upload_expiry_completes_and_is_cached() {
+    if !tool("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let up = start_upstream();
+    // 6 MiB at 1 MiB/s: three times the expiry, which is checked every second.
+    let slow = support::throttle::Throttle::start_answers(&up.addr, 1024 * 1024);
+    let env = proxy_env(&format!("http://{}", slow.addr), "1h");
+    let proxy = with_group(Berth::start_with(
+        &["--upload-expiry", "2s"],
+        &borrowed(&env),
+    ));
+    let (_, layer) = push_upstream(&up, tmp, "big", "v1", &support::random_bytes(6 << 20));
+    let (_, token) = proxy_token(&proxy, "rita", "rita-password-1234", "big");
+    let resp = http()
+        .get(format!(
+            "{}/v2/grp/dependency_proxy/containers/big/blobs/{layer}",
+            proxy.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = resp.bytes().expect("the whole body");
+    assert_eq!(format!("sha256:{}", sha256_hex(&got)), layer);
+    let storage = Storage::of(&proxy.data_dir());
+    eventually(Duration::from_secs(30), "the blob to be cached", || {
+        storage.has_blob(&layer).then_some(())
+    });
+    assert!(
+        !storage.uploads().iter().any(|u| u.starts_with("proxy-")),
+        "the fetch's upload was published, not left: {:?}",
+        storage.uploads()
+    );
+}

@@ -371,9 +371,14 @@ async fn fetch(
             .progress
             .send_replace(Progress::Streaming { written: 0, size });
         let (mut tx, rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(8);
+        let upload = id.as_str();
         let feed = async move {
             let mut body = resp.bytes_stream();
             let mut written = 0u64;
+            // The upload's recorded activity, moved on as bytes come, so that a fetch
+            // from a slow upstream is not expired while it still makes progress.
+            let every = crate::jobs::touch_interval(state).as_millis() as i64;
+            let mut touched = now;
             while let Some(chunk) = body.next().await {
                 let chunk = match chunk {
                     Ok(c) => c,
@@ -404,6 +409,14 @@ async fn fetch(
                 inflight
                     .progress
                     .send_replace(Progress::Streaming { written, size });
+                let at = now_ms();
+                if at - touched >= every {
+                    touched = at;
+                    if let Err(e) = state.meta.touch_upload(upload, at).await {
+                        // Not fatal: the fetch goes on, and may yet finish in time.
+                        tracing::warn!(error = %e, upload, "recording the fetch's progress failed");
+                    }
+                }
             }
             Ok(written)
         };
