@@ -13,7 +13,9 @@ Starts each binary given with --bin on its own data dir, then, interleaved in on
     own floor: process starts, curl reading its chunk, loopback);
   * a synced copy of the blob on the same disk (`dd conv=fsync`), the ceiling.
 
-Prints medians per binary and the raw figures. Python standard library only.
+Prints medians per binary and the raw figures, with the server's CPU time per MiB
+uploaded and how busy all cores were during each upload (from /proc; Linux only), which
+tell a server that is short of CPU from one that waits. Python standard library only.
 
     python3 bench/chunk_probe.py --bin before=/tmp/berth-a --bin after=target/release/berth
 
@@ -154,6 +156,7 @@ class Server:
         digest, size = regbench.refresh_blob(path)
         os.sync()
         reg = self.reg
+        cpu0, busy0 = process_cpu(self.proc.pid), machine_cpu()
         t0 = time.perf_counter()
         loc, _ = reg.start_upload("probe/p/chunked")
         auth = reg.bearer_header(reg.path_of(loc))
@@ -170,8 +173,10 @@ class Server:
         reg.expect(201, "PUT", reg.path_of(regbench.with_query(url_of(loc), "digest", digest)),
                    what="final PUT")
         dt = time.perf_counter() - t0
+        cpu = process_cpu(self.proc.pid) - cpu0
+        busy = (machine_cpu() - busy0) / (os.cpu_count() * dt)
         self.drop_blobs()
-        return size / MIB / dt, rows
+        return size / MIB / dt, rows, 1000 * cpu / (size / MIB), busy
 
     def drop_blobs(self):
         """Delete the blob files uploads left, behind the server's back (each run
@@ -187,6 +192,20 @@ class Server:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         self.log.close()
+
+
+def process_cpu(pid):
+    """Seconds of CPU (user + system) process `pid` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu():
+    """Seconds of CPU all cores have spent on anything but idling or waiting for I/O."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def med(xs):
@@ -215,14 +234,19 @@ def main():
         sink = PatchSink()
         results = {s.label: [] for s in servers}
         phases = {s.label: [] for s in servers}
+        cpu = {s.label: [] for s in servers}
+        busy = {s.label: [] for s in servers}
         floors, copies = [], []
         for run in range(a.runs):
             order = servers if run % 2 == 0 else list(reversed(servers))
             for s in order:
-                rate, rows = s.upload(blob, a.client)
+                rate, rows, ms_per_mib, cores = s.upload(blob, a.client)
                 results[s.label].append(rate)
                 phases[s.label].extend(rows)
-                print(f"run {run + 1} {s.label}: {rate:.1f} MiB/s", flush=True)
+                cpu[s.label].append(ms_per_mib)
+                busy[s.label].append(cores)
+                print(f"run {run + 1} {s.label}: {rate:.1f} MiB/s; server {ms_per_mib:.2f} ms "
+                      f"CPU per MiB; all cores {100 * cores:.0f} % busy", flush=True)
             t0 = time.perf_counter()
             sink_url = f"http://127.0.0.1:{sink.port}/sink"
             if a.client == "curl":
@@ -237,6 +261,9 @@ def main():
         print(f"synced copy median {med(copies):.1f} MiB/s (runs "
               f"{' / '.join(f'{c:.0f}' for c in copies)}); client floor median "
               f"{med(floors):.1f} MiB/s (runs {' / '.join(f'{c:.0f}' for c in floors)})")
+        for s in servers:
+            print(f"{s.label}: server CPU median {med(cpu[s.label]):.2f} ms per MiB; all "
+                  f"cores busy {100 * med(busy[s.label]):.0f} % of the upload's time (median)")
         for s in servers:
             r = results[s.label]
             rows = phases[s.label]
