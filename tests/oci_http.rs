@@ -1110,6 +1110,16 @@ fn cross_repository_mount() {
         r.h("Location").ends_with(&format!("/v2/a/dst/blobs/{d}")),
         "{r:?}"
     );
+    // The request's log line names its caller once, though two repositories were
+    // authorized.
+    let line = support::eventually(Duration::from_secs(10), "the mount's log line", || {
+        reg.berth
+            .log()
+            .lines()
+            .find(|l| l.contains("method=POST path=/v2/a/dst/blobs/uploads/"))
+            .map(str::to_string)
+    });
+    assert_eq!(line.matches("principal=").count(), 1, "{line}");
     assert_eq!(r.h("Docker-Content-Digest"), d);
     let h = reg.head(&format!("/v2/a/dst/blobs/{d}"));
     h.expect(200);

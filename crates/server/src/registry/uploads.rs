@@ -416,10 +416,7 @@ async fn named_mount_source(
     let Ok(from) = RepoName::parse(from) else {
         return Ok(None);
     };
-    if authorize(state, headers, from.as_str(), Action::Pull)
-        .await
-        .is_ok()
-    {
+    if crate::access::token_grants(state, headers, from.as_str(), Action::Pull) {
         return Ok(Some(from));
     }
     // The token does not cover the source. When a token for it would be granted, say
