@@ -49,7 +49,9 @@ pub struct SweepReport {
 pub trait GcMeta: Send + Sync {
     /// Queued manifests whose review is due (queued at or before `before`).
     async fn due_manifest_reviews(&self, before: i64, limit: i64) -> Result<Vec<i64>>;
-    /// Review these manifests, in this order, a few dozen per transaction: each is deleted
+    /// Review these manifests, a few dozen per transaction (outcomes in this order;
+    /// a batch is decided on the state it finds, so a manifest that another of the
+    /// batch needed until it was deleted is kept and queued again): each is deleted
     /// when nothing references it (no live tag, no index lists it, not a referrer of
     /// a present subject) and untagged manifests may go, and dropped from the queue
     /// either way. A manifest that a tag left after `keep_since` (now less the review

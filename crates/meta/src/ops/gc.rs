@@ -49,50 +49,6 @@ pub(super) async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Res
     Ok(())
 }
 
-/// Whether something still needs manifest `id`: `Some(None)` when a live tag, an
-/// index or a present subject does (or untagged manifests are kept), `Some(Some(at))`
-/// when only a tag that left it at `at` (after `keep_since`) does, so the undo window
-/// lasts; `None` when nothing does. Strictly after: a manifest kept is queued again at
-/// `at`, and a review is due once `queued_at <= keep_since`, so a tag that left at
-/// exactly `keep_since` must not keep it, or one GC round would review it forever.
-async fn manifest_needed(
-    conn: &mut Conn,
-    id: i64,
-    delete_untagged: bool,
-    keep_since: i64,
-) -> Result<Option<Option<i64>>> {
-    if !delete_untagged {
-        return Ok(Some(None));
-    }
-    let needed: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM tags t JOIN manifests m \
-                          ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
-                        WHERE m.id = $1 AND t.deleted_at IS NULL) \
-             OR EXISTS (SELECT 1 FROM manifest_references WHERE child_id = $1) \
-             OR EXISTS (SELECT 1 FROM manifests m JOIN manifests s \
-                          ON s.repository_id = m.repository_id AND s.digest = m.subject_digest \
-                        WHERE m.id = $1)",
-    )
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if needed {
-        return Ok(Some(None));
-    }
-    // In this query, under the repository's lock, not in a node's memory: every node
-    // keeps the window, whatever its clock and queue said.
-    let left: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(MAX(t.deleted_at) AS BIGINT) FROM tags t JOIN manifests m \
-           ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
-         WHERE m.id = $1 AND t.deleted_at IS NOT NULL AND t.deleted_at > $2",
-    )
-    .bind(id)
-    .bind(keep_since)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(left.map(Some))
-}
-
 /// Rows of `digest, size`.
 /// Digests bound in one statement at most (well under both databases' limits).
 const DIGEST_PAGE: usize = 500;
@@ -116,6 +72,11 @@ const MANIFESTS_PER_TRANSACTION: usize = pick!(sqlite: 20, postgres: 50);
 const BLOBS_PER_TRANSACTION: usize = pick!(sqlite: 50, postgres: 200);
 
 /// Review manifests `ids` in one transaction (see [`GcMeta::review_manifests`]).
+///
+/// A handful of statements for the whole batch, not a few per manifest: the batch
+/// holds its repositories' locks throughout, and pushes into those repositories wait
+/// for it (on PostgreSQL 50 manifests reviewed one by one held a busy repository for
+/// some 200 round trips).
 async fn review_manifest_chunk(
     db: &Db,
     ids: &[i64],
@@ -124,13 +85,13 @@ async fn review_manifest_chunk(
 ) -> Result<Vec<ManifestReview>> {
     retry_deadlocks(move || async move {
         let mut tx = db.write_tx().await?;
+        let marks = placeholders(ids.len());
         // Their repositories' locks first, in id order, as every writer of a
         // repository takes its lock first (a push holds one at a time). A manifest
         // never changes repository, so this list holds under the locks.
         let repos_sql = format!(
-            "SELECT DISTINCT repository_id FROM manifests WHERE id IN ({}) \
-             ORDER BY repository_id",
-            placeholders(ids.len())
+            "SELECT DISTINCT repository_id FROM manifests WHERE id IN ({marks}) \
+             ORDER BY repository_id"
         );
         let mut q = sqlx::query_scalar::<_, i64>(&repos_sql);
         for id in ids {
@@ -140,18 +101,120 @@ async fn review_manifest_chunk(
         for repo in repos {
             lock_repo(&mut tx, repo).await?;
         }
-        // Then each as if reviewed alone, in order: deleting one may queue another of
-        // the batch again (its index or subject went), after that one's queue entry
-        // was dropped, so it is reviewed again later.
+        let states = manifest_states(&mut tx, ids, delete_untagged, keep_since).await?;
         let mut outcomes = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let review = review_one_manifest(&mut tx, id, delete_untagged, keep_since);
-            outcomes.push(review.await?);
+        let (mut dequeue, mut doomed) = (Vec::new(), Vec::new());
+        for id in ids {
+            let outcome = match states.get(id) {
+                None => ManifestReview::Gone,
+                Some(Need::Needed) => ManifestReview::Kept,
+                Some(Need::Window(left_at)) => {
+                    // Within a tag's undo window: review it again when the window ends
+                    // (a review is due once its queued_at is a review delay old).
+                    sqlx::query(pick!(
+                        sqlite: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
+                                 event = 'tag_history' WHERE manifest_id = $2",
+                        postgres: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
+                                   event = 'tag_history', claimed_until = NULL, \
+                                   claimed_by = NULL WHERE manifest_id = $2",
+                    ))
+                    .bind(left_at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    outcomes.push(ManifestReview::Kept);
+                    continue;
+                }
+                Some(Need::Nothing) => {
+                    doomed.push(*id);
+                    ManifestReview::Deleted
+                }
+            };
+            dequeue.push(*id);
+            outcomes.push(outcome);
+        }
+        // The queue entries go before the deletions: deleting one manifest queues
+        // those it leaves (its index children, its referrers) again, and an entry
+        // queued so must stay even when that manifest is of this batch, kept because
+        // the deleted one still needed it when the batch was decided. It is reviewed
+        // again later, as if alone.
+        for (sql, list) in [
+            (
+                "DELETE FROM gc_manifest_review_queue WHERE manifest_id IN",
+                &dequeue,
+            ),
+            // Cascades remove their blob links and child references; triggers queue
+            // those blobs and children (and referrers of these) for review.
+            ("DELETE FROM manifests WHERE id IN", &doomed),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let sql = format!("{sql} ({})", placeholders(list.len()));
+            let mut q = sqlx::query(&sql);
+            for id in list {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(outcomes)
     })
     .await
+}
+
+/// What still needs a manifest, as a review decides it.
+enum Need {
+    /// A live tag, an index listing it, a present subject (or untagged manifests are
+    /// kept).
+    Needed,
+    /// Only a tag that left it at this time, after `keep_since`: kept while the undo
+    /// window lasts. Strictly after: a manifest kept is queued again at that time, and
+    /// a review is due once `queued_at <= keep_since`, so a tag that left at exactly
+    /// `keep_since` must not keep it, or one GC round would review it forever.
+    Window(i64),
+    /// Nothing.
+    Nothing,
+}
+
+/// The [`Need`] of each of manifests `ids` that still exists, in one query. Under
+/// the repositories' locks, not in a node's memory: every node keeps the window,
+/// whatever its clock and queue said.
+async fn manifest_states(
+    tx: &mut Conn,
+    ids: &[i64],
+    delete_untagged: bool,
+    keep_since: i64,
+) -> Result<HashMap<i64, Need>> {
+    let marks = placeholders(ids.len());
+    let window = ids.len() + 1;
+    let sql = format!(
+        "SELECT m.id, {TAGGED} \
+              OR EXISTS (SELECT 1 FROM manifest_references r WHERE r.child_id = m.id) \
+              OR EXISTS (SELECT 1 FROM manifests s \
+                         WHERE s.repository_id = m.repository_id AND s.digest = m.subject_digest), \
+                (SELECT CAST(MAX(t.deleted_at) AS BIGINT) FROM tags t \
+                 WHERE t.repository_id = m.repository_id AND t.manifest_digest = m.digest \
+                   AND t.deleted_at IS NOT NULL AND t.deleted_at > ${window}) \
+         FROM manifests m WHERE m.id IN ({marks})"
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id);
+    }
+    let rows = q.bind(keep_since).fetch_all(&mut *tx).await?;
+    let mut states = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let needed: bool = r.get(1);
+        let left: Option<i64> = r.get(2);
+        let need = match (delete_untagged, needed, left) {
+            (false, _, _) | (true, true, _) => Need::Needed,
+            (true, false, Some(at)) => Need::Window(at),
+            (true, false, None) => Need::Nothing,
+        };
+        states.insert(r.get(0), need);
+    }
+    Ok(states)
 }
 
 /// The keys of up to `limit` items of review `queue` due at `before`, oldest first.
@@ -170,55 +233,6 @@ where
     Ok(pick!(sqlite: q, postgres: q.bind(super::CLAIM_MS))
         .fetch_all(pick!(sqlite: db.reader(), postgres: db.writer()))
         .await?)
-}
-
-/// One manifest's review inside a batch's transaction, its repository already locked.
-async fn review_one_manifest(
-    tx: &mut Conn,
-    id: i64,
-    delete_untagged: bool,
-    keep_since: i64,
-) -> Result<ManifestReview> {
-    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM manifests WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let outcome = match exists {
-        None => ManifestReview::Gone,
-        Some(_) => match manifest_needed(&mut *tx, id, delete_untagged, keep_since).await? {
-            Some(Some(left_at)) => {
-                // Within a tag's undo window: review it again when the window ends (a
-                // review is due once its queued_at is a review delay old).
-                sqlx::query(pick!(
-                    sqlite: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
-                             event = 'tag_history' WHERE manifest_id = $2",
-                    postgres: "UPDATE gc_manifest_review_queue SET queued_at = $1, \
-                               event = 'tag_history', claimed_until = NULL, claimed_by = NULL \
-                               WHERE manifest_id = $2",
-                ))
-                .bind(left_at)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                return Ok(ManifestReview::Kept);
-            }
-            Some(None) => ManifestReview::Kept,
-            None => {
-                // Cascades remove its blob links and child references; triggers queue
-                // those blobs and children (and referrers of this one) for review.
-                sqlx::query("DELETE FROM manifests WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                ManifestReview::Deleted
-            }
-        },
-    };
-    sqlx::query("DELETE FROM gc_manifest_review_queue WHERE manifest_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    Ok(outcome)
 }
 
 /// Review a page of distinct blobs (sorted) in one transaction; the removed ones.
