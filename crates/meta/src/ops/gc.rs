@@ -27,25 +27,40 @@ use super::{retry_deadlocks, Conn, Db, DbKind, DbRow, CONCURRENT_WRITERS};
 
 /// Delete a blob's metadata and record its bytes as pending deletion.
 pub(super) async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Result<()> {
-    for sql in [
-        "DELETE FROM repository_blobs WHERE digest = $1",
-        "DELETE FROM blobs WHERE digest = $1",
-    ] {
-        sqlx::query(sql).bind(digest).execute(&mut *conn).await?;
+    delete_blobs(conn, &[(digest, size)]).await
+}
+
+/// [`delete_blob`] for several blobs (`(digest, size)`), three statements for all.
+async fn delete_blobs(conn: &mut Conn, blobs: &[(&str, i64)]) -> Result<()> {
+    if blobs.is_empty() {
+        return Ok(());
     }
-    sqlx::query(concat!(
-        "INSERT INTO gc_blob_deletions (digest, size, queued_at) \
-         VALUES ($1, $2, ",
-        pick!(
-            sqlite: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
-            postgres: "berth_now_ms()"
-        ),
-        ") ON CONFLICT (digest) DO NOTHING"
-    ))
-    .bind(digest)
-    .bind(size)
-    .execute(conn)
-    .await?;
+    let marks = placeholders(blobs.len());
+    for table in ["repository_blobs", "blobs"] {
+        let sql = format!("DELETE FROM {table} WHERE digest IN ({marks})");
+        let mut q = sqlx::query(&sql);
+        for (d, _) in blobs {
+            q = q.bind(*d);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    const NOW: &str = pick!(
+        sqlite: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+        postgres: "berth_now_ms()"
+    );
+    let rows: Vec<String> = (0..blobs.len())
+        .map(|i| format!("(${}, ${}, {NOW})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!(
+        "INSERT INTO gc_blob_deletions (digest, size, queued_at) VALUES {} \
+         ON CONFLICT (digest) DO NOTHING",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for (d, size) in blobs {
+        q = q.bind(*d).bind(*size);
+    }
+    q.execute(conn).await?;
     Ok(())
 }
 
@@ -344,9 +359,8 @@ async fn remove_unreferenced(tx: &mut Conn, digests: &[String]) -> Result<Vec<Bl
         q = q.bind(d.as_str());
     }
     let doomed = blob_records(q.fetch_all(&mut *tx).await?)?;
-    for b in &doomed {
-        delete_blob(&mut *tx, b.digest.as_str(), b.size).await?;
-    }
+    let pairs: Vec<(&str, i64)> = doomed.iter().map(|b| (b.digest.as_str(), b.size)).collect();
+    delete_blobs(&mut *tx, &pairs).await?;
     Ok(doomed)
 }
 
