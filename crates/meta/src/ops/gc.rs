@@ -30,19 +30,32 @@ pub(super) async fn delete_blob(conn: &mut Conn, digest: &str, size: i64) -> Res
     delete_blobs(conn, &[(digest, size)]).await
 }
 
+/// Run `sql`, which ends in `IN`, over the list `keys` (nothing when it is empty).
+async fn execute_in<T>(conn: &mut Conn, sql: &str, keys: &[T]) -> Result<()>
+where
+    T: for<'q> sqlx::Encode<'q, DbKind> + sqlx::Type<DbKind> + Clone + Send + 'static,
+{
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("{sql} ({})", placeholders(keys.len()));
+    let mut q = sqlx::query(&sql);
+    for k in keys {
+        q = q.bind(k.clone());
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
 /// [`delete_blob`] for several blobs (`(digest, size)`), three statements for all.
 async fn delete_blobs(conn: &mut Conn, blobs: &[(&str, i64)]) -> Result<()> {
     if blobs.is_empty() {
         return Ok(());
     }
-    let marks = placeholders(blobs.len());
+    let digests: Vec<String> = blobs.iter().map(|(d, _)| d.to_string()).collect();
     for table in ["repository_blobs", "blobs"] {
-        let sql = format!("DELETE FROM {table} WHERE digest IN ({marks})");
-        let mut q = sqlx::query(&sql);
-        for (d, _) in blobs {
-            q = q.bind(*d);
-        }
-        q.execute(&mut *conn).await?;
+        let sql = format!("DELETE FROM {table} WHERE digest IN");
+        execute_in(&mut *conn, &sql, &digests).await?;
     }
     const NOW: &str = pick!(
         sqlite: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
@@ -153,25 +166,11 @@ async fn review_manifest_chunk(
         // queued so must stay even when that manifest is of this batch, kept because
         // the deleted one still needed it when the batch was decided. It is reviewed
         // again later, as if alone.
-        for (sql, list) in [
-            (
-                "DELETE FROM gc_manifest_review_queue WHERE manifest_id IN",
-                &dequeue,
-            ),
-            // Cascades remove their blob links and child references; triggers queue
-            // those blobs and children (and referrers of these) for review.
-            ("DELETE FROM manifests WHERE id IN", &doomed),
-        ] {
-            if list.is_empty() {
-                continue;
-            }
-            let sql = format!("{sql} ({})", placeholders(list.len()));
-            let mut q = sqlx::query(&sql);
-            for id in list {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let sql = "DELETE FROM gc_manifest_review_queue WHERE manifest_id IN";
+        execute_in(&mut tx, sql, &dequeue).await?;
+        // Cascades remove their blob links and child references; triggers queue those
+        // blobs and children (and referrers of these) for review.
+        execute_in(&mut tx, "DELETE FROM manifests WHERE id IN", &doomed).await?;
         tx.commit().await?;
         Ok(outcomes)
     })
@@ -287,17 +286,8 @@ async fn review_blob_page(db: &Db, page: &[&str]) -> Result<Vec<BlobRecord>> {
             }
             let removed = remove_unreferenced(&mut tx, &reviewed).await?;
             // Last, so the unlink triggers of the removal do not leave them queued again.
-            if !dequeued.is_empty() {
-                let sql = format!(
-                    "DELETE FROM gc_blob_review_queue WHERE digest IN ({})",
-                    placeholders(dequeued.len())
-                );
-                let mut q = sqlx::query(&sql);
-                for d in &dequeued {
-                    q = q.bind(d.as_str());
-                }
-                q.execute(&mut *tx).await?;
-            }
+            let sql = "DELETE FROM gc_blob_review_queue WHERE digest IN";
+            execute_in(&mut tx, sql, &dequeued).await?;
             tx.commit().await?;
             let skipped: Vec<&str> =
                 page.iter().copied().filter(|d| !reviewed.iter().any(|r| r == d)).collect();
