@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
-"""Manifest GETs on one node while another node pushes: what the manifest cache keeps.
+"""Manifest GETs while pushes go on: what the manifest cache keeps.
 
 Two `berth serve` nodes share one PostgreSQL database (made here with `psql` on
 --pg-url's server; each node has its own data dir, which is enough because only
-manifests are read). Node B gets --repos repositories with one small image each,
-tagged `t`. Then, for each Berth binary given (`--bin label=PATH`, interleaved round
-by round):
+manifests are read), or, with `--backend sqlite`, one node on its own SQLite
+database. Node B (node A on SQLite) gets --repos repositories with one small image
+each, tagged `t`. Then, for each Berth binary given (`--bin label=PATH`, interleaved
+round by round):
 
 - quiet: wrk on node A, --wrk-seconds, cycling through the --repos manifests by tag
   (a Lua script; a root token for all of them; `Accept` of the OCI manifest);
-- busy: the same while --pushers threads push manifests into one other repository
-  through node B as fast as they can (each push is one manifest PUT under a new
-  tag, so every push changes `tags`); the push rate is reported too.
+- busy: the same while --pushers threads push into one other repository as fast as
+  they can, through node B or (`--push-through a`, and always on SQLite) through
+  node A itself. Each push is one manifest PUT under a new tag, so every push
+  changes `tags`; with `--push-blobs` it first uploads a fresh small blob in an
+  upload session (POST, then PUT with the body), as a client pushes a layer, and
+  the manifest refers to it. The push rate is reported too.
 
-With every change anywhere emptying every node's cache, node A re-reads each of its
-repositories from PostgreSQL after every push; with per-repository invalidation, a
-push into another repository leaves node A's entries alone. Everything shares the
-machine's CPUs (wrk, both nodes, PostgreSQL, the pushers). Medians of --rounds.
+With every change emptying a node's whole cache, node A re-reads each of its
+repositories from the database after every push (and, when the pushes go through
+node A, after every write of a push); with per-repository invalidation, a push
+into another repository leaves node A's entries alone. Everything shares the
+machine's CPUs (wrk, the nodes, PostgreSQL, the pushers). Medians of --rounds.
 
     bench/cache_nodes.py --bin before=/path/old-berth --bin after=target/release/berth
+    bench/cache_nodes.py --backend sqlite --push-blobs --bin before=... --bin after=...
 
 Standard library only, plus `psql` and `wrk`.
 """
@@ -51,7 +57,10 @@ class Node:
     def __init__(self, binary, work, name, database_url):
         self.data = os.path.join(work, name)
         env = dict(os.environ, BERTH_INITIAL_ROOT_PASSWORD=PASSWORD, BERTH_LOG_LEVEL="warn",
-                   BERTH_TOKEN_EXPIRY="1h", BERTH_DATABASE_URL=database_url)
+                   BERTH_TOKEN_EXPIRY="1h")
+        env.pop("BERTH_DATABASE_URL", None)
+        if database_url:
+            env["BERTH_DATABASE_URL"] = database_url
         self.env = env
         self.port = free_port()
         self.proc = subprocess.Popen(
@@ -101,18 +110,47 @@ end
     return rps
 
 
+def push_blob(c, port, tok, n):
+    """A fresh blob in an upload session (POST, then PUT with the body) on connection `c`;
+    returns its digest and size."""
+    data = f"layer {port} {n} {time.time_ns()}".encode()
+    d = digest(data)
+    auth = {"Authorization": f"Bearer {tok}"}
+    c.request("POST", f"/v2/{BUSY}/blobs/uploads/", headers=auth)
+    r = c.getresponse()
+    r.read()
+    if r.status != 202:
+        raise SystemExit(f"upload start: {r.status}")
+    loc = r.getheader("Location")
+    sep = "&" if "?" in loc else "?"
+    c.request("PUT", f"{loc}{sep}digest={urllib.parse.quote(d)}", body=data,
+              headers={**auth, "Content-Type": "application/octet-stream"})
+    r = c.getresponse()
+    r.read()
+    if r.status != 201:
+        raise SystemExit(f"upload end: {r.status}")
+    return d, len(data)
+
+
 def one_binary(binary, a, work, label):
+    sqlite = a.backend == "sqlite"
     db = f"cache_nodes_{label}_{os.getpid()}"
-    psql(a.pg_url, f"CREATE DATABASE {db}")
-    url = with_database(a.pg_url, db)
+    url = None
+    if not sqlite:
+        psql(a.pg_url, f"CREATE DATABASE {db}")
+        url = with_database(a.pg_url, db)
     nodes = []
     try:
         node_a = Node(binary, work, f"{label}-a", url)
         nodes.append(node_a)
         subprocess.run([binary, "admin", "--data-dir", node_a.data, "project", "create",
                         PROJECT, "--parents"], env=node_a.env, check=True, capture_output=True)
-        node_b = Node(binary, work, f"{label}-b", url)
-        nodes.append(node_b)
+        if sqlite:
+            node_b = node_a
+        else:
+            node_b = Node(binary, work, f"{label}-b", url)
+            nodes.append(node_b)
+        pushed_through = node_a if a.push_through == "a" else node_b
         repos = [f"{PROJECT}/r{k}" for k in range(a.repos)]
         tok_b = token(node_b.port, repos + [BUSY])
         for r in repos:
@@ -122,18 +160,29 @@ def one_binary(binary, a, work, label):
         wrk(node_a.port, tok_a, repos, 2, work)  # warm up
         quiet = wrk(node_a.port, tok_a, repos, a.wrk_seconds, work)
 
-        # The manifest pushed again and again under new tags.
+        # The manifest pushed again and again under new tags (or, with --push-blobs,
+        # a manifest of each push's fresh blob).
         _, manifest = request(node_b.port, "GET", f"/v2/{BUSY}/manifests/first",
                               headers={"Authorization": f"Bearer {tok_b}",
                                        "Accept": MANIFEST_TYPE})
         stop, pushed = threading.Event(), []
+        port = pushed_through.port
+        tok_p = token(port, [BUSY])
 
         def pusher(k):
-            c = http.client.HTTPConnection("127.0.0.1", node_b.port, timeout=60)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             n = 0
             while not stop.is_set():
-                c.request("PUT", f"/v2/{BUSY}/manifests/p{k}-{n}", body=manifest,
-                          headers={"Authorization": f"Bearer {tok_b}",
+                body = manifest
+                if a.push_blobs:
+                    d, size = push_blob(c, port, tok_p, f"{k}-{n}")
+                    body = json.dumps({
+                        "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": d, "size": size},
+                        "layers": []}).encode()
+                c.request("PUT", f"/v2/{BUSY}/manifests/p{k}-{n}", body=body,
+                          headers={"Authorization": f"Bearer {tok_p}",
                                    "Content-Type": MANIFEST_TYPE})
                 r = c.getresponse()
                 r.read()
@@ -156,7 +205,8 @@ def one_binary(binary, a, work, label):
     finally:
         for n in nodes:
             n.stop()
-        psql(a.pg_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        if not sqlite:
+            psql(a.pg_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
 def main():
@@ -167,9 +217,16 @@ def main():
     ap.add_argument("--pushers", type=int, default=2)
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
+    ap.add_argument("--push-through", choices=("a", "b"), default="b",
+                    help="the node the pushes go through (SQLite: always a)")
+    ap.add_argument("--push-blobs", action="store_true",
+                    help="each push also uploads a fresh blob in an upload session")
     ap.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args()
+    if a.backend == "sqlite":
+        a.push_through = "a"
     bins = [b.split("=", 1) for b in a.bin]
     results = {label: [] for label, _ in bins}
     work = tempfile.mkdtemp(prefix="cache-nodes-", dir=a.workdir)
@@ -179,12 +236,14 @@ def main():
             for label, path in order:
                 q, b, p = one_binary(path, a, work, f"{label}{rnd}")
                 results[label].append((q, b, p))
-                print(f"round {rnd + 1} {label}: quiet {q:.0f} req/s, while node B pushes "
+                print(f"round {rnd + 1} {label}: quiet {q:.0f} req/s, while node "
+                      f"{a.push_through.upper()} takes pushes "
                       f"{b:.0f} req/s ({p:.0f} pushes/s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nmedians of {a.rounds} ({a.repos} repositories cycled on node A, "
-          f"{a.pushers} pushers on node B):")
+    print(f"\nmedians of {a.rounds} ({a.backend}, {a.repos} repositories cycled on node A, "
+          f"{a.pushers} pushers through node {a.push_through.upper()}"
+          f"{', each push with a blob' if a.push_blobs else ''}):")
     for label, rs in results.items():
         q = statistics.median(r[0] for r in rs)
         b = statistics.median(r[1] for r in rs)

@@ -10,12 +10,22 @@
 //! after the commit, so a lookup that raced with a write is stored under a
 //! generation that is already stale.
 //!
+//! The frequent writes say what they can change instead ([`Scope`], through
+//! `write_tx_scoped()` / `writer_scoped()`): a manifest push or a tag deletion bumps
+//! only its repository's generation (below), and the bookkeeping of a push (upload
+//! sessions, blob links) or of a login bumps nothing, so a node's own pushes no
+//! longer empty its cache of every other repository. The triggers that notify the
+//! other nodes on PostgreSQL (below) are the check of those declarations: the test
+//! `suite::postgres_nodes::each_scoped_write_notifies_what_it_declares` runs each
+//! scoped write and compares what it declares with what the triggers report.
+//!
 //! Writes by other processes are seen as follows:
 //!
-//! - SQLite (other `berth` commands on the same data dir): every write also appends
-//!   a byte to `<database>-changes`, and an entry is only served while that file's
-//!   length is what it was when the entry was read (one `stat` per hit). A command
-//!   that wrote has appended before it exits.
+//! - SQLite (other `berth` commands on the same data dir): every write that may change
+//!   content also appends a byte to `<database>-changes`, and an entry is only served
+//!   while that file has grown by nothing but this process's own appends since the
+//!   entry was read (one `stat` per hit; own appends are covered by the generations
+//!   above). A command that wrote has appended before it exits.
 //! - PostgreSQL (other nodes, other commands): triggers on `repositories`,
 //!   `manifests` and `tags` send `NOTIFY berth_content` (delivered at commit); each
 //!   node listens. A change to manifests or tags names the paths of the repositories
@@ -62,20 +72,35 @@ struct Entry {
     read_at: Instant,
 }
 
+/// What a write can change of what the cache holds, as its call site declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Anything at all: every entry of this process is stale after it (what
+    /// `write_tx()` and `writer()` declare).
+    Anything,
+    /// Manifests and tags of this one repository, and no repository's path: its
+    /// entries (and those sharing its counter) are stale after it.
+    Repository(String),
+    /// No row a manifest lookup reads (`manifests`, `tags`, the paths of
+    /// `repositories`) and no repository deleted; a new repository is fine (nothing
+    /// of it can be cached yet): upload sessions, blob links, sign-in bookkeeping.
+    Nothing,
+}
+
 /// What an entry was read under.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     generation: u64,
     /// The generation of the entry's repository (its bucket's).
     repository: u64,
-    /// SQLite: the change file's length.
+    /// SQLite: how many times the change file was seen changed by someone else.
     changes: u64,
 }
 
 /// How this process learns of writes made by others.
 enum External {
     /// SQLite: the change file next to the database.
-    ChangeFile(PathBuf),
+    ChangeFile(ChangeFile),
     /// PostgreSQL: whether this node's `LISTEN berth_content` connection is up.
     Notify {
         listening: AtomicBool,
@@ -92,6 +117,69 @@ pub(crate) struct ContentCache {
     /// Lookups answered from the cache (tests only: no shared counter on the hot path).
     #[cfg(test)]
     hits: AtomicU64,
+}
+
+/// SQLite's change file, and what this process last knew of its length.
+struct ChangeFile {
+    path: PathBuf,
+    seen: Mutex<Seen>,
+}
+
+struct Seen {
+    /// The file's length when last looked at ([`MISSING`] when it was not there).
+    len: u64,
+    /// Bumped whenever the length changed other than by this process's own append.
+    epoch: u64,
+}
+
+/// [`Seen::len`] of a change file that does not exist.
+const MISSING: u64 = u64::MAX;
+/// [`Seen::len`] before the file was first looked at (matches no length).
+const UNSEEN: u64 = u64::MAX - 1;
+
+impl ChangeFile {
+    /// The epoch now: moved on if the file changed since it was last looked at.
+    fn epoch(&self) -> Option<u64> {
+        let len = match std::fs::metadata(&self.path) {
+            Ok(m) => m.len(),
+            // Not there yet: nobody has written since it was last truncated away.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MISSING,
+            Err(_) => return None,
+        };
+        let mut seen = self.seen.lock().ok()?;
+        if seen.len != len {
+            seen.len = len;
+            seen.epoch += 1;
+        }
+        Some(seen.epoch)
+    }
+
+    /// Append this process's mark. When the file then holds exactly one byte more
+    /// than it did when last looked at, the change was this process's own (which its
+    /// generations already account for): the epoch stays. Anything else (someone
+    /// else appended or truncated meanwhile, or the file was never looked at) moves
+    /// the epoch on.
+    fn append(&self) -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        f.write_all(b".")?;
+        let len = f.metadata()?.len();
+        let truncated = len >= CHANGES_MAX_LEN;
+        if truncated {
+            f.set_len(0)?;
+        }
+        let Ok(mut seen) = self.seen.lock() else {
+            return Ok(());
+        };
+        let before = if seen.len == MISSING { 0 } else { seen.len };
+        if seen.len == UNSEEN || len != before + 1 || truncated {
+            seen.epoch += 1;
+        }
+        seen.len = if truncated { 0 } else { len };
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -114,9 +202,13 @@ impl ContentCache {
     pub(crate) fn sqlite(database: &std::path::Path) -> Arc<Self> {
         let mut changes = database.as_os_str().to_owned();
         changes.push("-changes");
-        Arc::new(ContentCache::with(External::ChangeFile(PathBuf::from(
-            changes,
-        ))))
+        Arc::new(ContentCache::with(External::ChangeFile(ChangeFile {
+            path: PathBuf::from(changes),
+            seen: Mutex::new(Seen {
+                len: UNSEEN,
+                epoch: 0,
+            }),
+        })))
     }
 
     /// For PostgreSQL: unusable until [`ContentCache::listening`] says otherwise.
@@ -151,12 +243,7 @@ impl ContentCache {
         let generation = self.generation.load(Ordering::Acquire);
         let repository = self.bucket(repository).load(Ordering::Acquire);
         let changes = match &self.external {
-            External::ChangeFile(path) => match std::fs::metadata(path) {
-                Ok(m) => m.len(),
-                // Not there yet: nobody has written since it was last truncated away.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => u64::MAX,
-                Err(_) => return None,
-            },
+            External::ChangeFile(file) => file.epoch()?,
             External::Notify { listening, .. } => {
                 if !listening.load(Ordering::Acquire) {
                     return None;
@@ -211,28 +298,26 @@ impl ContentCache {
         self.hits.load(Ordering::Relaxed)
     }
 
-    /// This process wrote (committed, or gave up on) something: every entry is stale.
-    fn wrote(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let External::ChangeFile(path) = &self.external {
+    /// This process wrote (committed, or gave up on) something within `scope`: the
+    /// entries it may have changed are stale.
+    fn wrote(&self, scope: &Scope) {
+        match scope {
+            Scope::Nothing => return,
+            Scope::Anything => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            Scope::Repository(path) => {
+                self.bucket(path).fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        if let External::ChangeFile(file) = &self.external {
             // Other processes learn of it by the file's length. If the file cannot be
             // written they cannot: their cache then waits for MAX_AGE, which is why the
             // failure is logged.
-            let appended = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| {
-                    f.write_all(b".")?;
-                    if f.metadata()?.len() >= CHANGES_MAX_LEN {
-                        f.set_len(0)?;
-                    }
-                    Ok(())
-                });
-            if let Err(e) = appended {
+            if let Err(e) = file.append() {
                 tracing::warn!(
                     "could not record a metadata change in {}: {e}",
-                    path.display()
+                    file.path.display()
                 );
             }
         }
@@ -278,8 +363,8 @@ impl ContentCache {
         }
     }
 
-    fn bump_on_drop(&self) -> Bump<'_> {
-        Bump(self)
+    fn bump_on_drop(&self, scope: Scope) -> Bump<'_> {
+        Bump { cache: self, scope }
     }
 }
 
@@ -291,13 +376,17 @@ fn entry_key(repository: &str, key: &str) -> String {
     k
 }
 
-/// Bumps the generation when dropped: after the statement or transaction it
-/// accompanies has finished (or was abandoned, which is harmless to count).
-struct Bump<'a>(&'a ContentCache);
+/// Bumps the generations of its scope when dropped: after the statement or
+/// transaction it accompanies has finished (or was abandoned, which is harmless to
+/// count).
+struct Bump<'a> {
+    cache: &'a ContentCache,
+    scope: Scope,
+}
 
 impl Drop for Bump<'_> {
     fn drop(&mut self) {
-        self.0.wrote();
+        self.cache.wrote(&self.scope);
     }
 }
 
@@ -308,23 +397,28 @@ impl Drop for Bump<'_> {
 pub(crate) struct WriteTx<DB: sqlx::Database> {
     tx: sqlx::Transaction<'static, DB>,
     cache: Arc<ContentCache>,
+    scope: Scope,
 }
 
 impl<DB: sqlx::Database> WriteTx<DB> {
-    pub(crate) fn new(tx: sqlx::Transaction<'static, DB>, cache: Arc<ContentCache>) -> Self {
-        WriteTx { tx, cache }
+    pub(crate) fn new(
+        tx: sqlx::Transaction<'static, DB>,
+        cache: Arc<ContentCache>,
+        scope: Scope,
+    ) -> Self {
+        WriteTx { tx, cache, scope }
     }
 
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        let WriteTx { tx, cache } = self;
-        let _bump = cache.bump_on_drop();
+        let WriteTx { tx, cache, scope } = self;
+        let _bump = cache.bump_on_drop(scope);
         tx.commit().await
     }
 
     #[allow(dead_code)] // not every backend's copy of `ops/` rolls back explicitly
     pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
-        let WriteTx { tx, cache } = self;
-        let _bump = cache.bump_on_drop();
+        let WriteTx { tx, cache, scope } = self;
+        let _bump = cache.bump_on_drop(scope);
         tx.rollback().await
     }
 }
@@ -342,11 +436,12 @@ impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
     }
 }
 
-/// The writer pool as an executor whose statements invalidate the cache when they
-/// have run (single statements commit on their own).
+/// The writer pool as an executor whose statements invalidate the cache (within its
+/// scope) when they have run (single statements commit on their own).
 pub(crate) struct Writer<'c, DB: sqlx::Database> {
     pub(crate) pool: &'c sqlx::Pool<DB>,
     pub(crate) cache: &'c ContentCache,
+    pub(crate) scope: Scope,
 }
 
 impl<DB: sqlx::Database> std::fmt::Debug for Writer<'_, DB> {
@@ -369,7 +464,7 @@ where
         'c: 'e,
         E: 'q + sqlx::Execute<'q, DB>,
     {
-        let bump = self.cache.bump_on_drop();
+        let bump = self.cache.bump_on_drop(self.scope);
         self.pool
             .fetch_many(query)
             .map(move |step| {
@@ -387,7 +482,7 @@ where
         'c: 'e,
         E: 'q + sqlx::Execute<'q, DB>,
     {
-        let bump = self.cache.bump_on_drop();
+        let bump = self.cache.bump_on_drop(self.scope);
         let run = self.pool.fetch_optional(query);
         async move {
             let row = run.await;
@@ -466,8 +561,71 @@ mod tests {
         cache.changed_elsewhere("");
         assert!(cache.get("p/a", "t").is_none() && cache.get("p/b", "t").is_none());
         let cache = holding_two();
-        cache.wrote();
+        cache.wrote(&Scope::Anything);
         assert!(cache.get("p/a", "t").is_none() && cache.get("p/b", "t").is_none());
+    }
+
+    #[test]
+    fn a_scoped_local_write_leaves_the_other_repositories_cached() {
+        let cache = holding_two();
+        cache.wrote(&Scope::Nothing);
+        assert!(cache.get("p/a", "t").is_some() && cache.get("p/b", "t").is_some());
+        cache.wrote(&Scope::Repository("p/a".into()));
+        assert!(cache.get("p/a", "t").is_none(), "p/a written");
+        assert!(cache.get("p/b", "t").is_some());
+    }
+
+    /// Two processes on one SQLite database: a process's own writes do not make it
+    /// drop what they left alone, and any content write by the other does.
+    #[test]
+    fn sqlite_processes_see_each_others_writes_but_not_their_own_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("m.db");
+        let (one, other) = (
+            ContentCache::sqlite(&database),
+            ContentCache::sqlite(&database),
+        );
+        let changes = dir.path().join("m.db-changes");
+        let hold = |cache: &ContentCache| {
+            for repository in ["p/a", "p/b"] {
+                let stamp = cache.stamp(repository).unwrap();
+                cache.put(repository, "t", stamp, &stored(repository));
+            }
+        };
+        let held = |cache: &ContentCache, repository| cache.get(repository, "t").is_some();
+        hold(&one);
+        assert!(held(&one, "p/a") && held(&one, "p/b"));
+
+        // Its own write to p/a, the first ever (the change file is created).
+        one.wrote(&Scope::Repository("p/a".into()));
+        assert_eq!(std::fs::metadata(&changes).unwrap().len(), 1);
+        assert!(!held(&one, "p/a") && held(&one, "p/b"));
+        // Bookkeeping by the other process is not recorded at all.
+        other.wrote(&Scope::Nothing);
+        assert_eq!(std::fs::metadata(&changes).unwrap().len(), 1);
+        assert!(held(&one, "p/b"));
+        // The other process changes content: everything of this one is stale.
+        other.wrote(&Scope::Repository("p/x".into()));
+        assert!(!held(&one, "p/b"));
+
+        // Appends by both between two looks: this process cannot tell its own from
+        // the other's, so it drops everything.
+        hold(&one);
+        other.wrote(&Scope::Repository("p/x".into()));
+        one.wrote(&Scope::Repository("p/a".into()));
+        assert!(!held(&one, "p/b"));
+        // The file truncated at its limit by this process: everything goes too.
+        hold(&one);
+        std::fs::write(&changes, vec![b'.'; CHANGES_MAX_LEN as usize - 1]).unwrap();
+        assert!(!held(&one, "p/b"), "the other process's write");
+        hold(&one);
+        one.wrote(&Scope::Repository("p/a".into()));
+        assert_eq!(std::fs::metadata(&changes).unwrap().len(), 0);
+        assert!(!held(&one, "p/b"));
+        // And then its own appends are its own again.
+        hold(&one);
+        one.wrote(&Scope::Repository("p/a".into()));
+        assert!(held(&one, "p/b"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
-use crate::cache::{ContentCache, WriteTx, Writer};
+use crate::cache::{ContentCache, Scope, WriteTx, Writer};
 use crate::{MetaError, Result};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -51,9 +51,17 @@ impl PgMeta {
     /// A write transaction (READ COMMITTED; the locks of the module comment make it
     /// act alone where it must).
     pub(crate) async fn write_tx(&self) -> Result<WriteTx<sqlx::Postgres>> {
+        self.write_tx_scoped(Scope::Anything).await
+    }
+
+    /// A write transaction that changes only `scope` of what the manifest cache
+    /// holds (see `cache::Scope`; `suite::postgres_nodes` checks each such
+    /// declaration against the notifications the triggers send).
+    pub(crate) async fn write_tx_scoped(&self, scope: Scope) -> Result<WriteTx<sqlx::Postgres>> {
         Ok(WriteTx::new(
             crate::common::begin(&self.pool).await?,
             self.cache.clone(),
+            scope,
         ))
     }
 
@@ -65,9 +73,16 @@ impl PgMeta {
     /// The pool single writing statements run on; each statement invalidates the
     /// manifest cache when it has run.
     pub(crate) fn writer(&self) -> Writer<'_, sqlx::Postgres> {
+        self.writer_scoped(Scope::Anything)
+    }
+
+    /// The pool, for single statements that change only `scope` of what the
+    /// manifest cache holds.
+    pub(crate) fn writer_scoped(&self, scope: Scope) -> Writer<'_, sqlx::Postgres> {
         Writer {
             pool: &self.pool,
             cache: &self.cache,
+            scope,
         }
     }
 

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 
 use super::Db;
+use crate::cache::Scope;
 use crate::instance::{InstanceMeta, MetaGuard, UploadClaim};
 use crate::Result;
 
@@ -42,7 +43,7 @@ impl InstanceMeta for Db {
         at: i64,
         forget_before: i64,
     ) -> Result<()> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx_scoped(Scope::Nothing).await?;
         sqlx::query("DELETE FROM login_failures WHERE at < $1")
             .bind(forget_before)
             .execute(&mut *tx)

@@ -10,6 +10,7 @@ use berth_core::{AccessLevel, RegistryAccess, Visibility};
 use sqlx::{Executor, Row};
 
 use crate::common::*;
+use crate::cache::Scope;
 use crate::org::*;
 use crate::{MetaError, Result};
 
@@ -820,7 +821,7 @@ impl OrgMeta for Db {
         sqlx::query("UPDATE personal_access_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
-            .execute(self.writer())
+            .execute(self.writer_scoped(Scope::Nothing))
             .await?;
         Ok(())
     }

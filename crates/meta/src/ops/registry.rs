@@ -6,6 +6,7 @@ use berth_oci::Digest;
 use sqlx::Row;
 
 use super::{lock_paths_shared, retry_deadlocks, Conn, Db, DbRow, CONCURRENT_WRITERS};
+use crate::cache::Scope;
 use crate::common::digest;
 use crate::{
     Actor, ManifestRef, MetaError, NewManifest, Referrer, RegistryMeta, Repository, Result,
@@ -226,7 +227,9 @@ impl RegistryMeta for Db {
     }
 
     async fn link_blob(&self, repository: &str, d: &Digest, size: u64, now: i64) -> Result<()> {
-        let mut tx = self.write_tx().await?;
+        // Blob rows and links, and the repository's `updated_at` (or a new repository,
+        // which has no manifest to look up yet): nothing a manifest lookup reads.
+        let mut tx = self.write_tx_scoped(Scope::Nothing).await?;
         let repo = ensure_repo(&mut tx, repository, now).await?;
         record_blob(&mut tx, d, size, now).await?;
         sqlx::query(
@@ -301,7 +304,7 @@ impl RegistryMeta for Db {
         )
         .bind(d.as_str())
         .bind(repository)
-        .execute(self.writer())
+        .execute(self.writer_scoped(Scope::Nothing))
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -315,7 +318,9 @@ impl RegistryMeta for Db {
         now: i64,
         actor: &Actor,
     ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self
+            .write_tx_scoped(Scope::Repository(repository.to_owned()))
+            .await?;
         // Also the lock that orders concurrent pushes to one repository (PostgreSQL:
         // the row stays locked until commit), so the tag read below is the one this
         // write replaces.
@@ -518,7 +523,9 @@ impl RegistryMeta for Db {
         actor: &Actor,
     ) -> Result<Option<bool>> {
         retry_deadlocks(move || async move {
-            let mut tx = self.write_tx().await?;
+            let mut tx = self
+                .write_tx_scoped(Scope::Repository(repository.to_owned()))
+                .await?;
             // Locked (PostgreSQL) as every push locks it first, so no tag lands on
             // the manifest between the comparison below and the delete.
             let Some(repo) = locked_repo_id(&mut tx, repository).await? else {
@@ -585,7 +592,9 @@ impl RegistryMeta for Db {
         now: i64,
         actor: &Actor,
     ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self
+            .write_tx_scoped(Scope::Repository(repository.to_owned()))
+            .await?;
         let Some(repo) = locked_repo_id(&mut tx, repository).await? else {
             return Ok(false);
         };
@@ -671,7 +680,7 @@ impl RegistryMeta for Db {
         .bind(u.created_at)
         .bind(u.updated_at)
         .bind(&u.created_by)
-        .execute(self.writer())
+        .execute(self.writer_scoped(Scope::Nothing))
         .await?;
         Ok(())
     }
@@ -688,7 +697,7 @@ impl RegistryMeta for Db {
         sqlx::query("UPDATE uploads SET updated_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
-            .execute(self.writer())
+            .execute(self.writer_scoped(Scope::Nothing))
             .await?;
         Ok(())
     }
@@ -696,7 +705,7 @@ impl RegistryMeta for Db {
     async fn delete_upload(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
-            .execute(self.writer())
+            .execute(self.writer_scoped(Scope::Nothing))
             .await?;
         Ok(())
     }

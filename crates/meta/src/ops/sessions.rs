@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::Db;
+use crate::cache::Scope;
 use crate::sessions::{RefreshToken, SessionMeta, WebSession};
 use crate::Result;
 
@@ -19,7 +20,7 @@ impl SessionMeta for Db {
         .bind(&s.csrf_token)
         .bind(s.created_at)
         .bind(s.expires_at)
-        .execute(self.writer())
+        .execute(self.writer_scoped(Scope::Nothing))
         .await?;
         Ok(())
     }
@@ -44,7 +45,7 @@ impl SessionMeta for Db {
     async fn delete_web_session(&self, id_digest: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM web_sessions WHERE id_digest = $1")
             .bind(id_digest)
-            .execute(self.writer())
+            .execute(self.writer_scoped(Scope::Nothing))
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -55,7 +56,7 @@ impl SessionMeta for Db {
         )
         .bind(user_id)
         .bind(keep)
-        .execute(self.writer())
+        .execute(self.writer_scoped(Scope::Nothing))
         .await?;
         Ok(done.rows_affected())
     }
@@ -63,7 +64,7 @@ impl SessionMeta for Db {
     async fn delete_expired_web_sessions(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(self.writer())
+            .execute(self.writer_scoped(Scope::Nothing))
             .await?;
         Ok(done.rows_affected())
     }
@@ -82,7 +83,7 @@ impl SessionMeta for Db {
         .bind(&t.client_id)
         .bind(t.created_at)
         .bind(t.expires_at)
-        .fetch_one(self.writer())
+        .fetch_one(self.writer_scoped(Scope::Nothing))
         .await?)
     }
 
@@ -110,7 +111,7 @@ impl SessionMeta for Db {
     async fn delete_expired_refresh_tokens(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
             .bind(now)
-            .execute(self.writer())
+            .execute(self.writer_scoped(Scope::Nothing))
             .await?;
         Ok(done.rows_affected())
     }

@@ -26,6 +26,10 @@ use crate::{Meta, PgMeta, SqliteMeta};
 pub(crate) trait TestMeta: Meta {
     async fn sql_i64(&self, sql: &str, id: i64) -> i64;
     async fn sql_exec(&self, sql: &str, id: i64);
+    /// Manifest lookups answered from the cache so far.
+    fn cache_hits(&self) -> u64;
+    /// Returns once manifest lookups can be cached (PostgreSQL: the listener is up).
+    async fn cache_ready(&self);
 }
 
 #[async_trait]
@@ -46,6 +50,12 @@ impl TestMeta for SqliteMeta {
             .await
             .unwrap();
     }
+
+    fn cache_hits(&self) -> u64 {
+        self.cache.hits()
+    }
+
+    async fn cache_ready(&self) {}
 }
 
 #[async_trait]
@@ -65,6 +75,21 @@ impl TestMeta for PgMeta {
             .execute(self.writer())
             .await
             .unwrap();
+    }
+
+    fn cache_hits(&self) -> u64 {
+        self.cache.hits()
+    }
+
+    async fn cache_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.cache_stamp("p/r").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node never listened"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -113,6 +138,7 @@ macro_rules! meta_suite {
             registry::index_children_and_referrers,
             registry::uploads_expire,
             registry::manifest_lookups_follow_every_write,
+            registry::own_pushes_leave_other_repositories_cached,
             registry::offline_sweep_and_pending_deletions_in_batches,
             org::user_gets_personal_namespace,
             org::username_conflicts_ignore_case,

@@ -11,14 +11,7 @@ use crate::{CleanupMeta, GcMeta, HistoryMeta, InstanceMeta, NewManifest, PgMeta,
 /// Until a node listens for changes its lookups are not cached: wait for its
 /// listener, so that the lookups that follow are served from its cache.
 async fn wait_listening(node: &PgMeta) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while node.cache_stamp("p/r").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node never listened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    super::TestMeta::cache_ready(node).await;
 }
 
 async fn nodes(test: &str, n: usize) -> Option<(TestDatabase, Vec<PgMeta>)> {
@@ -491,4 +484,129 @@ async fn a_change_to_one_repository_leaves_the_others_cached_on_other_nodes() {
         );
     }
     panic!("every round outlasted the cache's age limit");
+}
+
+/// The writes that declare a narrow [`crate::cache::Scope`] (so that the node they
+/// run on keeps the rest of its manifest cache) change no more than they declare,
+/// judged by the notifications the triggers send to every other node: nothing for
+/// `Scope::Nothing`, exactly the one repository for `Scope::Repository`. (The
+/// declarations are in the `ops` modules; this is their check.)
+#[tokio::test]
+async fn each_scoped_write_notifies_what_it_declares() {
+    use crate::{OrgMeta, RepositoryMeta, SessionMeta, Upload};
+    use std::time::Duration;
+    let Some((db, nodes)) = nodes("scoped writes", 1).await else {
+        return;
+    };
+    let m = &nodes[0];
+    let mut listener = sqlx::postgres::PgListener::connect(db.url()).await.unwrap();
+    listener.listen("berth_content").await.unwrap();
+    let raw = sqlx::PgPool::connect(db.url()).await.unwrap();
+    // What the triggers sent for the writes since the last call: a marker sent after
+    // them arrives after their notifications (delivery is in commit order).
+    let mut marker = 0;
+    let mut sent = async || {
+        marker += 1;
+        let mark = format!("marker {marker}");
+        sqlx::query("SELECT pg_notify('berth_content', $1)")
+            .bind(&mark)
+            .execute(&raw)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+                .await
+                .expect("the marker arrives")
+                .unwrap();
+            if n.payload() == mark {
+                return got;
+            }
+            got.push(n.payload().to_owned());
+        }
+    };
+    let nothing: Vec<String> = vec![];
+    let only = |path: &str| vec![path.to_owned()];
+
+    // A push: upload session, blob links (the first creates the repository).
+    let upload = Upload {
+        id: "u1".into(),
+        repository_path: "p/r".into(),
+        created_at: 1,
+        updated_at: 1,
+        created_by: None,
+    };
+    m.create_upload(&upload).await.unwrap();
+    m.touch_upload("u1", 2).await.unwrap();
+    let layer = Digest::sha256_of(b"scoped layer");
+    m.link_blob("p/r", &layer, 5, 3).await.unwrap();
+    m.link_blob("p/r", &layer, 5, 4).await.unwrap();
+    m.link_blob("p/other", &layer, 5, 4).await.unwrap();
+    m.delete_upload("u1").await.unwrap();
+    assert!(m.unlink_blob("p/other", &layer).await.unwrap());
+    assert_eq!(sent().await, nothing, "upload sessions and blob links");
+
+    // Manifests and tags of one repository.
+    let one = manifest("scoped one", vec![layer.clone()]);
+    let two = manifest("scoped two", vec![layer.clone()]);
+    m.put_manifest("p/r", &one, Some("t"), 5).await.unwrap();
+    assert_eq!(sent().await, only("p/r"), "a push");
+    m.put_manifest("p/r", &two, Some("t"), 6).await.unwrap();
+    assert_eq!(sent().await, only("p/r"), "a tag moved");
+    assert!(m.delete_tag("p/r", "t", 7).await.unwrap());
+    assert_eq!(sent().await, only("p/r"), "a tag deleted");
+    assert!(m.delete_manifest("p/r", &one.digest, 8).await.unwrap());
+    assert_eq!(sent().await, only("p/r"), "a manifest deleted");
+
+    // Sign-in bookkeeping.
+    let user = m
+        .create_user(
+            &crate::NewUser {
+                username: "alice".into(),
+                name: "alice".into(),
+                email: None,
+                password_hash: None,
+                admin: false,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let pat = m
+        .create_personal_token(
+            &crate::NewPersonalToken {
+                user_id: user.id,
+                name: "t".into(),
+                description: String::new(),
+                scopes: vec!["read_registry".into()],
+                expires_at: None,
+                digest: "d".into(),
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    sent().await;
+    m.touch_personal_token(pat.id, 9).await.unwrap();
+    let session = crate::WebSession {
+        user_id: user.id,
+        csrf_token: "csrf".into(),
+        created_at: 10,
+        expires_at: 100,
+    };
+    m.create_web_session("s1", &session).await.unwrap();
+    assert!(m.delete_web_session("s1").await.unwrap());
+    m.create_web_session("s2", &session).await.unwrap();
+    m.delete_user_web_sessions(user.id, None).await.unwrap();
+    m.delete_expired_web_sessions(1000).await.unwrap();
+    m.delete_expired_refresh_tokens(1000).await.unwrap();
+    m.record_login_failure(&["user:alice".into()], 11, 1)
+        .await
+        .unwrap();
+    assert_eq!(sent().await, nothing, "sign-in bookkeeping");
+
+    // The check can fail: a repository deleted is told (its path).
+    let repo = m.repository("p/other").await.unwrap().unwrap();
+    m.delete_repository(repo.id, 12).await.unwrap();
+    assert!(!sent().await.is_empty(), "a repository deleted");
 }

@@ -272,6 +272,72 @@ pub(crate) async fn manifest_lookups_follow_every_write(m: &dyn TestMeta) {
     assert!(!by_digest().await, "repository deleted");
 }
 
+/// This process's own pushes into one repository (upload sessions, blob links, a
+/// manifest under a moved tag, a tag deleted) leave its cached lookups of other
+/// repositories in place, while the pushed repository's next lookup sees the push.
+pub(crate) async fn own_pushes_leave_other_repositories_cached(m: &dyn TestMeta) {
+    let layer = Digest::sha256_of(b"own pushes");
+    m.link_blob("c/quiet", &layer, 5, 1).await.unwrap();
+    let one = manifest("own one", vec![layer.clone()], vec![]);
+    m.put_manifest("c/quiet", &one, Some("t"), 1).await.unwrap();
+    m.cache_ready().await;
+    let tag = |repository: &'static str| async move {
+        m.manifest(repository, ManifestRef::Tag("t"))
+            .await
+            .unwrap()
+            .map(|x| x.digest)
+    };
+    // An entry expires MANIFEST_CACHE_MAX_AGE after it was read: a round that took
+    // longer (a machine busy with other work) proves nothing and is run again.
+    for round in 0..4_i64 {
+        let started = std::time::Instant::now();
+        assert_eq!(tag("c/quiet").await, Some(one.digest.clone()));
+        let hits = m.cache_hits();
+        assert_eq!(tag("c/quiet").await, Some(one.digest.clone()));
+        let expired = || started.elapsed() >= crate::MANIFEST_CACHE_MAX_AGE;
+        if m.cache_hits() != hits + 1 {
+            assert!(expired(), "the second lookup did not come from the cache");
+            continue;
+        }
+
+        // A push into c/busy, as a client makes it, and a tag deleted there.
+        let id = format!("u{round}");
+        let upload = Upload {
+            id: id.clone(),
+            repository_path: "c/busy".into(),
+            created_at: 2,
+            updated_at: 2,
+            created_by: None,
+        };
+        m.create_upload(&upload).await.unwrap();
+        m.touch_upload(&id, 3).await.unwrap();
+        let blob = Digest::sha256_of(format!("busy layer {round}").as_bytes());
+        m.link_blob("c/busy", &blob, 5, 3).await.unwrap();
+        m.delete_upload(&id).await.unwrap();
+        let pushed = manifest(&format!("busy {round}"), vec![blob], vec![]);
+        m.put_manifest("c/busy", &pushed, Some("old"), 4)
+            .await
+            .unwrap();
+        m.put_manifest("c/busy", &pushed, Some("t"), 4)
+            .await
+            .unwrap();
+        assert!(m.delete_tag("c/busy", "old", 5).await.unwrap());
+        // Seen at once where it was pushed.
+        assert_eq!(tag("c/busy").await, Some(pushed.digest.clone()));
+
+        let hits = m.cache_hits();
+        assert_eq!(tag("c/quiet").await, Some(one.digest.clone()));
+        if m.cache_hits() == hits + 1 {
+            return;
+        }
+        assert!(
+            expired(),
+            "a push into c/busy dropped c/quiet from the cache"
+        );
+    }
+    panic!("every round outlasted the cache's age limit");
+}
+
 pub(crate) async fn offline_sweep_and_pending_deletions_in_batches(m: &dyn TestMeta) {
     let kept = Digest::sha256_of(b"kept");
     m.link_blob("a/b", &kept, 1, 1).await.unwrap();
