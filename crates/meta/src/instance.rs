@@ -49,11 +49,10 @@ pub trait InstanceMeta: Send + Sync {
     /// Every node that starts with its own candidate gets the first one stored.
     async fn instance_secret(&self, name: &str, candidate: &str, now: i64) -> Result<String>;
 
-    /// The database's side of the blob lock between nodes: shared while a blob is
-    /// published and linked, exclusive while garbage collection deletes blob bytes.
-    /// `None` when the backend serves one machine only (SQLite), where the store's
-    /// own lock suffices.
-    async fn blob_lock(&self, exclusive: bool) -> Result<Option<MetaGuard>>;
+    /// The database's side of the blob lock: shared while a blob is published and
+    /// linked, exclusive while garbage collection deletes blob bytes. PostgreSQL's
+    /// spans every node; SQLite's the processes of its machine (a lock file).
+    async fn blob_lock(&self, exclusive: bool) -> Result<MetaGuard>;
 
     /// Claim upload `id` for one request across nodes: `None` while another node's
     /// request holds it. Requests of one node exclude each other in the node itself;

@@ -22,7 +22,7 @@ const BLOB_LOCK: i64 = 0x6265_7274_6862_6c62;
 
 impl PgMeta {
     /// The blob lock: a session-level advisory lock on a connection of its own.
-    pub(crate) async fn take_blob_lock(&self, exclusive: bool) -> Result<Option<MetaGuard>> {
+    pub(crate) async fn take_blob_lock(&self, exclusive: bool) -> Result<MetaGuard> {
         let locks = self.locks.clone();
         // Taken in a task of its own: if the request that waits for it goes away, the
         // task still finishes and its guard, dropped there, unlocks. A lock taken on a
@@ -43,7 +43,7 @@ impl PgMeta {
         })
         .await
         .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??;
-        Ok(Some(Box::new(taken)))
+        Ok(Box::new(taken))
     }
 
     /// An upload claim: a session-level advisory lock on this node's claims connection.

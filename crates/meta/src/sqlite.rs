@@ -20,6 +20,8 @@ pub struct SqliteMeta {
     pub(crate) write: SqlitePool,
     /// Manifest lookups, invalidated by every write (see `cache`).
     pub(crate) cache: std::sync::Arc<ContentCache>,
+    /// `<database>-blobs.lock`: the blob lock among this machine's processes.
+    blob_lock: std::path::PathBuf,
 }
 
 impl SqliteMeta {
@@ -99,9 +101,33 @@ impl SqliteMeta {
         }
     }
 
-    async fn take_blob_lock(&self, _exclusive: bool) -> Result<Option<MetaGuard>> {
-        // One machine: the file store's lock file already spans its processes.
-        Ok(None)
+    /// The blob lock among the processes of this machine (the server, `berth gc`):
+    /// a shared or exclusive `flock` of a file next to the database, held as long as
+    /// the guard (the open file) lives. The filesystem store has a lock file of its
+    /// own, but an S3 store's lock is the process's only, so without this one
+    /// `berth gc` beside a server on S3 could delete the bytes of a blob that a push
+    /// was just linking.
+    async fn take_blob_lock(&self, exclusive: bool) -> Result<MetaGuard> {
+        let path = self.blob_lock.clone();
+        // A blocking wait, on a thread of its own. A caller that goes away leaves the
+        // task to finish; its guard is then dropped with the result, unlocking.
+        let file = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            if exclusive {
+                file.lock()?;
+            } else {
+                file.lock_shared()?;
+            }
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+        .map_err(sqlx::Error::Io)?;
+        Ok(Box::new(file))
     }
 
     async fn take_upload_claim(&self, _id: &str) -> Result<Option<UploadClaim>> {
@@ -126,10 +152,13 @@ impl SqliteMeta {
             .max_connections(8)
             .connect_with(opts.read_only(true))
             .await?;
+        let mut blob_lock = path.as_os_str().to_owned();
+        blob_lock.push("-blobs.lock");
         Ok(SqliteMeta {
             read,
             write,
             cache: ContentCache::sqlite(path),
+            blob_lock: blob_lock.into(),
         })
     }
 }
@@ -238,6 +267,42 @@ mod tests {
             None,
             "any later content write by another process invalidates everything"
         );
+    }
+
+    /// The blob lock spans two handles on one database as it spans two processes
+    /// (a server and `berth gc`): each takes the lock file through its own open file.
+    #[tokio::test]
+    async fn the_blob_lock_spans_handles_on_one_database() {
+        use crate::InstanceMeta;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let server = super::SqliteMeta::open(&path).await.unwrap();
+        let command = super::SqliteMeta::open(&path).await.unwrap();
+        let sweeping = command.blob_lock(true).await.unwrap();
+        let publishing = server.blob_lock(false);
+        tokio::pin!(publishing);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut publishing)
+                .await
+                .is_err(),
+            "publishing went ahead while another handle swept"
+        );
+        drop(sweeping);
+        let published = tokio::time::timeout(Duration::from_secs(10), &mut publishing)
+            .await
+            .expect("publishing once the sweep is over")
+            .unwrap();
+        let sweep = command.blob_lock(true);
+        tokio::pin!(sweep);
+        assert!(tokio::time::timeout(Duration::from_millis(300), &mut sweep)
+            .await
+            .is_err());
+        drop(published);
+        tokio::time::timeout(Duration::from_secs(10), &mut sweep)
+            .await
+            .expect("the sweep once publishing is over")
+            .unwrap();
     }
 
     /// SQLite ends a transaction by itself on a full disk (SQLITE_FULL) or an I/O

@@ -23,13 +23,14 @@ pub struct GcStats {
 }
 
 /// The lock between publishing a blob and deleting blob bytes, both its sides: the
-/// database's, which spans nodes (PostgreSQL), and the store's, which spans the
-/// processes of one machine. Always taken in that order, so two holders never wait
-/// for each other crosswise.
+/// database's, which spans every node (PostgreSQL) or the processes of one machine
+/// (SQLite), and the store's (the filesystem's spans the processes of one machine,
+/// S3's only its own process). Always taken in that order, so two holders never
+/// wait for each other crosswise.
 pub struct BlobGuard {
     // Released in the reverse order: fields drop in declaration order.
     _store: StoreGuard,
-    _meta: Option<MetaGuard>,
+    _meta: MetaGuard,
 }
 
 /// Take the blob lock: shared to publish and link a blob (or mount one), exclusive
@@ -85,18 +86,27 @@ pub async fn delete_bytes(
         };
         let live = meta.blobs_known(&digests).await?;
         let mut done = Vec::with_capacity(page.len());
+        let mut doomed = Vec::with_capacity(page.len());
         for b in page {
             if pending.as_ref().is_some_and(|p| !p.contains(&b.digest)) {
                 continue;
             }
             if !live.contains(&b.digest) {
-                store.delete(&b.digest).await?;
-                tracing::debug!(digest = %b.digest, size = b.size, "blob bytes deleted");
-                count += 1;
-                bytes += b.size.max(0) as u64;
+                doomed.push(b);
             }
             // Done either way: deleted, or live again and not ours to delete.
             done.push(b.digest.clone());
+        }
+        // In as few requests as the store allows (S3: one for the page), so the lock
+        // that holds every push's publishing is held for one round trip, not one per
+        // blob. Should it fail part-way, nothing is cleared and the next round
+        // deletes the page again (deleting is idempotent).
+        let digests: Vec<Digest> = doomed.iter().map(|b| b.digest.clone()).collect();
+        store.delete_many(&digests).await?;
+        for b in doomed {
+            tracing::debug!(digest = %b.digest, size = b.size, "blob bytes deleted");
+            count += 1;
+            bytes += b.size.max(0) as u64;
         }
         meta.clear_blob_deletions(&done).await?;
     }

@@ -137,6 +137,15 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead>;
     /// Remove a published blob's bytes. Removing a missing blob is not an error.
     async fn delete(&self, digest: &Digest) -> Result<()>;
+    /// Remove several published blobs' bytes, as few requests as the store allows
+    /// (S3: one `DeleteObjects` per 1,000). Missing blobs are not an error; on an
+    /// error some of them may be gone and others not.
+    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
+        for d in digests {
+            self.delete(d).await?;
+        }
+        Ok(())
+    }
     /// Every published blob, for offline garbage collection and audits.
     async fn list(&self) -> Result<Vec<Digest>>;
     /// When a published blob was last written (Unix ms), or `None` when absent.

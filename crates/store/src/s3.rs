@@ -444,6 +444,20 @@ impl BlobStore for S3Store {
         }
     }
 
+    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
+        let keys: Vec<Path> = digests.iter().map(|d| self.blob_key(d)).collect();
+        let mut deleted = self
+            .s3
+            .delete_stream(futures::stream::iter(keys.into_iter().map(Ok)).boxed());
+        while let Some(done) = deleted.next().await {
+            match done {
+                Err(e) if !is_not_found(&e) => return Err(backend(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     async fn list(&self) -> Result<Vec<Digest>> {
         let root = self.key("blobs/");
         let mut objects = self.s3.list(Some(&root));
@@ -846,6 +860,37 @@ mod tests {
         assert_eq!(total, blob.len() as u64);
         assert!(whole == blob, "published bytes differ from the upload");
         assert!(store.upload_list().await.unwrap().is_empty());
+    }
+
+    /// Many blobs deleted in one request; a digest that was never there is no error.
+    #[tokio::test]
+    async fn delete_many_removes_every_blob_given() {
+        let Some((a, b, _)) = store_pair() else {
+            return;
+        };
+        let mut digests = Vec::new();
+        for i in 0..5 {
+            let id = format!("many{i}");
+            a.upload_create(&id).await.unwrap();
+            let bytes = format!("blob number {i}").into_bytes();
+            let (_, h) = a
+                .upload_append(
+                    &id,
+                    0,
+                    body(&bytes, 4),
+                    Hasher::new(Algorithm::Sha256).into(),
+                )
+                .await
+                .unwrap();
+            let d = h.wait().await.unwrap().finish();
+            a.upload_commit(&id, &d).await.unwrap();
+            digests.push(d);
+        }
+        let kept = digests.pop().unwrap();
+        digests.push(Digest::sha256_of(b"never stored"));
+        b.delete_many(&digests).await.unwrap();
+        assert_eq!(a.list().await.unwrap(), vec![kept]);
+        b.delete_many(&[]).await.unwrap();
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ impl InstanceMeta for Db {
         )
     }
 
-    async fn blob_lock(&self, exclusive: bool) -> Result<Option<MetaGuard>> {
+    async fn blob_lock(&self, exclusive: bool) -> Result<MetaGuard> {
         self.take_blob_lock(exclusive).await
     }
 
