@@ -21,22 +21,15 @@ how long after the last blob was due GC had deleted them all
 
 Standard library only, plus moto[server] in the venv (tests/requirements.txt).
 """
-import argparse, base64, hashlib, http.client, json, os, re, shutil, statistics
+import argparse, hashlib, http.client, os, re, shutil, statistics
 import subprocess, sys, tempfile, threading, time, urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import PASSWORD, free_port, in_threads, p99  # noqa: E402
+from cache_nodes import token  # noqa: E402
 from nodes import Moto, request  # noqa: E402
 
 PROJECT = "bench/gc"
-
-
-def token(port, repos):
-    basic = base64.b64encode(f"root:{PASSWORD}".encode()).decode()
-    scopes = "&".join("scope=" + urllib.parse.quote(f"repository:{r}:pull,push") for r in repos)
-    _, body = request(port, "GET", f"/jwt/auth?service=container_registry&{scopes}",
-                      headers={"Authorization": f"Basic {basic}"})
-    return json.loads(body)["token"]
 
 
 def push_blob(c, repo, tok, data):
