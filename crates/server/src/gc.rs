@@ -86,7 +86,7 @@ pub async fn delete_bytes(
         };
         let live = meta.blobs_known(&digests).await?;
         let mut done = Vec::with_capacity(page.len());
-        let mut doomed = Vec::with_capacity(page.len());
+        let mut doomed: Vec<&BlobRecord> = Vec::with_capacity(page.len());
         for b in page {
             if pending.as_ref().is_some_and(|p| !p.contains(&b.digest)) {
                 continue;
@@ -101,8 +101,8 @@ pub async fn delete_bytes(
         // that holds every push's publishing is held for one round trip, not one per
         // blob. Should it fail part-way, nothing is cleared and the next round
         // deletes the page again (deleting is idempotent).
-        let digests: Vec<Digest> = doomed.iter().map(|b| b.digest.clone()).collect();
-        store.delete_many(&digests).await?;
+        let gone: Vec<Digest> = doomed.iter().map(|b| b.digest.clone()).collect();
+        store.delete_many(&gone).await?;
         for b in doomed {
             tracing::debug!(digest = %b.digest, size = b.size, "blob bytes deleted");
             count += 1;
