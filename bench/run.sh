@@ -400,6 +400,17 @@ if [[ "$WANT_REF" == 1 ]]; then
   [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
   rm -rf "$WORK/reference-data"; SERVER_PID=""
 fi
+# The skopeo pull once more, every registry at once and taking turns round by round:
+# the rows above measured each registry minutes apart, under whatever the disk's
+# writeback was doing then, and a pull writes every layer it fetches.
+if [[ "$WANT_BERTH" == 1 && "$WANT_REF" == 1 && "$PULL_LAYERS" -gt 0 ]]; then
+  echo "== skopeo pull, interleaved (bench/pull_ab.py)"
+  if ! "$PY" "$HERE/pull_ab.py" --berth "$BERTH_BIN" --backends "$BACKENDS" \
+       --reference "$REF_BIN" --pg-url "$PG_URL" --layers "$PULL_LAYERS" \
+       --layer-mib "$PULL_MIB" --rounds 5 --workdir "$WORK" | tee "$OUT_DIR/pull_ab.txt"; then
+    echo "run.sh: the interleaved pull failed (see above)" >&2
+  fi
+fi
 if [[ -n "$URL" ]]; then
   run_suite "$URL_LABEL" "$URL" "$URL_PID" "$URL_USER" "${REGBENCH_PASSWORD:-}"
 fi
