@@ -620,10 +620,10 @@ def bench(a, kind, database_url):
         request(c, "PUT", f"/api/v4/projects/{pid}", body=json.dumps(policy),
                 headers={**ph, "Content-Type": "application/json"})
         secs, rss, rc, out = b.timed_cmd("cleanup", "--project", "scale/p0000", "--dry-run")
-        res["cleanup_preview_s"] = secs
+        res["cleanup_preview_s"], res["cleanup_preview_rss_mib"] = secs, rss
         log(f"cleanup preview: {secs:.2f} s (rc {rc}) {out.strip().splitlines()[-1:]} ")
         secs, rss, rc, out = b.timed_cmd("cleanup", "--project", "scale/p0000")
-        res["cleanup_run_s"] = secs
+        res["cleanup_run_s"], res["cleanup_run_rss_mib"] = secs, rss
         res["cleanup_output"] = out.strip().splitlines()[-1:] if out.strip() else []
         log(f"cleanup run: {secs:.2f} s (rc {rc}) {res['cleanup_output']}")
         c.close()
@@ -719,6 +719,8 @@ def main():
              lambda r: r["web_page_ms"]["project p0000"]),
             ("cleanup preview (s, incl. process start)", lambda r: r["cleanup_preview_s"]),
             ("cleanup run (s, incl. process start)", lambda r: r["cleanup_run_s"]),
+            ("cleanup preview peak RSS (MiB)", lambda r: r["cleanup_preview_rss_mib"]),
+            ("cleanup run peak RSS (MiB)", lambda r: r["cleanup_run_rss_mib"]),
             ("offline gc -m (s)", lambda r: r["gc_s"]),
             ("offline gc peak RSS (MiB)", lambda r: r["gc_peak_rss_mib"]),
             ("online GC: manifests queued", lambda r: r["online_gc"]["manifests_queued"]),

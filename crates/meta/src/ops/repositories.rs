@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 
 use sqlx::Row;
 
@@ -450,13 +451,16 @@ impl RepositoryMeta for Db {
     }
 
     async fn all_tags(&self, id: i64) -> Result<Vec<TagInfo>> {
-        Ok(sqlx::query(&format!("{TAG_SELECT} ORDER BY t.name"))
-            .bind(id)
-            .fetch_all(self.reader())
-            .await?
-            .into_iter()
-            .map(tag_row)
-            .collect())
+        // Streamed, as `all_blobs`: SQLite's rows, fetched all at once, hold a copy of
+        // every value beside the records made of them (a cleanup preview of 100,000
+        // tags peaked at 162 MB that way).
+        let sql = format!("{TAG_SELECT} ORDER BY t.name");
+        let mut rows = sqlx::query(&sql).bind(id).fetch(self.reader());
+        let mut out = Vec::new();
+        while let Some(r) = rows.try_next().await? {
+            out.push(tag_row(r));
+        }
+        Ok(out)
     }
 
     async fn delete_tags_by(
