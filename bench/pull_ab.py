@@ -188,11 +188,7 @@ def main():
             print(f"  {label}: {m:.0f} MiB/s{tail}")
     finally:
         for s in servers:
-            s["proc"].terminate()
-            s["proc"].wait()
-            if s["db"]:
-                subprocess.run(["psql", a.pg_url, "-qc",
-                                f"DROP DATABASE IF EXISTS {s['db']} WITH (FORCE)"])
+            put_ab.stop(s, a.pg_url)
         shutil.rmtree(work, ignore_errors=True)
 
 

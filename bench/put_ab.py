@@ -60,6 +60,14 @@ def start(binary, label, workdir, backend, pg_url):
     return {"label": label, "proc": proc, "port": port, "data": data, "db": db}
 
 
+def stop(s, pg_url):
+    """Stop a server `start` (or another script's start) gave, dropping its database."""
+    s["proc"].terminate()
+    s["proc"].wait()
+    if s["db"]:
+        subprocess.run(["psql", pg_url, "-qc", f"DROP DATABASE IF EXISTS {s['db']} WITH (FORCE)"])
+
+
 def token(port):
     basic = base64.b64encode(f"root:{PASSWORD}".encode()).decode()
     c = http.client.HTTPConnection("127.0.0.1", port)
@@ -144,11 +152,7 @@ def main():
               f"openssl {med['openssl']:.0f} MiB/s")
     finally:
         for s in servers:
-            s["proc"].terminate()
-            s["proc"].wait()
-            if s["db"]:
-                subprocess.run(["psql", a.pg_url, "-qc",
-                                f"DROP DATABASE IF EXISTS {s['db']} WITH (FORCE)"])
+            stop(s, a.pg_url)
         shutil.rmtree(work, ignore_errors=True)
 
 
