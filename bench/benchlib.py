@@ -4,7 +4,7 @@ over the registry API, a web UI sign-in, and the server's resident memory.
 Standard library only; Linux only for `rss_kib` (reads /proc).
 """
 import base64, hashlib, http.client, json, os, re, shutil, socket, subprocess, tempfile
-import threading, urllib.parse
+import threading, time, urllib.parse
 
 PASSWORD = "bench-root-password"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -17,6 +17,20 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def wait_listening(port, what, proc):
+    """Wait until something accepts connections on loopback `port`; `proc` exiting
+    first, or 20 s passing, is fatal."""
+    for _ in range(400):
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited (rc {proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port}")
 
 
 def p99(sorted_xs):
@@ -113,6 +127,26 @@ def push_blob(conn, repo, auth, data):
     return d
 
 
+def push_blob_in_session(conn, repo, auth, data):
+    """An upload session: POST, then one PUT with the bytes and `?digest=` (which every
+    registry takes, unlike the monolithic POST of `push_blob`); the blob's digest."""
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    conn.request("POST", f"/v2/{repo}/blobs/uploads/", headers={**auth, "Content-Length": "0"})
+    r = conn.getresponse()
+    r.read()
+    if r.status != 202:
+        raise SystemExit(f"upload start: HTTP {r.status}")
+    loc = urllib.parse.urlsplit(r.getheader("Location"))
+    query = "&".join(q for q in [loc.query, f"digest={urllib.parse.quote(d)}"] if q)
+    conn.request("PUT", f"{loc.path}?{query}", body=data,
+                 headers={**auth, "Content-Type": "application/octet-stream"})
+    r = conn.getresponse()
+    r.read()
+    if r.status != 201:
+        raise SystemExit(f"upload end: HTTP {r.status}")
+    return d
+
+
 def put_manifest(conn, repo, auth, reference, manifest):
     conn.request("PUT", f"/v2/{repo}/manifests/{reference}", body=manifest,
                  headers={**auth, "Content-Type": OCI_MANIFEST})
@@ -121,12 +155,15 @@ def put_manifest(conn, repo, auth, reference, manifest):
     assert r.status == 201, (r.status, body[:300])
 
 
-def image_manifest(conn, repo, auth, layers, layer_type="application/vnd.oci.image.layer.v1.tar"):
-    """A manifest of the config above and `layers` (digest, size) pairs, as bytes."""
+def image_manifest(conn, repo, auth, layers, layer_type="application/vnd.oci.image.layer.v1.tar",
+                   push=None):
+    """A manifest of the config above and `layers` (digest, size) pairs, as bytes; the
+    config is pushed with `push(conn, repo, auth, data)` (default: `push_blob`)."""
     return json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": push_blob(conn, repo, auth, CONFIG), "size": len(CONFIG)},
+                   "digest": (push or push_blob)(conn, repo, auth, CONFIG),
+                   "size": len(CONFIG)},
         "layers": [{"mediaType": layer_type, "digest": d, "size": n} for d, n in layers],
     }, separators=(",", ":")).encode()
 

@@ -32,7 +32,7 @@ import argparse, base64, hashlib, http.client, json, os, re, shutil, statistics
 import subprocess, sys, tempfile, threading, time, urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import PASSWORD, free_port  # noqa: E402
+from benchlib import PASSWORD, free_port, push_blob_in_session  # noqa: E402
 from meta_backends import psql, with_database  # noqa: E402
 from nodes import request  # noqa: E402
 
@@ -111,25 +111,10 @@ end
 
 
 def push_blob(c, port, tok, n):
-    """A fresh blob in an upload session (POST, then PUT with the body) on connection `c`;
-    returns its digest and size."""
+    """A fresh blob in an upload session on connection `c`; returns its digest and size."""
     data = f"layer {port} {n} {time.time_ns()}".encode()
-    d = digest(data)
     auth = {"Authorization": f"Bearer {tok}"}
-    c.request("POST", f"/v2/{BUSY}/blobs/uploads/", headers=auth)
-    r = c.getresponse()
-    r.read()
-    if r.status != 202:
-        raise SystemExit(f"upload start: {r.status}")
-    loc = r.getheader("Location")
-    sep = "&" if "?" in loc else "?"
-    c.request("PUT", f"{loc}{sep}digest={urllib.parse.quote(d)}", body=data,
-              headers={**auth, "Content-Type": "application/octet-stream"})
-    r = c.getresponse()
-    r.read()
-    if r.status != 201:
-        raise SystemExit(f"upload end: {r.status}")
-    return d, len(data)
+    return push_blob_in_session(c, BUSY, auth, data), len(data)
 
 
 def one_binary(binary, a, work, label):

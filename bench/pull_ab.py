@@ -19,36 +19,21 @@ PostgreSQL backend, psql.
 """
 import argparse
 import base64
-import hashlib
 import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 import put_ab  # noqa: E402
 
 REPO = put_ab.REPO
-
-
-def wait_listening(port, what, proc):
-    for _ in range(400):
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited (rc {proc.returncode})")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port}")
 
 
 def start_reference(binary, workdir):
@@ -77,43 +62,17 @@ http:
 """)
     log = open(os.path.join(data, "serve.log"), "w")
     proc = subprocess.Popen([binary, "serve", cfg], stdout=log, stderr=log)
-    wait_listening(port, "reference registry", proc)
+    benchlib.wait_listening(port, "reference registry", proc)
     return {"label": "reference", "proc": proc, "port": port, "data": data, "db": None,
             "auth": {}}
-
-
-def push_blob(c, auth, data):
-    """POST, then one PUT with the bytes and ?digest= (which every registry takes,
-    unlike a monolithic POST); the blob's digest."""
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    c.request("POST", f"/v2/{REPO}/blobs/uploads/", headers={**auth, "Content-Length": "0"})
-    r = c.getresponse()
-    r.read()
-    if r.status != 202:
-        raise SystemExit(f"POST blob upload: HTTP {r.status}")
-    loc = urllib.parse.urlsplit(r.getheader("Location"))
-    query = "&".join(q for q in [loc.query, f"digest={digest}"] if q)
-    c.request("PUT", f"{loc.path}?{query}", body=data,
-              headers={**auth, "Content-Type": "application/octet-stream"})
-    r = c.getresponse()
-    r.read()
-    if r.status != 201:
-        raise SystemExit(f"PUT blob: HTTP {r.status}")
-    return digest
 
 
 def push_image(s, layers):
     """The image (config, `layers` blobs, manifest) under REPO:latest."""
     c = http.client.HTTPConnection("127.0.0.1", s["port"])
-    descs = [(push_blob(c, s["auth"], data), len(data)) for data in layers]
-    config = benchlib.CONFIG
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": benchlib.OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": push_blob(c, s["auth"], config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d,
-                    "size": n} for d, n in descs],
-    }, separators=(",", ":")).encode()
+    descs = [(benchlib.push_blob_in_session(c, REPO, s["auth"], data), len(data)) for data in layers]
+    manifest = benchlib.image_manifest(c, REPO, s["auth"], descs,
+                                       push=benchlib.push_blob_in_session)
     benchlib.put_manifest(c, REPO, s["auth"], "latest", manifest)
     c.close()
     return descs

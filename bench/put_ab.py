@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,14 +48,7 @@ def start(binary, label, workdir, backend, pg_url):
     log = open(os.path.join(data, "serve.log"), "w")
     proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}",
                              "--data-dir", data], env=env, stdout=log, stderr=log)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        raise SystemExit(f"{label}: berth serve did not listen; see {data}/serve.log")
+    benchlib.wait_listening(port, f"{label}: berth serve (see {data}/serve.log)", proc)
     return {"label": label, "proc": proc, "port": port, "data": data, "db": db}
 
 
