@@ -10,6 +10,8 @@ file is timed between rounds as the ceiling.
         --backend postgres --size-mib 256 --rounds 7 --workdir /work/scale
     bench/put_ab.py --a target/release/berth --b target/release/berth \
         --backend sqlite --backend-b postgres
+    bench/put_ab.py --a target/release/berth --b target/release/berth \
+        --backend sqlite --workdir-b /mnt/other-disk
 
 Standard library only, plus curl, openssl and (for --backend postgres) psql.
 """
@@ -115,6 +117,9 @@ def main():
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--workdir-b", default=None,
+                    help="where B keeps its data, if not beside A's (another disk or "
+                         "filesystem)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="put-ab-", dir=a.workdir)
     path = os.path.join(work, "blob")
@@ -123,7 +128,7 @@ def main():
             f.write(os.urandom(2**20))
     size = a.size_mib * 2**20
     servers = [start(a.a, "a", work, a.backend, a.pg_url),
-               start(a.b, "b", work, a.backend_b or a.backend, a.pg_url)]
+               start(a.b, "b", a.workdir_b or work, a.backend_b or a.backend, a.pg_url)]
     rates = {"a": [], "b": [], "openssl": []}
     try:
         toks = {s["label"]: token(s["port"]) for s in servers}
@@ -145,6 +150,7 @@ def main():
     finally:
         for s in servers:
             stop(s, a.pg_url)
+            shutil.rmtree(s["data"], ignore_errors=True)  # B's may be outside `work`
         shutil.rmtree(work, ignore_errors=True)
 
 

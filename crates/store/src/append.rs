@@ -11,7 +11,7 @@
 //! cache with bytes nobody reads before it is published. A client that sends an
 //! upload as many requests, each its own connection or even process, needs exactly
 //! this: written directly, every 8 MiB PATCH waited after its last byte for its last
-//! 4 MiB to reach the disk.
+//! buffer to reach the disk.
 //!
 //! The page cache costs CPU per byte, though (allocating, writing back and freeing
 //! every page), which a long request, limited by the CPU rather than by waiting,
@@ -24,25 +24,40 @@
 //! is read back into the buffer first and rewritten whole; a short last block is
 //! padded with zeros and the file then truncated to its true length.
 //!
-//! A direct append holds up to two 4 MiB buffers, so only [`DIRECT_MAX`] appends run
+//! The disk is given big writes, one after the other without a gap: a thread of the
+//! append's own writes each full buffer while the next ones fill, and always has the
+//! next one queued when it finishes one ([`QUEUED_WRITES`]). Waiting for a buffer to
+//! come back before handing over the next put two thread wake-ups between any two
+//! writes, and on a 2-core machine busy hashing and receiving, each wake-up waited
+//! for a core: the disk then idled between writes, and a single-request upload was
+//! as slow as the disk's writes and those gaps together.
+//!
+//! A direct append holds up to three 8 MiB buffers, so only [`DIRECT_MAX`] appends run
 //! directly at once; the others stay in the page cache, so that many clients pushing
-//! at once do not cost the server 8 MiB each.
+//! at once do not cost the server 24 MiB each.
 
 use std::fs::File;
 
 /// Alignment of direct writes: the largest logical block size in common use.
 const ALIGN: usize = 4096;
-/// Bytes gathered before one direct write.
-const DIRECT_BUFFER: usize = 4 * 1024 * 1024;
+/// Bytes gathered before one direct write: the disk takes fewer, larger writes
+/// faster. With 4 MiB, a 256 MiB upload ran 9 % slower (`bench/put_ab.py`, medians
+/// of 25 rounds).
+const DIRECT_BUFFER: usize = 8 * 1024 * 1024;
+/// Full buffers handed to an append's writer thread and not yet back: the one it
+/// writes and the one it writes next. With one, a 256 MiB upload ran 5 % slower
+/// (`bench/put_ab.py`, medians of 21 rounds).
+const QUEUED_WRITES: usize = 2;
 /// Bytes of one request written through the page cache before it goes on directly.
 const DIRECT_AFTER: u64 = 16 * 1024 * 1024;
 /// Bytes handed to the disk's writeback at a time, from the page cache.
 const WINDOW: u64 = 4 * 1024 * 1024;
 /// Bytes of an upload being written back at once at most (not yet waited for).
 const IN_FLIGHT: u64 = 2 * WINDOW;
-/// Appends written directly at once at most (each holds up to two `DIRECT_BUFFER`s,
-/// so 32 MiB in all). Four keep a 2-core machine's disk busy; with eight, 50 clients
-/// pushing at once had ten 4 MiB buffers resident at a peak RSS of 168 MiB.
+/// Appends written directly at once at most (each holds up to three `DIRECT_BUFFER`s,
+/// so 96 MiB in all). Four keep a 2-core machine's disk busy; with eight (and 4 MiB
+/// buffers), 50 clients pushing at once had ten buffers resident at a peak RSS of
+/// 168 MiB.
 const DIRECT_MAX: usize = 4;
 /// The places for direct appends (a permit each, given back when the append ends).
 static DIRECT_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DIRECT_MAX);
@@ -307,7 +322,7 @@ struct Aligned {
 /// client that sends an upload as many small PATCHes, each one its own request, that
 /// was a cost paid on every chunk.
 static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-/// Buffers kept at most (each `DIRECT_BUFFER`, resident): one upload's pair.
+/// Buffers kept at most (each `DIRECT_BUFFER`, resident).
 const SPARE_MAX: usize = 2;
 
 impl Aligned {
@@ -349,7 +364,7 @@ struct Job {
     offset: u64,
 }
 
-/// The thread that writes full buffers while the next one fills (hashing and
+/// The thread that writes full buffers while the next ones fill (hashing and
 /// copying on one core, the disk busy meanwhile). Started at the first full buffer,
 /// so small appends never start it.
 struct Writer {
@@ -361,7 +376,7 @@ struct Writer {
 impl Writer {
     fn start(file: File) -> Writer {
         use std::os::unix::fs::FileExt;
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(1);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(QUEUED_WRITES);
         let (report, done) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for job in queue {
@@ -449,7 +464,7 @@ impl DirectAppender {
             self.writer = Some(Writer::start(self.file.try_clone()?));
         }
         let writer = self.writer.as_mut().expect("started above");
-        let next = if writer.in_flight == 0 {
+        let next = if writer.in_flight < QUEUED_WRITES {
             Aligned::new()?
         } else {
             writer.wait()?
@@ -527,6 +542,8 @@ mod tests {
             3 * DIRECT_BUFFER + 4096,
             // Long enough to go on directly part-way, from a file ending inside a block.
             DIRECT_AFTER as usize + DIRECT_BUFFER + 4097,
+            // Every buffer in use at once: two queued for the writer, one filling.
+            DIRECT_AFTER as usize + (QUEUED_WRITES + 1) * DIRECT_BUFFER + 513,
             77,
             2 * DIRECT_AFTER as usize + 5,
         ];
