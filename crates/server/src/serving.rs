@@ -396,9 +396,9 @@ pub async fn serve(
         // windows, waking the server for each. Starting at 4 MiB (the kernel doubles
         // it, within `net.core.rmem_max`), a chunked upload with a process and a
         // connection per 8 MiB PATCH took 10-12 % less of the server's CPU per byte
-        // and ran 0-10 % faster (`bench/chunk_probe.py --client patch-client`,
-        // medians of 5-7 runs, three times). The memory is the kernel's, taken only
-        // by bytes that arrive faster than the server reads them.
+        // (`bench/chunk_probe.py --client patch-client`, medians of 5-7 runs, three
+        // times; its rate between 1 % lower and 10 % higher). The memory is the
+        // kernel's, taken only by bytes that arrive faster than the server reads them.
         if let Err(e) = socket2::SockRef::from(&tcp).set_recv_buffer_size(RECEIVE_BUFFER) {
             tracing::debug!(error = %e, "could not set SO_RCVBUF");
         }

@@ -41,8 +41,8 @@ use std::fs::File;
 /// Alignment of direct writes: the largest logical block size in common use.
 const ALIGN: usize = 4096;
 /// Bytes gathered before one direct write: the disk takes fewer, larger writes
-/// faster. With 4 MiB, a 256 MiB upload ran 9 % slower (`bench/put_ab.py`, medians
-/// of 25 rounds).
+/// faster. With 4 MiB buffers (three queued), a 256 MiB upload ran 9 % slower
+/// (`bench/put_ab.py`, medians of 25 rounds).
 const DIRECT_BUFFER: usize = 8 * 1024 * 1024;
 /// Full buffers handed to an append's writer thread and not yet back: the one it
 /// writes and the one it writes next. With one, a 256 MiB upload ran 5 % slower
