@@ -24,9 +24,9 @@
 //! is read back into the buffer first and rewritten whole; a short last block is
 //! padded with zeros and the file then truncated to its true length.
 //!
-//! The disk is given big writes, one after the other without a gap: a thread of the
-//! append's own writes each full buffer while the next ones fill, and always has the
-//! next one queued when it finishes one ([`QUEUED_WRITES`]). Waiting for a buffer to
+//! The disk is given big writes, one after the other without a gap: the append's own
+//! thread writes each full buffer while the next ones fill, and always has the next
+//! one queued when it finishes one ([`QUEUED_WRITES`]). Waiting for a buffer to
 //! come back before handing over the next put two thread wake-ups between any two
 //! writes, and on a 2-core machine busy hashing and receiving, each wake-up waited
 //! for a core: the disk then idled between writes, and a single-request upload was
