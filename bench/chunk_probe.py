@@ -5,9 +5,9 @@ process (hence its own connection), and how two Berth binaries compare on it.
 Starts each binary given with --bin on its own data dir, then, interleaved in one run
 (so machine load hits both alike), for each run:
 
-  * per-process chunked upload of --size MiB into each binary (dd | curl per chunk,
-    as `regbench.py`'s `chunked_upload_per_process`), recording per chunk the wall
-    time around the two processes and curl's own phases (connect, first response
+  * per-process chunked upload of --size MiB into each binary (`curl -T` per chunk of
+    the blob cut by `split`, as `regbench.py`'s `chunked_upload_per_process`),
+    recording per chunk the wall time around the process and curl's own phases (connect, first response
     byte, total);
   * the same client against a sink that reads and discards each body (the client's
     own floor: process starts, curl reading its chunk, loopback);
@@ -20,11 +20,12 @@ tell a server that is short of CPU from one that waits. Python standard library 
     python3 bench/chunk_probe.py --bin before=/tmp/berth-a --bin after=target/release/berth
 
 With `--client target/release/patch-client` each PATCH is sent by `bench/patch-client`
-(sendfile) instead of `dd | curl`, as `regbench.py`'s second per-process row does; curl's
+(sendfile) instead of `curl -T`, as `regbench.py`'s second per-process row does; curl's
 phase timings are then not available, only the rates.
 """
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -89,8 +90,10 @@ class PatchSink:
 
 
 def patch_chunks(url_of, path, size, auth_headers):
-    """PATCH `path` in 8 MiB chunks, one dd | curl per chunk. Returns per-chunk
-    (wall, connect, first_byte, total) seconds and the final Location."""
+    """PATCH `path` in 8 MiB chunks, one `curl -T` per chunk from the files
+    `regbench.split_chunks` made. Returns per-chunk (wall, connect, first_byte, total)
+    seconds and the final Location."""
+    parts = sorted(glob.glob(f"{path}.parts/*"))
     loc = None
     off = 0
     rows = []
@@ -98,19 +101,12 @@ def patch_chunks(url_of, path, size, auth_headers):
         n = min(CHUNK, size - off)
         url = url_of(loc)
         t0 = time.perf_counter()
-        dd = subprocess.Popen(["dd", f"if={path}", "bs=8M", f"skip={off // CHUNK}",
-                               "count=1", "status=none"], stdout=subprocess.PIPE)
         p = subprocess.run(
-            ["curl", "-sS", "--http1.1", "-X", "PATCH", "--data-binary", "@-",
-             "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
-             "-H", f"Content-Range: {off}-{off + n - 1}",
-             *regbench.curl_headers(auth_headers),
-             "-D", "-", "-o", "/dev/null",
-             "-w", "\n@@ %{http_code} %{time_connect} %{time_pretransfer} "
-                   "%{time_starttransfer} %{time_total}\n", url],
-            stdin=dd.stdout, capture_output=True, text=True)
-        dd.stdout.close()
-        dd.wait()
+            regbench.curl_patch_cmd(
+                url, parts[off // CHUNK], off, n, auth_headers, 600,
+                extra=["-w", "\n@@ %{http_code} %{time_connect} %{time_pretransfer} "
+                             "%{time_starttransfer} %{time_total}\n"]),
+            capture_output=True, text=True)
         wall = time.perf_counter() - t0
         m = re.search(r"^@@ (\d+) (\S+) (\S+) (\S+) (\S+)", p.stdout, re.M)
         if p.returncode != 0 or not m or m.group(1) != "202":
@@ -154,6 +150,8 @@ class Server:
 
     def upload(self, path, client="curl"):
         digest, size = regbench.refresh_blob(path)
+        if client == "curl":
+            regbench.split_chunks(path)
         os.sync()
         reg = self.reg
         cpu0, busy0 = process_cpu(self.proc.pid), machine_cpu()
@@ -247,6 +245,8 @@ def main():
                 busy[s.label].append(cores)
                 print(f"run {run + 1} {s.label}: {rate:.1f} MiB/s; server {ms_per_mib:.2f} ms "
                       f"CPU per MiB; all cores {100 * cores:.0f} % busy", flush=True)
+            if a.client == "curl":
+                regbench.split_chunks(blob)
             t0 = time.perf_counter()
             sink_url = f"http://127.0.0.1:{sink.port}/sink"
             if a.client == "curl":

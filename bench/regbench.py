@@ -20,6 +20,7 @@ per scope and retry. Registries that never challenge are used anonymously.
 
 import argparse
 import base64
+import glob
 import gzip
 import hashlib
 import http.client
@@ -660,6 +661,8 @@ class Suite:
         per 8 MiB PATCH (`patch_per_process`). Each PATCH pays a new TCP connection
         and the server's whole per-request cost."""
         digest, size = refresh_blob(path)
+        if client == "curl":
+            split_chunks(path)
         os.sync()
         reg = self.reg
         t0 = time.perf_counter()
@@ -1226,28 +1229,35 @@ class Suite:
 # Physical limits
 # --------------------------------------------------------------------------- #
 
+def split_chunks(path):
+    """Cut `path` into 8 MiB files `<path>.parts/NNNN` (`split`), as a script that
+    uploads a file a chunk per process does before it starts; returns their paths. Not
+    timed by callers: the file changes before each upload (`refresh_blob`)."""
+    parts = f"{path}.parts"
+    shutil.rmtree(parts, ignore_errors=True)
+    os.makedirs(parts)
+    subprocess.run(["split", "-b", str(CHUNK), "-d", "-a", "4", path, f"{parts}/"],
+                   check=True)
+    return [os.path.join(parts, n) for n in sorted(os.listdir(parts))]
+
+
 def patch_per_process(url_of, path, size, auth, client, timeout):
     """PATCH `path` in 8 MiB chunks, one client process (hence one new connection) per
     chunk; `url_of(location)` gives each chunk's URL from the last answer's Location
-    (None at first). `client` "curl": `dd` cuts the chunk into a pipe that `curl
-    --data-binary @-` reads whole before it sends. Otherwise the path of
+    (None at first). `client` "curl": `curl -T` streams each chunk from the files
+    `split_chunks(path)` made (which must be current). Otherwise the path of
     `bench/patch-client`, which sends the file's range with sendfile(2). Returns the
     last Location."""
+    parts = sorted(glob.glob(f"{path}.parts/*")) if client == "curl" else []
+    if client == "curl" and sum(os.path.getsize(p) for p in parts) != size:
+        raise BenchError(f"{path}.parts does not hold {path}: run split_chunks first")
     loc, off = None, 0
     while off < size:
         n = min(CHUNK, size - off)
         url = url_of(loc)
         if client == "curl":
-            dd = subprocess.Popen(["dd", f"if={path}", "bs=8M", f"skip={off // CHUNK}",
-                                   "count=1", "status=none"], stdout=subprocess.PIPE)
-            p = subprocess.run(
-                ["curl", "-sS", "--http1.1", "-X", "PATCH", "--data-binary", "@-",
-                 "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
-                 "-H", f"Content-Range: {off}-{off + n - 1}", *curl_headers(auth),
-                 "-D", "-", "-o", "/dev/null", "--max-time", str(timeout), url],
-                stdin=dd.stdout, capture_output=True, text=True)
-            dd.stdout.close()
-            dd.wait()
+            p = subprocess.run(curl_patch_cmd(url, parts[off // CHUNK], off, n, auth, timeout),
+                               capture_output=True, text=True)
         else:
             p = subprocess.run(patch_client_cmd(client, url, path, off, n, auth),
                                capture_output=True, text=True, timeout=timeout)
@@ -1261,6 +1271,16 @@ def patch_per_process(url_of, path, size, auth, client, timeout):
         loc = new.group(1)
         off += n
     return loc
+
+
+def curl_patch_cmd(url, part, off, n, auth, timeout, extra=()):
+    """`curl -T part -X PATCH`: the chunk streamed from its file (`--data-binary @file`
+    would read it whole into memory first: about half the rate here), the response
+    head on stdout."""
+    return ["curl", "-sS", "--http1.1", "-X", "PATCH", "-T", part,
+            "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
+            "-H", f"Content-Range: {off}-{off + n - 1}", *curl_headers(auth),
+            "-D", "-", "-o", "/dev/null", "--max-time", str(timeout), *extra, url]
 
 
 class _Sink:
@@ -1485,6 +1505,7 @@ def cmd_limits(a):
         # The floors of the chunked upload with a process per PATCH: each client
         # against a server that reads and discards every body.
         csize = os.path.getsize(a.chunk_file)
+        split_chunks(a.chunk_file)
         clients = [("curl", "curl")]
         if os.access(a.patch_client, os.X_OK):
             clients.append(("client", a.patch_client))
