@@ -251,6 +251,18 @@ pub trait RegistryMeta: Send + Sync {
     /// Record a verified blob and let `repository` reach it (creating the repository).
     async fn link_blob(&self, repository: &str, digest: &Digest, size: u64, now: i64)
         -> Result<()>;
+    /// `link_blob` for a blob uploaded through session `id`, ending the session in the
+    /// same transaction (one commit, not two, at the end of every upload). Returns when
+    /// the session was created; `None` when it was already gone (the blob is linked
+    /// all the same).
+    async fn publish_upload(
+        &self,
+        id: &str,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        now: i64,
+    ) -> Result<Option<i64>>;
     /// Size of a blob, if `repository` may reach it.
     async fn repository_blob(&self, repository: &str, digest: &Digest) -> Result<Option<u64>>;
     /// Size of a blob anywhere in the registry.

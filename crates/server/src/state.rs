@@ -140,6 +140,14 @@ impl UploadTracker {
         }
     }
 
+    /// The upload's row was written at `at` (it was just created), which records its
+    /// activity as a touch would: the first chunk soon after is not recorded again.
+    pub fn recorded(&self, id: &str, at: i64) {
+        if let Ok(mut m) = self.touched.lock() {
+            m.insert(id.to_string(), at);
+        }
+    }
+
     /// Whether the upload's activity at `now` must be recorded in metadata: not when
     /// this node recorded it less than `every` ms ago. Each chunk of a chunked upload
     /// would otherwise cost a committed metadata write (and, being a write, empty the

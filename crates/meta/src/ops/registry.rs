@@ -84,6 +84,33 @@ async fn ensure_repo(conn: &mut Conn, path: &str, now: i64) -> Result<i64> {
 
 /// Record a verified blob in `blobs` (when new), for a link to it in the same
 /// transaction: a repository's, or a dependency proxy cache's.
+/// Record a blob and let `repository` reach it (creating the repository), within a
+/// transaction the caller commits.
+async fn link_in(conn: &mut Conn, repository: &str, d: &Digest, size: u64, now: i64) -> Result<()> {
+    let repo = ensure_repo(conn, repository, now).await?;
+    record_blob(conn, d, size, now).await?;
+    sqlx::query(
+        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(repo)
+    .bind(d.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    // Uploaded or mounted again: a queued review starts its delay over (a new link
+    // does this through its trigger; an existing link does not fire it).
+    sqlx::query(
+        "UPDATE gc_blob_review_queue SET queued_at = $1 WHERE digest = $2 AND queued_at < $3",
+    )
+    .bind(now)
+    .bind(d.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn record_blob(conn: &mut Conn, d: &Digest, size: u64, now: i64) -> Result<()> {
     if CONCURRENT_WRITERS {
         // Wait out a GC review that is removing this blob, so it is recorded anew
@@ -230,29 +257,29 @@ impl RegistryMeta for Db {
         // Blob rows and links, and the repository's `updated_at` (or a new repository,
         // which has no manifest to look up yet): nothing a manifest lookup reads.
         let mut tx = self.write_tx_scoped(Scope::Nothing).await?;
-        let repo = ensure_repo(&mut tx, repository, now).await?;
-        record_blob(&mut tx, d, size, now).await?;
-        sqlx::query(
-            "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(repo)
-        .bind(d.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        // Uploaded or mounted again: a queued review starts its delay over (a new
-        // link does this through its trigger; an existing link does not fire it).
-        sqlx::query(
-            "UPDATE gc_blob_review_queue SET queued_at = $1 WHERE digest = $2 AND queued_at < $3",
-        )
-        .bind(now)
-        .bind(d.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        link_in(&mut tx, repository, d, size, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn publish_upload(
+        &self,
+        id: &str,
+        repository: &str,
+        d: &Digest,
+        size: u64,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        // As `link_blob`; the session's row is not read by manifest lookups either.
+        let mut tx = self.write_tx_scoped(Scope::Nothing).await?;
+        link_in(&mut tx, repository, d, size, now).await?;
+        let created: Option<i64> =
+            sqlx::query_scalar("DELETE FROM uploads WHERE id = $1 RETURNING created_at")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     async fn repository_blob(&self, repository: &str, d: &Digest) -> Result<Option<u64>> {

@@ -137,6 +137,7 @@ macro_rules! meta_suite {
             registry::conditional_tag_writes_hold_inside_the_transaction,
             registry::index_children_and_referrers,
             registry::uploads_expire,
+            registry::publishing_an_upload_links_its_blob_and_ends_it,
             registry::manifest_lookups_follow_every_write,
             registry::own_pushes_leave_other_repositories_cached,
             registry::offline_sweep_and_pending_deletions_in_batches,

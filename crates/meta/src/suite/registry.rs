@@ -221,6 +221,37 @@ pub(crate) async fn uploads_expire(m: &dyn TestMeta) {
     assert_eq!(m.upload("u").await.unwrap(), None);
 }
 
+pub(crate) async fn publishing_an_upload_links_its_blob_and_ends_it(m: &dyn TestMeta) {
+    let u = Upload {
+        id: "up".into(),
+        repository_path: "g/p/app".into(),
+        created_at: 7,
+        updated_at: 8,
+        created_by: None,
+    };
+    m.create_upload(&u).await.unwrap();
+    let layer = Digest::sha256_of(b"published layer");
+    let created = m
+        .publish_upload("up", "g/p/app", &layer, 15, 9)
+        .await
+        .unwrap();
+    assert_eq!(created, Some(7), "the session's creation time");
+    assert_eq!(m.upload("up").await.unwrap(), None, "the session ended");
+    assert_eq!(
+        m.repository_blob("g/p/app", &layer).await.unwrap(),
+        Some(15)
+    );
+    // A session already gone (expired meanwhile): the blob is linked all the same.
+    let other = Digest::sha256_of(b"published after expiry");
+    assert_eq!(
+        m.publish_upload("up", "g/p/app", &other, 3, 10)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(m.repository_blob("g/p/app", &other).await.unwrap(), Some(3));
+}
+
 /// Manifest lookups are cached; every kind of write is seen by the next lookup,
 /// including writes through paths that know nothing of the cache (raw SQL on the
 /// writer, a repository deletion).

@@ -121,6 +121,7 @@ async fn new_upload(
         .await?;
     state.store.upload_create(&id).await?;
     state.uploads.put_hash(&id, 0, Hasher::new(alg).into());
+    state.uploads.recorded(&id, now);
     Ok(id)
 }
 
@@ -267,17 +268,15 @@ async fn complete(
         )
         .detail(serde_json::json!({ "expected": digest, "actual": actual })));
     }
-    let started = state.meta.upload(id).await?.map(|u| u.created_at);
-    {
+    let started = {
         // Publishing and linking happen together with respect to garbage collection.
         let _publishing = publishing(state).await?;
         state.store.upload_commit(id, digest).await?;
         state
             .meta
-            .link_blob(name.as_str(), digest, size, now_ms())
-            .await?;
-    }
-    state.meta.delete_upload(id).await?;
+            .publish_upload(id, name.as_str(), digest, size, now_ms())
+            .await?
+    };
     state.uploads.forget(id);
     if let Some(t0) = started {
         metrics::histogram!("berth_upload_duration_seconds")
