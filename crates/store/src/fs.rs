@@ -322,6 +322,11 @@ impl BlobStore for FsStore {
         // are hashed: on two cores, the hashing of one chunk overlaps the receiving of
         // the next. It starts on a hash that may still be pending the same way.
         let algorithm = hasher.algorithm();
+        // A body that knows its length (a request's `Content-Length`) says so.
+        let length = match body.size_hint() {
+            (lower, Some(upper)) if lower == upper => Some(lower as u64),
+            _ => None,
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(QUEUE_BATCHES);
         let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Queued>(QUEUE_BATCHES);
         let (hashed_tx, hashed_rx) = tokio::sync::oneshot::channel();
@@ -340,7 +345,7 @@ impl BlobStore for FsStore {
             let _ = hashed_tx.send(hasher);
         });
         let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
-            let (mut out, actual) = crate::append::Appender::open(&path)
+            let (mut out, actual) = crate::append::Appender::open(&path, length)
                 .map_err(|e| not_found_as(e, StoreError::UploadNotFound))?;
             if actual != offset {
                 return Err(StoreError::OffsetMismatch {
