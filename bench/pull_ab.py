@@ -32,6 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 import put_ab  # noqa: E402
+import regbench  # noqa: E402
 
 REPO = put_ab.REPO
 
@@ -42,24 +43,7 @@ def start_reference(binary, workdir):
     port = benchlib.free_port()
     cfg = os.path.join(data, "config.yml")
     with open(cfg, "w") as f:
-        f.write(f"""version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {data}/storage
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{port}
-""")
+        f.write(regbench.reference_config(f"{data}/storage", port))
     log = open(os.path.join(data, "serve.log"), "w")
     proc = subprocess.Popen([binary, "serve", cfg], stdout=log, stderr=log)
     benchlib.wait_listening(port, "reference registry", proc)

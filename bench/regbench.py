@@ -1229,6 +1229,29 @@ class Suite:
 # Physical limits
 # --------------------------------------------------------------------------- #
 
+def reference_config(rootdirectory, port):
+    """The reference registry's config for every benchmark: its filesystem driver at
+    `rootdirectory`, listening on 127.0.0.1:`port`, no access log, no upload purging."""
+    return f"""version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {rootdirectory}
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
 def split_chunks(path):
     """Cut `path` into 8 MiB files `<path>.parts/NNNN` (`split`), as a script that
     uploads a file a chunk per process does before it starts; returns their paths. Not
@@ -1863,6 +1886,10 @@ def main():
                              "prefer the environment, the command line is visible in ps)")
 
     p = sub.add_parser("freeport", help="print a free loopback TCP port")
+    p = sub.add_parser("reference-config",
+                       help="print the reference registry's config (see reference_config)")
+    p.add_argument("--data", required=True, help="its storage root directory")
+    p.add_argument("--port", type=int, required=True, help="its loopback port")
 
     a = ap.parse_args()
     if hasattr(a, "user") and not a.user:
@@ -1895,6 +1922,8 @@ def main():
                 raise BenchError(f"token service: {e}")
             # A failed token request raises BenchError: exit 2, the caller stops waiting.
             sys.exit(0 if st == 200 else 1)
+        elif a.cmd == "reference-config":
+            print(reference_config(a.data, a.port), end="")
         elif a.cmd == "freeport":
             import socket
             with socket.socket() as sk:

@@ -352,25 +352,7 @@ start_reference() {
   data="$WORK/reference-data"; mkdir -p "$data"
   cfg="$WORK/reference-config.yml"
   logf="$OUT_DIR/reference.log"
-  cat >"$cfg" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $data
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-EOF
+  "$PY" "$REGBENCH" reference-config --data "$data" --port "$port" >"$cfg"
   cp "$cfg" "$OUT_DIR/reference-config.yml"
   "$REF_BIN" serve "$cfg" >"$logf" 2>&1 &
   SERVER_PID=$!
