@@ -25,7 +25,6 @@ phase timings are then not available, only the rates.
 """
 
 import argparse
-import glob
 import os
 import re
 import shutil
@@ -93,7 +92,7 @@ def patch_chunks(url_of, path, size, auth_headers):
     """PATCH `path` in 8 MiB chunks, one `curl -T` per chunk from the files
     `regbench.split_chunks` made. Returns per-chunk (wall, connect, first_byte, total)
     seconds and the final Location."""
-    parts = sorted(glob.glob(f"{path}.parts/*"))
+    parts = regbench.chunk_files(path)
     loc = None
     off = 0
     rows = []

@@ -1254,14 +1254,22 @@ http:
 
 def split_chunks(path):
     """Cut `path` into 8 MiB files `<path>.parts/NNNN` (`split`), as a script that
-    uploads a file a chunk per process does before it starts; returns their paths. Not
-    timed by callers: the file changes before each upload (`refresh_blob`)."""
+    uploads a file a chunk per process does before it starts. Not timed by callers:
+    the file changes before each upload (`refresh_blob`)."""
     parts = f"{path}.parts"
     shutil.rmtree(parts, ignore_errors=True)
     os.makedirs(parts)
     subprocess.run(["split", "-b", str(CHUNK), "-d", "-a", "4", path, f"{parts}/"],
                    check=True)
-    return [os.path.join(parts, n) for n in sorted(os.listdir(parts))]
+
+
+def chunk_files(path):
+    """The files `split_chunks(path)` made, in order; an error when they no longer
+    hold `path` (it changed since)."""
+    parts = sorted(glob.glob(f"{path}.parts/*"))
+    if sum(os.path.getsize(p) for p in parts) != os.path.getsize(path):
+        raise BenchError(f"{path}.parts does not hold {path}: run split_chunks first")
+    return parts
 
 
 def patch_per_process(url_of, path, size, auth, client, timeout):
@@ -1271,9 +1279,7 @@ def patch_per_process(url_of, path, size, auth, client, timeout):
     `split_chunks(path)` made (which must be current). Otherwise the path of
     `bench/patch-client`, which sends the file's range with sendfile(2). Returns the
     last Location."""
-    parts = sorted(glob.glob(f"{path}.parts/*")) if client == "curl" else []
-    if client == "curl" and sum(os.path.getsize(p) for p in parts) != size:
-        raise BenchError(f"{path}.parts does not hold {path}: run split_chunks first")
+    parts = chunk_files(path) if client == "curl" else []
     loc, off = None, 0
     while off < size:
         n = min(CHUNK, size - off)
